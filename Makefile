@@ -1,0 +1,50 @@
+# Breeze: the two commands a newcomer needs are `make demo` and `make test`.
+GO        ?= go
+BIN       := bin
+RACE      ?= -race
+export CGO_ENABLED := 1
+# Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
+export GODEBUG := cgocheck=0
+
+.PHONY: all build plugin demo test test-unit test-e2e check-plugin fuzz vet protos clean
+
+all: build plugin
+
+build:
+	$(GO) build -o $(BIN)/breeze ./cmd/breeze
+
+# The Envoy plugin: a shared object Envoy's Go network filter loads.
+plugin:
+	$(GO) build -buildmode=c-shared -o $(BIN)/breeze.so ./cmd/breeze-plugin
+
+# Two dubbo-go providers (v1, v2), the standalone runner on its embedded
+# default config, and a consumer that prints where its requests went.
+demo:
+	bash scripts/demo.sh
+
+test: vet test-unit check-plugin test-e2e
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test-unit:
+	$(GO) test $(RACE) -count=1 ./...
+
+# The plugin must export Envoy's entry points.
+check-plugin: plugin
+	bash scripts/check-plugin.sh $(BIN)/breeze.so
+
+test-e2e:
+	cd e2e && $(GO) test $(RACE) -count=1 -timeout 20m ./...
+
+# Longer fuzzing than the seed-corpus run in `make test`: FUZZTIME per target.
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./codecs/dubbo
+
+protos:
+	bash scripts/gen-protos.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,248 @@
+// Package codecs defines the protocol-neutral message that Breeze routes, the
+// codec interface every protocol implements, and a registry of codecs by name.
+//
+// A codec turns bytes into Messages and back. It decodes only what routing
+// needs (the header and routable metadata) and passes the rest of the frame
+// through as opaque bytes. It knows nothing of sockets, Envoy or routing.
+package codecs
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// MessageType says what a decoded frame is.
+type MessageType uint8
+
+const (
+	// Request is a two-way call: exactly one response is expected.
+	Request MessageType = iota + 1
+	// Response answers a Request (successful or not, see Message.Status).
+	Response
+	// Oneway is a call that expects no response.
+	Oneway
+	// Heartbeat is a keep-alive that the receiver answers with HeartbeatReply.
+	Heartbeat
+	// HeartbeatReply answers a Heartbeat.
+	HeartbeatReply
+	// GoAway announces that the sender is shutting down (Dubbo's READONLY
+	// event): send it no new requests; requests in flight still complete.
+	GoAway
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case Request:
+		return "request"
+	case Response:
+		return "response"
+	case Oneway:
+		return "oneway"
+	case Heartbeat:
+		return "heartbeat"
+	case HeartbeatReply:
+		return "heartbeat_reply"
+	case GoAway:
+		return "goaway"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// IsRequest reports whether the message is a call (two-way or oneway).
+func (t MessageType) IsRequest() bool { return t == Request || t == Oneway }
+
+// ResponseStatus is the protocol-neutral outcome carried by a Response.
+type ResponseStatus uint8
+
+const (
+	StatusOK ResponseStatus = iota
+	// StatusAppError: the call ran and the application answered with an
+	// exception (Dubbo status 20 with an exception value, Thrift exception).
+	StatusAppError
+	// StatusError: the peer or a proxy answered with a protocol-level error.
+	StatusError
+)
+
+// ErrorKind is the reason for a reply the proxy builds itself.
+type ErrorKind uint8
+
+const (
+	ErrNoRoute ErrorKind = iota + 1
+	ErrNoHealthyUpstream
+	ErrTimeout
+	ErrOverloaded
+	ErrBadRequest
+	ErrInternal
+)
+
+func (k ErrorKind) String() string {
+	switch k {
+	case ErrNoRoute:
+		return "no_route"
+	case ErrNoHealthyUpstream:
+		return "no_healthy_upstream"
+	case ErrTimeout:
+		return "timeout"
+	case ErrOverloaded:
+		return "overloaded"
+	case ErrBadRequest:
+		return "bad_request"
+	case ErrInternal:
+		return "internal"
+	}
+	return fmt.Sprintf("error(%d)", uint8(k))
+}
+
+// KV is one routable key/value.
+type KV struct {
+	Key, Value string
+}
+
+// Metadata is a small ordered list of key/values. A slice rather than a map:
+// messages carry a dozen keys at most, and a slice can be reused across
+// requests without allocating.
+type Metadata []KV
+
+// Get returns the value of key and whether it is present.
+func (m Metadata) Get(key string) (string, bool) {
+	for i := range m {
+		if m[i].Key == key {
+			return m[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// Set overwrites key if present and appends it otherwise.
+func (m *Metadata) Set(key, value string) {
+	for i := range *m {
+		if (*m)[i].Key == key {
+			(*m)[i].Value = value
+			return
+		}
+	}
+	*m = append(*m, KV{key, value})
+}
+
+// Message is one decoded frame.
+//
+// Frame holds the whole frame as received. Encode writes it back out with
+// the (possibly rewritten) ID and Mutations applied; untouched parts such as
+// call arguments are never decoded or copied more than needed.
+type Message struct {
+	Type MessageType
+	// ID is the request id (Dubbo request id, Thrift seqid). The proxy
+	// rewrites it on shared upstream connections; Encode writes it into the frame.
+	ID uint64
+	// Status is meaningful for Response only.
+	Status ResponseStatus
+	// Metadata are the routable attributes the codec decoded (see each codec's README).
+	Metadata Metadata
+	// Mutations are key/values the codec adds or overwrites when encoding
+	// (Dubbo attachments, Thrift headers).
+	Mutations Metadata
+	// Frame is the frame's bytes. The message owns them: the codec may patch them in place.
+	Frame []byte
+	// Private is codec scratch space (offsets of parts of Frame), so that
+	// Encode needs no second parse and decoding needs no allocation for it.
+	Private [4]int
+}
+
+// Reset clears m for reuse, keeping the capacity of its slices.
+func (m *Message) Reset() {
+	m.Type = 0
+	m.ID = 0
+	m.Status = StatusOK
+	m.Metadata = m.Metadata[:0]
+	m.Mutations = m.Mutations[:0]
+	m.Frame = nil
+	m.Private = [4]int{}
+}
+
+// ProtocolError is a frame the codec cannot accept. The connection it came
+// from is unusable: the proxy counts Reason and closes that connection only.
+type ProtocolError struct {
+	// Reason is a short stable token for counters, e.g. "bad_magic".
+	Reason string
+	// Detail says what was wrong, for the log line.
+	Detail string
+}
+
+func (e *ProtocolError) Error() string {
+	if e.Detail == "" {
+		return "protocol error: " + e.Reason
+	}
+	return "protocol error: " + e.Reason + ": " + e.Detail
+}
+
+// Errorf builds a ProtocolError.
+func Errorf(reason, format string, args ...any) *ProtocolError {
+	return &ProtocolError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Codec translates one connection's bytes. A Codec instance belongs to one
+// connection (it may keep per-connection state such as a detected
+// transport) and is used by one goroutine at a time.
+type Codec interface {
+	// Decode decodes at most one frame from the front of buf into msg (which
+	// the caller has Reset). It returns the number of bytes the frame took;
+	// 0 and a nil error mean buf does not yet hold a whole frame. msg.Frame
+	// aliases buf[:n]. A non-nil error is a *ProtocolError.
+	Decode(buf []byte, msg *Message) (n int, err error)
+	// Encode returns the bytes to send for msg: its frame with msg.ID and
+	// msg.Mutations applied. It may patch msg.Frame in place and may return it.
+	Encode(msg *Message) ([]byte, error)
+	// LocalReply builds the protocol's own error response to req (same id),
+	// so that a real client sees a proper error and does not hang.
+	LocalReply(req *Message, kind ErrorKind, detail string) []byte
+	// HeartbeatReply builds the answer to a Heartbeat.
+	HeartbeatReply(hb *Message) []byte
+}
+
+// Options configure a codec instance.
+type Options struct {
+	// MaxFrameSize bounds one frame in bytes; 0 means the codec's default.
+	MaxFrameSize int
+	// Params are codec-specific settings (see each codec's README).
+	Params map[string]string
+}
+
+// Factory makes a Codec for one connection. It returns an error when the
+// options are invalid, naming the option.
+type Factory func(opts Options) (Codec, error)
+
+var (
+	mu       sync.RWMutex
+	registry = map[string]Factory{}
+)
+
+// Register makes a codec available under name. Codecs call it from init.
+func Register(name string, f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("codecs: codec registered twice: " + name)
+	}
+	registry[name] = f
+}
+
+// Lookup returns the factory registered under name.
+func Lookup(name string) (Factory, bool) {
+	mu.RLock()
+	defer mu.RUnlock()
+	f, ok := registry[name]
+	return f, ok
+}
+
+// Names lists the registered codecs, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,280 @@
+// Package cluster holds a cluster's endpoints, its subsets and the request
+// level load balancers that pick an endpoint for each request.
+//
+// The endpoint set of a cluster is an immutable snapshot swapped atomically
+// (DNS refreshes, later xDS): a pick never takes a lock. Per-endpoint live
+// state (requests in flight, health) lives in *Endpoint and survives
+// snapshot swaps, so a refresh that keeps an address keeps its state.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// Endpoint is one upstream address with its labels and live state.
+type Endpoint struct {
+	// Addr is a literal ip:port: Envoy dials only those.
+	Addr   string
+	Labels map[string]string
+	Weight uint32
+
+	inflight       atomic.Int64
+	unhealthyUntil atomic.Int64 // unix nanos
+	failures       atomic.Int32
+}
+
+// Inflight is the number of requests sent and not yet answered.
+func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
+
+// Begin and End count a request in flight (least-request balancing and the
+// per-endpoint request limit read it).
+func (e *Endpoint) Begin() int64 { return e.inflight.Add(1) }
+func (e *Endpoint) End()         { e.inflight.Add(-1) }
+
+// Healthy reports whether the endpoint is not in its ejection period.
+func (e *Endpoint) Healthy(now int64) bool { return e.unhealthyUntil.Load() <= now }
+
+// Failed ejects the endpoint for a period that doubles with consecutive
+// failures (100ms up to 30s): a dead provider stops receiving new requests
+// at once, and is probed again soon after.
+func (e *Endpoint) Failed() {
+	n := e.failures.Add(1)
+	backoff := 100 * time.Millisecond << min(n-1, 9)
+	backoff = min(backoff, 30*time.Second)
+	e.unhealthyUntil.Store(time.Now().Add(backoff).UnixNano())
+}
+
+// Succeeded clears the failure streak.
+func (e *Endpoint) Succeeded() {
+	if e.failures.Load() != 0 {
+		e.failures.Store(0)
+		e.unhealthyUntil.Store(0)
+	}
+}
+
+// Cluster is a named group of endpoints with a load-balancing policy.
+type Cluster struct {
+	Name           string
+	Policy         breezev1.Cluster_LbPolicy
+	HashKey        string
+	ConnectTimeout time.Duration
+	ConnsPerHost   int
+	MaxRequests    int64
+
+	state  atomic.Pointer[state]
+	log    *slog.Logger
+	stop   context.CancelFunc
+	mu     sync.Mutex // serialises endpoint updates
+	byAddr map[string]*Endpoint
+	// subsetKeys are the subsets routes ask for; every update rebuilds their balancers.
+	subsetKeys map[string]map[string]string
+}
+
+type state struct {
+	all     *Set
+	subsets map[string]*Set
+}
+
+// New builds a cluster from its config. subsets are the label sets routes
+// target (canonical key → labels), so their balancers are prebuilt.
+// STRICT_DNS clusters resolve in the background until Close.
+func New(c *breezev1.Cluster, subsets map[string]map[string]string, log *slog.Logger) (*Cluster, error) {
+	cl := &Cluster{
+		Name:           c.GetName(),
+		Policy:         c.GetLbPolicy(),
+		HashKey:        c.GetHashKey(),
+		ConnectTimeout: durationOr(c.GetConnectTimeout().AsDuration(), 5*time.Second),
+		ConnsPerHost:   int(max(c.GetConnectionsPerEndpoint(), 1)),
+		MaxRequests:    int64(c.GetMaxRequestsPerEndpoint()),
+		log:            log.With("cluster", c.GetName()),
+		byAddr:         map[string]*Endpoint{},
+		subsetKeys:     subsets,
+		stop:           func() {},
+	}
+	if cl.MaxRequests == 0 {
+		cl.MaxRequests = 10000
+	}
+	switch c.GetType() {
+	case breezev1.Cluster_STATIC:
+		var eps []Spec
+		for i, e := range c.GetEndpoints() {
+			ip, err := netip.ParseAddr(e.GetAddress())
+			if err != nil {
+				return nil, fmt.Errorf("cluster %q endpoints[%d].address %q: not a literal IP (use type STRICT_DNS for host names)", cl.Name, i, e.GetAddress())
+			}
+			if e.GetPort() == 0 || e.GetPort() > 65535 {
+				return nil, fmt.Errorf("cluster %q endpoints[%d].port %d: out of range", cl.Name, i, e.GetPort())
+			}
+			eps = append(eps, Spec{Addr: netip.AddrPortFrom(ip, uint16(e.GetPort())).String(), Labels: e.GetLabels(), Weight: e.GetWeight()})
+		}
+		cl.Update(eps)
+	case breezev1.Cluster_STRICT_DNS:
+		cl.Update(nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		cl.stop = cancel
+		r := &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: net.DefaultResolver.LookupNetIP}
+		r.resolveOnce(ctx)
+		go r.run(ctx)
+	default:
+		return nil, fmt.Errorf("cluster %q type %v: unsupported", cl.Name, c.GetType())
+	}
+	return cl, nil
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Close stops background resolution.
+func (c *Cluster) Close() { c.stop() }
+
+// Spec describes an endpoint for Update.
+type Spec struct {
+	Addr   string
+	Labels map[string]string
+	Weight uint32
+}
+
+// Update replaces the endpoint set. Endpoints whose address and labels are
+// unchanged keep their live state.
+func (c *Cluster) Update(specs []Spec) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[string]*Endpoint, len(specs))
+	eps := make([]*Endpoint, 0, len(specs))
+	for _, s := range specs {
+		if _, dup := next[s.Addr]; dup {
+			continue
+		}
+		ep := c.byAddr[s.Addr]
+		if ep == nil || !maps.Equal(ep.Labels, s.Labels) || ep.Weight != max(s.Weight, 1) {
+			ep = &Endpoint{Addr: s.Addr, Labels: s.Labels, Weight: max(s.Weight, 1)}
+		}
+		next[s.Addr] = ep
+		eps = append(eps, ep)
+	}
+	// A stable order keeps hash rings identical across refreshes that
+	// return the same addresses in another order.
+	slices.SortFunc(eps, func(a, b *Endpoint) int {
+		if a.Addr < b.Addr {
+			return -1
+		}
+		if a.Addr > b.Addr {
+			return 1
+		}
+		return 0
+	})
+	c.byAddr = next
+	st := &state{all: newSet(c.Policy, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
+	for key, labels := range c.subsetKeys {
+		var sub []*Endpoint
+		for _, ep := range eps {
+			if hasLabels(ep.Labels, labels) {
+				sub = append(sub, ep)
+			}
+		}
+		st.subsets[key] = newSet(c.Policy, sub)
+	}
+	c.state.Store(st)
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Endpoints returns the current endpoints.
+func (c *Cluster) Endpoints() []*Endpoint { return c.state.Load().all.endpoints }
+
+// Set returns the balancer for a subset key ("" for the whole cluster), or
+// nil when routes never asked for that subset.
+func (c *Cluster) Set(subset string) *Set {
+	st := c.state.Load()
+	if subset == "" {
+		return st.all
+	}
+	return st.subsets[subset]
+}
+
+// resolver refreshes a STRICT_DNS cluster.
+type resolver struct {
+	cluster   *Cluster
+	endpoints []*breezev1.Endpoint
+	every     time.Duration
+	lookup    func(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+func (r *resolver) run(ctx context.Context) {
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.resolveOnce(ctx)
+		}
+	}
+}
+
+// resolveOnce resolves every host. A host that fails to resolve keeps its
+// previous addresses: a DNS hiccup must not empty a cluster.
+func (r *resolver) resolveOnce(ctx context.Context) {
+	var specs []Spec
+	prev := r.cluster.Endpoints()
+	for _, e := range r.endpoints {
+		ctx, cancel := context.WithTimeout(ctx, r.every)
+		ips, err := r.lookup(ctx, "ip", e.GetAddress())
+		cancel()
+		port := strconv.Itoa(int(e.GetPort()))
+		if err != nil {
+			r.cluster.log.Warn("dns resolution failed, keeping previous addresses", "host", e.GetAddress(), "err", err)
+			for _, p := range prev {
+				if hostOf(p, e) {
+					specs = append(specs, Spec{Addr: p.Addr, Labels: p.Labels, Weight: p.Weight})
+				}
+			}
+			continue
+		}
+		for _, ip := range ips {
+			specs = append(specs, Spec{Addr: net.JoinHostPort(ip.Unmap().String(), port), Labels: withHost(e), Weight: e.GetWeight()})
+		}
+	}
+	r.cluster.Update(specs)
+}
+
+// hostLabel records which configured host name an address came from, so a
+// failed lookup can keep exactly that host's previous addresses.
+const hostLabel = "breeze.dns_host"
+
+func withHost(e *breezev1.Endpoint) map[string]string {
+	l := maps.Clone(e.GetLabels())
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[hostLabel] = net.JoinHostPort(e.GetAddress(), strconv.Itoa(int(e.GetPort())))
+	return l
+}
+
+func hostOf(p *Endpoint, e *breezev1.Endpoint) bool {
+	return p.Labels[hostLabel] == net.JoinHostPort(e.GetAddress(), strconv.Itoa(int(e.GetPort())))
+}

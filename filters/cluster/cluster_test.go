@@ -1,0 +1,240 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"sync"
+	"testing"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+func staticCluster(t *testing.T, policy breezev1.Cluster_LbPolicy, n int, subsets map[string]map[string]string) *Cluster {
+	t.Helper()
+	c := &breezev1.Cluster{Name: "c", LbPolicy: policy}
+	for i := range n {
+		v := "v1"
+		if i%2 == 1 {
+			v = "v2"
+		}
+		c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 20880, Labels: map[string]string{"version": v}})
+	}
+	cl, err := New(c, subsets, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+func TestRoundRobinIsEven(t *testing.T) {
+	cl := staticCluster(t, breezev1.Cluster_ROUND_ROBIN, 3, nil)
+	counts := map[string]int{}
+	for range 300 {
+		counts[cl.Set("").Pick("", false).Addr]++
+	}
+	for addr, n := range counts {
+		if n != 100 {
+			t.Errorf("%s got %d of 300", addr, n)
+		}
+	}
+	if len(counts) != 3 {
+		t.Fatalf("endpoints used: %v", counts)
+	}
+}
+
+func TestWeightedRoundRobin(t *testing.T) {
+	c := &breezev1.Cluster{Name: "w", Endpoints: []*breezev1.Endpoint{
+		{Address: "10.0.0.1", Port: 1, Weight: 1}, {Address: "10.0.0.2", Port: 1, Weight: 3},
+	}}
+	cl, err := New(c, nil, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for range 4000 {
+		counts[cl.Set("").Pick("", false).Addr]++
+	}
+	if counts["10.0.0.1:1"] != 1000 || counts["10.0.0.2:1"] != 3000 {
+		t.Fatalf("weighted round robin: %v", counts)
+	}
+}
+
+func TestSubsets(t *testing.T) {
+	cl := staticCluster(t, breezev1.Cluster_ROUND_ROBIN, 4, map[string]map[string]string{"version=v2": {"version": "v2"}})
+	set := cl.Set("version=v2")
+	if set.Len() != 2 {
+		t.Fatalf("subset size %d", set.Len())
+	}
+	for range 10 {
+		if ep := set.Pick("", false); ep.Labels["version"] != "v2" {
+			t.Fatalf("picked %s with labels %v", ep.Addr, ep.Labels)
+		}
+	}
+	if cl.Set("version=v9") != nil {
+		t.Fatal("unknown subset has a balancer")
+	}
+}
+
+func TestEjectedEndpointSkipped(t *testing.T) {
+	for _, policy := range []breezev1.Cluster_LbPolicy{breezev1.Cluster_ROUND_ROBIN, breezev1.Cluster_RANDOM, breezev1.Cluster_LEAST_REQUEST, breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV} {
+		cl := staticCluster(t, policy, 3, nil)
+		dead := cl.Endpoints()[1]
+		dead.Failed()
+		for i := range 300 {
+			if ep := cl.Set("").Pick(fmt.Sprint("user", i), true); ep == dead {
+				t.Fatalf("%v picked the ejected endpoint", policy)
+			}
+		}
+		// All ejected: still pick something rather than nothing.
+		for _, ep := range cl.Endpoints() {
+			ep.Failed()
+		}
+		if cl.Set("").Pick("k", true) == nil {
+			t.Fatalf("%v: nil pick with all endpoints ejected", policy)
+		}
+	}
+}
+
+func TestConsistentHashSticky(t *testing.T) {
+	for _, policy := range []breezev1.Cluster_LbPolicy{breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV} {
+		cl := staticCluster(t, policy, 4, nil)
+		first := map[string]string{}
+		used := map[string]bool{}
+		for i := range 200 {
+			k := fmt.Sprint("user-", i)
+			first[k] = cl.Set("").Pick(k, true).Addr
+			used[first[k]] = true
+		}
+		if len(used) != 4 {
+			t.Fatalf("%v spread 200 keys over %d endpoints", policy, len(used))
+		}
+		for range 3 {
+			for k, addr := range first {
+				if got := cl.Set("").Pick(k, true).Addr; got != addr {
+					t.Fatalf("%v: key %s moved %s -> %s", policy, k, addr, got)
+				}
+			}
+		}
+		// Removing one endpoint moves only (about) its own keys.
+		var specs []Spec
+		for _, ep := range cl.Endpoints()[:3] {
+			specs = append(specs, Spec{Addr: ep.Addr, Labels: ep.Labels})
+		}
+		removed := cl.Endpoints()[3].Addr
+		cl.Update(specs)
+		moved := 0
+		for k, addr := range first {
+			if got := cl.Set("").Pick(k, true).Addr; got != addr && addr != removed {
+				moved++
+			}
+		}
+		if moved > 20 {
+			t.Fatalf("%v: %d of 200 keys on surviving endpoints moved", policy, moved)
+		}
+	}
+}
+
+func TestLeastRequestPrefersIdle(t *testing.T) {
+	cl := staticCluster(t, breezev1.Cluster_LEAST_REQUEST, 2, nil)
+	busy := cl.Endpoints()[0]
+	for range 100 {
+		busy.Begin()
+	}
+	n := 0
+	for range 1000 {
+		if cl.Set("").Pick("", false) == busy {
+			n++
+		}
+	}
+	// Only when both draws hit the busy one: about a quarter.
+	if math.Abs(float64(n)-250) > 80 {
+		t.Fatalf("busy endpoint picked %d of 1000", n)
+	}
+}
+
+func TestUpdateKeepsState(t *testing.T) {
+	cl := staticCluster(t, breezev1.Cluster_ROUND_ROBIN, 2, nil)
+	ep := cl.Endpoints()[0]
+	ep.Begin()
+	cl.Update([]Spec{{Addr: ep.Addr, Labels: ep.Labels}, {Addr: "10.0.0.9:20880"}})
+	if got := cl.Endpoints()[0]; got != ep || got.Inflight() != 1 {
+		t.Fatal("unchanged endpoint lost its state")
+	}
+}
+
+func TestStaticRejectsHostname(t *testing.T) {
+	_, err := New(&breezev1.Cluster{Name: "x", Endpoints: []*breezev1.Endpoint{{Address: "provider.local", Port: 1}}}, nil, slog.Default())
+	if err == nil {
+		t.Fatal("STATIC cluster accepted a host name")
+	}
+}
+
+func TestDNSRefreshKeepsAddressesOnFailure(t *testing.T) {
+	cl := &Cluster{Name: "dns", log: slog.Default(), byAddr: map[string]*Endpoint{}}
+	cl.Update(nil)
+	var mu sync.Mutex
+	answer := []netip.Addr{netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.1.0.2")}
+	var fail error
+	r := &resolver{cluster: cl, every: 1, endpoints: []*breezev1.Endpoint{{Address: "svc.example", Port: 9, Labels: map[string]string{"version": "v1"}}},
+		lookup: func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return answer, fail
+		}}
+	r.resolveOnce(context.Background())
+	if n := len(cl.Endpoints()); n != 2 {
+		t.Fatalf("resolved %d endpoints", n)
+	}
+	if cl.Endpoints()[0].Labels["version"] != "v1" {
+		t.Fatal("labels lost")
+	}
+	fail = errors.New("SERVFAIL")
+	r.resolveOnce(context.Background())
+	if n := len(cl.Endpoints()); n != 2 {
+		t.Fatalf("failed lookup left %d endpoints, want the previous 2", n)
+	}
+	fail, answer = nil, []netip.Addr{netip.MustParseAddr("10.1.0.3")}
+	r.resolveOnce(context.Background())
+	if eps := cl.Endpoints(); len(eps) != 1 || eps[0].Addr != "10.1.0.3:9" {
+		t.Fatalf("refresh: %v", eps)
+	}
+}
+
+func TestDNSClusterResolvesLocalhost(t *testing.T) {
+	cl, err := New(&breezev1.Cluster{Name: "lh", Type: breezev1.Cluster_STRICT_DNS,
+		Endpoints: []*breezev1.Endpoint{{Address: "localhost", Port: 20880}}}, nil, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	eps := cl.Endpoints()
+	if len(eps) == 0 {
+		t.Fatal("localhost did not resolve")
+	}
+	for _, ep := range eps {
+		if _, err := netip.ParseAddrPort(ep.Addr); err != nil {
+			t.Fatalf("endpoint %q is not a literal ip:port", ep.Addr)
+		}
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	for _, policy := range []breezev1.Cluster_LbPolicy{breezev1.Cluster_ROUND_ROBIN, breezev1.Cluster_LEAST_REQUEST, breezev1.Cluster_RANDOM, breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV} {
+		b.Run(policy.String(), func(b *testing.B) {
+			c := &breezev1.Cluster{Name: "b", LbPolicy: policy}
+			for i := range 10 {
+				c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 1})
+			}
+			cl, _ := New(c, nil, slog.Default())
+			set := cl.Set("")
+			b.ReportAllocs()
+			for b.Loop() {
+				set.Pick("user-42", true)
+			}
+		})
+	}
+}

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/breeze-mesh/breeze/config"
+)
+
+// PluginName is the plugin_name an Envoy config (or the standalone runner)
+// gives the Go network filter.
+const PluginName = "breeze"
+
+var registerOnce sync.Once
+
+// Register installs Breeze's config parser and filter factory in Envoy's Go
+// shim. The Envoy plugin calls it from init; the standalone runner and tests
+// call it before starting their host.
+func Register() {
+	registerOnce.Do(func() {
+		network.RegisterNetworkFilterConfigParser(&parser{cache: map[[32]byte]*Proxy{}})
+		network.RegisterNetworkFilterConfigFactory(PluginName, factory{})
+	})
+}
+
+type parser struct {
+	mu sync.Mutex
+	// Envoy parses a config again on every listener update and never frees
+	// the result; identical configs share one Proxy (and its upstream
+	// pools and DNS goroutines) instead of piling up.
+	cache map[[32]byte]*Proxy
+}
+
+// ParseConfig cannot return an error in Envoy 1.36's API: a rejected
+// config becomes a Proxy that refuses its connections with a log line.
+func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
+	defer func() {
+		if r := recover(); r != nil {
+			panics.WithLabelValues("ParseConfig").Inc()
+			slog.Error("panic while parsing breeze config", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			result = &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("panic while parsing config: %v", r)}
+		}
+	}()
+	key := sha256.Sum256(append([]byte(a.GetTypeUrl()+"\x00"), a.GetValue()...))
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.cache[key]; p != nil {
+		return p
+	}
+	p, err := FromAny(a, slog.Default())
+	if err != nil {
+		configErrors.Inc()
+		slog.Error("breeze config rejected; its connections will be refused", "err", err)
+		return &Proxy{name: "invalid", log: slog.Default(), err: err}
+	}
+	ps.cache[key] = p
+	return p
+}
+
+// FromAny parses, validates and builds a proxy from plugin_config.
+func FromAny(a *anypb.Any, log *slog.Logger) (*Proxy, error) {
+	cfg, err := config.ParseAny(a)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.Validate(cfg); err != nil {
+		return nil, err
+	}
+	return New(cfg, log)
+}
+
+type factory struct{}
+
+// CreateFactoryFromConfig runs for every new connection: it only unwraps.
+func (factory) CreateFactoryFromConfig(c interface{}) network.FilterFactory {
+	if p, ok := c.(*Proxy); ok {
+		return p
+	}
+	return &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("unexpected parsed config type %T", c)}
+}

@@ -1,0 +1,208 @@
+// Package route compiles a RouteConfiguration into an immutable table and
+// matches decoded request metadata against it.
+//
+// A Table is built once per configuration (or xDS update) and never
+// mutated, so connections can share it and a new one can be swapped in
+// atomically under load.
+package route
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// Table is an ordered list of routes; the first match wins.
+type Table struct {
+	Name   string
+	Routes []*Route
+}
+
+// Route is one compiled route.
+type Route struct {
+	Name       string
+	conditions []condition
+	// Targets are the clusters (and subsets) the route sends to; one
+	// target, or several for a weighted split.
+	Targets     []Target
+	totalWeight uint32
+	Mutations   codecs.Metadata
+	// Timeout is the per-request timeout; 0 means the proxy's default.
+	Timeout time.Duration
+	// HashKey is the metadata key for consistent hashing, "" for the cluster's own.
+	HashKey string
+}
+
+// Target is one weighted destination of a route.
+type Target struct {
+	Cluster string
+	// Subset is the canonical form of the subset labels ("k=v,k2=v2",
+	// sorted), "" for the whole cluster. Clusters index their subsets by it.
+	Subset       string
+	SubsetLabels map[string]string
+	Weight       uint32
+}
+
+type matchKind uint8
+
+const (
+	matchExact matchKind = iota
+	matchPrefix
+	matchRegex
+	matchPresent
+)
+
+type condition struct {
+	key     string
+	kind    matchKind
+	value   string
+	re      *regexp.Regexp
+	present bool
+	invert  bool
+}
+
+func (c *condition) holds(md codecs.Metadata) bool {
+	v, ok := md.Get(c.key)
+	var r bool
+	switch c.kind {
+	case matchPresent:
+		r = ok == c.present
+	case matchExact:
+		r = ok && v == c.value
+	case matchPrefix:
+		r = ok && strings.HasPrefix(v, c.value)
+	case matchRegex:
+		r = ok && c.re.MatchString(v)
+	}
+	return r != c.invert
+}
+
+// Match returns the first route whose conditions all hold, or nil.
+func (t *Table) Match(md codecs.Metadata) *Route {
+	if t == nil {
+		return nil
+	}
+next:
+	for _, r := range t.Routes {
+		for i := range r.conditions {
+			if !r.conditions[i].holds(md) {
+				continue next
+			}
+		}
+		return r
+	}
+	return nil
+}
+
+// PickTarget chooses one target, by weight when there are several.
+func (r *Route) PickTarget() *Target {
+	if len(r.Targets) == 1 {
+		return &r.Targets[0]
+	}
+	n := rand.Uint32N(r.totalWeight)
+	for i := range r.Targets {
+		if n < r.Targets[i].Weight {
+			return &r.Targets[i]
+		}
+		n -= r.Targets[i].Weight
+	}
+	return &r.Targets[len(r.Targets)-1]
+}
+
+// SubsetKey is the canonical name of a set of subset labels.
+func SubsetKey(labels map[string]string) string {
+	if len(labels) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+	}
+	return b.String()
+}
+
+// Compile builds a Table. It re-checks what it relies on so that a table is
+// never half-built, but full validation with field paths is config.Validate's job.
+func Compile(rc *breezev1.RouteConfiguration) (*Table, error) {
+	t := &Table{Name: rc.GetName()}
+	for i, pr := range rc.GetRoutes() {
+		r, err := compileRoute(pr)
+		if err != nil {
+			return nil, fmt.Errorf("routes[%d] (%q): %w", i, pr.GetName(), err)
+		}
+		t.Routes = append(t.Routes, r)
+	}
+	return t, nil
+}
+
+func compileRoute(pr *breezev1.Route) (*Route, error) {
+	r := &Route{
+		Name:    pr.GetName(),
+		Timeout: pr.GetTimeout().AsDuration(),
+		HashKey: pr.GetRoute().GetHashKey(),
+	}
+	for i, m := range pr.GetMatch().GetMetadata() {
+		c := condition{key: m.GetKey(), invert: m.GetInvert()}
+		switch v := m.GetMatch().(type) {
+		case *breezev1.MetadataMatcher_Exact:
+			c.kind, c.value = matchExact, v.Exact
+		case *breezev1.MetadataMatcher_Prefix:
+			c.kind, c.value = matchPrefix, v.Prefix
+		case *breezev1.MetadataMatcher_Regex:
+			re, err := regexp.Compile("^(?:" + v.Regex + ")$")
+			if err != nil {
+				return nil, fmt.Errorf("match.metadata[%d].regex: %w", i, err)
+			}
+			c.kind, c.re = matchRegex, re
+		case *breezev1.MetadataMatcher_Present:
+			c.kind, c.present = matchPresent, v.Present
+		default:
+			return nil, fmt.Errorf("match.metadata[%d]: no match kind (exact, prefix, regex or present)", i)
+		}
+		r.conditions = append(r.conditions, c)
+	}
+	action := pr.GetRoute()
+	switch {
+	case action.GetCluster() != "":
+		r.Targets = []Target{{
+			Cluster: action.GetCluster(), Subset: SubsetKey(action.GetSubset()),
+			SubsetLabels: action.GetSubset(), Weight: 1,
+		}}
+	case len(action.GetWeightedClusters().GetClusters()) > 0:
+		for _, w := range action.GetWeightedClusters().GetClusters() {
+			if w.GetWeight() == 0 {
+				continue
+			}
+			r.Targets = append(r.Targets, Target{
+				Cluster: w.GetName(), Subset: SubsetKey(w.GetSubset()),
+				SubsetLabels: w.GetSubset(), Weight: w.GetWeight(),
+			})
+		}
+	}
+	if len(r.Targets) == 0 {
+		return nil, fmt.Errorf("route: no cluster, or weighted clusters with no weight")
+	}
+	for _, t := range r.Targets {
+		r.totalWeight += t.Weight
+	}
+	for _, kv := range pr.GetRequestMutation() {
+		r.Mutations = append(r.Mutations, codecs.KV{Key: kv.GetKey(), Value: kv.GetValue()})
+	}
+	return r, nil
+}
