@@ -56,6 +56,12 @@ func (e *Endpoint) Failed() {
 	e.unhealthyUntil.Store(time.Now().Add(backoff).UnixNano())
 }
 
+// Draining ejects the endpoint for d after it announced its shutdown
+// (Dubbo READONLY): unlike a failure, it is known to be leaving.
+func (e *Endpoint) Draining(d time.Duration) {
+	e.unhealthyUntil.Store(time.Now().Add(d).UnixNano())
+}
+
 // Succeeded clears the failure streak.
 func (e *Endpoint) Succeeded() {
 	if e.failures.Load() != 0 {

@@ -27,6 +27,10 @@ type pool struct {
 	next  int
 }
 
+// goAwayEjection is how long an endpoint that announced its shutdown gets
+// no new requests; a restarted provider is used again after it.
+const goAwayEjection = 5 * time.Second
+
 type connState uint8
 
 const (
@@ -315,7 +319,7 @@ func (uc *upConn) handle(m *codecs.Message) {
 		pl.proxy.log.Info("upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
 		// Stop balancing new requests to the endpoint as well: a provider
 		// that says it is going away will refuse new connections soon.
-		pl.ep.Failed()
+		pl.ep.Draining(goAwayEjection)
 		uc.mu.Lock()
 		if uc.state == ready {
 			uc.state = draining
@@ -377,7 +381,9 @@ func (uc *upConn) OnEvent(event api.ConnectionEvent) {
 	uc.mu.Unlock()
 	pl.remove(uc)
 	pl.cluster.metrics.close.Inc()
-	if !byUs {
+	// An upstream closing an idle connection is routine (its idle timeout);
+	// losing requests in flight is a failure.
+	if !byUs && len(lost) > 0 {
 		pl.ep.Failed()
 		pl.proxy.log.Warn("upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
 	}

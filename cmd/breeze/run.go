@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	// Codecs register themselves by name.
+	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
+	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/proxy"
+	"github.com/breeze-mesh/breeze/host"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+//go:embed demo.yaml
+var demoConfig []byte
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	file := fs.String("c", "", "runner config file (YAML or JSON); the embedded demo config if empty")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("-log-level %q: %w", *level, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+
+	var cfg *breezev1.Runner
+	var err error
+	if *file == "" {
+		cfg, err = config.ParseRunner("embedded demo config", demoConfig)
+	} else {
+		cfg, err = config.LoadRunner(*file)
+	}
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	proxy.Register()
+	h := host.New(host.Options{Logger: log})
+	defer h.Close()
+	for _, l := range cfg.GetListeners() {
+		pc, err := config.ToAny(l.GetProxy())
+		if err != nil {
+			return fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		ln, err := net.Listen("tcp", l.GetAddress())
+		if err != nil {
+			return fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		if err := h.AddListener(ln, proxy.PluginName, pc); err != nil {
+			ln.Close()
+			return fmt.Errorf("listener %q: %w", l.GetName(), err)
+		}
+		// Scripts and tests wait for this line.
+		fmt.Printf("LISTENING %s %s\n", l.GetName(), ln.Addr())
+	}
+	if addr := cfg.GetAdminAddress(); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("admin_address: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(proxy.Registry, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+		srv := &http.Server{Handler: mux}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server", "err", err)
+			}
+		}()
+		defer srv.Close()
+		fmt.Printf("ADMIN %s\n", ln.Addr())
+	}
+	log.Info("breeze running", "listeners", len(cfg.GetListeners()), "config", strings.TrimSpace(*file))
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}

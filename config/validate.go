@@ -1,0 +1,345 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// FieldError is one mistake in a configuration.
+type FieldError struct {
+	// Path names the field with proto field names, list indexes and map
+	// keys, e.g. route_config.routes[2].match.metadata[0].regex.
+	Path string
+	// Value is the offending value as shown in the message: strings quoted,
+	// "<unset>" for a missing field, empty for an unknown field.
+	Value string
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *FieldError) Error() string {
+	if e.Value == "" {
+		return e.Path + ": " + e.Err.Error()
+	}
+	return e.Path + ": " + e.Value + ": " + e.Err.Error()
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate checks the meaning of a ProxyConfig and reports every mistake it
+// finds, joined (errors.Join), each a *FieldError naming the field path and
+// the value. Beyond required fields and well-formed values it checks that:
+//
+//   - codec names a codec registered in package codecs (only codecs linked
+//     into the binary count) and that the codec accepts max_frame_size and
+//     codec_params;
+//   - every route has an action, and every cluster it names exists;
+//   - a route's subset labels (route.subset with route.cluster, or
+//     weighted_clusters.clusters[].subset) are carried by at least one
+//     endpoint of that cluster. Endpoint labels are configuration for STATIC
+//     and STRICT_DNS clusters alike, so a subset no endpoint has would always
+//     be empty: an error, not a warning. route.subset together with
+//     weighted_clusters is an error too (it would be ignored: use the
+//     per-cluster subset);
+//   - a RING_HASH or MAGLEV cluster has a hash_key, or every route that
+//     targets it names one (there is no fallback key);
+//   - STATIC endpoints are literal IP addresses without zone, STRICT_DNS
+//     endpoints host names (or IP literals), ports 1–65535;
+//   - durations are valid and not negative.
+func Validate(c *breezev1.ProxyConfig) error {
+	if c == nil {
+		return &FieldError{Path: "proxy config", Value: unset, Err: errRequired}
+	}
+	var v validator
+	v.proxy(c)
+	return errors.Join(v.errs...)
+}
+
+const unset = "<unset>"
+
+var errRequired = errors.New("required")
+
+type validator struct {
+	prefix string // prepended to every path, e.g. "listeners[0].proxy."
+	errs   []error
+}
+
+func (v *validator) add(path, value string, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: v.prefix + path, Value: value, Err: fmt.Errorf(format, args...)})
+}
+
+func (v *validator) addErr(path, value string, err error) {
+	v.errs = append(v.errs, &FieldError{Path: v.prefix + path, Value: value, Err: err})
+}
+
+func (v *validator) required(path, s string) bool {
+	if s == "" {
+		v.addErr(path, `""`, errRequired)
+		return false
+	}
+	return true
+}
+
+// duration checks d when set: valid and not negative.
+func (v *validator) duration(path string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	if err := d.CheckValid(); err != nil {
+		v.add(path, fmt.Sprintf("{seconds: %d, nanos: %d}", d.GetSeconds(), d.GetNanos()), "invalid duration")
+		return
+	}
+	if dur := d.AsDuration(); dur < 0 {
+		v.add(path, dur.String(), "must not be negative")
+	}
+}
+
+func (v *validator) enum(path string, e protoreflect.Enum) {
+	if e.Descriptor().Values().ByNumber(e.Number()) == nil {
+		v.add(path, strconv.Itoa(int(e.Number())), "unknown %s value", e.Descriptor().Name())
+	}
+}
+
+func (v *validator) proxy(c *breezev1.ProxyConfig) {
+	v.required("stat_prefix", c.GetStatPrefix())
+	if v.required("codec", c.GetCodec()) {
+		v.codec(c)
+	}
+	v.duration("idle_timeout", c.GetIdleTimeout())
+	v.duration("request_timeout", c.GetRequestTimeout())
+
+	clusters := map[string]int{} // name → index of its first definition
+	for i, cl := range c.GetClusters() {
+		path := fmt.Sprintf("clusters[%d]", i)
+		v.cluster(path, cl)
+		if name := cl.GetName(); name != "" {
+			if j, dup := clusters[name]; dup {
+				v.add(path+".name", strconv.Quote(name), "duplicate cluster name (also clusters[%d])", j)
+			} else {
+				clusters[name] = i
+			}
+		}
+	}
+
+	// Routes that reach each cluster without a hash_key of their own.
+	unhashed := map[string][]string{}
+	for i, r := range c.GetRouteConfig().GetRoutes() {
+		path := fmt.Sprintf("route_config.routes[%d]", i)
+		v.route(path, r, c.GetClusters(), clusters)
+		if r.GetRoute().GetHashKey() == "" {
+			for _, name := range targets(r.GetRoute()) {
+				unhashed[name] = append(unhashed[name], v.prefix+path)
+			}
+		}
+	}
+	for i, cl := range c.GetClusters() {
+		switch cl.GetLbPolicy() {
+		case breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV:
+		default:
+			continue
+		}
+		if j, ok := clusters[cl.GetName()]; !ok || j != i {
+			continue // unnamed or duplicate: reported above
+		}
+		if routes := unhashed[cl.GetName()]; cl.GetHashKey() == "" && len(routes) > 0 {
+			v.add(fmt.Sprintf("clusters[%d].hash_key", i), `""`,
+				"%s cluster needs a hash_key, or one on every route that targets it (none on %s)",
+				cl.GetLbPolicy(), strings.Join(slices.Compact(routes), ", "))
+		}
+	}
+}
+
+func (v *validator) codec(c *breezev1.ProxyConfig) {
+	f, ok := codecs.Lookup(c.GetCodec())
+	if !ok {
+		registered := strings.Join(codecs.Names(), ", ")
+		if registered == "" {
+			registered = "none"
+		}
+		v.add("codec", strconv.Quote(c.GetCodec()), "no such codec (registered: %s)", registered)
+		return
+	}
+	if _, err := f(codecs.Options{MaxFrameSize: int(c.GetMaxFrameSize()), Params: c.GetCodecParams()}); err != nil {
+		v.add("codec", strconv.Quote(c.GetCodec()), "rejects max_frame_size or codec_params: %w", err)
+	}
+}
+
+// targets lists the clusters a route action sends to.
+func targets(a *breezev1.RouteAction) []string {
+	switch s := a.GetClusterSpecifier().(type) {
+	case *breezev1.RouteAction_Cluster:
+		return []string{s.Cluster}
+	case *breezev1.RouteAction_WeightedClusters:
+		var names []string
+		for _, w := range s.WeightedClusters.GetClusters() {
+			names = append(names, w.GetName())
+		}
+		return names
+	}
+	return nil
+}
+
+func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.Cluster, byName map[string]int) {
+	for j, m := range r.GetMatch().GetMetadata() {
+		v.matcher(fmt.Sprintf("%s.match.metadata[%d]", path, j), m)
+	}
+	for j, kv := range r.GetRequestMutation() {
+		v.required(fmt.Sprintf("%s.request_mutation[%d].key", path, j), kv.GetKey())
+	}
+	v.duration(path+".timeout", r.GetTimeout())
+
+	// clusterRef checks a reference to a cluster and the subset it selects.
+	clusterRef := func(path, name string, subsetPath string, subset map[string]string) {
+		if !v.required(path, name) {
+			return
+		}
+		i, ok := byName[name]
+		if !ok {
+			v.add(path, strconv.Quote(name), "no such cluster")
+			return
+		}
+		if len(subset) > 0 && !hasSubset(clusters[i], subset) {
+			v.add(subsetPath, formatLabels(subset), "no endpoint of cluster %q has these labels", name)
+		}
+	}
+
+	a := r.GetRoute()
+	switch s := a.GetClusterSpecifier().(type) {
+	case *breezev1.RouteAction_Cluster:
+		clusterRef(path+".route.cluster", s.Cluster, path+".route.subset", a.GetSubset())
+	case *breezev1.RouteAction_WeightedClusters:
+		wpath := path + ".route.weighted_clusters.clusters"
+		ws := s.WeightedClusters.GetClusters()
+		if len(ws) == 0 {
+			v.add(wpath, "[]", "needs at least one cluster")
+			break
+		}
+		var total uint64
+		for k, w := range ws {
+			p := fmt.Sprintf("%s[%d]", wpath, k)
+			clusterRef(p+".name", w.GetName(), p+".subset", w.GetSubset())
+			total += uint64(w.GetWeight())
+		}
+		if total == 0 {
+			v.add(wpath, "total weight 0", "the weights must add up to more than 0")
+		}
+		if len(a.GetSubset()) > 0 {
+			v.add(path+".route.subset", formatLabels(a.GetSubset()),
+				"applies to route.cluster only; with weighted_clusters set weighted_clusters.clusters[].subset")
+		}
+	default:
+		v.add(path+".route", unset, "a route needs an action: cluster or weighted_clusters")
+	}
+}
+
+func (v *validator) matcher(path string, m *breezev1.MetadataMatcher) {
+	v.required(path+".key", m.GetKey())
+	switch s := m.GetMatch().(type) {
+	case *breezev1.MetadataMatcher_Regex:
+		if _, err := regexp.Compile(s.Regex); err != nil {
+			v.addErr(path+".regex", strconv.Quote(s.Regex), err)
+		}
+	case nil:
+		v.add(path, fmt.Sprintf("key %q", m.GetKey()), "needs one of exact, prefix, regex, present")
+	}
+}
+
+func (v *validator) cluster(path string, c *breezev1.Cluster) {
+	v.required(path+".name", c.GetName())
+	v.enum(path+".type", c.GetType())
+	v.enum(path+".lb_policy", c.GetLbPolicy())
+	v.duration(path+".dns_refresh_rate", c.GetDnsRefreshRate())
+	v.duration(path+".connect_timeout", c.GetConnectTimeout())
+	for k, e := range c.GetEndpoints() {
+		p := fmt.Sprintf("%s.endpoints[%d]", path, k)
+		addr := e.GetAddress()
+		switch c.GetType() {
+		case breezev1.Cluster_STATIC:
+			if ip, err := netip.ParseAddr(addr); err != nil {
+				v.add(p+".address", strconv.Quote(addr), "a STATIC cluster needs a literal IP address")
+			} else if ip.Zone() != "" {
+				v.add(p+".address", strconv.Quote(addr), "IPv6 zones are not supported")
+			}
+		case breezev1.Cluster_STRICT_DNS:
+			if !validHost(addr) {
+				v.add(p+".address", strconv.Quote(addr), "not a valid host name")
+			}
+		}
+		if port := e.GetPort(); port == 0 || port > 65535 {
+			v.add(p+".port", strconv.FormatUint(uint64(port), 10), "must be 1–65535")
+		}
+	}
+}
+
+// hasSubset reports whether an endpoint of c carries every label of subset.
+func hasSubset(c *breezev1.Cluster, subset map[string]string) bool {
+	for _, e := range c.GetEndpoints() {
+		ok := true
+		for k, want := range subset {
+			if got, has := e.GetLabels()[k]; !has || got != want {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func formatLabels(m map[string]string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(k))
+		b.WriteString(": ")
+		b.WriteString(strconv.Quote(m[k]))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// validHost reports whether s is an IP literal or a DNS host name: labels of
+// 1–63 letters, digits, '-' (not first or last) and '_' (which Go's
+// resolver accepts and some internal names use), 253 bytes at most, an
+// optional final dot, and a last label that is not all digits (so that a
+// mistyped IPv4 address such as 10.0.0.256 is not taken for a name).
+func validHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			switch ch := l[i]; {
+			case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9', ch == '-', ch == '_':
+			default:
+				return false
+			}
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}

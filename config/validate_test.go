@@ -1,0 +1,330 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// testCodec stands in for a real codec: Validate only needs a registered name
+// whose factory judges the options.
+const testCodec = "dubbo"
+
+func init() {
+	if _, ok := codecs.Lookup(testCodec); ok {
+		return // the real one is linked in
+	}
+	codecs.Register(testCodec, func(o codecs.Options) (codecs.Codec, error) {
+		for k := range o.Params {
+			if k != "serialization" {
+				return nil, fmt.Errorf("unknown codec_params key %q", k)
+			}
+		}
+		return nil, nil
+	})
+}
+
+// validConfig is the README's runner proxy.
+func validConfig() *breezev1.ProxyConfig {
+	return &breezev1.ProxyConfig{
+		StatPrefix:     "greeter",
+		Codec:          testCodec,
+		RequestTimeout: durationpb.New(3 * time.Second),
+		RouteConfig: &breezev1.RouteConfiguration{
+			Name: "greeter",
+			Routes: []*breezev1.Route{
+				{
+					Name: "say-hello-v1",
+					Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{
+						{Key: "interface", Match: &breezev1.MetadataMatcher_Exact{Exact: "org.example.Greeter"}},
+						{Key: "method", Match: &breezev1.MetadataMatcher_Exact{Exact: "SayHello"}},
+					}},
+					Route: &breezev1.RouteAction{
+						ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "greeter"},
+						Subset:           map[string]string{"version": "v1"},
+					},
+					Timeout: durationpb.New(time.Second),
+				},
+				{
+					Name: "canary-split",
+					Route: &breezev1.RouteAction{
+						ClusterSpecifier: &breezev1.RouteAction_WeightedClusters{WeightedClusters: &breezev1.WeightedClusters{
+							Clusters: []*breezev1.ClusterWeight{
+								{Name: "greeter-canary", Weight: 20},
+								{Name: "greeter", Weight: 80},
+							},
+						}},
+					},
+				},
+			},
+		},
+		Clusters: []*breezev1.Cluster{
+			{
+				Name:           "greeter",
+				Type:           breezev1.Cluster_STATIC,
+				LbPolicy:       breezev1.Cluster_LEAST_REQUEST,
+				ConnectTimeout: durationpb.New(time.Second),
+				Endpoints: []*breezev1.Endpoint{
+					{Address: "127.0.0.1", Port: 20881, Labels: map[string]string{"version": "v1"}},
+					{Address: "127.0.0.1", Port: 20882, Labels: map[string]string{"version": "v2"}},
+				},
+			},
+			{
+				Name:           "greeter-canary",
+				Type:           breezev1.Cluster_STRICT_DNS,
+				DnsRefreshRate: durationpb.New(10 * time.Second),
+				Endpoints: []*breezev1.Endpoint{
+					{Address: "localhost", Port: 20883, Labels: map[string]string{"version": "v3"}},
+				},
+			},
+		},
+	}
+}
+
+// Shorthands into validConfig.
+func route(c *breezev1.ProxyConfig, i int) *breezev1.Route { return c.RouteConfig.Routes[i] }
+func weights(c *breezev1.ProxyConfig) []*breezev1.ClusterWeight {
+	return route(c, 1).Route.GetWeightedClusters().Clusters
+}
+func matcher(c *breezev1.ProxyConfig, j int) *breezev1.MetadataMatcher {
+	return route(c, 0).Match.Metadata[j]
+}
+func endpoint(c *breezev1.ProxyConfig, i, k int) *breezev1.Endpoint {
+	return c.Clusters[i].Endpoints[k]
+}
+
+// joined returns the errors errors.Join put together (or err alone).
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestValidateAcceptsValid(t *testing.T) {
+	cases := map[string]func(c *breezev1.ProxyConfig){
+		"readme config": func(*breezev1.ProxyConfig) {},
+		"no routes":     func(c *breezev1.ProxyConfig) { c.RouteConfig = nil },
+		"matchers of every kind": func(c *breezev1.ProxyConfig) {
+			route(c, 0).Match.Metadata = []*breezev1.MetadataMatcher{
+				{Key: "method", Match: &breezev1.MetadataMatcher_Prefix{Prefix: "Say"}},
+				{Key: "method", Match: &breezev1.MetadataMatcher_Regex{Regex: "Say(Hello|Bye)"}},
+				{Key: "tenant", Match: &breezev1.MetadataMatcher_Present{Present: false}, Invert: true},
+				{Key: "empty", Match: &breezev1.MetadataMatcher_Exact{Exact: ""}},
+			}
+		},
+		"hash key on cluster": func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].LbPolicy = breezev1.Cluster_RING_HASH
+			c.Clusters[0].HashKey = "user"
+		},
+		"hash key on every route": func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].LbPolicy = breezev1.Cluster_MAGLEV
+			route(c, 0).Route.HashKey = "user"
+			route(c, 1).Route.HashKey = "user"
+		},
+		"hash cluster no route targets": func(c *breezev1.ProxyConfig) {
+			c.Clusters = append(c.Clusters, &breezev1.Cluster{Name: "spare", LbPolicy: breezev1.Cluster_RING_HASH})
+		},
+		"dns names": func(c *breezev1.ProxyConfig) {
+			c.Clusters[1].Endpoints = []*breezev1.Endpoint{
+				{Address: "greeter.default.svc.cluster.local.", Port: 1, Labels: map[string]string{"version": "v3"}},
+				{Address: "_grpc.example.com", Port: 65535},
+				{Address: "10.0.0.1", Port: 80},
+				{Address: "::1", Port: 80},
+				{Address: "a-b.c3", Port: 80},
+			}
+		},
+		"ipv6 static": func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Address = "2001:db8::1" },
+		"zero durations where allowed": func(c *breezev1.ProxyConfig) {
+			c.IdleTimeout = durationpb.New(0)
+			c.RequestTimeout = durationpb.New(0)
+			route(c, 0).Timeout = durationpb.New(0)
+			c.Clusters[0].ConnectTimeout = durationpb.New(0)
+			c.Clusters[1].DnsRefreshRate = durationpb.New(0)
+		},
+		"weighted subsets": func(c *breezev1.ProxyConfig) {
+			weights(c)[1].Subset = map[string]string{"version": "v2"}
+			weights(c)[0].Weight = 0
+		},
+		"codec params": func(c *breezev1.ProxyConfig) {
+			c.CodecParams = map[string]string{"serialization": "hessian2"}
+			c.MaxFrameSize = 1 << 20
+		},
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := validConfig()
+			mutate(c)
+			if err := Validate(c); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(c *breezev1.ProxyConfig)
+		want   []string // one substring per reported error, in order
+	}{
+		{"stat_prefix empty", func(c *breezev1.ProxyConfig) { c.StatPrefix = "" },
+			[]string{`stat_prefix: "": required`}},
+		{"codec empty", func(c *breezev1.ProxyConfig) { c.Codec = "" },
+			[]string{`codec: "": required`}},
+		{"codec unknown", func(c *breezev1.ProxyConfig) { c.Codec = "dubbbo" },
+			[]string{`codec: "dubbbo": no such codec (registered: `}},
+		{"codec rejects params", func(c *breezev1.ProxyConfig) { c.CodecParams = map[string]string{"serialisation": "x"} },
+			[]string{`codec: "dubbo": rejects max_frame_size or codec_params: unknown codec_params key "serialisation"`}},
+		{"idle_timeout negative", func(c *breezev1.ProxyConfig) { c.IdleTimeout = durationpb.New(-time.Second) },
+			[]string{`idle_timeout: -1s: must not be negative`}},
+		{"request_timeout invalid", func(c *breezev1.ProxyConfig) {
+			c.RequestTimeout = &durationpb.Duration{Seconds: 1, Nanos: 2e9}
+		}, []string{`request_timeout: {seconds: 1, nanos: 2000000000}: invalid duration`}},
+		{"route without action", func(c *breezev1.ProxyConfig) { route(c, 0).Route = nil },
+			[]string{`route_config.routes[0].route: <unset>: a route needs an action: cluster or weighted_clusters`}},
+		{"route with empty action", func(c *breezev1.ProxyConfig) { route(c, 1).Route = &breezev1.RouteAction{HashKey: "x"} },
+			[]string{`route_config.routes[1].route: <unset>: a route needs an action`}},
+		{"route to missing cluster", func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.ClusterSpecifier = &breezev1.RouteAction_Cluster{Cluster: "greeter-v1"}
+		}, []string{`route_config.routes[0].route.cluster: "greeter-v1": no such cluster`}},
+		{"route to empty cluster name", func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.ClusterSpecifier = &breezev1.RouteAction_Cluster{}
+		}, []string{`route_config.routes[0].route.cluster: "": required`}},
+		{"subset no endpoint has", func(c *breezev1.ProxyConfig) { route(c, 0).Route.Subset["version"] = "v9" },
+			[]string{`route_config.routes[0].route.subset: {"version": "v9"}: no endpoint of cluster "greeter" has these labels`}},
+		{"subset labels on different endpoints", func(c *breezev1.ProxyConfig) {
+			endpoint(c, 0, 1).Labels["zone"] = "a"
+			route(c, 0).Route.Subset["zone"] = "a" // v1 is on endpoint 0, zone a on endpoint 1
+		}, []string{`route_config.routes[0].route.subset: {"version": "v1", "zone": "a"}: no endpoint of cluster "greeter"`}},
+		{"subset of dns cluster", func(c *breezev1.ProxyConfig) { weights(c)[0].Subset = map[string]string{"version": "v1"} },
+			[]string{`route_config.routes[1].route.weighted_clusters.clusters[0].subset: {"version": "v1"}: no endpoint of cluster "greeter-canary"`}},
+		{"route subset with weighted clusters", func(c *breezev1.ProxyConfig) {
+			route(c, 1).Route.Subset = map[string]string{"version": "v1"}
+		}, []string{`route_config.routes[1].route.subset: {"version": "v1"}: applies to route.cluster only`}},
+		{"weighted total 0", func(c *breezev1.ProxyConfig) { weights(c)[0].Weight, weights(c)[1].Weight = 0, 0 },
+			[]string{`route_config.routes[1].route.weighted_clusters.clusters: total weight 0: the weights must add up to more than 0`}},
+		{"weighted no clusters", func(c *breezev1.ProxyConfig) { route(c, 1).Route.GetWeightedClusters().Clusters = nil },
+			[]string{`route_config.routes[1].route.weighted_clusters.clusters: []: needs at least one cluster`}},
+		{"weighted missing cluster", func(c *breezev1.ProxyConfig) { weights(c)[1].Name = "greeter-main" },
+			[]string{`route_config.routes[1].route.weighted_clusters.clusters[1].name: "greeter-main": no such cluster`}},
+		{"weighted empty name", func(c *breezev1.ProxyConfig) { weights(c)[0].Name = "" },
+			[]string{`route_config.routes[1].route.weighted_clusters.clusters[0].name: "": required`}},
+		{"regex does not compile", func(c *breezev1.ProxyConfig) {
+			matcher(c, 1).Match = &breezev1.MetadataMatcher_Regex{Regex: "("}
+		}, []string{"route_config.routes[0].match.metadata[1].regex: \"(\": error parsing regexp: missing closing ): `(`"}},
+		{"matcher without key", func(c *breezev1.ProxyConfig) { matcher(c, 0).Key = "" },
+			[]string{`route_config.routes[0].match.metadata[0].key: "": required`}},
+		{"matcher without match", func(c *breezev1.ProxyConfig) { matcher(c, 1).Match = nil },
+			[]string{`route_config.routes[0].match.metadata[1]: key "method": needs one of exact, prefix, regex, present`}},
+		{"mutation without key", func(c *breezev1.ProxyConfig) {
+			route(c, 0).RequestMutation = []*breezev1.KeyValue{{Key: "env", Value: "x"}, {Value: "y"}}
+		}, []string{`route_config.routes[0].request_mutation[1].key: "": required`}},
+		{"route timeout negative", func(c *breezev1.ProxyConfig) { route(c, 1).Timeout = durationpb.New(-1500 * time.Millisecond) },
+			[]string{`route_config.routes[1].timeout: -1.5s: must not be negative`}},
+		{"cluster without name", func(c *breezev1.ProxyConfig) {
+			c.Clusters = append(c.Clusters, &breezev1.Cluster{})
+		}, []string{`clusters[2].name: "": required`}},
+		{"duplicate cluster", func(c *breezev1.ProxyConfig) {
+			c.Clusters = append(c.Clusters, &breezev1.Cluster{Name: "greeter"})
+		}, []string{`clusters[2].name: "greeter": duplicate cluster name (also clusters[0])`}},
+		{"unknown discovery type", func(c *breezev1.ProxyConfig) { c.Clusters[0].Type = 9 },
+			[]string{`clusters[0].type: 9: unknown DiscoveryType value`}},
+		{"unknown lb policy", func(c *breezev1.ProxyConfig) { c.Clusters[1].LbPolicy = -1 },
+			[]string{`clusters[1].lb_policy: -1: unknown LbPolicy value`}},
+		{"static host name", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 1).Address = "greeter.local" },
+			[]string{`clusters[0].endpoints[1].address: "greeter.local": a STATIC cluster needs a literal IP address`}},
+		{"static ip with port", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Address = "127.0.0.1:20880" },
+			[]string{`clusters[0].endpoints[0].address: "127.0.0.1:20880": a STATIC cluster needs a literal IP address`}},
+		{"static empty address", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Address = "" },
+			[]string{`clusters[0].endpoints[0].address: "": a STATIC cluster needs a literal IP address`}},
+		{"static ipv6 zone", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Address = "fe80::1%eth0" },
+			[]string{`clusters[0].endpoints[0].address: "fe80::1%eth0": IPv6 zones are not supported`}},
+		{"port 0", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Port = 0 },
+			[]string{`clusters[0].endpoints[0].port: 0: must be 1–65535`}},
+		{"port too large", func(c *breezev1.ProxyConfig) { endpoint(c, 1, 0).Port = 65536 },
+			[]string{`clusters[1].endpoints[0].port: 65536: must be 1–65535`}},
+		{"dns bad names", func(c *breezev1.ProxyConfig) {
+			c.Clusters[1].Endpoints = append(c.Clusters[1].Endpoints,
+				&breezev1.Endpoint{Address: "greeter canary", Port: 1},
+				&breezev1.Endpoint{Address: "-greeter.local", Port: 1},
+				&breezev1.Endpoint{Address: "10.0.0.256", Port: 1},
+				&breezev1.Endpoint{Address: "a..b", Port: 1},
+				&breezev1.Endpoint{Address: "", Port: 1},
+				&breezev1.Endpoint{Address: strings.Repeat("a", 64) + ".com", Port: 1},
+			)
+		}, []string{
+			`clusters[1].endpoints[1].address: "greeter canary": not a valid host name`,
+			`clusters[1].endpoints[2].address: "-greeter.local": not a valid host name`,
+			`clusters[1].endpoints[3].address: "10.0.0.256": not a valid host name`,
+			`clusters[1].endpoints[4].address: "a..b": not a valid host name`,
+			`clusters[1].endpoints[5].address: "": not a valid host name`,
+			`clusters[1].endpoints[6].address: "aaaa`,
+		}},
+		{"dns_refresh_rate negative", func(c *breezev1.ProxyConfig) { c.Clusters[1].DnsRefreshRate = durationpb.New(-time.Minute) },
+			[]string{`clusters[1].dns_refresh_rate: -1m0s: must not be negative`}},
+		{"connect_timeout negative", func(c *breezev1.ProxyConfig) { c.Clusters[0].ConnectTimeout = durationpb.New(-time.Millisecond) },
+			[]string{`clusters[0].connect_timeout: -1ms: must not be negative`}},
+		{"ring hash without any hash key", func(c *breezev1.ProxyConfig) { c.Clusters[0].LbPolicy = breezev1.Cluster_RING_HASH },
+			[]string{`clusters[0].hash_key: "": RING_HASH cluster needs a hash_key, or one on every route that targets it (none on route_config.routes[0], route_config.routes[1])`}},
+		{"maglev with a route lacking the key", func(c *breezev1.ProxyConfig) {
+			c.Clusters[1].LbPolicy = breezev1.Cluster_MAGLEV
+			route(c, 0).Route.HashKey = "user" // does not target greeter-canary anyway
+		}, []string{`clusters[1].hash_key: "": MAGLEV cluster needs a hash_key, or one on every route that targets it (none on route_config.routes[1])`}},
+		{"every error at once", func(c *breezev1.ProxyConfig) {
+			c.StatPrefix = ""
+			matcher(c, 0).Match = &breezev1.MetadataMatcher_Regex{Regex: "a{2,1}"}
+			endpoint(c, 1, 0).Port = 0
+			weights(c)[0].Name = "nope"
+		}, []string{
+			`stat_prefix: "": required`,
+			`clusters[1].endpoints[0].port: 0: must be 1–65535`,
+			`route_config.routes[0].match.metadata[0].regex: "a{2,1}": error parsing regexp: invalid repeat count`,
+			`route_config.routes[1].route.weighted_clusters.clusters[0].name: "nope": no such cluster`,
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mutate(c)
+			err := Validate(c)
+			if err == nil {
+				t.Fatal("Validate accepted the config")
+			}
+			errs := joined(err)
+			if len(errs) != len(tc.want) {
+				t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(tc.want), err)
+			}
+			for i, e := range errs {
+				if !strings.Contains(e.Error(), tc.want[i]) {
+					t.Errorf("error %d:\n got %s\nwant it to contain %s", i, e, tc.want[i])
+				}
+				var fe *FieldError
+				if !errors.As(e, &fe) || fe.Path == "" {
+					t.Errorf("error %d is not a *FieldError with a path: %#v", i, e)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateNil(t *testing.T) {
+	if err := Validate(nil); err == nil {
+		t.Fatal("Validate(nil) = nil")
+	}
+}
+
+func TestFieldErrorUnwraps(t *testing.T) {
+	c := validConfig()
+	c.StatPrefix = ""
+	if err := Validate(c); !errors.Is(err, errRequired) {
+		t.Fatalf("errors.Is(%v, errRequired) = false", err)
+	}
+}

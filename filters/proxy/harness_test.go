@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/host"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+)
+
+// backend is a real TCP server speaking tframe. It answers each request
+// with metadata "server" (its name) and "seen" (the request's metadata,
+// so tests can check mutations), and the request body. Requests may ask
+// for behaviour through metadata: "sleep" (ms before answering), "hang"
+// (never answer), "drop" (close the connection instead of answering).
+type backend struct {
+	t    *testing.T
+	name string
+	ln   net.Listener
+
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	oneways []string
+	// onConnect lets a test make the backend speak first (heartbeat, goaway).
+	onConnect func(c net.Conn)
+	served    chan string
+	// hangAll: receive requests, answer none (a provider stuck before it dies).
+	hangAll  atomic.Bool
+	received atomic.Int64
+}
+
+func newBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{t: t, name: name, ln: ln, conns: map[net.Conn]bool{}, served: make(chan string, 10000)}
+	go b.serve()
+	t.Cleanup(b.kill)
+	return b
+}
+
+func (b *backend) port() uint32 { return uint32(b.ln.Addr().(*net.TCPAddr).Port) }
+
+func (b *backend) serve() {
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.conns[c] = true
+		hook := b.onConnect
+		b.mu.Unlock()
+		if hook != nil {
+			hook(c)
+		}
+		go b.handle(c)
+	}
+}
+
+// kill closes the listener and every connection at once, like a provider
+// process that died.
+func (b *backend) kill() {
+	b.ln.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := range b.conns {
+		c.Close()
+	}
+}
+
+func (b *backend) handle(c net.Conn) {
+	defer c.Close()
+	var wmu sync.Mutex
+	write := func(p []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		c.Write(p)
+	}
+	r := bufio.NewReader(c)
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		m, _, err := tdecode(f)
+		if err != nil {
+			b.t.Errorf("backend %s: bad frame from proxy: %v", b.name, err)
+			return
+		}
+		switch m.typ {
+		case codecs.Heartbeat:
+			write(tencode(tmsg{typ: codecs.HeartbeatReply, id: m.id}))
+			continue
+		case codecs.HeartbeatReply:
+			b.served <- "heartbeat_reply"
+			continue
+		case codecs.Oneway:
+			b.mu.Lock()
+			b.oneways = append(b.oneways, m.body)
+			b.mu.Unlock()
+			b.served <- "oneway"
+			continue
+		}
+		b.received.Add(1)
+		md := codecs.Metadata(m.md)
+		if _, ok := md.Get("hang"); ok || b.hangAll.Load() {
+			continue
+		}
+		if _, ok := md.Get("drop"); ok {
+			return
+		}
+		reply := func() {
+			seen := ""
+			for _, kv := range m.md {
+				seen += kv.Key + "=" + kv.Value + ";"
+			}
+			write(tencode(tmsg{typ: codecs.Response, id: m.id, md: []codecs.KV{{Key: "server", Value: b.name}, {Key: "seen", Value: seen}}, body: m.body}))
+			b.served <- b.name
+		}
+		if ms, ok := md.Get("sleep"); ok {
+			d, _ := strconv.Atoi(ms)
+			time.AfterFunc(time.Duration(d)*time.Millisecond, reply)
+			continue
+		}
+		reply()
+	}
+}
+
+func readFrame(r *bufio.Reader) ([]byte, error) {
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return nil, err
+	}
+	n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+	f := make([]byte, 4+n)
+	copy(f, hdr)
+	_, err := io.ReadFull(r, f[4:])
+	return f, err
+}
+
+// client is a tframe client on one connection that may have many requests
+// in flight; it matches responses to requests by id.
+type client struct {
+	c       net.Conn
+	mu      sync.Mutex
+	nextID  uint64
+	waiters map[uint64]chan tmsg
+	closed  chan struct{}
+	extra   chan tmsg // frames that answer no request (heartbeat replies)
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &client{c: c, waiters: map[uint64]chan tmsg{}, closed: make(chan struct{}), extra: make(chan tmsg, 16)}
+	go cl.read()
+	t.Cleanup(func() { c.Close() })
+	return cl
+}
+
+func (cl *client) read() {
+	defer close(cl.closed)
+	r := bufio.NewReader(cl.c)
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		m, _, err := tdecode(f)
+		if err != nil {
+			return
+		}
+		cl.mu.Lock()
+		ch := cl.waiters[m.id]
+		delete(cl.waiters, m.id)
+		cl.mu.Unlock()
+		if ch == nil || m.typ != codecs.Response {
+			cl.extra <- m
+			continue
+		}
+		ch <- m
+	}
+}
+
+var errClosed = errors.New("connection closed by proxy")
+
+// call sends a request with the given id (0: the next one) and waits for its answer.
+func (cl *client) call(id uint64, body string, md ...string) (tmsg, error) {
+	ch := cl.send(codecs.Request, id, body, md...)
+	select {
+	case m := <-ch:
+		if m.id != id && id != 0 {
+			return m, fmt.Errorf("answer has id %d, want %d", m.id, id)
+		}
+		return m, nil
+	case <-cl.closed:
+		return tmsg{}, errClosed
+	case <-time.After(20 * time.Second):
+		return tmsg{}, errors.New("no answer within 20s: the proxy lost the request")
+	}
+}
+
+func (cl *client) send(typ codecs.MessageType, id uint64, body string, md ...string) chan tmsg {
+	var kvs []codecs.KV
+	for i := 0; i+1 < len(md); i += 2 {
+		kvs = append(kvs, codecs.KV{Key: md[i], Value: md[i+1]})
+	}
+	ch := make(chan tmsg, 1)
+	cl.mu.Lock()
+	if id == 0 {
+		cl.nextID++
+		id = cl.nextID
+	}
+	if typ == codecs.Request {
+		cl.waiters[id] = ch
+	}
+	cl.mu.Unlock()
+	cl.c.Write(tencode(tmsg{typ: typ, id: id, md: kvs, body: body}))
+	return ch
+}
+
+func md(m tmsg, key string) string {
+	v, _ := codecs.Metadata(m.md).Get(key)
+	return v
+}
+
+var (
+	testHostOnce sync.Once
+	testHost     *host.Host
+)
+
+// startProxy serves the proxy config (YAML of breeze.v1.ProxyConfig) on a
+// loopback port through the host that drives Envoy's real Go shim, and
+// returns its address.
+func startProxy(t *testing.T, yamlCfg string) string {
+	t.Helper()
+	testHostOnce.Do(func() {
+		Register()
+		testHost = host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	})
+	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &breezev1.ProxyConfig{}
+	if err := protojson.Unmarshal(js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a, err := config.ToTypedStruct(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testHost.AddListener(ln, PluginName, a); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+// eventually waits for cond, failing the test after a deadline.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMain(m *testing.M) {
+	// Connection churn is logged at warn level by design; keep test output to errors.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	os.Exit(m.Run())
+}

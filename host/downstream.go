@@ -1,0 +1,73 @@
+package host
+
+import (
+	"net"
+	"reflect"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+)
+
+// serveDownstream starts the life of an accepted connection.
+func (h *Host) serveDownstream(l *listener, nc net.Conn) {
+	e := newEndpoint(h, false)
+	e.nc = nc
+	// Envoy captures both addresses when the filter is created (Filter::
+	// initializeReadFilterCallbacks) and serves Info from those strings.
+	e.localAddr = nc.LocalAddr().String()
+	e.remoteAddr = nc.RemoteAddr().String()
+	if !h.addEndpoint(e) {
+		_ = nc.Close()
+		e.retire()
+		return
+	}
+	h.st.downAccepted.Add(1)
+	h.st.downOpen.Add(1)
+	go e.runDownstream(l)
+}
+
+func (e *endpoint) runDownstream(l *listener) {
+	h := e.h
+	defer h.untrack()
+	defer h.st.downOpen.Add(-1)
+	defer e.teardown()
+
+	// Envoy: FilterManagerImpl::initializeReadFilters -> Filter::onNewConnection,
+	// before the first read. Its status only decides whether later read filters
+	// see onNewConnection; the Go filter is terminal and last, so nothing follows
+	// it and onData is delivered whatever it returns. The host ignores it too.
+	ok := e.invoke("OnNewConnection", func() {
+		_ = onDownstreamConnection(e.wrapper, l.name.ptr(), l.name.len(), l.configID)
+	})
+	e.hasFilter = network.DownstreamFilters.GetFilter(e.key) != nil
+	if !e.hasFilter {
+		if ok {
+			// The shim returns StopIteration without a filter for an unknown
+			// config id; Envoy would then call OnData, which dereferences the nil
+			// filter and aborts.
+			h.st.wouldAbort.Add(1)
+			h.log.Error("host: the shim created no filter for a connection; Envoy would abort on its first data",
+				"plugin", l.pluginName, "config_id", l.configID)
+		}
+		e.closeSocket(api.LocalClose)
+		return
+	}
+	if f := network.DownstreamFilters.GetFilter(e.key); f != nil {
+		if t := reflect.TypeOf(f); t.Kind() == reflect.Pointer && t.Elem().Size() == 0 {
+			// Every pointer to a zero-size value is the runtime's zerobase, on
+			// which SetFinalizer silently does nothing: DownstreamFinalize never
+			// comes and Envoy leaks the connection's FilterWrapper.
+			e.unfinalizable = true
+			if l.warnedZeroSize.CompareAndSwap(false, true) {
+				h.log.Warn("host: the plugin's filter is a pointer to a zero-size type; the shim's finalizer never runs on it and Envoy leaks a wrapper per connection. Give the filter a field.",
+					"plugin", l.pluginName, "type", t.String())
+			}
+		}
+	}
+	if !ok {
+		e.closeSocket(api.LocalClose)
+		return
+	}
+	e.start()
+	e.run()
+}

@@ -1,0 +1,543 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+)
+
+// An endpoint is one connection, downstream or upstream, with the pieces Envoy
+// gives it: a dispatcher (the event loop goroutine, standing in for the worker
+// thread that owns the connection), a read path and a write buffer.
+//
+// Threads:
+//   - the loop goroutine makes every shim callback of the connection, one at a
+//     time, and owns the connection state;
+//   - a reader goroutine reads the socket and hands copies of the bytes to the loop;
+//   - a writer goroutine drains the write buffer to the socket, so that a peer that
+//     does not read never blocks the loop (Envoy's writes are non-blocking and its
+//     write buffer unbounded for the Go filter);
+//   - any goroutine may post writes and closes (the C API), which the loop runs in
+//     order after the current callback returns, like Dispatcher::post.
+type endpoint struct {
+	h        *Host
+	upstream bool
+	wrapper  unsafe.Pointer
+	key      uint64 // uint64(uintptr(wrapper)): the key of the shim's filter maps
+	connID   uint64 // upstream: the shim's connection id
+	addr     string // upstream: the address as the plugin gave it
+
+	mu         sync.Mutex
+	tasks      []task
+	gone       bool // the loop accepts no more tasks (socket closed)
+	infoGone   bool // downstream: Envoy's C++ filter would be destroyed, Info returns ""
+	finalized  bool
+	localAddr  string
+	remoteAddr string
+	state      map[string]api.StateType // filter state keys set, and their type
+
+	wake      chan struct{}
+	halfClose atomic.Bool // upstream only: set from any goroutine, read by the loop
+
+	// Owned by the loop goroutine.
+	nc         net.Conn
+	reads      chan readResult
+	done       chan struct{} // closed when the socket is closed
+	out        writeBuffer
+	slices     sliceTable
+	io         sync.WaitGroup // reader and writer
+	closed     bool           // the socket is closed and the close event delivered
+	closing    bool           // Close(FlushWrite) waits for the write buffer to drain
+	readEnded  bool           // upstream half-close: end of stream delivered
+	writeEnded bool           // our end of stream reached the socket (shutdown(SHUT_WR))
+	wroteEnd   bool           // a write with endStream was accepted; later writes drop
+	hasFilter  bool           // the shim holds a filter for this wrapper
+	// unfinalizable: the filter is zero-size, so the shim's finalizer never runs.
+	unfinalizable bool
+}
+
+type readResult struct {
+	data []byte
+	err  error
+}
+
+type taskKind uint8
+
+const (
+	taskWrite    taskKind = iota // a posted write
+	taskClose                    // a posted close
+	taskShutdown                 // Host.Close
+	taskFlushed                  // the writer drained the buffer after a flush request
+	taskWriteEnd                 // the writer shut down the write side
+	taskWriteErr                 // the writer failed
+)
+
+type task struct {
+	kind      taskKind
+	data      []byte
+	end       bool
+	closeType api.ConnectionCloseType
+	err       error
+}
+
+func newEndpoint(h *Host, upstream bool) *endpoint {
+	e := &endpoint{
+		h:        h,
+		upstream: upstream,
+		wrapper:  newWrapper(),
+		wake:     make(chan struct{}, 1),
+		reads:    make(chan readResult, readQueue),
+		done:     make(chan struct{}),
+	}
+	e.key = uint64(uintptr(e.wrapper))
+	e.out.wake = make(chan struct{}, 1)
+	registry.Store(e.wrapper, e)
+	return e
+}
+
+func (e *endpoint) side() string {
+	if e.upstream {
+		return "upstream"
+	}
+	return "downstream"
+}
+
+// post queues t for the loop. It returns false, dropping t, once the socket is
+// closed: Envoy's posted closure finds closed_ set (or the filter gone) and returns.
+func (e *endpoint) post(t task) bool {
+	e.mu.Lock()
+	if e.gone {
+		e.mu.Unlock()
+		return false
+	}
+	e.tasks = append(e.tasks, t)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (e *endpoint) postWrite(data []byte, end bool) {
+	if !e.post(task{kind: taskWrite, data: data, end: end}) {
+		e.dropWrite("connection has closed")
+	}
+}
+
+func (e *endpoint) dropWrite(why string) {
+	e.h.st.droppedWrites.Add(1)
+	e.h.log.Debug("host: write dropped", "side", e.side(), "why", why, "wrapper", e.wrapper)
+}
+
+// invoke runs one shim callback. A panic in plugin code would abort Envoy; the
+// host recovers, logs and counts it, and the caller closes this connection only.
+func (e *endpoint) invoke(what string, fn func()) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+			e.h.st.panics.Add(1)
+			e.h.st.wouldAbort.Add(1)
+			e.h.log.Error("host: plugin panicked in a callback; Envoy would abort the whole process. Closing this connection only.",
+				"callback", what, "side", e.side(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+	return true
+}
+
+// start runs the reader and writer of a connected endpoint.
+func (e *endpoint) start() {
+	e.io.Add(2)
+	go e.readLoop()
+	go e.writeLoop()
+}
+
+// run is the event loop, after the first callback. It returns once the socket is
+// closed and the close event delivered, then waits for the reader and writer.
+func (e *endpoint) run() {
+	for !e.closed {
+		select {
+		case <-e.wake:
+			e.runTasks()
+		case r := <-e.reads:
+			e.onRead(r)
+		}
+	}
+}
+
+func (e *endpoint) runTasks() {
+	for !e.closed {
+		e.mu.Lock()
+		ts := e.tasks
+		e.tasks = nil
+		e.mu.Unlock()
+		if len(ts) == 0 {
+			return
+		}
+		for i, t := range ts {
+			if e.closed {
+				for _, t := range ts[i:] {
+					if t.kind == taskWrite {
+						e.dropWrite("connection has closed")
+					}
+				}
+				return
+			}
+			e.runTask(t)
+		}
+	}
+}
+
+func (e *endpoint) runTask(t task) {
+	switch t.kind {
+	case taskWrite:
+		e.write(t.data, t.end)
+	case taskClose:
+		e.close(t.closeType)
+	case taskShutdown:
+		e.closeSocket(api.LocalClose)
+	case taskFlushed:
+		if e.closing {
+			e.closeSocket(api.LocalClose)
+		}
+	case taskWriteEnd:
+		e.writeEnded = true
+		// Envoy: both sides half-closed, noticed on the write path, closes with
+		// LocalClose.
+		if e.readEnded {
+			e.closeSocket(api.LocalClose)
+		}
+	case taskWriteErr:
+		// Envoy: a failed write is PostIoAction::Close, closed as RemoteClose.
+		e.h.log.Debug("host: write failed", "side", e.side(), "err", t.err)
+		e.closeSocket(api.RemoteClose)
+	}
+}
+
+// write is Filter::write / UpstreamConn::write running on the dispatcher.
+func (e *endpoint) write(data []byte, end bool) {
+	if e.wroteEnd {
+		// ConnectionImpl::write: more data after end_stream is an API violation;
+		// it is dropped.
+		e.dropWrite("write after end of stream")
+		return
+	}
+	if !e.upstream {
+		// The Go filter is also a write filter: Envoy runs the write through the
+		// filter chain, i.e. the filter's OnWrite, before buffering it. StopIteration
+		// there discards the data.
+		var status uint64
+		ok := e.invoke("OnWrite", func() {
+			e.slices.call([][]byte{data}, func(size, ptr uint64, n int) {
+				status = onDownstreamWrite(e.wrapper, size, ptr, n, boolInt(end))
+			})
+		})
+		if !ok {
+			e.abort()
+			return
+		}
+		if api.FilterStatus(status) == api.NetworkFilterStopIteration {
+			return
+		}
+	}
+	if end {
+		e.wroteEnd = true
+		if !e.halfClose.Load() {
+			// Envoy ASSERTs !end_stream || half-close enabled; release builds
+			// shut down the write side anyway, which is what happens here.
+			e.h.log.Warn("host: write with endStream on a connection without half-close; Envoy debug builds assert here",
+				"side", e.side())
+		}
+	}
+	e.out.push(data, end)
+}
+
+// close is Filter::close / UpstreamConn::close running on the dispatcher.
+func (e *endpoint) close(t api.ConnectionCloseType) {
+	switch t {
+	case api.FlushWrite, api.FlushWriteAndDelay:
+		// Without a delayed_close_timeout (none on these connections)
+		// FlushWriteAndDelay behaves as FlushWrite: flush, then LocalClose. Reads
+		// stop meanwhile (ConnectionImpl::onRead returns while in delayed close).
+		if !e.closing {
+			e.closing = true
+			e.out.requestFlush()
+		}
+	case api.AbortReset:
+		if tc, ok := e.nc.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // close with RST
+		}
+		e.closeSocket(api.LocalClose)
+	default: // NoFlush, Abort
+		// Envoy's NoFlush makes one non-blocking attempt to write what is buffered;
+		// the host drops it. Use FlushWrite when the bytes matter.
+		e.closeSocket(api.LocalClose)
+	}
+}
+
+// abort closes the connection after a recovered panic.
+func (e *endpoint) abort() {
+	if !e.closed {
+		e.closeSocket(api.LocalClose)
+	}
+}
+
+// closeSocket is ConnectionImpl::closeSocket: close the socket, drop what is
+// buffered, raise the event.
+func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
+	if e.closed {
+		return
+	}
+	e.closed = true
+	e.mu.Lock()
+	e.gone = true
+	pending := e.tasks
+	e.tasks = nil
+	e.mu.Unlock()
+	for _, t := range pending {
+		if t.kind == taskWrite {
+			e.dropWrite("connection has closed")
+		}
+	}
+	close(e.done)
+	if e.nc != nil {
+		_ = e.nc.Close()
+	}
+	if e.upstream {
+		e.h.st.upClosed.Add(1)
+	} else {
+		e.h.st.downClosed.Add(1)
+	}
+	if !e.hasFilter {
+		return
+	}
+	ok := e.invoke("OnEvent", func() {
+		if e.upstream {
+			onUpstreamEvent(e.wrapper, int(ev))
+		} else {
+			onDownstreamEvent(e.wrapper, int(ev))
+		}
+	})
+	if !ok {
+		// The shim deletes the filter from its map after OnEvent returns; a panic
+		// skipped that, and the filter would never be finalized.
+		if e.upstream {
+			network.UpstreamFilters.DeleteFilterByWrapper(e.key)
+		} else {
+			network.DownstreamFilters.DeleteFilter(e.key)
+		}
+	}
+	if !e.upstream {
+		// Envoy deletes the closed connection and its filter right after the event;
+		// later Info calls find the filter gone and return "".
+		e.mu.Lock()
+		e.infoGone = true
+		e.mu.Unlock()
+	}
+}
+
+// onRead handles what the reader delivered, coalescing whatever else is already
+// queued into one multi-slice callback, as Envoy passes its whole read buffer.
+func (e *endpoint) onRead(r readResult) {
+	if e.closed {
+		return
+	}
+	var chunks [][]byte
+	for {
+		if r.err != nil {
+			break
+		}
+		chunks = append(chunks, r.data)
+		if len(e.reads) == 0 {
+			r = readResult{}
+			break
+		}
+		r = <-e.reads
+	}
+	eof := r.err != nil && errors.Is(r.err, io.EOF)
+	half := e.upstream && e.halfClose.Load()
+	if len(chunks) > 0 && !e.closing {
+		end := eof && half
+		if end {
+			e.readEnded = true
+		}
+		if !e.deliver(chunks, end) {
+			return
+		}
+	}
+	if r.err == nil {
+		return
+	}
+	if eof && half {
+		// Half-close: the end of stream is data, the connection stays open for
+		// writing until both sides are done.
+		if !e.readEnded && !e.closing {
+			e.readEnded = true
+			if !e.deliver(nil, true) {
+				return
+			}
+		}
+		e.readEnded = true
+		if e.writeEnded {
+			e.closeSocket(api.RemoteClose)
+		}
+		return
+	}
+	// Without half-close Envoy turns the end of stream into a close; a reset or
+	// read error also closes as RemoteClose.
+	e.closeSocket(api.RemoteClose)
+}
+
+// deliver calls OnData. false if the plugin panicked (the connection is closed).
+func (e *endpoint) deliver(chunks [][]byte, end bool) bool {
+	ok := e.invoke("OnData", func() {
+		e.slices.call(chunks, func(size, ptr uint64, n int) {
+			if e.upstream {
+				onUpstreamData(e.wrapper, size, ptr, n, boolInt(end))
+			} else {
+				// The return value is ignored by Envoy for a terminal filter: it
+				// drains the buffer whatever the status.
+				_ = onDownstreamData(e.wrapper, size, ptr, n, boolInt(end))
+			}
+		})
+	})
+	if !ok {
+		e.abort()
+	}
+	return ok
+}
+
+func (e *endpoint) readLoop() {
+	defer e.io.Done()
+	buf := make([]byte, e.h.opts.ReadSize)
+	for {
+		n, err := e.nc.Read(buf)
+		if n > 0 {
+			// A copy per read: buf is reused, and the loop may keep several chunks.
+			r := readResult{data: append([]byte(nil), buf[:n]...)}
+			select {
+			case e.reads <- r:
+			case <-e.done:
+				return
+			}
+		}
+		if err != nil {
+			select {
+			case e.reads <- readResult{err: err}:
+			case <-e.done:
+			}
+			return
+		}
+	}
+}
+
+// teardown runs on the loop goroutine after the socket is closed.
+func (e *endpoint) teardown() {
+	e.io.Wait()
+	e.slices.free()
+	e.h.removeEndpoint(e)
+	switch {
+	case e.upstream:
+		// Upstream wrappers always get a finalizer (on a separate object, set by
+		// CreateUpstreamConn whatever happens to the connection).
+	case !e.hasFilter:
+		// The shim stored no filter and set no finalizer: nothing will ever call
+		// DownstreamFinalize.
+		e.retire()
+		e.h.st.downFilterless.Add(1)
+	case e.unfinalizable:
+		e.retire()
+		e.h.st.downUnfinalizable.Add(1)
+	}
+}
+
+// finalize is DownstreamFinalize / UpstreamFinalize, called from the shim's
+// finalizers on the runtime's finalizer goroutine.
+func (e *endpoint) finalize() {
+	e.mu.Lock()
+	already := e.finalized
+	e.finalized = true
+	e.mu.Unlock()
+	if already {
+		staleCalls.Add(1)
+		e.h.log.Error("host: wrapper finalized twice; in Envoy this is a double free", "side", e.side())
+		return
+	}
+	e.retire()
+	if e.upstream {
+		e.h.st.upFinalized.Add(1)
+	} else {
+		e.h.st.downFinalized.Add(1)
+	}
+}
+
+// retire forgets the wrapper: later calls with it are stale. The address itself is
+// never reused (see newWrapper).
+func (e *endpoint) retire() {
+	registry.Delete(e.wrapper)
+}
+
+func (e *endpoint) info(infoType int) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.infoGone {
+		return "" // CAPIFilterIsGone: the shim returns the zero string
+	}
+	switch api.ConnectionInfoType(infoType) {
+	case api.ConnectionInfoLocalAddr:
+		return e.localAddr
+	case api.ConnectionInfoRemoteAddr:
+		return e.remoteAddr
+	}
+	e.h.st.wouldAbort.Add(1)
+	e.h.log.Error("host: Info with an unknown info type; Envoy panics (corrupt enum)", "type", infoType)
+	return ""
+}
+
+func (e *endpoint) enableHalfClose(on bool) {
+	e.mu.Lock()
+	gone := e.gone
+	e.mu.Unlock()
+	if gone {
+		e.h.log.Warn("host: EnableHalfClose on a closed connection", "side", e.side())
+		return
+	}
+	e.halfClose.Store(on)
+}
+
+// setFilterState records key. Envoy stores a string accessor in the connection's
+// filter state; nothing in the Go API can read it back (GetString is broken), so
+// the value itself is not kept. Setting a read-only key twice throws in Envoy,
+// which aborts.
+func (e *endpoint) setFilterState(key, value string, t api.StateType) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gone {
+		return // CAPIFilterIsDestroy
+	}
+	if old, ok := e.state[key]; ok && old == api.StateTypeReadOnly {
+		e.h.st.wouldAbort.Add(1)
+		e.h.log.Error("host: read-only filter state set twice; Envoy throws and aborts", "key", key)
+		return
+	}
+	if e.state == nil {
+		e.state = make(map[string]api.StateType)
+	}
+	e.state[key] = t
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

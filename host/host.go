@@ -1,0 +1,455 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+)
+
+// Options configure a Host. Zero values select the defaults documented per field.
+type Options struct {
+	// LibraryID is the filter config's library_id, passed to the shim with every
+	// listener config. Default "breeze".
+	LibraryID string
+	// Logger receives the host's own logs. Default slog.Default().
+	Logger *slog.Logger
+	// ConnectTimeout bounds an upstream dial, like the plainText cluster's
+	// connect_timeout. Default 5s.
+	ConnectTimeout time.Duration
+	// MaxUpstreamConnections is the plainText cluster's circuit breaker: upstream
+	// connections connecting or open at once. Past it, connects fail with Overflow.
+	// Default 1024 (Envoy's default max_connections / max_requests).
+	MaxUpstreamConnections int
+	// ReadSize is the largest chunk read from a socket at once; each chunk is one
+	// slice of the data passed to OnData. Default 16 KiB (an Envoy buffer slice).
+	ReadSize int
+}
+
+const (
+	defaultLibraryID      = "breeze"
+	defaultConnectTimeout = 5 * time.Second
+	defaultMaxUpstream    = 1024
+	defaultReadSize       = 16 << 10
+	// readQueue chunks may wait for the event loop before the reader stops reading,
+	// which pushes back on the peer through TCP (about 1 MiB with the default
+	// ReadSize, Envoy's default per_connection_buffer_limit_bytes).
+	readQueue = 64
+)
+
+// Host drives Envoy's Go network-filter shim the way Envoy's C++ does, over real
+// sockets. See the package documentation.
+type Host struct {
+	opts  Options
+	log   *slog.Logger
+	libID cString // C copy of opts.LibraryID, for the config entry point
+
+	ctx    context.Context // cancelled by Close: aborts dials and accept back-off
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	idle      *sync.Cond // signalled when active drops to zero
+	active    int        // tracked goroutines (accept loops, connection loops, dials)
+	closed    bool
+	listeners []*listener
+	endpoints map[*endpoint]struct{}
+	upInUse   int // upstream connections counted by the circuit breaker
+
+	st counters
+}
+
+type listener struct {
+	ln         net.Listener
+	pluginName string
+	name       cString // C copy of pluginName
+	configID   uint64
+
+	warnedZeroSize atomic.Bool
+}
+
+// counters back Stats; see there.
+type counters struct {
+	downAccepted, downClosed, downFinalized, downFilterless  atomic.Uint64
+	downUnfinalizable                                        atomic.Uint64
+	downOpen                                                 atomic.Int64
+	upConnects, upReady, upFailures, upOverflows, upRejected atomic.Uint64
+	upClosed, upFinalized                                    atomic.Uint64
+	upOpen                                                   atomic.Int64
+	droppedWrites, panics, wouldAbort                        atomic.Uint64
+}
+
+// Stats is a snapshot of a Host's counters, for tests (leak checks in particular)
+// and for the standalone runner.
+type Stats struct {
+	// DownstreamAccepted counts accepted connections handed to OnDownstreamConnection.
+	DownstreamAccepted uint64
+	// DownstreamOpen is the number of downstream sockets not yet closed.
+	DownstreamOpen int64
+	// DownstreamClosed counts close events (LocalClose or RemoteClose) delivered.
+	DownstreamClosed uint64
+	// DownstreamFinalized counts DownstreamFinalize calls: the shim's finalizer on
+	// the plugin's filter object ran.
+	DownstreamFinalized uint64
+	// DownstreamFilterless counts connections for which the shim stored no filter
+	// (the plugin panicked in CreateFilter, or the config was unknown). No finalizer
+	// exists for them; the host released their wrapper itself.
+	DownstreamFilterless uint64
+	// DownstreamUnfinalizable counts connections whose filter is a pointer to a
+	// zero-size type: the shim's SetFinalizer silently does nothing on those, so
+	// Envoy never frees the connection's FilterWrapper (a leak per connection).
+	// The host releases the wrapper itself when the connection ends. When
+	// everything is released: DownstreamAccepted == DownstreamFinalized +
+	// DownstreamFilterless + DownstreamUnfinalizable.
+	DownstreamUnfinalizable uint64
+
+	// UpstreamConnects counts UpstreamConnect calls routed to this Host.
+	UpstreamConnects uint64
+	// UpstreamReady counts OnUpstreamConnectionReady deliveries.
+	UpstreamReady uint64
+	// UpstreamFailures counts OnUpstreamConnectionFailure deliveries (any reason).
+	UpstreamFailures uint64
+	// UpstreamOverflows counts failures with reason Overflow (circuit breaker).
+	UpstreamOverflows uint64
+	// UpstreamRejected counts connects to an address that is not a literal ip:port.
+	// Envoy throws on these and aborts; the host fails them with
+	// LocalConnectionFailure. Also counted in EnvoyWouldAbort.
+	UpstreamRejected uint64
+	// UpstreamOpen is the number of upstream connections connecting or open.
+	UpstreamOpen int64
+	// UpstreamClosed counts close events delivered on upstream connections.
+	UpstreamClosed uint64
+	// UpstreamFinalized counts UpstreamFinalize calls. When everything is released:
+	// UpstreamConnects == UpstreamFinalized.
+	UpstreamFinalized uint64
+
+	// DroppedWrites counts writes discarded because the connection was closed or
+	// had already ended its write side. Envoy drops these too (with a warning).
+	DroppedWrites uint64
+	// Panics counts panics recovered from plugin callbacks.
+	Panics uint64
+	// EnvoyWouldAbort counts events after which a real Envoy process would have
+	// aborted or corrupted memory: recovered panics, connections the shim created
+	// no filter for, malformed upstream addresses, GetString on filter state, a
+	// read-only filter-state key set twice. Tests should assert it stays zero.
+	EnvoyWouldAbort uint64
+	// StaleCalls is process-wide, not per Host: C API calls with a finalized or
+	// unknown wrapper (a use-after-free in Envoy).
+	StaleCalls uint64
+}
+
+// Host registry, for routing UpstreamConnect by library ID (see upstreamConnect).
+var hosts struct {
+	mu   sync.Mutex
+	list []*Host
+}
+
+// configMu serialises calls into envoyGoFilterOnNetworkFilterConfig: it writes the
+// shim's unsynchronised libraryID global.
+var configMu sync.Mutex
+
+// New returns a Host with no listeners.
+func New(opts Options) *Host {
+	if opts.LibraryID == "" {
+		opts.LibraryID = defaultLibraryID
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = defaultConnectTimeout
+	}
+	if opts.MaxUpstreamConnections <= 0 {
+		opts.MaxUpstreamConnections = defaultMaxUpstream
+	}
+	if opts.ReadSize <= 0 {
+		opts.ReadSize = defaultReadSize
+	}
+	h := &Host{
+		opts:      opts,
+		log:       opts.Logger,
+		libID:     newCString(opts.LibraryID),
+		endpoints: make(map[*endpoint]struct{}),
+	}
+	h.idle = sync.NewCond(&h.mu)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	hosts.mu.Lock()
+	hosts.list = append(hosts.list, h)
+	hosts.mu.Unlock()
+	return h
+}
+
+// LibraryID returns the library ID this Host passes to the shim.
+func (h *Host) LibraryID() string { return h.opts.LibraryID }
+
+// AddListener registers config for pluginName with the shim
+// (envoyGoFilterOnNetworkFilterConfig, once, as Envoy does per filter config) and
+// serves every connection accepted on ln with it, until Close. config may be nil
+// (an unset plugin_config). The Host takes ownership of ln.
+//
+// Unlike Envoy, which accepts any plugin_name and aborts on the first connection
+// when no plugin of that name is registered, AddListener fails early.
+//
+// The shim keeps the library ID of the latest config in a global that
+// CreateUpstreamConn reads without synchronisation: call AddListener before
+// traffic flows, or the race detector will (rightly) report it.
+func (h *Host) AddListener(ln net.Listener, pluginName string, config *anypb.Any) error {
+	if network.GetNetworkFilterConfigFactory(pluginName) == nil {
+		return fmt.Errorf("host: no network filter plugin registered as %q (Envoy would abort on the first connection)", pluginName)
+	}
+	var cfg []byte
+	if config != nil {
+		var err error
+		// Envoy passes plugin_config.SerializeToString(); nil is an unset Any.
+		if cfg, err = (proto.MarshalOptions{Deterministic: true}).Marshal(config); err != nil {
+			return fmt.Errorf("host: serializing plugin config: %w", err)
+		}
+	}
+	if h.isClosed() {
+		return errors.New("host: closed")
+	}
+	configID, err := h.configure(cfg)
+	if err != nil {
+		return err
+	}
+	l := &listener{ln: ln, pluginName: pluginName, name: newCString(pluginName), configID: configID}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		l.name.free()
+		return errors.New("host: closed")
+	}
+	h.listeners = append(h.listeners, l)
+	h.active++
+	h.mu.Unlock()
+	go h.acceptLoop(l)
+	return nil
+}
+
+// configure calls the shim's config entry point. The config parser is plugin code:
+// a panic there would abort Envoy at config load; here it is an error.
+func (h *Host) configure(cfg []byte) (id uint64, err error) {
+	c := newCString(string(cfg))
+	defer c.free()
+	configMu.Lock()
+	defer configMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			h.st.panics.Add(1)
+			h.st.wouldAbort.Add(1)
+			h.log.Error("host: config parser panicked; Envoy would abort", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("host: config parser panicked: %v", r)
+		}
+	}()
+	id = onNetworkFilterConfig(h.libID.ptr(), h.libID.len(), c.ptr(), c.len())
+	if id == 0 {
+		return 0, errors.New("host: shim returned config id 0")
+	}
+	return id, nil
+}
+
+func (h *Host) acceptLoop(l *listener) {
+	defer h.untrack()
+	var delay time.Duration
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || h.ctx.Err() != nil {
+				return
+			}
+			// Transient accept errors (EMFILE...): back off like net/http does
+			// rather than spin.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			h.log.Warn("host: accept failed; retrying", "listener", l.ln.Addr().String(), "err", err, "delay", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-h.ctx.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		delay = 0
+		h.serveDownstream(l, nc)
+	}
+}
+
+// Close stops the listeners, closes every connection (each open connection gets a
+// LocalClose event, pending dials fail with LocalConnectionFailure) and waits for
+// all of the Host's goroutines. Finalizers may still run later and are still
+// counted in Stats. Close is idempotent.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		for h.active > 0 {
+			h.idle.Wait()
+		}
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	lns := h.listeners
+	eps := make([]*endpoint, 0, len(h.endpoints))
+	for e := range h.endpoints {
+		eps = append(eps, e)
+	}
+	h.mu.Unlock()
+
+	h.cancel()
+	var errs []error
+	for _, l := range lns {
+		if err := l.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	for _, e := range eps {
+		e.post(task{kind: taskShutdown})
+	}
+
+	h.mu.Lock()
+	for h.active > 0 {
+		h.idle.Wait()
+	}
+	h.mu.Unlock()
+
+	// No connection can start any more: the C copies of the names can go.
+	for _, l := range lns {
+		l.name.free()
+	}
+	hosts.mu.Lock()
+	for i, x := range hosts.list {
+		if x == h {
+			hosts.list = append(hosts.list[:i:i], hosts.list[i+1:]...)
+			break
+		}
+	}
+	hosts.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Stats returns a snapshot of the Host's counters.
+func (h *Host) Stats() Stats {
+	s := &h.st
+	return Stats{
+		DownstreamAccepted:      s.downAccepted.Load(),
+		DownstreamOpen:          s.downOpen.Load(),
+		DownstreamClosed:        s.downClosed.Load(),
+		DownstreamFinalized:     s.downFinalized.Load(),
+		DownstreamFilterless:    s.downFilterless.Load(),
+		DownstreamUnfinalizable: s.downUnfinalizable.Load(),
+		UpstreamConnects:        s.upConnects.Load(),
+		UpstreamReady:           s.upReady.Load(),
+		UpstreamFailures:        s.upFailures.Load(),
+		UpstreamOverflows:       s.upOverflows.Load(),
+		UpstreamRejected:        s.upRejected.Load(),
+		UpstreamOpen:            s.upOpen.Load(),
+		UpstreamClosed:          s.upClosed.Load(),
+		UpstreamFinalized:       s.upFinalized.Load(),
+		DroppedWrites:           s.droppedWrites.Load(),
+		Panics:                  s.panics.Load(),
+		EnvoyWouldAbort:         s.wouldAbort.Load(),
+		StaleCalls:              staleCalls.Load(),
+	}
+}
+
+func (h *Host) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// track registers a goroutine the Host must wait for. It works whatever the state
+// of the Host (a plain counter rather than a WaitGroup, whose Add may not race with
+// Wait at zero): plugin goroutines may create upstream connections at any time.
+func (h *Host) track() {
+	h.mu.Lock()
+	h.active++
+	h.mu.Unlock()
+}
+
+func (h *Host) untrack() {
+	h.mu.Lock()
+	h.active--
+	if h.active == 0 {
+		h.idle.Broadcast()
+	}
+	h.mu.Unlock()
+}
+
+// addEndpoint records e as one of h's connections, unless h is closed.
+func (h *Host) addEndpoint(e *endpoint) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.endpoints[e] = struct{}{}
+	return true
+}
+
+func (h *Host) removeEndpoint(e *endpoint) {
+	h.mu.Lock()
+	delete(h.endpoints, e)
+	h.mu.Unlock()
+}
+
+// acquireUpstream takes a circuit-breaker slot.
+func (h *Host) acquireUpstream() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.upInUse >= h.opts.MaxUpstreamConnections {
+		return false
+	}
+	h.upInUse++
+	return true
+}
+
+func (h *Host) releaseUpstream() {
+	h.mu.Lock()
+	h.upInUse--
+	h.mu.Unlock()
+}
+
+// hostFor picks the Host that owns an UpstreamConnect call. The shim passes the
+// library ID of the most recent config in the process (one global), so with several
+// Hosts alive the newest open Host with that ID wins. nil if none.
+func hostFor(libraryID string) *Host {
+	hosts.mu.Lock()
+	defer hosts.mu.Unlock()
+	var closed *Host
+	for i := len(hosts.list) - 1; i >= 0; i-- {
+		h := hosts.list[i]
+		if h.opts.LibraryID != libraryID {
+			continue
+		}
+		if !h.isClosed() {
+			return h
+		}
+		if closed == nil {
+			closed = h
+		}
+	}
+	return closed
+}
+
+// orphans owns upstream connects that no Host claims: they fail with
+// LocalConnectionFailure (Envoy: a library ID with no loaded library).
+var orphans = sync.OnceValue(func() *Host {
+	h := New(Options{LibraryID: "\x00orphans"})
+	h.Close()
+	return h
+})

@@ -1,0 +1,633 @@
+package host_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+
+	"github.com/breeze-mesh/breeze/host"
+)
+
+const deadline = 20 * time.Second
+
+// start returns a Host serving plugin on a fresh loopback listener, and the
+// listener's address. The Host is closed at the end of the test.
+func start(t *testing.T, opts host.Options, plugin, upstream string) (*host.Host, *recorder, string) {
+	t.Helper()
+	rec := newRecorder(t.Name())
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	h := host.New(opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddListener(ln, plugin, config(t.Name(), upstream)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return h, rec, ln.Addr().String()
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(deadline))
+	return c
+}
+
+// eventually waits for cond, running the GC between checks so that the shim's
+// finalizers get their chance.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		runtime.GC()
+	}
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(deadline):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// released waits until every wrapper the Host handed out has been finalized (or
+// released for a filterless connection) and nothing is open.
+func released(t *testing.T, h *host.Host) {
+	t.Helper()
+	eventually(t, "all connections released", func() bool {
+		s := h.Stats()
+		return s.DownstreamOpen == 0 && s.UpstreamOpen == 0 &&
+			s.DownstreamAccepted == s.DownstreamFinalized+s.DownstreamFilterless+s.DownstreamUnfinalizable &&
+			s.UpstreamConnects == s.UpstreamFinalized
+	})
+}
+
+func noAborts(t *testing.T, h *host.Host) {
+	t.Helper()
+	if s := h.Stats(); s.EnvoyWouldAbort != 0 || s.Panics != 0 {
+		t.Fatalf("EnvoyWouldAbort=%d Panics=%d, want 0", s.EnvoyWouldAbort, s.Panics)
+	}
+}
+
+func readN(t *testing.T, c net.Conn, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("reading %d bytes: %v", n, err)
+	}
+	return b
+}
+
+func expectEOF(t *testing.T, c net.Conn) {
+	t.Helper()
+	var b [1]byte
+	n, err := c.Read(b[:])
+	if n != 0 || err == nil {
+		t.Fatalf("read %d bytes, err %v; want EOF", n, err)
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		t.Fatalf("want EOF, got %v", err)
+	}
+}
+
+func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
+
+// echoServer is a plain TCP echo server, the upstream of the relay tests.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestEchoManyConnections(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	const conns, msgs = 64, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(deadline))
+			for j := 0; j < msgs; j++ {
+				msg := make([]byte, 1+(i*131+j*17)%4000)
+				_, _ = rand.Read(msg)
+				if _, err := c.Write(msg); err != nil {
+					errs <- err
+					return
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, msg) {
+					errs <- fmt.Errorf("conn %d msg %d: echo differs", i, j)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := 0; i < conns; i++ {
+		if e := recv(t, rec.events, "close event"); e != api.RemoteClose {
+			t.Errorf("event %v, want RemoteClose", e)
+		}
+	}
+	released(t, h)
+	noAborts(t, h)
+	if n := rec.concurrentData.Load(); n != 0 {
+		t.Errorf("%d callbacks of one connection overlapped", n)
+	}
+	if s := h.Stats(); s.DownstreamAccepted != conns || s.DownstreamFinalized != conns {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("ORDER")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readN(t, c, 5)); got != "abcde" {
+		t.Fatalf("got %q, want abcde", got)
+	}
+	if rec.writeCalls.Load() != 5 {
+		t.Errorf("OnWrite ran %d times, want 5", rec.writeCalls.Load())
+	}
+	if n := rec.writeInData.Load(); n != 0 {
+		t.Errorf("%d writes were processed inside OnData", n)
+	}
+	noAborts(t, h)
+}
+
+func TestLargePayloadSplitAcrossReads(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	payload := make([]byte, 8<<20)
+	_, _ = rand.Read(payload)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		werr <- err
+	}()
+	got := readN(t, c, len(payload))
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("echoed payload differs (a filter's buffer must be its own copy)")
+	}
+	if n := rec.dataCalls.Load(); n < 2 {
+		t.Errorf("OnData ran %d times; an 8 MiB payload should arrive in several reads", n)
+	}
+	c.Close()
+	released(t, h)
+	noAborts(t, h)
+}
+
+func TestRelayThroughUpstream(t *testing.T) {
+	up := echoServer(t)
+	h, rec, addr := start(t, host.Options{}, "relay", up)
+	const conns = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(deadline))
+			msg := bytes.Repeat([]byte{byte('a' + i%26)}, 100_000+i)
+			go c.Write(msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, got); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, msg) {
+				errs <- fmt.Errorf("conn %d: relayed bytes differ", i)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := 0; i < conns; i++ {
+		recv(t, rec.events, "downstream close")
+		if e := recv(t, rec.upEvents, "upstream close"); e != api.LocalClose {
+			t.Errorf("upstream event %v, want LocalClose (the relay closes it)", e)
+		}
+	}
+	released(t, h)
+	noAborts(t, h)
+	if s := h.Stats(); s.UpstreamReady != conns || s.UpstreamFinalized != conns {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestUpstreamDialFailure(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "relay", closedPort(t))
+	c := dial(t, addr)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line != "failure:RemoteConnectionFailure\n" {
+		t.Fatalf("got %q", line)
+	}
+	if r := recv(t, rec.poolFailures, "pool failure"); r != api.RemoteConnectionFailure {
+		t.Fatalf("reason %v", r)
+	}
+	if e := recv(t, rec.events, "close"); e != api.LocalClose {
+		t.Fatalf("event %v, want LocalClose", e)
+	}
+	released(t, h)
+	noAborts(t, h)
+}
+
+func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "relay", "localhost:80")
+	c := dial(t, addr)
+	if r := recv(t, rec.poolFailures, "pool failure"); r != api.LocalConnectionFailure {
+		t.Fatalf("reason %v, want LocalConnectionFailure", r)
+	}
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if line != "failure:LocalConnectionFailure\n" {
+		t.Fatalf("got %q", line)
+	}
+	s := h.Stats()
+	if s.UpstreamRejected != 1 || s.EnvoyWouldAbort != 1 {
+		t.Fatalf("UpstreamRejected=%d EnvoyWouldAbort=%d, want 1 and 1", s.UpstreamRejected, s.EnvoyWouldAbort)
+	}
+	released(t, h)
+}
+
+func TestUpstreamCircuitBreaker(t *testing.T) {
+	up := echoServer(t)
+	h, rec, addr := start(t, host.Options{MaxUpstreamConnections: 1}, "relay", up)
+	first := dial(t, addr)
+	if _, err := first.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, first, 1) // the first relay is connected and holds the only slot
+	second := dial(t, addr)
+	if r := recv(t, rec.poolFailures, "pool failure"); r != api.Overflow {
+		t.Fatalf("reason %v, want Overflow", r)
+	}
+	line, _ := bufio.NewReader(second).ReadString('\n')
+	if line != "failure:Overflow\n" {
+		t.Fatalf("got %q", line)
+	}
+	if s := h.Stats(); s.UpstreamOverflows != 1 || s.UpstreamOpen != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	first.Close()
+	released(t, h)
+	noAborts(t, h)
+}
+
+func TestCloseFromFilter(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("CLOSE")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readN(t, c, 4)); got != "bye\n" {
+		t.Fatalf("got %q", got)
+	}
+	expectEOF(t, c)
+	if e := recv(t, rec.events, "close event"); e != api.LocalClose {
+		t.Fatalf("event %v, want LocalClose", e)
+	}
+	released(t, h)
+	noAborts(t, h)
+}
+
+func TestClientDisconnect(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, c, 2)
+	c.Close()
+	if e := recv(t, rec.events, "close event"); e != api.RemoteClose {
+		t.Fatalf("event %v, want RemoteClose", e)
+	}
+	eventually(t, "the filter finalized", func() bool { return h.Stats().DownstreamFinalized == 1 })
+	noAborts(t, h)
+}
+
+func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	other := dial(t, addr)
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("PANIC")); err != nil {
+		t.Fatal(err)
+	}
+	expectEOF(t, c)
+	if e := recv(t, rec.events, "close event"); e != api.LocalClose {
+		t.Fatalf("event %v, want LocalClose", e)
+	}
+	if s := h.Stats(); s.Panics != 1 || s.EnvoyWouldAbort != 1 {
+		t.Fatalf("Panics=%d EnvoyWouldAbort=%d, want 1 and 1", s.Panics, s.EnvoyWouldAbort)
+	}
+	// The other connection is unaffected.
+	if _, err := other.Write([]byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readN(t, other, 5)); got != "still" {
+		t.Fatalf("got %q", got)
+	}
+	other.Close()
+	released(t, h)
+}
+
+func TestGetFilterStateRefused(t *testing.T) {
+	h, _, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("GETSTATE")); err != nil {
+		t.Fatal(err)
+	}
+	expectEOF(t, c)
+	if s := h.Stats(); s.Panics != 1 || s.EnvoyWouldAbort != 2 {
+		t.Fatalf("Panics=%d EnvoyWouldAbort=%d, want 1 and 2", s.Panics, s.EnvoyWouldAbort)
+	}
+}
+
+func TestDownstreamInfo(t *testing.T) {
+	h, _, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("INFO")); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := c.RemoteAddr().String() + " " + c.LocalAddr().String() + "\n"
+	if line != want {
+		t.Fatalf("got %q, want %q", line, want)
+	}
+	noAborts(t, h)
+}
+
+// A callback object kept past its filter's finalization reaches Envoy with a
+// freed wrapper. The host counts that instead of crashing.
+func TestUseAfterFinalizeCounted(t *testing.T) {
+	h, rec, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("KEEPCB")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, c, 5)
+	c.Close()
+	recv(t, rec.events, "close event")
+	eventually(t, "the filter finalized", func() bool { return h.Stats().DownstreamFinalized == 1 })
+	before := h.Stats().StaleCalls
+	rec.mu.Lock()
+	cb := rec.keptCbs[0]
+	rec.mu.Unlock()
+	cb.Write([]byte("late"), false)
+	if got := h.Stats().StaleCalls; got != before+1 {
+		t.Fatalf("StaleCalls %d, want %d", got, before+1)
+	}
+}
+
+// The shim sets its finalizer on the plugin's filter object itself. Go never
+// finalizes an object in a reference cycle through another object (filter ->
+// session -> filter), so such a filter, everything it references, and Envoy's
+// FilterWrapper all leak. This pins that down.
+func TestCyclicFilterIsNeverFinalized(t *testing.T) {
+	hc, rec, cyclicAddr := start(t, host.Options{}, "cyclic", "")
+	he := host.New(host.Options{})
+	t.Cleanup(func() { he.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := he.AddListener(ln, "echo", config(t.Name(), "")); err != nil {
+		t.Fatal(err)
+	}
+	a := dial(t, cyclicAddr)
+	b := dial(t, ln.Addr().String())
+	a.Close()
+	b.Close()
+	recv(t, rec.events, "close")
+	recv(t, rec.events, "close")
+	eventually(t, "the acyclic filter finalized", func() bool { return he.Stats().DownstreamFinalized == 1 })
+	for i := 0; i < 5; i++ {
+		runtime.GC()
+	}
+	if n := hc.Stats().DownstreamFinalized; n != 0 {
+		t.Fatalf("cyclic filter finalized %d times; the shim or Go changed", n)
+	}
+}
+
+func TestUpstreamHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	server := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			server <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(deadline))
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(c, got); err != nil {
+			server <- err.Error()
+			return
+		}
+		_, _ = c.Write([]byte("hello"))
+		_ = c.(*net.TCPConn).CloseWrite()
+		rest, err := io.ReadAll(c) // until the plugin's end of stream
+		server <- fmt.Sprintf("%s|%s|%v", got, rest, err)
+	}()
+	h, rec, addr := start(t, host.Options{}, "halfclose", ln.Addr().String())
+	c := dial(t, addr)
+	if got := recv(t, rec.halfClose, "upstream data"); got != "data:hello:end" {
+		t.Fatalf("got %q", got)
+	}
+	if got := recv(t, server, "server"); got != "ready|bye|<nil>" {
+		t.Fatalf("server saw %q", got)
+	}
+	if got := recv(t, rec.halfClose, "upstream event"); got != "event:LocalClose" {
+		t.Fatalf("got %q", got)
+	}
+	c.Close()
+	released(t, h)
+	noAborts(t, h)
+}
+
+func TestHostCloseClosesConnections(t *testing.T) {
+	rec := newRecorder(t.Name())
+	h := host.New(host.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddListener(ln, "echo", config(t.Name(), "")); err != nil {
+		t.Fatal(err)
+	}
+	var cs []net.Conn
+	for i := 0; i < 5; i++ {
+		c := dial(t, ln.Addr().String())
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, c, 1)
+		cs = append(cs, c)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		expectEOF(t, c)
+	}
+	for range cs {
+		if e := recv(t, rec.events, "close"); e != api.LocalClose {
+			t.Fatalf("event %v, want LocalClose", e)
+		}
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Fatal("listener still accepting after Close")
+	}
+	released(t, h)
+}
+
+func TestTwoHostsInOneProcess(t *testing.T) {
+	h1, _, a1 := start(t, host.Options{LibraryID: "one"}, "echo", "")
+	h2, _, a2 := start(t, host.Options{LibraryID: "two"}, "echo", "")
+	for _, a := range []string{a1, a1, a2} {
+		c := dial(t, a)
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, c, 4)
+		c.Close()
+	}
+	released(t, h1)
+	released(t, h2)
+	if s1, s2 := h1.Stats(), h2.Stats(); s1.DownstreamFinalized != 2 || s2.DownstreamFinalized != 1 {
+		t.Fatalf("finalized %d and %d, want 2 and 1", s1.DownstreamFinalized, s2.DownstreamFinalized)
+	}
+}
+
+func TestAddListenerUnknownPlugin(t *testing.T) {
+	h := host.New(host.Options{})
+	defer h.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := h.AddListener(ln, "no-such-plugin", nil); err == nil {
+		t.Fatal("want an error")
+	}
+}
+
+func TestZeroSizeFilterDetected(t *testing.T) {
+	h, _, addr := start(t, host.Options{}, "zerosize", "")
+	c := dial(t, addr)
+	c.Close()
+	eventually(t, "connection closed", func() bool { return h.Stats().DownstreamOpen == 0 })
+	if s := h.Stats(); s.DownstreamUnfinalizable != 1 || s.DownstreamFinalized != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	released(t, h)
+}

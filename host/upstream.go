@@ -1,0 +1,122 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"unsafe"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+)
+
+// upstreamConnect is envoyGoFilterUpstreamConnect: create the connection object,
+// return its wrapper at once, and connect asynchronously (Envoy posts connect() to
+// a worker picked round-robin, so every upstream callback runs on another thread
+// than the caller's). Each upstream connection here gets its own goroutine, never
+// a downstream connection's.
+func upstreamConnect(libraryID, addr string, connID uint64) unsafe.Pointer {
+	h := hostFor(libraryID)
+	if h == nil {
+		h = orphans()
+		h.log.Error("host: UpstreamConnect for a library ID no Host serves", "library_id", libraryID, "addr", addr)
+	}
+	e := newEndpoint(h, true)
+	e.connID = connID
+	e.addr = addr
+	// UpstreamConn::getLocalAddrStr returns addr_, the address dialled, not the
+	// socket's local address: UpstreamLocalAddress() reports the target.
+	e.localAddr = addr
+	h.st.upConnects.Add(1)
+	if !h.addEndpoint(e) {
+		// A closed Host: fail, still asynchronously, like a cluster that is gone.
+		go e.fail(api.LocalConnectionFailure)
+		return e.wrapper
+	}
+	go e.connect()
+	return e.wrapper
+}
+
+func (e *endpoint) connect() {
+	h := e.h
+	defer h.untrack()
+
+	// Envoy parses the address in the UpstreamConn constructor, synchronously, and
+	// throws on a malformed one; the exception crosses the cgo boundary and Envoy
+	// aborts. No DNS happens anywhere.
+	if _, err := netip.ParseAddrPort(e.addr); err != nil {
+		h.st.upRejected.Add(1)
+		h.st.wouldAbort.Add(1)
+		h.log.Error("host: CreateUpstreamConn with an address that is not a literal ip:port; ENVOY WOULD ABORT THE PROCESS. Failing the connection with LocalConnectionFailure.",
+			"addr", e.addr, "err", err)
+		h.removeEndpoint(e)
+		e.fail(api.LocalConnectionFailure)
+		return
+	}
+	if !h.acquireUpstream() {
+		h.log.Warn("host: upstream circuit breaker open (plainText cluster max connections)",
+			"addr", e.addr, "max", h.opts.MaxUpstreamConnections)
+		h.removeEndpoint(e)
+		e.fail(api.Overflow)
+		return
+	}
+	h.st.upOpen.Add(1)
+	defer func() {
+		h.st.upOpen.Add(-1)
+		h.releaseUpstream()
+	}()
+
+	d := net.Dialer{Timeout: h.opts.ConnectTimeout}
+	nc, err := d.DialContext(h.ctx, "tcp", e.addr)
+	if err == nil && h.ctx.Err() != nil {
+		_ = nc.Close()
+		err = h.ctx.Err()
+	}
+	if err != nil {
+		reason := api.RemoteConnectionFailure
+		var ne net.Error
+		switch {
+		case h.ctx.Err() != nil && errors.Is(err, context.Canceled):
+			reason = api.LocalConnectionFailure // Host.Close
+		case errors.As(err, &ne) && ne.Timeout():
+			reason = api.Timeout
+		}
+		h.log.Debug("host: upstream connect failed", "addr", e.addr, "reason", reason.String(), "err", err)
+		h.removeEndpoint(e)
+		e.fail(reason)
+		return
+	}
+
+	e.nc = nc
+	e.mu.Lock()
+	e.remoteAddr = nc.RemoteAddr().String()
+	e.mu.Unlock()
+	h.st.upReady.Add(1)
+	defer e.teardown()
+	ok := e.invoke("OnPoolReady", func() { onUpstreamConnectionReady(e.wrapper, e.connID) })
+	// The shim moves the filter from its conn-id map to its wrapper map before
+	// calling OnPoolReady, so it is there even if OnPoolReady panicked.
+	e.hasFilter = network.UpstreamFilters.GetFilterByWrapper(e.key) != nil
+	if !ok {
+		e.closeSocket(api.LocalClose)
+		return
+	}
+	e.start()
+	e.run()
+}
+
+// fail delivers OnPoolFailure. The shim deletes the filter from its map first, so
+// a panic in the plugin leaves nothing behind.
+func (e *endpoint) fail(reason api.PoolFailureReason) {
+	e.mu.Lock()
+	e.gone = true
+	e.mu.Unlock()
+	e.h.st.upFailures.Add(1)
+	if reason == api.Overflow {
+		e.h.st.upOverflows.Add(1)
+	}
+	e.invoke("OnPoolFailure", func() {
+		onUpstreamConnectionFailure(e.wrapper, int(reason), e.connID)
+	})
+}
