@@ -54,7 +54,7 @@ type endpoint struct {
 	out        writeBuffer
 	slices     sliceTable
 	io         sync.WaitGroup // reader and writer
-	closed     bool           // the socket is closed and the close event delivered
+	closed     bool           // the socket is closed (the close event follows at once)
 	closing    bool           // Close(FlushWrite) waits for the write buffer to drain
 	readEnded  bool           // upstream half-close: end of stream delivered
 	writeEnded bool           // our end of stream reached the socket (shutdown(SHUT_WR))
@@ -444,6 +444,14 @@ func (e *endpoint) readLoop() {
 func (e *endpoint) teardown() {
 	e.io.Wait()
 	e.slices.free()
+	// The endpoint stays registered until its wrapper is finalized, which may be
+	// much later: let go of buffered bytes now.
+	for len(e.reads) > 0 {
+		<-e.reads
+	}
+	e.out.mu.Lock()
+	e.out.queue = nil
+	e.out.mu.Unlock()
 	e.h.removeEndpoint(e)
 	switch {
 	case e.upstream:

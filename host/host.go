@@ -372,25 +372,23 @@ func (h *Host) isClosed() bool {
 	return h.closed
 }
 
-// track registers a goroutine the Host must wait for. It works whatever the state
-// of the Host (a plain counter rather than a WaitGroup, whose Add may not race with
-// Wait at zero): plugin goroutines may create upstream connections at any time.
-func (h *Host) track() {
-	h.mu.Lock()
-	h.active++
-	h.mu.Unlock()
-}
-
+// untrack ends a goroutine counted by AddListener or addEndpoint. A plain counter
+// under h.mu rather than a WaitGroup: plugin goroutines may create upstream
+// connections at any moment, and WaitGroup.Add may not race with Wait at zero.
 func (h *Host) untrack() {
 	h.mu.Lock()
-	h.active--
+	if h.active--; h.active < 0 {
+		panic("host: untrack without track")
+	}
 	if h.active == 0 {
 		h.idle.Broadcast()
 	}
 	h.mu.Unlock()
 }
 
-// addEndpoint records e as one of h's connections, unless h is closed.
+// addEndpoint records e as one of h's connections and tracks the goroutine that
+// will run it (which must call untrack), unless h is closed. Both under one lock,
+// so that Close either sees e (and shuts it down) or e never starts.
 func (h *Host) addEndpoint(e *endpoint) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -398,6 +396,7 @@ func (h *Host) addEndpoint(e *endpoint) bool {
 		return false
 	}
 	h.endpoints[e] = struct{}{}
+	h.active++
 	return true
 }
 

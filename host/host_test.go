@@ -540,6 +540,12 @@ func TestUpstreamHalfClose(t *testing.T) {
 	}()
 	h, rec, addr := start(t, host.Options{}, "halfclose", ln.Addr().String())
 	c := dial(t, addr)
+	// UpstreamLocalAddress is the address dialled (Envoy returns addr_), not the
+	// socket's local address.
+	want := "info:" + ln.Addr().String() + " " + ln.Addr().String()
+	if got := recv(t, rec.halfClose, "upstream info"); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 	if got := recv(t, rec.halfClose, "upstream data"); got != "data:hello:end" {
 		t.Fatalf("got %q", got)
 	}
@@ -625,7 +631,10 @@ func TestZeroSizeFilterDetected(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "zerosize", "")
 	c := dial(t, addr)
 	c.Close()
-	eventually(t, "connection closed", func() bool { return h.Stats().DownstreamOpen == 0 })
+	eventually(t, "connection closed", func() bool {
+		s := h.Stats()
+		return s.DownstreamAccepted == 1 && s.DownstreamOpen == 0
+	})
 	if s := h.Stats(); s.DownstreamUnfinalizable != 1 || s.DownstreamFinalized != 0 {
 		t.Fatalf("stats %+v", s)
 	}

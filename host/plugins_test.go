@@ -354,6 +354,9 @@ func (u *halfCloseUp) OnPoolReady(cb api.ConnectionCallback) {
 	u.mu.Lock()
 	u.cb = cb
 	u.mu.Unlock()
+	local, _ := cb.StreamInfo().UpstreamLocalAddress()
+	remote, _ := cb.StreamInfo().UpstreamRemoteAddress()
+	u.rec.halfClose <- "info:" + local + " " + remote
 	cb.EnableHalfClose(true)
 	cb.Write([]byte("ready"), false)
 }

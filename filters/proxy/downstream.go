@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
@@ -58,7 +59,15 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	downstreamActive.WithLabelValues(d.p.name).Inc()
 	d.touch()
 	if d.p.idleTimeout > 0 {
-		d.idleTimer = time.AfterFunc(d.p.idleTimeout, d.checkIdle)
+		// The timer must not hold d strongly: d -> timer -> d would be a
+		// cycle through the object Envoy's shim set a finalizer on, and Go
+		// never finalizes such cycles, leaking Envoy's connection state.
+		wd := weak.Make(d)
+		d.idleTimer = time.AfterFunc(d.p.idleTimeout, func() {
+			if d := wd.Value(); d != nil {
+				d.checkIdle()
+			}
+		})
 	}
 	return api.NetworkFilterContinue
 }

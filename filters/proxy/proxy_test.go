@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -433,4 +434,24 @@ func TestInvalidConfigRefusesConnections(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("connection with a rejected config was not refused")
 	}
+}
+
+// Every downstream connection's filter must become garbage once closed, so
+// that Envoy's per-connection state is freed by the shim's finalizer.
+func TestClosedConnectionsAreFinalized(t *testing.T) {
+	b := newBackend(t, "b")
+	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, ""), "idle_timeout: 60s"))
+	for range 20 {
+		c := dial(t, addr)
+		if _, err := c.call(0, "x"); err != nil {
+			t.Fatal(err)
+		}
+		c.c.Close()
+		<-c.closed
+	}
+	eventually(t, "every closed connection finalized", func() bool {
+		runtime.GC()
+		s := testHost.Stats()
+		return s.DownstreamOpen == 0 && s.DownstreamAccepted == s.DownstreamFinalized+s.DownstreamFilterless+s.DownstreamUnfinalizable
+	})
 }
