@@ -1,0 +1,550 @@
+// Package dubbo is the codec of the Dubbo 2 protocol ("dubbo://" over TCP)
+// with hessian2 bodies, registered as "dubbo". See README.md for what it
+// decodes, the metadata keys it offers and its limits.
+package dubbo
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/breeze-mesh/breeze/codecs"
+)
+
+func init() {
+	codecs.Register("dubbo", New)
+}
+
+const (
+	headerLen = 16
+	magicHigh = 0xda
+	magicLow  = 0xbb
+
+	flagRequest = 0x80
+	flagTwoWay  = 0x40
+	flagEvent   = 0x20
+	serialMask  = 0x1f
+	hessian2ID  = 2
+
+	// DefaultMaxFrameSize is a 16-byte header plus Java Dubbo's default
+	// payload limit of 8 MiB, so that the proxy accepts what Java accepts.
+	DefaultMaxFrameSize = headerLen + 8<<20
+
+	// maxAttachments bounds how many attachments become metadata. Setting
+	// one is linear in the metadata already there, so an unbounded count
+	// would make one hostile frame cost quadratic time. Later attachments
+	// still pass through untouched.
+	maxAttachments = 256
+)
+
+// Response status bytes (Java's org.apache.dubbo.remoting.exchange.Response).
+const (
+	statusOK                = 20
+	statusServerTimeout     = 31
+	statusBadRequest        = 40
+	statusServiceNotFound   = 60
+	statusServerError       = 80
+	statusThreadPoolExhaust = 100
+)
+
+// Result types that open the body of a status-20 response.
+const (
+	resultException = iota
+	resultValue
+	resultNull
+	resultExceptionWithAttachments
+	resultValueWithAttachments
+	resultNullWithAttachments
+)
+
+// ProtocolError reasons.
+const (
+	reasonBadMagic      = "bad_magic"
+	reasonBadLength     = "bad_length"
+	reasonTooLarge      = "frame_too_large"
+	reasonSerialization = "unsupported_serialization"
+	reasonBadBody       = "bad_body"
+	reasonBadEvent      = "unsupported_event"
+)
+
+// Metadata keys decoded from the request body rather than the attachments.
+const (
+	keyDubbo      = "dubbo"
+	keyInterface  = "interface"
+	keyVersion    = "version"
+	keyMethod     = "method"
+	keyParamTypes = "parameter_types"
+)
+
+// Indexes of Message.Private.
+const (
+	// privAttStart and privAttEnd delimit the attachments map in the frame
+	// (equal when the frame has none and Encode would insert one there;
+	// privAttEnd is 0 when the message cannot carry attachments at all).
+	privAttStart = iota
+	privAttEnd
+	// privResultType is the frame offset of a response's one-byte result
+	// type, which Encode turns from 0-2 into 3-5 when it adds attachments.
+	privResultType
+	// privClassDefs counts the class definitions before the attachments,
+	// so that Encode can walk the map alone (see mergeAttachments).
+	privClassDefs
+)
+
+// New makes a Dubbo codec for one connection. It takes no Params.
+func New(opts codecs.Options) (codecs.Codec, error) {
+	limit := opts.MaxFrameSize
+	switch {
+	case limit == 0:
+		limit = DefaultMaxFrameSize
+	case limit < headerLen+1:
+		return nil, fmt.Errorf("dubbo: MaxFrameSize %d: must be 0 (default %d) or at least %d", limit, DefaultMaxFrameSize, headerLen+1)
+	case limit > headerLen+math.MaxInt32:
+		limit = headerLen + math.MaxInt32
+	}
+	for k := range opts.Params {
+		return nil, fmt.Errorf("dubbo: unknown param %q: the dubbo codec takes no params", k)
+	}
+	return &codec{
+		maxFrame: limit,
+		strs:     make(map[string]string, internMax),
+		oldStrs:  make(map[string]string, internMax),
+	}, nil
+}
+
+type codec struct {
+	maxFrame int
+	sc       scanner
+	strs     map[string]string // see intern
+	oldStrs  map[string]string
+	hessian  hessianDecoder
+}
+
+// Decode implements codecs.Codec.
+func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
+	// Check the magic as soon as it arrives so that a client speaking
+	// another protocol fails at once rather than after 16 bytes.
+	if len(buf) > 0 && buf[0] != magicHigh || len(buf) > 1 && buf[1] != magicLow {
+		return 0, codecs.Errorf(reasonBadMagic, "first bytes %#x, want 0xdabb", buf[:min(len(buf), 2)])
+	}
+	if len(buf) < headerLen {
+		return 0, nil
+	}
+	bodyLen := int32(binary.BigEndian.Uint32(buf[12:]))
+	if bodyLen < 0 {
+		return 0, codecs.Errorf(reasonBadLength, "negative body length %d", bodyLen)
+	}
+	size := headerLen + int(bodyLen)
+	if size > c.maxFrame {
+		return 0, codecs.Errorf(reasonTooLarge, "frame of %d bytes, limit %d", size, c.maxFrame)
+	}
+	if len(buf) < size {
+		return 0, nil
+	}
+	msg.Frame = buf[:size:size]
+	msg.ID = binary.BigEndian.Uint64(buf[4:])
+	msg.Status = codecs.StatusOK
+	msg.Metadata = msg.Metadata[:0]
+	msg.Private = [4]int{}
+	var err error
+	flag := buf[2]
+	switch {
+	case flag&flagEvent != 0:
+		err = c.decodeEvent(msg)
+	case flag&flagRequest != 0:
+		msg.Type = codecs.Request
+		if flag&flagTwoWay == 0 {
+			msg.Type = codecs.Oneway
+		}
+		err = c.decodeRequest(msg)
+	default:
+		err = c.decodeResponse(msg)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+func checkHessian2(f []byte, what string) error {
+	if id := f[2] & serialMask; id != hessian2ID {
+		return codecs.Errorf(reasonSerialization, "%s with serialization id %d; only hessian2 (2) bodies can be decoded", what, id)
+	}
+	return nil
+}
+
+// decodeEvent classifies an event by its data: Java and dubbo-go send null
+// for a heartbeat and "R" (READONLY) when a provider shuts down. Dubbo 3
+// also knows "H" (the heartbeat of serializations that cannot write null)
+// and "W" (WRITEABLE, the provider is back); the proxy has no use for "W",
+// and answering it like a heartbeat is harmless, unlike closing the
+// connection while it drains.
+func (c *codec) decodeEvent(msg *codecs.Message) error {
+	f := msg.Frame
+	if f[2]&flagRequest == 0 {
+		// The data of a heartbeat reply is not needed: not parsed.
+		msg.Type = codecs.HeartbeatReply
+		if f[3] != statusOK {
+			msg.Status = codecs.StatusError
+		}
+		return nil
+	}
+	if err := checkHessian2(f, "event"); err != nil {
+		return err
+	}
+	body := f[headerLen:]
+	if len(body) == 0 || body[0] == 'N' {
+		msg.Type = codecs.Heartbeat
+		return nil
+	}
+	c.sc.reset(body)
+	v, err := c.sc.str(0)
+	if err != nil {
+		return codecs.Errorf(reasonBadEvent, "event data is neither null nor a string: %v", err)
+	}
+	data, err := c.text(v)
+	if err != nil {
+		return err
+	}
+	switch data {
+	case "R":
+		msg.Type = codecs.GoAway
+	case "H", "W":
+		msg.Type = codecs.Heartbeat
+	default:
+		return codecs.Errorf(reasonBadEvent, "event data %q", trim(data))
+	}
+	return nil
+}
+
+// decodeRequest reads the body: dubbo version, service path, service
+// version, method, parameter-types descriptor, the arguments (skipped, never
+// built), then the attachments map.
+func (c *codec) decodeRequest(msg *codecs.Message) error {
+	f := msg.Frame
+	if err := checkHessian2(f, "request"); err != nil {
+		return err
+	}
+	s := &c.sc
+	s.reset(f[headerLen:])
+	var fields [5]string // dubbo, interface, version, method, parameter_types
+	off := 0
+	for i := range fields {
+		v, err := s.str(off)
+		if err != nil {
+			return err
+		}
+		if fields[i], err = c.text(v); err != nil {
+			return err
+		}
+		off = v.end
+	}
+	nargs, err := countArgs(fields[4])
+	if err != nil {
+		return err
+	}
+	method := fields[3]
+	for i := 0; i < nargs; i++ {
+		if i == 0 && (method == "$invoke" || method == "$invokeAsync") {
+			// A generic call names the real method in its first argument;
+			// route on that, as Java's own routers do (RpcUtils.getMethodName).
+			if v, err := s.str(off); err == nil && !v.null {
+				if m, err := c.text(v); err == nil && m != "" {
+					method = m
+				}
+			}
+		}
+		if off, err = s.skip(off); err != nil {
+			return err
+		}
+	}
+	fields[3] = method
+
+	md := msg.Metadata
+	for i, key := range [...]string{keyDubbo, keyInterface, keyVersion, keyMethod, keyParamTypes} {
+		if fields[i] != "" {
+			md = append(md, codecs.KV{Key: key, Value: fields[i]})
+		}
+	}
+	msg.Metadata = md
+	defs := len(s.defs)
+	start := off
+	end := off
+	// A body that ends after the arguments has no map: accept it (the
+	// provider decides); Encode inserts one if a mutation needs it.
+	if off < len(s.b) {
+		if end, err = c.attachments(off, msg, len(md)); err != nil {
+			return err
+		}
+	}
+	msg.Private = [4]int{privAttStart: headerLen + start, privAttEnd: headerLen + end, privClassDefs: defs}
+	return nil
+}
+
+// countArgs counts the parameters of a JVM method descriptor such as
+// "Ljava/lang/String;[IJ". dubbo-go writes "V" for a nil argument.
+func countArgs(desc string) (int, error) {
+	n := 0
+	for i := 0; i < len(desc); n++ {
+		for i < len(desc) && desc[i] == '[' {
+			i++
+		}
+		if i == len(desc) {
+			return 0, codecs.Errorf(reasonBadBody, "parameter types %q: array of nothing", trim(desc))
+		}
+		switch desc[i] {
+		case 'V', 'Z', 'B', 'C', 'D', 'F', 'I', 'J', 'S':
+			i++
+		case 'L':
+			j := strings.IndexByte(desc[i:], ';')
+			if j < 0 {
+				return 0, codecs.Errorf(reasonBadBody, "parameter types %q: class name without ';'", trim(desc))
+			}
+			i += j + 1
+		default:
+			return 0, codecs.Errorf(reasonBadBody, "parameter types %q: unexpected %q", trim(desc), desc[i])
+		}
+	}
+	return n, nil
+}
+
+// decodeResponse maps the status byte and, for status 20, reads the result
+// type and the attachments that types 3-5 carry after the result.
+func (c *codec) decodeResponse(msg *codecs.Message) error {
+	f := msg.Frame
+	msg.Type = codecs.Response
+	if f[3] != statusOK {
+		// The body is an error message the proxy has no use for.
+		msg.Status = codecs.StatusError
+		return nil
+	}
+	if err := checkHessian2(f, "response"); err != nil {
+		return err
+	}
+	s := &c.sc
+	s.reset(f[headerLen:])
+	rt, off, err := s.readInt(0)
+	if err != nil {
+		return err
+	}
+	if rt < resultException || rt > resultNullWithAttachments {
+		return codecs.Errorf(reasonBadBody, "response result type %d", rt)
+	}
+	if rt == resultException || rt == resultExceptionWithAttachments {
+		msg.Status = codecs.StatusAppError
+	}
+	if rt != resultNull && rt != resultNullWithAttachments {
+		if off, err = s.skip(off); err != nil {
+			return err
+		}
+	}
+	end := off
+	if rt >= resultExceptionWithAttachments {
+		if end, err = c.attachments(off, msg, 0); err != nil {
+			return err
+		}
+	}
+	msg.Private = [4]int{privAttStart: headerLen + off, privAttEnd: headerLen + end, privClassDefs: len(s.defs)}
+	if rt < resultExceptionWithAttachments {
+		// Adding attachments turns result type 0-2 into 3-5: in place only
+		// for the one-byte int that Java and dubbo-go write.
+		if f[headerLen] == 0x90+byte(rt) {
+			msg.Private[privResultType] = headerLen
+		} else {
+			msg.Private[privAttEnd] = 0
+		}
+	}
+	return nil
+}
+
+// attachments reads the map at body offset off into msg.Metadata and
+// returns where it ends. The first fixed entries of the metadata come from
+// the request body and win over attachments of the same name.
+func (c *codec) attachments(off int, msg *codecs.Message, fixed int) (int, error) {
+	s := &c.sc
+	b := s.b
+	if off >= len(b) {
+		return 0, s.truncated(off)
+	}
+	var err error
+	switch b[off] {
+	case 'N':
+		return off + 1, nil
+	case 'H':
+		off++
+	case 'M':
+		if off, err = s.skipType(off + 1); err != nil {
+			return 0, err
+		}
+	default:
+		return 0, s.invalid(off, "attachments are not a map")
+	}
+	md := msg.Metadata
+	for n := 0; ; n++ {
+		if off >= len(b) {
+			return 0, s.truncated(off)
+		}
+		if b[off] == 'Z' {
+			msg.Metadata = md
+			return off + 1, nil
+		}
+		var key string
+		keyOK := false
+		if isStringTag(b[off]) {
+			k, err := s.str(off)
+			if err != nil {
+				return 0, err
+			}
+			if key, err = c.text(k); err != nil {
+				return 0, err
+			}
+			keyOK = true
+			off = k.end
+		} else if off, err = s.skip(off); err != nil {
+			return 0, err
+		}
+		value, valueOK, end, err := c.value(off)
+		if err != nil {
+			return 0, err
+		}
+		off = end
+		if keyOK && valueOK && n < maxAttachments {
+			md = setAttachment(md, fixed, key, value)
+		}
+	}
+}
+
+func setAttachment(md codecs.Metadata, fixed int, key, value string) codecs.Metadata {
+	for i := range md {
+		if md[i].Key == key {
+			if i >= fixed {
+				md[i].Value = value
+			}
+			return md
+		}
+	}
+	return append(md, codecs.KV{Key: key, Value: value})
+}
+
+// value reads an attachment value: strings as they are, numbers and
+// booleans in their usual text form; other values (null, dates, binary,
+// lists, maps, objects) are skipped and offer no metadata.
+func (c *codec) value(off int) (string, bool, int, error) {
+	s := &c.sc
+	if off >= len(s.b) {
+		return "", false, 0, s.truncated(off)
+	}
+	tag := s.b[off]
+	if isStringTag(tag) {
+		v, err := s.str(off)
+		if err != nil {
+			return "", false, 0, err
+		}
+		text, err := c.text(v)
+		return text, err == nil, v.end, err
+	}
+	end, err := s.skip(off)
+	if err != nil {
+		return "", false, 0, err
+	}
+	text, ok, err := c.scalar(s.b[off:end])
+	return text, ok, end, err
+}
+
+// trim shortens a hostile string before it goes into an error message.
+func trim(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// Encode implements codecs.Codec. Without mutations it patches the id into
+// the frame in place and returns it: no copy, no allocation.
+func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
+	f := msg.Frame
+	if len(f) < headerLen {
+		return nil, fmt.Errorf("dubbo: encode: message has a %d-byte frame, not a decoded Dubbo frame", len(f))
+	}
+	binary.BigEndian.PutUint64(f[4:], msg.ID)
+	if len(msg.Mutations) == 0 || msg.Private[privAttEnd] == 0 {
+		// Heartbeats, events and error responses carry no attachments:
+		// mutations do not apply to them.
+		return f, nil
+	}
+	return c.mergeAttachments(msg)
+}
+
+// LocalReply implements codecs.Codec: a response with the request's id, a
+// status Java and dubbo-go clients turn into an RpcException, and a hessian2
+// string body (the error message both expect for a status other than 20).
+func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
+	var text strings.Builder
+	text.WriteString("breeze proxy: ")
+	text.WriteString(kindText(kind))
+	iface, _ := req.Metadata.Get(keyInterface)
+	method, _ := req.Metadata.Get(keyMethod)
+	if iface != "" || method != "" {
+		fmt.Fprintf(&text, " for %s.%s", iface, method)
+	}
+	if detail != "" {
+		text.WriteString(": ")
+		text.WriteString(detail)
+	}
+	return responseFrame(req.ID, kindStatus(kind), text.String())
+}
+
+// kindStatus maps an ErrorKind to a Dubbo status. ErrNoHealthyUpstream is a
+// SERVER_ERROR (80), as Envoy's dubbo_proxy answers it, rather than
+// SERVICE_NOT_FOUND (60): the service is known, its providers are down.
+func kindStatus(kind codecs.ErrorKind) byte {
+	switch kind {
+	case codecs.ErrNoRoute:
+		return statusServiceNotFound
+	case codecs.ErrTimeout:
+		return statusServerTimeout
+	case codecs.ErrOverloaded:
+		return statusThreadPoolExhaust
+	case codecs.ErrBadRequest:
+		return statusBadRequest
+	}
+	return statusServerError
+}
+
+func kindText(kind codecs.ErrorKind) string {
+	switch kind {
+	case codecs.ErrNoRoute:
+		return "no route"
+	case codecs.ErrNoHealthyUpstream:
+		return "no healthy upstream"
+	case codecs.ErrTimeout:
+		return "upstream timeout"
+	case codecs.ErrOverloaded:
+		return "overloaded"
+	case codecs.ErrBadRequest:
+		return "bad request"
+	case codecs.ErrInternal:
+		return "internal error"
+	}
+	return kind.String()
+}
+
+// HeartbeatReply implements codecs.Codec: an event response with the
+// heartbeat's id and null data, as Java's HeartbeatHandler sends.
+func (c *codec) HeartbeatReply(hb *codecs.Message) []byte {
+	return eventFrame(flagEvent|hessian2ID, statusOK, hb.ID)
+}
+
+// HeartbeatRequest returns a two-way heartbeat event with the given id, for
+// the proxy to probe an upstream connection; the peer answers with a frame
+// that decodes as codecs.HeartbeatReply.
+func HeartbeatRequest(id uint64) []byte {
+	return eventFrame(flagRequest|flagTwoWay|flagEvent|hessian2ID, 0, id)
+}
+
+func eventFrame(flag, status byte, id uint64) []byte {
+	f := []byte{magicHigh, magicLow, flag, status, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'N'}
+	binary.BigEndian.PutUint64(f[4:], id)
+	return f
+}
