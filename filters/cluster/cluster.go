@@ -208,6 +208,36 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
+// Specs returns the current endpoint set in Update's form.
+func (c *Cluster) Specs() []Spec {
+	eps := c.Endpoints()
+	specs := make([]Spec, len(eps))
+	for i, ep := range eps {
+		specs[i] = Spec{Addr: ep.Addr, Labels: ep.Labels, Weight: ep.Weight}
+	}
+	return specs
+}
+
+// AddSubsets makes balancers for subsets a new route table targets; those
+// already known are kept.
+func (c *Cluster) AddSubsets(subsets map[string]map[string]string) {
+	c.mu.Lock()
+	added := false
+	for k, labels := range subsets {
+		if _, ok := c.subsetKeys[k]; !ok {
+			if c.subsetKeys == nil {
+				c.subsetKeys = map[string]map[string]string{}
+			}
+			c.subsetKeys[k] = labels
+			added = true
+		}
+	}
+	c.mu.Unlock()
+	if added {
+		c.Update(c.Specs())
+	}
+}
+
 // Endpoints returns the current endpoints.
 func (c *Cluster) Endpoints() []*Endpoint { return c.state.Load().all.endpoints }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/host"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 )
@@ -297,4 +298,27 @@ func TestMain(m *testing.M) {
 	// Connection churn is logged at warn level by design; keep test output to errors.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	os.Exit(m.Run())
+}
+
+// proxyFor returns the Proxy the shim's config parser built for yamlCfg
+// (identical configs share one).
+func proxyFor(t *testing.T, yamlCfg string) *Proxy {
+	t.Helper()
+	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &breezev1.ProxyConfig{}
+	if err := protojson.Unmarshal(js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	a, err := config.ToTypedStruct(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := network.GetNetworkFilterConfigParser().ParseConfig(a).(*Proxy)
+	if !ok || p.err != nil {
+		t.Fatalf("no proxy for config: %v", p.err)
+	}
+	return p
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/breeze-mesh/breeze/config"
@@ -47,32 +48,37 @@ func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 			result = &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("panic while parsing config: %v", r)}
 		}
 	}()
-	key := sha256.Sum256(append([]byte(a.GetTypeUrl()+"\x00"), a.GetValue()...))
+	cfg, err := config.ParseAny(a)
+	if err == nil {
+		err = config.Validate(cfg)
+	}
+	if err != nil {
+		return rejected(err)
+	}
+	// Key on the parsed config: the same config may arrive serialized
+	// differently (a TypedStruct's map order is not stable).
+	canonical, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
+	if err != nil {
+		return rejected(err)
+	}
+	key := sha256.Sum256(canonical)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if p := ps.cache[key]; p != nil {
 		return p
 	}
-	p, err := FromAny(a, slog.Default())
+	p, err := New(cfg, slog.Default())
 	if err != nil {
-		configErrors.Inc()
-		slog.Error("breeze config rejected; its connections will be refused", "err", err)
-		return &Proxy{name: "invalid", log: slog.Default(), err: err}
+		return rejected(err)
 	}
 	ps.cache[key] = p
 	return p
 }
 
-// FromAny parses, validates and builds a proxy from plugin_config.
-func FromAny(a *anypb.Any, log *slog.Logger) (*Proxy, error) {
-	cfg, err := config.ParseAny(a)
-	if err != nil {
-		return nil, err
-	}
-	if err := config.Validate(cfg); err != nil {
-		return nil, err
-	}
-	return New(cfg, log)
+func rejected(err error) *Proxy {
+	configErrors.Inc()
+	slog.Error("breeze config rejected; its connections will be refused", "err", err)
+	return &Proxy{name: "invalid", log: slog.Default(), err: err}
 }
 
 type factory struct{}

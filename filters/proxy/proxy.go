@@ -123,6 +123,46 @@ func (p *Proxy) compile(cfg *breezev1.ProxyConfig) (*snapshot, error) {
 	return snap, nil
 }
 
+// UpdateRoutes swaps in a new route table (from xDS). Connections and
+// requests in flight keep the table they started with; new requests see
+// the new one. On error the current table stays.
+func (p *Proxy) UpdateRoutes(rc *breezev1.RouteConfiguration) error {
+	table, err := route.Compile(rc)
+	if err != nil {
+		return err
+	}
+	old := p.snap.Load()
+	subsets := map[string]map[string]map[string]string{}
+	for _, r := range table.Routes {
+		for _, t := range r.Targets {
+			if old.clusters[t.Cluster] == nil {
+				return fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
+			}
+			if t.Subset != "" {
+				if subsets[t.Cluster] == nil {
+					subsets[t.Cluster] = map[string]map[string]string{}
+				}
+				subsets[t.Cluster][t.Subset] = t.SubsetLabels
+			}
+		}
+	}
+	// Subset balancers first, so the new table never meets a missing one.
+	for name, s := range subsets {
+		old.clusters[name].AddSubsets(s)
+	}
+	p.snap.Store(&snapshot{routes: table, clusters: old.clusters})
+	return nil
+}
+
+// Cluster returns a cluster of the current configuration (for endpoint
+// updates from EDS), or nil.
+func (p *Proxy) Cluster(name string) *cluster.Cluster {
+	if c := p.snap.Load().clusters[name]; c != nil {
+		return c.Cluster
+	}
+	return nil
+}
+
 func (s *snapshot) close() {
 	for _, c := range s.clusters {
 		c.Close()

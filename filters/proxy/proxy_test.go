@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -454,4 +455,35 @@ func TestClosedConnectionsAreFinalized(t *testing.T) {
 		s := testHost.Stats()
 		return s.DownstreamOpen == 0 && s.DownstreamAccepted == s.DownstreamFinalized+s.DownstreamFilterless+s.DownstreamUnfinalizable
 	})
+}
+
+// A new route table applies to the next request on a live connection,
+// with no reconnect.
+func TestUpdateRoutesOnLiveConnection(t *testing.T) {
+	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
+	yml := cfg(`  - route: {cluster: c, subset: {version: v1}}`, "- name: c\n  endpoints:\n"+ep(v1, "version: v1")+"\n"+ep(v2, "version: v2"))
+	addr := startProxy(t, yml)
+	c := dial(t, addr)
+	if m, _ := c.call(0, "x"); md(m, "server") != "v1" {
+		t.Fatalf("before: %+v", m)
+	}
+	p := proxyFor(t, yml)
+	rc := &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{Route: &breezev1.RouteAction{
+		ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "c"}, Subset: map[string]string{"version": "v2"}}}}}
+	if err := p.UpdateRoutes(rc); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if m, err := c.call(0, "x"); err != nil || md(m, "server") != "v2" {
+			t.Fatalf("after: %+v %v", m, err)
+		}
+	}
+	bad := &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{Route: &breezev1.RouteAction{
+		ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "nope"}}}}}
+	if err := p.UpdateRoutes(bad); err == nil {
+		t.Fatal("route to an unknown cluster accepted")
+	}
+	if m, err := c.call(0, "x"); err != nil || md(m, "server") != "v2" {
+		t.Fatalf("a rejected update changed routing: %+v %v", m, err)
+	}
 }
