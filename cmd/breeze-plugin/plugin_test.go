@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/codecs/dubbo"
+	"github.com/breeze-mesh/breeze/config"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped
+// and loads it the way Envoy does (dlopen with RTLD_LAZY) from a small C
+// program that implements Envoy's C API for Go network filters. That
+// exercises what the Go host cannot: the library's init, its cgo exports
+// and its calls back into C.
+func TestSharedObjectThroughItsCExports(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc not installed")
+	}
+	dir := t.TempDir()
+	so := filepath.Join(dir, "breeze.so")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", so, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building breeze.so: %v\n%s", err, out)
+	}
+	fake := filepath.Join(dir, "fakeenvoy")
+	if out, err := exec.Command("gcc", "-rdynamic", "-o", fake, "testdata/fakeenvoy.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("building fakeenvoy: %v\n%s", err, out)
+	}
+
+	cfg := &breezev1.ProxyConfig{
+		StatPrefix: "so", Codec: "dubbo",
+		RouteConfig: &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{
+			Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{{Key: "method", Match: &breezev1.MetadataMatcher_Exact{Exact: "NoSuchMethod"}}}},
+			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "c"}},
+		}}},
+		Clusters: []*breezev1.Cluster{{Name: "c", Endpoints: []*breezev1.Endpoint{{Address: "127.0.0.1", Port: 1}}}},
+	}
+	// The form Istio carries: a TypedStruct.
+	ts, err := config.ToTypedStruct(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := "../../codecs/dubbo/testdata/real/heartbeat_request_from_client.bin"
+	request := "../../codecs/dubbo/testdata/real/request_greet_with_attachments.bin"
+	garbage := filepath.Join(dir, "garbage.bin")
+	os.WriteFile(garbage, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0o644)
+
+	t.Run("valid config", func(t *testing.T) {
+		lines := runFake(t, fake, so, writeAny(t, dir, ts), heartbeat, request, garbage)
+		writes := field(lines, "write")
+		if len(writes) != 2 {
+			t.Fatalf("want 2 writes (heartbeat reply, no-route reply), got %v", lines)
+		}
+		hb := decode(t, heartbeat)
+		if m := decodeHex(t, writes[0]); m.Type != codecs.HeartbeatReply || m.ID != hb.ID {
+			t.Errorf("heartbeat reply: %+v, want id %d", m, hb.ID)
+		}
+		req := decode(t, request)
+		if m := decodeHex(t, writes[1]); m.Type != codecs.Response || m.Status != codecs.StatusError || m.ID != req.ID {
+			t.Errorf("no-route reply: %+v, want an error response with id %d", m, req.ID)
+		}
+		if c := field(lines, "close"); len(c) != 1 {
+			t.Errorf("garbage should close the connection once: %v", lines)
+		}
+	})
+	t.Run("rejected config refuses connections", func(t *testing.T) {
+		bad := &anypb.Any{TypeUrl: "type.googleapis.com/breeze.v1.NoSuchType", Value: []byte{1, 2, 3}}
+		lines := runFake(t, fake, so, writeAny(t, dir, bad), heartbeat)
+		if len(field(lines, "close")) != 1 || len(field(lines, "write")) != 0 {
+			t.Fatalf("want the connection closed and nothing written, got %v", lines)
+		}
+	})
+}
+
+func writeAny(t *testing.T, dir string, a *anypb.Any) string {
+	t.Helper()
+	b, err := proto.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, strings.ReplaceAll(a.GetTypeUrl(), "/", "_")+".any")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runFake(t *testing.T, fake string, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command(fake, args...)
+	cmd.Env = append(os.Environ(), "GODEBUG=cgocheck=0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fakeenvoy: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) == 0 || lines[len(lines)-1] != "done" {
+		t.Fatalf("fakeenvoy did not finish: %v\nstderr:\n%s", lines, stderr.String())
+	}
+	return lines
+}
+
+func field(lines []string, verb string) []string {
+	var out []string
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(l, verb+" "); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func decode(t *testing.T, path string) codecs.Message {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeBytes(t, b)
+}
+
+func decodeHex(t *testing.T, h string) codecs.Message {
+	t.Helper()
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeBytes(t, b)
+}
+
+func decodeBytes(t *testing.T, b []byte) codecs.Message {
+	t.Helper()
+	c, err := dubbo.New(codecs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m codecs.Message
+	n, err := c.Decode(b, &m)
+	if err != nil || n != len(b) {
+		t.Fatalf("decode %x: n=%d err=%v", b, n, err)
+	}
+	return m
+}

@@ -1,0 +1,104 @@
+// fakeenvoy loads breeze.so the way Envoy does (dlopen, RTLD_LAZY) and
+// drives one downstream connection through the library's real exported
+// entry points, implementing the C API the library calls back into. It
+// prints what the plugin does, one line per call:
+//   config <id> | conn <status> | write <hex> | close <type> | finalize
+// Usage: fakeenvoy breeze.so CONFIG.any FRAME... (each FRAME a file of bytes
+// delivered in its own OnDownstreamData call).
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { const char *p; ptrdiff_t n; } GoString;
+
+// --- the C API Envoy offers Go network filters (api.h), exported from this
+// executable with -rdynamic so the plugin's unresolved symbols bind to it.
+int envoyGoFilterDownstreamWrite(void *f, void *buf, int len, int end_stream) {
+  printf("write ");
+  for (int i = 0; i < len; i++) printf("%02x", ((unsigned char *)buf)[i]);
+  printf("\n");
+  fflush(stdout);
+  return 0;
+}
+int envoyGoFilterDownstreamClose(void *f, int close_type) {
+  printf("close %d\n", close_type);
+  fflush(stdout);
+  return 0;
+}
+void envoyGoFilterDownstreamFinalize(void *f, int reason) { printf("finalize\n"); fflush(stdout); }
+static const char addr[] = "127.0.0.1:12345";
+int envoyGoFilterDownstreamInfo(void *f, int t, void *ret) {
+  GoString *s = ret;
+  s->p = addr;
+  s->n = sizeof(addr) - 1;
+  return 0;
+}
+// Upstream connections are not exercised here (the host in host/ covers
+// them over real sockets); fail loudly if the plugin asks.
+void *envoyGoFilterUpstreamConnect(void *lib, void *a, uint64_t id) { printf("unexpected upstream connect\n"); exit(3); }
+int envoyGoFilterUpstreamConnEnableHalfClose(void *u, int e) { return 0; }
+int envoyGoFilterUpstreamWrite(void *u, void *b, int l, int e) { return 0; }
+int envoyGoFilterUpstreamClose(void *u, int t) { return 0; }
+void envoyGoFilterUpstreamFinalize(void *u, int r) {}
+int envoyGoFilterUpstreamInfo(void *u, int t, void *ret) { return 0; }
+int envoyGoFilterGetFilterState(void *w, void *k, void *v) { return 0; }
+int envoyGoFilterSetFilterState(void *w, void *k, void *v, int a, int b, int c) { return 0; }
+void envoyGoFilterLog(uint32_t level, void *data, int len) {}
+uint32_t envoyGoFilterLogLevel(void) { return 2; }
+
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) { perror(path); exit(2); }
+  fseek(f, 0, SEEK_END);
+  *n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc(*n ? *n : 1);
+  if (fread(b, 1, *n, f) != *n) { perror(path); exit(2); }
+  fclose(f);
+  return b;
+}
+
+typedef uint64_t (*config_fn)(uint64_t, uint64_t, uint64_t, uint64_t);
+typedef uint64_t (*conn_fn)(void *, uint64_t, uint64_t, uint64_t);
+typedef uint64_t (*data_fn)(void *, uint64_t, uint64_t, int, int);
+typedef void (*event_fn)(void *, int);
+
+static void *sym(void *lib, const char *name) {
+  void *s = dlsym(lib, name);
+  if (!s) { printf("missing symbol %s\n", name); exit(2); }
+  return s;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) { fprintf(stderr, "usage: fakeenvoy breeze.so CONFIG.any FRAME...\n"); return 2; }
+  void *lib = dlopen(argv[1], RTLD_LAZY);
+  if (!lib) { printf("dlopen: %s\n", dlerror()); return 2; }
+  config_fn on_config = sym(lib, "envoyGoFilterOnNetworkFilterConfig");
+  conn_fn on_conn = sym(lib, "envoyGoFilterOnDownstreamConnection");
+  data_fn on_data = sym(lib, "envoyGoFilterOnDownstreamData");
+  event_fn on_event = sym(lib, "envoyGoFilterOnDownstreamEvent");
+
+  static const char lib_id[] = "breeze", plugin[] = "breeze";
+  size_t cfg_len;
+  char *cfg = slurp(argv[2], &cfg_len);
+  uint64_t id = on_config((uint64_t)(uintptr_t)lib_id, sizeof(lib_id) - 1, (uint64_t)(uintptr_t)cfg, cfg_len);
+  printf("config %llu\n", (unsigned long long)id);
+
+  void *wrapper = malloc(64); // stands for Envoy's per-connection filter object
+  uint64_t st = on_conn(wrapper, (uint64_t)(uintptr_t)plugin, sizeof(plugin) - 1, id);
+  printf("conn %llu\n", (unsigned long long)st);
+  fflush(stdout);
+
+  for (int i = 3; i < argc; i++) {
+    size_t n;
+    char *frame = slurp(argv[i], &n);
+    uint64_t slice[2] = {(uint64_t)(uintptr_t)frame, n};
+    on_data(wrapper, n, (uint64_t)(uintptr_t)slice, 1, 0);
+  }
+  on_event(wrapper, 0 /* RemoteClose */);
+  printf("done\n");
+  return 0;
+}
