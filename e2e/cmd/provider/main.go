@@ -1,0 +1,52 @@
+// Command provider serves the test service org.breeze.Greeter with dubbo-go
+// (dubbo protocol, hessian2, no registry) and prints "READY <port>" once it
+// accepts connections. It runs until killed or interrupted.
+//
+//	provider -port 20001 -name v1-a -version 1.0.0
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/breeze-mesh/breeze/e2e/internal/dubbogo"
+)
+
+func main() {
+	port := flag.Int("port", 20880, "port to listen on (127.0.0.1)")
+	name := flag.String("name", "", "provider identity returned in every reply (default provider-PORT)")
+	version := flag.String("version", "", "comma-separated Dubbo service versions to export; empty: the unversioned service")
+	heartbeat := flag.Duration("heartbeat", 0, "heartbeat period towards clients; 0 keeps dubbo-go's default (60s)")
+	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
+	flag.Parse()
+	if *name == "" {
+		*name = fmt.Sprintf("provider-%d", *port)
+	}
+	var versions []string
+	if *version != "" {
+		versions = strings.Split(*version, ",")
+	}
+	err := dubbogo.Serve(dubbogo.ProviderOptions{
+		Port:            *port,
+		Name:            *name,
+		Versions:        versions,
+		HeartbeatPeriod: *heartbeat,
+		LogLevel:        *logLevel,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "provider:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("READY %d\n", *port)
+
+	// Exit at once on a signal: dubbo-go's graceful shutdown would wait for
+	// its step timeouts, and tests kill providers on purpose.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	os.Exit(0)
+}

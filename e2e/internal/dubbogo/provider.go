@@ -1,0 +1,197 @@
+// Package dubbogo runs org.breeze.Greeter (see internal/greeter) with
+// dubbo-go v3's classic config API: a provider over dubbo://, hessian2, no
+// registry, and a consumer with a direct URL.
+//
+// dubbo-go keeps its configuration in process-wide state and has data races
+// in its connection teardown (seen with -race in getty's session close), so
+// it runs only inside cmd/provider and cmd/consumer, never in a test binary.
+package dubbogo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"dubbo.apache.org/dubbo-go/v3/common"
+	"dubbo.apache.org/dubbo-go/v3/common/constant"
+	"dubbo.apache.org/dubbo-go/v3/config"
+	// Only the dubbo-go plugins this process uses, not dubbo-go/v3/imports:
+	// that one links every registry, config center and tracer (a 78 MB binary,
+	// slow to link once per test run).
+	_ "dubbo.apache.org/dubbo-go/v3/cluster/cluster/failfast"
+	_ "dubbo.apache.org/dubbo-go/v3/cluster/loadbalance/random"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/accesslog"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/echo"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/exec_limit"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/generic"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/limiter"
+	_ "dubbo.apache.org/dubbo-go/v3/filter/tps/strategy"
+	_ "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
+	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/protocol" // else dubbo-go logs an error at start
+
+	"github.com/breeze-mesh/breeze/e2e/internal/greeter"
+)
+
+// ProviderOptions configures Serve.
+type ProviderOptions struct {
+	// Port to listen on, on 127.0.0.1.
+	Port int
+	// Name is the provider's identity, returned in every Reply.
+	Name string
+	// Versions are the Dubbo service versions to export the interface under;
+	// none means the unversioned service (""). A consumer must ask for one of
+	// them: dubbo-go answers a call for any other version with an error.
+	Versions []string
+	// HeartbeatPeriod is how often the provider heartbeats each of its client
+	// connections; 0 keeps dubbo-go's default (60s).
+	HeartbeatPeriod time.Duration
+	// LogLevel of dubbo-go's logger ("debug", "info", "warn", "error").
+	LogLevel string
+}
+
+// Service implements org.breeze.Greeter for one service version. dubbo-go
+// finds a provider's methods by reflection: every exported method whose last
+// result is an error is a Dubbo method, named as in Go. dubbo-go refuses to
+// export an unexported type.
+type Service struct {
+	name, version, ref string
+}
+
+// Reference is dubbo-go's key for this service object; one per version.
+func (s *Service) Reference() string { return s.ref }
+
+func (s *Service) Greet(ctx context.Context, name string) (string, error) {
+	return s.reply(ctx, "Greet", name)
+}
+
+// Slow answers after ms milliseconds: for timeout tests.
+func (s *Service) Slow(ctx context.Context, ms int32) (string, error) {
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	return s.reply(ctx, "Slow", strconv.Itoa(int(ms)))
+}
+
+func (s *Service) Whoami(ctx context.Context) (string, error) {
+	return s.reply(ctx, "Whoami", "")
+}
+
+func (s *Service) reply(ctx context.Context, method, arg string) (string, error) {
+	r := greeter.Reply{Provider: s.name, Version: s.version, Method: method, Arg: arg, Attachments: map[string]string{}}
+	if m, ok := ctx.Value(constant.AttachmentKey).(map[string]interface{}); ok {
+		for k, v := range m {
+			switch v := v.(type) {
+			case string:
+				r.Attachments[k] = v
+			case []string: // dubbo-go keeps some keys as string slices
+				if len(v) == 1 {
+					r.Attachments[k] = v[0]
+				} else {
+					r.Attachments[k] = fmt.Sprint(v)
+				}
+			case net.Addr: // local/remote address added by the server
+				r.Attachments[k] = v.String()
+			default:
+				r.Attachments[k] = fmt.Sprint(v)
+			}
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// Serve exports org.breeze.Greeter over dubbo://127.0.0.1:Port with hessian2
+// and no registry, and returns once the port accepts connections. dubbo-go's
+// configuration is process-wide: call it once per process.
+func Serve(o ProviderOptions) error {
+	versions := o.Versions
+	if len(versions) == 0 {
+		versions = []string{""}
+	}
+	sort.Strings(versions)
+	pb := config.NewProviderConfigBuilder()
+	for i, v := range versions {
+		svc := &Service{name: o.Name, version: v, ref: "GreeterProvider" + strconv.Itoa(i)}
+		config.SetProviderService(svc)
+		pb.AddService(svc.ref, config.NewServiceConfigBuilder().
+			SetInterface(greeter.Interface).
+			SetProtocolIDs("dubbo").
+			SetSerialization(constant.Hessian2Serialization).
+			SetVersion(v).
+			SetNotRegister(true).
+			Build())
+	}
+	proto := config.NewProtocolConfigBuilder().
+		SetName("dubbo").
+		SetIp("127.0.0.1").
+		SetPort(strconv.Itoa(o.Port)).
+		Build()
+	params := map[string]interface{}{}
+	if o.HeartbeatPeriod > 0 {
+		params["heartbeat-period"] = o.HeartbeatPeriod.String()
+	}
+	proto.Params = params
+	root := config.NewRootConfigBuilder().
+		SetApplication(application("breeze-e2e-provider")).
+		SetProvider(pb.Build()).
+		AddProtocol("dubbo", proto).
+		SetLogger(loggerConfig(o.LogLevel)).
+		SetShutDown(noSignalShutdown()).
+		Build()
+	if err := config.Load(config.WithRootConfig(root)); err != nil {
+		return fmt.Errorf("start dubbo-go provider %s on port %d: %w", o.Name, o.Port, err)
+	}
+	// config.Load only logs a failed export; check that each version is served.
+	for _, v := range versions {
+		if common.ServiceMap.GetService("dubbo", greeter.Interface, "", v) == nil {
+			return fmt.Errorf("dubbo-go provider %s did not export %s version %q (see its log)", o.Name, greeter.Interface, v)
+		}
+	}
+	return waitListening(fmt.Sprintf("127.0.0.1:%d", o.Port), 10*time.Second)
+}
+
+// waitListening dials addr until it accepts or the deadline passes: dubbo-go
+// starts its server asynchronously and says nothing when it is bound.
+func waitListening(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dubbo-go provider not listening on %s after %s: %w", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func loggerConfig(level string) *config.LoggerConfig {
+	if level == "" {
+		level = "warn"
+	}
+	return config.NewLoggerConfigBuilder().SetLevel(level).Build()
+}
+
+// noSignalShutdown keeps dubbo-go from trapping SIGINT/SIGTERM: its graceful
+// shutdown waits out step timeouts, while test processes must die at once.
+func noSignalShutdown() *config.ShutdownConfig {
+	return config.NewShutDownConfigBuilder().SetInternalSignal(false).Build()
+}
+
+// application names the dubbo-go application. Metadata type "remote" stops
+// dubbo-go from exporting its MetadataService on the dubbo protocol's port
+// (or, in a consumer, on the default port 50051), which fails with "address
+// already in use" and would make concurrent consumer processes collide.
+func application(name string) *config.ApplicationConfig {
+	return config.NewApplicationConfigBuilder().SetName(name).SetMetadataType("remote").Build()
+}

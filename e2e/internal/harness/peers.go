@@ -1,0 +1,257 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+)
+
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// no earlier call of this process returned.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !given[port] {
+			given[port] = true
+			return port
+		}
+	}
+	t.Fatal("find a free port: 100 tries gave only ports already handed out")
+	return 0
+}
+
+// Addr is "127.0.0.1:port".
+func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// WaitAccepting dials addr until it accepts a connection, proc exits, or
+// within passes.
+func WaitAccepting(addr string, proc *Proc, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if proc != nil {
+			if ok, perr := proc.Exited(); ok {
+				return fmt.Errorf("%s exited (%v) before %s accepted connections", proc.Name, perr, addr)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s accepts no connection after %s: %w", addr, within, err)
+		}
+		select {
+		case <-time.After(25 * time.Millisecond):
+		case <-procDone(proc):
+		}
+	}
+}
+
+func procDone(p *Proc) <-chan struct{} {
+	if p == nil {
+		return nil
+	}
+	return p.exited
+}
+
+// Provider is a running cmd/provider.
+type Provider struct {
+	Name string
+	Port int
+	Addr string
+	Proc *Proc
+}
+
+// ProviderSpec says how to start a provider.
+type ProviderSpec struct {
+	Name string
+	// Versions exported; none means the unversioned service.
+	Versions []string
+	// Heartbeat is the provider's heartbeat period to its clients; 0 keeps
+	// dubbo-go's default.
+	Heartbeat time.Duration
+}
+
+// StartProvider starts a dubbo-go provider on a free port and waits for its
+// READY line.
+func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
+	t.Helper()
+	port := FreePort(t)
+	args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ",")}
+	if spec.Heartbeat > 0 {
+		args = append(args, "-heartbeat", spec.Heartbeat.String())
+	}
+	p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
+	line, err := p.WaitReady(30 * time.Second)
+	if err != nil {
+		t.Fatalf("provider %s: %v\n%s", spec.Name, err, p.Output())
+	}
+	if line != "READY "+strconv.Itoa(port) {
+		t.Fatalf("provider %s: READY line %q, want port %d", spec.Name, line, port)
+	}
+	return &Provider{Name: spec.Name, Port: port, Addr: Addr(port), Proc: p}
+}
+
+// Proxy is a running `breeze run -c FILE`.
+type Proxy struct {
+	// Addr is the listener address ({{.Listen}} in the config template).
+	Addr string
+	// Admin is the admin address ({{.Admin}}), serving /metrics.
+	Admin string
+	// Config is the rendered runner file.
+	Config string
+	Proc   *Proc
+}
+
+// ProxyVars are what a runner config template can use besides the funcs
+// `port NAME` and `addr NAME` (a provider's port and address).
+type ProxyVars struct {
+	Listen string
+	Admin  string
+	// Extra values the test passes through.
+	Extra map[string]interface{}
+}
+
+// RenderConfig renders a runner YAML template: {{.Listen}}, {{.Admin}},
+// {{port "v1-a"}}, {{addr "v1-a"}}, {{index .Extra "k"}}.
+func RenderConfig(t testing.TB, tmpl string, vars ProxyVars, ports map[string]int) string {
+	t.Helper()
+	funcs := template.FuncMap{
+		"port": func(name string) (int, error) {
+			p, ok := ports[name]
+			if !ok {
+				return 0, fmt.Errorf("config template: no port named %q", name)
+			}
+			return p, nil
+		},
+		"addr": func(name string) (string, error) {
+			p, ok := ports[name]
+			if !ok {
+				return "", fmt.Errorf("config template: no port named %q", name)
+			}
+			return Addr(p), nil
+		},
+	}
+	tp, err := template.New("runner").Funcs(funcs).Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		t.Fatalf("runner config template: %v", err)
+	}
+	var b bytes.Buffer
+	if err := tp.Execute(&b, vars); err != nil {
+		t.Fatalf("runner config template: %v", err)
+	}
+	return b.String()
+}
+
+// StartProxy renders tmpl (see RenderConfig) with a free listener and admin
+// port, writes it to a file, runs `breeze run -c FILE` and waits until the
+// listener accepts connections. Tests calling it are skipped while the proxy
+// does not build.
+func StartProxy(t testing.TB, tmpl string, ports map[string]int) *Proxy {
+	t.Helper()
+	return StartProxyVars(t, tmpl, nil, ports)
+}
+
+// StartProxyVars is StartProxy with extra template values ({{.Extra}}).
+func StartProxyVars(t testing.TB, tmpl string, extra map[string]interface{}, ports map[string]int) *Proxy {
+	t.Helper()
+	bin := BreezeBin(t)
+	vars := ProxyVars{Listen: Addr(FreePort(t)), Admin: Addr(FreePort(t)), Extra: extra}
+	cfg := RenderConfig(t, tmpl, vars, ports)
+	file := filepath.Join(t.TempDir(), "breeze.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := Start(t, "breeze", bin, "run", "-c", file)
+	if err := WaitAccepting(vars.Listen, p, 30*time.Second); err != nil {
+		t.Fatalf("breeze run -c %s: %v\nconfig:\n%s\noutput:\n%s", file, err, cfg, p.Output())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("breeze config:\n%s", cfg)
+		}
+	})
+	return &Proxy{Addr: vars.Listen, Admin: vars.Admin, Config: cfg, Proc: p}
+}
+
+// Metrics fetches the proxy's Prometheus text from http://Admin/metrics.
+func (p *Proxy) Metrics(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Admin+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return string(b), err
+}
+
+// ConsumerSummary is cmd/consumer's SUMMARY line.
+type ConsumerSummary struct {
+	Requests   int            `json:"requests"`
+	OK         int            `json:"ok"`
+	Failed     int            `json:"failed"`
+	Mismatched int            `json:"mismatched"`
+	Providers  map[string]int `json:"providers"`
+	Errors     []string       `json:"errors"`
+	ElapsedMS  int64          `json:"elapsed_ms"`
+}
+
+// StartConsumer starts cmd/consumer with args; collect it with Summary.
+func StartConsumer(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	return Start(t, name, ConsumerBin(t), append([]string{"-quiet"}, args...)...)
+}
+
+// Summary waits for a consumer to exit (at most within) and parses its
+// SUMMARY line; exitErr is the process's exit status (non-nil on failures).
+func Summary(p *Proc, within time.Duration) (s ConsumerSummary, exitErr error, err error) {
+	select {
+	case <-p.Done():
+	case <-time.After(within):
+		p.Kill()
+		return s, nil, fmt.Errorf("%s did not finish within %s", p.Name, within)
+	}
+	_, exitErr = p.Exited()
+	out := p.Output()
+	i := strings.LastIndex(out, "SUMMARY ")
+	if i < 0 {
+		return s, exitErr, fmt.Errorf("%s printed no SUMMARY line (exit: %v)", p.Name, exitErr)
+	}
+	line, _, _ := strings.Cut(out[i+len("SUMMARY "):], "\n")
+	if err := json.Unmarshal([]byte(line), &s); err != nil {
+		return s, exitErr, fmt.Errorf("%s SUMMARY: %w", p.Name, err)
+	}
+	return s, exitErr, nil
+}
