@@ -106,11 +106,9 @@ func New(opts codecs.Options) (codecs.Codec, error) {
 	for k := range opts.Params {
 		return nil, fmt.Errorf("dubbo: unknown param %q: the dubbo codec takes no params", k)
 	}
-	return &codec{
-		maxFrame: limit,
-		strs:     make(map[string]string, internMax),
-		oldStrs:  make(map[string]string, internMax),
-	}, nil
+	// The string table is made on first use: an idle connection (the
+	// common case at 10,000 connections) should cost only this struct.
+	return &codec{maxFrame: limit}, nil
 }
 
 type codec struct {

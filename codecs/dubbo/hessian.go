@@ -53,6 +53,10 @@ func (c *codec) intern(b []byte) string {
 	if len(b) > internMaxLen {
 		return string(b)
 	}
+	if c.strs == nil {
+		c.strs = make(map[string]string, internMax)
+		c.oldStrs = make(map[string]string, internMax)
+	}
 	if s, ok := c.strs[string(b)]; ok {
 		return s
 	}
