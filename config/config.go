@@ -137,6 +137,13 @@ func ToTypedStruct(c *breezev1.ProxyConfig) (*anypb.Any, error) {
 	return anypb.New(&xdstypev3.TypedStruct{TypeUrl: ProxyConfigTypeURL, Value: value})
 }
 
+// DecodeJSON fills m from its JSON form (proto or JSON field names) the way
+// ParseRunner reads its file: every unknown field is an error naming its
+// path, and a value protojson rejects is reported with its path too. Other
+// programs reading protobuf-typed YAML (the control plane's Istio and
+// Aeraki resources) use it for the same messages.
+func DecodeJSON(js []byte, m proto.Message) error { return fromJSON(js, m) }
+
 // fromJSON fills m from its JSON form. Every unknown field is reported, by
 // path; protojson alone would stop at the first and name only its last
 // element. A value protojson rejects is reported with its path too.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -57,6 +58,10 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //     targets it names one (there is no fallback key);
 //   - STATIC endpoints are literal IP addresses without zone, STRICT_DNS
 //     endpoints host names (or IP literals), ports 1–65535;
+//   - EDS clusters list no endpoints (their subsets are not checked: labels
+//     arrive at run time), need xds, and only they set eds_service_name;
+//   - xds has an address host:port and names something to fetch
+//     (route_config_name or an EDS cluster);
 //   - durations are valid and not negative.
 func Validate(c *breezev1.ProxyConfig) error {
 	if c == nil {
@@ -119,45 +124,126 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	}
 	v.duration("idle_timeout", c.GetIdleTimeout())
 	v.duration("request_timeout", c.GetRequestTimeout())
+	v.xds(c)
 
-	clusters := map[string]int{} // name → index of its first definition
-	for i, cl := range c.GetClusters() {
-		path := fmt.Sprintf("clusters[%d]", i)
-		v.cluster(path, cl)
+	clusters := v.clusters("clusters", c.GetClusters(), c.GetXds() != nil)
+	v.routeTable("route_config.", c.GetRouteConfig(), c.GetClusters(), clusters)
+}
+
+// clusters checks each cluster and returns the index of each name's first
+// definition.
+func (v *validator) clusters(path string, cls []*breezev1.Cluster, hasXDS bool) map[string]int {
+	byName := map[string]int{}
+	for i, cl := range cls {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		v.cluster(p, cl, hasXDS)
 		if name := cl.GetName(); name != "" {
-			if j, dup := clusters[name]; dup {
-				v.add(path+".name", strconv.Quote(name), "duplicate cluster name (also clusters[%d])", j)
+			if j, dup := byName[name]; dup {
+				v.add(p+".name", strconv.Quote(name), "duplicate cluster name (also %s[%d])", path, j)
 			} else {
-				clusters[name] = i
+				byName[name] = i
 			}
 		}
 	}
+	return byName
+}
 
+// routeTable checks the routes of rc against the clusters they may target;
+// prefix is the path of rc ("route_config." or "" for an xDS resource).
+func (v *validator) routeTable(prefix string, rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster, byName map[string]int) {
 	// Routes that reach each cluster without a hash_key of their own.
 	unhashed := map[string][]string{}
-	for i, r := range c.GetRouteConfig().GetRoutes() {
-		path := fmt.Sprintf("route_config.routes[%d]", i)
-		v.route(path, r, c.GetClusters(), clusters)
+	for i, r := range rc.GetRoutes() {
+		path := fmt.Sprintf("%sroutes[%d]", prefix, i)
+		v.route(path, r, clusters, byName)
 		if r.GetRoute().GetHashKey() == "" {
 			for _, name := range targets(r.GetRoute()) {
 				unhashed[name] = append(unhashed[name], v.prefix+path)
 			}
 		}
 	}
-	for i, cl := range c.GetClusters() {
+	for i, cl := range clusters {
 		switch cl.GetLbPolicy() {
 		case breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV:
 		default:
 			continue
 		}
-		if j, ok := clusters[cl.GetName()]; !ok || j != i {
+		if j, ok := byName[cl.GetName()]; !ok || j != i {
 			continue // unnamed or duplicate: reported above
 		}
 		if routes := unhashed[cl.GetName()]; cl.GetHashKey() == "" && len(routes) > 0 {
+			routes = slices.Compact(routes)
+			if prefix == "" {
+				// An xDS resource: its routes are at fault, the clusters
+				// are not part of it.
+				v.add(routes[0]+".route.hash_key", `""`,
+					"cluster %q is %s without a hash_key, so every route that targets it needs one (none on %s)",
+					cl.GetName(), cl.GetLbPolicy(), strings.Join(routes, ", "))
+				continue
+			}
 			v.add(fmt.Sprintf("clusters[%d].hash_key", i), `""`,
 				"%s cluster needs a hash_key, or one on every route that targets it (none on %s)",
-				cl.GetLbPolicy(), strings.Join(slices.Compact(routes), ", "))
+				cl.GetLbPolicy(), strings.Join(routes, ", "))
 		}
+	}
+}
+
+// ValidateRoutes checks a route table that arrives over xDS for a proxy
+// whose clusters are clusters (already validated): what Validate checks of
+// route_config, with paths relative to the resource (routes[2].route.cluster).
+// Subsets of EDS clusters are not checked: their labels arrive at run time.
+func ValidateRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster) error {
+	if rc == nil {
+		return &FieldError{Path: "route configuration", Value: unset, Err: errRequired}
+	}
+	var v validator
+	byName := map[string]int{}
+	for i, cl := range clusters {
+		if _, dup := byName[cl.GetName()]; !dup {
+			byName[cl.GetName()] = i
+		}
+	}
+	v.routeTable("", rc, clusters, byName)
+	return errors.Join(v.errs...)
+}
+
+// xds checks the xDS source, and that it names something to fetch.
+func (v *validator) xds(c *breezev1.ProxyConfig) {
+	x := c.GetXds()
+	if x == nil {
+		return
+	}
+	if v.required("xds.address", x.GetAddress()) {
+		v.dialAddress("xds.address", x.GetAddress())
+	}
+	v.duration("xds.initial_fetch_timeout", x.GetInitialFetchTimeout())
+	if x.GetRouteConfigName() != "" {
+		return
+	}
+	for _, cl := range c.GetClusters() {
+		if cl.GetType() == breezev1.Cluster_EDS {
+			return
+		}
+	}
+	v.add("xds", fmt.Sprintf("{address: %q}", x.GetAddress()), "names nothing to fetch: set route_config_name, or give a cluster type EDS")
+}
+
+// dialAddress checks a host:port to connect to: a host and a port 1–65535.
+func (v *validator) dialAddress(path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		reason := err.Error()
+		if ae, ok := err.(*net.AddrError); ok {
+			reason = ae.Err // its Error() would repeat the address
+		}
+		v.add(path, strconv.Quote(addr), "want host:port: %s", reason)
+		return
+	}
+	if !validHost(host) {
+		v.add(path, strconv.Quote(addr), "host %q is neither an IP address nor a host name", host)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		v.add(path, strconv.Quote(addr), "port %q is not a number 1–65535", port)
 	}
 }
 
@@ -210,7 +296,8 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 			v.add(path, strconv.Quote(name), "no such cluster")
 			return
 		}
-		if len(subset) > 0 && !hasSubset(clusters[i], subset) {
+		// EDS endpoints and their labels are only known at run time.
+		if len(subset) > 0 && clusters[i].GetType() != breezev1.Cluster_EDS && !hasSubset(clusters[i], subset) {
 			v.add(subsetPath, formatLabels(subset), "no endpoint of cluster %q has these labels", name)
 		}
 	}
@@ -256,9 +343,20 @@ func (v *validator) matcher(path string, m *breezev1.MetadataMatcher) {
 	}
 }
 
-func (v *validator) cluster(path string, c *breezev1.Cluster) {
+func (v *validator) cluster(path string, c *breezev1.Cluster, hasXDS bool) {
 	v.required(path+".name", c.GetName())
 	v.enum(path+".type", c.GetType())
+	switch {
+	case c.GetType() == breezev1.Cluster_EDS:
+		if !hasXDS {
+			v.add(path+".type", "EDS", "needs xds.address, the server to fetch endpoints from")
+		}
+		if n := len(c.GetEndpoints()); n > 0 {
+			v.add(path+".endpoints", fmt.Sprintf("%d endpoints", n), "an EDS cluster takes its endpoints from xDS only: remove them")
+		}
+	case c.GetEdsServiceName() != "":
+		v.add(path+".eds_service_name", strconv.Quote(c.GetEdsServiceName()), "applies to type EDS only (type is %s)", c.GetType())
+	}
 	v.enum(path+".lb_policy", c.GetLbPolicy())
 	v.duration(path+".dns_refresh_rate", c.GetDnsRefreshRate())
 	v.duration(path+".connect_timeout", c.GetConnectTimeout())

@@ -157,6 +157,17 @@ func TestValidateAcceptsValid(t *testing.T) {
 			c.CodecParams = map[string]string{"serialization": "hessian2"}
 			c.MaxFrameSize = 1 << 20
 		},
+		"xds routes only": func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "istiod.istio-system.svc:15010", RouteConfigName: "greeter_20880"}
+			c.RouteConfig = nil
+		},
+		"eds cluster with subsets": func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010", NodeId: "n1"}
+			c.Clusters[1].Type = breezev1.Cluster_EDS
+			c.Clusters[1].Endpoints = nil
+			c.Clusters[1].EdsServiceName = "outbound|20880||greeter"
+			weights(c)[0].Subset = map[string]string{"version": "v9"} // labels arrive at run time
+		},
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -278,6 +289,29 @@ func TestValidateErrors(t *testing.T) {
 			c.Clusters[1].LbPolicy = breezev1.Cluster_MAGLEV
 			route(c, 0).Route.HashKey = "user" // does not target greeter-canary anyway
 		}, []string{`clusters[1].hash_key: "": MAGLEV cluster needs a hash_key, or one on every route that targets it (none on route_config.routes[1])`}},
+		{"eds without xds", func(c *breezev1.ProxyConfig) {
+			c.Clusters[1].Type = breezev1.Cluster_EDS
+			c.Clusters[1].Endpoints = nil
+		}, []string{`clusters[1].type: EDS: needs xds.address, the server to fetch endpoints from`}},
+		{"eds with endpoints", func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010"}
+			c.Clusters[1].Type = breezev1.Cluster_EDS
+		}, []string{`clusters[1].endpoints: 1 endpoints: an EDS cluster takes its endpoints from xDS only: remove them`}},
+		{"eds_service_name on static", func(c *breezev1.ProxyConfig) { c.Clusters[0].EdsServiceName = "x" },
+			[]string{`clusters[0].eds_service_name: "x": applies to type EDS only (type is STATIC)`}},
+		{"xds without address", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{RouteConfigName: "r"} },
+			[]string{`xds.address: "": required`}},
+		{"xds bad addresses", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "127.0.0.1", RouteConfigName: "r"} },
+			[]string{`xds.address: "127.0.0.1": want host:port: missing port in address`}},
+		{"xds port 0", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "cp:0", RouteConfigName: "r"} },
+			[]string{`xds.address: "cp:0": port "0" is not a number 1–65535`}},
+		{"xds no host", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: ":15010", RouteConfigName: "r"} },
+			[]string{`xds.address: ":15010": host "" is neither an IP address nor a host name`}},
+		{"xds negative timeout", func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "cp:1", RouteConfigName: "r", InitialFetchTimeout: durationpb.New(-time.Second)}
+		}, []string{`xds.initial_fetch_timeout: -1s: must not be negative`}},
+		{"xds fetching nothing", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "cp:15010"} },
+			[]string{`xds: {address: "cp:15010"}: names nothing to fetch: set route_config_name, or give a cluster type EDS`}},
 		{"every error at once", func(c *breezev1.ProxyConfig) {
 			c.StatPrefix = ""
 			matcher(c, 0).Match = &breezev1.MetadataMatcher_Regex{Regex: "a{2,1}"}
@@ -326,5 +360,47 @@ func TestFieldErrorUnwraps(t *testing.T) {
 	c.StatPrefix = ""
 	if err := Validate(c); !errors.Is(err, errRequired) {
 		t.Fatalf("errors.Is(%v, errRequired) = false", err)
+	}
+}
+
+func TestValidateRoutes(t *testing.T) {
+	clusters := validConfig().Clusters
+	clusters = append(clusters,
+		&breezev1.Cluster{Name: "eds", Type: breezev1.Cluster_EDS},
+		&breezev1.Cluster{Name: "ring", Type: breezev1.Cluster_EDS, LbPolicy: breezev1.Cluster_RING_HASH})
+	to := func(cluster string, subset map[string]string) *breezev1.Route {
+		return &breezev1.Route{Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: cluster}, Subset: subset}}
+	}
+	good := &breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{
+		to("greeter", map[string]string{"version": "v2"}),
+		to("eds", map[string]string{"version": "anything"}),
+		{Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "ring"}, HashKey: "user"}},
+	}}
+	if err := ValidateRoutes(good, clusters); err != nil {
+		t.Fatalf("ValidateRoutes: %v", err)
+	}
+	bad := &breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{
+		to("greeter", map[string]string{"version": "v9"}),
+		to("nope", nil),
+		{Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{{Key: "m", Match: &breezev1.MetadataMatcher_Regex{Regex: "("}}}}, Route: to("eds", nil).Route},
+		to("ring", nil),
+	}}
+	want := []string{
+		`routes[0].route.subset: {"version": "v9"}: no endpoint of cluster "greeter" has these labels`,
+		`routes[1].route.cluster: "nope": no such cluster`,
+		`routes[2].match.metadata[0].regex: "(": error parsing regexp`,
+		`routes[3].route.hash_key: "": cluster "ring" is RING_HASH without a hash_key, so every route that targets it needs one (none on routes[3])`,
+	}
+	errs := joined(ValidateRoutes(bad, clusters))
+	if len(errs) != len(want) {
+		t.Fatalf("got %d errors, want %d: %v", len(errs), len(want), errs)
+	}
+	for i, e := range errs {
+		if !strings.Contains(e.Error(), want[i]) {
+			t.Errorf("error %d:\n got %s\nwant it to contain %s", i, e, want[i])
+		}
+	}
+	if err := ValidateRoutes(nil, clusters); err == nil {
+		t.Fatal("ValidateRoutes(nil) = nil")
 	}
 }

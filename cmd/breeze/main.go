@@ -12,6 +12,7 @@ const usage = `usage: breeze <command> [flags]
 
 commands:
   run      serve listeners from a runner config (-c FILE; embedded demo config if omitted)
+  xds      serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
   version  print the version
 `
 
@@ -26,6 +27,8 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+	case "xds":
+		err = xds(os.Args[2:])
 	case "version":
 		fmt.Println("breeze", version)
 	case "-h", "--help", "help":

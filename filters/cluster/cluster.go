@@ -133,6 +133,8 @@ func New(c *breezev1.Cluster, subsets map[string]map[string]string, log *slog.Lo
 		r := &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: net.DefaultResolver.LookupNetIP}
 		r.resolveOnce(ctx)
 		go r.run(ctx)
+	case breezev1.Cluster_EDS:
+		cl.Update(nil) // until xDS delivers endpoints
 	default:
 		return nil, fmt.Errorf("cluster %q type %v: unsupported", cl.Name, c.GetType())
 	}

@@ -37,6 +37,9 @@ type Proxy struct {
 	// err is set when the configuration was rejected: every connection is
 	// then refused with a log line, instead of crashing Envoy.
 	err error
+
+	// xds is the proxy's subscription to routes and endpoints (xds.go).
+	xds *xdsWatches
 }
 
 // snapshot is the immutable routing state; a config update swaps it whole.
@@ -50,7 +53,9 @@ type clusterEntry struct {
 	metrics *clusterMetrics
 }
 
-// New builds a proxy from a validated configuration.
+// New builds a proxy from a validated configuration. With xds set it
+// subscribes to its routes and endpoints and waits up to
+// xds.initial_fetch_timeout for their first versions (xds.go).
 func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	if log == nil {
 		log = slog.Default()
@@ -83,6 +88,10 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p.snap.Store(snap)
+	if err := p.startXDS(cfg); err != nil {
+		snap.close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -172,6 +181,7 @@ func (s *snapshot) close() {
 // Close stops background work (DNS) and closes upstream connections. Envoy
 // never frees a parsed config; the standalone runner and tests do.
 func (p *Proxy) Close() {
+	p.xds.stop()
 	if s := p.snap.Load(); s != nil {
 		s.close()
 	}
@@ -191,6 +201,11 @@ func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry) *pool {
 	pl := p.pools[ep]
 	if pl == nil {
 		pl = &pool{proxy: p, ep: ep, cluster: c}
+		if !live(c, ep) {
+			// Balanced on a set replaced since: sends re-balance (xds.go).
+			pl.retired = true
+			return pl
+		}
 		p.pools[ep] = pl
 	}
 	return pl

@@ -25,7 +25,11 @@ type pool struct {
 	mu    sync.Mutex
 	conns []*upConn
 	next  int
+	// retired: the endpoint left its cluster; no new connections (xds.go).
+	retired bool
 }
+
+var errRetired = errors.New("endpoint removed from its cluster")
 
 // goAwayEjection is how long an endpoint that announced its shutdown gets
 // no new requests; a restarted provider is used again after it.
@@ -64,6 +68,10 @@ type upConn struct {
 
 func (pl *pool) get() (*upConn, error) {
 	pl.mu.Lock()
+	if pl.retired {
+		pl.mu.Unlock()
+		return nil, errRetired
+	}
 	if len(pl.conns) < pl.cluster.ConnsPerHost {
 		codec, err := pl.proxy.codec(pl.proxy.codecOpts)
 		if err != nil {
@@ -109,6 +117,10 @@ func (pl *pool) closeAll() {
 func (pl *pool) send(req *pending, m *codecs.Message) {
 	d := req.down
 	uc, err := pl.get()
+	if err == errRetired {
+		pl.proxy.retry(req, m, pl.ep, true)
+		return
+	}
 	if err != nil {
 		d.localReply(req.replyMsg(), codecs.ErrInternal, "breeze: codec: "+err.Error(), true)
 		return
@@ -207,7 +219,9 @@ func (uc *upConn) OnPoolReady(cb api.ConnectionCallback) {
 		}
 	}
 	uc.queue = nil
-	if uc.state >= draining {
+	// Closed while connecting: at once when we shut it down, once its
+	// requests are answered when its endpoint was retired (xds.go).
+	if uc.state >= draining && (uc.byUs || len(uc.pending) == 0) {
 		cb.Close(api.FlushWrite)
 	}
 }

@@ -32,6 +32,10 @@ const (
 	Cluster_STATIC Cluster_DiscoveryType = 0
 	// Endpoints are host names, resolved by DNS and refreshed every dns_refresh_rate.
 	Cluster_STRICT_DNS Cluster_DiscoveryType = 1
+	// Endpoints come from the proxy's xds server as an
+	// envoy.config.endpoint.v3.ClusterLoadAssignment named eds_service_name;
+	// the cluster lists none itself.
+	Cluster_EDS Cluster_DiscoveryType = 2
 )
 
 // Enum value maps for Cluster_DiscoveryType.
@@ -39,10 +43,12 @@ var (
 	Cluster_DiscoveryType_name = map[int32]string{
 		0: "STATIC",
 		1: "STRICT_DNS",
+		2: "EDS",
 	}
 	Cluster_DiscoveryType_value = map[string]int32{
 		"STATIC":     0,
 		"STRICT_DNS": 1,
+		"EDS":        2,
 	}
 )
 
@@ -70,7 +76,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -126,7 +132,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -147,8 +153,12 @@ type ProxyConfig struct {
 	IdleTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	// Default per-request timeout for routes that set none; unset means 5s.
 	RequestTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Routes and endpoints from an xDS server (optional). Set route_config_name
+	// to take the route table from it; clusters of type EDS take their
+	// endpoints from it. Updates apply to live connections without closing them.
+	Xds           *XdsSource `protobuf:"bytes,9,opt,name=xds,proto3" json:"xds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyConfig) Reset() {
@@ -237,6 +247,94 @@ func (x *ProxyConfig) GetRequestTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *ProxyConfig) GetXds() *XdsSource {
+	if x != nil {
+		return x.Xds
+	}
+	return nil
+}
+
+// XdsSource names an xDS server and what to fetch from it. Every proxy of a
+// process that names the same address and node_id shares one aggregated
+// (ADS) gRPC stream.
+type XdsSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port of the ADS server (plaintext gRPC); required.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Node id sent to the server. Unset: the host name.
+	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Name of the breeze.v1.RouteConfiguration resource (type URL
+	// type.googleapis.com/breeze.v1.RouteConfiguration) that replaces
+	// route_config once it arrives. Unset: route_config is used alone.
+	// Until the first version arrives, route_config (if any) serves.
+	RouteConfigName string `protobuf:"bytes,3,opt,name=route_config_name,json=routeConfigName,proto3" json:"route_config_name,omitempty"`
+	// How long a new proxy waits for the first version of its route table
+	// and of each EDS cluster before it serves (with route_config, and no
+	// EDS endpoints, for what has not arrived). Unset means 1s; 0s does not
+	// wait. Inside Envoy the wait holds the thread that parses the config.
+	InitialFetchTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=initial_fetch_timeout,json=initialFetchTimeout,proto3" json:"initial_fetch_timeout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *XdsSource) Reset() {
+	*x = XdsSource{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *XdsSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*XdsSource) ProtoMessage() {}
+
+func (x *XdsSource) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
+func (*XdsSource) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *XdsSource) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *XdsSource) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *XdsSource) GetRouteConfigName() string {
+	if x != nil {
+		return x.RouteConfigName
+	}
+	return ""
+}
+
+func (x *XdsSource) GetInitialFetchTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.InitialFetchTimeout
+	}
+	return nil
+}
+
 type RouteConfiguration struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -248,7 +346,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +358,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +371,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -305,7 +403,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +415,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +428,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Route) GetName() string {
@@ -378,7 +476,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +488,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +501,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -432,7 +530,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +542,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +555,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -565,7 +663,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +675,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +688,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -657,7 +755,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +767,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +780,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -703,7 +801,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +813,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +826,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -762,7 +860,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +872,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +885,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -820,13 +918,15 @@ type Cluster struct {
 	ConnectionsPerEndpoint uint32 `protobuf:"varint,8,opt,name=connections_per_endpoint,json=connectionsPerEndpoint,proto3" json:"connections_per_endpoint,omitempty"`
 	// Requests in flight per endpoint before new ones are refused as overloaded; 0 means 10000.
 	MaxRequestsPerEndpoint uint32 `protobuf:"varint,9,opt,name=max_requests_per_endpoint,json=maxRequestsPerEndpoint,proto3" json:"max_requests_per_endpoint,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// EDS clusters: the ClusterLoadAssignment resource to fetch. Unset: the cluster's name.
+	EdsServiceName string `protobuf:"bytes,10,opt,name=eds_service_name,json=edsServiceName,proto3" json:"eds_service_name,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +938,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +951,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Cluster) GetName() string {
@@ -917,6 +1017,13 @@ func (x *Cluster) GetMaxRequestsPerEndpoint() uint32 {
 	return 0
 }
 
+func (x *Cluster) GetEdsServiceName() string {
+	if x != nil {
+		return x.EdsServiceName
+	}
+	return ""
+}
+
 type Endpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// IP address (STATIC) or host name (STRICT_DNS).
@@ -931,7 +1038,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1050,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1063,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -999,7 +1106,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1118,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1131,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1053,7 +1160,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1172,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1185,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Listener) GetName() string {
@@ -1106,7 +1213,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x1egoogle/protobuf/duration.proto\"\xea\x03\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x1egoogle/protobuf/duration.proto\"\x92\x04\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -1116,10 +1223,16 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\froute_config\x18\x05 \x01(\v2\x1d.breeze.v1.RouteConfigurationR\vrouteConfig\x12.\n" +
 	"\bclusters\x18\x06 \x03(\v2\x12.breeze.v1.ClusterR\bclusters\x12<\n" +
 	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12B\n" +
-	"\x0frequest_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x1a>\n" +
+	"\x0frequest_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12&\n" +
+	"\x03xds\x18\t \x01(\v2\x14.breeze.v1.XdsSourceR\x03xds\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
+	"\tXdsSource\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12*\n" +
+	"\x11route_config_name\x18\x03 \x01(\tR\x0frouteConfigName\x12M\n" +
+	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\"R\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xeb\x01\n" +
@@ -1160,7 +1273,7 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xdd\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x90\x05\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04type\x18\x02 \x01(\x0e2 .breeze.v1.Cluster.DiscoveryTypeR\x04type\x128\n" +
@@ -1170,12 +1283,15 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x10dns_refresh_rate\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ednsRefreshRate\x12B\n" +
 	"\x0fconnect_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x128\n" +
 	"\x18connections_per_endpoint\x18\b \x01(\rR\x16connectionsPerEndpoint\x129\n" +
-	"\x19max_requests_per_endpoint\x18\t \x01(\rR\x16maxRequestsPerEndpoint\"+\n" +
+	"\x19max_requests_per_endpoint\x18\t \x01(\rR\x16maxRequestsPerEndpoint\x12(\n" +
+	"\x10eds_service_name\x18\n" +
+	" \x01(\tR\x0eedsServiceName\"4\n" +
 	"\rDiscoveryType\x12\n" +
 	"\n" +
 	"\x06STATIC\x10\x00\x12\x0e\n" +
 	"\n" +
-	"STRICT_DNS\x10\x01\"U\n" +
+	"STRICT_DNS\x10\x01\x12\a\n" +
+	"\x03EDS\x10\x02\"U\n" +
 	"\bLbPolicy\x12\x0f\n" +
 	"\vROUND_ROBIN\x10\x00\x12\x11\n" +
 	"\rLEAST_REQUEST\x10\x01\x12\n" +
@@ -1213,58 +1329,61 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*RouteConfiguration)(nil),  // 3: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 4: breeze.v1.Route
-	(*RouteMatch)(nil),          // 5: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 6: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 7: breeze.v1.RouteAction
-	(*WeightedClusters)(nil),    // 8: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 9: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 10: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 11: breeze.v1.Cluster
-	(*Endpoint)(nil),            // 12: breeze.v1.Endpoint
-	(*Runner)(nil),              // 13: breeze.v1.Runner
-	(*Listener)(nil),            // 14: breeze.v1.Listener
-	nil,                         // 15: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 16: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 17: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 18: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
+	(*XdsSource)(nil),           // 3: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 4: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 5: breeze.v1.Route
+	(*RouteMatch)(nil),          // 6: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 7: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 8: breeze.v1.RouteAction
+	(*WeightedClusters)(nil),    // 9: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 10: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 11: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 12: breeze.v1.Cluster
+	(*Endpoint)(nil),            // 13: breeze.v1.Endpoint
+	(*Runner)(nil),              // 14: breeze.v1.Runner
+	(*Listener)(nil),            // 15: breeze.v1.Listener
+	nil,                         // 16: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 17: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 18: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 19: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	15, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	3,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	11, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	19, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	19, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	4,  // 5: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	5,  // 6: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	7,  // 7: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	10, // 8: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	19, // 9: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	6,  // 10: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	8,  // 11: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	16, // 12: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	9,  // 13: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	17, // 14: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 15: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 16: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	12, // 17: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	19, // 18: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	19, // 19: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	18, // 20: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	14, // 21: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 22: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	4,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	12, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	20, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	20, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	3,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	20, // 6: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	5,  // 7: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	6,  // 8: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	8,  // 9: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	11, // 10: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	20, // 11: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	7,  // 12: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	9,  // 13: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	17, // 14: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	10, // 15: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	18, // 16: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 17: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 18: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	13, // 19: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	20, // 20: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	20, // 21: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	19, // 22: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	15, // 23: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 24: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -1272,13 +1391,13 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[4].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
@@ -1288,7 +1407,7 @@ func file_breeze_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,58 @@
+// Package controlplane is Breeze's control plane (`breeze xds`): it reads
+// the YAML people already write for Istio and Aeraki — MetaRouter,
+// DestinationRule, ServiceEntry — from a Source, translates them into
+// Breeze route tables and EDS resources, and serves those over xDS with
+// go-control-plane's server, pushing only what changed.
+//
+// Translation is per object: an object with errors is reported (naming its
+// file and field) and left out, and the resources it fed keep their last
+// good version, while every other object keeps working.
+package controlplane
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+)
+
+// Run translates every snapshot of src and serves the result on srv until
+// ctx ends. onUpdate, if not nil, sees what is served and the problems of
+// each snapshot (tests, status pages).
+func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdate func(Resources, []Problem)) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	var served Resources
+	return src.Run(ctx, func(snap Snapshot) {
+		tr := Translate(snap.Objects)
+		res := tr.Resources
+		// A resource whose source broke keeps its last good version.
+		for name := range tr.FailedRoutes {
+			if old, ok := served.Routes[name]; ok {
+				res.Routes[name] = old
+			}
+		}
+		for name := range tr.FailedEndpoints {
+			if old, ok := served.Endpoints[name]; ok {
+				res.Endpoints[name] = old
+			}
+		}
+		problems := append(snap.Problems, tr.Problems...)
+		for _, p := range problems {
+			if p.Warning {
+				log.Warn("ignored: " + p.Error())
+			} else {
+				log.Error("rejected: " + p.Error())
+			}
+		}
+		if err := srv.Set(res); err != nil {
+			log.Error("serving the new resources", "err", err)
+			return
+		}
+		served = Resources{Routes: maps.Clone(res.Routes), Endpoints: maps.Clone(res.Endpoints)}
+		log.Info("serving", "objects", len(snap.Objects), "route_configs", len(res.Routes), "endpoint_sets", len(res.Endpoints), "problems", len(problems))
+		if onUpdate != nil {
+			onUpdate(served, problems)
+		}
+	})
+}

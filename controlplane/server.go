@@ -1,0 +1,179 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	serverconfig "github.com/envoyproxy/go-control-plane/pkg/server/config"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	"github.com/breeze-mesh/breeze/xds/client"
+)
+
+// Resources is what the control plane serves: Breeze route tables by name
+// and endpoint assignments by EDS service name.
+type Resources struct {
+	Routes    map[string]*breezev1.RouteConfiguration
+	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+}
+
+// NACK is a client's rejection of a version the server sent.
+type NACK struct {
+	Node    string
+	TypeURL string
+	// Version is the version the client still runs.
+	Version string
+	Detail  string
+}
+
+// Server serves Resources over ADS (state of the world and delta) with
+// go-control-plane's server. Each type lives in a linear cache that
+// versions resources one by one, so an update sends only what changed.
+// The same resources go to every node.
+type Server struct {
+	log       *slog.Logger
+	routes    *cachev3.LinearCache
+	endpoints *cachev3.LinearCache
+	grpc      *grpc.Server
+	cancel    context.CancelFunc
+
+	mu      sync.Mutex
+	current Resources
+	// OnNACK, if set before Serve, is called for every NACK (tests).
+	OnNACK func(NACK)
+}
+
+// NewServer returns a server with no resources.
+func NewServer(logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	// Versions of a restarted server must not be mistaken for the old
+	// one's: a reconnecting client then gets every resource again.
+	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	gcpLog := goControlPlaneLog(logger)
+	s := &Server{
+		log:       logger,
+		routes:    cachev3.NewLinearCache(client.RouteConfigurationType, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(gcpLog)),
+		endpoints: cachev3.NewLinearCache(client.ClusterLoadAssignmentType, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(gcpLog)),
+		current: Resources{
+			Routes:    map[string]*breezev1.RouteConfiguration{},
+			Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		},
+	}
+	return s
+}
+
+// Set replaces the served resources; only those that changed are sent.
+func (s *Server) Set(r Resources) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := update(s.routes, s.current.Routes, r.Routes); err != nil {
+		return err
+	}
+	if err := update(s.endpoints, s.current.Endpoints, r.Endpoints); err != nil {
+		return err
+	}
+	s.current = Resources{Routes: maps.Clone(r.Routes), Endpoints: maps.Clone(r.Endpoints)}
+	return nil
+}
+
+func update[M proto.Message](c *cachev3.LinearCache, old, next map[string]M) error {
+	changed := map[string]types.Resource{}
+	for name, m := range next {
+		if o, ok := old[name]; !ok || !proto.Equal(o, m) {
+			changed[name] = m
+		}
+	}
+	var removed []string
+	for name := range old {
+		if _, ok := next[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		return nil
+	}
+	return c.UpdateResources(changed, removed)
+}
+
+// Serve serves ADS on ln until Stop.
+func (s *Server) Serve(ln net.Listener) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	mux := &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches: map[string]cachev3.Cache{
+			client.RouteConfigurationType:    s.routes,
+			client.ClusterLoadAssignmentType: s.endpoints,
+		},
+	}
+	cb := serverv3.CallbackFuncs{
+		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+			if d := req.GetErrorDetail(); d != nil {
+				s.nack(req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), d.GetMessage())
+			}
+			return nil
+		},
+		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if d := req.GetErrorDetail(); d != nil {
+				s.nack(req.GetNode(), req.GetTypeUrl(), "", d.GetMessage())
+			}
+			return nil
+		},
+	}
+	// Only named subscriptions: an empty request must not mean "all".
+	xds := serverv3.NewServer(ctx, mux, cb, serverconfig.DeactivateLegacyWildcard())
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xds)
+	s.mu.Lock()
+	s.grpc, s.cancel = g, cancel
+	s.mu.Unlock()
+	return g.Serve(ln)
+}
+
+func (s *Server) nack(node *corev3.Node, typeURL, version, detail string) {
+	n := NACK{Node: node.GetId(), TypeURL: typeURL, Version: version, Detail: detail}
+	s.log.Warn("a proxy rejected an update (NACK); it keeps its last good version",
+		"node", n.Node, "type", typeURL, "version", version, "detail", detail)
+	if s.OnNACK != nil {
+		s.OnNACK(n)
+	}
+}
+
+// Stop closes every stream and the listener.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	g, cancel := s.grpc, s.cancel
+	s.mu.Unlock()
+	if g != nil {
+		g.Stop()
+		cancel()
+	}
+}
+
+// goControlPlaneLog sends go-control-plane's logs to slog; its info lines
+// are per-request chatter, so they go to debug.
+func goControlPlaneLog(l *slog.Logger) log.Logger {
+	return log.LoggerFuncs{
+		DebugFunc: func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...)) },
+		InfoFunc:  func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...)) },
+		WarnFunc:  func(f string, a ...any) { l.Warn(fmt.Sprintf(f, a...)) },
+		ErrorFunc: func(f string, a ...any) { l.Error(fmt.Sprintf(f, a...)) },
+	}
+}

@@ -1,0 +1,296 @@
+package controlplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+
+	"github.com/breeze-mesh/breeze/config"
+)
+
+// Object is one resource from a source: a MetaRouter
+// (*metaprotocolv1alpha1.MetaRouter), DestinationRule or ServiceEntry
+// (*networkingv1alpha3.DestinationRule, *networkingv1alpha3.ServiceEntry).
+type Object struct {
+	Kind, Namespace, Name string
+	// Origin says where the object came from, for messages: a file, with
+	// "#n" for the n-th document of a multi-document file.
+	Origin string
+	Spec   proto.Message
+}
+
+// Ref names an object in messages: "greeter.yaml: MetaRouter default/greeter".
+func (o *Object) Ref() string {
+	return fmt.Sprintf("%s: %s %s/%s", o.Origin, o.Kind, o.Namespace, o.Name)
+}
+
+// Problem is something wrong with one object, or with a file that could
+// not be read.
+type Problem struct {
+	// Object is the object's Ref, or the file's name.
+	Object string
+	// Field is the path of the field at fault within the object, e.g.
+	// spec.routes[1].route[0].destination.subset; empty for a whole file.
+	Field string
+	// Warning: the object is used, without the part Field names.
+	Warning bool
+	Err     error
+}
+
+func (p Problem) Error() string {
+	if p.Field == "" {
+		return p.Object + ": " + p.Err.Error()
+	}
+	return p.Object + ": " + p.Field + ": " + p.Err.Error()
+}
+
+// Snapshot is the whole content of a source at one time.
+type Snapshot struct {
+	Objects []Object
+	// Problems reading it. An object that cannot be read is replaced by
+	// its last good version, if there was one.
+	Problems []Problem
+}
+
+// Source delivers the objects the control plane translates. A directory
+// of YAML files is one; a Kubernetes watch would be another.
+type Source interface {
+	// Run calls update with the whole content of the source at once, then
+	// after every change, until ctx ends. Calls are sequential.
+	Run(ctx context.Context, update func(Snapshot)) error
+}
+
+// Kinds the control plane reads, by API group (any version).
+var kinds = map[string]func() proto.Message{
+	"metaprotocol.aeraki.io/MetaRouter":   func() proto.Message { return &metaprotocolv1alpha1.MetaRouter{} },
+	"networking.istio.io/DestinationRule": func() proto.Message { return &networkingv1alpha3.DestinationRule{} },
+	"networking.istio.io/ServiceEntry":    func() proto.Message { return &networkingv1alpha3.ServiceEntry{} },
+}
+
+// DirSource reads the YAML (or JSON) files of a directory — Kubernetes
+// manifests, several per file separated by "---" — and watches it. Kinds
+// other than MetaRouter, DestinationRule and ServiceEntry are skipped.
+// Files whose names start with "." are ignored (editors' temporary files,
+// Kubernetes' ..data links are followed through the files that point there).
+type DirSource struct {
+	Dir string
+	// Debounce is how long the directory must be quiet after a change
+	// before it is read again (an editor writes a file in several steps).
+	// Zero means 50ms.
+	Debounce time.Duration
+	Log      *slog.Logger
+
+	// last good objects, by file and by identity, for what cannot be read.
+	byFile  map[string][]Object
+	byID    map[string]Object
+	present map[string]bool
+}
+
+// Run reads the directory, then again after each change.
+func (d *DirSource) Run(ctx context.Context, update func(Snapshot)) error {
+	if d.Debounce <= 0 {
+		d.Debounce = 50 * time.Millisecond
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Add(d.Dir); err != nil {
+		return fmt.Errorf("watch %s: %w", d.Dir, err)
+	}
+	update(d.Read())
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("directory watch closed")
+			}
+			d.Log.Debug("source directory changed", "event", ev)
+			timer.Reset(d.Debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("directory watch closed")
+			}
+			// Events may have been lost: read everything again.
+			d.Log.Warn("watching the source directory", "err", err)
+			timer.Reset(d.Debounce)
+		case <-timer.C:
+			update(d.Read())
+		}
+	}
+}
+
+// Read reads the directory once.
+func (d *DirSource) Read() Snapshot {
+	if d.byFile == nil {
+		d.byFile, d.byID = map[string][]Object{}, map[string]Object{}
+	}
+	var snap Snapshot
+	entries, err := os.ReadDir(d.Dir)
+	if err != nil {
+		snap.Problems = append(snap.Problems, Problem{Object: d.Dir, Err: err})
+		// Keep serving what was read before.
+		for _, objs := range d.byFile {
+			snap.Objects = append(snap.Objects, objs...)
+		}
+		return snap
+	}
+	files := map[string][]Object{}
+	d.present = map[string]bool{}
+	defer func() {
+		// Last good versions are kept only for objects still there.
+		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
+	}()
+	for _, e := range entries {
+		name := e.Name()
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".yaml", ".yml", ".json":
+		default:
+			continue
+		}
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		path := filepath.Join(d.Dir, name)
+		data, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) || (err == nil && isDir(path)) {
+			continue
+		}
+		if err != nil {
+			snap.Problems = append(snap.Problems, Problem{Object: path, Err: err})
+			files[path] = d.byFile[path]
+			continue
+		}
+		objs, problems := d.parse(path, data)
+		snap.Problems = append(snap.Problems, problems...)
+		files[path] = objs
+	}
+	d.byFile = files
+	seen := map[string]string{}
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		for _, o := range files[path] {
+			id := o.Kind + " " + o.Namespace + "/" + o.Name
+			if prev, dup := seen[id]; dup {
+				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
+				continue
+			}
+			seen[id] = o.Origin
+			snap.Objects = append(snap.Objects, o)
+		}
+	}
+	return snap
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
+
+// parse reads the documents of one file. A document that cannot be read
+// is replaced by the last good object of the same kind and name; a file
+// that is not YAML at all keeps its last good objects.
+func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
+	var objs []Object
+	var problems []Problem
+	docs := docSeparator.Split(string(data), -1)
+	for i, doc := range docs {
+		origin := path
+		if len(docs) > 1 {
+			origin = fmt.Sprintf("%s#%d", path, i+1)
+		}
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		js, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
+			return d.byFile[path], problems
+		}
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+			Spec json.RawMessage `json:"spec"`
+		}
+		if err := json.Unmarshal(js, &head); err != nil {
+			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
+			continue
+		}
+		group, _, _ := strings.Cut(head.APIVersion, "/")
+		newSpec := kinds[group+"/"+head.Kind]
+		if newSpec == nil {
+			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
+			continue
+		}
+		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec()}
+		if o.Namespace == "" {
+			o.Namespace = "default"
+		}
+		if o.Name == "" {
+			problems = append(problems, Problem{Object: o.Ref(), Field: "metadata.name", Err: errors.New("required")})
+			continue
+		}
+		id := o.Kind + " " + o.Namespace + "/" + o.Name
+		d.present[id] = true
+		spec := head.Spec
+		if len(bytes.TrimSpace(spec)) == 0 || string(spec) == "null" {
+			spec = []byte("{}")
+		}
+		if err := config.DecodeJSON(spec, o.Spec); err != nil {
+			for _, e := range unjoin(err) {
+				p := Problem{Object: o.Ref(), Err: e}
+				var fe *config.FieldError
+				if errors.As(e, &fe) {
+					p.Field = "spec." + fe.Path
+					p.Err = errors.New(strings.TrimPrefix(fe.Error(), fe.Path+": "))
+				}
+				problems = append(problems, p)
+			}
+			if last, ok := d.byID[id]; ok {
+				problems = append(problems, Problem{Object: o.Ref(), Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
+				objs = append(objs, last)
+			}
+			continue
+		}
+		d.byID[id] = o
+		objs = append(objs, o)
+	}
+	return objs, problems
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

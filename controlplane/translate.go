@@ -1,0 +1,475 @@
+package controlplane
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	"github.com/breeze-mesh/breeze/xds/client"
+)
+
+// ClusterName is the name of the Breeze cluster (and of its EDS resource)
+// for a ServiceEntry host and port, as Istio names outbound clusters.
+// Breeze selects subsets by label within one cluster, so the subset part
+// stays empty.
+func ClusterName(host string, port uint32) string {
+	return "outbound|" + strconv.FormatUint(uint64(port), 10) + "||" + host
+}
+
+// RouteConfigName is the name of the route table for a host and port, as
+// Aeraki names it.
+func RouteConfigName(host string, port uint32) string {
+	return host + "_" + strconv.FormatUint(uint64(port), 10)
+}
+
+// Translation is what Translate makes of a set of objects.
+type Translation struct {
+	Resources Resources
+	// Problems are per object: errors (the object is left out) and
+	// warnings (a part of it Breeze does not support is ignored).
+	Problems []Problem
+	// FailedRoutes and FailedEndpoints name the resources whose source
+	// object has errors: the caller keeps serving their last good version
+	// rather than a fallback (a default route would change traffic).
+	FailedRoutes, FailedEndpoints map[string]bool
+}
+
+// Translate turns MetaRouters, DestinationRules and ServiceEntries into
+// Breeze route tables and EDS resources, one of each per ServiceEntry host
+// and port. A host with no MetaRouter gets a default route to all its
+// endpoints. Hosts match exactly (no short-name expansion).
+func Translate(objs []Object) Translation {
+	t := &translator{
+		out: Translation{
+			Resources:       Resources{Routes: map[string]*breezev1.RouteConfiguration{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}},
+			FailedRoutes:    map[string]bool{},
+			FailedEndpoints: map[string]bool{},
+		},
+		services: map[string]*Object{},
+		rules:    map[string]*Object{},
+		routers:  map[string]*Object{},
+	}
+	objs = slices.Clone(objs)
+	slices.SortStableFunc(objs, func(a, b Object) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	t.index(objs)
+	for i := range objs {
+		if se, ok := objs[i].Spec.(*networkingv1alpha3.ServiceEntry); ok && t.owns(&objs[i], se.GetHosts()) {
+			t.serviceEntry(&objs[i], se)
+		}
+	}
+	return t.out
+}
+
+type translator struct {
+	out Translation
+	// By host: the ServiceEntry, DestinationRule and MetaRouter that own it.
+	services, rules, routers map[string]*Object
+	// bad objects: their problems are reported, their hosts skipped.
+	bad map[*Object]bool
+}
+
+func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
+	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...)})
+}
+
+// index maps hosts to their objects; a host claimed twice by one kind is
+// an error on the later object.
+func (t *translator) index(objs []Object) {
+	t.bad = map[*Object]bool{}
+	claim := func(o *Object, m map[string]*Object, field, host string) {
+		if host == "" {
+			t.problem(o, field, false, "required")
+			t.bad[o] = true
+			return
+		}
+		if prev := m[host]; prev != nil && prev != o {
+			t.problem(o, field, false, "%q is already taken by %s", host, prev.Ref())
+			t.bad[o] = true
+			return
+		}
+		m[host] = o
+	}
+	for i := range objs {
+		o := &objs[i]
+		switch s := o.Spec.(type) {
+		case *networkingv1alpha3.ServiceEntry:
+			if len(s.GetHosts()) == 0 {
+				t.problem(o, "spec.hosts", false, "at least one host is required")
+			}
+			for j, h := range s.GetHosts() {
+				claim(o, t.services, fmt.Sprintf("spec.hosts[%d]", j), h)
+			}
+		case *networkingv1alpha3.DestinationRule:
+			claim(o, t.rules, "spec.host", s.GetHost())
+		case *metaprotocolv1alpha1.MetaRouter:
+			if len(s.GetHosts()) == 0 {
+				t.problem(o, "spec.hosts", false, "at least one host is required")
+			}
+			for j, h := range s.GetHosts() {
+				claim(o, t.routers, fmt.Sprintf("spec.hosts[%d]", j), h)
+			}
+		}
+	}
+}
+
+// owns reports whether o may be used for hosts (it is not a duplicate).
+func (t *translator) owns(o *Object, hosts []string) bool {
+	for _, h := range hosts {
+		if t.services[h] == o {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry) {
+	if se.GetWorkloadSelector() != nil {
+		t.problem(o, "spec.workloadSelector", true, "not supported (WorkloadEntries are not read): list the endpoints in spec.endpoints")
+	}
+	if len(se.GetPorts()) == 0 {
+		t.problem(o, "spec.ports", false, "at least one port is required")
+	}
+	ports := map[uint32]bool{}
+	for i, p := range se.GetPorts() {
+		field := fmt.Sprintf("spec.ports[%d].number", i)
+		if p.GetNumber() == 0 || p.GetNumber() > 65535 {
+			t.problem(o, field, false, "%d: must be 1–65535", p.GetNumber())
+			continue
+		}
+		if ports[p.GetNumber()] {
+			t.problem(o, field, false, "%d: duplicate port", p.GetNumber())
+			continue
+		}
+		ports[p.GetNumber()] = true
+		for _, host := range se.GetHosts() {
+			if t.services[host] != o {
+				continue
+			}
+			name := ClusterName(host, p.GetNumber())
+			if cla, ok := t.endpoints(o, se, p, name); ok {
+				t.out.Resources.Endpoints[name] = cla
+			} else {
+				t.out.FailedEndpoints[name] = true
+			}
+			rname := RouteConfigName(host, p.GetNumber())
+			if rc, ok := t.routes(host, p.GetNumber()); ok {
+				t.out.Resources.Routes[rname] = rc
+			} else {
+				t.out.FailedRoutes[rname] = true
+			}
+		}
+	}
+}
+
+// endpoints builds the assignment of one port of a ServiceEntry. Labels go
+// to filter_metadata["envoy.lb"], where the client reads them.
+func (t *translator) endpoints(o *Object, se *networkingv1alpha3.ServiceEntry, port *networkingv1alpha3.ServicePort, name string) (*endpointv3.ClusterLoadAssignment, bool) {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	byLocality := map[string]*endpointv3.LocalityLbEndpoints{}
+	ok := true
+	for i, e := range se.GetEndpoints() {
+		field := fmt.Sprintf("spec.endpoints[%d]", i)
+		ip, err := netip.ParseAddr(e.GetAddress())
+		if err != nil || ip.Zone() != "" {
+			t.problem(o, field+".address", false, "%q: not an IP address (Breeze's control plane does not resolve host names)", e.GetAddress())
+			ok = false
+			continue
+		}
+		p := port.GetNumber()
+		if port.GetTargetPort() != 0 {
+			p = port.GetTargetPort()
+		}
+		if n, set := e.GetPorts()[port.GetName()]; set && port.GetName() != "" {
+			p = n
+		}
+		if p == 0 || p > 65535 {
+			t.problem(o, fmt.Sprintf("%s.ports[%q]", field, port.GetName()), false, "%d: must be 1–65535", p)
+			ok = false
+			continue
+		}
+		lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: ip.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: p}}}}}}}
+		if w := e.GetWeight(); w > 0 {
+			lb.LoadBalancingWeight = wrapperspb.UInt32(w)
+		}
+		if len(e.GetLabels()) > 0 {
+			fields := map[string]*structpb.Value{}
+			for k, v := range e.GetLabels() {
+				fields[k] = structpb.NewStringValue(v)
+			}
+			lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{client.LabelsNamespace: {Fields: fields}}}
+		}
+		loc := byLocality[e.GetLocality()]
+		if loc == nil {
+			loc = &endpointv3.LocalityLbEndpoints{Locality: locality(e.GetLocality())}
+			byLocality[e.GetLocality()] = loc
+			cla.Endpoints = append(cla.Endpoints, loc)
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lb)
+	}
+	return cla, ok
+}
+
+// locality reads Istio's "region/zone/subzone".
+func locality(s string) *corev3.Locality {
+	if s == "" {
+		return nil
+	}
+	parts := strings.SplitN(s, "/", 3)
+	parts = append(parts, "", "")
+	return &corev3.Locality{Region: parts[0], Zone: parts[1], SubZone: parts[2]}
+}
+
+// routes builds the route table of a host and port: its MetaRouter's
+// routes, or a default route to the whole cluster.
+func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfiguration, bool) {
+	rc := &breezev1.RouteConfiguration{Name: RouteConfigName(host, port)}
+	o := t.routers[host]
+	if o == nil || t.bad[o] {
+		if o != nil {
+			return nil, false
+		}
+		key, _ := t.hashKey(host, "", port)
+		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
+			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
+		return rc, true
+	}
+	mr := o.Spec.(*metaprotocolv1alpha1.MetaRouter)
+	before := len(t.out.Problems)
+	warnOnce := func(field, format string, args ...any) {
+		// A MetaRouter is translated once per port: say it once.
+		for _, p := range t.out.Problems {
+			if p.Object == o.Ref() && p.Field == field {
+				return
+			}
+		}
+		t.problem(o, field, true, format, args...)
+	}
+	if mr.GetLocalRateLimit() != nil {
+		warnOnce("spec.localRateLimit", "not supported by Breeze yet; ignored")
+	}
+	if mr.GetGlobalRateLimit() != nil {
+		warnOnce("spec.globalRateLimit", "not supported by Breeze yet; ignored")
+	}
+	failed := false
+	for i, r := range mr.GetRoutes() {
+		field := fmt.Sprintf("spec.routes[%d]", i)
+		route := &breezev1.Route{Name: r.GetName()}
+		for _, k := range slices.Sorted(maps.Keys(r.GetMatch().GetAttributes())) {
+			m, f := r.GetMatch().GetAttributes()[k], fmt.Sprintf("%s.match.attributes[%q]", field, k)
+			mm := &breezev1.MetadataMatcher{Key: k}
+			switch s := m.GetMatchType().(type) {
+			case *metaprotocolv1alpha1.StringMatch_Exact:
+				mm.Match = &breezev1.MetadataMatcher_Exact{Exact: s.Exact}
+			case *metaprotocolv1alpha1.StringMatch_Prefix:
+				mm.Match = &breezev1.MetadataMatcher_Prefix{Prefix: s.Prefix}
+			case *metaprotocolv1alpha1.StringMatch_Regex:
+				if _, err := regexp.Compile(s.Regex); err != nil {
+					t.problem(o, f+".regex", false, "%q: %v", s.Regex, err)
+					failed = true
+				}
+				mm.Match = &breezev1.MetadataMatcher_Regex{Regex: s.Regex}
+			default:
+				t.problem(o, f, false, "needs one of exact, prefix, regex")
+				failed = true
+			}
+			if route.Match == nil {
+				route.Match = &breezev1.RouteMatch{}
+			}
+			route.Match.Metadata = append(route.Match.Metadata, mm)
+		}
+		action, ok := t.action(o, field, r.GetRoute(), port)
+		failed = failed || !ok
+		route.Route = action
+		for j, kv := range r.GetRequestMutation() {
+			if kv.GetKey() == "" {
+				t.problem(o, fmt.Sprintf("%s.requestMutation[%d].key", field, j), false, "required")
+				failed = true
+			}
+			route.RequestMutation = append(route.RequestMutation, &breezev1.KeyValue{Key: kv.GetKey(), Value: kv.GetValue()})
+		}
+		if len(r.GetResponseMutation()) > 0 {
+			warnOnce(field+".responseMutation", "not supported by Breeze yet; ignored")
+		}
+		if r.GetMirror() != nil {
+			warnOnce(field+".mirror", "not supported by Breeze yet; ignored")
+		}
+		rc.Routes = append(rc.Routes, route)
+	}
+	if failed {
+		// Problems of this MetaRouter were reported for an earlier port:
+		// keep one copy.
+		t.dedupe(before)
+		return nil, false
+	}
+	return rc, true
+}
+
+// dedupe drops problems added since index from that are already listed
+// before it (a MetaRouter is translated once per port).
+func (t *translator) dedupe(from int) {
+	kept := t.out.Problems[:from]
+	for _, p := range t.out.Problems[from:] {
+		if !slices.ContainsFunc(kept, func(q Problem) bool { return q.Error() == p.Error() }) {
+			kept = append(kept, p)
+		}
+	}
+	t.out.Problems = kept
+}
+
+func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alpha1.MetaRouteDestination, port uint32) (*breezev1.RouteAction, bool) {
+	if len(dests) == 0 {
+		t.problem(o, field+".route", false, "at least one destination is required")
+		return nil, false
+	}
+	ok := true
+	action := &breezev1.RouteAction{}
+	var weighted []*breezev1.ClusterWeight
+	var total uint64
+	for j, d := range dests {
+		f := fmt.Sprintf("%s.route[%d].destination", field, j)
+		host := d.GetDestination().GetHost()
+		if host == "" {
+			t.problem(o, f+".host", false, "required")
+			ok = false
+			continue
+		}
+		p := port
+		if n := d.GetDestination().GetPort().GetNumber(); n != 0 {
+			p = n
+		}
+		se := t.services[host]
+		if se == nil {
+			t.problem(o, f+".host", false, "%q: no ServiceEntry has this host", host)
+			ok = false
+			continue
+		}
+		if !slices.ContainsFunc(se.Spec.(*networkingv1alpha3.ServiceEntry).GetPorts(), func(sp *networkingv1alpha3.ServicePort) bool { return sp.GetNumber() == p }) {
+			t.problem(o, f+".port.number", false, "%d: %s has no such port", p, se.Ref())
+			ok = false
+			continue
+		}
+		var labels map[string]string
+		if name := d.GetDestination().GetSubset(); name != "" {
+			var err error
+			if labels, err = t.subset(host, name); err != nil {
+				t.problem(o, f+".subset", false, "%q: %v", name, err)
+				ok = false
+				continue
+			}
+		}
+		if key, _ := t.hashKey(host, d.GetDestination().GetSubset(), p); key != "" {
+			if action.HashKey != "" && action.HashKey != key {
+				t.problem(o, f, true, "DestinationRule hash key %q differs from %q of an earlier destination; %q applies to the route", key, action.HashKey, action.HashKey)
+			} else {
+				action.HashKey = key
+			}
+		}
+		weighted = append(weighted, &breezev1.ClusterWeight{Name: ClusterName(host, p), Weight: d.GetWeight(), Subset: labels})
+		total += uint64(d.GetWeight())
+	}
+	if !ok {
+		return nil, false
+	}
+	if len(weighted) == 1 {
+		action.ClusterSpecifier = &breezev1.RouteAction_Cluster{Cluster: weighted[0].Name}
+		action.Subset = weighted[0].Subset
+		return action, true
+	}
+	if total == 0 {
+		t.problem(o, field+".route", false, "the weights of %d destinations add up to 0", len(weighted))
+		return nil, false
+	}
+	action.ClusterSpecifier = &breezev1.RouteAction_WeightedClusters{WeightedClusters: &breezev1.WeightedClusters{Clusters: weighted}}
+	return action, true
+}
+
+var errNoRule = errors.New("no DestinationRule for this host defines subsets")
+
+// subset returns the labels of a DestinationRule subset.
+func (t *translator) subset(host, name string) (map[string]string, error) {
+	o := t.rules[host]
+	if o == nil || t.bad[o] {
+		return nil, errNoRule
+	}
+	dr := o.Spec.(*networkingv1alpha3.DestinationRule)
+	for _, s := range dr.GetSubsets() {
+		if s.GetName() == name {
+			return s.GetLabels(), nil
+		}
+	}
+	return nil, fmt.Errorf("%s defines no such subset", o.Ref())
+}
+
+// hashKey returns the metadata key a DestinationRule hashes on for a
+// host, subset and port (subset policy over port-level over the rule's
+// own), reporting what Breeze cannot carry as warnings on the rule.
+func (t *translator) hashKey(host, subset string, port uint32) (string, bool) {
+	o := t.rules[host]
+	if o == nil || t.bad[o] {
+		return "", false
+	}
+	dr := o.Spec.(*networkingv1alpha3.DestinationRule)
+	pick := func(tp *networkingv1alpha3.TrafficPolicy, field string) (*networkingv1alpha3.LoadBalancerSettings, string) {
+		for i, pl := range tp.GetPortLevelSettings() {
+			if pl.GetPort().GetNumber() == port && pl.GetLoadBalancer() != nil {
+				return pl.GetLoadBalancer(), fmt.Sprintf("%s.portLevelSettings[%d].loadBalancer", field, i)
+			}
+		}
+		if tp.GetLoadBalancer() != nil {
+			return tp.GetLoadBalancer(), field + ".loadBalancer"
+		}
+		return nil, ""
+	}
+	lb, field := pick(dr.GetTrafficPolicy(), "spec.trafficPolicy")
+	for i, s := range dr.GetSubsets() {
+		if s.GetName() == subset && subset != "" {
+			if l, f := pick(s.GetTrafficPolicy(), fmt.Sprintf("spec.subsets[%d].trafficPolicy", i)); l != nil {
+				lb, field = l, f
+			}
+		}
+	}
+	if lb == nil {
+		return "", false
+	}
+	warn := func(f, format string, args ...any) {
+		for _, p := range t.out.Problems {
+			if p.Object == o.Ref() && p.Field == f {
+				return
+			}
+		}
+		t.problem(o, f, true, format, args...)
+	}
+	if lb.GetSimple() != networkingv1alpha3.LoadBalancerSettings_UNSPECIFIED {
+		warn(field+".simple", "%v: routes cannot carry a balancing policy; set lb_policy on the proxy's cluster", lb.GetSimple())
+	}
+	ch := lb.GetConsistentHash()
+	if ch == nil {
+		return "", false
+	}
+	if key := ch.GetHttpHeaderName(); key != "" {
+		// Breeze hashes on request metadata (a Dubbo attachment, say),
+		// the MetaProtocol reading of an HTTP header, as in Aeraki.
+		return key, true
+	}
+	warn(field+".consistentHash", "only httpHeaderName (a request metadata key) is supported; ignored")
+	return "", false
+}

@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/cluster"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	xdsclient "github.com/breeze-mesh/breeze/xds/client"
+)
+
+var xdsUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "breeze_xds_updates_total", Help: "Resource versions from xDS applied (accepted) or refused (rejected, NACKed), by type (routes, endpoints).",
+}, []string{"proxy", "type", "result"})
+
+func init() { Registry.MustRegister(xdsUpdates) }
+
+// xdsClients shares one client (one ADS stream) per server and node id
+// among all proxies of the process: Envoy builds a Proxy per distinct
+// config, and they may be many.
+var xdsClients = struct {
+	mu sync.Mutex
+	m  map[xdsKey]*sharedClient
+}{m: map[xdsKey]*sharedClient{}}
+
+type xdsKey struct{ address, node string }
+
+type sharedClient struct {
+	*xdsclient.Client
+	refs int
+}
+
+func acquireXDS(address, node string) (*xdsclient.Client, func(), error) {
+	k := xdsKey{address, node}
+	xdsClients.mu.Lock()
+	defer xdsClients.mu.Unlock()
+	sc := xdsClients.m[k]
+	if sc == nil {
+		c, err := xdsclient.New(xdsclient.Options{Address: address, NodeID: node, Log: slog.Default().With("xds_node", node)})
+		if err != nil {
+			return nil, nil, err
+		}
+		sc = &sharedClient{Client: c}
+		xdsClients.m[k] = sc
+	}
+	sc.refs++
+	var once sync.Once
+	return sc.Client, func() {
+		once.Do(func() {
+			xdsClients.mu.Lock()
+			sc.refs--
+			last := sc.refs == 0
+			if last {
+				delete(xdsClients.m, k)
+			}
+			xdsClients.mu.Unlock()
+			if last {
+				sc.Close()
+			}
+		})
+	}, nil
+}
+
+// xdsWatches is what a proxy subscribed to; stop ends it.
+type xdsWatches struct {
+	cancels []func()
+	release func()
+}
+
+func (w *xdsWatches) stop() {
+	if w == nil {
+		return
+	}
+	for _, c := range w.cancels {
+		c()
+	}
+	w.release()
+}
+
+// startXDS subscribes the proxy to its route table and the endpoints of
+// its EDS clusters. Each version is applied as UpdateRoutes and
+// Cluster.Update do: atomically, under live connections. A version that
+// does not fit this proxy is refused (the client NACKs it) and the proxy
+// keeps what it had.
+func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
+	x := cfg.GetXds()
+	if x == nil {
+		return nil
+	}
+	node := x.GetNodeId()
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	c, release, err := acquireXDS(x.GetAddress(), node)
+	if err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+	w := &xdsWatches{release: release}
+	// all closes once each watched resource has arrived (applied or not);
+	// the count starts at 1 until every watch is set up.
+	var pending atomic.Int32
+	all := make(chan struct{})
+	countDown := func() {
+		if pending.Add(-1) == 0 {
+			close(all)
+		}
+	}
+	pending.Add(1)
+	arrived := func() func() {
+		pending.Add(1)
+		var once sync.Once
+		return func() { once.Do(countDown) }
+	}
+	if name := x.GetRouteConfigName(); name != "" {
+		clusters := cfg.GetClusters()
+		done := arrived()
+		w.cancels = append(w.cancels, c.WatchRoutes(name, func(rc *breezev1.RouteConfiguration) error {
+			defer done()
+			return p.applyRoutes(rc, clusters)
+		}))
+	}
+	for _, cl := range cfg.GetClusters() {
+		if cl.GetType() != breezev1.Cluster_EDS {
+			continue
+		}
+		service := cl.GetEdsServiceName()
+		if service == "" {
+			service = cl.GetName()
+		}
+		name := cl.GetName()
+		done := arrived()
+		w.cancels = append(w.cancels, c.WatchEndpoints(service, func(cla *endpointv3.ClusterLoadAssignment) error {
+			defer done()
+			return p.applyEndpoints(name, cla)
+		}))
+	}
+	p.xds = w
+	countDown()
+
+	wait := defaultInitialFetchTimeout
+	if d := x.GetInitialFetchTimeout(); d != nil {
+		wait = d.AsDuration()
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-all:
+		case <-t.C:
+			p.log.Warn("xds: not everything arrived in time; serving without it meanwhile",
+				"xds_server", x.GetAddress(), "initial_fetch_timeout", wait)
+		}
+	}
+	return nil
+}
+
+// defaultInitialFetchTimeout bounds how long a new proxy waits for its
+// first xDS resources: long enough for a healthy control plane, short
+// enough not to stall Envoy's thread for long when it is down.
+const defaultInitialFetchTimeout = time.Second
+
+func (p *Proxy) applyRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster) error {
+	err := config.ValidateRoutes(rc, clusters)
+	if err == nil {
+		err = p.UpdateRoutes(rc)
+	}
+	if err != nil {
+		xdsUpdates.WithLabelValues(p.name, "routes", "rejected").Inc()
+		err = oneLine(err)
+		p.log.Warn("xds route table rejected; keeping the current one", "route_config", rc.GetName(), "err", err)
+		return err
+	}
+	xdsUpdates.WithLabelValues(p.name, "routes", "accepted").Inc()
+	p.log.Info("xds route table applied", "route_config", rc.GetName(), "routes", len(rc.GetRoutes()))
+	return nil
+}
+
+func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
+	eps, err := xdsclient.Endpoints(cla)
+	if err != nil {
+		xdsUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()
+		p.log.Warn("xds endpoints rejected; keeping the current ones", "cluster", name, "eds_service_name", cla.GetClusterName(), "err", err)
+		return err
+	}
+	specs := make([]cluster.Spec, len(eps))
+	for i, e := range eps {
+		specs[i] = cluster.Spec{Addr: e.Addr, Labels: e.Labels, Weight: e.Weight}
+	}
+	cl := p.Cluster(name)
+	cl.Update(specs)
+	p.retirePools()
+	xdsUpdates.WithLabelValues(p.name, "endpoints", "accepted").Inc()
+	p.log.Info("xds endpoints applied", "cluster", name, "endpoints", len(specs))
+	return nil
+}
+
+// oneLine puts joined errors on one line: the NACK carries the same text.
+func oneLine(err error) error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var parts []string
+	for _, e := range j.Unwrap() {
+		parts = append(parts, e.Error())
+	}
+	return errors.New(strings.Join(parts, "; "))
+}
+
+// retirePools retires the pools of endpoints no cluster has any more
+// (removed by EDS, or by a DNS refresh), so that upstream pools follow the
+// endpoint set instead of growing with every endpoint ever seen.
+func (p *Proxy) retirePools() {
+	live := map[*cluster.Endpoint]bool{}
+	for _, c := range p.snap.Load().clusters {
+		for _, ep := range c.Endpoints() {
+			live[ep] = true
+		}
+	}
+	p.poolsMu.Lock()
+	var gone []*pool
+	for ep, pl := range p.pools {
+		if !live[ep] {
+			delete(p.pools, ep)
+			gone = append(gone, pl)
+		}
+	}
+	p.poolsMu.Unlock()
+	for _, pl := range gone {
+		pl.retire()
+	}
+}
+
+// retire stops new requests to the pool; each of its connections closes
+// once the requests it carries are answered, so that removing an endpoint
+// fails no request.
+func (pl *pool) retire() {
+	pl.mu.Lock()
+	pl.retired = true
+	conns := pl.conns
+	pl.conns = nil
+	pl.mu.Unlock()
+	for _, uc := range conns {
+		uc.mu.Lock()
+		idle := false
+		switch uc.state {
+		case connecting, ready:
+			// A connecting one closes once open and answered (OnPoolReady).
+			uc.state = draining
+			idle = uc.cb != nil && len(uc.pending) == 0
+		}
+		uc.mu.Unlock()
+		if idle {
+			uc.closeByUs()
+		}
+	}
+}
+
+// live reports whether ep is still an endpoint of c: a request balanced
+// on a set that has just been replaced must not open a pool for an
+// endpoint that is gone.
+func live(c *clusterEntry, ep *cluster.Endpoint) bool {
+	return slices.Contains(c.Endpoints(), ep)
+}

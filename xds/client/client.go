@@ -1,0 +1,460 @@
+// Package client is Breeze's xDS client: one aggregated (ADS) gRPC stream to
+// an xDS server, state of the world, shared by every watcher of the process.
+//
+// Watchers subscribe to resources by type and name; the stream's
+// subscription for a type is the union of its watchers' names. Each new
+// version of a resource is handed to its watchers, which apply it or return
+// an error: the response is then NACKed with every error in its detail,
+// and the watchers that refused it keep what they had. The stream
+// reconnects with backoff, from a server that is not up yet as well as from
+// one that went away; watchers keep their last version meanwhile.
+//
+// Two resource types are known: Breeze's own route table
+// (breeze.v1.RouteConfiguration) and Envoy's endpoint assignment
+// (envoy.config.endpoint.v3.ClusterLoadAssignment), read by Endpoints.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// Type URLs of the resources a Client fetches.
+const (
+	RouteConfigurationType    = "type.googleapis.com/breeze.v1.RouteConfiguration"
+	ClusterLoadAssignmentType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+	// A server sends a resource wrapped in this when it gives it a TTL.
+	resourceWrapperType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Address is the server's host:port (plaintext gRPC).
+	Address string
+	// NodeID identifies this process to the server.
+	NodeID string
+	Log    *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between connection
+	// attempts (jittered, doubling); zero means 100ms and 5s. A stream
+	// that lived a while starts again from MinBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// DialOptions are added to the connection's (tests).
+	DialOptions []grpc.DialOption
+}
+
+// Client is one ADS stream and its watchers. Its methods are safe for
+// concurrent use.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+	node *corev3.Node
+	conn *grpc.ClientConn
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// deliverMu serialises the delivery of resources to watchers, so that
+	// a watcher sees versions in order, and a new watcher's first value
+	// (from the cache) never overtakes a newer one from the stream.
+	deliverMu sync.Mutex
+
+	mu    sync.Mutex
+	types map[string]*typeState
+	kick  chan struct{} // wakes the sender: a request is due
+}
+
+// typeState is the client's state for one resource type.
+type typeState struct {
+	decode func(*anypb.Any) (proto.Message, string, error)
+	// watchers by resource name.
+	watchers map[string]map[*watcher]struct{}
+	// last is the newest version of each watched resource the server
+	// sent; a new watcher starts from it. Entries go with their last
+	// watcher, so memory follows what is watched.
+	last map[string]proto.Message
+
+	// version is the last version ACKed (on any stream): a NACK repeats
+	// it, and a new stream starts from it.
+	version string
+	// Per stream: the last nonce received, whether a request is due and
+	// the error detail it must carry (a NACK).
+	nonce string
+	dirty bool
+	nack  string
+}
+
+type watcher struct {
+	apply func(proto.Message) error
+	// seen is the last version offered to this watcher and err its
+	// answer: a resend of the same resource (after a reconnect) gets the
+	// same answer without applying it again.
+	seen proto.Message
+	err  error
+}
+
+// New starts a client; it connects in the background and keeps trying
+// until Close.
+func New(opts Options) (*Client, error) {
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	opts.MaxBackoff = max(opts.MaxBackoff, opts.MinBackoff)
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// gRPC's own reconnect backoff (up to 2 minutes by default) would
+		// otherwise decide how soon a restarted server is seen again.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: opts.MinBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: opts.MaxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}, opts.DialOptions...)
+	conn, err := grpc.NewClient(opts.Address, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("xds server %q: %w", opts.Address, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		opts:   opts,
+		log:    log.With("xds_server", opts.Address),
+		node:   &corev3.Node{Id: opts.NodeID, UserAgentName: "breeze"},
+		conn:   conn,
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		types: map[string]*typeState{
+			RouteConfigurationType:    {decode: decodeRoutes},
+			ClusterLoadAssignmentType: {decode: decodeEndpoints},
+		},
+	}
+	for _, ts := range c.types {
+		ts.watchers = map[string]map[*watcher]struct{}{}
+		ts.last = map[string]proto.Message{}
+	}
+	go c.run()
+	return c, nil
+}
+
+// Close ends the stream and waits for the client's goroutines.
+func (c *Client) Close() {
+	c.cancel()
+	<-c.done
+	c.conn.Close()
+}
+
+// WatchRoutes subscribes to the breeze.v1.RouteConfiguration named name.
+// apply gets every new version (and at once the current one, if the client
+// has it); an error it returns NACKs that version and apply must then keep
+// what it had. Calls are serialised across all watchers of the client and
+// must not call the client's methods. cancel ends the watch.
+func (c *Client) WatchRoutes(name string, apply func(*breezev1.RouteConfiguration) error) (cancel func()) {
+	return c.watch(RouteConfigurationType, name, func(m proto.Message) error {
+		return apply(m.(*breezev1.RouteConfiguration))
+	})
+}
+
+// WatchEndpoints subscribes to the ClusterLoadAssignment named name (an
+// EDS service name), as WatchRoutes does.
+func (c *Client) WatchEndpoints(name string, apply func(*endpointv3.ClusterLoadAssignment) error) (cancel func()) {
+	return c.watch(ClusterLoadAssignmentType, name, func(m proto.Message) error {
+		return apply(m.(*endpointv3.ClusterLoadAssignment))
+	})
+}
+
+func (c *Client) watch(typeURL, name string, apply func(proto.Message) error) func() {
+	w := &watcher{apply: apply}
+	c.deliverMu.Lock()
+	c.mu.Lock()
+	ts := c.types[typeURL]
+	ws := ts.watchers[name]
+	if ws == nil {
+		ws = map[*watcher]struct{}{}
+		ts.watchers[name] = ws
+		c.due(ts)
+	}
+	ws[w] = struct{}{}
+	last := ts.last[name]
+	c.mu.Unlock()
+	if last != nil {
+		w.offer(last)
+	}
+	c.deliverMu.Unlock()
+
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			delete(ws, w)
+			if len(ws) == 0 && ts.watchers[name] != nil {
+				delete(ts.watchers, name)
+				delete(ts.last, name)
+				c.due(ts)
+			}
+		})
+	}
+}
+
+// due marks a request for ts due (its subscription changed, or an answer
+// is owed) and wakes the sender. Called with c.mu held.
+func (c *Client) due(ts *typeState) {
+	ts.dirty = true
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// offer hands m to the watcher unless it already answered for an equal
+// resource, and returns its answer.
+func (w *watcher) offer(m proto.Message) error {
+	if w.seen != nil && proto.Equal(w.seen, m) {
+		return w.err
+	}
+	w.seen, w.err = m, w.apply(m)
+	return w.err
+}
+
+func (c *Client) run() {
+	defer close(c.done)
+	wait := c.opts.MinBackoff
+	for {
+		start := time.Now()
+		err := c.stream()
+		if c.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			wait = c.opts.MinBackoff
+		}
+		c.log.Warn("xds stream ended; reconnecting", "err", err, "after", wait)
+		// Jitter, so that a fleet of proxies does not reconnect in step.
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, c.opts.MaxBackoff)
+	}
+}
+
+// stream runs one ADS stream until it fails or the client closes.
+func (c *Client) stream() error {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	// WaitForReady: while the server is down, wait for gRPC to connect
+	// (with the backoff set in New) instead of failing at once.
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	for _, ts := range c.types {
+		ts.nonce, ts.nack = "", ""
+		// A type nobody watches is not requested: an empty first request
+		// would subscribe to all its resources.
+		if len(ts.watchers) > 0 {
+			c.due(ts)
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info("xds stream open")
+
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- c.send(ctx, s) }()
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			cancel()
+			<-sendErr
+			return err
+		}
+		c.handle(resp)
+	}
+}
+
+// send writes the requests that are due until ctx ends.
+func (c *Client) send(ctx context.Context, s discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		}
+		for {
+			req := c.nextRequest()
+			if req == nil {
+				break
+			}
+			if first {
+				req.Node = c.node // the server needs it on the first request only
+				first = false
+			}
+			if err := s.Send(req); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// nextRequest builds the request of one type that is due, or returns nil.
+func (c *Client) nextRequest() *discoveryv3.DiscoveryRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, typeURL := range []string{ClusterLoadAssignmentType, RouteConfigurationType} {
+		ts := c.types[typeURL]
+		if !ts.dirty {
+			continue
+		}
+		ts.dirty = false
+		req := &discoveryv3.DiscoveryRequest{
+			TypeUrl:       typeURL,
+			VersionInfo:   ts.version,
+			ResponseNonce: ts.nonce,
+			ResourceNames: slices.Sorted(maps.Keys(ts.watchers)),
+		}
+		if ts.nack != "" {
+			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: ts.nack}
+			ts.nack = ""
+		}
+		return req
+	}
+	return nil
+}
+
+// handle applies a response and queues its ACK or NACK.
+func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
+	c.deliverMu.Lock()
+	defer c.deliverMu.Unlock()
+	c.mu.Lock()
+	ts := c.types[resp.GetTypeUrl()]
+	c.mu.Unlock()
+	if ts == nil {
+		// Nothing asked for it: answer nothing, as a request for that
+		// type would need a subscription of its own.
+		c.log.Warn("xds response of a type never requested", "type", resp.GetTypeUrl())
+		return
+	}
+	var problems []string
+	applied := 0
+	for i, a := range resp.GetResources() {
+		m, name, err := ts.decode(a)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("resources[%d]: %v", i, err))
+			continue
+		}
+		c.mu.Lock()
+		var ws []*watcher
+		if set := ts.watchers[name]; set != nil {
+			ts.last[name] = m
+			for w := range set {
+				ws = append(ws, w)
+			}
+		}
+		c.mu.Unlock()
+		var errs []error
+		for _, w := range ws {
+			if err := w.offer(m); err != nil && !slices.ContainsFunc(errs, func(e error) bool { return e.Error() == err.Error() }) {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 {
+			problems = append(problems, fmt.Sprintf("%s %q: %v", shortType(resp.GetTypeUrl()), name, errors.Join(errs...)))
+		} else if len(ws) > 0 {
+			applied++
+		}
+	}
+	c.mu.Lock()
+	ts.nonce = resp.GetNonce()
+	if len(problems) == 0 {
+		ts.version = resp.GetVersionInfo()
+	} else {
+		ts.nack = strings.Join(problems, "; ")
+	}
+	c.due(ts)
+	c.mu.Unlock()
+	if len(problems) > 0 {
+		c.log.Warn("xds update rejected (NACK); keeping the last good version", "type", shortType(resp.GetTypeUrl()),
+			"version", resp.GetVersionInfo(), "err", strings.Join(problems, "; "))
+		return
+	}
+	c.log.Debug("xds update accepted (ACK)", "type", shortType(resp.GetTypeUrl()), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "applied", applied)
+}
+
+func shortType(typeURL string) string { return typeURL[strings.LastIndexByte(typeURL, '/')+1:] }
+
+// unwrap returns the resource inside a discovery Resource wrapper (sent with
+// a TTL), or a itself.
+func unwrap(a *anypb.Any, want string) (*anypb.Any, error) {
+	if a.GetTypeUrl() == resourceWrapperType {
+		var r discoveryv3.Resource
+		if err := a.UnmarshalTo(&r); err != nil {
+			return nil, err
+		}
+		if r.GetResource() == nil {
+			return nil, fmt.Errorf("resource %q: empty wrapper (removal is not supported in state of the world)", r.GetName())
+		}
+		a = r.GetResource()
+	}
+	if a.GetTypeUrl() != want {
+		return nil, fmt.Errorf("type %q in a response for %q", a.GetTypeUrl(), want)
+	}
+	return a, nil
+}
+
+func decodeRoutes(a *anypb.Any) (proto.Message, string, error) {
+	a, err := unwrap(a, RouteConfigurationType)
+	if err != nil {
+		return nil, "", err
+	}
+	rc := &breezev1.RouteConfiguration{}
+	if err := proto.Unmarshal(a.GetValue(), rc); err != nil {
+		return nil, "", err
+	}
+	return rc, rc.GetName(), nil
+}
+
+func decodeEndpoints(a *anypb.Any) (proto.Message, string, error) {
+	a, err := unwrap(a, ClusterLoadAssignmentType)
+	if err != nil {
+		return nil, "", err
+	}
+	cla := &endpointv3.ClusterLoadAssignment{}
+	if err := proto.Unmarshal(a.GetValue(), cla); err != nil {
+		return nil, "", err
+	}
+	return cla, cla.GetClusterName(), nil
+}
