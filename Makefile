@@ -6,7 +6,7 @@ export CGO_ENABLED := 1
 # Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
 export GODEBUG := cgocheck=0
 
-.PHONY: all build plugin demo test test-unit test-e2e check-plugin fuzz vet protos clean
+.PHONY: all build plugin demo test test-unit test-e2e check-plugin fuzz vet protos clean bench
 
 all: build plugin
 
@@ -45,6 +45,12 @@ fuzz:
 
 protos:
 	bash scripts/gen-protos.sh
+
+# Echo direct, a plain TCP relay, Breeze and stock Envoy's dubbo_proxy under
+# the same load; table in bench/results/latest.md (see bench/README.md).
+# QUICK=1: main table only. PROFILE=1: CPU and allocation profiles of Breeze.
+bench:
+	PROFILE=$(PROFILE) QUICK=$(QUICK) bash scripts/bench.sh
 
 clean:
 	rm -rf $(BIN)

@@ -6,6 +6,7 @@ package main
 import (
 	// Codecs register themselves by name.
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
+	_ "github.com/breeze-mesh/breeze/codecs/thrift"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 )
 

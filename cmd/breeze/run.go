@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	// Codecs register themselves by name.
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
+	_ "github.com/breeze-mesh/breeze/codecs/thrift"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	"github.com/breeze-mesh/breeze/host"
@@ -31,6 +33,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	file := fs.String("c", "", "runner config file (YAML or JSON); the embedded demo config if empty")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go's net/http/pprof on this host:port (for profiling; off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +93,22 @@ func run(args []string) error {
 		}()
 		defer srv.Close()
 		fmt.Printf("ADMIN %s\n", ln.Addr())
+	}
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("-pprof: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := &http.Server{Handler: mux}
+		go srv.Serve(ln)
+		defer srv.Close()
+		fmt.Printf("PPROF %s\n", ln.Addr())
 	}
 	log.Info("breeze running", "listeners", len(cfg.GetListeners()), "config", strings.TrimSpace(*file))
 	<-ctx.Done()

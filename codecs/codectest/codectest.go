@@ -29,6 +29,9 @@ type Samples struct {
 	RequestMetadata codecs.Metadata
 	// MutableKey is a key of RequestMetadata that a mutation can overwrite
 	// (for Dubbo an attachment, not a field the codec derives elsewhere).
+	// Empty when the frame has nowhere to carry key/values (Thrift's framed
+	// and unframed transports): the kit then checks that Encode with
+	// mutations either refuses them or sends the frame unchanged.
 	MutableKey string
 	// Payload is a part of Request the codec passes through opaque, such as
 	// the encoded call arguments. Mutations and id rewrites must keep it
@@ -88,7 +91,7 @@ func checkSamples(t *testing.T, s Samples) {
 	if len(s.RequestMetadata) == 0 {
 		t.Fatal("codectest: Samples.RequestMetadata is empty")
 	}
-	if _, ok := s.RequestMetadata.Get(s.MutableKey); !ok {
+	if _, ok := s.RequestMetadata.Get(s.MutableKey); !ok && s.MutableKey != "" {
 		t.Fatalf("codectest: Samples.MutableKey %q is not a key of RequestMetadata", s.MutableKey)
 	}
 	if !bytes.Contains(s.Request, s.Payload) {
@@ -254,6 +257,16 @@ func (k kit) severalFrames(t *testing.T) {
 func (k kit) mutations(t *testing.T) {
 	c := k.codec(t)
 	msg := decodeAll(t, c, k.s.Request)
+	if k.s.MutableKey == "" {
+		// No headers: a mutation may be refused (an error the proxy turns
+		// into an error reply) or ignored, but never half-applied.
+		msg.Mutations = codecs.Metadata{{Key: mutationKey, Value: "kit-added-value"}}
+		out, err := c.Encode(msg)
+		if err == nil && !bytes.Equal(out, k.s.Request) {
+			t.Errorf("Encode with mutations on a frame without headers changed it:\n got %x\nwant %x", out, k.s.Request)
+		}
+		return
+	}
 	before := asMap(msg.Metadata)
 	id := msg.ID
 	msg.Mutations = codecs.Metadata{

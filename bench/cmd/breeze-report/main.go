@@ -1,0 +1,222 @@
+// Command breeze-report turns breeze-load's JSON lines into Markdown tables:
+// one per group of runs, each figure with its ratio to a baseline (the
+// relay) and a peer (Envoy's C++ proxy) measured in the same group at the
+// same connection count. Repeated runs of one configuration are reduced to
+// their median.
+//
+//	breeze-report -base relay -peer envoy-dubbo results.jsonl
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+type row struct {
+	Group   string           `json:"group"`
+	Kind    string           `json:"kind"`
+	Label   string           `json:"label"`
+	Conns   int              `json:"conns"`
+	InFl    int              `json:"in_flight"`
+	Payload int              `json:"payload"`
+	RPS     float64          `json:"rps"`
+	P50     float64          `json:"p50_us"`
+	P99     float64          `json:"p99_us"`
+	P999    float64          `json:"p999_us"`
+	Errors  int64            `json:"errors"`
+	EKinds  map[string]int64 `json:"error_kinds"`
+	CPU1k   float64          `json:"cpu_s_per_1k"`
+	Reads   float64          `json:"reads_per_req"`
+	Writes  float64          `json:"writes_per_req"`
+	Opened  int              `json:"opened"`
+	Before  int64            `json:"rss_before_bytes"`
+	After   int64            `json:"rss_after_bytes"`
+	PerConn float64          `json:"bytes_per_conn"`
+	runs    int
+}
+
+func main() {
+	base := flag.String("base", "relay", "label of the baseline the ratios divide by")
+	peer := flag.String("peer", "envoy-dubbo", "label of the peer the ratios divide by")
+	flag.Parse()
+	var rows []row
+	for _, name := range flag.Args() {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "breeze-report:", err)
+			os.Exit(1)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "" {
+				continue
+			}
+			var r row
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				fmt.Fprintf(os.Stderr, "breeze-report: %s: %v\n", name, err)
+				os.Exit(1)
+			}
+			rows = append(rows, r)
+		}
+		f.Close()
+	}
+	report(os.Stdout, rows, *base, *peer)
+}
+
+type key struct {
+	group, kind, label string
+	conns              int
+}
+
+// median merges repeated runs of one configuration.
+func merge(rs []row) row {
+	m := rs[0]
+	m.runs = len(rs)
+	med := func(get func(r row) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	m.RPS = med(func(r row) float64 { return r.RPS })
+	m.P50 = med(func(r row) float64 { return r.P50 })
+	m.P99 = med(func(r row) float64 { return r.P99 })
+	m.P999 = med(func(r row) float64 { return r.P999 })
+	m.CPU1k = med(func(r row) float64 { return r.CPU1k })
+	m.Reads = med(func(r row) float64 { return r.Reads })
+	m.Writes = med(func(r row) float64 { return r.Writes })
+	m.PerConn = med(func(r row) float64 { return r.PerConn })
+	m.Before = int64(med(func(r row) float64 { return float64(r.Before) }))
+	m.After = int64(med(func(r row) float64 { return float64(r.After) }))
+	m.Errors = 0
+	m.EKinds = map[string]int64{}
+	for _, r := range rs {
+		m.Errors += r.Errors
+		for k, v := range r.EKinds {
+			m.EKinds[k] += v
+		}
+	}
+	return m
+}
+
+func report(w io.Writer, rows []row, base, peer string) {
+	var order []key
+	byKey := map[key][]row{}
+	var groups []string
+	seen := map[string]bool{}
+	for _, r := range rows {
+		k := key{r.Group, r.Kind, r.Label, r.Conns}
+		if _, ok := byKey[k]; !ok {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], r)
+		if !seen[r.Group] {
+			seen[r.Group] = true
+			groups = append(groups, r.Group)
+		}
+	}
+	merged := map[key]row{}
+	for k, rs := range byKey {
+		merged[k] = merge(rs)
+	}
+	for _, g := range groups {
+		var load, idle []key
+		for _, k := range order {
+			if k.group != g {
+				continue
+			}
+			if k.kind == "idle" {
+				idle = append(idle, k)
+			} else {
+				load = append(load, k)
+			}
+		}
+		title := g
+		if title == "" {
+			title = "runs"
+		}
+		fmt.Fprintf(w, "### %s\n\n", title)
+		if len(load) > 0 {
+			loadTable(w, load, merged, base, peer)
+		}
+		if len(idle) > 0 {
+			idleTable(w, idle, merged)
+		}
+	}
+}
+
+func ratio(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func cpu(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.4f", v)
+}
+
+func loadTable(w io.Writer, keys []key, m map[key]row, base, peer string) {
+	fmt.Fprintf(w, "| system | conns × in flight | req/s | p50 µs | p99 µs | p99.9 µs | errors | CPU s / 1k req | CPU ÷ %s | CPU ÷ %s | req/s ÷ %s | p99 ÷ %s | syscalls / req (r + w) | runs |\n", base, peer, peer, peer)
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	// Rows sorted by connections, keeping the run order within one count.
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].conns < keys[j].conns })
+	for _, k := range keys {
+		r := m[k]
+		b, hasB := m[key{k.group, k.kind, base, k.conns}]
+		p, hasP := m[key{k.group, k.kind, peer, k.conns}]
+		cb, cp, rp, lp := "–", "–", "–", "–"
+		if hasB {
+			cb = ratio(r.CPU1k, b.CPU1k)
+		}
+		if hasP {
+			cp, rp, lp = ratio(r.CPU1k, p.CPU1k), ratio(r.RPS, p.RPS), ratio(r.P99, p.P99)
+		}
+		errs := fmt.Sprint(r.Errors)
+		if r.Errors > 0 {
+			var parts []string
+			for k, v := range r.EKinds {
+				parts = append(parts, fmt.Sprintf("%s %d", k, v))
+			}
+			sort.Strings(parts)
+			errs += " (" + strings.Join(parts, ", ") + ")"
+		}
+		sys := "–"
+		if r.Reads > 0 || r.Writes > 0 {
+			sys = fmt.Sprintf("%.2f + %.2f", r.Reads, r.Writes)
+		}
+		fmt.Fprintf(w, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			k.label, r.Conns, r.InFl, r.RPS, r.P50, r.P99, r.P999, errs, cpu(r.CPU1k), cb, cp, rp, lp, sys, r.runs)
+	}
+	fmt.Fprintln(w)
+}
+
+func idleTable(w io.Writer, keys []key, m map[key]row) {
+	fmt.Fprintln(w, "| system | idle connections | RSS before MiB | RSS after MiB | KiB per connection | errors | runs |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|")
+	for _, k := range keys {
+		r := m[k]
+		var errs int64
+		for _, v := range r.EKinds {
+			errs += v
+		}
+		fmt.Fprintf(w, "| %s | %d | %.1f | %.1f | %.1f | %d | %d |\n", k.label, r.Opened,
+			float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn/1024, errs, r.runs)
+	}
+	fmt.Fprintln(w)
+}

