@@ -200,6 +200,15 @@ type Codec interface {
 	HeartbeatReply(hb *Message) []byte
 }
 
+// Flavored is implemented by codecs whose connections come in variants
+// that cannot share one upstream connection (Thrift: framed or unframed,
+// binary or compact, THeader...). Flavor names the variant of the frame
+// last decoded ("" before the first); the proxy keeps one upstream pool per
+// endpoint and flavor, so a server never sees two variants on a connection.
+type Flavored interface {
+	Flavor() string
+}
+
 // Options configure a codec instance.
 type Options struct {
 	// MaxFrameSize bounds one frame in bytes; 0 means the codec's default.

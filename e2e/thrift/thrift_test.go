@@ -463,16 +463,13 @@ func TestMixedFlavorsShareUpstream(t *testing.T) {
 	}
 }
 
-// TestUnframedSharesUpstreamWithFramed needs the proxy to keep one upstream
-// pool per codec flavor: an unframed client and a framed one calling the
+// TestUnframedSharesUpstreamWithFramed checks that the proxy keeps one
+// upstream pool per codec flavor (codecs.Flavored): an unframed client and a framed one calling the
 // same Apache THeader server must not share an upstream connection (after
 // one unframed message, Apache Go's THeaderTransport reads the rest of the
 // connection as unframed, and every framed request on it then hangs until
 // its timeout). See codecs/thrift/README.md, "Shared upstream connections".
 func TestUnframedSharesUpstreamWithFramed(t *testing.T) {
-	if os.Getenv("BREEZE_E2E_FLAVOR_POOLS") != "1" {
-		t.Skip("needs per-flavor upstream pools in the proxy (set BREEZE_E2E_FLAVOR_POOLS=1 once filters/proxy has them)")
-	}
 	t.Parallel()
 	srv := server(t, "multi", "-impl", "apache", "-transport", "header")
 	p := proxy(t, header+`

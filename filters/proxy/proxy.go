@@ -32,7 +32,7 @@ type Proxy struct {
 	snap atomic.Pointer[snapshot]
 
 	poolsMu sync.Mutex
-	pools   map[*cluster.Endpoint]*pool
+	pools   map[poolKey]*pool
 
 	// err is set when the configuration was rejected: every connection is
 	// then refused with a log line, instead of crashing Envoy.
@@ -74,7 +74,7 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		},
 		idleTimeout:    cfg.GetIdleTimeout().AsDuration(),
 		defaultTimeout: cfg.GetRequestTimeout().AsDuration(),
-		pools:          map[*cluster.Endpoint]*pool{},
+		pools:          map[poolKey]*pool{},
 	}
 	if p.defaultTimeout <= 0 {
 		p.defaultTimeout = defaultRequestTimeout
@@ -187,18 +187,25 @@ func (p *Proxy) Close() {
 	}
 	p.poolsMu.Lock()
 	pools := p.pools
-	p.pools = map[*cluster.Endpoint]*pool{}
+	p.pools = map[poolKey]*pool{}
 	p.poolsMu.Unlock()
 	for _, pl := range pools {
 		pl.closeAll()
 	}
 }
 
-// pool returns the shared upstream pool of an endpoint.
-func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry) *pool {
+// poolKey: one pool per endpoint and codec flavor (see codecs.Flavored).
+type poolKey struct {
+	ep     *cluster.Endpoint
+	flavor string
+}
+
+// pool returns the shared upstream pool of an endpoint for a flavor.
+func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry, flavor string) *pool {
 	p.poolsMu.Lock()
 	defer p.poolsMu.Unlock()
-	pl := p.pools[ep]
+	key := poolKey{ep, flavor}
+	pl := p.pools[key]
 	if pl == nil {
 		pl = &pool{proxy: p, ep: ep, cluster: c}
 		if !live(c, ep) {
@@ -206,7 +213,7 @@ func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry) *pool {
 			pl.retired = true
 			return pl
 		}
-		p.pools[ep] = pl
+		p.pools[key] = pl
 	}
 	return pl
 }

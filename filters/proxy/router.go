@@ -33,6 +33,10 @@ func (p *Proxy) route(d *downConn, m *codecs.Message) {
 		target:   t,
 		cluster:  c,
 		timeout:  r.Timeout,
+		private:  m.Private,
+	}
+	if f, ok := d.codec.(codecs.Flavored); ok {
+		req.flavor = f.Flavor()
 	}
 	if req.timeout <= 0 {
 		req.timeout = p.defaultTimeout
@@ -79,7 +83,7 @@ func (p *Proxy) dispatch(req *pending, m *codecs.Message, exclude *cluster.Endpo
 	} else if req.attempt == 0 {
 		req.cluster.metrics.requests.Inc()
 	}
-	p.pool(ep, req.cluster).send(req, m)
+	p.pool(ep, req.cluster, req.flavor).send(req, m)
 }
 
 func subsetDesc(t *route.Target) string {
@@ -110,7 +114,11 @@ type pending struct {
 	ep       *cluster.Endpoint
 	timeout  time.Duration
 	start    time.Time
-	attempt  int
+	// flavor and private describe the request's wire variant: its pool,
+	// and the form of a local reply sent after the connection moved on.
+	flavor  string
+	private [4]int
+	attempt int
 
 	// While its upstream connection is still opening, the request waits
 	// with its own copy of the message (the downstream buffer moves on).
@@ -127,7 +135,7 @@ func (r *pending) replyMsg() *codecs.Message {
 	if r.oneway {
 		typ = codecs.Oneway
 	}
-	return &codecs.Message{Type: typ, ID: r.clientID, Metadata: r.meta}
+	return &codecs.Message{Type: typ, ID: r.clientID, Metadata: r.meta, Private: r.private}
 }
 
 // copyMessage detaches m from the downstream buffer.

@@ -230,9 +230,9 @@ func (p *Proxy) retirePools() {
 	}
 	p.poolsMu.Lock()
 	var gone []*pool
-	for ep, pl := range p.pools {
-		if !live[ep] {
-			delete(p.pools, ep)
+	for key, pl := range p.pools {
+		if !live[key.ep] {
+			delete(p.pools, key)
 			gone = append(gone, pl)
 		}
 	}
