@@ -6,7 +6,7 @@ export CGO_ENABLED := 1
 # Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
 export GODEBUG := cgocheck=0
 
-.PHONY: all build plugin demo test test-unit test-e2e check-plugin fuzz vet protos clean bench
+.PHONY: all build plugin demo test test-unit test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
 
 all: build plugin
 
@@ -22,7 +22,7 @@ plugin:
 demo:
 	bash scripts/demo.sh
 
-test: vet test-unit check-plugin test-e2e
+test: vet test-unit check-plugin check-glibc test-deploy test-e2e
 
 vet:
 	$(GO) vet ./...
@@ -34,6 +34,19 @@ test-unit:
 # The plugin must export Envoy's entry points.
 check-plugin: plugin
 	bash scripts/check-plugin.sh $(BIN)/breeze.so
+
+# ...and need no newer glibc than the images that load it: 2.35 is
+# envoyproxy/envoy:contrib-v1.36.2's (Ubuntu 22.04); istio/proxyv2:1.28 has 2.39.
+MAX_GLIBC ?= 2.35
+check-glibc: plugin
+	bash scripts/check-plugin.sh $(BIN)/breeze.so $(MAX_GLIBC)
+
+# Shipped deployment files against Kubernetes', Istio's client, Compose's and
+# BuildKit's own schemas: a separate module (deploy/schemas), so that their
+# dependencies stay out of the root module. -mod=mod: it follows the root
+# module (a replace), whose requirements move on without it.
+test-deploy:
+	cd deploy/schemas && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
 test-e2e:
 	cd e2e && $(GO) test $(RACE) -count=1 -timeout 20m ./...

@@ -12,6 +12,8 @@ const usage = `usage: breeze <command> [flags]
 
 commands:
   run      serve listeners from a runner config (-c FILE; embedded demo config if omitted)
+  render   envoyfilter FILE: the Istio EnvoyFilters of a service description
+  validate FILE...: check Envoy bootstraps, EnvoyFilters, runner and plugin configs
   xds      serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
   version  print the version
 `
@@ -27,6 +29,10 @@ func main() {
 	switch os.Args[1] {
 	case "run":
 		err = run(os.Args[2:])
+	case "render":
+		err = render(os.Args[2:])
+	case "validate":
+		err = validate(os.Args[2:])
 	case "xds":
 		err = xds(os.Args[2:])
 	case "version":

@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+#
+# Breeze images. Targets:
+#   envoy        envoyproxy/envoy:contrib-v1.36.2 + breeze.so (docker compose, plain Envoy)
+#   istio-proxy  istio/proxyv2:1.28.x + breeze.so (the sidecar image of sidecar.istio.io/proxyImage)
+#   plugin       breeze.so alone, at /breeze.so (an image volume for the stock istio/proxyv2)
+#   demo-peers   the dubbo-go provider and consumer of e2e/ (the compose and Istio demos)
+#
+#   docker build --target envoy       -t breeze-envoy:dev .
+#   docker build --target istio-proxy -t REGISTRY/breeze/proxyv2:1.28.3-breeze .
+#
+# A Go plugin is built against one Envoy Go API: this one against Envoy 1.36
+# (github.com/envoyproxy/envoy v1.36.2 in go.mod), which the contrib image
+# v1.36.x and Istio 1.28.x (Envoy 1.36) run. Any other pairing is unsupported.
+# breeze.so must not need a newer glibc than the images it is loaded into:
+# the contrib image is Ubuntu 22.04 (glibc 2.35), proxyv2 1.28 Ubuntu 24.04
+# (2.39). So it is built on Ubuntu 22.04, with the Go toolchain copied from the
+# official image (golang:*-bookworm itself is glibc 2.36).
+
+ARG GO_VERSION=1.26
+ARG ENVOY_IMAGE=envoyproxy/envoy:contrib-v1.36.2
+ARG ISTIO_PROXY_IMAGE=istio/proxyv2:1.28.3
+
+FROM golang:${GO_VERSION}-bookworm AS go
+
+# breeze.so, with cgo, against glibc 2.35.
+FROM ubuntu:22.04 AS build-plugin
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev binutils ca-certificates git \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=go /usr/local/go /usr/local/go
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/root/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    go build -trimpath -buildmode=c-shared -o /out/breeze.so ./cmd/breeze-plugin \
+ && bash scripts/check-plugin.sh /out/breeze.so 2.35
+
+# The demo's dubbo-go peers: pure Go, no cgo.
+FROM golang:${GO_VERSION}-bookworm AS build-peers
+ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/root/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    cd e2e && go build -trimpath -o /out/provider ./cmd/provider && go build -trimpath -o /out/consumer ./cmd/consumer
+
+FROM ubuntu:22.04 AS demo-peers
+COPY --from=build-peers /out/provider /out/consumer /usr/local/bin/
+
+FROM scratch AS plugin
+COPY --from=build-plugin /out/breeze.so /breeze.so
+
+# Not under /etc/istio/proxy: the sidecar mounts an emptyDir there.
+FROM ${ISTIO_PROXY_IMAGE} AS istio-proxy
+COPY --from=build-plugin /out/breeze.so /usr/local/lib/breeze/breeze.so
+# Envoy must run Go plugins with it; pilot-agent passes its environment on.
+ENV GODEBUG=cgocheck=0
+
+FROM ${ENVOY_IMAGE} AS envoy
+COPY --from=build-plugin /out/breeze.so /usr/local/lib/breeze/breeze.so
+COPY envoy-config/envoy.yaml /etc/envoy/envoy.yaml
+ENV GODEBUG=cgocheck=0

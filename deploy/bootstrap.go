@@ -1,0 +1,68 @@
+package deploy
+
+import (
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+)
+
+// CheckBootstrap checks an Envoy bootstrap (YAML or JSON) the way Envoy
+// 1.36 with breeze.so would load it: parsed with go-control-plane's v1.36
+// types (unknown fields and unresolvable Any types are errors, as in
+// Envoy's static config), validated with their protoc-gen-validate rules,
+// every Go filter checked with Breeze's rules and its plugin_config parsed
+// and validated by Breeze's own config package, and the plainText cluster
+// checked. It returns the decoded bootstrap if it parsed.
+func CheckBootstrap(data []byte) (*bootstrapv3.Bootstrap, Findings) {
+	var f Findings
+	v, _, err := yamlValue(data)
+	if err != nil {
+		f.errorf("", "not YAML: %v", err)
+		return nil, f
+	}
+	bs := &bootstrapv3.Bootstrap{}
+	if err := decodeStrict(v, bs, ""); err != nil {
+		f.Errors = append(f.Errors, unjoin(err)...)
+		return nil, f
+	}
+	f.Errors = append(f.Errors, validateTree(bs, "")...)
+
+	var breezes []breezeFilter
+	for i, l := range bs.GetStaticResources().GetListeners() {
+		lpath := indexPath("static_resources.listeners", i)
+		for j, fc := range l.GetFilterChains() {
+			breezes = append(breezes, checkFilterChain(fc.GetFilters(), joinPath(indexPath(joinPath(lpath, "filter_chains"), j), "filters"), &f)...)
+		}
+		if dc := l.GetDefaultFilterChain(); dc != nil {
+			breezes = append(breezes, checkFilterChain(dc.GetFilters(), joinPath(lpath, "default_filter_chain.filters"), &f)...)
+		}
+	}
+	checkLibraries(breezes, &f)
+
+	if bs.GetAdmin().GetAddress() == nil {
+		f.warnf("admin", "no admin listener: nothing to read Envoy's stats, clusters and config from")
+	}
+	found := false
+	for i, c := range bs.GetStaticResources().GetClusters() {
+		if c.GetName() == PlainTextCluster {
+			found = true
+			checkPlainText(c, indexPath("static_resources.clusters", i), &f)
+		}
+	}
+	switch {
+	case len(breezes) == 0:
+		f.warnf("static_resources.listeners", "no %s filter: this bootstrap does not run Breeze", GolangFilterName)
+	case found:
+	case bs.GetDynamicResources().GetCdsConfig() != nil:
+		f.warnf("static_resources.clusters", "no %q cluster here: CDS must serve it, or every Breeze upstream connection fails with \"cluster not found\"", PlainTextCluster)
+	default:
+		f.errorf("static_resources.clusters", "no cluster named %q: Envoy's Go filter dials every upstream connection through it (type ORIGINAL_DST, lb_policy CLUSTER_PROVIDED); without it each one fails with \"cluster not found\"", PlainTextCluster)
+	}
+	return bs, f
+}
+
+// unjoin splits a joined error into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

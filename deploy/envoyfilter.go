@@ -1,0 +1,510 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+	"sigs.k8s.io/yaml"
+)
+
+// Istio's names for the EnvoyFilter resource (networking.istio.io; Istio
+// 1.28 serves EnvoyFilter as v1alpha3 only).
+const (
+	EnvoyFilterAPIVersion = "networking.istio.io/v1alpha3"
+	EnvoyFilterKind       = "EnvoyFilter"
+	// IstioRootNamespace is Istio's default config root namespace: an
+	// EnvoyFilter there applies to workloads of every namespace.
+	IstioRootNamespace = "istio-system"
+	// virtualInbound is the sidecar's inbound listener.
+	virtualInbound = "virtualInbound"
+)
+
+// EnvoyFilter is an Istio EnvoyFilter resource.
+type EnvoyFilter struct {
+	Name      string
+	Namespace string
+	Labels    map[string]string
+	Spec      *networkingv1alpha3.EnvoyFilter
+}
+
+// YAML renders e as a Kubernetes manifest (the spec in Istio's
+// camelCase field names; patch values in Envoy's proto field names).
+func (e *EnvoyFilter) YAML() ([]byte, error) {
+	js, err := protojson.Marshal(e.Spec)
+	if err != nil {
+		return nil, err
+	}
+	var spec any
+	if err := json.Unmarshal(js, &spec); err != nil {
+		return nil, err
+	}
+	meta := map[string]any{"name": e.Name}
+	if e.Namespace != "" {
+		meta["namespace"] = e.Namespace
+	}
+	if len(e.Labels) > 0 {
+		meta["labels"] = e.Labels
+	}
+	return yaml.Marshal(map[string]any{
+		"apiVersion": EnvoyFilterAPIVersion,
+		"kind":       EnvoyFilterKind,
+		"metadata":   meta,
+		"spec":       spec,
+	})
+}
+
+// MarshalEnvoyFilters renders resources as one multi-document YAML stream.
+func MarshalEnvoyFilters(efs []*EnvoyFilter) ([]byte, error) {
+	var b bytes.Buffer
+	for i, e := range efs {
+		y, err := e.YAML()
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.Write(y)
+	}
+	return b.Bytes(), nil
+}
+
+// splitDocs splits a YAML stream at its "---" lines, dropping documents
+// that hold nothing but comments and blank lines.
+func splitDocs(data []byte) [][]byte {
+	var docs [][]byte
+	var cur bytes.Buffer
+	flush := func() {
+		for _, l := range strings.Split(cur.String(), "\n") {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+				docs = append(docs, bytes.Clone(cur.Bytes()))
+				break
+			}
+		}
+		cur.Reset()
+	}
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		if t := strings.TrimRight(l, " \t\r\n"); t == "---" || strings.HasPrefix(t, "--- ") {
+			flush()
+			continue
+		}
+		cur.WriteString(l)
+	}
+	flush()
+	return docs
+}
+
+// objectMetaFields are the fields of a Kubernetes ObjectMeta; anything
+// else under metadata is a mistake the API server would reject or drop.
+var objectMetaFields = map[string]bool{
+	"name": true, "generateName": true, "namespace": true, "selfLink": true, "uid": true,
+	"resourceVersion": true, "generation": true, "creationTimestamp": true,
+	"deletionTimestamp": true, "deletionGracePeriodSeconds": true, "labels": true,
+	"annotations": true, "ownerReferences": true, "finalizers": true, "managedFields": true,
+}
+
+var (
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	// outboundListener is Istio's name for a service's outbound listener.
+	outboundListener = regexp.MustCompile(`^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]+)_\d+$`)
+)
+
+// istioUse is what the set-wide checks need to know of one EnvoyFilter.
+type istioUse struct {
+	doc        string
+	namespace  string
+	selector   map[string]string
+	breezes    []istioBreeze
+	plainTexts []istioPlainText
+}
+
+type istioBreeze struct {
+	path    string
+	inbound bool
+}
+
+type istioPlainText struct {
+	path    string
+	cluster *clusterv3.Cluster
+}
+
+// checkEnvoyFilter checks one EnvoyFilter document: the Kubernetes
+// envelope; the spec with Istio's own types (unknown fields are errors:
+// the CRD would prune them); istiod's validation rules (istio.io/istio
+// pkg/config/validation/envoyfilter, 1.28); every patch value with
+// go-control-plane's types for its applyTo, as istiod builds it; and
+// Breeze's rules for Go filters and the plainText cluster.
+func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Findings) {
+	var f Findings
+	use := istioUse{doc: doc}
+	for _, k := range slices.Sorted(maps.Keys(v)) {
+		switch k {
+		case "apiVersion", "kind", "metadata", "spec":
+		case "status":
+			f.warnf(k, "status is written by Istio, not by you")
+		default:
+			f.errorf(k, "unknown field of a Kubernetes object")
+		}
+	}
+	if av, _ := v["apiVersion"].(string); av != EnvoyFilterAPIVersion {
+		f.errorf("apiVersion", "%q: want %q (Istio 1.28 serves EnvoyFilter as v1alpha3 only)", av, EnvoyFilterAPIVersion)
+	}
+	ef := &EnvoyFilter{Spec: &networkingv1alpha3.EnvoyFilter{}}
+	meta, ok := v["metadata"].(map[string]any)
+	if !ok {
+		f.errorf("metadata", "required: an object with at least a name")
+	}
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
+		if !objectMetaFields[k] {
+			f.errorf(joinPath("metadata", k), "unknown field of a Kubernetes ObjectMeta")
+		}
+	}
+	ef.Name, _ = meta["name"].(string)
+	ef.Namespace, _ = meta["namespace"].(string)
+	switch {
+	case ef.Name == "":
+		f.errorf("metadata.name", "required")
+	case len(ef.Name) > 253 || !dns1123Subdomain.MatchString(ef.Name):
+		f.errorf("metadata.name", "%q: not a DNS-1123 subdomain (lower case letters, digits, '-' and '.')", ef.Name)
+	}
+	if ef.Namespace != "" && (len(ef.Namespace) > 63 || !dns1123Label.MatchString(ef.Namespace)) {
+		f.errorf("metadata.namespace", "%q: not a DNS-1123 label", ef.Namespace)
+	}
+	if labels, ok := meta["labels"].(map[string]any); ok {
+		ef.Labels = map[string]string{}
+		for k, lv := range labels {
+			s, ok := lv.(string)
+			if !ok {
+				f.errorf(joinPath("metadata.labels", k), "want a string, got %s", jsonKind(lv))
+			}
+			ef.Labels[k] = s
+		}
+	}
+	use.namespace = ef.Namespace
+
+	spec, ok := v["spec"]
+	if !ok {
+		f.errorf("spec", "required")
+		return nil, use, f
+	}
+	var errs []error
+	jsonNamesOnly(ef.Spec.ProtoReflect().Descriptor(), spec, "spec", &errs)
+	if len(errs) > 0 {
+		f.Errors = append(f.Errors, errs...)
+		return nil, use, f
+	}
+	if err := decodeStrict(spec, ef.Spec, "spec"); err != nil {
+		f.Errors = append(f.Errors, unjoin(err)...)
+		return nil, use, f
+	}
+	use.selector = ef.Spec.GetWorkloadSelector().GetLabels()
+	if len(ef.Spec.GetTargetRefs()) > 0 && ef.Spec.GetWorkloadSelector() != nil {
+		f.errorf("spec", "at most one of workloadSelector and targetRefs")
+	}
+	for _, k := range slices.Sorted(maps.Keys(use.selector)) {
+		if k == "" || strings.Contains(k, "*") || strings.Contains(use.selector[k], "*") {
+			f.errorf(joinPath("spec.workloadSelector.labels", k), "no wildcards and no empty keys")
+		}
+	}
+
+	patches, _ := spec.(map[string]any)["configPatches"].([]any)
+	for i, cp := range ef.Spec.GetConfigPatches() {
+		cpath := indexPath("spec.configPatches", i)
+		var raw any
+		if i < len(patches) {
+			if p, ok := patches[i].(map[string]any)["patch"].(map[string]any); ok {
+				raw = p["value"]
+			}
+		}
+		checkPatch(cp, raw, cpath, &use, &f)
+	}
+	return ef, use, f
+}
+
+// jsonNamesOnly reports keys of the spec that are proto (snake_case)
+// names: protojson would take them, but the Kubernetes API server prunes
+// whatever the CRD's schema, in camelCase, does not name. Patch values are
+// Structs, left as they are.
+func jsonNamesOnly(md protoreflect.MessageDescriptor, v any, path string, errs *[]error) {
+	obj, ok := v.(map[string]any)
+	if !ok || strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			if fd = md.Fields().ByTextName(k); fd != nil {
+				*errs = append(*errs, errorf(joinPath(path, k), "write %q: the Kubernetes API server drops fields its CRD schema does not name", fd.JSONName()))
+			}
+			continue
+		}
+		if fd.Message() == nil || fd.IsMap() {
+			continue
+		}
+		if fd.IsList() {
+			if l, ok := obj[k].([]any); ok {
+				for i, e := range l {
+					jsonNamesOnly(fd.Message(), e, indexPath(joinPath(path, k), i), errs)
+				}
+			}
+			continue
+		}
+		jsonNamesOnly(fd.Message(), obj[k], joinPath(path, k), errs)
+	}
+}
+
+// patchObject is the Envoy type istiod builds a patch value into
+// (istio.io/istio pkg/config/xds BuildXDSObjectFromStruct).
+func patchObject(applyTo networkingv1alpha3.EnvoyFilter_ApplyTo) proto.Message {
+	switch applyTo {
+	case networkingv1alpha3.EnvoyFilter_CLUSTER:
+		return &clusterv3.Cluster{}
+	case networkingv1alpha3.EnvoyFilter_LISTENER:
+		return &listenerv3.Listener{}
+	case networkingv1alpha3.EnvoyFilter_ROUTE_CONFIGURATION:
+		return &routev3.RouteConfiguration{}
+	case networkingv1alpha3.EnvoyFilter_FILTER_CHAIN:
+		return &listenerv3.FilterChain{}
+	case networkingv1alpha3.EnvoyFilter_HTTP_FILTER:
+		return &hcmv3.HttpFilter{}
+	case networkingv1alpha3.EnvoyFilter_NETWORK_FILTER:
+		return &listenerv3.Filter{}
+	case networkingv1alpha3.EnvoyFilter_VIRTUAL_HOST:
+		return &routev3.VirtualHost{}
+	case networkingv1alpha3.EnvoyFilter_HTTP_ROUTE:
+		return &routev3.Route{}
+	case networkingv1alpha3.EnvoyFilter_EXTENSION_CONFIG:
+		return &corev3.TypedExtensionConfig{}
+	case networkingv1alpha3.EnvoyFilter_BOOTSTRAP:
+		return &bootstrapv3.Bootstrap{}
+	case networkingv1alpha3.EnvoyFilter_LISTENER_FILTER:
+		return &listenerv3.ListenerFilter{}
+	}
+	return nil
+}
+
+func checkPatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, raw any, cpath string, use *istioUse, f *Findings) {
+	// istiod's own rules.
+	if cp.GetApplyTo() == networkingv1alpha3.EnvoyFilter_INVALID {
+		f.errorf(joinPath(cpath, "applyTo"), "required")
+		return
+	}
+	op := cp.GetPatch().GetOperation()
+	switch {
+	case cp.GetPatch() == nil:
+		f.errorf(joinPath(cpath, "patch"), "required")
+		return
+	case op == networkingv1alpha3.EnvoyFilter_Patch_INVALID:
+		f.errorf(joinPath(cpath, "patch.operation"), "required")
+		return
+	case op != networkingv1alpha3.EnvoyFilter_Patch_REMOVE && cp.GetPatch().GetValue() == nil:
+		f.errorf(joinPath(cpath, "patch.value"), "required for %s", op)
+		return
+	}
+	match := cp.GetMatch()
+	if pv := match.GetProxy().GetProxyVersion(); pv != "" {
+		if _, err := regexp.Compile(pv); err != nil {
+			f.errorf(joinPath(cpath, "match.proxy.proxyVersion"), "%q: %v", pv, err)
+		}
+	}
+	lm := match.GetListener()
+	switch cp.GetApplyTo() {
+	case networkingv1alpha3.EnvoyFilter_LISTENER, networkingv1alpha3.EnvoyFilter_FILTER_CHAIN,
+		networkingv1alpha3.EnvoyFilter_NETWORK_FILTER, networkingv1alpha3.EnvoyFilter_HTTP_FILTER:
+		if match.GetObjectTypes() != nil && lm == nil {
+			f.errorf(joinPath(cpath, "match"), "applyTo %s needs a listener match", cp.GetApplyTo())
+		}
+		if fm := lm.GetFilterChain().GetFilter(); fm != nil && fm.GetName() == "" {
+			f.errorf(joinPath(cpath, "match.listener.filterChain.filter.name"), "required: a filter match needs a name")
+		}
+		if fm := lm.GetFilterChain().GetFilter(); fm.GetSubFilter() != nil && cp.GetApplyTo() != networkingv1alpha3.EnvoyFilter_HTTP_FILTER {
+			f.errorf(joinPath(cpath, "match.listener.filterChain.filter.subFilter"), "only with applyTo HTTP_FILTER")
+		}
+	case networkingv1alpha3.EnvoyFilter_CLUSTER:
+		if match.GetObjectTypes() != nil && match.GetCluster() == nil {
+			f.errorf(joinPath(cpath, "match"), "applyTo CLUSTER needs a cluster match")
+		}
+	case networkingv1alpha3.EnvoyFilter_ROUTE_CONFIGURATION, networkingv1alpha3.EnvoyFilter_VIRTUAL_HOST, networkingv1alpha3.EnvoyFilter_HTTP_ROUTE:
+		if match.GetObjectTypes() != nil && match.GetRouteConfiguration() == nil {
+			f.errorf(joinPath(cpath, "match"), "applyTo %s needs a routeConfiguration match", cp.GetApplyTo())
+		}
+	}
+	if raw == nil {
+		return
+	}
+
+	// The value, as istiod builds it (it rejects unknown Any types even
+	// when lenient) and Envoy loads it.
+	vpath := joinPath(cpath, "patch.value")
+	obj := patchObject(cp.GetApplyTo())
+	if err := decodeStrict(raw, obj, vpath); err != nil {
+		f.Errors = append(f.Errors, unjoin(err)...)
+		return
+	}
+	if op != networkingv1alpha3.EnvoyFilter_Patch_MERGE {
+		// A MERGE value is a fragment: required fields may be missing.
+		f.Errors = append(f.Errors, validateTree(obj, vpath)...)
+	}
+
+	// Breeze's rules.
+	var found []breezeFilter
+	switch o := obj.(type) {
+	case *listenerv3.Filter:
+		b, ok := checkGolangFilter(o, vpath, true, f)
+		if !ok {
+			break
+		}
+		found = append(found, b)
+		checkBreezePatch(cp, cpath, f)
+	case *listenerv3.FilterChain:
+		found = checkFilterChain(o.GetFilters(), joinPath(vpath, "filters"), f)
+	case *listenerv3.Listener:
+		for j, fc := range o.GetFilterChains() {
+			found = append(found, checkFilterChain(fc.GetFilters(), joinPath(indexPath(joinPath(vpath, "filter_chains"), j), "filters"), f)...)
+		}
+	case *clusterv3.Cluster:
+		if o.GetName() == PlainTextCluster {
+			if op != networkingv1alpha3.EnvoyFilter_Patch_MERGE {
+				checkPlainText(o, vpath, f)
+			}
+			if op == networkingv1alpha3.EnvoyFilter_Patch_ADD {
+				use.plainTexts = append(use.plainTexts, istioPlainText{path: cpath, cluster: o})
+			}
+		}
+	}
+	inbound := match.GetContext() == networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND
+	for _, b := range found {
+		if pv := match.GetProxy().GetProxyVersion(); pv == "" {
+			f.warnf(joinPath(cpath, "match.proxy.proxyVersion"), "unset: pin Breeze patches to the Istio release whose Envoy the plugin was built for (Istio 1.28: Envoy 1.36), e.g. %q", DefaultProxyVersion)
+		}
+		if inbound && b.proxy != nil {
+			checkLoopbackEndpoints(b, f)
+		}
+		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound})
+	}
+}
+
+// checkBreezePatch checks where a NETWORK_FILTER patch puts the Go filter:
+// in place of tcp_proxy (the terminal filter of Istio's TCP chains), on
+// one service's listener or one inbound port.
+func checkBreezePatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, cpath string, f *Findings) {
+	lm := cp.GetMatch().GetListener()
+	if cp.GetPatch().GetOperation() != networkingv1alpha3.EnvoyFilter_Patch_REPLACE || lm.GetFilterChain().GetFilter().GetName() != TCPProxyFilterName {
+		f.errorf(cpath, "the Go filter must REPLACE %s (match.listener.filterChain.filter.name): it is terminal, and any other placement leaves tcp_proxy in front of it or after it", TCPProxyFilterName)
+	}
+	switch cp.GetMatch().GetContext() {
+	case networkingv1alpha3.EnvoyFilter_SIDECAR_OUTBOUND:
+		switch name := lm.GetName(); {
+		case name == "":
+			f.errorf(joinPath(cpath, "match.listener.name"), "required: without it tcp_proxy is replaced on every outbound TCP listener of the pod, passthrough included")
+		case !outboundListener.MatchString(name):
+			f.warnf(joinPath(cpath, "match.listener.name"), "%q: Istio names a service's outbound listener <vip>_<port>, e.g. 10.96.0.20_20880", name)
+		}
+	case networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND:
+		if lm.GetName() != virtualInbound {
+			f.errorf(joinPath(cpath, "match.listener.name"), "%q: the sidecar's inbound listener is %q", lm.GetName(), virtualInbound)
+		}
+		if lm.GetFilterChain().GetDestinationPort() == 0 {
+			f.errorf(joinPath(cpath, "match.listener.filterChain.destinationPort"), "required: the target (container) port; without it every inbound TCP port gets Breeze")
+		}
+	case networkingv1alpha3.EnvoyFilter_GATEWAY:
+	default:
+		f.errorf(joinPath(cpath, "match.context"), "%s: say SIDECAR_OUTBOUND, SIDECAR_INBOUND or GATEWAY: the two directions need different Breeze configs", cp.GetMatch().GetContext())
+	}
+}
+
+// checkIstioSet checks what holds only across EnvoyFilters: each Breeze
+// patch has a plainText cluster on every pod it applies to, and no pod
+// gets two different plainText clusters, nor an mTLS one under an inbound
+// Breeze (which dials the local app in plain text).
+func checkIstioSet(uses []istioUse, f *Findings) {
+	for _, u := range uses {
+		for _, b := range u.breezes {
+			covered := false
+			for _, o := range uses {
+				if !sameScope(u.namespace, o.namespace) || !subset(o.selector, u.selector) {
+					continue
+				}
+				covered = covered || len(o.plainTexts) > 0
+			}
+			if !covered {
+				f.Errors = append(f.Errors, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
+					"no %q cluster for these workloads: add one (applyTo CLUSTER, operation ADD, type ORIGINAL_DST, lb_policy CLUSTER_PROVIDED) in an EnvoyFilter whose workloadSelector covers this one's; without it every Breeze upstream connection fails with \"cluster not found\"", PlainTextCluster)})
+			}
+		}
+	}
+	type pt struct {
+		u *istioUse
+		p istioPlainText
+	}
+	var all []pt
+	for i := range uses {
+		for _, p := range uses[i].plainTexts {
+			all = append(all, pt{&uses[i], p})
+		}
+	}
+	for i, a := range all {
+		for _, b := range all[i+1:] {
+			if !sameScope(a.u.namespace, b.u.namespace) || disjoint(a.u.selector, b.u.selector) || proto.Equal(a.p.cluster, b.p.cluster) {
+				continue
+			}
+			f.Errors = append(f.Errors, &Error{Doc: b.u.doc, Path: b.p.path, Msg: fmt.Sprintf(
+				"a different %q cluster than %s %s may land on the same pods (istiod keeps only the first): give one pod one plainText, or make the workloadSelectors disjoint", PlainTextCluster, a.u.doc, a.p.path)})
+		}
+	}
+	for _, u := range uses {
+		for _, b := range u.breezes {
+			if !b.inbound {
+				continue
+			}
+			for _, o := range all {
+				if sameScope(u.namespace, o.u.namespace) && !disjoint(u.selector, o.u.selector) && isIstioMTLS(o.p.cluster) {
+					f.Errors = append(f.Errors, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
+						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy 1.36's Go filter has one upstream cluster per pod: a pod runs either inbound Breeze or outbound Breeze with mTLS", PlainTextCluster, o.u.doc, o.p.path)})
+				}
+			}
+		}
+	}
+}
+
+// sameScope reports whether EnvoyFilters in namespaces a and b can apply to
+// the same pod.
+func sameScope(a, b string) bool {
+	return a == b || a == IstioRootNamespace || b == IstioRootNamespace
+}
+
+// subset reports whether every pod selector b selects is selected by a.
+func subset(a, b map[string]string) bool {
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// disjoint reports whether no pod can match both selectors.
+func disjoint(a, b map[string]string) bool {
+	for k, v := range a {
+		if bv, ok := b[k]; ok && bv != v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,343 @@
+package deploy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+
+	"github.com/breeze-mesh/breeze/config"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// DefaultProxyVersion pins the patches to Istio 1.28 proxies, which run
+// Envoy 1.36, the Go API breeze.so is built against: another Envoy would
+// load the plugin and fail in ways no config check can foresee.
+const DefaultProxyVersion = `^1\.28\.`
+
+// upstreamConnectTimeout is the plainText cluster's connect timeout, an
+// upper bound for every Breeze cluster of the pod: each Breeze cluster's
+// own connect_timeout (5s unless set) normally fires first.
+const upstreamConnectTimeout = 10 * time.Second
+
+// Render translates a service description into Istio EnvoyFilters: for
+// outbound, Breeze in place of tcp_proxy on the service's <vip>_<port>
+// listener of the clients' sidecars, with the plainText cluster (Istio
+// mTLS unless UpstreamTLS says otherwise); for inbound, Breeze in place of
+// tcp_proxy on the virtualInbound chain of the target port of the
+// service's pods, dialing the app at 127.0.0.1 through a plain-text
+// plainText cluster. Every patch is pinned to ProxyVersion. The result
+// passes the same checks `breeze validate` runs, or Render fails.
+func Render(s *Service) ([]*EnvoyFilter, error) {
+	r, err := Resolve(s)
+	if err != nil {
+		return nil, err
+	}
+	var out []*EnvoyFilter
+	if r.Direction != Inbound {
+		ef, err := r.outbound()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ef)
+	}
+	if r.Direction != Outbound {
+		ef, err := r.inbound()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ef)
+	}
+	// Self-check: the translation is only done when its output passes.
+	var f Findings
+	var uses []istioUse
+	for _, ef := range out {
+		y, err := ef.YAML()
+		if err != nil {
+			return nil, err
+		}
+		v, _, err := yamlValue(y)
+		if err != nil {
+			return nil, err
+		}
+		_, use, ef := checkEnvoyFilter(v.(map[string]any), ef.Name)
+		f.merge(ef)
+		uses = append(uses, use)
+	}
+	checkIstioSet(uses, &f)
+	if err := f.Err(); err != nil {
+		return nil, fmt.Errorf("rendered EnvoyFilters fail their checks: %w", err)
+	}
+	return out, nil
+}
+
+// Resolve returns a copy of a Service with its defaults filled in, after
+// checking it; errors name the service file's fields. Render calls it.
+func Resolve(in *Service) (*Service, error) {
+	s := *in
+	var errs []error
+	bad := func(field, format string, args ...any) { errs = append(errs, errorf(field, format, args...)) }
+
+	labels := strings.Split(s.Host, ".")
+	switch {
+	case s.Host == "":
+		bad("host", "required: the service's host name, e.g. greeter.demo.svc.cluster.local")
+	case !dns1123Subdomain.MatchString(s.Host):
+		bad("host", "%q: not a DNS name in lower case", s.Host)
+	}
+	if s.Name == "" {
+		s.Name = labels[0]
+	}
+	if !dns1123Label.MatchString(s.Name) || len(s.Name) > 40 {
+		bad("name", "%q: want a DNS label of at most 40 characters (it prefixes resource names)", s.Name)
+	}
+	if s.Namespace == "" {
+		s.Namespace = "default"
+		if len(labels) >= 2 && labels[1] != "" {
+			s.Namespace = labels[1]
+		}
+	}
+	if !dns1123Label.MatchString(s.Namespace) {
+		bad("namespace", "%q: not a DNS-1123 label", s.Namespace)
+	}
+	if s.Port == 0 || s.Port > 65535 {
+		bad("port", "%d: want the service port, 1–65535", s.Port)
+	}
+	if s.TargetPort == 0 {
+		s.TargetPort = s.Port
+	}
+	if s.TargetPort > 65535 {
+		bad("target_port", "%d: want 1–65535", s.TargetPort)
+	}
+	if s.Protocol == "" {
+		bad("protocol", "required: a Breeze codec, e.g. dubbo")
+	}
+	switch s.Direction {
+	case "":
+		s.Direction = Outbound
+	case Outbound, Inbound, Both:
+	default:
+		bad("direction", "%q: want %s, %s or %s", s.Direction, Outbound, Inbound, Both)
+	}
+	switch s.UpstreamTLS {
+	case "":
+		s.UpstreamTLS = UpstreamIstioMTLS
+	case UpstreamIstioMTLS, UpstreamPlaintext:
+	default:
+		bad("upstream_tls", "%q: want %s or %s", s.UpstreamTLS, UpstreamIstioMTLS, UpstreamPlaintext)
+	}
+	if s.LibraryPath == "" {
+		s.LibraryPath = DefaultLibraryPath
+	}
+	if !path.IsAbs(s.LibraryPath) {
+		bad("library_path", "%q: want an absolute path", s.LibraryPath)
+	}
+	switch s.ProxyVersion {
+	case "":
+		s.ProxyVersion = DefaultProxyVersion
+	case "-":
+		s.ProxyVersion = ""
+	default:
+		if _, err := regexp.Compile(s.ProxyVersion); err != nil {
+			bad("proxy_version", "%q: %v", s.ProxyVersion, err)
+		}
+	}
+	if s.Direction != Inbound {
+		if ip, err := netip.ParseAddr(s.VIP); err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.Zone() != "" {
+			bad("vip", "%q: outbound needs the service's ClusterIP (kubectl get svc): Istio names its listener <vip>_<port>", s.VIP)
+		}
+		if s.Outbound == nil {
+			bad("routes", "outbound needs clusters (and routes), or xds")
+		}
+	}
+	if s.Direction != Outbound && len(s.Selector) == 0 {
+		bad("selector", "required for inbound: the labels of the service's pods (without it every pod of the namespace gets Breeze on port %d)", s.TargetPort)
+	}
+	if s.Direction == Both && s.UpstreamTLS == UpstreamIstioMTLS && (len(s.Clients) == 0 || !disjoint(s.Clients, s.Selector)) {
+		bad("clients", "%v: with direction both and upstream_tls istio, the clients must be pods other than the service's own (a selector disjoint from selector %v): "+
+			"Envoy 1.36's Go filter has one upstream cluster per pod, and the inbound side needs it in plain text", s.Clients, s.Selector)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &s, nil
+}
+
+func (s *Service) labels(direction Direction) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/managed-by": "breeze",
+		"app.kubernetes.io/name":       s.Name,
+		"app.kubernetes.io/component":  string(direction),
+	}
+}
+
+func (s *Service) proxyMatch() *networkingv1alpha3.EnvoyFilter_ProxyMatch {
+	if s.ProxyVersion == "" {
+		return nil
+	}
+	return &networkingv1alpha3.EnvoyFilter_ProxyMatch{ProxyVersion: s.ProxyVersion}
+}
+
+func (s *Service) outbound() (*EnvoyFilter, error) {
+	pc := proto.CloneOf(s.Outbound)
+	pc.StatPrefix = "outbound_" + s.Name
+	pc.Codec = s.Protocol
+	if len(pc.GetRouteConfig().GetRoutes()) == 0 && pc.GetXds().GetRouteConfigName() == "" && len(pc.GetClusters()) > 0 {
+		pc.RouteConfig = &breezev1.RouteConfiguration{Name: s.Name, Routes: []*breezev1.Route{{
+			Name:  "all",
+			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: pc.GetClusters()[0].GetName()}},
+		}}}
+	}
+	if err := config.Validate(pc); err != nil {
+		return nil, serviceProxyErrors(err)
+	}
+	listener := s.VIP + "_" + strconv.FormatUint(uint64(s.Port), 10)
+	return s.envoyFilter(Outbound, networkingv1alpha3.EnvoyFilter_SIDECAR_OUTBOUND, s.Clients,
+		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
+			Name: listener,
+			FilterChain: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterChainMatch{
+				Filter: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
+			},
+		}, pc, s.UpstreamTLS)
+}
+
+func (s *Service) inbound() (*EnvoyFilter, error) {
+	pc := &breezev1.ProxyConfig{
+		StatPrefix:     "inbound_" + s.Name,
+		Codec:          s.Protocol,
+		RequestTimeout: s.Outbound.GetRequestTimeout(),
+		IdleTimeout:    s.Outbound.GetIdleTimeout(),
+		RouteConfig: &breezev1.RouteConfiguration{Name: s.Name + "-inbound", Routes: []*breezev1.Route{{
+			Name:  "local-app",
+			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "local-app"}},
+		}}},
+		Clusters: []*breezev1.Cluster{{
+			Name:      "local-app",
+			Endpoints: []*breezev1.Endpoint{{Address: "127.0.0.1", Port: s.TargetPort}},
+		}},
+	}
+	if err := config.Validate(pc); err != nil {
+		return nil, serviceProxyErrors(err)
+	}
+	return s.envoyFilter(Inbound, networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND, s.Selector,
+		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
+			Name: virtualInbound,
+			FilterChain: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterChainMatch{
+				DestinationPort: s.TargetPort,
+				Filter:          &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
+			},
+		}, pc, UpstreamPlaintext)
+}
+
+// envoyFilter is one direction's resource: the Go filter in place of
+// tcp_proxy, and the plainText cluster for the same pods.
+func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_PatchContext, selector map[string]string,
+	lm *networkingv1alpha3.EnvoyFilter_ListenerMatch, pc *breezev1.ProxyConfig, tls UpstreamTLS,
+) (*EnvoyFilter, error) {
+	flt, err := GolangFilter(s.LibraryPath, pc)
+	if err != nil {
+		return nil, err
+	}
+	fv, err := toStruct(flt)
+	if err != nil {
+		return nil, err
+	}
+	c, err := PlainTextClusterConfig(tls, upstreamConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	cv, err := toStruct(c)
+	if err != nil {
+		return nil, err
+	}
+	spec := &networkingv1alpha3.EnvoyFilter{
+		ConfigPatches: []*networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch{{
+			ApplyTo: networkingv1alpha3.EnvoyFilter_NETWORK_FILTER,
+			Match: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch{
+				Context:     ctx,
+				Proxy:       s.proxyMatch(),
+				ObjectTypes: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: lm},
+			},
+			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_REPLACE, Value: fv},
+		}, {
+			ApplyTo: networkingv1alpha3.EnvoyFilter_CLUSTER,
+			Match: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch{
+				Context: ctx,
+				Proxy:   s.proxyMatch(),
+			},
+			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_ADD, Value: cv},
+		}},
+	}
+	if len(selector) > 0 {
+		spec.WorkloadSelector = &networkingv1alpha3.WorkloadSelector{Labels: selector}
+	}
+	return &EnvoyFilter{
+		Name:      s.Name + "-breeze-" + string(dir),
+		Namespace: s.Namespace,
+		Labels:    s.labels(dir),
+		Spec:      spec,
+	}, nil
+}
+
+// toStruct turns an Envoy message into a patch value, in proto field names
+// as Envoy's own docs and istioctl write them.
+func toStruct(m proto.Message) (*structpb.Struct, error) {
+	js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	st := &structpb.Struct{}
+	if err := protojson.Unmarshal(js, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// serviceProxyErrors names config.Validate's errors by the service file's
+// keys (routes, clusters, xds, ...).
+func serviceProxyErrors(err error) error {
+	var fes []*config.FieldError
+	collectFieldErrors(err, &fes)
+	if len(fes) == 0 {
+		return err
+	}
+	errs := make([]error, len(fes))
+	for i, fe := range fes {
+		msg := fe.Err.Error()
+		if fe.Value != "" {
+			msg = fe.Value + ": " + msg
+		}
+		errs[i] = errorf(strings.TrimPrefix(fe.Path, "route_config."), "%s", msg)
+	}
+	return errors.Join(errs...)
+}
+
+// RenderFile parses a service description and renders its EnvoyFilters as
+// a YAML stream, headed by a comment naming the description (name).
+func RenderFile(name string, data []byte) ([]byte, error) {
+	s, err := ParseService(data)
+	if err != nil {
+		return nil, err
+	}
+	efs, err := Render(s)
+	if err != nil {
+		return nil, err
+	}
+	y, err := MarshalEnvoyFilters(efs)
+	if err != nil {
+		return nil, err
+	}
+	header := fmt.Sprintf("# Rendered by `breeze render envoyfilter %s`: edit that file and render again.\n"+
+		"# Needs Istio 1.28 sidecars (Envoy 1.36) carrying breeze.so at its library_path, with\n"+
+		"# GODEBUG=cgocheck=0 (see the README's \"Run in Istio\").\n", name)
+	return append([]byte(header), y...), nil
+}

@@ -1,0 +1,170 @@
+package deploy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+)
+
+const minimalService = `host: greeter.demo.svc.cluster.local
+vip: 10.96.0.20
+port: 20880
+protocol: dubbo
+clusters:
+- name: greeter
+  endpoints: [{address: 10.1.0.1, port: 20880}]
+`
+
+func renderString(t *testing.T, desc string) ([]*EnvoyFilter, error) {
+	t.Helper()
+	s, err := ParseService([]byte(desc))
+	if err != nil {
+		return nil, err
+	}
+	return Render(s)
+}
+
+func TestRenderDefaults(t *testing.T) {
+	efs, err := renderString(t, minimalService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(efs) != 1 {
+		t.Fatalf("want the outbound EnvoyFilter only, got %d", len(efs))
+	}
+	ef := efs[0]
+	if ef.Name != "greeter-breeze-outbound" || ef.Namespace != "demo" {
+		t.Errorf("got %s/%s, want demo/greeter-breeze-outbound", ef.Namespace, ef.Name)
+	}
+	if ef.Spec.GetWorkloadSelector() != nil {
+		t.Errorf("no clients: want no workloadSelector, got %v", ef.Spec.GetWorkloadSelector())
+	}
+	lp := ef.Spec.GetConfigPatches()[0]
+	if got := lp.GetMatch().GetListener().GetName(); got != "10.96.0.20_20880" {
+		t.Errorf("listener %q", got)
+	}
+	if got := lp.GetMatch().GetProxy().GetProxyVersion(); got != DefaultProxyVersion {
+		t.Errorf("proxyVersion %q", got)
+	}
+	// One catch-all route to the only cluster.
+	routes := lp.GetPatch().GetValue().AsMap()["typed_config"].(map[string]any)["plugin_config"].(map[string]any)["value"].(map[string]any)["route_config"].(map[string]any)["routes"].([]any)
+	if len(routes) != 1 || routes[0].(map[string]any)["route"].(map[string]any)["cluster"] != "greeter" {
+		t.Errorf("routes %v", routes)
+	}
+	if cp := ef.Spec.GetConfigPatches()[1]; cp.GetApplyTo() != networkingv1alpha3.EnvoyFilter_CLUSTER || cp.GetPatch().GetValue().AsMap()["transport_socket"] == nil {
+		t.Errorf("want the plainText cluster with Istio mTLS, got %v", cp)
+	}
+}
+
+func TestRenderVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name, desc string
+		check      func(t *testing.T, efs []*EnvoyFilter)
+	}{
+		{"plain-text upstream", minimalService + "upstream_tls: none\n", func(t *testing.T, efs []*EnvoyFilter) {
+			if efs[0].Spec.GetConfigPatches()[1].GetPatch().GetValue().AsMap()["transport_socket"] != nil {
+				t.Error("upstream_tls none: want no transport socket")
+			}
+		}},
+		{"inbound only", "host: greeter\nport: 20880\ntarget_port: 8080\nprotocol: dubbo\ndirection: inbound\nselector: {app: greeter}\n", func(t *testing.T, efs []*EnvoyFilter) {
+			if len(efs) != 1 || efs[0].Name != "greeter-breeze-inbound" || efs[0].Namespace != "default" {
+				t.Fatalf("got %v", efs)
+			}
+			if p := efs[0].Spec.GetConfigPatches()[0].GetMatch().GetListener().GetFilterChain().GetDestinationPort(); p != 8080 {
+				t.Errorf("destinationPort %d, want the target port 8080", p)
+			}
+		}},
+		{"routes from xds", "host: greeter.demo\nvip: 10.96.0.20\nport: 20880\nprotocol: dubbo\nxds: {address: 'breeze-control.istio-system:15010', route_config_name: greeter}\nclusters: [{name: greeter, type: EDS}]\n", func(t *testing.T, efs []*EnvoyFilter) {
+			pc := efs[0].Spec.GetConfigPatches()[0].GetPatch().GetValue().AsMap()["typed_config"].(map[string]any)["plugin_config"].(map[string]any)["value"].(map[string]any)
+			if pc["xds"] == nil || pc["route_config"] != nil {
+				t.Errorf("want xds and no static routes, got %v", pc)
+			}
+		}},
+		{"no proxy version pin", minimalService + "proxy_version: '-'\n", func(t *testing.T, efs []*EnvoyFilter) {
+			if efs[0].Spec.GetConfigPatches()[0].GetMatch().GetProxy() != nil {
+				t.Error("want no proxy match")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			efs, err := renderString(t, tc.desc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, efs)
+		})
+	}
+}
+
+func TestRenderMistakes(t *testing.T) {
+	for _, tc := range []struct{ name, desc, want string }{
+		{"unknown field", minimalService + "selecter: {app: x}\n", "selecter: unknown field of a service description"},
+		{"wrong type", strings.Replace(minimalService, "port: 20880\n", "port: many\n", 1), "port: want uint32"},
+		{"no host", strings.Replace(minimalService, "host: greeter.demo.svc.cluster.local\n", "", 1), "host: required"},
+		{"bad vip", strings.Replace(minimalService, "vip: 10.96.0.20", "vip: greeter", 1), `vip: "greeter": outbound needs the service's ClusterIP`},
+		{"no routing", "host: a.b\nvip: 10.96.0.1\nport: 1\nprotocol: dubbo\n", "routes: outbound needs clusters (and routes), or xds"},
+		{"unknown codec", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubo", 1), `codec: "dubo"`},
+		{"unknown route field", minimalService + "routes: [{route: {cluster: greeter}, mach: {}}]\n", "routes[0].mach: unknown field"},
+		{"route to no cluster", minimalService + "routes: [{route: {cluster: greter}}]\n", `routes[0].route.cluster: "greter"`},
+		{"bad endpoint", strings.Replace(minimalService, "address: 10.1.0.1", "address: greeter-v1", 1), `clusters[0].endpoints[0].address: "greeter-v1": a STATIC cluster needs a literal IP address`},
+		{"inbound without selector", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubbo\ndirection: inbound", 1), "selector: required for inbound"},
+		{"both, clients unset", minimalService + "direction: both\nselector: {app: greeter}\n", "clients: map[]: with direction both and upstream_tls istio"},
+		{"both, clients overlap", minimalService + "direction: both\nselector: {app: greeter}\nclients: {tier: front}\n", "clients: map[tier:front]"},
+		{"direction", minimalService + "direction: out\n", `direction: "out": want outbound, inbound or both`},
+		{"upstream tls", minimalService + "upstream_tls: mtls\n", `upstream_tls: "mtls"`},
+		{"library path", minimalService + "library_path: breeze.so\n", `library_path: "breeze.so": want an absolute path`},
+		{"proxy version", minimalService + "proxy_version: '('\n", `proxy_version: "("`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderString(t, tc.desc)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Both directions with plain-text upstreams share one plainText shape, so
+// one selector for both is fine.
+func TestRenderBothPlaintext(t *testing.T) {
+	efs, err := renderString(t, minimalService+"direction: both\nselector: {app: greeter}\nupstream_tls: none\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(efs) != 2 {
+		t.Fatalf("got %d EnvoyFilters", len(efs))
+	}
+	y, err := MarshalEnvoyFilters(efs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, f := CheckEnvoyFilters(y); len(f.Errors)+len(f.Warnings) > 0 {
+		t.Fatal(errors.Join(append(f.Errors, f.Warnings...)...))
+	}
+}
+
+func TestPlainTextClusterConfig(t *testing.T) {
+	for _, mode := range []UpstreamTLS{UpstreamIstioMTLS, UpstreamPlaintext} {
+		c, err := PlainTextClusterConfig(mode, upstreamConnectTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ValidateAll(); err != nil {
+			t.Fatal(err)
+		}
+		if c.GetType() != clusterv3.Cluster_ORIGINAL_DST || isIstioMTLS(c) != (mode == UpstreamIstioMTLS) {
+			t.Errorf("%s: got %v", mode, c)
+		}
+		var f Findings
+		checkPlainText(c, "c", &f)
+		if err := f.Err(); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := PlainTextClusterConfig("mtls", 0); err == nil {
+		t.Error("want an error for an unknown mode")
+	}
+}

@@ -1,0 +1,203 @@
+package deploy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/breeze-mesh/breeze/config"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// Direction says which side of a service Breeze runs on.
+type Direction string
+
+const (
+	// Outbound: in the sidecars of the service's clients, in place of
+	// tcp_proxy on the service's <vip>_<port> listener.
+	Outbound Direction = "outbound"
+	// Inbound: in the sidecars of the service's own pods, in place of
+	// tcp_proxy on the virtualInbound chain of the target port, dialing the
+	// app at 127.0.0.1.
+	Inbound Direction = "inbound"
+	// Both directions.
+	Both Direction = "both"
+)
+
+// Service is what `breeze render envoyfilter` reads: one Kubernetes
+// service whose traffic Breeze manages in Istio sidecars. A control plane
+// fills it from its own resources and calls Render the same way.
+type Service struct {
+	// Host is the service's name, as its clients call it
+	// (greeter.demo.svc.cluster.local); required.
+	Host string
+	// Name prefixes the resource names; default: Host's first label.
+	Name string
+	// Namespace of the EnvoyFilters: the clients' and the service's
+	// (istio-system applies to every namespace); default: Host's second
+	// label, else "default".
+	Namespace string
+	// VIP is the service's ClusterIP: Istio names its outbound listener
+	// <VIP>_<Port>. Required for outbound.
+	VIP string
+	// Port is the service port; required.
+	Port uint32
+	// TargetPort is the container port, where the inbound chain matches;
+	// default: Port.
+	TargetPort uint32
+	// Protocol is the Breeze codec, e.g. "dubbo"; required.
+	Protocol string
+	// Direction: default Outbound.
+	Direction Direction
+	// Clients selects the pods whose outbound traffic to the service
+	// Breeze handles (workloadSelector labels); empty: every pod of
+	// Namespace.
+	Clients map[string]string
+	// Selector selects the service's own pods (inbound); required for
+	// inbound.
+	Selector map[string]string
+	// UpstreamTLS of the clients' plainText cluster: default
+	// UpstreamIstioMTLS. Inbound always dials the local app in plain text.
+	UpstreamTLS UpstreamTLS
+	// Outbound is the clients' proxy: its route_config, clusters, xds,
+	// timeouts. stat_prefix and codec are filled in by Render. With
+	// clusters but no routes, one catch-all route goes to the first
+	// cluster.
+	Outbound *breezev1.ProxyConfig
+	// LibraryPath of breeze.so in the sidecar; default DefaultLibraryPath.
+	LibraryPath string
+	// ProxyVersion is the regex the patches match Istio's proxy version
+	// with; default DefaultProxyVersion. Breeze is built against one Envoy
+	// Go API; "-" matches every version.
+	ProxyVersion string
+}
+
+// serviceFile is the YAML form of a Service, in snake_case like the rest
+// of Breeze's config. The routing part is breeze.v1's own JSON.
+type serviceFile struct {
+	Host           string            `json:"host"`
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	VIP            string            `json:"vip"`
+	Port           uint32            `json:"port"`
+	TargetPort     uint32            `json:"target_port"`
+	Protocol       string            `json:"protocol"`
+	Direction      Direction         `json:"direction"`
+	Clients        map[string]string `json:"clients"`
+	Selector       map[string]string `json:"selector"`
+	UpstreamTLS    UpstreamTLS       `json:"upstream_tls"`
+	LibraryPath    string            `json:"library_path"`
+	ProxyVersion   string            `json:"proxy_version"`
+	RequestTimeout json.RawMessage   `json:"request_timeout"`
+	IdleTimeout    json.RawMessage   `json:"idle_timeout"`
+	Routes         json.RawMessage   `json:"routes"`
+	Clusters       json.RawMessage   `json:"clusters"`
+	XDS            json.RawMessage   `json:"xds"`
+}
+
+// proxyKeys are the keys of a service file that are ProxyConfig fields.
+var proxyKeys = map[string]string{
+	"request_timeout": "request_timeout",
+	"idle_timeout":    "idle_timeout",
+	"routes":          "route_config",
+	"clusters":        "clusters",
+	"xds":             "xds",
+}
+
+// ParseService reads a service description (YAML or JSON). Unknown fields
+// are errors naming their path; the routing part (routes, clusters, xds,
+// request_timeout, idle_timeout) is parsed by Breeze's config package. It
+// does not validate: Render does.
+func ParseService(data []byte) (*Service, error) {
+	v, js, err := yamlValue(data)
+	if err != nil {
+		return nil, err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("want an object (a service description), got %s", jsonKind(v))
+	}
+	var errs []error
+	known := jsonFields(serviceFile{})
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if !known[k] {
+			errs = append(errs, errorf(k, "unknown field of a service description"))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var sf serviceFile
+	if err := json.Unmarshal(js, &sf); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, errorf(te.Field, "want %s, got a JSON %s", te.Type, te.Value)
+		}
+		return nil, err
+	}
+	s := &Service{
+		Host: sf.Host, Name: sf.Name, Namespace: sf.Namespace, VIP: sf.VIP,
+		Port: sf.Port, TargetPort: sf.TargetPort, Protocol: sf.Protocol,
+		Direction: sf.Direction, Clients: sf.Clients, Selector: sf.Selector,
+		UpstreamTLS: sf.UpstreamTLS, LibraryPath: sf.LibraryPath, ProxyVersion: sf.ProxyVersion,
+	}
+	pj := map[string]any{}
+	for k, pk := range proxyKeys {
+		if val, ok := obj[k]; ok {
+			if k == "routes" {
+				val = map[string]any{"routes": val}
+			}
+			pj[pk] = val
+		}
+	}
+	if len(pj) > 0 {
+		pc, err := parseProxyFragment(pj)
+		if err != nil {
+			return nil, err
+		}
+		s.Outbound = pc
+	}
+	return s, nil
+}
+
+// parseProxyFragment decodes part of a ProxyConfig with Breeze's own
+// parser (the one breeze.so runs), and names errors by the service file's
+// keys.
+func parseProxyFragment(pj map[string]any) (*breezev1.ProxyConfig, error) {
+	b, err := json.Marshal(pj)
+	if err != nil {
+		return nil, err
+	}
+	st := &structpb.Struct{}
+	if err := protojson.Unmarshal(b, st); err != nil {
+		return nil, err
+	}
+	a, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: config.ProxyConfigTypeURL, Value: st})
+	if err != nil {
+		return nil, err
+	}
+	pc, err := config.ParseAny(a)
+	if err != nil {
+		return nil, serviceProxyErrors(err)
+	}
+	return pc, nil
+}
+
+// jsonFields lists the JSON names of a struct's fields.
+func jsonFields(v any) map[string]bool {
+	out := map[string]bool{}
+	b, _ := json.Marshal(v)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
