@@ -209,6 +209,15 @@ type Flavored interface {
 	Flavor() string
 }
 
+// Pinger is implemented by codecs whose protocol has a keep-alive request.
+// The proxy sends one on an upstream connection that has been idle, so
+// that the server (which closes silent connections, as Dubbo providers do
+// after three missed heartbeats) keeps it open. Heartbeat may be called
+// concurrently with Decode and must not touch the codec's decoding state.
+type Pinger interface {
+	Heartbeat(id uint64) []byte
+}
+
 // Options configure a codec instance.
 type Options struct {
 	// MaxFrameSize bounds one frame in bytes; 0 means the codec's default.

@@ -541,6 +541,9 @@ func HeartbeatRequest(id uint64) []byte {
 	return eventFrame(flagRequest|flagTwoWay|flagEvent|hessian2ID, 0, id)
 }
 
+// Heartbeat implements codecs.Pinger.
+func (c *codec) Heartbeat(id uint64) []byte { return HeartbeatRequest(id) }
+
 func eventFrame(flag, status byte, id uint64) []byte {
 	f := []byte{magicHigh, magicLow, flag, status, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'N'}
 	binary.BigEndian.PutUint64(f[4:], id)

@@ -522,3 +522,19 @@ func TestIntern(t *testing.T) {
 		t.Errorf("a hot string costs %v allocations", allocs)
 	}
 }
+
+func TestHeartbeatForKeepalive(t *testing.T) {
+	c, err := New(codecs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := c.(codecs.Pinger)
+	if !ok {
+		t.Fatal("dubbo codec does not implement codecs.Pinger")
+	}
+	var m codecs.Message
+	f := p.Heartbeat(1 << 40)
+	if n, err := c.Decode(f, &m); err != nil || n != len(f) || m.Type != codecs.Heartbeat || m.ID != 1<<40 {
+		t.Fatalf("decode heartbeat: n=%d err=%v msg=%+v", n, err, m)
+	}
+}

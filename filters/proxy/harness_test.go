@@ -40,8 +40,9 @@ type backend struct {
 	onConnect func(c net.Conn)
 	served    chan string
 	// hangAll: receive requests, answer none (a provider stuck before it dies).
-	hangAll  atomic.Bool
-	received atomic.Int64
+	hangAll    atomic.Bool
+	received   atomic.Int64
+	heartbeats atomic.Int64
 }
 
 func newBackend(t *testing.T, name string) *backend {
@@ -107,6 +108,7 @@ func (b *backend) handle(c net.Conn) {
 		}
 		switch m.typ {
 		case codecs.Heartbeat:
+			b.heartbeats.Add(1)
 			write(tencode(tmsg{typ: codecs.HeartbeatReply, id: m.id}))
 			continue
 		case codecs.HeartbeatReply:

@@ -487,3 +487,27 @@ func TestUpdateRoutesOnLiveConnection(t *testing.T) {
 		t.Fatalf("a rejected update changed routing: %+v %v", m, err)
 	}
 }
+
+// An idle upstream connection gets heartbeats, so that a provider which
+// closes silent connections keeps it; a busy one gets none.
+func TestUpstreamKeepalive(t *testing.T) {
+	old := upstreamKeepalive.Swap(int64(50 * time.Millisecond))
+	defer upstreamKeepalive.Store(old)
+	b := newBackend(t, "b")
+	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")))
+	c := dial(t, addr)
+	if _, err := c.call(0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "heartbeats on the idle upstream connection", func() bool { return b.heartbeats.Load() >= 3 })
+	// Heartbeat replies are consumed by the proxy; the connection still serves.
+	if m, err := c.call(0, "y"); err != nil || m.body != "y" {
+		t.Fatalf("after heartbeats: %+v %v", m, err)
+	}
+	b.mu.Lock()
+	conns := len(b.conns)
+	b.mu.Unlock()
+	if conns != 1 {
+		t.Fatalf("backend saw %d connections, want the one kept alive", conns)
+	}
+}

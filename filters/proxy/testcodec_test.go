@@ -136,3 +136,7 @@ func (c *tcodec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail s
 func (c *tcodec) HeartbeatReply(hb *codecs.Message) []byte {
 	return tencode(tmsg{typ: codecs.HeartbeatReply, id: hb.ID})
 }
+
+func (c *tcodec) Heartbeat(id uint64) []byte {
+	return tencode(tmsg{typ: codecs.Heartbeat, id: id})
+}

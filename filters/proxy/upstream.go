@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
@@ -59,6 +60,11 @@ type upConn struct {
 	pending map[uint64]*pending
 	nextID  uint64
 	byUs    bool // we closed it (drained or shut down): not the endpoint's fault
+
+	// lastActive (unix nanos of the last write or read) decides whether the
+	// keep-alive timer sends a heartbeat.
+	lastActive atomic.Int64
+	keepalive  *time.Timer
 
 	// Used only from Envoy's serialized upstream callbacks.
 	codec codecs.Codec
@@ -159,6 +165,7 @@ func (pl *pool) send(req *pending, m *codecs.Message) {
 		uc.queue = append(uc.queue, req)
 	} else {
 		uc.cb.Write(out, false)
+		uc.lastActive.Store(req.start.UnixNano())
 		if req.oneway {
 			req.ep.End()
 		}
@@ -219,6 +226,10 @@ func (uc *upConn) OnPoolReady(cb api.ConnectionCallback) {
 		}
 	}
 	uc.queue = nil
+	uc.lastActive.Store(time.Now().UnixNano())
+	if _, ok := uc.codec.(codecs.Pinger); ok && upstreamKeepalive.Load() > 0 {
+		uc.keepalive = time.AfterFunc(time.Duration(upstreamKeepalive.Load()), uc.ping)
+	}
 	// Closed while connecting: at once when we shut it down, once its
 	// requests are answered when its endpoint was retired (xds.go).
 	if uc.state >= draining && (uc.byUs || len(uc.pending) == 0) {
@@ -258,6 +269,7 @@ func (uc *upConn) OnPoolFailure(reason api.PoolFailureReason, transportFailure s
 
 func (uc *upConn) OnData(data []byte, endOfStream bool) {
 	defer uc.recover("upstream OnData")
+	uc.lastActive.Store(time.Now().UnixNano())
 	if len(uc.buf) == 0 {
 		uc.buf = data
 	} else {
@@ -390,6 +402,9 @@ func (uc *upConn) OnEvent(event api.ConnectionEvent) {
 	byUs := uc.byUs
 	uc.state = closed
 	uc.cb = nil // must not be used after its close event
+	if uc.keepalive != nil {
+		uc.keepalive.Stop()
+	}
 	lost := uc.pending
 	uc.pending = map[uint64]*pending{}
 	uc.mu.Unlock()
@@ -419,6 +434,36 @@ func (uc *upConn) recover(where string) {
 	panics.WithLabelValues(where).Inc()
 	uc.pool.proxy.log.Error("panic in proxy upstream; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	uc.closeAfterError()
+}
+
+// upstreamKeepalive is how long an upstream connection may stay silent
+// before the proxy sends a heartbeat on it. Dubbo providers close a
+// connection after three heartbeat periods without traffic (Java: 3×60 s);
+// clients heartbeat to prevent that, and the proxy, being the client of its
+// upstream connections, must too.
+// Atomic, so that tests can shorten it.
+var upstreamKeepalive atomic.Int64
+
+func init() { upstreamKeepalive.Store(int64(30 * time.Second)) }
+
+// ping sends a heartbeat if the connection has been idle for a keep-alive
+// period, and re-arms itself while the connection is open.
+func (uc *upConn) ping() {
+	defer uc.recover("keepalive")
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.state != ready {
+		return
+	}
+	every := time.Duration(upstreamKeepalive.Load())
+	now := time.Now()
+	idle := now.Sub(time.Unix(0, uc.lastActive.Load()))
+	if idle >= every {
+		uc.cb.Write(uc.codec.(codecs.Pinger).Heartbeat(uc.allocID()), false)
+		uc.lastActive.Store(now.UnixNano())
+		idle = 0
+	}
+	uc.keepalive.Reset(every - idle)
 }
 
 // onTimeout answers a request its upstream did not answer in time. The
