@@ -53,8 +53,14 @@ test-e2e:
 
 # Longer fuzzing than the seed-corpus run in `make test`: FUZZTIME per target.
 FUZZTIME ?= 2m
+# Every fuzz target of every decoder, one after another.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./codecs/dubbo
+	@set -e; for pkg in ./codecs/dubbo ./codecs/thrift ./config; do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 protos:
 	bash scripts/gen-protos.sh
