@@ -522,6 +522,23 @@ listeners:
 		t.Fatal(err)
 	}
 	if closed {
+		// The tee has seen the close; wait until the proxy has too, or the
+		// next call may still be written to the closing connection (a race
+		// inherent to any client whose server closes idle connections).
+		for {
+			text, err := proxy.Metrics(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if metric(text, "breeze_upstream_connection_events_total", `event="close"`) >= 1 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal("the proxy never saw the provider close its idle connection")
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 		st := up.State()
 		last := st.Frames[len(st.Frames)-1]
 		t.Logf("the Java provider closed the proxy's idle upstream connection (last frame %s); the proxy sent it %d heartbeats",

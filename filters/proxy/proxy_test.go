@@ -511,3 +511,31 @@ func TestUpstreamKeepalive(t *testing.T) {
 		t.Fatalf("backend saw %d connections, want the one kept alive", conns)
 	}
 }
+
+// A provider that closes connections silent for less than the keep-alive
+// period: the proxy learns its limit and keeps the next connection alive.
+func TestUpstreamKeepaliveLearnsIdleTimeout(t *testing.T) {
+	b := newBackend(t, "b")
+	b.mu.Lock()
+	first := true
+	b.onConnect = func(c net.Conn) {
+		if first { // the first connection is closed after 150ms of silence
+			first = false
+			time.AfterFunc(150*time.Millisecond, func() { c.Close() })
+		}
+	}
+	b.mu.Unlock()
+	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")))
+	c := dial(t, addr)
+	if _, err := c.call(0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	closes := upstreamEvents.WithLabelValues("t", "c", "close")
+	before := testutil.ToFloat64(closes)
+	eventually(t, "the idle close seen by the proxy", func() bool { return testutil.ToFloat64(closes) > before })
+	if _, err := c.call(0, "y"); err != nil {
+		t.Fatal(err)
+	}
+	// About 75ms: the second connection gets heartbeats well within 30s.
+	eventually(t, "heartbeats at the learned period", func() bool { return b.heartbeats.Load() >= 3 })
+}

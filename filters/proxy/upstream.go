@@ -28,6 +28,20 @@ type pool struct {
 	next  int
 	// retired: the endpoint left its cluster; no new connections (xds.go).
 	retired bool
+	// idleLimit (nanos) is what the endpoint showed it tolerates: it closed
+	// a connection of ours that had been silent that long. 0: not seen.
+	idleLimit atomic.Int64
+}
+
+// keepaliveEvery is the heartbeat period for the pool's connections: the
+// default, or half the silence the endpoint was seen to close a connection
+// after, so that a provider with a short idle timeout keeps the next one.
+func (pl *pool) keepaliveEvery() time.Duration {
+	every := time.Duration(upstreamKeepalive.Load())
+	if l := time.Duration(pl.idleLimit.Load()); l > 0 {
+		every = min(every, max(l/2, 10*time.Millisecond))
+	}
+	return every
 }
 
 var errRetired = errors.New("endpoint removed from its cluster")
@@ -228,7 +242,7 @@ func (uc *upConn) OnPoolReady(cb api.ConnectionCallback) {
 	uc.queue = nil
 	uc.lastActive.Store(time.Now().UnixNano())
 	if _, ok := uc.codec.(codecs.Pinger); ok && upstreamKeepalive.Load() > 0 {
-		uc.keepalive = time.AfterFunc(time.Duration(upstreamKeepalive.Load()), uc.ping)
+		uc.keepalive = time.AfterFunc(uc.pool.keepaliveEvery(), uc.ping)
 	}
 	// Closed while connecting: at once when we shut it down, once its
 	// requests are answered when its endpoint was retired (xds.go).
@@ -410,8 +424,14 @@ func (uc *upConn) OnEvent(event api.ConnectionEvent) {
 	uc.mu.Unlock()
 	pl.remove(uc)
 	pl.cluster.metrics.close.Inc()
-	// An upstream closing an idle connection is routine (its idle timeout);
-	// losing requests in flight is a failure.
+	// An upstream closing an idle connection is routine (its idle timeout):
+	// learn the timeout, so later connections are kept alive within it.
+	// Losing requests in flight is a failure.
+	if idle := time.Since(time.Unix(0, uc.lastActive.Load())); !byUs && len(lost) == 0 && uc.lastActive.Load() != 0 && idle < pl.keepaliveEvery() {
+		pl.idleLimit.Store(int64(idle))
+		pl.proxy.log.Info("upstream closed an idle connection; heartbeating its connections more often",
+			"endpoint", pl.ep.Addr, "idle", idle, "keepalive", pl.keepaliveEvery())
+	}
 	if !byUs && len(lost) > 0 {
 		pl.ep.Failed()
 		pl.proxy.log.Warn("upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
@@ -455,7 +475,7 @@ func (uc *upConn) ping() {
 	if uc.state != ready {
 		return
 	}
-	every := time.Duration(upstreamKeepalive.Load())
+	every := uc.pool.keepaliveEvery()
 	now := time.Now()
 	idle := now.Sub(time.Unix(0, uc.lastActive.Load()))
 	if idle >= every {
