@@ -65,7 +65,8 @@ fuzz:
 protos:
 	bash scripts/gen-protos.sh
 
-# Echo direct, a plain TCP relay, Breeze and stock Envoy's dubbo_proxy under
+# Echo direct, a plain TCP relay, Breeze and stock Envoy's dubbo_proxy and
+# thrift_proxy (PROTOS="dubbo thrift") under
 # the same load; table in bench/results/latest.md (see bench/README.md).
 # QUICK=1: main table only. PROFILE=1: CPU and allocation profiles of Breeze.
 bench:

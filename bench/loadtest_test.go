@@ -14,7 +14,8 @@ import (
 	"github.com/breeze-mesh/breeze/bench/internal/load"
 	"github.com/breeze-mesh/breeze/bench/internal/relay"
 	"github.com/breeze-mesh/breeze/bench/internal/wire"
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo" // registers "dubbo"
+	_ "github.com/breeze-mesh/breeze/codecs/dubbo"  // registers "dubbo"
+	_ "github.com/breeze-mesh/breeze/codecs/thrift" // registers "thrift"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	"github.com/breeze-mesh/breeze/host"
@@ -22,16 +23,19 @@ import (
 
 // Smoke tests: the tools run end to end, through breeze-echo directly,
 // through the relay, and through Breeze (in this process, on the host, with
-// the route table of configs/breeze.yaml). Nothing here is timed.
+// the route table of configs/breeze.yaml, and for Thrift of
+// configs/breeze-thrift.yaml). Nothing here is timed.
 
-func dubbo(t *testing.T) wire.Protocol {
+func proto(t *testing.T, name string) wire.Protocol {
 	t.Helper()
-	p, err := wire.Lookup("dubbo")
+	p, err := wire.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
+
+func dubbo(t *testing.T) wire.Protocol { return proto(t, "dubbo") }
 
 func listen(t *testing.T) net.Listener {
 	t.Helper()
@@ -44,11 +48,11 @@ func listen(t *testing.T) net.Listener {
 
 // echoServers starts three echo endpoints (v1, v2, v3), each its own Server
 // so that the test can see which one answered.
-func echoServers(t *testing.T) ([]*echo.Server, []string) {
+func echoServers(t *testing.T, p wire.Protocol) ([]*echo.Server, []string) {
 	var servers []*echo.Server
 	var addrs []string
 	for range 3 {
-		s := &echo.Server{Proto: dubbo(t)}
+		s := &echo.Server{Proto: p}
 		ln := listen(t)
 		go s.Serve(ln)
 		t.Cleanup(s.Close)
@@ -60,7 +64,9 @@ func echoServers(t *testing.T) ([]*echo.Server, []string) {
 
 func run(t *testing.T, cfg load.Config) *load.Result {
 	t.Helper()
-	cfg.Proto = dubbo(t)
+	if cfg.Proto == nil {
+		cfg.Proto = dubbo(t)
+	}
 	if cfg.Mix == "" {
 		cfg.Mix = wire.MixRoutes
 	}
@@ -85,7 +91,7 @@ func run(t *testing.T, cfg load.Config) *load.Result {
 }
 
 func TestLoadEchoDirect(t *testing.T) {
-	servers, addrs := echoServers(t)
+	servers, addrs := echoServers(t, dubbo(t))
 	run(t, load.Config{Label: "echo-direct", Addr: addrs[0], Payload: 1024, Conns: 4, InFlight: 8, Requests: 400})
 	if got := servers[0].Requests.Load(); got != 400 {
 		t.Errorf("echo answered %d requests, want 400", got)
@@ -103,7 +109,7 @@ func TestLoadEchoDirect(t *testing.T) {
 }
 
 func TestLoadThroughRelay(t *testing.T) {
-	_, addrs := echoServers(t)
+	_, addrs := echoServers(t, dubbo(t))
 	r := &relay.Relay{Upstreams: addrs}
 	ln := listen(t)
 	go r.Serve(ln)
@@ -115,35 +121,8 @@ func TestLoadThroughRelay(t *testing.T) {
 // request kinds must be routed (no local replies), and all three endpoints
 // must get traffic.
 func TestLoadThroughBreeze(t *testing.T) {
-	servers, addrs := echoServers(t)
-	yaml, err := os.ReadFile("configs/breeze.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(yaml)
-	for i, a := range addrs {
-		_, port, _ := net.SplitHostPort(a)
-		text = strings.ReplaceAll(text, "port: "+strconv.Itoa(21001+i)+",", "port: "+port+",")
-	}
-	runner, err := config.ParseRunner("configs/breeze.yaml", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(runner.GetListeners()[0].GetProxy().GetRouteConfig().GetRoutes()); n != 10 {
-		t.Fatalf("%d routes in configs/breeze.yaml, want 10", n)
-	}
-	proxy.Register()
-	h := host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	t.Cleanup(func() { h.Close() })
-	pc, err := config.ToAny(runner.GetListeners()[0].GetProxy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	if err := h.AddListener(ln, proxy.PluginName, pc); err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
+	servers, addrs := echoServers(t, dubbo(t))
+	addr := startBreeze(t, "configs/breeze.yaml", 21001, addrs)
 	run(t, load.Config{Label: "breeze", Addr: addr, Payload: 1024, Conns: 4, InFlight: 4, Requests: 400})
 	for i, s := range servers {
 		if s.Requests.Load() == 0 {
@@ -160,4 +139,72 @@ func TestLoadThroughBreeze(t *testing.T) {
 	if idle.Opened != 20 || len(idle.Errors) != 0 || idle.RSSAfter <= 0 {
 		t.Errorf("idle: %+v", idle)
 	}
+}
+
+// The same for Thrift (framed, binary): echo direct, and Breeze with
+// configs/breeze-thrift.yaml.
+func TestLoadThriftEchoDirect(t *testing.T) {
+	p := proto(t, "thrift")
+	servers, addrs := echoServers(t, p)
+	run(t, load.Config{Label: "echo-direct", Proto: p, Addr: addrs[0], Payload: 1024, Conns: 4, InFlight: 8, Requests: 400})
+	if got := servers[0].Requests.Load(); got != 400 {
+		t.Errorf("echo answered %d requests, want 400", got)
+	}
+}
+
+func TestLoadThriftThroughBreeze(t *testing.T) {
+	p := proto(t, "thrift")
+	servers, addrs := echoServers(t, p)
+	addr := startBreeze(t, "configs/breeze-thrift.yaml", 21101, addrs)
+	run(t, load.Config{Label: "breeze", Proto: p, Addr: addr, Payload: 1024, Conns: 4, InFlight: 4, Requests: 400})
+	for i, s := range servers {
+		if s.Requests.Load() == 0 {
+			t.Errorf("endpoint v%d got no request", i+1)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	idle, err := load.Idle(ctx, load.IdleConfig{Label: "breeze", Addr: addr, Proto: p, Conns: 5, PID: os.Getpid(), Settle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle.Opened != 5 || len(idle.Errors) != 0 {
+		t.Errorf("idle: %+v", idle)
+	}
+}
+
+// startBreeze serves the first listener of the runner config file (ten
+// routes) on the host in this process, with its endpoints, configured on
+// ports firstPort, firstPort+1, firstPort+2, moved to addrs. It returns the
+// listener's address.
+func startBreeze(t *testing.T, file string, firstPort int, addrs []string) string {
+	t.Helper()
+	yaml, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(yaml)
+	for i, a := range addrs {
+		_, port, _ := net.SplitHostPort(a)
+		text = strings.ReplaceAll(text, "port: "+strconv.Itoa(firstPort+i)+",", "port: "+port+",")
+	}
+	runner, err := config.ParseRunner(file, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(runner.GetListeners()[0].GetProxy().GetRouteConfig().GetRoutes()); n != 10 {
+		t.Fatalf("%d routes in %s, want 10", n, file)
+	}
+	proxy.Register()
+	h := host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	t.Cleanup(func() { h.Close() })
+	pc, err := config.ToAny(runner.GetListeners()[0].GetProxy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	if err := h.AddListener(ln, proxy.PluginName, pc); err != nil {
+		t.Fatal(err)
+	}
+	return ln.Addr().String()
 }

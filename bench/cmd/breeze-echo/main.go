@@ -1,9 +1,11 @@
 // Command breeze-echo is a minimal fast server for benchmarks: it answers
 // every request with a successful response carrying the request's argument
-// (Dubbo: status 20, result "value", the byte[] argument), and heartbeats
-// with heartbeat replies.
+// (Dubbo: status 20, result "value", the byte[] argument; Thrift, framed
+// binary: a REPLY with the binary argument as field 0), and heartbeats with
+// heartbeat replies.
 //
 //	breeze-echo -addr 127.0.0.1:21001,127.0.0.1:21002,127.0.0.1:21003
+//	breeze-echo -proto thrift -addr 127.0.0.1:21101,127.0.0.1:21102,127.0.0.1:21103
 package main
 
 import (

@@ -3,6 +3,7 @@
 // time a given process (the proxy) spent per 1,000 requests.
 //
 //	breeze-load -addr 127.0.0.1:21020 -conns 64 -inflight 4 -d 15s -pid $(pgrep -n breeze)
+//	breeze-load -proto thrift -addr 127.0.0.1:21120 -conns 64 -d 15s -pid PID
 //	breeze-load -addr 127.0.0.1:21020 -idle 10000 -pid PID   # memory per idle connection
 package main
 

@@ -2,9 +2,10 @@
 // one per group of runs, each figure with its ratio to a baseline (the
 // relay) and a peer (Envoy's C++ proxy) measured in the same group at the
 // same connection count. Repeated runs of one configuration are reduced to
-// their median.
+// their median. -peer may list several labels (one per protocol): each
+// group's ratios divide by the first of them that group has.
 //
-//	breeze-report -base relay -peer envoy-dubbo results.jsonl
+//	breeze-report -base relay -peer envoy-dubbo,envoy-thrift results.jsonl
 package main
 
 import (
@@ -43,7 +44,7 @@ type row struct {
 
 func main() {
 	base := flag.String("base", "relay", "label of the baseline the ratios divide by")
-	peer := flag.String("peer", "envoy-dubbo", "label of the peer the ratios divide by")
+	peer := flag.String("peer", "envoy-dubbo", "label of the peer the ratios divide by; a comma-separated list: the first one a group has")
 	flag.Parse()
 	var rows []row
 	for _, name := range flag.Args() {
@@ -149,12 +150,26 @@ func report(w io.Writer, rows []row, base, peer string) {
 		}
 		fmt.Fprintf(w, "### %s\n\n", title)
 		if len(load) > 0 {
-			loadTable(w, load, merged, base, peer)
+			loadTable(w, load, merged, base, groupPeer(load, peer))
 		}
 		if len(idle) > 0 {
 			idleTable(w, idle, merged)
 		}
 	}
+}
+
+// groupPeer returns the first label of the comma-separated peers that keys
+// have (the first peer if none).
+func groupPeer(keys []key, peers string) string {
+	list := strings.Split(peers, ",")
+	for _, p := range list {
+		for _, k := range keys {
+			if k.label == strings.TrimSpace(p) {
+				return k.label
+			}
+		}
+	}
+	return strings.TrimSpace(list[0])
 }
 
 func ratio(a, b float64) string {

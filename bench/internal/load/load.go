@@ -99,6 +99,7 @@ const (
 type runner struct {
 	cfg    Config
 	reqs   []wire.Request
+	idMask uint64 // request ids are ANDed with it (Thrift's seqids are 32-bit)
 	start  time.Time
 	phase  atomic.Int32
 	stop   chan struct{}
@@ -155,7 +156,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, reqs: reqs, stop: make(chan struct{}), shards: make([]shard, 8)}
+	r := &runner{cfg: cfg, reqs: reqs, idMask: wire.IDMask(cfg.Proto), stop: make(chan struct{}), shards: make([]shard, 8)}
 	for i := range r.shards {
 		r.shards[i].h = newHistogram()
 	}
@@ -422,7 +423,11 @@ func (c *conn) write(buf []byte) bool {
 func (c *conn) appendRequest(buf []byte, s uint16) []byte {
 	r := c.r
 	c.seq++
-	id := c.seq<<16 | uint64(s)
+	id := (c.seq<<16 | uint64(s)) & r.idMask
+	if id == 0 { // 0 marks a free slot: skip the id that wraps to it
+		c.seq++
+		id = (c.seq<<16 | uint64(s)) & r.idMask
+	}
 	k := (c.idx + int(c.seq)) % len(r.reqs)
 	c.ids[s].Store(id)
 	c.kind[s].Store(int32(k))

@@ -146,3 +146,57 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+// narrowIDs is Thrift with 18-bit ids, so that they wrap within a short run.
+type narrowIDs struct{ wire.Protocol }
+
+func (narrowIDs) IDMask() uint64 { return 0x3ffff }
+
+// Ids are masked to the protocol's width (Thrift's seqids are 32-bit) and
+// stay unique in flight when they wrap, skipping the id 0.
+func TestIDMaskWraps(t *testing.T) {
+	p, err := wire.Lookup("thrift")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var maxID atomic.Uint64
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			h := make([]byte, 4)
+			if _, err := io.ReadFull(br, h); err != nil {
+				return
+			}
+			f := append(h, make([]byte, binary.BigEndian.Uint32(h))...)
+			if _, err := io.ReadFull(br, f[4:]); err != nil {
+				return
+			}
+			nl := binary.BigEndian.Uint32(f[8:])
+			id := uint64(binary.BigEndian.Uint32(f[12+nl:]))
+			maxID.Store(max(id, maxID.Load())) // one connection: no race
+			out, err := p.Echo(nil, f)
+			if err != nil || id == 0 {
+				return // id 0 marks a free slot: never sent
+			}
+			c.Write(out)
+		}
+	}()
+	res, err := Run(context.Background(), Config{Addr: ln.Addr().String(), Proto: narrowIDs{p}, Mix: wire.MixRoutes,
+		Payload: 10, Conns: 1, InFlight: 2, Requests: 20, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 20 || res.Errors != 0 || maxID.Load() > 0x3ffff {
+		t.Errorf("%d ok, %d errors %v, largest id %#x", res.OK, res.Errors, res.ErrorKinds, maxID.Load())
+	}
+}

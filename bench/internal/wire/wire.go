@@ -63,6 +63,16 @@ type Protocol interface {
 	Echo(dst, f []byte) ([]byte, error)
 }
 
+// IDMask returns the mask of the request ids p carries: all 64 bits unless p
+// has an IDMask method (Thrift's seqids are 32-bit). Ids from the load tool
+// keep a slot in their low 16 bits, so masking keeps them unique in flight.
+func IDMask(p Protocol) uint64 {
+	if m, ok := p.(interface{ IDMask() uint64 }); ok {
+		return m.IDMask()
+	}
+	return ^uint64(0)
+}
+
 var protocols = map[string]Protocol{}
 
 func register(p Protocol) { protocols[p.Name()] = p }
