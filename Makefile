@@ -6,7 +6,7 @@ export CGO_ENABLED := 1
 # Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
 export GODEBUG := cgocheck=0
 
-.PHONY: all build plugin demo test test-unit test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
+.PHONY: all build plugin demo test test-deps test-unit test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
 
 all: build plugin
 
@@ -22,7 +22,12 @@ plugin:
 demo:
 	bash scripts/demo.sh
 
-test: vet test-unit check-plugin check-glibc test-deploy test-e2e
+test: test-deps vet test-unit check-plugin check-glibc test-deploy test-e2e
+
+# gcc, a JDK and Maven, from Debian's packages when missing: no test skips
+# for a missing tool, so they must be there.
+test-deps:
+	bash scripts/install-test-deps.sh
 
 vet:
 	$(GO) vet ./...

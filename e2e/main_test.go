@@ -3,8 +3,8 @@
 // (`breeze run -c FILE`).
 //
 // Run from this directory: go test -race ./...
-// Tests that need the proxy skip while github.com/breeze-mesh/breeze/cmd/breeze
-// does not build (BREEZE_E2E_REQUIRE_PROXY=1 makes that a failure).
+// Tests that need the proxy build github.com/breeze-mesh/breeze/cmd/breeze
+// first and fail if it does not build.
 //
 // dubbo-go never runs inside the test binary (it races in its own connection
 // teardown, which -race reports against whichever test is running): tests

@@ -38,12 +38,12 @@ const mvnTimeout = 8 * time.Minute
 const javaReadyWithin = 90 * time.Second
 
 var (
-	javaOnce sync.Once
-	javaBin  string
-	javaCP   string // the runtime class path of the Java peers
-	javaSkip string // why the Java tests cannot run here
-	javaErr  error  // the build failed
-	javaNote string // how the build was had, for the log
+	javaOnce    sync.Once
+	javaBin     string
+	javaCP      string // the runtime class path of the Java peers
+	javaMissing string // the tools the Java tests need and do not find
+	javaErr     error  // the build failed
+	javaNote    string // how the build was had, for the log
 )
 
 // javaProjectDir is e2e/java.
@@ -53,12 +53,12 @@ func javaProjectDir() string {
 }
 
 // javaClasspath returns the class path of the built Java peers, building
-// them with Maven on first use. It skips t only if java or mvn is missing.
+// them with Maven on first use. It fails t if java or mvn is missing.
 func javaClasspath(t testing.TB) string {
 	t.Helper()
 	javaOnce.Do(buildJava)
-	if javaSkip != "" {
-		t.Skip(javaSkip)
+	if javaMissing != "" {
+		t.Fatal(javaMissing)
 	}
 	if javaErr != nil {
 		t.Fatalf("build the Java peers: %v", javaErr)
@@ -75,7 +75,7 @@ func buildJava() {
 		}
 	}
 	if len(missing) > 0 {
-		javaSkip = fmt.Sprintf("skipped: the Apache Dubbo Java interop tests need %s on PATH (a JDK 17+ and Maven)", strings.Join(missing, " and "))
+		javaMissing = fmt.Sprintf("the Apache Dubbo Java interop tests need %s on PATH (a JDK 17+ and Maven; .ci/run installs them with scripts/install-test-deps.sh)", strings.Join(missing, " and "))
 		return
 	}
 	javaBin, _ = exec.LookPath("java")

@@ -6,8 +6,8 @@
 // JavaConsumer). The first test that needs them runs `mvn -q -B package` once,
 // which downloads Dubbo into the local Maven repository (~/.m2) on a fresh
 // machine; the build is cached under the user cache directory, keyed by a
-// hash of the project's sources. Tests skip only when `java` or `mvn` is not
-// installed; a build that fails fails them.
+// hash of the project's sources. Tests fail when `java` or `mvn` is not
+// installed (.ci/run installs them), and when the build fails.
 //
 // Run from the e2e directory: go test -race ./javainterop
 package javainterop

@@ -16,8 +16,6 @@ const (
 	// EnvBreezeBin names a prebuilt proxy binary to use instead of building
 	// github.com/breeze-mesh/breeze/cmd/breeze.
 	EnvBreezeBin = "BREEZE_BIN"
-	// EnvRequireProxy=1 turns "proxy not buildable" from a skip into a failure.
-	EnvRequireProxy = "BREEZE_E2E_REQUIRE_PROXY"
 	// EnvRaceProxy=1 builds the proxy with the race detector.
 	EnvRaceProxy = "BREEZE_E2E_RACE_PROXY"
 )
@@ -129,10 +127,7 @@ func BreezeBin(t testing.TB) string {
 		breezeErr = goBuild(RepoDir(), breezeBin, BreezePackage, extra...)
 	})
 	if breezeErr != nil {
-		if os.Getenv(EnvRequireProxy) == "1" {
-			t.Fatalf("the Breeze proxy is required (%s=1) but: %v", EnvRequireProxy, breezeErr)
-		}
-		t.Skipf("skipped: needs the Breeze proxy, which does not build yet (set %s=1 to fail instead):\n%v", EnvRequireProxy, breezeErr)
+		t.Fatalf("build the Breeze proxy: %v", breezeErr)
 	}
 	return breezeBin
 }
