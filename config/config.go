@@ -156,7 +156,7 @@ func fromJSON(js []byte, m proto.Message) error {
 	}
 	md := m.ProtoReflect().Descriptor()
 	if _, ok := v.(map[string]any); !ok {
-		return fmt.Errorf("want an object (%s), got %s", md.FullName(), jsonKind(v))
+		return fmt.Errorf("want an object (%s), got %s", md.FullName(), JSONKind(v))
 	}
 	var unknown []error
 	unknownFields(md, v, "", &unknown)
@@ -167,12 +167,14 @@ func fromJSON(js []byte, m proto.Message) error {
 		if fe := locateError(md, v.(map[string]any), ""); fe != nil {
 			return fe
 		}
-		return errors.New(trimProtojsonPosition(err.Error()))
+		return errors.New(TrimProtojsonPosition(err.Error()))
 	}
 	return nil
 }
 
-func jsonKind(v any) string {
+// JSONKind names the JSON type of a value decoded with json.Decoder.UseNumber,
+// for messages such as "want an object, got a list".
+func JSONKind(v any) string {
 	switch v.(type) {
 	case nil:
 		return "nothing"
@@ -184,6 +186,8 @@ func jsonKind(v any) string {
 		return "a number"
 	case bool:
 		return "a boolean"
+	case map[string]any:
+		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
 }
@@ -235,15 +239,15 @@ func locateError(md protoreflect.MessageDescriptor, obj map[string]any, path str
 				return inner
 			}
 		}
-		return &FieldError{Path: fpath, Err: errors.New(trimProtojsonPosition(err.Error()))}
+		return &FieldError{Path: fpath, Err: errors.New(TrimProtojsonPosition(err.Error()))}
 	}
 	return nil
 }
 
-// trimProtojsonPosition drops protojson's "proto: " prefix and its
+// TrimProtojsonPosition drops protojson's "proto: " prefix and its
 // "(line 1:234)" positions: they point into JSON generated from the user's
 // input, not into the input itself, so they would only mislead.
-func trimProtojsonPosition(msg string) string {
+func TrimProtojsonPosition(msg string) string {
 	rest, ok := strings.CutPrefix(msg, "proto:")
 	if !ok {
 		return msg

@@ -139,8 +139,8 @@ func TestTrimProtojsonPosition(t *testing.T) {
 		`proto: syntax error (line 1:1): unexpected token`:                       `syntax error: unexpected token`,
 		`something else`: `something else`,
 	} {
-		if got := trimProtojsonPosition(in); got != want {
-			t.Errorf("trimProtojsonPosition(%q) = %q, want %q", in, got, want)
+		if got := TrimProtojsonPosition(in); got != want {
+			t.Errorf("TrimProtojsonPosition(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -164,7 +164,7 @@ func parseManifests(data []byte, file string) ([]*EnvoyFilter, Findings, []istio
 		}
 		obj, ok := v.(map[string]any)
 		if !ok {
-			all.Errors = append(all.Errors, &Error{Doc: name, Msg: "want a Kubernetes object, got " + jsonKind(v)})
+			all.Errors = append(all.Errors, &Error{Doc: name, Msg: "want a Kubernetes object, got " + config.JSONKind(v)})
 			continue
 		}
 		kind, _ := obj["kind"].(string)
@@ -233,7 +233,7 @@ func checkProxyConfigFile(data []byte) Findings {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		f.errorf("", "want an object (breeze.v1.ProxyConfig), got %s", jsonKind(v))
+		f.errorf("", "want an object (breeze.v1.ProxyConfig), got %s", config.JSONKind(v))
 		return f
 	}
 	pc, err := parseProxyFragment(obj)

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
+
+	"github.com/breeze-mesh/breeze/config"
 )
 
 // Istio's names for the EnvoyFilter resource (networking.istio.io; Istio
@@ -191,7 +193,7 @@ func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Fin
 		for k, lv := range labels {
 			s, ok := lv.(string)
 			if !ok {
-				f.errorf(joinPath("metadata.labels", k), "want a string, got %s", jsonKind(lv))
+				f.errorf(joinPath("metadata.labels", k), "want a string, got %s", config.JSONKind(lv))
 			}
 			ef.Labels[k] = s
 		}

@@ -122,7 +122,7 @@ func ParseService(data []byte) (*Service, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("want an object (a service description), got %s", jsonKind(v))
+		return nil, fmt.Errorf("want an object (a service description), got %s", config.JSONKind(v))
 	}
 	var errs []error
 	known := jsonFields(serviceFile{})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/breeze-mesh/breeze/config"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -92,7 +92,7 @@ func yamlValue(data []byte) (any, []byte, error) {
 func decodeStrict(v any, m proto.Message, path string) error {
 	md := m.ProtoReflect().Descriptor()
 	if _, ok := v.(map[string]any); !ok {
-		return errorf(path, "want an object (%s), got %s", md.FullName(), jsonKind(v))
+		return errorf(path, "want an object (%s), got %s", md.FullName(), config.JSONKind(v))
 	}
 	var errs []error
 	checkFields(md, v, path, &errs)
@@ -107,7 +107,7 @@ func decodeStrict(v any, m proto.Message, path string) error {
 		if e := locate(md, v.(map[string]any), path); e != nil {
 			return e
 		}
-		return errorf(path, "%s", trimProtojson(err.Error()))
+		return errorf(path, "%s", config.TrimProtojsonPosition(err.Error()))
 	}
 	return nil
 }
@@ -293,40 +293,9 @@ func locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) 
 				return inner
 			}
 		}
-		return errorf(fpath, "%s", trimProtojson(err.Error()))
+		return errorf(fpath, "%s", config.TrimProtojsonPosition(err.Error()))
 	}
 	return nil
-}
-
-var protojsonPosition = regexp.MustCompile(` ?\(line \d+:\d+\)`)
-
-// trimProtojson drops protojson's "proto:" prefix and its line:column
-// positions, which point into JSON converted from the user's YAML.
-func trimProtojson(msg string) string {
-	rest, ok := strings.CutPrefix(msg, "proto:")
-	if !ok {
-		return msg
-	}
-	rest = protojsonPosition.ReplaceAllString(rest, "")
-	return strings.TrimLeft(rest, "\u00a0 :")
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nothing"
-	case []any:
-		return "a list"
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
 }
 
 // typedStructMessage converts a TypedStruct (either flavour) into the
@@ -356,7 +325,7 @@ func typedStructMessage(m proto.Message) (msg proto.Message, ok bool, err error)
 	}
 	out := mt.New().Interface()
 	if err := protojson.Unmarshal(js, out); err != nil {
-		return nil, false, errors.New(trimProtojson(err.Error()))
+		return nil, false, errors.New(config.TrimProtojsonPosition(err.Error()))
 	}
 	return out, true, nil
 }
