@@ -31,7 +31,7 @@ type Proxy struct {
 
 	snap atomic.Pointer[snapshot]
 
-	poolsMu sync.Mutex
+	poolsMu sync.RWMutex
 	pools   map[poolKey]*pool
 
 	// err is set when the configuration was rejected: every connection is
@@ -202,10 +202,18 @@ type poolKey struct {
 
 // pool returns the shared upstream pool of an endpoint for a flavor.
 func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry, flavor string) *pool {
+	key := poolKey{ep, flavor}
+	// Every request of every connection looks its pool up: share the lock
+	// for that, and take it exclusively only to add a pool.
+	p.poolsMu.RLock()
+	pl := p.pools[key]
+	p.poolsMu.RUnlock()
+	if pl != nil {
+		return pl
+	}
 	p.poolsMu.Lock()
 	defer p.poolsMu.Unlock()
-	key := poolKey{ep, flavor}
-	pl := p.pools[key]
+	pl = p.pools[key]
 	if pl == nil {
 		pl = &pool{proxy: p, ep: ep, cluster: c}
 		if !live(c, ep) {
