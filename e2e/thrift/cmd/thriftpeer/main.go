@@ -187,10 +187,25 @@ func call(args []string) error {
 						return
 					}
 				}
-				start := time.Now()
-				res, err := c(ctx, "fired", "")
-				record(res, err, time.Since(start))
-				return
+				// A server may still be running the last oneway handlers
+				// when Fired arrives (Kitex need not finish a oneway call
+				// before reading the next request), so ask until all n have
+				// arrived or the deadline passes: a lost call still shows.
+				want := strconv.Itoa(*n)
+				for {
+					start := time.Now()
+					res, err := c(ctx, "fired", "")
+					if err != nil || res == want || ctx.Err() != nil {
+						record(res, err, time.Since(start))
+						return
+					}
+					select {
+					case <-ctx.Done():
+						record(res, err, time.Since(start))
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
 			}
 			for range *n {
 				ctx, cancel := context.WithTimeout(context.Background(), *timeout)
