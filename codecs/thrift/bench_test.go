@@ -76,3 +76,61 @@ func BenchmarkEncodeMutation(b *testing.B) {
 		})
 	}
 }
+
+// sizedCall is a strict-binary CALL "put" of about size bytes (a struct
+// with one binary field), framed or not.
+func sizedCall(size int, framed bool) []byte {
+	msg := []byte{0x80, 0x01, 0x00, 0x01, 0, 0, 0, 3, 'p', 'u', 't', 0, 0, 0, 7}
+	payload := max(size-len(msg)-12, 1)
+	msg = append(msg, 11, 0, 1, byte(payload>>24), byte(payload>>16), byte(payload>>8), byte(payload))
+	msg = append(msg, make([]byte, payload)...)
+	msg = append(msg, 0) // struct stop
+	if !framed {
+		return msg
+	}
+	n := len(msg)
+	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, msg...)
+}
+
+// BenchmarkSizes: decode and seqid rewrite of small (100 B), typical
+// (1 KiB) and large (256 KiB) calls, framed (the length prefix bounds the
+// frame) and unframed (the struct is skipped to find the end). The full
+// decode with Apache's generated code, for the ratio, is in
+// testdata/peers (BenchmarkFullDecodeApache).
+func BenchmarkSizes(b *testing.B) {
+	for _, sz := range []struct {
+		name string
+		size int
+	}{{"small", 100}, {"typical", 1024}, {"large", 256 << 10}} {
+		for _, framed := range []bool{true, false} {
+			tr := "framed_binary"
+			if !framed {
+				tr = "unframed_binary"
+			}
+			f := sizedCall(sz.size, framed)
+			b.Run(sz.name+"/"+tr+"/decode", func(b *testing.B) {
+				c := newCodec(b, codecs.Options{})
+				var msg codecs.Message
+				b.SetBytes(int64(len(f)))
+				b.ReportAllocs()
+				for b.Loop() {
+					msg.Reset()
+					if n, err := c.Decode(f, &msg); err != nil || n != len(f) {
+						b.Fatal(n, err)
+					}
+				}
+			})
+			b.Run(sz.name+"/"+tr+"/encode_id_rewrite", func(b *testing.B) {
+				c := newCodec(b, codecs.Options{})
+				msg := decode(b, c, f)
+				b.ReportAllocs()
+				for b.Loop() {
+					msg.ID = (msg.ID + 1) & 0x7f
+					if _, err := c.Encode(msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
