@@ -125,6 +125,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	v.duration("idle_timeout", c.GetIdleTimeout())
 	v.duration("request_timeout", c.GetRequestTimeout())
 	v.xds(c)
+	v.filters(c)
 
 	clusters := v.clusters("clusters", c.GetClusters(), c.GetXds() != nil)
 	v.routeTable("route_config.", c.GetRouteConfig(), c.GetClusters(), clusters)
@@ -285,6 +286,7 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		v.required(fmt.Sprintf("%s.request_mutation[%d].key", path, j), kv.GetKey())
 	}
 	v.duration(path+".timeout", r.GetTimeout())
+	v.routeFilters(path, r)
 
 	// clusterRef checks a reference to a cluster and the subset it selects.
 	clusterRef := func(path, name string, subsetPath string, subset map[string]string) {

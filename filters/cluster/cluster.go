@@ -72,12 +72,11 @@ func (e *Endpoint) Succeeded() {
 
 // Cluster is a named group of endpoints with a load-balancing policy.
 type Cluster struct {
-	Name           string
-	Policy         breezev1.Cluster_LbPolicy
-	HashKey        string
-	ConnectTimeout time.Duration
-	ConnsPerHost   int
-	MaxRequests    int64
+	Name         string
+	Policy       breezev1.Cluster_LbPolicy
+	HashKey      string
+	ConnsPerHost int
+	MaxRequests  int64
 
 	state  atomic.Pointer[state]
 	log    *slog.Logger
@@ -86,6 +85,23 @@ type Cluster struct {
 	byAddr map[string]*Endpoint
 	// subsetKeys are the subsets routes ask for; every update rebuilds their balancers.
 	subsetKeys map[string]map[string]string
+	onRemove   func([]*Endpoint)
+}
+
+// Options are what New needs besides the cluster's config.
+type Options struct {
+	// Subsets are the label sets routes target (canonical key → labels),
+	// so that their balancers are prebuilt.
+	Subsets map[string]map[string]string
+	Log     *slog.Logger
+	// OnRemove is told which endpoints left the cluster after an update
+	// took effect, whatever made it (static config, a DNS refresh, EDS):
+	// gone from the new set, or replaced because their labels or weight
+	// changed. The upstream layer retires their connections. It runs on
+	// the updating goroutine with no lock of the cluster held.
+	OnRemove func(removed []*Endpoint)
+	// Lookup resolves STRICT_DNS host names; nil means the system resolver.
+	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 type state struct {
@@ -93,21 +109,24 @@ type state struct {
 	subsets map[string]*Set
 }
 
-// New builds a cluster from its config. subsets are the label sets routes
-// target (canonical key → labels), so their balancers are prebuilt.
-// STRICT_DNS clusters resolve in the background until Close.
-func New(c *breezev1.Cluster, subsets map[string]map[string]string, log *slog.Logger) (*Cluster, error) {
+// New builds a cluster from its config. STRICT_DNS clusters resolve in the
+// background until Close.
+func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
 	cl := &Cluster{
-		Name:           c.GetName(),
-		Policy:         c.GetLbPolicy(),
-		HashKey:        c.GetHashKey(),
-		ConnectTimeout: durationOr(c.GetConnectTimeout().AsDuration(), 5*time.Second),
-		ConnsPerHost:   int(max(c.GetConnectionsPerEndpoint(), 1)),
-		MaxRequests:    int64(c.GetMaxRequestsPerEndpoint()),
-		log:            log.With("cluster", c.GetName()),
-		byAddr:         map[string]*Endpoint{},
-		subsetKeys:     subsets,
-		stop:           func() {},
+		Name:         c.GetName(),
+		Policy:       c.GetLbPolicy(),
+		HashKey:      c.GetHashKey(),
+		ConnsPerHost: int(max(c.GetConnectionsPerEndpoint(), 1)),
+		MaxRequests:  int64(c.GetMaxRequestsPerEndpoint()),
+		log:          log.With("cluster", c.GetName()),
+		byAddr:       map[string]*Endpoint{},
+		subsetKeys:   opts.Subsets,
+		onRemove:     opts.OnRemove,
+		stop:         func() {},
 	}
 	if cl.MaxRequests == 0 {
 		cl.MaxRequests = 10000
@@ -130,7 +149,11 @@ func New(c *breezev1.Cluster, subsets map[string]map[string]string, log *slog.Lo
 		cl.Update(nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		cl.stop = cancel
-		r := &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: net.DefaultResolver.LookupNetIP}
+		lookup := opts.Lookup
+		if lookup == nil {
+			lookup = net.DefaultResolver.LookupNetIP
+		}
+		r := &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: lookup}
 		r.resolveOnce(ctx)
 		go r.run(ctx)
 	case breezev1.Cluster_EDS:
@@ -159,8 +182,14 @@ type Spec struct {
 }
 
 // Update replaces the endpoint set. Endpoints whose address and labels are
-// unchanged keep their live state.
+// unchanged keep their live state; the others are reported to OnRemove.
 func (c *Cluster) Update(specs []Spec) {
+	if removed := c.update(specs); len(removed) > 0 && c.onRemove != nil {
+		c.onRemove(removed)
+	}
+}
+
+func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := make(map[string]*Endpoint, len(specs))
@@ -187,6 +216,11 @@ func (c *Cluster) Update(specs []Spec) {
 		}
 		return 0
 	})
+	for addr, ep := range c.byAddr {
+		if next[addr] != ep {
+			removed = append(removed, ep)
+		}
+	}
 	c.byAddr = next
 	st := &state{all: newSet(c.Policy, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
 	for key, labels := range c.subsetKeys {
@@ -199,6 +233,7 @@ func (c *Cluster) Update(specs []Spec) {
 		st.subsets[key] = newSet(c.Policy, sub)
 	}
 	c.state.Store(st)
+	return removed
 }
 
 func hasLabels(have, want map[string]string) bool {

@@ -23,7 +23,7 @@ func staticCluster(t *testing.T, policy breezev1.Cluster_LbPolicy, n int, subset
 		}
 		c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 20880, Labels: map[string]string{"version": v}})
 	}
-	cl, err := New(c, subsets, slog.Default())
+	cl, err := New(c, Options{Subsets: subsets})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestWeightedRoundRobin(t *testing.T) {
 	c := &breezev1.Cluster{Name: "w", Endpoints: []*breezev1.Endpoint{
 		{Address: "10.0.0.1", Port: 1, Weight: 1}, {Address: "10.0.0.2", Port: 1, Weight: 3},
 	}}
-	cl, err := New(c, nil, slog.Default())
+	cl, err := New(c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestUpdateKeepsState(t *testing.T) {
 }
 
 func TestStaticRejectsHostname(t *testing.T) {
-	_, err := New(&breezev1.Cluster{Name: "x", Endpoints: []*breezev1.Endpoint{{Address: "provider.local", Port: 1}}}, nil, slog.Default())
+	_, err := New(&breezev1.Cluster{Name: "x", Endpoints: []*breezev1.Endpoint{{Address: "provider.local", Port: 1}}}, Options{})
 	if err == nil {
 		t.Fatal("STATIC cluster accepted a host name")
 	}
@@ -206,7 +206,7 @@ func TestDNSRefreshKeepsAddressesOnFailure(t *testing.T) {
 
 func TestDNSClusterResolvesLocalhost(t *testing.T) {
 	cl, err := New(&breezev1.Cluster{Name: "lh", Type: breezev1.Cluster_STRICT_DNS,
-		Endpoints: []*breezev1.Endpoint{{Address: "localhost", Port: 20880}}}, nil, slog.Default())
+		Endpoints: []*breezev1.Endpoint{{Address: "localhost", Port: 20880}}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func BenchmarkPick(b *testing.B) {
 			for i := range 10 {
 				c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 1})
 			}
-			cl, _ := New(c, nil, slog.Default())
+			cl, _ := New(c, Options{})
 			set := cl.Set("")
 			b.ReportAllocs()
 			for b.Loop() {

@@ -12,12 +12,15 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/router"
 )
 
 // downConn is the filter instance of one downstream connection. Envoy
 // calls OnData/OnEvent serialized on the connection's worker thread;
-// responses, timeouts and retries arrive on other goroutines and take mu
-// to use the codec.
+// responses, timeouts, resumed filters and retries arrive on other
+// goroutines and take mu to use the codec.
 type downConn struct {
 	p     *Proxy
 	cb    api.ConnectionCallback
@@ -27,9 +30,23 @@ type downConn struct {
 	buf []byte
 	msg codecs.Message
 
+	// active lists the requests in flight, so that a closing connection
+	// finishes them (DC) instead of leaving them to their timeouts.
+	actMu  sync.Mutex
+	active *stream
+
 	closed     atomic.Bool
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
+}
+
+// stream is one request: the filter API's Stream, the router's state and
+// the connection, in one allocation. It is the stream's filter.Conn.
+type stream struct {
+	filter.Stream
+	call       router.Call
+	d          *downConn
+	prev, next *stream
 }
 
 // CreateFilter is called by Envoy's shim for every new connection.
@@ -49,14 +66,14 @@ func (p *Proxy) CreateFilter(cb api.ConnectionCallback) api.DownstreamFilter {
 func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	defer d.recover("OnNewConnection")
 	if d.p.err != nil {
-		configErrors.Inc()
+		metrics.ConfigErrors.Inc()
 		d.p.log.Error("refusing connection: proxy configuration was rejected", "err", d.p.err)
 		d.closed.Store(true)
 		d.cb.Close(api.NoFlush)
 		return api.NetworkFilterStopIteration
 	}
-	downstreamConnections.WithLabelValues(d.p.name).Inc()
-	downstreamActive.WithLabelValues(d.p.name).Inc()
+	metrics.DownstreamConnections.WithLabelValues(d.p.name).Inc()
+	metrics.DownstreamActive.WithLabelValues(d.p.name).Inc()
 	d.touch()
 	if d.p.idleTimeout > 0 {
 		// The timer must not hold d strongly: d -> timer -> d would be a
@@ -128,7 +145,7 @@ func (d *downConn) protocolError(err error) {
 	if errors.As(err, &pe) {
 		reason = pe.Reason
 	}
-	protocolErrors.WithLabelValues(d.p.name, "downstream", reason).Inc()
+	metrics.ProtocolErrors.WithLabelValues(d.p.name, "downstream", reason).Inc()
 	d.p.log.Warn("closing downstream connection: bad frame", "reason", reason, "err", err, "remote", d.remote())
 	d.buf = nil
 	d.close("protocol_error")
@@ -143,13 +160,42 @@ func (d *downConn) remote() string {
 func (d *downConn) handle(m *codecs.Message) {
 	switch m.Type {
 	case codecs.Heartbeat:
-		heartbeats.WithLabelValues(d.p.name, "downstream").Inc()
+		metrics.Heartbeats.WithLabelValues(d.p.name, "downstream").Inc()
 		d.write(d.codec.HeartbeatReply(m))
 	case codecs.Request, codecs.Oneway:
-		d.p.route(d, m)
+		st := &stream{d: d}
+		st.Init(d.p.chain, st, m, time.Now())
+		st.call.Init(&st.Stream, d.codec, &d.mu)
+		d.link(st)
+		d.p.router.Match(&st.Stream)
+		st.Run()
 	default:
-		dropped.WithLabelValues(d.p.name, "unexpected_"+m.Type.String()).Inc()
+		metrics.Dropped.WithLabelValues(d.p.name, "unexpected_"+m.Type.String()).Inc()
 	}
+}
+
+func (d *downConn) link(st *stream) {
+	d.actMu.Lock()
+	st.next = d.active
+	if d.active != nil {
+		d.active.prev = st
+	}
+	d.active = st
+	d.actMu.Unlock()
+}
+
+func (d *downConn) unlink(st *stream) {
+	d.actMu.Lock()
+	if st.prev != nil {
+		st.prev.next = st.next
+	} else if d.active == st {
+		d.active = st.next
+	}
+	if st.next != nil {
+		st.next.prev = st.prev
+	}
+	st.prev, st.next = nil, nil
+	d.actMu.Unlock()
 }
 
 func (d *downConn) write(b []byte) {
@@ -164,24 +210,60 @@ func (d *downConn) close(reason string) {
 	if d.closed.Swap(true) {
 		return
 	}
-	downstreamClosed.WithLabelValues(d.p.name, reason).Inc()
+	metrics.DownstreamClosed.WithLabelValues(d.p.name, reason).Inc()
 	d.cb.Close(api.FlushWrite)
 }
 
-// localReply answers a request the proxy could not relay. It may run on any
-// goroutine: callers not already holding d.mu pass locked=false.
-func (d *downConn) localReply(req *codecs.Message, kind codecs.ErrorKind, detail string, locked bool) {
-	localReplies.WithLabelValues(d.p.name, kind.String()).Inc()
-	d.p.log.Debug("local reply", "reason", kind.String(), "detail", detail, "id", req.ID)
-	if req.Type == codecs.Oneway {
-		dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
-		return
-	}
+// LocalReply implements filter.Conn: the codec's own error reply.
+func (st *stream) LocalReply(s *filter.Stream, kind codecs.ErrorKind, detail string, locked bool) {
+	d := st.d
 	if !locked {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 	}
-	d.write(d.codec.LocalReply(req, kind, detail))
+	d.write(d.codec.LocalReply(&s.Request, kind, detail))
+}
+
+// Write implements filter.Conn.
+func (st *stream) Write(b []byte) { st.d.write(b) }
+
+// Resume implements filter.Conn: the rest of the chain runs on its own
+// goroutine, so that Resume never blocks its caller nor waits for a lock
+// the caller may hold.
+func (st *stream) Resume(s *filter.Stream) {
+	go func() {
+		d := st.d
+		defer d.recover("resume")
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed.Load() {
+			s.Finish(filter.Outcome{Detail: "downstream connection closed", Flags: filter.DownstreamConnectionTermination})
+			return
+		}
+		s.Continue()
+	}()
+}
+
+// Done implements filter.Conn: count how the request ended.
+func (st *stream) Done(s *filter.Stream) {
+	d := st.d
+	d.unlink(st)
+	if kind := s.Outcome.LocalReply; kind != 0 {
+		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
+		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+		if s.Request.Type == codecs.Oneway {
+			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
+		}
+	}
+}
+
+// Panicked implements filter.Conn: a filter panicked; the request was
+// answered, the connection is closed, as for a panic anywhere else.
+func (st *stream) Panicked(s *filter.Stream, where string, v any, stack []byte) {
+	d := st.d
+	metrics.Panics.WithLabelValues(where).Inc()
+	d.p.log.Error("panic in L7 filter; closing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	d.close("panic")
 }
 
 func (d *downConn) OnEvent(event api.ConnectionEvent) {
@@ -194,10 +276,29 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 		d.idleTimer.Stop()
 	}
 	if d.p.err == nil {
-		downstreamActive.WithLabelValues(d.p.name).Dec()
+		metrics.DownstreamActive.WithLabelValues(d.p.name).Dec()
 	}
 	if wasOpen && event == api.RemoteClose {
 		d.p.log.Debug("downstream closed by peer")
+	}
+	d.abortActive()
+}
+
+// abortActive finishes the requests still in flight of a closed
+// connection: paused ones and those waiting for their upstream (which is
+// told to forget them). The others are in someone's hands right now and
+// finish there.
+func (d *downConn) abortActive() {
+	d.actMu.Lock()
+	var inFlight []*stream
+	for st := d.active; st != nil; st = st.next {
+		inFlight = append(inFlight, st)
+	}
+	d.actMu.Unlock()
+	for _, st := range inFlight {
+		if !st.Abort() {
+			d.p.router.Abort(&st.Stream)
+		}
 	}
 }
 
@@ -214,7 +315,7 @@ func (d *downConn) recover(where string) {
 	if r == nil {
 		return
 	}
-	panics.WithLabelValues(where).Inc()
+	metrics.Panics.WithLabelValues(where).Inc()
 	d.p.log.Error("panic in proxy; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	if !d.closed.Swap(true) {
 		d.cb.Close(api.NoFlush)

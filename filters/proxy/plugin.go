@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/metrics"
 )
 
 // PluginName is the plugin_name an Envoy config (or the standalone runner)
@@ -43,7 +44,7 @@ type parser struct {
 func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 	defer func() {
 		if r := recover(); r != nil {
-			panics.WithLabelValues("ParseConfig").Inc()
+			metrics.Panics.WithLabelValues("ParseConfig").Inc()
 			slog.Error("panic while parsing breeze config", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			result = &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("panic while parsing config: %v", r)}
 		}
@@ -76,7 +77,7 @@ func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 }
 
 func rejected(err error) *Proxy {
-	configErrors.Inc()
+	metrics.ConfigErrors.Inc()
 	slog.Error("breeze config rejected; its connections will be refused", "err", err)
 	return &Proxy{name: "invalid", log: slog.Default(), err: err}
 }

@@ -1,38 +1,45 @@
-// Package proxy is Breeze's MetaProtocol proxy: a terminal Envoy Go network
-// filter that decodes each request with a codec, routes it on its metadata,
-// balances it onto a shared upstream connection with a rewritten request
-// id, and relays the response back with the client's id restored.
+// Package proxy is Breeze's connection manager: the terminal Envoy Go
+// network filter (plugin name "breeze"). Per downstream connection it
+// decodes frames with the configured codec and walks each request through
+// the proxy's L7 filter chain, which ends in the router; the router hands
+// it to the upstream layer, whose response walks back through the chain
+// to the client.
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
+	"net/netip"
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
-	"github.com/breeze-mesh/breeze/filters/route"
+	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/mutation"
+	"github.com/breeze-mesh/breeze/filters/router"
+	"github.com/breeze-mesh/breeze/filters/upstream"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
-const defaultRequestTimeout = 5 * time.Second
+// Registry holds every Breeze metric of the process (filters/metrics).
+var Registry = metrics.Registry
 
-// Proxy is one parsed proxy configuration with its live state (clusters,
-// upstream pools). All downstream connections of that configuration share it.
+// Proxy is one parsed proxy configuration with its live state (filter
+// chain, clusters, upstream pools). All downstream connections of that
+// configuration share it.
 type Proxy struct {
-	name           string
-	log            *slog.Logger
-	codec          codecs.Factory
-	codecOpts      codecs.Options
-	idleTimeout    time.Duration
-	defaultTimeout time.Duration
+	name        string
+	log         *slog.Logger
+	codec       codecs.Factory
+	codecOpts   codecs.Options
+	idleTimeout time.Duration
 
-	snap atomic.Pointer[snapshot]
-
-	poolsMu sync.RWMutex
-	pools   map[poolKey]*pool
+	chain  *filter.Chain
+	router *router.Router
+	up     *upstream.Manager
 
 	// err is set when the configuration was rejected: every connection is
 	// then refused with a log line, instead of crashing Envoy.
@@ -40,17 +47,6 @@ type Proxy struct {
 
 	// xds is the proxy's subscription to routes and endpoints (xds.go).
 	xds *xdsWatches
-}
-
-// snapshot is the immutable routing state; a config update swaps it whole.
-type snapshot struct {
-	routes   *route.Table
-	clusters map[string]*clusterEntry
-}
-
-type clusterEntry struct {
-	*cluster.Cluster
-	metrics *clusterMetrics
 }
 
 // New builds a proxy from a validated configuration. With xds set it
@@ -72,156 +68,98 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 			MaxFrameSize: int(cfg.GetMaxFrameSize()),
 			Params:       cfg.GetCodecParams(),
 		},
-		idleTimeout:    cfg.GetIdleTimeout().AsDuration(),
-		defaultTimeout: cfg.GetRequestTimeout().AsDuration(),
-		pools:          map[poolKey]*pool{},
-	}
-	if p.defaultTimeout <= 0 {
-		p.defaultTimeout = defaultRequestTimeout
+		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
 	}
 	// Fail now rather than on the first connection.
 	if _, err := factory(p.codecOpts); err != nil {
 		return nil, fmt.Errorf("codec %q: %w", cfg.GetCodec(), err)
 	}
-	snap, err := p.compile(cfg)
+	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log})
+	rt, err := router.New(cfg, router.Options{
+		Proxy: p.name, Log: p.log, DefaultTimeout: cfg.GetRequestTimeout().AsDuration(), Upstream: p.up, Lookup: dnsLookup,
+	})
 	if err != nil {
 		return nil, err
 	}
-	p.snap.Store(snap)
+	p.router = rt
+	if p.chain, err = buildChain(cfg, rt); err != nil {
+		rt.Close()
+		return nil, err
+	}
 	if err := p.startXDS(cfg); err != nil {
-		snap.close()
+		rt.Close()
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *Proxy) compile(cfg *breezev1.ProxyConfig) (*snapshot, error) {
-	table, err := route.Compile(cfg.GetRouteConfig())
-	if err != nil {
-		return nil, fmt.Errorf("route_config: %w", err)
-	}
-	// Every subset a route targets gets a prebuilt balancer in its cluster.
-	subsets := map[string]map[string]map[string]string{}
-	for _, r := range table.Routes {
-		for _, t := range r.Targets {
-			if subsets[t.Cluster] == nil {
-				subsets[t.Cluster] = map[string]map[string]string{}
-			}
-			if t.Subset != "" {
-				subsets[t.Cluster][t.Subset] = t.SubsetLabels
-			}
+// dnsLookup resolves STRICT_DNS clusters; nil is the system resolver.
+// Tests replace it.
+var dnsLookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// buildChain builds the configured filters in order, the mutation filter
+// (which applies routes' request_mutation) before the router unless
+// listed, and the router last.
+func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router) (*filter.Chain, error) {
+	c := &filter.Chain{}
+	ctx := filter.BuildContext{ProxyName: cfg.GetStatPrefix(), Codec: cfg.GetCodec()}
+	hasMutation := false
+	for i, fc := range cfg.GetFilters() {
+		if fc.GetName() == filter.RouterName {
+			continue // validated to be last
 		}
-	}
-	snap := &snapshot{routes: table, clusters: map[string]*clusterEntry{}}
-	for _, c := range cfg.GetClusters() {
-		cl, err := cluster.New(c, subsets[c.GetName()], p.log)
+		f, ok := filter.Lookup(fc.GetName())
+		if !ok {
+			return nil, fmt.Errorf("filters[%d].name: %w", i, filter.UnknownError(fc.GetName()))
+		}
+		msg, err := config.FilterConfig(f, fc.GetTypedConfig())
 		if err != nil {
-			snap.close()
+			return nil, fmt.Errorf("filters[%d].typed_config: %w", i, err)
+		}
+		if msg == nil && f.Config != nil {
+			msg = f.Config()
+		}
+		inst, err := f.Build(msg, ctx)
+		if err != nil {
+			return nil, fmt.Errorf("filters[%d] (%s): %w", i, fc.GetName(), err)
+		}
+		c.Filters = append(c.Filters, inst)
+		c.Names = append(c.Names, fc.GetName())
+		hasMutation = hasMutation || fc.GetName() == mutation.Name
+	}
+	if !hasMutation {
+		f, _ := filter.Lookup(mutation.Name)
+		inst, err := f.Build(f.Config(), ctx)
+		if err != nil {
 			return nil, err
 		}
-		snap.clusters[c.GetName()] = &clusterEntry{Cluster: cl, metrics: newClusterMetrics(p.name, c.GetName())}
+		c.Filters = append(c.Filters, inst)
+		c.Names = append(c.Names, mutation.Name)
 	}
-	for _, r := range table.Routes {
-		for _, t := range r.Targets {
-			if snap.clusters[t.Cluster] == nil {
-				snap.close()
-				return nil, fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
-			}
-		}
-	}
-	return snap, nil
+	c.Filters = append(c.Filters, rt)
+	c.Names = append(c.Names, filter.RouterName)
+	return c, nil
 }
 
 // UpdateRoutes swaps in a new route table (from xDS). Connections and
 // requests in flight keep the table they started with; new requests see
 // the new one. On error the current table stays.
 func (p *Proxy) UpdateRoutes(rc *breezev1.RouteConfiguration) error {
-	table, err := route.Compile(rc)
-	if err != nil {
-		return err
-	}
-	old := p.snap.Load()
-	subsets := map[string]map[string]map[string]string{}
-	for _, r := range table.Routes {
-		for _, t := range r.Targets {
-			if old.clusters[t.Cluster] == nil {
-				return fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
-			}
-			if t.Subset != "" {
-				if subsets[t.Cluster] == nil {
-					subsets[t.Cluster] = map[string]map[string]string{}
-				}
-				subsets[t.Cluster][t.Subset] = t.SubsetLabels
-			}
-		}
-	}
-	// Subset balancers first, so the new table never meets a missing one.
-	for name, s := range subsets {
-		old.clusters[name].AddSubsets(s)
-	}
-	p.snap.Store(&snapshot{routes: table, clusters: old.clusters})
-	return nil
+	return p.router.UpdateRoutes(rc)
 }
 
 // Cluster returns a cluster of the current configuration (for endpoint
 // updates from EDS), or nil.
-func (p *Proxy) Cluster(name string) *cluster.Cluster {
-	if c := p.snap.Load().clusters[name]; c != nil {
-		return c.Cluster
-	}
-	return nil
-}
+func (p *Proxy) Cluster(name string) *cluster.Cluster { return p.router.Cluster(name) }
 
-func (s *snapshot) close() {
-	for _, c := range s.clusters {
-		c.Close()
-	}
-}
-
-// Close stops background work (DNS) and closes upstream connections. Envoy
-// never frees a parsed config; the standalone runner and tests do.
+// Close stops background work (DNS, xDS) and closes upstream connections.
+// Envoy never frees a parsed config; the standalone runner and tests do.
 func (p *Proxy) Close() {
 	p.xds.stop()
-	if s := p.snap.Load(); s != nil {
-		s.close()
+	if p.router != nil {
+		p.router.Close()
 	}
-	p.poolsMu.Lock()
-	pools := p.pools
-	p.pools = map[poolKey]*pool{}
-	p.poolsMu.Unlock()
-	for _, pl := range pools {
-		pl.closeAll()
+	if p.up != nil {
+		p.up.Close()
 	}
-}
-
-// poolKey: one pool per endpoint and codec flavor (see codecs.Flavored).
-type poolKey struct {
-	ep     *cluster.Endpoint
-	flavor string
-}
-
-// pool returns the shared upstream pool of an endpoint for a flavor.
-func (p *Proxy) pool(ep *cluster.Endpoint, c *clusterEntry, flavor string) *pool {
-	key := poolKey{ep, flavor}
-	// Every request of every connection looks its pool up: share the lock
-	// for that, and take it exclusively only to add a pool.
-	p.poolsMu.RLock()
-	pl := p.pools[key]
-	p.poolsMu.RUnlock()
-	if pl != nil {
-		return pl
-	}
-	p.poolsMu.Lock()
-	defer p.poolsMu.Unlock()
-	pl = p.pools[key]
-	if pl == nil {
-		pl = &pool{proxy: p, ep: ep, cluster: c}
-		if !live(c, ep) {
-			// Balanced on a set replaced since: sends re-balance (xds.go).
-			pl.retired = true
-			return pl
-		}
-		p.pools[key] = pl
-	}
-	return pl
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/upstream"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -184,7 +186,7 @@ func TestRequestTimeout(t *testing.T) {
 	addr := startProxy(t, cfg(`  - route: {cluster: c}
     timeout: 0.2s`, "- name: c\n  endpoints:\n"+ep(b, "")))
 	c := dial(t, addr)
-	late := testutil.ToFloat64(dropped.WithLabelValues("t", "late_response"))
+	late := testutil.ToFloat64(metrics.Dropped.WithLabelValues("t", "late_response"))
 	start := time.Now()
 	m, err := c.call(3, "x", "sleep", "1000")
 	if err != nil {
@@ -198,7 +200,7 @@ func TestRequestTimeout(t *testing.T) {
 	}
 	// The late answer is dropped, not delivered as a second response.
 	eventually(t, "late response dropped", func() bool {
-		return testutil.ToFloat64(dropped.WithLabelValues("t", "late_response")) > late
+		return testutil.ToFloat64(metrics.Dropped.WithLabelValues("t", "late_response")) > late
 	})
 	if m, err := c.call(4, "y"); err != nil || md(m, "server") != "slow" {
 		t.Fatalf("after timeout: %+v %v", m, err)
@@ -312,7 +314,7 @@ func TestGoAwayDrains(t *testing.T) {
 	}
 	leaving.mu.Unlock()
 	eventually(t, "goaway seen", func() bool {
-		return testutil.ToFloat64(upstreamEvents.WithLabelValues("t", "c", "goaway")) >= 1
+		return testutil.ToFloat64(metrics.UpstreamEvents.WithLabelValues("t", "c", "goaway")) >= 1
 	})
 	for _, ch := range []chan tmsg{slow, slow2} {
 		if m := <-ch; m.status != codecs.StatusOK {
@@ -380,7 +382,7 @@ func TestBadFrameClosesOnlyThatConnection(t *testing.T) {
 			t.Fatalf("%s disturbed another connection: %v", name, err)
 		}
 	}
-	if testutil.ToFloat64(protocolErrors.WithLabelValues("t", "downstream", "frame_too_large")) < 1 {
+	if testutil.ToFloat64(metrics.ProtocolErrors.WithLabelValues("t", "downstream", "frame_too_large")) < 1 {
 		t.Fatal("oversized frame not counted")
 	}
 }
@@ -389,11 +391,11 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 	b := newBackend(t, "b")
 	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")))
 	good := dial(t, addr)
-	before := testutil.ToFloat64(panics.WithLabelValues("OnData"))
+	before := testutil.ToFloat64(metrics.Panics.WithLabelValues("OnData"))
 	bad := dial(t, addr)
 	bad.send(codecs.Request, 1, "x", "panic", "decode")
 	<-bad.closed
-	if testutil.ToFloat64(panics.WithLabelValues("OnData")) != before+1 {
+	if testutil.ToFloat64(metrics.Panics.WithLabelValues("OnData")) != before+1 {
 		t.Fatal("panic not counted")
 	}
 	if _, err := good.call(0, "x"); err != nil {
@@ -491,8 +493,8 @@ func TestUpdateRoutesOnLiveConnection(t *testing.T) {
 // An idle upstream connection gets heartbeats, so that a provider which
 // closes silent connections keeps it; a busy one gets none.
 func TestUpstreamKeepalive(t *testing.T) {
-	old := upstreamKeepalive.Swap(int64(50 * time.Millisecond))
-	defer upstreamKeepalive.Store(old)
+	old := upstream.Keepalive.Swap(int64(50 * time.Millisecond))
+	defer upstream.Keepalive.Store(old)
 	b := newBackend(t, "b")
 	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")))
 	c := dial(t, addr)
@@ -530,7 +532,7 @@ func TestUpstreamKeepaliveLearnsIdleTimeout(t *testing.T) {
 	if _, err := c.call(0, "x"); err != nil {
 		t.Fatal(err)
 	}
-	closes := upstreamEvents.WithLabelValues("t", "c", "close")
+	closes := metrics.UpstreamEvents.WithLabelValues("t", "c", "close")
 	before := testutil.ToFloat64(closes)
 	eventually(t, "the idle close seen by the proxy", func() bool { return testutil.ToFloat64(closes) > before })
 	if _, err := c.call(0, "y"); err != nil {

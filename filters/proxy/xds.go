@@ -5,26 +5,19 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/metrics"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	xdsclient "github.com/breeze-mesh/breeze/xds/client"
 )
-
-var xdsUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "breeze_xds_updates_total", Help: "Resource versions from xDS applied (accepted) or refused (rejected, NACKed), by type (routes, endpoints).",
-}, []string{"proxy", "type", "result"})
-
-func init() { Registry.MustRegister(xdsUpdates) }
 
 // xdsClients shares one client (one ADS stream) per server and node id
 // among all proxies of the process: Envoy builds a Proxy per distinct
@@ -176,12 +169,12 @@ func (p *Proxy) applyRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev
 		err = p.UpdateRoutes(rc)
 	}
 	if err != nil {
-		xdsUpdates.WithLabelValues(p.name, "routes", "rejected").Inc()
+		metrics.XDSUpdates.WithLabelValues(p.name, "routes", "rejected").Inc()
 		err = oneLine(err)
 		p.log.Warn("xds route table rejected; keeping the current one", "route_config", rc.GetName(), "err", err)
 		return err
 	}
-	xdsUpdates.WithLabelValues(p.name, "routes", "accepted").Inc()
+	metrics.XDSUpdates.WithLabelValues(p.name, "routes", "accepted").Inc()
 	p.log.Info("xds route table applied", "route_config", rc.GetName(), "routes", len(rc.GetRoutes()))
 	return nil
 }
@@ -189,7 +182,7 @@ func (p *Proxy) applyRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev
 func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
 	eps, err := xdsclient.Endpoints(cla)
 	if err != nil {
-		xdsUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()
+		metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()
 		p.log.Warn("xds endpoints rejected; keeping the current ones", "cluster", name, "eds_service_name", cla.GetClusterName(), "err", err)
 		return err
 	}
@@ -197,10 +190,10 @@ func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignmen
 	for i, e := range eps {
 		specs[i] = cluster.Spec{Addr: e.Addr, Labels: e.Labels, Weight: e.Weight}
 	}
-	cl := p.Cluster(name)
-	cl.Update(specs)
-	p.retirePools()
-	xdsUpdates.WithLabelValues(p.name, "endpoints", "accepted").Inc()
+	// The cluster tells the upstream layer which endpoints left, and it
+	// retires their pools (router.New wires that up).
+	p.Cluster(name).Update(specs)
+	metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "accepted").Inc()
 	p.log.Info("xds endpoints applied", "cluster", name, "endpoints", len(specs))
 	return nil
 }
@@ -216,60 +209,4 @@ func oneLine(err error) error {
 		parts = append(parts, e.Error())
 	}
 	return errors.New(strings.Join(parts, "; "))
-}
-
-// retirePools retires the pools of endpoints no cluster has any more
-// (removed by EDS, or by a DNS refresh), so that upstream pools follow the
-// endpoint set instead of growing with every endpoint ever seen.
-func (p *Proxy) retirePools() {
-	live := map[*cluster.Endpoint]bool{}
-	for _, c := range p.snap.Load().clusters {
-		for _, ep := range c.Endpoints() {
-			live[ep] = true
-		}
-	}
-	p.poolsMu.Lock()
-	var gone []*pool
-	for key, pl := range p.pools {
-		if !live[key.ep] {
-			delete(p.pools, key)
-			gone = append(gone, pl)
-		}
-	}
-	p.poolsMu.Unlock()
-	for _, pl := range gone {
-		pl.retire()
-	}
-}
-
-// retire stops new requests to the pool; each of its connections closes
-// once the requests it carries are answered, so that removing an endpoint
-// fails no request.
-func (pl *pool) retire() {
-	pl.mu.Lock()
-	pl.retired = true
-	conns := pl.conns
-	pl.conns = nil
-	pl.mu.Unlock()
-	for _, uc := range conns {
-		uc.mu.Lock()
-		idle := false
-		switch uc.state {
-		case connecting, ready:
-			// A connecting one closes once open and answered (OnPoolReady).
-			uc.state = draining
-			idle = uc.cb != nil && len(uc.pending) == 0
-		}
-		uc.mu.Unlock()
-		if idle {
-			uc.closeByUs()
-		}
-	}
-}
-
-// live reports whether ep is still an endpoint of c: a request balanced
-// on a set that has just been replaced must not open a pool for an
-// endpoint that is gone.
-func live(c *clusterEntry, ep *cluster.Endpoint) bool {
-	return slices.Contains(c.Endpoints(), ep)
 }

@@ -442,9 +442,7 @@ func TestXDSEndpointsChangeUnderLoad(t *testing.T) {
 					t.Fatalf("round %d step %v: removed endpoint %s received %d requests", round, step, b.name, n-counts[b])
 				}
 			}
-			p.poolsMu.Lock()
-			pools := len(p.pools)
-			p.poolsMu.Unlock()
+			pools := p.up.Pools()
 			if pools > len(step) {
 				t.Fatalf("round %d step %v: %d upstream pools for %d endpoints", round, step, pools, len(step))
 			}

@@ -8,13 +8,17 @@ package route
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/filter"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -37,7 +41,20 @@ type Route struct {
 	Timeout time.Duration
 	// HashKey is the metadata key for consistent hashing, "" for the cluster's own.
 	HashKey string
+	// filterConfigs are the per-route configs of L7 filters, parsed by
+	// each filter's factory once per table.
+	filterConfigs map[string]any
 }
+
+// RouteName and FilterConfig make a Route the filter.RouteEntry filters see.
+func (r *Route) RouteName() string { return r.Name }
+
+// RequestMutations are the route's request_mutation (applied by the
+// mutation filter).
+func (r *Route) RequestMutations() codecs.Metadata { return r.Mutations }
+
+// FilterConfig returns the named filter's per-route config, or nil.
+func (r *Route) FilterConfig(name string) any { return r.filterConfigs[name] }
 
 // Target is one weighted destination of a route.
 type Target struct {
@@ -203,6 +220,26 @@ func compileRoute(pr *breezev1.Route) (*Route, error) {
 	}
 	for _, kv := range pr.GetRequestMutation() {
 		r.Mutations = append(r.Mutations, codecs.KV{Key: kv.GetKey(), Value: kv.GetValue()})
+	}
+	for _, name := range slices.Sorted(maps.Keys(pr.GetTypedPerFilterConfig())) {
+		f, ok := filter.Lookup(name)
+		if !ok {
+			return nil, fmt.Errorf("typed_per_filter_config[%q]: %w", name, filter.UnknownError(name))
+		}
+		msg, err := config.FilterRouteConfig(f, pr.GetTypedPerFilterConfig()[name])
+		if err != nil {
+			return nil, fmt.Errorf("typed_per_filter_config[%q]: %w", name, err)
+		}
+		var parsed any = msg
+		if f.ParseRoute != nil {
+			if parsed, err = f.ParseRoute(msg); err != nil {
+				return nil, fmt.Errorf("typed_per_filter_config[%q]: %w", name, err)
+			}
+		}
+		if r.filterConfigs == nil {
+			r.filterConfigs = map[string]any{}
+		}
+		r.filterConfigs[name] = parsed
 	}
 	return r, nil
 }

@@ -12,6 +12,7 @@ package breezev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
@@ -76,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -132,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -156,7 +157,12 @@ type ProxyConfig struct {
 	// Routes and endpoints from an xDS server (optional). Set route_config_name
 	// to take the route table from it; clusters of type EDS take their
 	// endpoints from it. Updates apply to live connections without closing them.
-	Xds           *XdsSource `protobuf:"bytes,9,opt,name=xds,proto3" json:"xds,omitempty"`
+	Xds *XdsSource `protobuf:"bytes,9,opt,name=xds,proto3" json:"xds,omitempty"`
+	// The L7 filters every request passes through, in order, before the
+	// router (the terminal filter, always last, never listed). Each filter's
+	// README shows its config. Unset: only the built-in "mutation" filter,
+	// which applies routes' request_mutation.
+	Filters       []*Filter `protobuf:"bytes,10,rep,name=filters,proto3" json:"filters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +260,70 @@ func (x *ProxyConfig) GetXds() *XdsSource {
 	return nil
 }
 
+func (x *ProxyConfig) GetFilters() []*Filter {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+// Filter names a registered L7 filter and carries its config.
+type Filter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Registered name, e.g. "mutation".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The filter's config message (see its README), as an Any of its own type
+	// or an xds.type.v3.TypedStruct / udpa.type.v1.TypedStruct wrapping it.
+	// Unset: the filter's defaults.
+	TypedConfig   *anypb.Any `protobuf:"bytes,2,opt,name=typed_config,json=typedConfig,proto3" json:"typed_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Filter) Reset() {
+	*x = Filter{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Filter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Filter) ProtoMessage() {}
+
+func (x *Filter) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Filter.ProtoReflect.Descriptor instead.
+func (*Filter) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Filter) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Filter) GetTypedConfig() *anypb.Any {
+	if x != nil {
+		return x.TypedConfig
+	}
+	return nil
+}
+
 // XdsSource names an xDS server and what to fetch from it. Every proxy of a
 // process that names the same address and node_id shares one aggregated
 // (ADS) gRPC stream.
@@ -279,7 +349,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +361,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +374,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -346,7 +416,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +428,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +441,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -396,14 +466,17 @@ type Route struct {
 	// Key/values written into the request on its way upstream (Dubbo attachments).
 	RequestMutation []*KeyValue `protobuf:"bytes,4,rep,name=request_mutation,json=requestMutation,proto3" json:"request_mutation,omitempty"`
 	// Per-request timeout; overrides ProxyConfig.request_timeout.
-	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Timeout *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Per-route config of L7 filters, by filter name (each filter's README
+	// names its per-route message). Same encodings as Filter.typed_config.
+	TypedPerFilterConfig map[string]*anypb.Any `protobuf:"bytes,6,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +488,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +501,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Route) GetName() string {
@@ -466,6 +539,13 @@ func (x *Route) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Route) GetTypedPerFilterConfig() map[string]*anypb.Any {
+	if x != nil {
+		return x.TypedPerFilterConfig
+	}
+	return nil
+}
+
 type RouteMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// All conditions must hold; none means every request matches.
@@ -476,7 +556,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +568,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +581,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -530,7 +610,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +622,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +635,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -663,7 +743,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +755,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +768,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -755,7 +835,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +847,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +860,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -801,7 +881,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +893,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +906,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -860,7 +940,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +952,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +965,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -912,7 +992,11 @@ type Cluster struct {
 	Endpoints []*Endpoint `protobuf:"bytes,5,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Unset means 5s.
 	DnsRefreshRate *durationpb.Duration `protobuf:"bytes,6,opt,name=dns_refresh_rate,json=dnsRefreshRate,proto3" json:"dns_refresh_rate,omitempty"`
-	// Unset means 5s.
+	// Deprecated and ignored: Envoy dials every upstream connection of the Go
+	// filter through its "plainText" cluster, whose own connect_timeout
+	// applies (envoy-config/, `breeze render`). Still accepted, with a warning.
+	//
+	// Deprecated: Marked as deprecated in breeze/v1/config.proto.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
 	// Upstream connections per endpoint, shared by all downstream connections; 0 means 1.
 	ConnectionsPerEndpoint uint32 `protobuf:"varint,8,opt,name=connections_per_endpoint,json=connectionsPerEndpoint,proto3" json:"connections_per_endpoint,omitempty"`
@@ -926,7 +1010,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1022,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1035,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Cluster) GetName() string {
@@ -996,6 +1080,7 @@ func (x *Cluster) GetDnsRefreshRate() *durationpb.Duration {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in breeze/v1/config.proto.
 func (x *Cluster) GetConnectTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.ConnectTimeout
@@ -1038,7 +1123,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1135,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1148,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1106,7 +1191,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1203,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1216,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1160,7 +1245,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1257,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1270,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Listener) GetName() string {
@@ -1213,7 +1298,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x1egoogle/protobuf/duration.proto\"\x92\x04\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xbf\x04\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -1224,10 +1309,15 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\bclusters\x18\x06 \x03(\v2\x12.breeze.v1.ClusterR\bclusters\x12<\n" +
 	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12B\n" +
 	"\x0frequest_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12&\n" +
-	"\x03xds\x18\t \x01(\v2\x14.breeze.v1.XdsSourceR\x03xds\x1a>\n" +
+	"\x03xds\x18\t \x01(\v2\x14.breeze.v1.XdsSourceR\x03xds\x12+\n" +
+	"\afilters\x18\n" +
+	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
+	"\x06Filter\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
+	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\"\xb9\x01\n" +
 	"\tXdsSource\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12*\n" +
@@ -1235,13 +1325,17 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\"R\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xeb\x01\n" +
+	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xad\x03\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05match\x18\x02 \x01(\v2\x15.breeze.v1.RouteMatchR\x05match\x12,\n" +
 	"\x05route\x18\x03 \x01(\v2\x16.breeze.v1.RouteActionR\x05route\x12>\n" +
 	"\x10request_mutation\x18\x04 \x03(\v2\x13.breeze.v1.KeyValueR\x0frequestMutation\x123\n" +
-	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"D\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12a\n" +
+	"\x17typed_per_filter_config\x18\x06 \x03(\v2*.breeze.v1.Route.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x1a]\n" +
+	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"D\n" +
 	"\n" +
 	"RouteMatch\x126\n" +
 	"\bmetadata\x18\x01 \x03(\v2\x1a.breeze.v1.MetadataMatcherR\bmetadata\"\xaa\x01\n" +
@@ -1273,15 +1367,15 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x90\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x94\x05\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04type\x18\x02 \x01(\x0e2 .breeze.v1.Cluster.DiscoveryTypeR\x04type\x128\n" +
 	"\tlb_policy\x18\x03 \x01(\x0e2\x1b.breeze.v1.Cluster.LbPolicyR\blbPolicy\x12\x19\n" +
 	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x121\n" +
 	"\tendpoints\x18\x05 \x03(\v2\x13.breeze.v1.EndpointR\tendpoints\x12C\n" +
-	"\x10dns_refresh_rate\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ednsRefreshRate\x12B\n" +
-	"\x0fconnect_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x128\n" +
+	"\x10dns_refresh_rate\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ednsRefreshRate\x12F\n" +
+	"\x0fconnect_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationB\x02\x18\x01R\x0econnectTimeout\x128\n" +
 	"\x18connections_per_endpoint\x18\b \x01(\rR\x16connectionsPerEndpoint\x129\n" +
 	"\x19max_requests_per_endpoint\x18\t \x01(\rR\x16maxRequestsPerEndpoint\x12(\n" +
 	"\x10eds_service_name\x18\n" +
@@ -1329,61 +1423,68 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*XdsSource)(nil),           // 3: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 4: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 5: breeze.v1.Route
-	(*RouteMatch)(nil),          // 6: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 7: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 8: breeze.v1.RouteAction
-	(*WeightedClusters)(nil),    // 9: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 10: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 11: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 12: breeze.v1.Cluster
-	(*Endpoint)(nil),            // 13: breeze.v1.Endpoint
-	(*Runner)(nil),              // 14: breeze.v1.Runner
-	(*Listener)(nil),            // 15: breeze.v1.Listener
-	nil,                         // 16: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 17: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 18: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 19: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*Filter)(nil),              // 3: breeze.v1.Filter
+	(*XdsSource)(nil),           // 4: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 5: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 6: breeze.v1.Route
+	(*RouteMatch)(nil),          // 7: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 8: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 9: breeze.v1.RouteAction
+	(*WeightedClusters)(nil),    // 10: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 11: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 12: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 13: breeze.v1.Cluster
+	(*Endpoint)(nil),            // 14: breeze.v1.Endpoint
+	(*Runner)(nil),              // 15: breeze.v1.Runner
+	(*Listener)(nil),            // 16: breeze.v1.Listener
+	nil,                         // 17: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 18: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 19: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 20: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 21: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 23: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	16, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	4,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	12, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	20, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	20, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	3,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	20, // 6: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	5,  // 7: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	6,  // 8: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	8,  // 9: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	11, // 10: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	20, // 11: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	7,  // 12: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	9,  // 13: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	17, // 14: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	10, // 15: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	18, // 16: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 17: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 18: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	13, // 19: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	20, // 20: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	20, // 21: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	19, // 22: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	15, // 23: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 24: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	17, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	13, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	22, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	22, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	23, // 7: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	22, // 8: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	6,  // 9: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	7,  // 10: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	9,  // 11: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	12, // 12: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	22, // 13: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	18, // 14: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	8,  // 15: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	10, // 16: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	19, // 17: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	11, // 18: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	20, // 19: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 20: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 21: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	14, // 22: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	22, // 23: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	22, // 24: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	21, // 25: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	16, // 26: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 27: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	23, // 28: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -1391,13 +1492,13 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[7].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
@@ -1407,7 +1508,7 @@ func file_breeze_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,325 @@
+package filter
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/breeze-mesh/breeze/codecs"
+)
+
+// RouteEntry is what filters see of the route a request matched.
+type RouteEntry interface {
+	RouteName() string
+	// FilterConfig is the named filter's per-route config (what its
+	// Factory.ParseRoute made of Route.typed_per_filter_config), or nil.
+	FilterConfig(filter string) any
+}
+
+// Outcome is how a request ended.
+type Outcome struct {
+	// Responded: an upstream response was relayed; Status is its status.
+	Responded bool
+	Status    codecs.ResponseStatus
+	// Sent: a oneway request was written upstream.
+	Sent bool
+	// LocalReply is the kind of error the proxy answered with itself, 0
+	// for none. A oneway request that could not be sent is dropped with
+	// the kind it would have been answered with.
+	LocalReply codecs.ErrorKind
+	// Detail says why, for logs.
+	Detail string
+	Flags  Flag
+}
+
+// Stream is one request on its way through the chain. The proxy makes one
+// per request; filters read and change it only inside their callbacks,
+// and must not keep it after OnDone.
+type Stream struct {
+	// Request is the decoded request with the client's own id. Its
+	// Metadata belong to the stream (valid until OnDone). Filters append
+	// to Mutations to have the codec write key/values into the request.
+	Request codecs.Message
+	// Response is the upstream's response, during OnResponse only.
+	// Filters may append to its Mutations.
+	Response *codecs.Message
+	// Route is the route the request matched, nil when none did.
+	Route RouteEntry
+	// Cluster and Upstream name where the router sent the request (the
+	// cluster, and the endpoint's ip:port of the last attempt).
+	Cluster, Upstream string
+	// Attempts counts the endpoints the request was sent or re-balanced to.
+	Attempts int
+	// Start is when the request was decoded; UpstreamStart when it was
+	// last handed to an upstream connection; End when it finished.
+	Start, UpstreamStart, End time.Time
+	// BytesIn is the request frame's size, BytesOut what the client got.
+	BytesIn, BytesOut int
+	// Outcome is set before OnDone.
+	Outcome Outcome
+
+	conn  Conn
+	chain *Chain
+	// next is the index of the filter whose OnRequest runs next.
+	next int
+	// state is the pause handshake between the goroutine walking the
+	// chain and whoever calls Resume or Reply (see run).
+	state atomic.Int32
+	done  atomic.Bool
+	// reply is what Reply asked for, read by whoever walks the chain next.
+	reply     codecs.ErrorKind
+	replyWhy  string
+	replyFlag Flag
+	terminal  any
+
+	// Inline storage: requests with few keys need no allocation of their own.
+	mdBuf  [16]codecs.KV
+	mutBuf [4]codecs.KV
+}
+
+const (
+	stRunning int32 = iota
+	stPaused
+	// stEarly: Resume or Reply came while a filter's OnRequest was running.
+	stEarly
+	stResumed
+	stAborted
+)
+
+// Conn is the connection a stream belongs to, as the proxy implements it.
+type Conn interface {
+	// LocalReply writes the codec's own error reply to the request;
+	// locked says whether the caller already holds the connection's codec.
+	LocalReply(s *Stream, kind codecs.ErrorKind, detail string, locked bool)
+	// Resume walks the rest of the chain of a paused stream later, on
+	// another goroutine, holding the connection's codec (Stream.Continue).
+	// If the connection has closed meanwhile it aborts the stream instead.
+	Resume(s *Stream)
+	// Write sends bytes to the client, from any goroutine.
+	Write(b []byte)
+	// Done is told once, after every OnDone ran.
+	Done(s *Stream)
+	// Panicked reports a panic recovered in a filter, for the proxy to log
+	// and count.
+	Panicked(s *Stream, where string, v any, stack []byte)
+}
+
+// Chain is the ordered filters of one proxy config, the terminal last.
+type Chain struct {
+	Filters []Filter
+	Names   []string
+}
+
+// Init prepares s for a new request of conn decoded as m (whose metadata
+// it copies). The caller then calls Run.
+func (s *Stream) Init(c *Chain, conn Conn, m *codecs.Message, now time.Time) {
+	s.chain, s.conn = c, conn
+	s.Request = *m
+	s.Request.Metadata = append(s.mdBuf[:0], m.Metadata...)
+	s.Request.Mutations = append(s.mutBuf[:0], m.Mutations...)
+	s.Start = now
+	s.BytesIn = len(m.Frame)
+}
+
+// SetTerminal and Terminal keep the terminal filter's own per-request
+// state, which the proxy allocates together with the stream.
+func (s *Stream) SetTerminal(v any) { s.terminal = v }
+func (s *Stream) Terminal() any     { return s.terminal }
+
+// RouteConfig returns the named filter's per-route config of the matched
+// route, or nil.
+func (s *Stream) RouteConfig(filter string) any {
+	if s.Route == nil {
+		return nil
+	}
+	return s.Route.FilterConfig(filter)
+}
+
+// Done reports whether the stream has finished.
+func (s *Stream) Done() bool { return s.done.Load() }
+
+// Resume continues a stream that a filter paused, with the next filter.
+// Call it once, from any goroutine (also from inside OnRequest, which then
+// behaves as Continue); after the stream finished it does nothing.
+func (s *Stream) Resume() { s.wake() }
+
+// Reply answers the request with the codec's own error reply and ends it
+// with the given flags. Inside OnRequest, call it and return Stop; for a
+// paused stream, call it instead of Resume, from any goroutine.
+func (s *Stream) Reply(kind codecs.ErrorKind, detail string, flags Flag) {
+	s.reply, s.replyWhy, s.replyFlag = kind, detail, flags
+	s.wake()
+}
+
+func (s *Stream) wake() {
+	for {
+		switch s.state.Load() {
+		case stRunning:
+			if s.state.CompareAndSwap(stRunning, stEarly) {
+				return
+			}
+		case stPaused:
+			if s.state.CompareAndSwap(stPaused, stResumed) {
+				s.conn.Resume(s)
+				return
+			}
+		default:
+			return // already woken, or aborted
+		}
+	}
+}
+
+// Run walks the chain from the first filter. The caller holds the
+// connection's codec.
+func (s *Stream) Run() { s.next = 0; s.walk() }
+
+// Continue walks the rest of the chain of a resumed stream; the proxy's
+// Conn.Resume calls it holding the connection's codec.
+func (s *Stream) Continue() {
+	s.state.Store(stRunning)
+	if s.reply != 0 {
+		s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+		return
+	}
+	s.walk()
+}
+
+func (s *Stream) walk() {
+	filters := s.chain.Filters
+	for s.next < len(filters) {
+		i := s.next
+		s.next++
+		st, ok := s.onRequest(i)
+		if !ok {
+			return // panicked: answered and finished
+		}
+		if s.state.CompareAndSwap(stEarly, stRunning) {
+			if s.reply != 0 {
+				s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+				return
+			}
+			continue // resumed before it even paused
+		}
+		switch st {
+		case Continue:
+		case Pause:
+			// The message must outlive the read buffer it points into.
+			s.Request.Frame = append([]byte(nil), s.Request.Frame...)
+			if s.state.CompareAndSwap(stRunning, stPaused) {
+				return
+			}
+			// Woken between OnRequest's return and here.
+			s.state.Store(stRunning)
+			if s.reply != 0 {
+				s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+				return
+			}
+		default: // Stop
+			if i < len(filters)-1 && !s.done.Load() {
+				s.ReplyAndFinish(codecs.ErrInternal,
+					fmt.Sprintf("breeze: filter %q stopped the request without answering it", s.chain.Names[i]), InternalError, true)
+			}
+			return
+		}
+	}
+}
+
+func (s *Stream) onRequest(i int) (st Status, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, debug.Stack())
+			s.ReplyAndFinish(codecs.ErrInternal, "breeze: internal error in filter "+s.chain.Names[i], InternalError, true)
+			ok = false
+		}
+	}()
+	return s.chain.Filters[i].OnRequest(s), true
+}
+
+// Abort ends a paused stream because its connection went away (DC). It
+// reports false when the stream is not paused: whoever holds it then
+// finishes it.
+func (s *Stream) Abort() bool {
+	if s.state.CompareAndSwap(stPaused, stAborted) {
+		s.Finish(Outcome{LocalReply: 0, Detail: "downstream connection closed", Flags: DownstreamConnectionTermination})
+		return true
+	}
+	return false
+}
+
+// ReplyAndFinish answers the request with the codec's error reply (a
+// oneway request is dropped instead) and finishes it, unless it already
+// finished. locked says whether the caller holds the connection's codec.
+// For the proxy and the terminal filter; filters call Reply.
+func (s *Stream) ReplyAndFinish(kind codecs.ErrorKind, detail string, flags Flag, locked bool) {
+	if !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	if s.Request.Type != codecs.Oneway {
+		s.conn.LocalReply(s, kind, detail, locked)
+	}
+	s.Outcome = Outcome{LocalReply: kind, Detail: detail, Flags: flags}
+	s.finished()
+}
+
+// Respond relays the upstream's response m: OnResponse of every filter in
+// reverse order, then encode (with enc, the codec that decoded m) and
+// write, then OnDone. A response the codec cannot encode becomes an
+// internal-error reply.
+func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
+	if !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	s.Response = m
+	for i := len(s.chain.Filters) - 1; i >= 0; i-- {
+		s.onResponse(i)
+	}
+	m.ID = s.Request.ID
+	out, err := enc.Encode(m)
+	s.Response = nil
+	if err != nil {
+		s.conn.LocalReply(s, codecs.ErrInternal, "breeze: cannot encode response: "+err.Error(), false)
+		s.Outcome = Outcome{LocalReply: codecs.ErrInternal, Detail: err.Error(), Flags: InternalError}
+	} else {
+		s.conn.Write(out)
+		s.BytesOut = len(out)
+		s.Outcome = Outcome{Responded: true, Status: m.Status}
+	}
+	s.finished()
+}
+
+func (s *Stream) onResponse(i int) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnResponse", r, debug.Stack())
+		}
+	}()
+	s.chain.Filters[i].OnResponse(s)
+}
+
+// Finish ends the stream with an outcome the caller already acted on (a
+// oneway sent, a client gone), unless it already finished.
+func (s *Stream) Finish(o Outcome) {
+	if !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	s.Outcome = o
+	s.finished()
+}
+
+func (s *Stream) finished() {
+	s.End = time.Now()
+	for i := range s.chain.Filters {
+		s.onDone(i)
+	}
+	s.conn.Done(s)
+}
+
+func (s *Stream) onDone(i int) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnDone", r, debug.Stack())
+		}
+	}()
+	s.chain.Filters[i].OnDone(s)
+}

@@ -1,0 +1,357 @@
+// Package router is the terminal L7 filter: it matches a request to a
+// route (before the other filters run, so they see it), picks a weighted
+// target, balances onto an endpoint of the target's cluster or subset, and
+// hands the request to the upstream layer with the route's timeout. A
+// request whose upstream connection never opened is re-balanced to another
+// endpoint. The route table and clusters are immutable snapshots swapped
+// under live connections.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/route"
+	"github.com/breeze-mesh/breeze/filters/upstream"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+)
+
+// maxAttempts bounds how often a request that never reached an upstream
+// (its connection failed to open) is balanced again.
+const maxAttempts = 3
+
+// DefaultTimeout is the per-request timeout of routes that set none when
+// the proxy sets no request_timeout either.
+const DefaultTimeout = 5 * time.Second
+
+// Router is the terminal filter of one proxy config.
+type Router struct {
+	filter.Base
+	name           string
+	log            *slog.Logger
+	defaultTimeout time.Duration
+	up             *upstream.Manager
+	snap           atomic.Pointer[snapshot]
+}
+
+// snapshot is the immutable routing state; an update swaps it whole.
+type snapshot struct {
+	routes   *route.Table
+	clusters map[string]*clusterEntry
+}
+
+type clusterEntry struct {
+	*cluster.Cluster
+	metrics *metrics.Cluster
+}
+
+// Options configure a Router.
+type Options struct {
+	Proxy          string
+	Log            *slog.Logger
+	DefaultTimeout time.Duration
+	Upstream       *upstream.Manager
+	// Lookup resolves STRICT_DNS clusters' host names (nil: the system's).
+	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// New compiles a proxy config's routes and clusters. Endpoints leaving a
+// cluster (static, DNS, EDS) retire their upstream pools.
+func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
+	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream}
+	if rt.log == nil {
+		rt.log = slog.Default()
+	}
+	if rt.defaultTimeout <= 0 {
+		rt.defaultTimeout = DefaultTimeout
+	}
+	table, err := route.Compile(cfg.GetRouteConfig())
+	if err != nil {
+		return nil, fmt.Errorf("route_config: %w", err)
+	}
+	subsets := subsetsOf(table)
+	snap := &snapshot{routes: table, clusters: map[string]*clusterEntry{}}
+	for _, c := range cfg.GetClusters() {
+		cl, err := cluster.New(c, cluster.Options{
+			Subsets:  subsets[c.GetName()],
+			Log:      rt.log,
+			OnRemove: rt.up.Retire,
+			Lookup:   opts.Lookup,
+		})
+		if err != nil {
+			snap.close()
+			return nil, err
+		}
+		snap.clusters[c.GetName()] = &clusterEntry{Cluster: cl, metrics: metrics.NewCluster(rt.name, c.GetName())}
+	}
+	for _, r := range table.Routes {
+		for _, t := range r.Targets {
+			if snap.clusters[t.Cluster] == nil {
+				snap.close()
+				return nil, fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
+			}
+		}
+	}
+	rt.snap.Store(snap)
+	return rt, nil
+}
+
+// subsetsOf lists, per cluster, the subsets a table's routes target, so
+// that every one gets a prebuilt balancer.
+func subsetsOf(table *route.Table) map[string]map[string]map[string]string {
+	subsets := map[string]map[string]map[string]string{}
+	for _, r := range table.Routes {
+		for _, t := range r.Targets {
+			if subsets[t.Cluster] == nil {
+				subsets[t.Cluster] = map[string]map[string]string{}
+			}
+			if t.Subset != "" {
+				subsets[t.Cluster][t.Subset] = t.SubsetLabels
+			}
+		}
+	}
+	return subsets
+}
+
+// UpdateRoutes swaps in a new route table (from xDS). Requests in flight
+// keep the route they matched; new requests see the new table. On error
+// the current table stays.
+func (rt *Router) UpdateRoutes(rc *breezev1.RouteConfiguration) error {
+	table, err := route.Compile(rc)
+	if err != nil {
+		return err
+	}
+	old := rt.snap.Load()
+	for _, r := range table.Routes {
+		for _, t := range r.Targets {
+			if old.clusters[t.Cluster] == nil {
+				return fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
+			}
+		}
+	}
+	// Subset balancers first, so the new table never meets a missing one.
+	for name, s := range subsetsOf(table) {
+		old.clusters[name].AddSubsets(s)
+	}
+	rt.snap.Store(&snapshot{routes: table, clusters: old.clusters})
+	return nil
+}
+
+// Cluster returns a cluster of the current configuration (for endpoint
+// updates from EDS), or nil.
+func (rt *Router) Cluster(name string) *cluster.Cluster {
+	if c := rt.snap.Load().clusters[name]; c != nil {
+		return c.Cluster
+	}
+	return nil
+}
+
+func (s *snapshot) close() {
+	for _, c := range s.clusters {
+		c.Close()
+	}
+}
+
+// Close stops the clusters' background work (DNS).
+func (rt *Router) Close() {
+	if s := rt.snap.Load(); s != nil {
+		s.close()
+	}
+}
+
+// Call is the router's state of one request. The proxy allocates it with
+// the stream, and sets it with Stream.SetTerminal before Match.
+type Call struct {
+	rt     *Router
+	s      *filter.Stream
+	route  *route.Route
+	snap   *snapshot
+	target *route.Target
+	cl     *clusterEntry
+	up     upstream.Request
+	// enc is the downstream connection's codec, encMu what guards it.
+	enc    codecs.Codec
+	encMu  *sync.Mutex
+	flavor string
+}
+
+// Init ties a call to its stream and the connection's codec.
+func (c *Call) Init(s *filter.Stream, enc codecs.Codec, encMu *sync.Mutex) {
+	c.s, c.enc, c.encMu = s, enc, encMu
+	c.up.Handler = c
+	if f, ok := enc.(codecs.Flavored); ok {
+		c.flavor = f.Flavor()
+	}
+	s.SetTerminal(c)
+}
+
+// Match resolves the stream's route, so that every filter sees it.
+func (rt *Router) Match(s *filter.Stream) {
+	c := s.Terminal().(*Call)
+	c.rt = rt
+	c.snap = rt.snap.Load()
+	c.route = c.snap.routes.Match(s.Request.Metadata)
+	if c.route != nil {
+		s.Route = c.route
+	}
+}
+
+// OnRequest sends the request upstream (or answers it): the router always
+// ends the walk.
+func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
+	c := s.Terminal().(*Call)
+	if c.route == nil {
+		s.ReplyAndFinish(codecs.ErrNoRoute, Describe(&s.Request, "no route matches"), filter.NoRoute, true)
+		return filter.Stop
+	}
+	c.target = c.route.PickTarget()
+	c.cl = c.snap.clusters[c.target.Cluster]
+	s.Cluster = c.target.Cluster
+	c.up.Oneway = s.Request.Type == codecs.Oneway
+	c.up.Timeout = c.route.Timeout
+	if c.up.Timeout <= 0 {
+		c.up.Timeout = rt.defaultTimeout
+	}
+	rt.dispatch(c, &s.Request, nil, true)
+	return filter.Stop
+}
+
+// dispatch balances the request onto an endpoint and sends it. exclude is
+// an endpoint that just failed for it. locked: the caller holds encMu.
+func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint, locked bool) {
+	s := c.s
+	set := c.cl.Set(c.target.Subset)
+	if set == nil || set.Len() == 0 {
+		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+			fmt.Sprintf("cluster %q%s has no endpoints", c.target.Cluster, subsetDesc(c.target)), filter.NoHealthyUpstream, locked)
+		return
+	}
+	hashKey := c.route.HashKey
+	if hashKey == "" {
+		hashKey = c.cl.HashKey
+	}
+	var hv string
+	var hasHash bool
+	if hashKey != "" {
+		hv, hasHash = m.Metadata.Get(hashKey)
+	}
+	ep := set.Pick(hv, hasHash)
+	if ep == exclude && set.Len() > 1 {
+		ep = set.Pick(hv, hasHash)
+	}
+	if ep.Inflight() >= c.cl.MaxRequests {
+		s.ReplyAndFinish(codecs.ErrOverloaded,
+			fmt.Sprintf("endpoint %s of cluster %q has %d requests in flight", ep.Addr, c.target.Cluster, ep.Inflight()), filter.UpstreamOverflow, locked)
+		return
+	}
+	if c.up.Oneway {
+		c.cl.metrics.Oneways.Inc()
+	} else if s.Attempts == 0 {
+		c.cl.metrics.Requests.Inc()
+	}
+	s.Attempts++
+	s.Upstream = ep.Addr
+	s.UpstreamStart = time.Now()
+	if !locked {
+		c.encMu.Lock()
+	}
+	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor}, &c.up, m, c.enc)
+	if !locked {
+		c.encMu.Unlock()
+	}
+	switch {
+	case err == nil:
+		if c.up.Oneway && !queued {
+			s.Finish(filter.Outcome{Sent: true})
+		}
+	case errors.Is(err, upstream.ErrUnavailable):
+		rt.retry(c, m, ep, locked)
+	default:
+		s.ReplyAndFinish(codecs.ErrBadRequest, "breeze: cannot encode request: "+err.Error(), filter.InternalError, locked)
+	}
+}
+
+// retry balances a request that never reached its upstream again, or
+// answers it once attempts are exhausted.
+func (rt *Router) retry(c *Call, m *codecs.Message, failed *cluster.Endpoint, locked bool) {
+	if c.s.Attempts >= maxAttempts || m == nil {
+		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+			fmt.Sprintf("breeze: no upstream of cluster %q reachable (last tried %s)", c.target.Cluster, failed.Addr),
+			filter.UpstreamConnectionFailure|filter.UpstreamRetryLimitExceeded, locked)
+		return
+	}
+	rt.dispatch(c, m, failed, locked)
+}
+
+// Abort withdraws a request waiting for its upstream whose client went
+// away, and finishes it (DC). False: the request is not waiting upstream,
+// and whoever holds it finishes it.
+func (rt *Router) Abort(s *filter.Stream) bool {
+	c, ok := s.Terminal().(*Call)
+	if !ok || !rt.up.Cancel(&c.up) {
+		return false
+	}
+	s.Finish(filter.Outcome{Detail: "downstream connection closed", Flags: filter.DownstreamConnectionTermination})
+	return true
+}
+
+// OnResponse implements upstream.Handler: relay the response.
+func (c *Call) OnResponse(_ *upstream.Request, m *codecs.Message, codec codecs.Codec) {
+	cm := c.cl.metrics
+	switch m.Status {
+	case codecs.StatusOK:
+		cm.OK.Inc()
+	case codecs.StatusAppError:
+		cm.AppError.Inc()
+	default:
+		cm.ErrStatus.Inc()
+	}
+	cm.Latency.Observe(time.Since(c.s.UpstreamStart).Seconds())
+	c.s.Respond(m, codec)
+}
+
+// OnFailure implements upstream.Handler.
+func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
+	switch f {
+	case upstream.Timeout:
+		c.s.ReplyAndFinish(codecs.ErrTimeout,
+			fmt.Sprintf("breeze: upstream %s of cluster %q did not answer within %v", r.Endpoint.Addr, c.target.Cluster, r.Timeout),
+			filter.UpstreamRequestTimeout, false)
+	case upstream.Closed:
+		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+			fmt.Sprintf("breeze: upstream %s of cluster %q closed the connection before answering", r.Endpoint.Addr, c.cl.Name),
+			filter.UpstreamConnectionTermination, false)
+	case upstream.NotSent:
+		c.rt.retry(c, r.Message(), r.Endpoint, false)
+	}
+}
+
+// OnSent implements upstream.Handler: a oneway that waited was written.
+func (c *Call) OnSent(*upstream.Request) { c.s.Finish(filter.Outcome{Sent: true}) }
+
+func subsetDesc(t *route.Target) string {
+	if t.Subset == "" {
+		return ""
+	}
+	return " subset {" + t.Subset + "}"
+}
+
+// Describe names a request for an error reply or a log line.
+func Describe(m *codecs.Message, what string) string {
+	svc, _ := m.Metadata.Get("interface")
+	if svc == "" {
+		svc, _ = m.Metadata.Get("service")
+	}
+	method, _ := m.Metadata.Get("method")
+	return fmt.Sprintf("breeze: %s for service %q method %q", what, svc, method)
+}

@@ -1,0 +1,457 @@
+package upstream
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+)
+
+// goAwayEjection is how long an endpoint that announced its shutdown gets
+// no new requests; a restarted provider is used again after it.
+const goAwayEjection = 5 * time.Second
+
+type connState uint8
+
+const (
+	connecting connState = iota
+	ready
+	// draining: the upstream announced shutdown (GoAway) or was retired;
+	// requests in flight complete, no new ones are sent.
+	draining
+	closed
+)
+
+// conn is one upstream connection. Envoy calls its callbacks serialized,
+// on a goroutine other than any downstream connection's; downstream
+// goroutines send on it concurrently, so its state is under mu. Handlers
+// are called with mu released.
+type conn struct {
+	pool *pool
+
+	mu      sync.Mutex
+	state   connState
+	cb      api.ConnectionCallback
+	queue   []*Request // waiting for the connection to open
+	pending map[uint64]*Request
+	nextID  uint64
+	byUs    bool // we closed it (drained or shut down): not the endpoint's fault
+	// deadlines orders pending requests by deadline; one timer per
+	// connection fires at the earliest (armedAt), instead of one timer per
+	// request.
+	deadlines deadlineHeap
+	timer     *time.Timer
+	armedAt   int64
+
+	// lastActive (unix nanos of the last write or read) decides whether the
+	// keep-alive timer sends a heartbeat.
+	lastActive atomic.Int64
+	keepalive  *time.Timer
+
+	// Used only from Envoy's serialized upstream callbacks.
+	codec codecs.Codec
+	buf   []byte
+	msg   codecs.Message
+}
+
+func (uc *conn) proxyName() string { return uc.pool.m.opts.Proxy }
+
+// send runs with the downstream connection's codec (enc) held.
+func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued bool, err error) {
+	uc.mu.Lock()
+	if uc.state >= draining {
+		// Lost a race with the connection closing: try another.
+		uc.mu.Unlock()
+		uc.pool.remove(uc)
+		return false, ErrUnavailable
+	}
+	clientID := msg.ID
+	id := uc.allocID()
+	msg.ID = id
+	out, err := enc.Encode(msg)
+	msg.ID = clientID
+	if err != nil {
+		uc.mu.Unlock()
+		return false, err
+	}
+	r.id = id
+	r.conn.Store(uc)
+	r.Endpoint = uc.pool.ep
+	r.Endpoint.Begin()
+	if !r.Oneway {
+		uc.pending[id] = r
+		uc.arm(r)
+	}
+	queued = uc.state == connecting
+	if queued {
+		// Keep the message itself so that a failed connect can re-balance
+		// it with a fresh id, and the bytes to write once open.
+		q := *msg
+		q.Frame = append([]byte(nil), msg.Frame...)
+		q.Metadata = append(codecs.Metadata(nil), msg.Metadata...)
+		q.Mutations = append(codecs.Metadata(nil), msg.Mutations...)
+		r.queued = &q
+		r.queuedBytes = append([]byte(nil), out...)
+		uc.queue = append(uc.queue, r)
+	} else {
+		uc.cb.Write(out, false)
+		uc.lastActive.Store(time.Now().UnixNano())
+		if r.Oneway {
+			r.Endpoint.End()
+		}
+	}
+	uc.mu.Unlock()
+	return queued, nil
+}
+
+// arm puts r's deadline in the heap and makes sure the timer fires by it.
+func (uc *conn) arm(r *Request) {
+	r.deadline = now() + int64(r.Timeout)
+	heap.Push(&uc.deadlines, r)
+	if uc.timer == nil {
+		uc.timer = time.AfterFunc(r.Timeout, uc.expire)
+		uc.armedAt = r.deadline
+	} else if uc.armedAt == 0 || r.deadline < uc.armedAt {
+		uc.timer.Reset(time.Duration(r.deadline - now()))
+		uc.armedAt = r.deadline
+	}
+}
+
+// remove takes r out of pending and the deadline heap (mu held). The
+// timer stays armed: firing early costs one look at the heap, cheaper
+// than resetting it on every response.
+func (uc *conn) remove(r *Request) {
+	delete(uc.pending, r.id)
+	if r.heapIdx >= 0 {
+		heap.Remove(&uc.deadlines, r.heapIdx)
+	}
+}
+
+// expire fails the requests whose deadline passed and re-arms the timer
+// for the next one.
+func (uc *conn) expire() {
+	defer uc.recover("timeout")
+	t := now()
+	var late []*Request
+	uc.mu.Lock()
+	for len(uc.deadlines) > 0 && uc.deadlines[0].deadline <= t {
+		r := uc.deadlines[0]
+		uc.remove(r)
+		late = append(late, r)
+	}
+	uc.armedAt = 0
+	if len(uc.deadlines) > 0 {
+		uc.armedAt = uc.deadlines[0].deadline
+		uc.timer.Reset(time.Duration(uc.armedAt - t))
+	}
+	drained := uc.state == draining && len(uc.pending) == 0
+	uc.mu.Unlock()
+	if drained {
+		uc.closeByUs()
+	}
+	for _, r := range late {
+		r.Endpoint.End()
+		r.Handler.OnFailure(r, Timeout)
+	}
+}
+
+func (uc *conn) allocID() uint64 {
+	// Ids stay within 31 bits so that every codec (Thrift's seqid is an
+	// i32) can carry them, and skip ids still awaiting an answer.
+	for {
+		uc.nextID++
+		if uc.nextID >= 1<<31 {
+			uc.nextID = 1
+		}
+		if _, busy := uc.pending[uc.nextID]; !busy {
+			return uc.nextID
+		}
+	}
+}
+
+// OnPoolReady: the connection is open; flush what waited for it.
+func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
+	defer uc.recover("OnPoolReady")
+	pl := uc.pool
+	pl.metrics.Connect.Inc()
+	pl.ep.Succeeded()
+	uc.mu.Lock()
+	uc.cb = cb
+	if uc.state == connecting {
+		uc.state = ready
+	}
+	var sent []*Request
+	for _, r := range uc.queue {
+		if !r.Oneway && uc.pending[r.id] != r {
+			continue // timed out or cancelled while waiting
+		}
+		cb.Write(r.queuedBytes, false)
+		r.queuedBytes, r.queued = nil, nil
+		if r.Oneway {
+			r.Endpoint.End()
+			sent = append(sent, r)
+		}
+	}
+	uc.queue = nil
+	uc.lastActive.Store(time.Now().UnixNano())
+	if _, ok := uc.codec.(codecs.Pinger); ok && Keepalive.Load() > 0 {
+		uc.keepalive = time.AfterFunc(pl.keepaliveEvery(), uc.ping)
+	}
+	// Closed while connecting: at once when we shut it down, once its
+	// requests are answered when its endpoint was retired.
+	if uc.state >= draining && (uc.byUs || len(uc.pending) == 0) {
+		cb.Close(api.FlushWrite)
+	}
+	uc.mu.Unlock()
+	for _, r := range sent {
+		r.Handler.OnSent(r)
+	}
+}
+
+// OnPoolFailure: the connection never opened. Nothing was sent, so every
+// waiting request can safely go to another endpoint.
+func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure string) {
+	defer uc.recover("OnPoolFailure")
+	pl := uc.pool
+	pl.metrics.ConnectFail.Inc()
+	if reason != api.Overflow {
+		pl.ep.Failed()
+	}
+	pl.m.log.Warn("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
+	uc.mu.Lock()
+	uc.state = closed
+	var failed []*Request
+	for _, r := range uc.queue {
+		if !r.Oneway && uc.pending[r.id] != r {
+			continue // timed out or cancelled while waiting
+		}
+		if !r.Oneway {
+			uc.remove(r)
+		}
+		failed = append(failed, r)
+	}
+	uc.queue = nil
+	uc.mu.Unlock()
+	pl.remove(uc)
+	for _, r := range failed {
+		r.Endpoint.End()
+		r.queuedBytes = nil
+		r.Handler.OnFailure(r, NotSent)
+	}
+}
+
+func (uc *conn) OnData(data []byte, endOfStream bool) {
+	defer uc.recover("upstream OnData")
+	uc.lastActive.Store(time.Now().UnixNano())
+	if len(uc.buf) == 0 {
+		uc.buf = data
+	} else {
+		uc.buf = append(uc.buf, data...)
+	}
+	for len(uc.buf) > 0 {
+		uc.msg.Reset()
+		n, err := uc.codec.Decode(uc.buf, &uc.msg)
+		if err != nil {
+			var pe *codecs.ProtocolError
+			reason := "unknown"
+			if errors.As(err, &pe) {
+				reason = pe.Reason
+			}
+			metrics.ProtocolErrors.WithLabelValues(uc.proxyName(), "upstream", reason).Inc()
+			uc.pool.m.log.Warn("closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "err", err)
+			uc.buf = nil
+			uc.closeAfterError()
+			return
+		}
+		if n == 0 {
+			break
+		}
+		uc.handle(&uc.msg)
+		uc.buf = uc.buf[n:]
+	}
+	if len(uc.buf) == 0 {
+		uc.buf = nil
+	}
+}
+
+func (uc *conn) handle(m *codecs.Message) {
+	pl := uc.pool
+	switch m.Type {
+	case codecs.Response:
+		uc.mu.Lock()
+		r := uc.pending[m.ID]
+		if r != nil {
+			uc.remove(r)
+		}
+		drained := uc.state == draining && len(uc.pending) == 0
+		uc.mu.Unlock()
+		if drained {
+			uc.closeByUs()
+		}
+		if r == nil {
+			metrics.Dropped.WithLabelValues(uc.proxyName(), "late_response").Inc()
+			return
+		}
+		r.Endpoint.End()
+		r.Handler.OnResponse(r, m, uc.codec)
+	case codecs.Heartbeat:
+		metrics.Heartbeats.WithLabelValues(uc.proxyName(), "upstream").Inc()
+		uc.write(uc.codec.HeartbeatReply(m))
+	case codecs.HeartbeatReply:
+	case codecs.GoAway:
+		pl.metrics.GoAway.Inc()
+		pl.m.log.Info("upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
+		// Stop balancing new requests to the endpoint as well: a provider
+		// that says it is going away will refuse new connections soon.
+		pl.ep.Draining(goAwayEjection)
+		uc.mu.Lock()
+		if uc.state == ready {
+			uc.state = draining
+		}
+		empty := len(uc.pending) == 0
+		uc.mu.Unlock()
+		pl.remove(uc)
+		if empty {
+			uc.closeByUs()
+		}
+	default:
+		metrics.Dropped.WithLabelValues(uc.proxyName(), "unexpected_upstream_"+m.Type.String()).Inc()
+	}
+}
+
+func (uc *conn) write(b []byte) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if len(b) > 0 && (uc.state == ready || uc.state == draining) {
+		uc.cb.Write(b, false)
+	}
+}
+
+func (uc *conn) closeByUs() {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	uc.byUs = true
+	if uc.cb != nil && uc.state != closed {
+		uc.state = draining
+		uc.cb.Close(api.FlushWrite)
+	} else if uc.state == connecting {
+		uc.state = draining // closed as soon as it opens
+	}
+}
+
+func (uc *conn) closeAfterError() {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.cb != nil && uc.state != closed {
+		uc.cb.Close(api.NoFlush)
+	}
+}
+
+// OnEvent: on close, every request still waiting fails now rather than at
+// its deadline: the client learns at once and the proxy holds nothing for
+// a connection that is gone.
+func (uc *conn) OnEvent(event api.ConnectionEvent) {
+	defer uc.recover("upstream OnEvent")
+	if event != api.RemoteClose && event != api.LocalClose {
+		return
+	}
+	pl := uc.pool
+	uc.mu.Lock()
+	byUs := uc.byUs
+	uc.state = closed
+	uc.cb = nil // must not be used after its close event
+	if uc.keepalive != nil {
+		uc.keepalive.Stop()
+	}
+	if uc.timer != nil {
+		uc.timer.Stop()
+	}
+	lost := make([]*Request, 0, len(uc.pending))
+	for _, r := range uc.pending {
+		lost = append(lost, r)
+	}
+	uc.pending = map[uint64]*Request{}
+	uc.deadlines = nil
+	uc.mu.Unlock()
+	pl.remove(uc)
+	pl.metrics.Close.Inc()
+	// An upstream closing an idle connection is routine (its idle timeout):
+	// learn the timeout, so later connections are kept alive within it.
+	// Losing requests in flight is a failure.
+	if idle := time.Since(time.Unix(0, uc.lastActive.Load())); !byUs && len(lost) == 0 && uc.lastActive.Load() != 0 && idle < pl.keepaliveEvery() {
+		pl.idleLimit.Store(int64(idle))
+		pl.m.log.Info("upstream closed an idle connection; heartbeating its connections more often",
+			"endpoint", pl.ep.Addr, "idle", idle, "keepalive", pl.keepaliveEvery())
+	}
+	if !byUs && len(lost) > 0 {
+		pl.ep.Failed()
+		pl.m.log.Warn("upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
+	}
+	for _, r := range lost {
+		r.heapIdx = -1
+		r.Endpoint.End()
+		r.Handler.OnFailure(r, Closed)
+	}
+}
+
+func (uc *conn) recover(where string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	metrics.Panics.WithLabelValues(where).Inc()
+	uc.pool.m.log.Error("panic in proxy upstream; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	uc.closeAfterError()
+}
+
+// ping sends a heartbeat if the connection has been idle for a keep-alive
+// period, and re-arms itself while the connection is open.
+func (uc *conn) ping() {
+	defer uc.recover("keepalive")
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.state != ready {
+		return
+	}
+	every := uc.pool.keepaliveEvery()
+	t := time.Now()
+	idle := t.Sub(time.Unix(0, uc.lastActive.Load()))
+	if idle >= every {
+		uc.cb.Write(uc.codec.(codecs.Pinger).Heartbeat(uc.allocID()), false)
+		uc.lastActive.Store(t.UnixNano())
+		idle = 0
+	}
+	uc.keepalive.Reset(every - idle)
+}
+
+// deadlineHeap is a min-heap of pending requests by deadline; each
+// request knows its index so that a response removes it in O(log n).
+type deadlineHeap []*Request
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	r := x.(*Request)
+	r.heapIdx = len(*h)
+	*h = append(*h, r)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	r.heapIdx = -1
+	return r
+}

@@ -1,0 +1,114 @@
+package upstream
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
+
+	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/metrics"
+)
+
+// pool is the set of upstream connections to one endpoint (for one codec
+// flavor), shared by every downstream connection of the proxy. Requests
+// from many clients are multiplexed onto them with request ids unique per
+// upstream connection.
+type pool struct {
+	m       *Manager
+	ep      *cluster.Endpoint
+	cluster *cluster.Cluster
+	metrics *metrics.Cluster
+
+	mu    sync.Mutex
+	conns []*conn
+	next  int
+	// retired: the endpoint left its cluster; no new connections.
+	retired bool
+	// idleLimit (nanos) is what the endpoint showed it tolerates: it closed
+	// a connection of ours that had been silent that long. 0: not seen.
+	idleLimit atomic.Int64
+}
+
+// keepaliveEvery is the heartbeat period for the pool's connections: the
+// default, or half the silence the endpoint was seen to close a connection
+// after, so that a provider with a short idle timeout keeps the next one.
+func (pl *pool) keepaliveEvery() time.Duration {
+	every := time.Duration(Keepalive.Load())
+	if l := time.Duration(pl.idleLimit.Load()); l > 0 {
+		every = min(every, max(l/2, 10*time.Millisecond))
+	}
+	return every
+}
+
+func (pl *pool) get() (*conn, error) {
+	pl.mu.Lock()
+	if pl.retired {
+		pl.mu.Unlock()
+		return nil, ErrUnavailable
+	}
+	if len(pl.conns) < pl.cluster.ConnsPerHost {
+		codec, err := pl.m.opts.Codec(pl.m.opts.CodecOpts)
+		if err != nil {
+			pl.mu.Unlock()
+			return nil, err
+		}
+		uc := &conn{pool: pl, codec: codec, pending: map[uint64]*Request{}}
+		pl.conns = append(pl.conns, uc)
+		pl.mu.Unlock()
+		// Envoy dials asynchronously; the callbacks find uc connecting.
+		network.CreateUpstreamConn(pl.ep.Addr, uc)
+		return uc, nil
+	}
+	uc := pl.conns[pl.next%len(pl.conns)]
+	pl.next++
+	pl.mu.Unlock()
+	return uc, nil
+}
+
+func (pl *pool) remove(uc *conn) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for i, c := range pl.conns {
+		if c == uc {
+			pl.conns = append(pl.conns[:i], pl.conns[i+1:]...)
+			return
+		}
+	}
+}
+
+func (pl *pool) closeAll() {
+	pl.mu.Lock()
+	conns := append([]*conn(nil), pl.conns...)
+	pl.conns = nil
+	pl.retired = true
+	pl.mu.Unlock()
+	for _, uc := range conns {
+		uc.closeByUs()
+	}
+}
+
+// retire stops new requests to the pool; each of its connections closes
+// once the requests it carries are answered.
+func (pl *pool) retire() {
+	pl.mu.Lock()
+	pl.retired = true
+	conns := pl.conns
+	pl.conns = nil
+	pl.mu.Unlock()
+	for _, uc := range conns {
+		uc.mu.Lock()
+		idle := false
+		switch uc.state {
+		case connecting, ready:
+			// A connecting one closes once open and answered (OnPoolReady).
+			uc.state = draining
+			idle = uc.cb != nil && len(uc.pending) == 0
+		}
+		uc.mu.Unlock()
+		if idle {
+			uc.closeByUs()
+		}
+	}
+}
