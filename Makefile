@@ -29,9 +29,16 @@ test: test-deps vet test-unit check-plugin check-glibc test-deploy test-e2e
 test-deps:
 	bash scripts/install-test-deps.sh
 
+# Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
+# prints what tidying would change, and fails then.
+TIDY_MODULES := . e2e deploy/schemas
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@for m in $(TIDY_MODULES); do \
+	  (cd $$m && $(GO) mod tidy -diff) || { echo "go.mod of $$m is not tidy: run (cd $$m && $(GO) mod tidy)"; exit 1; }; \
+	done
 
 test-unit:
 	$(GO) test $(RACE) -count=1 ./...

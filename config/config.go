@@ -12,10 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
@@ -23,7 +19,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -141,166 +136,18 @@ func ToTypedStruct(c *breezev1.ProxyConfig) (*anypb.Any, error) {
 // ParseRunner reads its file: every unknown field is an error naming its
 // path, and a value protojson rejects is reported with its path too. Other
 // programs reading protobuf-typed YAML (the control plane's Istio and
-// Aeraki resources) use it for the same messages.
+// Aeraki resources) use it for the same messages. It is DecodeStrict with
+// default options, of the JSON text.
 func DecodeJSON(js []byte, m proto.Message) error { return fromJSON(js, m) }
 
-// fromJSON fills m from its JSON form. Every unknown field is reported, by
-// path; protojson alone would stop at the first and name only its last
-// element. A value protojson rejects is reported with its path too.
+// fromJSON fills m from its JSON form as DecodeStrict does, paths by proto
+// field names.
 func fromJSON(js []byte, m proto.Message) error {
 	d := json.NewDecoder(bytes.NewReader(js))
-	d.UseNumber() // so that numbers re-encode exactly in locateError
+	d.UseNumber() // so that numbers re-encode exactly in locate
 	var v any
 	if err := d.Decode(&v); err != nil {
 		return err
 	}
-	md := m.ProtoReflect().Descriptor()
-	if _, ok := v.(map[string]any); !ok {
-		return fmt.Errorf("want an object (%s), got %s", md.FullName(), JSONKind(v))
-	}
-	var unknown []error
-	unknownFields(md, v, "", &unknown)
-	if len(unknown) > 0 {
-		return errors.Join(unknown...)
-	}
-	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, m); err != nil {
-		if fe := locateError(md, v.(map[string]any), ""); fe != nil {
-			return fe
-		}
-		return errors.New(TrimProtojsonPosition(err.Error()))
-	}
-	return nil
-}
-
-// JSONKind names the JSON type of a value decoded with json.Decoder.UseNumber,
-// for messages such as "want an object, got a list".
-func JSONKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nothing"
-	case []any:
-		return "a list"
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
-// locateError finds the innermost field of obj (a JSON object of message
-// md) whose value protojson rejects on its own, by decoding one field at a
-// time. Only called once decoding has failed, so its cost does not matter.
-func locateError(md protoreflect.MessageDescriptor, obj map[string]any, path string) *FieldError {
-	for _, k := range slices.Sorted(maps.Keys(obj)) {
-		one, err := json.Marshal(map[string]any{k: obj[k]})
-		if err != nil {
-			continue
-		}
-		err = protojson.Unmarshal(one, dynamicpb.NewMessage(md))
-		if err == nil {
-			continue
-		}
-		fd := md.Fields().ByJSONName(k)
-		if fd == nil {
-			fd = md.Fields().ByTextName(k)
-		}
-		if fd == nil {
-			continue
-		}
-		fpath := join(path, string(fd.Name()))
-		if sub := fd.Message(); sub != nil && !strings.HasPrefix(string(sub.FullName()), "google.protobuf.") {
-			var inner *FieldError
-			switch val := obj[k].(type) {
-			case []any:
-				for i, e := range val {
-					if eo, ok := e.(map[string]any); ok && inner == nil {
-						inner = locateError(sub, eo, fpath+"["+strconv.Itoa(i)+"]")
-					}
-				}
-			case map[string]any:
-				if fd.IsMap() {
-					if vd := fd.MapValue().Message(); vd != nil {
-						for _, mk := range slices.Sorted(maps.Keys(val)) {
-							if eo, ok := val[mk].(map[string]any); ok && inner == nil {
-								inner = locateError(vd, eo, fpath+"["+strconv.Quote(mk)+"]")
-							}
-						}
-					}
-				} else {
-					inner = locateError(sub, val, fpath)
-				}
-			}
-			if inner != nil {
-				return inner
-			}
-		}
-		return &FieldError{Path: fpath, Err: errors.New(TrimProtojsonPosition(err.Error()))}
-	}
-	return nil
-}
-
-// TrimProtojsonPosition drops protojson's "proto: " prefix and its
-// "(line 1:234)" positions: they point into JSON generated from the user's
-// input, not into the input itself, so they would only mislead.
-func TrimProtojsonPosition(msg string) string {
-	rest, ok := strings.CutPrefix(msg, "proto:")
-	if !ok {
-		return msg
-	}
-	rest = protojsonPosition.ReplaceAllString(rest, "")
-	return strings.TrimLeft(rest, "\u00a0 :")
-}
-
-var protojsonPosition = regexp.MustCompile(` ?\(line \d+:\d+\)`)
-
-// unknownFields appends a FieldError for every key of v (a JSON object as a
-// map) that names no field of md, recursing into message fields, lists and
-// maps of messages. Well-known types have their own JSON forms and are left
-// to protojson, as are values of the wrong JSON type.
-func unknownFields(md protoreflect.MessageDescriptor, v any, path string, out *[]error) {
-	obj, ok := v.(map[string]any)
-	if !ok || strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
-		return
-	}
-	for _, k := range slices.Sorted(maps.Keys(obj)) {
-		fd := md.Fields().ByJSONName(k)
-		if fd == nil {
-			fd = md.Fields().ByTextName(k)
-		}
-		if fd == nil {
-			*out = append(*out, &FieldError{Path: join(path, k), Err: errors.New("unknown field")})
-			continue
-		}
-		fpath := join(path, string(fd.Name()))
-		switch {
-		case fd.IsMap():
-			if vd := fd.MapValue(); vd.Message() != nil {
-				if m, ok := obj[k].(map[string]any); ok {
-					for _, mk := range slices.Sorted(maps.Keys(m)) {
-						unknownFields(vd.Message(), m[mk], fpath+"["+strconv.Quote(mk)+"]", out)
-					}
-				}
-			}
-		case fd.Message() != nil && fd.IsList():
-			if l, ok := obj[k].([]any); ok {
-				for i, e := range l {
-					unknownFields(fd.Message(), e, fpath+"["+strconv.Itoa(i)+"]", out)
-				}
-			}
-		case fd.Message() != nil:
-			unknownFields(fd.Message(), obj[k], fpath, out)
-		}
-	}
-}
-
-func join(path, field string) string {
-	if path == "" {
-		return field
-	}
-	return path + "." + field
+	return decodeStrict(v, js, m, StrictOptions{})
 }

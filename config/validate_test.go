@@ -67,10 +67,9 @@ func validConfig() *breezev1.ProxyConfig {
 		},
 		Clusters: []*breezev1.Cluster{
 			{
-				Name:           "greeter",
-				Type:           breezev1.Cluster_STATIC,
-				LbPolicy:       breezev1.Cluster_LEAST_REQUEST,
-				ConnectTimeout: durationpb.New(time.Second),
+				Name:     "greeter",
+				Type:     breezev1.Cluster_STATIC,
+				LbPolicy: breezev1.Cluster_LEAST_REQUEST,
 				Endpoints: []*breezev1.Endpoint{
 					{Address: "127.0.0.1", Port: 20881, Labels: map[string]string{"version": "v1"}},
 					{Address: "127.0.0.1", Port: 20882, Labels: map[string]string{"version": "v2"}},

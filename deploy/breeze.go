@@ -131,7 +131,24 @@ func checkPluginConfig(gc *golangv3alpha.Config, pcPath string, f *Findings) *br
 		addConfigErrors(err, pcPath, base, f)
 		return nil
 	}
+	addConfigWarnings(pc, base, f)
 	return pc
+}
+
+// addConfigWarnings reports config.FieldWarnings of pc as warnings, each at
+// base plus its path.
+func addConfigWarnings(pc *breezev1.ProxyConfig, base string, f *Findings) {
+	for _, w := range config.FieldWarnings(pc) {
+		f.warnf(joinPath(base, w.Path), "%s", fieldErrorMsg(w))
+	}
+}
+
+// fieldErrorMsg is a FieldError's message without its path.
+func fieldErrorMsg(fe *config.FieldError) string {
+	if fe.Value == "" {
+		return fe.Err.Error()
+	}
+	return fe.Value + ": " + fe.Err.Error()
 }
 
 // addConfigErrors reports the errors of package config: a FieldError at
@@ -148,11 +165,7 @@ func addConfigErrors(err error, fallback, base string, f *Findings) {
 		return
 	}
 	for _, fe := range fes {
-		msg := fe.Err.Error()
-		if fe.Value != "" {
-			msg = fe.Value + ": " + msg
-		}
-		f.errorf(joinPath(base, fe.Path), "%s", msg)
+		f.errorf(joinPath(base, fe.Path), "%s", fieldErrorMsg(fe))
 	}
 }
 

@@ -89,10 +89,14 @@ func Check(files ...File) Findings {
 			f, u = checkManifests(file.Data, file.Name)
 			uses = append(uses, u...)
 		case KindRunner:
-			if _, err := config.ParseRunner(file.Name, file.Data); err != nil {
-				all.Errors = append(all.Errors, unjoin(err)...)
+			r, err := config.ParseRunner(file.Name, file.Data)
+			if err != nil {
+				all.Errors = append(all.Errors, unjoin(err)...) // they name the file
+				continue
 			}
-			continue
+			for i, l := range r.GetListeners() {
+				addConfigWarnings(l.GetProxy(), fmt.Sprintf("listeners[%d].proxy", i), &f)
+			}
 		case KindPluginConfig:
 			f = checkPluginConfigFile(file.Data)
 		case KindProxyConfig:
@@ -104,6 +108,8 @@ func Check(files ...File) Findings {
 			}
 			if err != nil {
 				f.Errors = unjoin(err)
+			} else {
+				addConfigWarnings(s.Outbound, "", &f) // the service file's keys are the proxy's
 			}
 		default:
 			f.errorf("", "cannot tell what this is: not an Envoy bootstrap, Kubernetes manifest, Breeze runner, plugin_config, proxy config or service description")
@@ -242,7 +248,9 @@ func checkProxyConfigFile(data []byte) Findings {
 	}
 	if err != nil {
 		addConfigErrors(err, "", "", &f)
+		return f
 	}
+	addConfigWarnings(pc, "", &f)
 	return f
 }
 

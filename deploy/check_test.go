@@ -81,6 +81,8 @@ func TestBootstrapMistakes(t *testing.T) {
 			want: `static_resources.clusters[0].load_assignment: an ORIGINAL_DST cluster takes no endpoints`},
 		{name: "ALPN trap", old: "    connect_timeout: 1s\n", new: "    connect_timeout: 1s\n    transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, common_tls_context: {alpn_protocols: [istio-peer-exchange, istio]}}}\n",
 			want: `static_resources.clusters[0].transport_socket.typed_config.common_tls_context.alpn_protocols`},
+		{name: "deprecated Breeze connect_timeout", old: "lb_policy: ROUND_ROBIN\n", new: "lb_policy: ROUND_ROBIN\n                connect_timeout: 2s\n",
+			want: filter + `.typed_config.plugin_config.value.clusters[0].connect_timeout: 2s: deprecated and ignored: Envoy's plainText cluster sets the connect timeout`, warn: true},
 		{name: "no admin", old: "admin:\n  address:\n    socket_address: {address: 0.0.0.0, port_value: 9901}\n", new: "",
 			want: "admin: no admin listener", warn: true},
 		{name: "not YAML", old: "node:", new: "node: [",
@@ -290,6 +292,35 @@ func TestCheckPluginAndProxyConfigFiles(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A deprecated field is a warning in every kind of file that holds a proxy
+// config, at its path in that file; the file is still valid.
+func TestCheckDeprecatedConnectTimeout(t *testing.T) {
+	const cluster = "{name: c, connect_timeout: 1s, endpoints: [{address: 10.0.0.1, port: 1}]}"
+	const why = "1s: deprecated and ignored: Envoy's plainText cluster sets the connect timeout of every upstream connection Breeze opens (breeze run: 5s); set connect_timeout on the plainText cluster instead, and remove this field"
+	for _, tc := range []struct {
+		name, data, want string
+	}{
+		{"typed struct", "\"@type\": type.googleapis.com/xds.type.v3.TypedStruct\ntype_url: type.googleapis.com/breeze.v1.ProxyConfig\nvalue: {stat_prefix: x, codec: dubbo, clusters: [" + cluster + "], route_config: {routes: [{route: {cluster: c}}]}}\n",
+			"f.yaml: value.clusters[0].connect_timeout: " + why},
+		{"proxy config", "stat_prefix: x\ncodec: dubbo\nclusters: [" + cluster + "]\nroute_config: {routes: [{route: {cluster: c}}]}\n",
+			"f.yaml: clusters[0].connect_timeout: " + why},
+		{"runner", "listeners: [{name: a, address: '127.0.0.1:1', proxy: {stat_prefix: x, codec: dubbo, clusters: [" + cluster + "]}}]\n",
+			"f.yaml: listeners[0].proxy.clusters[0].connect_timeout: " + why},
+		{"service", "name: greeter\nhost: greeter.default.svc.cluster.local\nvip: 10.96.0.10\nport: 20880\nprotocol: dubbo\nclusters: [" + cluster + "]\n",
+			"f.yaml: clusters[0].connect_timeout: " + why},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := Check(File{"f.yaml", []byte(tc.data)})
+			if err := f.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.Warnings) != 1 || f.Warnings[0].Error() != tc.want {
+				t.Fatalf("warnings %q\nwant [%q]", f.Warnings, tc.want)
 			}
 		})
 	}

@@ -46,13 +46,18 @@ func run(args []string) error {
 
 	var cfg *breezev1.Runner
 	var err error
+	name := *file
 	if *file == "" {
-		cfg, err = config.ParseRunner("embedded demo config", demoConfig)
+		name = "embedded demo config"
+		cfg, err = config.ParseRunner(name, demoConfig)
 	} else {
 		cfg, err = config.LoadRunner(*file)
 	}
 	if err != nil {
 		return err
+	}
+	for _, w := range config.RunnerWarnings(cfg) {
+		log.Warn(name + ": " + w)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

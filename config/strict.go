@@ -1,0 +1,316 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// StrictOptions configure DecodeStrict.
+type StrictOptions struct {
+	// Path is where the value sits in its file (e.g. "spec"), put before
+	// every path in errors; empty for a whole file.
+	Path string
+	// KeysAsWritten names fields in paths by the keys the JSON value uses
+	// (camelCase or snake_case, as in the file). Unset, fields are named by
+	// their proto names, as Validate's errors name them.
+	KeysAsWritten bool
+	// Resolve, when set, makes Any and TypedStruct values checked too: it
+	// returns the message type a type URL names, or an error that rejects
+	// the type (reported at the @type or type_url), and the contents are
+	// checked against that type. An Any without @type and a TypedStruct
+	// without type_url are errors. A TypedStruct of breeze.v1.ProxyConfig is
+	// not looked into: ParseAny reads it. Unset, both are left to protojson,
+	// as other well-known types are.
+	Resolve func(typeURL string) (protoreflect.MessageType, error)
+}
+
+// DecodeStrict fills m from v, the JSON form of m (proto or JSON field
+// names) as decoded by encoding/json with UseNumber, the way a strict loader
+// such as Envoy's reads a file: every unknown field is an error, each named
+// by its path (protojson alone stops at the first and names only its last
+// element); so is every type o.Resolve rejects. A value protojson rejects is
+// reported at the path of the innermost field that holds it. Errors are
+// *FieldError (with an empty Value), joined; one that names no field is a
+// plain error when o.Path is empty.
+func DecodeStrict(v any, m proto.Message, o StrictOptions) error {
+	return decodeStrict(v, nil, m, o)
+}
+
+// decodeStrict is DecodeStrict of v, whose JSON text is js if not nil.
+func decodeStrict(v any, js []byte, m proto.Message, o StrictOptions) error {
+	md := m.ProtoReflect().Descriptor()
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return o.errorf(o.Path, "want an object (%s), got %s", md.FullName(), JSONKind(v))
+	}
+	var errs []error
+	o.checkFields(md, obj, o.Path, &errs)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if js == nil {
+		var err error
+		if js, err = json.Marshal(v); err != nil {
+			return o.errorf(o.Path, "%v", err)
+		}
+	}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, m); err != nil {
+		if fe := o.locate(md, obj, o.Path); fe != nil {
+			return fe
+		}
+		return o.errorf(o.Path, "%s", TrimProtojsonPosition(err.Error()))
+	}
+	return nil
+}
+
+// errorf returns a FieldError at path, or a plain error for an empty path.
+func (o StrictOptions) errorf(path, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	if path == "" {
+		return err
+	}
+	return &FieldError{Path: path, Err: err}
+}
+
+// JSONKind names the JSON type of a value decoded with json.Decoder.UseNumber,
+// for messages such as "want an object, got a list".
+func JSONKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "nothing"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// TrimProtojsonPosition drops protojson's "proto: " prefix and its
+// "(line 1:234)" positions: they point into JSON generated from the user's
+// input, not into the input itself, so they would only mislead.
+func TrimProtojsonPosition(msg string) string {
+	rest, ok := strings.CutPrefix(msg, "proto:")
+	if !ok {
+		return msg
+	}
+	rest = protojsonPosition.ReplaceAllString(rest, "")
+	return strings.TrimLeft(rest, "\u00a0 :")
+}
+
+var protojsonPosition = regexp.MustCompile(` ?\(line \d+:\d+\)`)
+
+var anyName = (*anypb.Any)(nil).ProtoReflect().Descriptor().FullName()
+
+func isWellKnown(md protoreflect.MessageDescriptor) bool {
+	return strings.HasPrefix(string(md.FullName()), "google.protobuf.")
+}
+
+func fieldByName(md protoreflect.MessageDescriptor, k string) protoreflect.FieldDescriptor {
+	if fd := md.Fields().ByJSONName(k); fd != nil {
+		return fd
+	}
+	return md.Fields().ByTextName(k)
+}
+
+// fieldPath is the path of field fd, written k in the JSON value, under path.
+func (o StrictOptions) fieldPath(path, k string, fd protoreflect.FieldDescriptor) string {
+	if o.KeysAsWritten {
+		return join(path, k)
+	}
+	return join(path, string(fd.Name()))
+}
+
+// checkFields appends a FieldError for every key of v (a JSON object) that
+// names no field of md, recursing into message fields, lists and maps of
+// messages and, with o.Resolve, the contents of Any and TypedStruct.
+// Well-known types have their own JSON forms and are left to protojson, as
+// are values of the wrong JSON type.
+func (o StrictOptions) checkFields(md protoreflect.MessageDescriptor, v any, path string, errs *[]error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	if o.Resolve != nil {
+		switch md.FullName() {
+		case anyName:
+			o.checkAny(obj, path, errs)
+			return
+		case xdsTypedStruct, udpaTypedStruct:
+			o.checkTypedStruct(md, obj, path, errs)
+			return
+		}
+	}
+	if isWellKnown(md) {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		fd := fieldByName(md, k)
+		if fd == nil {
+			*errs = append(*errs, unknownField(md, path, k))
+			continue
+		}
+		fpath := o.fieldPath(path, k, fd)
+		switch {
+		case fd.IsMap():
+			if vd := fd.MapValue().Message(); vd != nil {
+				if m, ok := obj[k].(map[string]any); ok {
+					for _, mk := range slices.Sorted(maps.Keys(m)) {
+						o.checkFields(vd, m[mk], fpath+"["+strconv.Quote(mk)+"]", errs)
+					}
+				}
+			}
+		case fd.Message() != nil && fd.IsList():
+			if l, ok := obj[k].([]any); ok {
+				for i, e := range l {
+					o.checkFields(fd.Message(), e, fpath+"["+strconv.Itoa(i)+"]", errs)
+				}
+			}
+		case fd.Message() != nil:
+			o.checkFields(fd.Message(), obj[k], fpath, errs)
+		}
+	}
+}
+
+func unknownField(md protoreflect.MessageDescriptor, path, k string) error {
+	return &FieldError{Path: join(path, k), Err: fmt.Errorf("unknown field (%s has no field %q)", md.FullName(), k)}
+}
+
+// checkAny checks an Any's @type with o.Resolve, then its other keys as
+// fields of that type.
+func (o StrictOptions) checkAny(obj map[string]any, path string, errs *[]error) {
+	t, ok := obj["@type"].(string)
+	if !ok {
+		*errs = append(*errs, &FieldError{Path: join(path, "@type"), Err: errors.New("required: an Any names its type")})
+		return
+	}
+	mt, err := o.Resolve(t)
+	if err != nil {
+		*errs = append(*errs, &FieldError{Path: join(path, "@type"), Err: err})
+		return
+	}
+	if isWellKnown(mt.Descriptor()) {
+		return // {"@type": ..., "value": ...}
+	}
+	inner := maps.Clone(obj)
+	delete(inner, "@type")
+	o.checkFields(mt.Descriptor(), inner, path, errs)
+}
+
+// checkTypedStruct checks a TypedStruct's own fields, then its value
+// against the type it names, as Envoy converts it. A Breeze config is left
+// to ParseAny, which reads it with the plugin's own code.
+func (o StrictOptions) checkTypedStruct(md protoreflect.MessageDescriptor, obj map[string]any, path string, errs *[]error) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		if fieldByName(md, k) == nil {
+			*errs = append(*errs, unknownField(md, path, k))
+		}
+	}
+	t, _ := obj["type_url"].(string)
+	if t == "" {
+		t, _ = obj["typeUrl"].(string)
+	}
+	if t == "" {
+		*errs = append(*errs, &FieldError{Path: join(path, "type_url"), Err: errors.New("required: a TypedStruct names the type of its value")})
+		return
+	}
+	if messageName(t) == proxyConfigName {
+		return
+	}
+	mt, err := o.Resolve(t)
+	if err != nil {
+		*errs = append(*errs, &FieldError{Path: join(path, "type_url"), Err: err})
+		return
+	}
+	if v, ok := obj["value"]; ok {
+		o.checkFields(mt.Descriptor(), v, join(path, "value"), errs)
+	}
+}
+
+// locate finds the innermost field of obj (a JSON object of message md)
+// whose value protojson rejects on its own, by decoding one field at a
+// time; with o.Resolve, also inside Any. Only called once decoding has
+// failed, so its cost does not matter.
+func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) *FieldError {
+	if md.FullName() == anyName {
+		if o.Resolve == nil {
+			return nil
+		}
+		t, _ := obj["@type"].(string)
+		mt, err := o.Resolve(t)
+		if err != nil || isWellKnown(mt.Descriptor()) {
+			return nil
+		}
+		inner := maps.Clone(obj)
+		delete(inner, "@type")
+		return o.locate(mt.Descriptor(), inner, path)
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		one, err := json.Marshal(map[string]any{k: obj[k]})
+		if err != nil {
+			continue
+		}
+		err = protojson.Unmarshal(one, dynamicpb.NewMessage(md))
+		if err == nil {
+			continue
+		}
+		fd := fieldByName(md, k)
+		if fd == nil {
+			continue
+		}
+		fpath := o.fieldPath(path, k, fd)
+		if sub := fd.Message(); sub != nil && (!isWellKnown(sub) || sub.FullName() == anyName && o.Resolve != nil) {
+			var inner *FieldError
+			switch val := obj[k].(type) {
+			case []any:
+				for i, e := range val {
+					if eo, ok := e.(map[string]any); ok && inner == nil {
+						inner = o.locate(sub, eo, fpath+"["+strconv.Itoa(i)+"]")
+					}
+				}
+			case map[string]any:
+				if fd.IsMap() {
+					if vd := fd.MapValue().Message(); vd != nil {
+						for _, mk := range slices.Sorted(maps.Keys(val)) {
+							if eo, ok := val[mk].(map[string]any); ok && inner == nil {
+								inner = o.locate(vd, eo, fpath+"["+strconv.Quote(mk)+"]")
+							}
+						}
+					}
+				} else {
+					inner = o.locate(sub, val, fpath)
+				}
+			}
+			if inner != nil {
+				return inner
+			}
+		}
+		return &FieldError{Path: fpath, Err: errors.New(TrimProtojsonPosition(err.Error()))}
+	}
+	return nil
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
