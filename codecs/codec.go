@@ -94,6 +94,27 @@ func (k ErrorKind) String() string {
 	return fmt.Sprintf("error(%d)", uint8(k))
 }
 
+// Text is the human wording of k for error replies and log lines, e.g.
+// "no healthy upstream"; String is the token for counters and labels, e.g.
+// "no_healthy_upstream". A kind without a wording gives its String.
+func (k ErrorKind) Text() string {
+	switch k {
+	case ErrNoRoute:
+		return "no route"
+	case ErrNoHealthyUpstream:
+		return "no healthy upstream"
+	case ErrTimeout:
+		return "upstream timeout"
+	case ErrOverloaded:
+		return "overloaded"
+	case ErrBadRequest:
+		return "bad request"
+	case ErrInternal:
+		return "internal error"
+	}
+	return k.String()
+}
+
 // KV is one routable key/value.
 type KV struct {
 	Key, Value string

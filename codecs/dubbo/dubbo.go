@@ -480,7 +480,7 @@ func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
 func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
 	var text strings.Builder
 	text.WriteString("breeze proxy: ")
-	text.WriteString(kindText(kind))
+	text.WriteString(kind.Text())
 	iface, _ := req.Metadata.Get(keyInterface)
 	method, _ := req.Metadata.Get(keyMethod)
 	if iface != "" || method != "" {
@@ -508,24 +508,6 @@ func kindStatus(kind codecs.ErrorKind) byte {
 		return statusBadRequest
 	}
 	return statusServerError
-}
-
-func kindText(kind codecs.ErrorKind) string {
-	switch kind {
-	case codecs.ErrNoRoute:
-		return "no route"
-	case codecs.ErrNoHealthyUpstream:
-		return "no healthy upstream"
-	case codecs.ErrTimeout:
-		return "upstream timeout"
-	case codecs.ErrOverloaded:
-		return "overloaded"
-	case codecs.ErrBadRequest:
-		return "bad request"
-	case codecs.ErrInternal:
-		return "internal error"
-	}
-	return kind.String()
 }
 
 // HeartbeatReply implements codecs.Codec: an event response with the

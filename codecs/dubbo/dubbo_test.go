@@ -304,7 +304,7 @@ func TestLocalReply(t *testing.T) {
 		v, err := hessian.NewDecoder(f[headerLen:]).Decode()
 		text, _ := v.(string)
 		if err != nil || !strings.Contains(text, "org.apache.dubbo.sample.UserProvider.GetUser") ||
-			!strings.Contains(text, "cluster blue-v1") || !strings.Contains(text, kindText(kind)) {
+			!strings.Contains(text, "cluster blue-v1") || !strings.Contains(text, kind.Text()) {
 			t.Errorf("%v: body %q, %v", kind, text, err)
 		}
 	}

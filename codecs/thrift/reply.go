@@ -23,7 +23,7 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	service, _ := req.Metadata.Get(keyService)
 	var text strings.Builder
 	text.WriteString("breeze proxy: ")
-	text.WriteString(kindText(kind))
+	text.WriteString(kind.Text())
 	if method != "" {
 		text.WriteString(" for ")
 		if service != "" {
@@ -63,24 +63,6 @@ func excType(kind codecs.ErrorKind) int32 {
 		return excProtocolError
 	}
 	return excInternalError
-}
-
-func kindText(kind codecs.ErrorKind) string {
-	switch kind {
-	case codecs.ErrNoRoute:
-		return "no route"
-	case codecs.ErrNoHealthyUpstream:
-		return "no healthy upstream"
-	case codecs.ErrTimeout:
-		return "upstream timeout"
-	case codecs.ErrOverloaded:
-		return "overloaded"
-	case codecs.ErrBadRequest:
-		return "bad request"
-	case codecs.ErrInternal:
-		return "internal error"
-	}
-	return kind.String()
 }
 
 // exceptionFrame writes a whole frame holding a TApplicationException
