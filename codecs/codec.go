@@ -239,6 +239,33 @@ type Pinger interface {
 	Heartbeat(id uint64) []byte
 }
 
+// Describer says which metadata keys name a request's service and method,
+// so that protocol-neutral code (error replies, logs, metrics, access logs)
+// can name a request without knowing the protocol.
+type Describer interface {
+	// RequestKeys returns the metadata keys of the service and the method
+	// ("" for a part the protocol does not name).
+	RequestKeys() (service, method string)
+}
+
+// Describe names the service and method of a request decoded by c, from
+// its metadata md: the values of the keys c's RequestKeys gives. Parts that
+// are absent, and both parts for a codec that is not a Describer, are "".
+func Describe(c Codec, md Metadata) (service, method string) {
+	d, ok := c.(Describer)
+	if !ok {
+		return "", ""
+	}
+	sk, mk := d.RequestKeys()
+	if sk != "" {
+		service, _ = md.Get(sk)
+	}
+	if mk != "" {
+		method, _ = md.Get(mk)
+	}
+	return service, method
+}
+
 // Options configure a codec instance.
 type Options struct {
 	// MaxFrameSize bounds one frame in bytes; 0 means the codec's default.

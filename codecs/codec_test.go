@@ -21,3 +21,43 @@ func TestErrorKindText(t *testing.T) {
 		t.Error("Text and String give the same text")
 	}
 }
+
+// plain is a codec that does not say how its requests are named.
+type plain struct{}
+
+func (plain) Decode([]byte, *Message) (int, error)          { return 0, nil }
+func (plain) Encode(m *Message) ([]byte, error)             { return m.Frame, nil }
+func (plain) LocalReply(*Message, ErrorKind, string) []byte { return nil }
+func (plain) HeartbeatReply(*Message) []byte                { return nil }
+
+// described names requests by "svc" and "op".
+type described struct{ plain }
+
+func (described) RequestKeys() (service, method string) { return "svc", "op" }
+
+// methodOnly has no service key.
+type methodOnly struct{ plain }
+
+func (methodOnly) RequestKeys() (service, method string) { return "", "op" }
+
+func TestDescribe(t *testing.T) {
+	md := Metadata{{"svc", "Greeter"}, {"op", "Hello"}, {"service", "other"}, {"method", "other"}}
+	for _, tc := range []struct {
+		name                  string
+		c                     Codec
+		md                    Metadata
+		wantService, wantMeth string
+	}{
+		{"describer", described{}, md, "Greeter", "Hello"},
+		{"keys absent", described{}, Metadata{{"op", "Hello"}}, "", "Hello"},
+		{"no metadata", described{}, nil, "", ""},
+		{"no service key", methodOnly{}, md, "", "Hello"},
+		// No guessing from well-known names for a codec that does not say.
+		{"not a describer", plain{}, md, "", ""},
+	} {
+		s, m := Describe(tc.c, tc.md)
+		if s != tc.wantService || m != tc.wantMeth {
+			t.Errorf("%s: Describe = %q, %q; want %q, %q", tc.name, s, m, tc.wantService, tc.wantMeth)
+		}
+	}
+}

@@ -510,6 +510,11 @@ func kindStatus(kind codecs.ErrorKind) byte {
 	return statusServerError
 }
 
+// RequestKeys implements codecs.Describer: a request's service is its
+// service path (the interface name), its method the method it calls (for a
+// generic call, the method named by its first argument).
+func (c *codec) RequestKeys() (service, method string) { return keyInterface, keyMethod }
+
 // HeartbeatReply implements codecs.Codec: an event response with the
 // heartbeat's id and null data, as Java's HeartbeatHandler sends.
 func (c *codec) HeartbeatReply(hb *codecs.Message) []byte {

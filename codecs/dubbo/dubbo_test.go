@@ -538,3 +538,22 @@ func TestHeartbeatForKeepalive(t *testing.T) {
 		t.Fatalf("decode heartbeat: n=%d err=%v msg=%+v", n, err, m)
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	c := newCodec(t, codecs.Options{})
+	if _, ok := c.(codecs.Describer); !ok {
+		t.Fatal("the dubbo codec is not a codecs.Describer")
+	}
+	const iface = "org.apache.dubbo.sample.UserProvider"
+	for _, tc := range []struct{ file, service, method string }{
+		{"request.bin", iface, "GetUser"},
+		{"oneway.bin", iface, "Notify"},
+		// A generic call ($invoke) is named after the method it invokes.
+		{"generic.bin", iface, "GetUser"},
+	} {
+		m := decode(t, c, testdata(t, tc.file))
+		if s, meth := codecs.Describe(c, m.Metadata); s != tc.service || meth != tc.method {
+			t.Errorf("%s: Describe = %q, %q; want %q, %q", tc.file, s, meth, tc.service, tc.method)
+		}
+	}
+}

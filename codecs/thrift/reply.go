@@ -55,6 +55,11 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	return exceptionFrame(tr, p, strict, inner, uint32(req.ID), method, text.String(), excType(kind))
 }
 
+// RequestKeys implements codecs.Describer: the method is the message name
+// without its multiplexing prefix, the service that prefix (present only for
+// multiplexed calls).
+func (c *codec) RequestKeys() (service, method string) { return keyService, keyMethod }
+
 func excType(kind codecs.ErrorKind) int32 {
 	switch kind {
 	case codecs.ErrNoRoute:
