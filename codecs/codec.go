@@ -161,7 +161,9 @@ type Message struct {
 	// Metadata are the routable attributes the codec decoded (see each codec's README).
 	Metadata Metadata
 	// Mutations are key/values the codec adds or overwrites when encoding
-	// (Dubbo attachments, Thrift headers).
+	// (Dubbo attachments, Thrift headers), in requests and responses alike.
+	// A frame with nowhere to carry them (see each codec's README) is sent
+	// without them or refused, never half-changed.
 	Mutations Metadata
 	// Frame is the frame's bytes. The message owns them: the codec may patch them in place.
 	Frame []byte
