@@ -94,6 +94,27 @@ func (k ErrorKind) String() string {
 	return fmt.Sprintf("error(%d)", uint8(k))
 }
 
+// Text is the human wording of k for error replies and log lines, e.g.
+// "no healthy upstream"; String is the token for counters and labels, e.g.
+// "no_healthy_upstream". A kind without a wording gives its String.
+func (k ErrorKind) Text() string {
+	switch k {
+	case ErrNoRoute:
+		return "no route"
+	case ErrNoHealthyUpstream:
+		return "no healthy upstream"
+	case ErrTimeout:
+		return "upstream timeout"
+	case ErrOverloaded:
+		return "overloaded"
+	case ErrBadRequest:
+		return "bad request"
+	case ErrInternal:
+		return "internal error"
+	}
+	return k.String()
+}
+
 // KV is one routable key/value.
 type KV struct {
 	Key, Value string
@@ -140,7 +161,9 @@ type Message struct {
 	// Metadata are the routable attributes the codec decoded (see each codec's README).
 	Metadata Metadata
 	// Mutations are key/values the codec adds or overwrites when encoding
-	// (Dubbo attachments, Thrift headers).
+	// (Dubbo attachments, Thrift headers), in requests and responses alike.
+	// A frame with nowhere to carry them (see each codec's README) is sent
+	// without them or refused, never half-changed.
 	Mutations Metadata
 	// Frame is the frame's bytes. The message owns them: the codec may patch them in place.
 	Frame []byte
@@ -216,6 +239,33 @@ type Flavored interface {
 // concurrently with Decode and must not touch the codec's decoding state.
 type Pinger interface {
 	Heartbeat(id uint64) []byte
+}
+
+// Describer says which metadata keys name a request's service and method,
+// so that protocol-neutral code (error replies, logs, metrics, access logs)
+// can name a request without knowing the protocol.
+type Describer interface {
+	// RequestKeys returns the metadata keys of the service and the method
+	// ("" for a part the protocol does not name).
+	RequestKeys() (service, method string)
+}
+
+// Describe names the service and method of a request decoded by c, from
+// its metadata md: the values of the keys c's RequestKeys gives. Parts that
+// are absent, and both parts for a codec that is not a Describer, are "".
+func Describe(c Codec, md Metadata) (service, method string) {
+	d, ok := c.(Describer)
+	if !ok {
+		return "", ""
+	}
+	sk, mk := d.RequestKeys()
+	if sk != "" {
+		service, _ = md.Get(sk)
+	}
+	if mk != "" {
+		method, _ = md.Get(mk)
+	}
+	return service, method
 }
 
 // Options configure a codec instance.

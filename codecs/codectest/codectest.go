@@ -31,7 +31,13 @@ type Samples struct {
 	// (for Dubbo an attachment, not a field the codec derives elsewhere).
 	// Empty when the frame has nowhere to carry key/values (Thrift's framed
 	// and unframed transports): the kit then checks that Encode with
-	// mutations either refuses them or sends the frame unchanged.
+	// mutations either refuses them or sends the frame unchanged, for
+	// requests and responses alike.
+	//
+	// With a MutableKey, mutations must also apply to Response: the kit
+	// sets MutableKey and a new key on it and decodes them back. On
+	// ErrorResponse they may apply or be ignored (Dubbo's error statuses
+	// carry no attachments), never refused or half-applied.
 	MutableKey string
 	// Payload is a part of Request the codec passes through opaque, such as
 	// the encoded call arguments. Mutations and id rewrites must keep it
@@ -70,6 +76,7 @@ func Run(t *testing.T, f codecs.Factory, s Samples) {
 	t.Run("partial_frames", k.partialFrames)
 	t.Run("several_frames", k.severalFrames)
 	t.Run("mutations", k.mutations)
+	t.Run("response_mutations", k.responseMutations)
 	t.Run("error_replies", k.errorReplies)
 	t.Run("heartbeat_reply", k.heartbeatReply)
 	t.Run("id_rewrite", k.idRewrite)
@@ -255,42 +262,68 @@ func (k kit) severalFrames(t *testing.T) {
 }
 
 func (k kit) mutations(t *testing.T) {
+	k.checkMutations(t, sample{"request", k.s.Request, codecs.Request}, mustApply)
+}
+
+// responseMutations checks that Encode applies Mutations to responses too,
+// so that a filter can add key/values to what goes back to the client.
+func (k kit) responseMutations(t *testing.T) {
+	k.checkMutations(t, sample{"response", k.s.Response, codecs.Response}, mustApply)
+	k.checkMutations(t, sample{"error_response", k.s.ErrorResponse, codecs.Response}, mayIgnore)
+}
+
+// How a frame with room for key/values must treat mutations.
+const (
+	mustApply = iota
+	mayIgnore // apply them, or send the frame unchanged
+)
+
+// checkMutations sets a new key and MutableKey on the decoded sm, encodes
+// it and decodes the result: the two keys show with their new values, every
+// other key/value is kept, and so are the type, status, id and (requests)
+// the payload.
+func (k kit) checkMutations(t *testing.T, sm sample, rule int) {
+	t.Helper()
 	c := k.codec(t)
-	msg := decodeAll(t, c, k.s.Request)
+	msg := decodeAll(t, c, sm.frame)
 	if k.s.MutableKey == "" {
 		// No headers: a mutation may be refused (an error the proxy turns
 		// into an error reply) or ignored, but never half-applied.
 		msg.Mutations = codecs.Metadata{{Key: mutationKey, Value: "kit-added-value"}}
 		out, err := c.Encode(msg)
-		if err == nil && !bytes.Equal(out, k.s.Request) {
-			t.Errorf("Encode with mutations on a frame without headers changed it:\n got %x\nwant %x", out, k.s.Request)
+		if err == nil && !bytes.Equal(out, sm.frame) {
+			t.Errorf("%s: Encode with mutations on a frame without headers changed it:\n got %x\nwant %x", sm.name, out, sm.frame)
 		}
 		return
 	}
 	before := asMap(msg.Metadata)
-	id := msg.ID
+	id, status := msg.ID, msg.Status
 	msg.Mutations = codecs.Metadata{
 		{Key: mutationKey, Value: "kit-added-value"},
 		{Key: k.s.MutableKey, Value: "kit-overwritten-value"},
 	}
 	out, err := c.Encode(msg)
 	if err != nil {
-		t.Fatalf("Encode with mutations: %v", err)
+		t.Fatalf("%s: Encode with mutations: %v", sm.name, err)
 	}
 	out = bytes.Clone(out)
 	again, err := c.Encode(msg)
 	if err != nil {
-		t.Fatalf("second Encode with the same mutations: %v", err)
+		t.Fatalf("%s: second Encode with the same mutations: %v", sm.name, err)
 	}
 	if !bytes.Equal(again, out) {
-		t.Fatalf("Encode is not repeatable:\nfirst  %x\nsecond %x", out, again)
+		t.Fatalf("%s: Encode is not repeatable:\nfirst  %x\nsecond %x", sm.name, out, again)
 	}
-	if !bytes.Contains(out, k.s.Payload) {
-		t.Error("the mutated frame lost the payload")
+	if rule == mayIgnore && bytes.Equal(out, sm.frame) {
+		return
+	}
+	if sm.typ == codecs.Request && !bytes.Contains(out, k.s.Payload) {
+		t.Errorf("%s: the mutated frame lost the payload", sm.name)
 	}
 	got := decodeAll(t, k.codec(t), out)
-	if got.Type != codecs.Request || got.ID != id {
-		t.Errorf("mutated frame decodes as %v id %d, want request id %d", got.Type, got.ID, id)
+	if got.Type != sm.typ || got.ID != id || got.Status != status {
+		t.Errorf("%s: mutated frame decodes as %v id %d status %v, want %v id %d status %v",
+			sm.name, got.Type, got.ID, got.Status, sm.typ, id, status)
 	}
 	after := asMap(got.Metadata)
 	want := map[string]string{}
@@ -301,12 +334,12 @@ func (k kit) mutations(t *testing.T) {
 	want[k.s.MutableKey] = "kit-overwritten-value"
 	for key, v := range want {
 		if after[key] != v {
-			t.Errorf("after mutation, metadata %q = %q, want %q", key, after[key], v)
+			t.Errorf("%s: after mutation, metadata %q = %q, want %q", sm.name, key, after[key], v)
 		}
 	}
 	for key, v := range after {
 		if _, ok := want[key]; !ok {
-			t.Errorf("after mutation, unexpected metadata %q = %q", key, v)
+			t.Errorf("%s: after mutation, unexpected metadata %q = %q", sm.name, key, v)
 		}
 	}
 }

@@ -160,6 +160,18 @@ func (b broken) Encode(m *codecs.Message) ([]byte, error) {
 		m2 := *m
 		m2.Mutations = nil
 		return b.Codec.Encode(&m2)
+	case "drops_response_mutations":
+		if m.Type == codecs.Response {
+			m2 := *m
+			m2.Mutations = nil
+			return b.Codec.Encode(&m2)
+		}
+	case "response_mutation_loses_status":
+		if m.Type == codecs.Response && len(m.Mutations) > 0 {
+			m2 := *m
+			m2.Status = codecs.StatusOK
+			return b.Codec.Encode(&m2)
+		}
 	}
 	return b.Codec.Encode(m)
 }
@@ -196,13 +208,15 @@ func TestKitCatchesBugs(t *testing.T) {
 		return
 	}
 	for bug, subtest := range map[string]string{
-		"eager":             "partial_frames",
-		"buffers_oversized": "oversized_frame",
-		"panics":            "garbage",
-		"keeps_id":          "id_rewrite",
-		"drops_mutations":   "mutations",
-		"ok_reply":          "error_replies",
-		"reply_id":          "heartbeat_reply",
+		"eager":                          "partial_frames",
+		"buffers_oversized":              "oversized_frame",
+		"panics":                         "garbage",
+		"keeps_id":                       "id_rewrite",
+		"drops_mutations":                "mutations",
+		"drops_response_mutations":       "response_mutations",
+		"response_mutation_loses_status": "response_mutations",
+		"ok_reply":                       "error_replies",
+		"reply_id":                       "heartbeat_reply",
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKitCatchesBugs$", "-test.v")
 		cmd.Env = append(os.Environ(), "CODECTEST_BUG="+bug)

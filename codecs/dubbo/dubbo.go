@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 
 	"github.com/breeze-mesh/breeze/codecs"
 )
@@ -117,7 +118,21 @@ type codec struct {
 	strs     map[string]string // see intern
 	oldStrs  map[string]string
 	hessian  hessianDecoder
+	// clientVersion is the dubbo version of the last request decoded on
+	// this connection, and respAtt whether it reads responses with
+	// attachments (0 before the first request; see Encode).
+	clientVersion string
+	respAtt       int8
 }
+
+var ignoredMutations atomic.Uint64
+
+// IgnoredMutations counts, process-wide, the frames whose mutations Encode
+// dropped because they have nowhere to carry attachments: heartbeats and
+// other events, responses whose status is not 20 (OK), and status-20
+// responses without attachments to a client that cannot read them (see
+// README.md, "Encode and mutations").
+func IgnoredMutations() uint64 { return ignoredMutations.Load() }
 
 // Decode implements codecs.Codec.
 func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
@@ -258,6 +273,7 @@ func (c *codec) decodeRequest(msg *codecs.Message) error {
 		}
 	}
 	fields[3] = method
+	c.noteVersion(fields[0])
 
 	md := msg.Metadata
 	for i, key := range [...]string{keyDubbo, keyInterface, keyVersion, keyMethod, keyParamTypes} {
@@ -278,6 +294,58 @@ func (c *codec) decodeRequest(msg *codecs.Message) error {
 	}
 	msg.Private = [4]int{privAttStart: headerLen + start, privAttEnd: headerLen + end, privClassDefs: defs}
 	return nil
+}
+
+// noteVersion records the dubbo version of a request decoded on this
+// connection: it says whether the client reads responses with attachments.
+func (c *codec) noteVersion(v string) {
+	if c.respAtt != 0 && v == c.clientVersion {
+		return
+	}
+	c.clientVersion = v
+	c.respAtt = -1
+	if supportsResponseAttachments(v) {
+		c.respAtt = 1
+	}
+}
+
+// supportsResponseAttachments reports whether a client that sends dubbo
+// version v reads the result types 3-5 (responses with attachments). It is
+// Java's Version.isSupportResponseAttachment: protocol versions 2.0.2 to
+// 2.0.99. Dubbo 2.6.2 and older put their release version there (2.5.3,
+// 2.6.2) and read only 0-2; Dubbo 2.6.3 and later and dubbo-go send 2.0.2.
+// A Java provider answers with 3-5 exactly when this holds for the request.
+func supportsResponseAttachments(v string) bool {
+	if v == "" {
+		return false
+	}
+	// As Java's Version.getIntVersion: each dot-separated part's leading
+	// digits weigh 100 times the next part's; three parts gain a last
+	// factor of 100 ("2.0.2" is 2000200).
+	var n int64
+	parts := strings.Count(v, ".") + 1
+	if parts > 6 {
+		return false
+	}
+	i := 0
+	for p := range strings.SplitSeq(v, ".") {
+		var x int64
+		for d := 0; d < len(p) && p[d] >= '0' && p[d] <= '9'; d++ {
+			if d == 6 {
+				return false // beyond any protocol version
+			}
+			x = x*10 + int64(p[d]-'0')
+		}
+		for range parts - i - 1 {
+			x *= 100
+		}
+		n += x
+		i++
+	}
+	if parts == 3 {
+		n *= 100
+	}
+	return n >= 2000200 && n <= 2009900
 }
 
 // countArgs counts the parameters of a JVM method descriptor such as
@@ -466,9 +534,15 @@ func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
 		return nil, fmt.Errorf("dubbo: encode: message has a %d-byte frame, not a decoded Dubbo frame", len(f))
 	}
 	binary.BigEndian.PutUint64(f[4:], msg.ID)
-	if len(msg.Mutations) == 0 || msg.Private[privAttEnd] == 0 {
-		// Heartbeats, events and error responses carry no attachments:
-		// mutations do not apply to them.
+	if len(msg.Mutations) == 0 {
+		return f, nil
+	}
+	if msg.Private[privAttEnd] == 0 || msg.Private[privResultType] != 0 && c.respAtt < 0 {
+		// Heartbeats, events and error responses carry no attachments; a
+		// response without them (result type 0-2) gets them only if the
+		// client can read result types 3-5: not when this connection's
+		// requests said otherwise. Mutations do not apply: counted, dropped.
+		ignoredMutations.Add(1)
 		return f, nil
 	}
 	return c.mergeAttachments(msg)
@@ -480,7 +554,7 @@ func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
 func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
 	var text strings.Builder
 	text.WriteString("breeze proxy: ")
-	text.WriteString(kindText(kind))
+	text.WriteString(kind.Text())
 	iface, _ := req.Metadata.Get(keyInterface)
 	method, _ := req.Metadata.Get(keyMethod)
 	if iface != "" || method != "" {
@@ -510,23 +584,10 @@ func kindStatus(kind codecs.ErrorKind) byte {
 	return statusServerError
 }
 
-func kindText(kind codecs.ErrorKind) string {
-	switch kind {
-	case codecs.ErrNoRoute:
-		return "no route"
-	case codecs.ErrNoHealthyUpstream:
-		return "no healthy upstream"
-	case codecs.ErrTimeout:
-		return "upstream timeout"
-	case codecs.ErrOverloaded:
-		return "overloaded"
-	case codecs.ErrBadRequest:
-		return "bad request"
-	case codecs.ErrInternal:
-		return "internal error"
-	}
-	return kind.String()
-}
+// RequestKeys implements codecs.Describer: a request's service is its
+// service path (the interface name), its method the method it calls (for a
+// generic call, the method named by its first argument).
+func (c *codec) RequestKeys() (service, method string) { return keyInterface, keyMethod }
 
 // HeartbeatReply implements codecs.Codec: an event response with the
 // heartbeat's id and null data, as Java's HeartbeatHandler sends.

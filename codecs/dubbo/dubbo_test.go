@@ -304,7 +304,7 @@ func TestLocalReply(t *testing.T) {
 		v, err := hessian.NewDecoder(f[headerLen:]).Decode()
 		text, _ := v.(string)
 		if err != nil || !strings.Contains(text, "org.apache.dubbo.sample.UserProvider.GetUser") ||
-			!strings.Contains(text, "cluster blue-v1") || !strings.Contains(text, kindText(kind)) {
+			!strings.Contains(text, "cluster blue-v1") || !strings.Contains(text, kind.Text()) {
 			t.Errorf("%v: body %q, %v", kind, text, err)
 		}
 	}
@@ -536,5 +536,104 @@ func TestHeartbeatForKeepalive(t *testing.T) {
 	f := p.Heartbeat(1 << 40)
 	if n, err := c.Decode(f, &m); err != nil || n != len(f) || m.Type != codecs.Heartbeat || m.ID != 1<<40 {
 		t.Fatalf("decode heartbeat: n=%d err=%v msg=%+v", n, err, m)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	c := newCodec(t, codecs.Options{})
+	if _, ok := c.(codecs.Describer); !ok {
+		t.Fatal("the dubbo codec is not a codecs.Describer")
+	}
+	const iface = "org.apache.dubbo.sample.UserProvider"
+	for _, tc := range []struct{ file, service, method string }{
+		{"request.bin", iface, "GetUser"},
+		{"oneway.bin", iface, "Notify"},
+		// A generic call ($invoke) is named after the method it invokes.
+		{"generic.bin", iface, "GetUser"},
+	} {
+		m := decode(t, c, testdata(t, tc.file))
+		if s, meth := codecs.Describe(c, m.Metadata); s != tc.service || meth != tc.method {
+			t.Errorf("%s: Describe = %q, %q; want %q, %q", tc.file, s, meth, tc.service, tc.method)
+		}
+	}
+}
+
+func TestSupportsResponseAttachments(t *testing.T) {
+	for v, want := range map[string]bool{
+		"2.0.2": true, "2.0.99": true, "2.0.10": true, "2.0.2.1": true,
+		"": false, "2.0.1": false, "2.0.100": false, "2.5.3": false, "2.6.2": false,
+		"2.7.23": false, "3.2.0": false, "1.0.0": false, "x": false, "2.0.2-SNAPSHOT": true,
+		"2.0.9999999": false, "2.0.2.0.0.0.0": false,
+	} {
+		if got := supportsResponseAttachments(v); got != want {
+			t.Errorf("supportsResponseAttachments(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestResponseMutationsFollowClientVersion: a response without attachments
+// (result type 0-2) gets them only when the requests of the connection say
+// the client reads result types 3-5; one with attachments always takes them.
+func TestResponseMutationsFollowClientVersion(t *testing.T) {
+	request := func(version string) []byte {
+		return frame(reqFlag, 0, 1, cat(hess(version, "com.example.Greeter", "", "greet", ""), hmap()))
+	}
+	for _, tc := range []struct {
+		name     string
+		requests []string // dubbo versions of requests decoded before
+		file     string
+		upgraded bool
+	}{
+		{"no request seen", nil, "response_plain.bin", true},
+		{"2.0.2 client", []string{"2.0.2"}, "response_plain.bin", true},
+		{"2.6.2 client", []string{"2.6.2"}, "response_plain.bin", false},
+		{"client without version", []string{""}, "response_exc_noatt.bin", false},
+		{"the last request counts", []string{"2.0.2", "2.5.3"}, "response_plain.bin", false},
+		{"back to 2.0.2", []string{"2.5.3", "2.0.2"}, "response_exc_noatt.bin", true},
+		// The provider already judged the client able to read attachments.
+		{"response with attachments", []string{"2.6.2"}, "response.bin", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCodec(t, codecs.Options{})
+			for _, v := range tc.requests {
+				decode(t, c, request(v))
+			}
+			in := testdata(t, tc.file)
+			m := decode(t, c, in)
+			m.Mutations = codecs.Metadata{{Key: "k", Value: "v"}}
+			before := IgnoredMutations()
+			out, err := c.Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := decode(t, newCodec(t, codecs.Options{}), out)
+			v, _ := got.Metadata.Get("k")
+			if tc.upgraded {
+				if v != "v" || out[headerLen] < 0x93 {
+					t.Errorf("k = %q, result type %#x; want the mutation and type 3-5", v, out[headerLen])
+				}
+			} else if !bytes.Equal(out, in) || IgnoredMutations() != before+1 {
+				t.Errorf("frame changed %v, ignored mutations counted %d; want the frame as is, counted once",
+					!bytes.Equal(out, in), IgnoredMutations()-before)
+			}
+		})
+	}
+}
+
+func TestIgnoredMutationsCounted(t *testing.T) {
+	for _, f := range []string{"response_error.bin", "heartbeat.bin", "heartbeat_reply.bin"} {
+		c := newCodec(t, codecs.Options{})
+		m := decode(t, c, testdata(t, f))
+		m.Mutations = codecs.Metadata{{Key: "k", Value: "v"}}
+		before := IgnoredMutations()
+		if _, err := c.Encode(m); err != nil || IgnoredMutations() != before+1 {
+			t.Errorf("%s: Encode error %v, counted %d, want 1", f, err, IgnoredMutations()-before)
+		}
+		// No mutations, nothing to count.
+		m.Mutations = nil
+		before = IgnoredMutations()
+		if _, err := c.Encode(m); err != nil || IgnoredMutations() != before {
+			t.Errorf("%s: Encode without mutations counted", f)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package thrift
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 
@@ -313,5 +314,62 @@ func TestZlib(t *testing.T) {
 	bomb := theader([]byte{0, 1, 1}, zlibBytes(bytes.Repeat([]byte{0}, 1<<17)))
 	if r, _ := decodeErr(c, bomb); r != reasonTooLarge {
 		t.Errorf("zlib bomb: %s", r)
+	}
+}
+
+// TestResponseMutations: replies and exceptions take mutations into their
+// THeader/TTHeader headers like requests; headerless transports ignore
+// (and count) or refuse them as headerless_mutations says.
+func TestResponseMutations(t *testing.T) {
+	kinds := []struct {
+		kind   string
+		status codecs.ResponseStatus
+	}{
+		{"response", codecs.StatusOK},
+		{"void_response", codecs.StatusOK},
+		{"exception", codecs.StatusAppError},
+		{"app_exception", codecs.StatusError},
+	}
+	zlib := flavor{peer: "apache", name: "header_binary_zlib", transport: "header", protocol: "binary", mutable: "tenant"}
+	for _, f := range append(flavorsUnderTest, zlib) {
+		for _, k := range kinds {
+			in := f.frame(t, k.kind)
+			if f.mutable == "" {
+				for _, mode := range []string{"ignore", "reject"} {
+					p := f.params()
+					p["headerless_mutations"] = mode
+					c := newCodec(t, codecs.Options{Params: p})
+					m := decode(t, c, in)
+					m.Mutations = codecs.Metadata{{Key: "k", Value: "v"}}
+					before := IgnoredMutations()
+					out, err := c.Encode(m)
+					var pe *codecs.ProtocolError
+					switch {
+					case mode == "ignore" && (err != nil || !bytes.Equal(out, in) || IgnoredMutations() != before+1):
+						t.Errorf("%v %s, ignore: err %v, frame changed %v, counted %d",
+							f, k.kind, err, !bytes.Equal(out, in), IgnoredMutations()-before)
+					case mode == "reject" && (!errors.As(err, &pe) || pe.Reason != reasonMutation):
+						t.Errorf("%v %s, reject: Encode error %v, want %s", f, k.kind, err, reasonMutation)
+					}
+				}
+				continue
+			}
+			c := newCodec(t, codecs.Options{Params: f.params()})
+			m := decode(t, c, in)
+			m.ID = 4242
+			m.Mutations = codecs.Metadata{{Key: "k", Value: "v"}, {Key: f.mutable, Value: "new"}}
+			out, err := c.Encode(m)
+			if err != nil {
+				t.Errorf("%v %s: Encode: %v", f, k.kind, err)
+				continue
+			}
+			got := decode(t, newCodec(t, codecs.Options{Params: f.params()}), out)
+			kv, _ := got.Metadata.Get("k")
+			mv, _ := got.Metadata.Get(f.mutable)
+			if got.Type != codecs.Response || got.Status != k.status || got.ID != 4242 || kv != "v" || mv != "new" {
+				t.Errorf("%v %s: mutated reply decodes as %v %v id %d, k=%q %s=%q",
+					f, k.kind, got.Type, got.Status, got.ID, kv, f.mutable, mv)
+			}
+		}
 	}
 }

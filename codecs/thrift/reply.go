@@ -23,7 +23,7 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	service, _ := req.Metadata.Get(keyService)
 	var text strings.Builder
 	text.WriteString("breeze proxy: ")
-	text.WriteString(kindText(kind))
+	text.WriteString(kind.Text())
 	if method != "" {
 		text.WriteString(" for ")
 		if service != "" {
@@ -55,6 +55,11 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	return exceptionFrame(tr, p, strict, inner, uint32(req.ID), method, text.String(), excType(kind))
 }
 
+// RequestKeys implements codecs.Describer: the method is the message name
+// without its multiplexing prefix, the service that prefix (present only for
+// multiplexed calls).
+func (c *codec) RequestKeys() (service, method string) { return keyService, keyMethod }
+
 func excType(kind codecs.ErrorKind) int32 {
 	switch kind {
 	case codecs.ErrNoRoute:
@@ -63,24 +68,6 @@ func excType(kind codecs.ErrorKind) int32 {
 		return excProtocolError
 	}
 	return excInternalError
-}
-
-func kindText(kind codecs.ErrorKind) string {
-	switch kind {
-	case codecs.ErrNoRoute:
-		return "no route"
-	case codecs.ErrNoHealthyUpstream:
-		return "no healthy upstream"
-	case codecs.ErrTimeout:
-		return "upstream timeout"
-	case codecs.ErrOverloaded:
-		return "overloaded"
-	case codecs.ErrBadRequest:
-		return "bad request"
-	case codecs.ErrInternal:
-		return "internal error"
-	}
-	return kind.String()
 }
 
 // exceptionFrame writes a whole frame holding a TApplicationException

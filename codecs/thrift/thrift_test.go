@@ -188,3 +188,18 @@ func TestRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	for _, f := range flavorsUnderTest {
+		c := newCodec(t, codecs.Options{Params: f.params()})
+		m := decode(t, c, f.frame(t, "request"))
+		s, meth := codecs.Describe(c, m.Metadata)
+		want := ""
+		if strings.HasSuffix(f.name, "_mux") {
+			want = "Greeter"
+		}
+		if s != want || meth != "Greet" {
+			t.Errorf("%v: Describe = %q, %q; want %q, %q", f, s, meth, want, "Greet")
+		}
+	}
+}
