@@ -81,6 +81,8 @@ protos:
 # thrift_proxy (PROTOS="dubbo thrift") under
 # the same load; table in bench/results/latest.md (see bench/README.md).
 # QUICK=1: main table only. PROFILE=1: CPU and allocation profiles of Breeze.
+# COMPARE=<git ref>: Breeze at that ref against the working tree, same load,
+# interleaved, plus allocations per request (Go benchmarks) of both.
 bench:
 	PROFILE=$(PROFILE) QUICK=$(QUICK) bash scripts/bench.sh
 

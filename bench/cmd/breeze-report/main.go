@@ -6,6 +6,13 @@
 // group's ratios divide by the first of them that group has.
 //
 //	breeze-report -base relay -peer envoy-dubbo,envoy-thrift results.jsonl
+//
+// -compare BASE,CURRENT compares two labels instead (two builds of Breeze
+// under the same load): one table per group, each figure of both and the
+// ratio CURRENT ÷ BASE. -gobench LABEL=FILE (once per label) adds the same
+// comparison of `go test -bench` output (medians over -count repeats):
+//
+//	breeze-report -compare base,current -gobench base=b.txt -gobench current=c.txt results.jsonl
 package main
 
 import (
@@ -45,6 +52,9 @@ type row struct {
 func main() {
 	base := flag.String("base", "relay", "label of the baseline the ratios divide by")
 	peer := flag.String("peer", "envoy-dubbo", "label of the peer the ratios divide by; a comma-separated list: the first one a group has")
+	compare := flag.String("compare", "", "BASE,CURRENT: compare two labels, figure by figure, instead of the tables with -base and -peer")
+	var gobench gobenchFiles
+	flag.Var(&gobench, "gobench", "LABEL=FILE: `go test -bench` output of LABEL, compared with -compare's labels (repeatable)")
 	flag.Parse()
 	var rows []row
 	for _, name := range flag.Args() {
@@ -68,7 +78,26 @@ func main() {
 		}
 		f.Close()
 	}
-	report(os.Stdout, rows, *base, *peer)
+	if *compare == "" {
+		report(os.Stdout, rows, *base, *peer)
+		return
+	}
+	labels := strings.Split(*compare, ",")
+	if len(labels) != 2 {
+		fmt.Fprintln(os.Stderr, "breeze-report: -compare wants BASE,CURRENT")
+		os.Exit(1)
+	}
+	benches := map[string][]benchLine{}
+	for _, g := range gobench {
+		f, err := os.Open(g.file)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "breeze-report:", err)
+			os.Exit(1)
+		}
+		benches[g.label] = append(benches[g.label], parseGobench(f)...)
+		f.Close()
+	}
+	compareReport(os.Stdout, rows, benches, labels[0], labels[1])
 }
 
 type key struct {

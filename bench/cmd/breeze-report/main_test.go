@@ -34,3 +34,45 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+func TestCompare(t *testing.T) {
+	rows := []row{
+		{Group: "main (dubbo)", Kind: "load", Label: "base", Conns: 8, InFl: 4, RPS: 1000, P50: 50, P99: 100, CPU1k: 0.02, Reads: 1, Writes: 1},
+		{Group: "main (dubbo)", Kind: "load", Label: "current", Conns: 8, InFl: 4, RPS: 1200, P50: 40, P99: 80, CPU1k: 0.01, Reads: 1, Writes: 0.5},
+		{Group: "main (dubbo)", Kind: "load", Label: "base", Conns: 8, InFl: 4, RPS: 800, P50: 70, P99: 300, CPU1k: 0.04, Reads: 1, Writes: 1},
+		{Group: "main (dubbo)", Kind: "load", Label: "current", Conns: 8, InFl: 4, RPS: 1200, P50: 40, P99: 80, CPU1k: 0.01, Reads: 1, Writes: 0.5, Errors: 1, EKinds: map[string]int64{"status_60": 1}},
+		{Group: "other", Kind: "load", Label: "relay", Conns: 8, InFl: 4, RPS: 1},
+	}
+	base := parseGobench(strings.NewReader(`goos: linux
+BenchmarkProxyDubbo/direct-2   	    2000	      3848 ns/op	      3892 cpu-ns/op	       0 B/op	       0 allocs/op
+BenchmarkProxyDubbo/breeze-2   	    2000	     27447 ns/op	     28798 cpu-ns/op	   10335 B/op	      12 allocs/op
+BenchmarkProxyDubbo/breeze-2   	    2000	     27447 ns/op	     28798 cpu-ns/op	   10335 B/op	      14 allocs/op
+PASS
+`))
+	current := parseGobench(strings.NewReader(`BenchmarkProxyDubbo/direct-2   	    2000	      3848 ns/op	      3892 cpu-ns/op	       0 B/op	       0 allocs/op
+BenchmarkProxyDubbo/breeze-2   	    2000	     27447 ns/op	     28798 cpu-ns/op	   5000 B/op	      6.5 allocs/op
+`))
+	var b strings.Builder
+	compareReport(&b, rows, map[string][]benchLine{"base": base, "current": current}, "base", "current")
+	out := b.String()
+	for _, want := range []string{
+		"### main (dubbo)",
+		"| | base | current | current ÷ base |",
+		"| CPU s / 1k req | 0.0300 | 0.0100 | 0.33 |",
+		"| req/s | 900 | 1200 | 1.33 |",
+		"| p99 µs | 200 | 80 | 0.40 |",
+		"| syscalls / req (r + w) | 2.00 | 1.50 | 0.75 |",
+		"| errors | 0 | 1 (status_60 1) | |",
+		"| runs | 2 | 2 | |",
+		"| BenchmarkProxyDubbo/direct | allocs/op | 0 | 0 | 1.00 | 1 / 1 |",
+		"| BenchmarkProxyDubbo/breeze | allocs/op | 13 | 6.50 | 0.50 | 2 / 1 |",
+		"| BenchmarkProxyDubbo/breeze | B/op | 10335 | 5000 | 0.48 | 2 / 1 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("comparison lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "### other") {
+		t.Errorf("a group without both labels is compared:\n%s", out)
+	}
+}
