@@ -70,6 +70,9 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		},
 		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
 	}
+	for _, w := range config.Warnings(cfg) {
+		p.log.Warn("proxy config: " + w)
+	}
 	// Fail now rather than on the first connection.
 	if _, err := factory(p.codecOpts); err != nil {
 		return nil, fmt.Errorf("codec %q: %w", cfg.GetCodec(), err)

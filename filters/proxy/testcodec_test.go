@@ -140,3 +140,6 @@ func (c *tcodec) HeartbeatReply(hb *codecs.Message) []byte {
 func (c *tcodec) Heartbeat(id uint64) []byte {
 	return tencode(tmsg{typ: codecs.Heartbeat, id: id})
 }
+
+// RequestKeys implements codecs.Describer, as Dubbo's codec does.
+func (c *tcodec) RequestKeys() (service, method string) { return "interface", "method" }

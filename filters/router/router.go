@@ -211,7 +211,8 @@ func (rt *Router) Match(s *filter.Stream) {
 func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	c := s.Terminal().(*Call)
 	if c.route == nil {
-		s.ReplyAndFinish(codecs.ErrNoRoute, Describe(&s.Request, "no route matches"), filter.NoRoute, true)
+		svc, method := codecs.Describe(c.enc, s.Request.Metadata)
+		s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, true)
 		return filter.Stop
 	}
 	c.target = c.route.PickTarget()
@@ -344,14 +345,4 @@ func subsetDesc(t *route.Target) string {
 		return ""
 	}
 	return " subset {" + t.Subset + "}"
-}
-
-// Describe names a request for an error reply or a log line.
-func Describe(m *codecs.Message, what string) string {
-	svc, _ := m.Metadata.Get("interface")
-	if svc == "" {
-		svc, _ = m.Metadata.Get("service")
-	}
-	method, _ := m.Metadata.Get("method")
-	return fmt.Sprintf("breeze: %s for service %q method %q", what, svc, method)
 }
