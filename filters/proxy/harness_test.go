@@ -43,11 +43,18 @@ type backend struct {
 	hangAll    atomic.Bool
 	received   atomic.Int64
 	heartbeats atomic.Int64
+	// open counts the connections the backend has open now.
+	open atomic.Int64
 }
 
 func newBackend(t *testing.T, name string) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newBackendAt(t, name, "127.0.0.1:0")
+}
+
+func newBackendAt(t *testing.T, name, addr string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +95,8 @@ func (b *backend) kill() {
 }
 
 func (b *backend) handle(c net.Conn) {
+	b.open.Add(1)
+	defer b.open.Add(-1)
 	defer c.Close()
 	var wmu sync.Mutex
 	write := func(p []byte) {
