@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,5 +224,28 @@ func TestPausedRequestDoesNotBlockTheConnection(t *testing.T) {
 		if o := doneOnce(t, fmt.Sprintf("p%d", i)); !o.Responded {
 			t.Fatalf("outcome %+v", o)
 		}
+	}
+}
+
+// The mutation filter writes the proxy's and the route's key/values into
+// requests and responses; the route's legacy request_mutation still works.
+func TestMutationFilterRequestAndResponse(t *testing.T) {
+	b := newBackend(t, "b")
+	addr := startProxy(t, cfg(`  - route: {cluster: c}
+    request_mutation: [{key: legacy, value: "yes"}]
+    typed_per_filter_config:
+      mutation: {"@type": type.googleapis.com/breeze.filters.mutation.v1.Mutations, request: [{key: tenant, value: route}], response: [{key: route, value: r1}]}`,
+		"- name: c\n  endpoints:\n"+ep(b, ""),
+		`filters: [{name: mutation, typed_config: {"@type": type.googleapis.com/breeze.filters.mutation.v1.Mutations, request: [{key: env, value: prod}], response: [{key: served-by, value: breeze}]}}]`))
+	c := dial(t, addr)
+	m, err := c.call(0, "x", "tenant", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen := md(m, "seen"); !strings.Contains(seen, "env=prod;") || !strings.Contains(seen, "tenant=route;") || !strings.Contains(seen, "legacy=yes;") {
+		t.Fatalf("upstream saw %q", seen)
+	}
+	if md(m, "served-by") != "breeze" || md(m, "route") != "r1" || md(m, "server") != "b" {
+		t.Fatalf("client got %+v", m)
 	}
 }
