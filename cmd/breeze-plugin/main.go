@@ -4,9 +4,8 @@
 package main
 
 import (
-	// Codecs register themselves by name.
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
-	_ "github.com/breeze-mesh/breeze/codecs/thrift"
+	// Every codec and L7 filter Breeze ships.
+	_ "github.com/breeze-mesh/breeze/builtin"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 )
 

@@ -17,9 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	// Codecs register themselves by name.
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
-	_ "github.com/breeze-mesh/breeze/codecs/thrift"
+	// Every codec and L7 filter Breeze ships.
+	_ "github.com/breeze-mesh/breeze/builtin"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	"github.com/breeze-mesh/breeze/host"
