@@ -13,12 +13,14 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 
+	mutationv1 "github.com/breeze-mesh/breeze/protos/breeze/filters/mutation/v1"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
@@ -306,8 +308,23 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 			}
 			route.RequestMutation = append(route.RequestMutation, &breezev1.KeyValue{Key: kv.GetKey(), Value: kv.GetValue()})
 		}
-		if len(r.GetResponseMutation()) > 0 {
-			warnOnce(field+".responseMutation", "not supported by Breeze yet; ignored")
+		if rm := r.GetResponseMutation(); len(rm) > 0 {
+			// The mutation filter writes them into the responses of this route.
+			muts := &mutationv1.Mutations{}
+			for j, kv := range rm {
+				if kv.GetKey() == "" {
+					t.problem(o, fmt.Sprintf("%s.responseMutation[%d].key", field, j), false, "required")
+					failed = true
+				}
+				muts.Response = append(muts.Response, &mutationv1.KeyValue{Key: kv.GetKey(), Value: kv.GetValue()})
+			}
+			a, err := anypb.New(muts)
+			if err != nil {
+				t.problem(o, field+".responseMutation", false, "%v", err)
+				failed = true
+			} else {
+				route.TypedPerFilterConfig = map[string]*anypb.Any{"mutation": a}
+			}
 		}
 		if r.GetMirror() != nil {
 			warnOnce(field+".mirror", "not supported by Breeze yet; ignored")

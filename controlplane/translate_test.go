@@ -57,6 +57,7 @@ spec:
     match: {attributes: {tenant: {exact: gold}, method: {prefix: Say}}}
     route: [{destination: {host: org.example.Greeter, subset: v2}}]
     requestMutation: [{key: env, value: prod}]
+    responseMutation: [{key: served-by, value: breeze}]
   - name: split
     route:
     - {destination: {host: org.example.Greeter, subset: v1}, weight: 30}
@@ -147,6 +148,8 @@ routes:
   match: {metadata: [{key: method, prefix: Say}, {key: tenant, exact: gold}]}
   route: {cluster: "outbound|20880||org.example.Greeter", subset: {version: v2}, hash_key: user}
   request_mutation: [{key: env, value: prod}]
+  typed_per_filter_config:
+    mutation: {"@type": type.googleapis.com/breeze.filters.mutation.v1.Mutations, response: [{key: served-by, value: breeze}]}
 - name: split
   route:
     hash_key: user
