@@ -1,7 +1,6 @@
 package javainterop
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -479,11 +477,9 @@ func (c *javaClient) Call(ctx context.Context, call javaCall) (greeter.Reply, er
 }
 
 // callOutcome is one call of a batch.
-type callOutcome struct {
-	Call  javaCall
-	Reply greeter.Reply
-	Err   error
-}
+type callOutcome = harness.Outcome[javaCall]
+
+func (c javaCall) MethodArg() (string, string) { return c.Method, c.Arg }
 
 // perCall bounds each call a test makes: Dubbo's 3s default timeout and a
 // margin. A call that has not ended by then hangs.
@@ -492,127 +488,7 @@ const perCall = 6 * time.Second
 // runJava makes n calls, conc at a time, each bounded by perCall; a Greet or
 // Slow answer must echo its own argument.
 func runJava(ctx context.Context, c *javaClient, n, conc int, mk func(i int) javaCall) []callOutcome {
-	out := make([]callOutcome, n)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				call := mk(i)
-				cctx, cancel := context.WithTimeout(ctx, perCall)
-				r, err := c.Call(cctx, call)
-				cancel()
-				if err == nil && call.Method != "Whoami" && r.Arg != call.Arg {
-					err = fmt.Errorf("%s(%q) got the answer to %q", call.Method, call.Arg, r.Arg)
-				}
-				out[i] = callOutcome{Call: call, Reply: r, Err: err}
-			}
-		}()
-	}
-	for i := range n {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	return out
-}
-
-// served fails t unless every call succeeded and returns the calls served
-// per provider.
-func served(t *testing.T, outs []callOutcome) map[string]int {
-	t.Helper()
-	count := map[string]int{}
-	var errs []string
-	for _, o := range outs {
-		if o.Err != nil {
-			errs = append(errs, o.Err.Error())
-			continue
-		}
-		count[o.Reply.Provider]++
-	}
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d calls failed; first: %s", len(errs), len(outs), strings.Join(errs[:min(3, len(errs))], "\n"))
-	}
-	return count
-}
-
-// onlyFrom fails t unless exactly the providers in want served calls.
-func onlyFrom(t *testing.T, what string, count map[string]int, want ...string) {
-	t.Helper()
-	ok := map[string]bool{}
-	for _, w := range want {
-		ok[w] = true
-		if count[w] == 0 {
-			t.Errorf("%s: %s served none of the calls (%v)", what, w, count)
-		}
-	}
-	for p, n := range count {
-		if !ok[p] {
-			t.Errorf("%s: %d calls served by %s; want only %v (all: %v)", what, n, p, want, count)
-		}
-	}
-}
-
-// metric returns the sum of the samples of a Prometheus metric whose labels
-// include every label in want (written as `name="value"`).
-func metric(text, name string, want ...string) float64 {
-	sum := 0.0
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		matched := true
-		for _, w := range want {
-			if !strings.Contains(line[:i], w) {
-				matched = false
-				break
-			}
-		}
-		if !matched {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
-// waitMetric polls the proxy's /metrics until cond holds for the metric's
-// value or ctx ends.
-func waitMetric(ctx context.Context, p *harness.Proxy, what, name string, cond func(float64) bool, labels ...string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		text, err := p.Metrics(ctx)
-		if err == nil && cond(metric(text, name, labels...)) {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s (%s%v = %v): %w", what, name, labels, metric(text, name, labels...), ctx.Err())
-		}
-	}
-}
-
-func teePort(t *testing.T, tee *harness.Tee) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(tee.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(port)
-	return n
+	return harness.RunCalls(ctx, n, conc, perCall, mk, c.Call)
 }
 
 var errNotJava = errors.New("not a javaCallError")
