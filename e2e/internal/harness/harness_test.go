@@ -1,0 +1,80 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/e2e/internal/greeter"
+)
+
+const metricsText = `# HELP breeze_dropped_total Frames dropped.
+# TYPE breeze_dropped_total counter
+breeze_dropped_total{proxy="a",reason="late_response"} 2
+breeze_dropped_total{proxy="b",reason="late_response"} 3
+breeze_dropped_total{proxy="a",reason="unexpected_heartbeat"} 7
+breeze_dropped_totally{proxy="a"} 100
+breeze_plain 1.5
+`
+
+func TestSumMetric(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"breeze_dropped_total", nil, 12},
+		{"breeze_dropped_total", []string{`reason="late_response"`}, 5},
+		{"breeze_dropped_total", []string{`proxy="a"`, `reason="late_response"`}, 2},
+		{"breeze_dropped_total", []string{`proxy="c"`}, 0},
+		{"breeze_plain", nil, 1.5},
+		{"breeze_missing", nil, 0},
+	} {
+		if got := SumMetric(metricsText, tc.name, tc.labels...); got != tc.want {
+			t.Errorf("SumMetric(%s, %v) = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+}
+
+func TestRunCalls(t *testing.T) {
+	var inFlight, most atomic.Int32
+	outs := RunCalls(context.Background(), 20, 3, time.Second,
+		func(i int) CallSpec {
+			if i == 5 {
+				return CallSpec{Method: "Whoami"}
+			}
+			return CallSpec{Method: "Greet", Arg: strings.Repeat("x", i)}
+		},
+		func(ctx context.Context, s CallSpec) (greeter.Reply, error) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(time.Millisecond)
+			switch {
+			case s.Arg == "xxx":
+				return greeter.Reply{Provider: "p", Arg: "another call's"}, nil
+			case s.Arg == "xxxx":
+				return greeter.Reply{}, errors.New("refused")
+			}
+			return greeter.Reply{Provider: "p" + string('0'+rune(len(s.Arg)%2)), Arg: s.Arg}, nil
+		})
+	if len(outs) != 20 || most.Load() > 3 {
+		t.Fatalf("%d outcomes, %d calls at once at most; want 20, at most 3", len(outs), most.Load())
+	}
+	for i, o := range outs {
+		switch wantErr := i == 3 || i == 4; {
+		case wantErr != (o.Err != nil):
+			t.Errorf("call %d (%+v): err %v", i, o.Call, o.Err)
+		case i == 3 && !strings.Contains(o.Err.Error(), "got the answer to"):
+			t.Errorf("call 3: %v; want the mismatch named", o.Err)
+		}
+	}
+	count := Served(t, append(outs[:3:3], outs[5:]...))
+	if count["p0"]+count["p1"] != 18 {
+		t.Errorf("served %v; want 18 calls", count)
+	}
+}
