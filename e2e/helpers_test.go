@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
@@ -42,13 +41,4 @@ func greets(prefix string, attachments func(i int) map[string]string) func(int) 
 		}
 		return s
 	}
-}
-
-// withinSigmas reports whether k successes of n lie within z standard
-// deviations of a binomial(n, p) mean, and the bounds.
-func withinSigmas(k, n int, p, z float64) (bool, float64, float64) {
-	mean := float64(n) * p
-	sd := math.Sqrt(float64(n) * p * (1 - p))
-	lo, hi := mean-z*sd, mean+z*sd
-	return float64(k) >= lo && float64(k) <= hi, lo, hi
 }

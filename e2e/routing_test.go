@@ -216,7 +216,7 @@ listeners:
 	harness.OnlyFrom(t, "split", count, "a1", "b1")
 	// Not exact counts: within 5 standard deviations of Binomial(1000, 0.2)
 	// (200 ± 63), wrong only about once in 1.7 million runs.
-	ok, lo, hi := withinSigmas(count["a1"], n, 0.2, 5)
+	ok, lo, hi := harness.WithinSigmas(count["a1"], n, 0.2, 5)
 	t.Logf("20/80 split over %d calls: %v (a1 bounds %.0f..%.0f)", n, count, lo, hi)
 	if !ok {
 		t.Errorf("cluster a got %d of %d calls, want %.0f..%.0f for weight 20/100", count["a1"], n, lo, hi)

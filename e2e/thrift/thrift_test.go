@@ -9,7 +9,6 @@ package thrift
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,10 +305,9 @@ func TestWeightedSplit(t *testing.T) {
 		t.Fatalf("%+v: want %d answers", s, n)
 	}
 	// Binomial(n, 0.2): mean 200, sd 12.6; 5 sd either way fails by chance
-	// once in 3.5 million runs.
-	sd := math.Sqrt(n * 0.2 * 0.8)
-	if got := float64(s.Results["light"]); math.Abs(got-0.2*n) > 5*sd {
-		t.Errorf("light got %v of %d calls, want 200 ± %.0f (%+v)", got, n, 5*sd, s.Results)
+	// once in 1.7 million runs.
+	if ok, lo, hi := harness.WithinSigmas(s.Results["light"], n, 0.2, 5); !ok {
+		t.Errorf("light got %d of %d calls, want %.0f..%.0f (%+v)", s.Results["light"], n, lo, hi, s.Results)
 	}
 }
 

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -116,4 +117,14 @@ func ExactlyFrom(t testing.TB, what string, count map[string]int, want ...string
 		}
 	}
 	OnlyFrom(t, what, count, want...)
+}
+
+// WithinSigmas reports whether k successes of n lie within z standard
+// deviations of a binomial(n, p) mean, and the bounds: the check of a
+// weighted split.
+func WithinSigmas(k, n int, p, z float64) (bool, float64, float64) {
+	mean := float64(n) * p
+	sd := math.Sqrt(float64(n) * p * (1 - p))
+	lo, hi := mean-z*sd, mean+z*sd
+	return float64(k) >= lo && float64(k) <= hi, lo, hi
 }

@@ -78,3 +78,12 @@ func TestRunCalls(t *testing.T) {
 		t.Errorf("served %v; want 18 calls", count)
 	}
 }
+
+func TestWithinSigmas(t *testing.T) {
+	// Binomial(1000, 0.2): 200 ± 5 × 12.65.
+	for k, want := range map[int]bool{200: true, 137: true, 136: false, 263: true, 264: false} {
+		if ok, lo, hi := WithinSigmas(k, 1000, 0.2, 5); ok != want {
+			t.Errorf("WithinSigmas(%d) = %v (%.1f..%.1f), want %v", k, ok, lo, hi, want)
+		}
+	}
+}
