@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -315,10 +314,7 @@ func javaPorts(ps ...*javaProvider) map[string]int {
 type javaClient struct {
 	Proc *harness.Proc
 
-	mu      sync.Mutex
-	nextID  int64
-	waiting map[int64]chan javaResult
-	writeMu sync.Mutex
+	calls *harness.LineCalls[javaResult]
 }
 
 // javaCall is one call; Addr is where the Java client connects (a direct
@@ -414,66 +410,32 @@ func (c *javaClient) waitReady(t testing.TB) {
 func launchJavaClient(t testing.TB, spec javaClientSpec) *javaClient {
 	t.Helper()
 	cp := javaClasspath(t)
-	c := &javaClient{waiting: map[int64]chan javaResult{}}
+	c := &javaClient{calls: harness.NewLineCalls("the Java consumer", func(r javaResult) int64 { return r.ID })}
 	var args []string
 	if spec.Heartbeat > 0 {
 		args = append(args, "--heartbeat", strconv.FormatInt(spec.Heartbeat.Milliseconds(), 10))
 	}
-	c.Proc = harness.StartWith(t, harness.ProcOptions{Stdin: true, OnLine: c.onLine}, "java consumer", javaBin,
+	c.Proc = harness.StartWith(t, harness.ProcOptions{Stdin: true, OnLine: c.calls.OnLine}, "java consumer", javaBin,
 		jvmArgs(cp, "org.breeze.e2e.JavaConsumer", args...)...)
+	c.calls.Proc = c.Proc
 	return c
-}
-
-func (c *javaClient) onLine(line string) bool {
-	rest, ok := strings.CutPrefix(line, "RESULT ")
-	if !ok {
-		return true
-	}
-	var r javaResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
-		return true
-	}
-	c.mu.Lock()
-	ch := c.waiting[r.ID]
-	delete(c.waiting, r.ID)
-	c.mu.Unlock()
-	if ch != nil {
-		ch <- r
-	}
-	return false
 }
 
 // Call makes one call and returns the provider's reply. It returns when the
 // JVM answers or ctx ends, whichever is first. A Dubbo exception is a
 // *javaCallError.
 func (c *javaClient) Call(ctx context.Context, call javaCall) (greeter.Reply, error) {
-	ch := make(chan javaResult, 1)
-	c.mu.Lock()
-	c.nextID++
-	call.ID = c.nextID
-	c.waiting[call.ID] = ch
-	c.mu.Unlock()
-	line, _ := json.Marshal(call)
-	c.writeMu.Lock()
-	err := c.Proc.Write(append(line, '\n'))
-	c.writeMu.Unlock()
+	r, err := c.calls.Do(ctx, func(id int64) any {
+		call.ID = id
+		return call
+	})
 	if err != nil {
-		return greeter.Reply{}, fmt.Errorf("%s: send to the Java consumer: %w", call.Method, err)
+		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: %w", call.Method, call.Arg, call.Addr, err)
 	}
-	select {
-	case r := <-ch:
-		if r.Error != "" || r.ErrorClass != "" {
-			return greeter.Reply{}, &javaCallError{Method: call.Method, Result: r}
-		}
-		return greeter.ParseReply(r.Reply)
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.waiting, call.ID)
-		c.mu.Unlock()
-		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: no answer from the Java consumer: %w", call.Method, call.Arg, call.Addr, ctx.Err())
-	case <-c.Proc.Done():
-		return greeter.Reply{}, fmt.Errorf("%s: the Java consumer exited", call.Method)
+	if r.Error != "" || r.ErrorClass != "" {
+		return greeter.Reply{}, &javaCallError{Method: call.Method, Result: r}
 	}
+	return greeter.ParseReply(r.Reply)
 }
 
 // callOutcome is one call of a batch.

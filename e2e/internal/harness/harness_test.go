@@ -87,3 +87,48 @@ func TestWithinSigmas(t *testing.T) {
 		}
 	}
 }
+
+func TestLineCalls(t *testing.T) {
+	type result struct {
+		ID  int64  `json:"id"`
+		Arg string `json:"arg"`
+	}
+	type call struct {
+		ID  int64  `json:"id"`
+		Arg string `json:"arg"`
+	}
+	// A peer that answers every call with itself, except those asking to be
+	// dropped.
+	l := NewLineCalls("the echo process", func(r result) int64 { return r.ID })
+	l.Proc = StartWith(t, ProcOptions{Stdin: true, OnLine: l.OnLine}, "echo", "sed", "-u", "-e", `/"drop"/d`, "-e", "s/^/RESULT /")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 20)
+	for i := range 20 {
+		go func() {
+			arg := strings.Repeat("a", i)
+			r, err := l.Do(ctx, func(id int64) any { return call{ID: id, Arg: arg} })
+			if err == nil && r.Arg != arg {
+				err = errors.New("got the result of another call: " + r.Arg)
+			}
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := l.Do(short, func(id int64) any { return call{ID: id, Arg: "drop"} }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("an unanswered call: %v; want the deadline", err)
+	}
+	l.Proc.Kill()
+	if _, err := l.Do(ctx, func(id int64) any { return call{ID: id, Arg: "late"} }); err == nil {
+		t.Error("a call after the process was killed succeeded")
+	}
+	if out := l.Proc.Output(); strings.Contains(out, "RESULT") {
+		t.Errorf("RESULT lines kept in the output:\n%s", out)
+	}
+}
