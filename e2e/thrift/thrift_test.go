@@ -8,10 +8,6 @@ package thrift
 
 import (
 	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,38 +17,10 @@ import (
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
-var (
-	binDir    string
-	buildOnce sync.Once
-	buildErr  error
-)
+func TestMain(m *testing.M) { harness.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// peerBin builds cmd/thriftpeer once per test run.
-func peerBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "breeze-e2e-thrift-"); buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "thriftpeer"), "./thrift/cmd/thriftpeer")
-		cmd.Dir = filepath.Join(harness.RepoDir(), "e2e")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./thrift/cmd/thriftpeer: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "thriftpeer")
-}
+// peerBin is the built cmd/thriftpeer.
+func peerBin(t testing.TB) string { return harness.ThriftPeerBin(t) }
 
 // server starts a thriftpeer server and returns its port.
 func server(t testing.TB, name string, args ...string) int {

@@ -24,11 +24,7 @@ import (
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 const (
 	host      = greeter.Interface // the ServiceEntry host: Aeraki's Dubbo convention
