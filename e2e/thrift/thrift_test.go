@@ -61,6 +61,11 @@ type summary struct {
 	MaxMS     int64          `json:"max_ms"`
 }
 
+// mentions reports whether one of the error texts contains text.
+func (s summary) mentions(text string) bool {
+	return strings.Contains(strings.Join(s.Messages, "|"), text)
+}
+
 // call runs a thriftpeer client to completion and returns its summary.
 func call(t testing.TB, args ...string) summary {
 	t.Helper()
@@ -149,14 +154,14 @@ func TestMethodRouting(t *testing.T) {
 			// No route: a TApplicationException naming the method, and the
 			// connection stays usable.
 			s := call(t, append(client, "-addr", p.Addr, "-method", "getuser", "-arg", "x", "-n", "3")...)
-			if s.AppErrors != 3 || s.Errors != 0 || !strings.Contains(strings.Join(s.Messages, "|"), "no route for GetUser") {
+			if s.AppErrors != 3 || s.Errors != 0 || !s.mentions("no route for GetUser") {
 				t.Errorf("GetUser without a route: %+v, want 3 application exceptions saying no route", s)
 			}
 
 			// A timeout answers each call with its own exception: the late
 			// answers are dropped, never taken for the next call's.
 			s = call(t, append(client, "-addr", p.Addr, "-method", "slow", "-arg", "1000", "-n", "2")...)
-			if s.AppErrors != 2 || s.Errors != 0 || !strings.Contains(strings.Join(s.Messages, "|"), "upstream timeout") {
+			if s.AppErrors != 2 || s.Errors != 0 || !s.mentions("upstream timeout") {
 				t.Errorf("Slow(1000) with a 0.3s route timeout: %+v, want 2 timeout exceptions", s)
 			}
 		})
@@ -233,16 +238,16 @@ func TestKitexVersionSubset(t *testing.T) {
 	wantAll(t, call(t, "-impl", "kitex", "-transport", "framed", "-addr", p.Addr, "-n", "20", "-method", "whoami", "-headers", "version=v2"), "kitex-v1", 20)
 	// Local replies reach a Kitex client over TTHeader as exceptions.
 	s := call(t, append(c, "-method", "fired", "-n", "3")...)
-	if s.AppErrors != 3 || !strings.Contains(strings.Join(s.Messages, "|"), "no route for Fired") {
+	if s.AppErrors != 3 || !s.mentions("no route for Fired") {
 		t.Errorf("Fired without a route: %+v, want 3 exceptions saying no route", s)
 	}
 	s = call(t, append(c, "-method", "slow", "-arg", "1000", "-n", "2")...)
-	if s.AppErrors != 2 || !strings.Contains(strings.Join(s.Messages, "|"), "upstream timeout") {
+	if s.AppErrors != 2 || !s.mentions("upstream timeout") {
 		t.Errorf("Slow(1000) with a 0.3s timeout: %+v, want 2 timeout exceptions", s)
 	}
 	// A declared exception passes through as the application's.
 	s = call(t, append(c, "-method", "getuser", "-arg", "missing", "-n", "3")...)
-	if s.OK != 0 || s.Requests != 3 || s.Errors+s.AppErrors != 3 || !strings.Contains(strings.Join(s.Messages, "|"), "no user missing") {
+	if s.OK != 0 || s.Requests != 3 || s.Errors+s.AppErrors != 3 || !s.mentions("no user missing") {
 		t.Errorf("GetUser(missing): %+v, want 3 NotFound exceptions", s)
 	}
 }
