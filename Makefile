@@ -6,7 +6,7 @@ export CGO_ENABLED := 1
 # Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
 export GODEBUG := cgocheck=0
 
-.PHONY: all build plugin demo test test-deps test-unit test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
+.PHONY: all build plugin demo test test-deps test-unit test-peers test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
 
 all: build plugin
 
@@ -22,7 +22,7 @@ plugin:
 demo:
 	bash scripts/demo.sh
 
-test: test-deps vet test-unit check-plugin check-glibc test-deploy test-e2e
+test: test-deps vet test-unit test-peers check-plugin check-glibc test-deploy test-e2e
 
 # gcc, a JDK and Maven, from Debian's packages when missing: no test skips
 # for a missing tool, so they must be there.
@@ -42,6 +42,16 @@ vet:
 
 test-unit:
 	$(GO) test $(RACE) -count=1 ./...
+
+# The Thrift interop tests with real Apache Thrift Go and Kitex peers: separate
+# modules (codecs/thrift/testdata/peers/README.md), so that their dependencies
+# stay out of the root module. peers/peer, the peers themselves, is shared with
+# e2e and needs no Breeze; peers follows the root module (a replace), hence
+# -mod=mod as in test-deploy.
+THRIFT_PEERS := codecs/thrift/testdata/peers
+test-peers:
+	cd $(THRIFT_PEERS)/peer && $(GO) vet ./...
+	cd $(THRIFT_PEERS) && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
 # The plugin must export Envoy's entry points.
 check-plugin: plugin

@@ -6,9 +6,8 @@ require (
 	dubbo.apache.org/dubbo-go/v3 v3.3.0
 	github.com/apache/dubbo-go-hessian2 v1.12.5
 	github.com/apache/thrift v0.22.0
+	github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer v0.0.0-00010101000000-000000000000
 	github.com/bytedance/gopkg v0.1.4
-	github.com/cloudwego/gopkg v0.1.4
-	github.com/cloudwego/kitex v0.13.1
 )
 
 require (
@@ -25,7 +24,9 @@ require (
 	github.com/cloudwego/dynamicgo v0.8.0 // indirect
 	github.com/cloudwego/fastpb v0.0.5 // indirect
 	github.com/cloudwego/frugal v0.2.5 // indirect
+	github.com/cloudwego/gopkg v0.1.4 // indirect
 	github.com/cloudwego/iasm v0.2.0 // indirect
+	github.com/cloudwego/kitex v0.13.1 // indirect
 	github.com/cloudwego/localsession v0.1.2 // indirect
 	github.com/cloudwego/netpoll v0.7.0 // indirect
 	github.com/cloudwego/runtimex v0.1.1 // indirect
@@ -110,3 +111,8 @@ require (
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
+
+// The Thrift peers' generated code and helper, shared with the interop tests
+// in codecs/thrift/testdata/peers: a module of their own, so that this module
+// needs neither Breeze's root module nor a copy of them.
+replace github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer => ../codecs/thrift/testdata/peers/peer

@@ -3,13 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"math"
-	"strings"
-	"sync"
-	"testing"
 	"time"
 
-	"github.com/breeze-mesh/breeze/e2e/internal/greeter"
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
@@ -26,66 +21,15 @@ func ports(ps ...*harness.Provider) map[string]int {
 	return m
 }
 
-// callSpec is one call of a batch.
-type callSpec struct {
-	Method      string
-	Arg         string
-	Attachments map[string]string
-}
-
-// callResult is one call's outcome.
-type callResult struct {
-	Spec  callSpec
-	Reply greeter.Reply
-	Err   error
-}
+// callSpec is one call of a batch; callResult its outcome.
+type (
+	callSpec   = harness.CallSpec
+	callResult = harness.Outcome[harness.CallSpec]
+)
 
 // runCalls makes n calls through c, conc at a time, each bounded by perCall.
 func runCalls(ctx context.Context, c *harness.Client, n, conc int, spec func(i int) callSpec) []callResult {
-	out := make([]callResult, n)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				s := spec(i)
-				cctx, cancel := context.WithTimeout(ctx, perCall)
-				r, err := c.Call(cctx, s.Method, s.Arg, s.Attachments)
-				cancel()
-				if err == nil && s.Method != "Whoami" && r.Arg != s.Arg {
-					err = fmt.Errorf("%s(%q) got the answer to %q", s.Method, s.Arg, r.Arg)
-				}
-				out[i] = callResult{Spec: s, Reply: r, Err: err}
-			}
-		}()
-	}
-	for i := range n {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	return out
-}
-
-// mustSucceed fails t unless every call succeeded, and counts the calls
-// each provider served.
-func mustSucceed(t *testing.T, results []callResult) map[string]int {
-	t.Helper()
-	count := map[string]int{}
-	var errs []string
-	for _, r := range results {
-		if r.Err != nil {
-			errs = append(errs, r.Err.Error())
-			continue
-		}
-		count[r.Reply.Provider]++
-	}
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d calls failed; first: %s", len(errs), len(results), strings.Join(errs[:min(3, len(errs))], "; "))
-	}
-	return count
+	return c.RunCalls(ctx, n, conc, perCall, spec)
 }
 
 // greets makes a spec of Greet calls with unique arguments.
@@ -97,27 +41,4 @@ func greets(prefix string, attachments func(i int) map[string]string) func(int) 
 		}
 		return s
 	}
-}
-
-// onlyFrom fails t if any provider outside allowed served a call.
-func onlyFrom(t *testing.T, what string, count map[string]int, allowed ...string) {
-	t.Helper()
-	ok := map[string]bool{}
-	for _, a := range allowed {
-		ok[a] = true
-	}
-	for p, n := range count {
-		if !ok[p] {
-			t.Errorf("%s: %d calls served by %s; want only %v (all: %v)", what, n, p, allowed, count)
-		}
-	}
-}
-
-// withinSigmas reports whether k successes of n lie within z standard
-// deviations of a binomial(n, p) mean, and the bounds.
-func withinSigmas(k, n int, p, z float64) (bool, float64, float64) {
-	mean := float64(n) * p
-	sd := math.Sqrt(float64(n) * p * (1 - p))
-	lo, hi := mean-z*sd, mean+z*sd
-	return float64(k) >= lo && float64(k) <= hi, lo, hi
 }

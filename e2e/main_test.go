@@ -12,7 +12,6 @@
 package e2e
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -23,11 +22,7 @@ import (
 // start: short, so heartbeats interleave with calls in every test.
 const clientHeartbeat = time.Second
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // newClient starts a dubbo-go client process calling addr.
 func newClient(t testing.TB, addr string, spec harness.ClientSpec) *harness.Client {

@@ -69,7 +69,7 @@ listeners:
     clusters:
     - name: greeter
       endpoints: [{address: 127.0.0.1, port: {{port "tee"}}}]
-`, map[string]int{"tee": teePort(t, up)})
+`, map[string]int{"tee": up.Port()})
 	down := harness.StartTee(t, proxy.Addr)
 	c := newClient(t, down.Addr, harness.ClientSpec{Heartbeat: time.Second, Connections: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -97,16 +97,6 @@ listeners:
 	if st := up.State(); st.Open < 1 {
 		t.Errorf("provider side: no upstream connection left open (%d made)", st.Conns)
 	}
-}
-
-func teePort(t *testing.T, tee *harness.Tee) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(tee.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(port)
-	return n
 }
 
 // TestProxyRawHeartbeat: a heartbeat frame sent by hand gets an event
@@ -241,8 +231,8 @@ func TestProxyProviderKilledUnderLoad(t *testing.T) {
 		t.Errorf("%d calls got no answer within %s", hung.Load(), perCall)
 	}
 
-	count := mustSucceed(t, runCalls(watchdog, c, 60, 1, greets("after", nil)))
-	onlyFrom(t, "after the kill", count, "k1", "k3")
+	count := harness.Served(t, runCalls(watchdog, c, 60, 1, greets("after", nil)))
+	harness.OnlyFrom(t, "after the kill", count, "k1", "k3")
 	if count["k1"] == 0 || count["k3"] == 0 {
 		t.Errorf("after the kill calls should spread over k1 and k3: %v", count)
 	}
@@ -272,7 +262,7 @@ listeners:
     clusters:
     - name: greeter
       endpoints: [{address: 127.0.0.1, port: {{port "tee"}}}]
-`, map[string]int{"tee": teePort(t, up)})
+`, map[string]int{"tee": up.Port()})
 	down := harness.StartTee(t, proxy.Addr)
 	c := newClient(t, down.Addr, harness.ClientSpec{Timeout: 3 * time.Second, Connections: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -303,7 +293,7 @@ listeners:
 	}); err != nil {
 		t.Fatal(err)
 	}
-	mustSucceed(t, runCalls(ctx, c, 50, 4, greets("after-timeout", nil)))
+	harness.Served(t, runCalls(ctx, c, 50, 4, greets("after-timeout", nil)))
 	if st := down.State(); st.Conns != 1 {
 		t.Errorf("the client used %d connections to the proxy; the timeout or the late answer broke one", st.Conns)
 	}
@@ -421,7 +411,7 @@ func TestProxyGarbage(t *testing.T) {
 		}
 		t.Logf("%s: closed after %d bytes back", name, len(got))
 	}
-	mustSucceed(t, <-calls)
+	harness.Served(t, <-calls)
 	if r, err := c.Greet(ctx, "after", nil); err != nil || r.Arg != "after" {
 		t.Fatalf("after garbage: %+v %v", r, err)
 	}

@@ -80,10 +80,10 @@ listeners:
 	c := newClient(t, proxy.Addr, harness.ClientSpec{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	who := mustSucceed(t, runCalls(ctx, c, 30, 4, func(int) callSpec { return callSpec{Method: "Whoami"} }))
-	onlyFrom(t, "Whoami", who, "a1")
-	greet := mustSucceed(t, runCalls(ctx, c, 30, 4, greets("m", nil)))
-	onlyFrom(t, "Greet", greet, "b1")
+	who := harness.Served(t, runCalls(ctx, c, 30, 4, func(int) callSpec { return callSpec{Method: "Whoami"} }))
+	harness.OnlyFrom(t, "Whoami", who, "a1")
+	greet := harness.Served(t, runCalls(ctx, c, 30, 4, greets("m", nil)))
+	harness.OnlyFrom(t, "Greet", greet, "b1")
 }
 
 // threeSubsetProviders starts v1-a and v1-b (label version=v1) and v2-a
@@ -127,16 +127,16 @@ listeners:
 	c := newClient(t, proxy.Addr, harness.ClientSpec{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gold := mustSucceed(t, runCalls(ctx, c, 40, 4, greets("gold", func(int) map[string]string {
+	gold := harness.Served(t, runCalls(ctx, c, 40, 4, greets("gold", func(int) map[string]string {
 		return map[string]string{"tenant": "gold"}
 	})))
-	onlyFrom(t, "tenant=gold", gold, "v2-a")
-	silver := mustSucceed(t, runCalls(ctx, c, 40, 4, greets("silver", func(int) map[string]string {
+	harness.OnlyFrom(t, "tenant=gold", gold, "v2-a")
+	silver := harness.Served(t, runCalls(ctx, c, 40, 4, greets("silver", func(int) map[string]string {
 		return map[string]string{"tenant": "silver"}
 	})))
-	onlyFrom(t, "tenant=silver", silver, "v1-a", "v1-b")
-	none := mustSucceed(t, runCalls(ctx, c, 40, 4, greets("none", nil)))
-	onlyFrom(t, "no tenant", none, "v1-a", "v1-b")
+	harness.OnlyFrom(t, "tenant=silver", silver, "v1-a", "v1-b")
+	none := harness.Served(t, runCalls(ctx, c, 40, 4, greets("none", nil)))
+	harness.OnlyFrom(t, "no tenant", none, "v1-a", "v1-b")
 	if none["v1-a"] == 0 || none["v1-b"] == 0 {
 		t.Errorf("subset v1 should spread over v1-a and v1-b: %v", none)
 	}
@@ -174,8 +174,8 @@ listeners:
 	for _, tc := range []struct{ version, provider string }{{"1.0.0", "v1"}, {"2.0.0", "v2"}} {
 		c := newClient(t, proxy.Addr, harness.ClientSpec{Version: tc.version})
 		results := runCalls(ctx, c, 30, 4, greets("ver"+tc.version, nil))
-		count := mustSucceed(t, results)
-		onlyFrom(t, "version "+tc.version, count, tc.provider)
+		count := harness.Served(t, results)
+		harness.OnlyFrom(t, "version "+tc.version, count, tc.provider)
 		for _, r := range results {
 			if r.Reply.Version != tc.version {
 				t.Fatalf("asked version %s, served as %q", tc.version, r.Reply.Version)
@@ -212,11 +212,11 @@ listeners:
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const n = 1000
-	count := mustSucceed(t, runCalls(ctx, c, n, 10, greets("w", nil)))
-	onlyFrom(t, "split", count, "a1", "b1")
+	count := harness.Served(t, runCalls(ctx, c, n, 10, greets("w", nil)))
+	harness.OnlyFrom(t, "split", count, "a1", "b1")
 	// Not exact counts: within 5 standard deviations of Binomial(1000, 0.2)
 	// (200 ± 63), wrong only about once in 1.7 million runs.
-	ok, lo, hi := withinSigmas(count["a1"], n, 0.2, 5)
+	ok, lo, hi := harness.WithinSigmas(count["a1"], n, 0.2, 5)
 	t.Logf("20/80 split over %d calls: %v (a1 bounds %.0f..%.0f)", n, count, lo, hi)
 	if !ok {
 		t.Errorf("cluster a got %d of %d calls, want %.0f..%.0f for weight 20/100", count["a1"], n, lo, hi)
@@ -256,11 +256,11 @@ listeners:
 	results := runCalls(ctx, c, users*perUser, 8, greets("hash", func(i int) map[string]string {
 		return map[string]string{"user": fmt.Sprintf("user-%d", i%users)}
 	}))
-	mustSucceed(t, results)
+	harness.Served(t, results)
 	served := map[string]map[string]bool{} // user -> providers
 	used := map[string]int{}
 	for _, r := range results {
-		u := r.Spec.Attachments["user"]
+		u := r.Call.Attachments["user"]
 		if served[u] == nil {
 			served[u] = map[string]bool{}
 		}
@@ -311,7 +311,7 @@ listeners:
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const n = 300
-	count := mustSucceed(t, runCalls(ctx, c, n, 1, greets("rr", nil)))
+	count := harness.Served(t, runCalls(ctx, c, n, 1, greets("rr", nil)))
 	t.Logf("one connection, %d calls: %v", n, count)
 	for _, name := range []string{"r1", "r2", "r3"} {
 		if got := count[name]; got < 80 || got > 120 {

@@ -88,14 +88,14 @@ func TestJavaThroughBreeze(t *testing.T) {
 
 	t.Run("RouteByMethod", func(t *testing.T) {
 		for _, generic := range []bool{true, false} {
-			greet := served(t, runJava(ctx, jc, 20, 4, func(i int) javaCall {
+			greet := harness.Served(t, runJava(ctx, jc, 20, 4, func(i int) javaCall {
 				return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("m-%v-%d", generic, i), Generic: generic}
 			}))
-			onlyFrom(t, fmt.Sprintf("Greet (generic %v)", generic), greet, "java-v1")
-			who := served(t, runJava(ctx, jc, 20, 4, func(int) javaCall {
+			harness.ExactlyFrom(t, fmt.Sprintf("Greet (generic %v)", generic), greet, "java-v1")
+			who := harness.Served(t, runJava(ctx, jc, 20, 4, func(int) javaCall {
 				return javaCall{Addr: down.Addr, Method: "Whoami", Generic: generic}
 			}))
-			onlyFrom(t, fmt.Sprintf("Whoami (generic %v)", generic), who, "java-v2")
+			harness.ExactlyFrom(t, fmt.Sprintf("Whoami (generic %v)", generic), who, "java-v2")
 		}
 	})
 
@@ -105,7 +105,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 				return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("gold-%v-%d", generic, i), Generic: generic,
 					Attachments: map[string]string{"tenant": "gold", "user": "u42"}}
 			})
-			onlyFrom(t, "tenant=gold", served(t, outs), "java-v2")
+			harness.ExactlyFrom(t, "tenant=gold", harness.Served(t, outs), "java-v2")
 			for _, o := range outs {
 				a := o.Reply.Attachments
 				if a["tenant"] != "gold" || a["user"] != "u42" || a["x-breeze-route"] != "gold-to-v2" {
@@ -116,7 +116,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 				return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("silver-%v-%d", generic, i), Generic: generic,
 					Attachments: map[string]string{"tenant": "silver"}}
 			})
-			onlyFrom(t, "tenant=silver", served(t, silver), "java-v1")
+			harness.ExactlyFrom(t, "tenant=silver", harness.Served(t, silver), "java-v1")
 			for _, o := range silver {
 				if _, ok := o.Reply.Attachments["x-breeze-route"]; ok || o.Reply.Attachments["tenant"] != "silver" {
 					t.Fatalf("tenant=silver: the provider saw attachments %v", o.Reply.Attachments)
@@ -136,7 +136,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 				return javaCall{Addr: down.Addr, Method: "Mirror", Arg: fmt.Sprintf("rich-gold-%v-%d", generic, i), Generic: generic,
 					Attachments: map[string]string{"tenant": "gold"}}
 			})
-			onlyFrom(t, fmt.Sprintf("Mirror with tenant=gold (generic %v)", generic), served(t, gold), "java-v2")
+			harness.ExactlyFrom(t, fmt.Sprintf("Mirror with tenant=gold (generic %v)", generic), harness.Served(t, gold), "java-v2")
 			for _, o := range gold {
 				if o.Reply.Attachments["x-breeze-route"] != "gold-to-v2" {
 					t.Fatalf("Mirror with tenant=gold: the provider saw attachments %v; want the proxy's x-breeze-route", o.Reply.Attachments)
@@ -145,7 +145,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 			plain := runJava(ctx, jc, 6, 3, func(i int) javaCall {
 				return javaCall{Addr: down.Addr, Method: "Mirror", Arg: fmt.Sprintf("rich-%v-%d", generic, i), Generic: generic}
 			})
-			onlyFrom(t, fmt.Sprintf("Mirror (generic %v)", generic), served(t, plain), "java-v1")
+			harness.ExactlyFrom(t, fmt.Sprintf("Mirror (generic %v)", generic), harness.Served(t, plain), "java-v1")
 		}
 	})
 
@@ -153,7 +153,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 		outs := runJava(ctx, jc, 300, 16, func(i int) javaCall {
 			return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("many-%d", i), Generic: i%2 == 0}
 		})
-		onlyFrom(t, "Greet", served(t, outs), "java-v1")
+		harness.ExactlyFrom(t, "Greet", harness.Served(t, outs), "java-v1")
 	})
 
 	t.Run("NoRoute", func(t *testing.T) {
@@ -179,21 +179,13 @@ func TestJavaThroughBreeze(t *testing.T) {
 				t.Fatalf("a routed call after a no-route error: %v", err)
 			}
 		}
-		text, err := proxy.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := metric(text, "breeze_local_replies_total", `reason="no_route"`); n < 3 {
+		if n := proxy.Metric(t, "breeze_local_replies_total", `reason="no_route"`); n < 3 {
 			t.Errorf("breeze_local_replies_total{reason=no_route} = %v, want >= 3", n)
 		}
 	})
 
 	t.Run("RouteTimeout", func(t *testing.T) {
-		text, err := proxy.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lateBefore := metric(text, "breeze_dropped_total", `reason="late_response"`)
+		lateBefore := proxy.Metric(t, "breeze_dropped_total", `reason="late_response"`)
 		for _, generic := range []bool{true, false} {
 			_, err := jc.Call(ctx, javaCall{Addr: down.Addr, Method: "Slow", Arg: "2000", Generic: generic, TimeoutMS: 5000})
 			je, jerr := asJava(err)
@@ -211,11 +203,11 @@ func TestJavaThroughBreeze(t *testing.T) {
 		}
 		// The provider's late answers reach the proxy, which drops them; the
 		// connection keeps carrying calls.
-		if err := waitMetric(ctx, proxy, "the two late answers to be dropped", "breeze_dropped_total",
+		if err := proxy.WaitMetric(ctx, "the two late answers to be dropped", "breeze_dropped_total",
 			func(v float64) bool { return v >= lateBefore+2 }, `reason="late_response"`); err != nil {
 			t.Fatal(err)
 		}
-		served(t, runJava(ctx, jc, 40, 4, func(i int) javaCall {
+		harness.Served(t, runJava(ctx, jc, 40, 4, func(i int) javaCall {
 			return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("after-timeout-%d", i), Generic: i%2 == 0}
 		}))
 		if r, err := jc.Call(ctx, javaCall{Addr: down.Addr, Method: "Slow", Arg: "20", Generic: true}); err != nil || r.Provider != "java-v1" {
@@ -234,7 +226,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 			}
 			count[r.Provider]++
 		}
-		onlyFrom(t, "dubbo-go Greet", count, "java-v1")
+		harness.ExactlyFrom(t, "dubbo-go Greet", count, "java-v1")
 		r, err := c.Whoami(ctx, nil)
 		if err != nil || r.Provider != "java-v2" || r.Method != "Whoami" {
 			t.Fatalf("dubbo-go Whoami: %+v %v; want java-v2", r, err)
@@ -255,7 +247,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 				return javaCall{Addr: down.Addr, Method: "Greet", Arg: fmt.Sprintf("to-go-%v-%d", generic, i), Generic: generic,
 					Attachments: map[string]string{"backend": "go"}}
 			})
-			onlyFrom(t, fmt.Sprintf("backend=go (generic %v)", generic), served(t, outs), "go-1")
+			harness.ExactlyFrom(t, fmt.Sprintf("backend=go (generic %v)", generic), harness.Served(t, outs), "go-1")
 			if a := outs[0].Reply.Attachments; a["backend"] != "go" {
 				t.Errorf("the dubbo-go provider saw attachments %v; want backend=go", a)
 			}
@@ -281,11 +273,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 		if st := down.State(); st.Conns != 1 || st.Open != 1 {
 			t.Errorf("the Java client made %d connections to the proxy (%d open); want its one connection kept", st.Conns, st.Open)
 		}
-		text, err := proxy.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := metric(text, "breeze_heartbeats_total", `side="downstream"`); n < rounds {
+		if n := proxy.Metric(t, "breeze_heartbeats_total", `side="downstream"`); n < rounds {
 			t.Errorf("breeze_heartbeats_total{side=downstream} = %v, want >= %d", n, rounds)
 		}
 	})
@@ -321,11 +309,7 @@ func TestJavaThroughBreeze(t *testing.T) {
 			t.Errorf("%d two-way frames of the Java client got no reply with their id", len(asked))
 		}
 		t.Logf("%d Java requests (%d with ids above 2^32) all answered with their own 64-bit ids", requests, big)
-		text, err := proxy.Metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := metric(text, "breeze_protocol_errors_total"); n != 0 {
+		if n := proxy.Metric(t, "breeze_protocol_errors_total"); n != 0 {
 			t.Errorf("the proxy refused %v frames (breeze_protocol_errors_total); want none from Dubbo Java or dubbo-go", n)
 		}
 		writeJavaFrames(t, javaFrames(t, st))
@@ -364,7 +348,7 @@ listeners:
       endpoints:
       - {address: 127.0.0.1, port: {{port "g1"}}, labels: {name: g1}}
       - {address: 127.0.0.1, port: {{port "g2"}}, labels: {name: g2}}
-`, map[string]int{"g1": teePort(t, up), "g2": g2.Port})
+`, map[string]int{"g1": up.Port(), "g2": g2.Port})
 	c := harness.StartClient(t, proxy.Addr, harness.ClientSpec{Timeout: 8 * time.Second, Heartbeat: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -411,7 +395,7 @@ listeners:
 		closedAt = time.Since(stopped)
 		upClosed <- err
 	}()
-	if err := waitMetric(ctx, proxy, "the proxy to see g1's READONLY", "breeze_upstream_connection_events_total",
+	if err := proxy.WaitMetric(ctx, "the proxy to see g1's READONLY", "breeze_upstream_connection_events_total",
 		func(v float64) bool { return v >= 1 }, `event="goaway"`); err != nil {
 		t.Fatal(err)
 	}
@@ -472,11 +456,7 @@ listeners:
 	if !strings.Contains(g1.Proc.Output(), "END Slow") {
 		t.Errorf("g1 never finished a Slow call:\n%s", g1.Proc.Output())
 	}
-	text, err := proxy.Metrics(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := metric(text, "breeze_local_replies_total"); n != 0 {
+	if n := proxy.Metric(t, "breeze_local_replies_total"); n != 0 {
 		t.Errorf("the proxy answered %v calls itself during a graceful shutdown; want none", n)
 	}
 }
@@ -505,7 +485,7 @@ listeners:
     clusters:
     - name: greeter
       endpoints: [{address: 127.0.0.1, port: {{port "tee"}}}]
-`, map[string]int{"tee": teePort(t, up)})
+`, map[string]int{"tee": up.Port()})
 	c := harness.StartClient(t, proxy.Addr, harness.ClientSpec{Heartbeat: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -525,19 +505,9 @@ listeners:
 		// The tee has seen the close; wait until the proxy has too, or the
 		// next call may still be written to the closing connection (a race
 		// inherent to any client whose server closes idle connections).
-		for {
-			text, err := proxy.Metrics(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if metric(text, "breeze_upstream_connection_events_total", `event="close"`) >= 1 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatal("the proxy never saw the provider close its idle connection")
-			case <-time.After(20 * time.Millisecond):
-			}
+		if err := proxy.WaitMetric(ctx, "the proxy to see the provider close its idle connection", "breeze_upstream_connection_events_total",
+			func(v float64) bool { return v >= 1 }, `event="close"`); err != nil {
+			t.Fatal(err)
 		}
 		st := up.State()
 		last := st.Frames[len(st.Frames)-1]

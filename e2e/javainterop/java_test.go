@@ -1,15 +1,12 @@
 package javainterop
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -317,10 +314,7 @@ func javaPorts(ps ...*javaProvider) map[string]int {
 type javaClient struct {
 	Proc *harness.Proc
 
-	mu      sync.Mutex
-	nextID  int64
-	waiting map[int64]chan javaResult
-	writeMu sync.Mutex
+	calls *harness.LineCalls[javaResult]
 }
 
 // javaCall is one call; Addr is where the Java client connects (a direct
@@ -416,74 +410,38 @@ func (c *javaClient) waitReady(t testing.TB) {
 func launchJavaClient(t testing.TB, spec javaClientSpec) *javaClient {
 	t.Helper()
 	cp := javaClasspath(t)
-	c := &javaClient{waiting: map[int64]chan javaResult{}}
+	c := &javaClient{calls: harness.NewLineCalls("the Java consumer", func(r javaResult) int64 { return r.ID })}
 	var args []string
 	if spec.Heartbeat > 0 {
 		args = append(args, "--heartbeat", strconv.FormatInt(spec.Heartbeat.Milliseconds(), 10))
 	}
-	c.Proc = harness.StartWith(t, harness.ProcOptions{Stdin: true, OnLine: c.onLine}, "java consumer", javaBin,
+	c.Proc = harness.StartWith(t, harness.ProcOptions{Stdin: true, OnLine: c.calls.OnLine}, "java consumer", javaBin,
 		jvmArgs(cp, "org.breeze.e2e.JavaConsumer", args...)...)
+	c.calls.Proc = c.Proc
 	return c
-}
-
-func (c *javaClient) onLine(line string) bool {
-	rest, ok := strings.CutPrefix(line, "RESULT ")
-	if !ok {
-		return true
-	}
-	var r javaResult
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
-		return true
-	}
-	c.mu.Lock()
-	ch := c.waiting[r.ID]
-	delete(c.waiting, r.ID)
-	c.mu.Unlock()
-	if ch != nil {
-		ch <- r
-	}
-	return false
 }
 
 // Call makes one call and returns the provider's reply. It returns when the
 // JVM answers or ctx ends, whichever is first. A Dubbo exception is a
 // *javaCallError.
 func (c *javaClient) Call(ctx context.Context, call javaCall) (greeter.Reply, error) {
-	ch := make(chan javaResult, 1)
-	c.mu.Lock()
-	c.nextID++
-	call.ID = c.nextID
-	c.waiting[call.ID] = ch
-	c.mu.Unlock()
-	line, _ := json.Marshal(call)
-	c.writeMu.Lock()
-	err := c.Proc.Write(append(line, '\n'))
-	c.writeMu.Unlock()
+	r, err := c.calls.Do(ctx, func(id int64) any {
+		call.ID = id
+		return call
+	})
 	if err != nil {
-		return greeter.Reply{}, fmt.Errorf("%s: send to the Java consumer: %w", call.Method, err)
+		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: %w", call.Method, call.Arg, call.Addr, err)
 	}
-	select {
-	case r := <-ch:
-		if r.Error != "" || r.ErrorClass != "" {
-			return greeter.Reply{}, &javaCallError{Method: call.Method, Result: r}
-		}
-		return greeter.ParseReply(r.Reply)
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.waiting, call.ID)
-		c.mu.Unlock()
-		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: no answer from the Java consumer: %w", call.Method, call.Arg, call.Addr, ctx.Err())
-	case <-c.Proc.Done():
-		return greeter.Reply{}, fmt.Errorf("%s: the Java consumer exited", call.Method)
+	if r.Error != "" || r.ErrorClass != "" {
+		return greeter.Reply{}, &javaCallError{Method: call.Method, Result: r}
 	}
+	return greeter.ParseReply(r.Reply)
 }
 
 // callOutcome is one call of a batch.
-type callOutcome struct {
-	Call  javaCall
-	Reply greeter.Reply
-	Err   error
-}
+type callOutcome = harness.Outcome[javaCall]
+
+func (c javaCall) MethodArg() (string, string) { return c.Method, c.Arg }
 
 // perCall bounds each call a test makes: Dubbo's 3s default timeout and a
 // margin. A call that has not ended by then hangs.
@@ -492,127 +450,7 @@ const perCall = 6 * time.Second
 // runJava makes n calls, conc at a time, each bounded by perCall; a Greet or
 // Slow answer must echo its own argument.
 func runJava(ctx context.Context, c *javaClient, n, conc int, mk func(i int) javaCall) []callOutcome {
-	out := make([]callOutcome, n)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				call := mk(i)
-				cctx, cancel := context.WithTimeout(ctx, perCall)
-				r, err := c.Call(cctx, call)
-				cancel()
-				if err == nil && call.Method != "Whoami" && r.Arg != call.Arg {
-					err = fmt.Errorf("%s(%q) got the answer to %q", call.Method, call.Arg, r.Arg)
-				}
-				out[i] = callOutcome{Call: call, Reply: r, Err: err}
-			}
-		}()
-	}
-	for i := range n {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
-	return out
-}
-
-// served fails t unless every call succeeded and returns the calls served
-// per provider.
-func served(t *testing.T, outs []callOutcome) map[string]int {
-	t.Helper()
-	count := map[string]int{}
-	var errs []string
-	for _, o := range outs {
-		if o.Err != nil {
-			errs = append(errs, o.Err.Error())
-			continue
-		}
-		count[o.Reply.Provider]++
-	}
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d calls failed; first: %s", len(errs), len(outs), strings.Join(errs[:min(3, len(errs))], "\n"))
-	}
-	return count
-}
-
-// onlyFrom fails t unless exactly the providers in want served calls.
-func onlyFrom(t *testing.T, what string, count map[string]int, want ...string) {
-	t.Helper()
-	ok := map[string]bool{}
-	for _, w := range want {
-		ok[w] = true
-		if count[w] == 0 {
-			t.Errorf("%s: %s served none of the calls (%v)", what, w, count)
-		}
-	}
-	for p, n := range count {
-		if !ok[p] {
-			t.Errorf("%s: %d calls served by %s; want only %v (all: %v)", what, n, p, want, count)
-		}
-	}
-}
-
-// metric returns the sum of the samples of a Prometheus metric whose labels
-// include every label in want (written as `name="value"`).
-func metric(text, name string, want ...string) float64 {
-	sum := 0.0
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		matched := true
-		for _, w := range want {
-			if !strings.Contains(line[:i], w) {
-				matched = false
-				break
-			}
-		}
-		if !matched {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
-// waitMetric polls the proxy's /metrics until cond holds for the metric's
-// value or ctx ends.
-func waitMetric(ctx context.Context, p *harness.Proxy, what, name string, cond func(float64) bool, labels ...string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		text, err := p.Metrics(ctx)
-		if err == nil && cond(metric(text, name, labels...)) {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s (%s%v = %v): %w", what, name, labels, metric(text, name, labels...), ctx.Err())
-		}
-	}
-}
-
-func teePort(t *testing.T, tee *harness.Tee) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(tee.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(port)
-	return n
+	return harness.RunCalls(ctx, n, conc, perCall, mk, c.Call)
 }
 
 var errNotJava = errors.New("not a javaCallError")

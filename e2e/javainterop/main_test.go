@@ -13,14 +13,9 @@
 package javainterop
 
 import (
-	"os"
 	"testing"
 
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }

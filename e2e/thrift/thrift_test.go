@@ -8,11 +8,6 @@ package thrift
 
 import (
 	"encoding/json"
-	"fmt"
-	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,38 +17,10 @@ import (
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
-var (
-	binDir    string
-	buildOnce sync.Once
-	buildErr  error
-)
+func TestMain(m *testing.M) { harness.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// peerBin builds cmd/thriftpeer once per test run.
-func peerBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "breeze-e2e-thrift-"); buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "thriftpeer"), "./thrift/cmd/thriftpeer")
-		cmd.Dir = filepath.Join(harness.RepoDir(), "e2e")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./thrift/cmd/thriftpeer: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "thriftpeer")
-}
+// peerBin is the built cmd/thriftpeer.
+func peerBin(t testing.TB) string { return harness.ThriftPeerBin(t) }
 
 // server starts a thriftpeer server and returns its port.
 func server(t testing.TB, name string, args ...string) int {
@@ -92,6 +59,11 @@ type summary struct {
 	Results   map[string]int `json:"results"`
 	Messages  []string       `json:"messages"`
 	MaxMS     int64          `json:"max_ms"`
+}
+
+// mentions reports whether one of the error texts contains text.
+func (s summary) mentions(text string) bool {
+	return strings.Contains(strings.Join(s.Messages, "|"), text)
 }
 
 // call runs a thriftpeer client to completion and returns its summary.
@@ -182,14 +154,14 @@ func TestMethodRouting(t *testing.T) {
 			// No route: a TApplicationException naming the method, and the
 			// connection stays usable.
 			s := call(t, append(client, "-addr", p.Addr, "-method", "getuser", "-arg", "x", "-n", "3")...)
-			if s.AppErrors != 3 || s.Errors != 0 || !strings.Contains(strings.Join(s.Messages, "|"), "no route for GetUser") {
+			if s.AppErrors != 3 || s.Errors != 0 || !s.mentions("no route for GetUser") {
 				t.Errorf("GetUser without a route: %+v, want 3 application exceptions saying no route", s)
 			}
 
 			// A timeout answers each call with its own exception: the late
 			// answers are dropped, never taken for the next call's.
 			s = call(t, append(client, "-addr", p.Addr, "-method", "slow", "-arg", "1000", "-n", "2")...)
-			if s.AppErrors != 2 || s.Errors != 0 || !strings.Contains(strings.Join(s.Messages, "|"), "upstream timeout") {
+			if s.AppErrors != 2 || s.Errors != 0 || !s.mentions("upstream timeout") {
 				t.Errorf("Slow(1000) with a 0.3s route timeout: %+v, want 2 timeout exceptions", s)
 			}
 		})
@@ -266,16 +238,16 @@ func TestKitexVersionSubset(t *testing.T) {
 	wantAll(t, call(t, "-impl", "kitex", "-transport", "framed", "-addr", p.Addr, "-n", "20", "-method", "whoami", "-headers", "version=v2"), "kitex-v1", 20)
 	// Local replies reach a Kitex client over TTHeader as exceptions.
 	s := call(t, append(c, "-method", "fired", "-n", "3")...)
-	if s.AppErrors != 3 || !strings.Contains(strings.Join(s.Messages, "|"), "no route for Fired") {
+	if s.AppErrors != 3 || !s.mentions("no route for Fired") {
 		t.Errorf("Fired without a route: %+v, want 3 exceptions saying no route", s)
 	}
 	s = call(t, append(c, "-method", "slow", "-arg", "1000", "-n", "2")...)
-	if s.AppErrors != 2 || !strings.Contains(strings.Join(s.Messages, "|"), "upstream timeout") {
+	if s.AppErrors != 2 || !s.mentions("upstream timeout") {
 		t.Errorf("Slow(1000) with a 0.3s timeout: %+v, want 2 timeout exceptions", s)
 	}
 	// A declared exception passes through as the application's.
 	s = call(t, append(c, "-method", "getuser", "-arg", "missing", "-n", "3")...)
-	if s.OK != 0 || s.Requests != 3 || s.Errors+s.AppErrors != 3 || !strings.Contains(strings.Join(s.Messages, "|"), "no user missing") {
+	if s.OK != 0 || s.Requests != 3 || s.Errors+s.AppErrors != 3 || !s.mentions("no user missing") {
 		t.Errorf("GetUser(missing): %+v, want 3 NotFound exceptions", s)
 	}
 }
@@ -306,10 +278,9 @@ func TestWeightedSplit(t *testing.T) {
 		t.Fatalf("%+v: want %d answers", s, n)
 	}
 	// Binomial(n, 0.2): mean 200, sd 12.6; 5 sd either way fails by chance
-	// once in 3.5 million runs.
-	sd := math.Sqrt(n * 0.2 * 0.8)
-	if got := float64(s.Results["light"]); math.Abs(got-0.2*n) > 5*sd {
-		t.Errorf("light got %v of %d calls, want 200 ± %.0f (%+v)", got, n, 5*sd, s.Results)
+	// once in 1.7 million runs.
+	if ok, lo, hi := harness.WithinSigmas(s.Results["light"], n, 0.2, 5); !ok {
+		t.Errorf("light got %d of %d calls, want %.0f..%.0f (%+v)", s.Results["light"], n, lo, hi, s.Results)
 	}
 }
 

@@ -24,11 +24,7 @@ import (
 	"github.com/breeze-mesh/breeze/e2e/internal/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 const (
 	host      = greeter.Interface // the ServiceEntry host: Aeraki's Dubbo convention
@@ -254,24 +250,6 @@ func (l *load) stop() {
 	l.t.Logf("%d calls, none failed", l.calls.Load())
 }
 
-// metric reads one sample of the proxy's /metrics (0 when absent).
-func metric(t *testing.T, p *harness.Proxy, name string) float64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	text, err := p.Metrics(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(text, "\n") {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			v, _ := strconv.ParseFloat(rest, 64)
-			return v
-		}
-	}
-	return 0
-}
-
 func percentiles(ds []time.Duration) string {
 	ds = slices.Clone(ds)
 	slices.Sort(ds)
@@ -357,7 +335,7 @@ func TestXDS(t *testing.T) {
 	// Every client connection is open now; the count must not move (the
 	// proxy also counts the harness's readiness probe).
 	l.barrier()
-	accepted := metric(t, proxy, `breeze_downstream_connections_total{proxy="xds"}`)
+	accepted := proxy.Metric(t, "breeze_downstream_connections_total", `proxy="xds"`)
 
 	t.Run("routes change 100 times", func(t *testing.T) {
 		var prop []time.Duration
@@ -414,7 +392,7 @@ func TestXDS(t *testing.T) {
 		}
 		checkTables.Store(false)
 		applied := func() float64 {
-			return metric(t, proxy, `breeze_xds_updates_total{proxy="xds",result="accepted",type="endpoints"}`)
+			return proxy.Metric(t, "breeze_xds_updates_total", `proxy="xds"`, `result="accepted"`, `type="endpoints"`)
 		}
 		steps := [][]*harness.Provider{{v1, v2, v3}, {v2, v3}, {v3}, {v1, v3}, {v1, v2}}
 		for _, step := range steps {
@@ -467,13 +445,13 @@ func TestXDS(t *testing.T) {
 	}
 	// Zero closed client connections: the proxy accepted exactly one per
 	// client and closed none.
-	if n := metric(t, proxy, `breeze_downstream_connections_total{proxy="xds"}`); n != accepted {
+	if n := proxy.Metric(t, "breeze_downstream_connections_total", `proxy="xds"`); n != accepted {
 		t.Fatalf("the proxy accepted %v connections, %v before the load (a client reconnected)", n, accepted)
 	}
-	if n := metric(t, proxy, `breeze_downstream_closes_total`); n != 0 {
+	if n := proxy.Metric(t, "breeze_downstream_closes_total"); n != 0 {
 		t.Fatalf("the proxy closed %v client connections", n)
 	}
-	if n := metric(t, proxy, `breeze_downstream_connections_active{proxy="xds"}`); n != float64(len(clients)) {
+	if n := proxy.Metric(t, "breeze_downstream_connections_active", `proxy="xds"`); n != float64(len(clients)) {
 		t.Fatalf("%v client connections open at the end, want %d", n, len(clients))
 	}
 }

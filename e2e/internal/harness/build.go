@@ -31,6 +31,9 @@ var (
 	peersOnce sync.Once
 	peersErr  error
 
+	thriftOnce sync.Once
+	thriftErr  error
+
 	breezeOnce sync.Once
 	breezeBin  string
 	breezeErr  error
@@ -55,6 +58,13 @@ func Cleanup() {
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
+}
+
+// Main runs a package's tests, then Cleanup: a test package's TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
 }
 
 func goBuild(workdir, out, pkg string, extra ...string) error {
@@ -99,6 +109,24 @@ func buildPeers(t testing.TB) {
 	if peersErr != nil {
 		t.Fatalf("build test peers: %v", peersErr)
 	}
+}
+
+// ThriftPeerBin is the built Thrift peer (thrift/cmd/thriftpeer: Apache
+// Thrift Go and Kitex servers and clients).
+func ThriftPeerBin(t testing.TB) string {
+	t.Helper()
+	thriftOnce.Do(func() {
+		d, err := dir()
+		if err != nil {
+			thriftErr = err
+			return
+		}
+		thriftErr = goBuild(e2eDir(), filepath.Join(d, "thriftpeer"), "./thrift/cmd/thriftpeer")
+	})
+	if thriftErr != nil {
+		t.Fatalf("build the Thrift peer: %v", thriftErr)
+	}
+	return filepath.Join(binDir, "thriftpeer")
 }
 
 // BreezeBin returns the proxy binary, building it on first use. A test that

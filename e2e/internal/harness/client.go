@@ -2,11 +2,8 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,10 +18,7 @@ type Client struct {
 	Addr string
 	Proc *Proc
 
-	mu      sync.Mutex
-	nextID  int64
-	waiting map[int64]chan callResult
-	writeMu sync.Mutex
+	calls *LineCalls[callResult]
 }
 
 // ClientSpec configures a Client.
@@ -39,7 +33,9 @@ type ClientSpec struct {
 	Connections int
 }
 
+// callResult is the client process's RESULT line.
 type callResult struct {
+	ID    int64  `json:"id"`
 	Reply string `json:"reply"`
 	Error string `json:"error"`
 	MS    int64  `json:"ms"`
@@ -48,7 +44,7 @@ type callResult struct {
 // StartClient starts a dubbo-go client process calling addr.
 func StartClient(t testing.TB, addr string, spec ClientSpec) *Client {
 	t.Helper()
-	c := &Client{Addr: addr, waiting: map[int64]chan callResult{}}
+	c := &Client{Addr: addr, calls: NewLineCalls("the client process", func(r callResult) int64 { return r.ID })}
 	conns := spec.Connections
 	if conns == 0 {
 		conns = 1
@@ -60,33 +56,12 @@ func StartClient(t testing.TB, addr string, spec ClientSpec) *Client {
 	if spec.Heartbeat > 0 {
 		args = append(args, "-heartbeat", spec.Heartbeat.String())
 	}
-	c.Proc = StartWith(t, ProcOptions{Stdin: true, OnLine: c.onLine}, "client of "+addr, ConsumerBin(t), args...)
+	c.Proc = StartWith(t, ProcOptions{Stdin: true, OnLine: c.calls.OnLine}, "client of "+addr, ConsumerBin(t), args...)
+	c.calls.Proc = c.Proc
 	if _, err := c.Proc.WaitReady(30 * time.Second); err != nil {
 		t.Fatalf("dubbo-go client: %v\n%s", err, c.Proc.Output())
 	}
 	return c
-}
-
-func (c *Client) onLine(line string) bool {
-	rest, ok := strings.CutPrefix(line, "RESULT ")
-	if !ok {
-		return true
-	}
-	var r struct {
-		ID int64 `json:"id"`
-		callResult
-	}
-	if err := json.Unmarshal([]byte(rest), &r); err != nil {
-		return true
-	}
-	c.mu.Lock()
-	ch := c.waiting[r.ID]
-	delete(c.waiting, r.ID)
-	c.mu.Unlock()
-	if ch != nil {
-		ch <- r.callResult
-	}
-	return false
 }
 
 // CallError is a call that ended with an error reported by dubbo-go.
@@ -105,33 +80,16 @@ func (e *CallError) Error() string {
 // process answers or ctx ends, whichever is first: a test never waits on a
 // call longer than its ctx allows.
 func (c *Client) Call(ctx context.Context, method, arg string, attachments map[string]string) (greeter.Reply, error) {
-	ch := make(chan callResult, 1)
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	c.waiting[id] = ch
-	c.mu.Unlock()
-	line, _ := json.Marshal(map[string]interface{}{"id": id, "method": method, "arg": arg, "attachments": attachments})
-	c.writeMu.Lock()
-	err := c.Proc.Write(append(line, '\n'))
-	c.writeMu.Unlock()
+	r, err := c.calls.Do(ctx, func(id int64) any {
+		return map[string]interface{}{"id": id, "method": method, "arg": arg, "attachments": attachments}
+	})
 	if err != nil {
-		return greeter.Reply{}, fmt.Errorf("%s: send to the client process: %w", method, err)
+		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: %w", method, arg, c.Addr, err)
 	}
-	select {
-	case r := <-ch:
-		if r.Error != "" {
-			return greeter.Reply{}, &CallError{Method: method, Msg: r.Error, Elapsed: time.Duration(r.MS) * time.Millisecond}
-		}
-		return greeter.ParseReply(r.Reply)
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.waiting, id)
-		c.mu.Unlock()
-		return greeter.Reply{}, fmt.Errorf("%s(%q) via %s: no answer: %w", method, arg, c.Addr, ctx.Err())
-	case <-c.Proc.Done():
-		return greeter.Reply{}, fmt.Errorf("%s: the client process exited", method)
+	if r.Error != "" {
+		return greeter.Reply{}, &CallError{Method: method, Msg: r.Error, Elapsed: time.Duration(r.MS) * time.Millisecond}
 	}
+	return greeter.ParseReply(r.Reply)
 }
 
 func (c *Client) Greet(ctx context.Context, name string, attachments map[string]string) (greeter.Reply, error) {

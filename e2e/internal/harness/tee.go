@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -287,4 +288,11 @@ func WaitClosed(c net.Conn, within time.Duration) ([]byte, error) {
 
 func isReset(err error) bool {
 	return strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe")
+}
+
+// Port is the tee's loopback port.
+func (tee *Tee) Port() int {
+	_, port, _ := net.SplitHostPort(tee.Addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }

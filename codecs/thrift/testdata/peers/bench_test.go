@@ -7,7 +7,7 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/breeze-mesh/breeze/codecs"
-	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/gen-go/echo"
+	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/gen-go/echo"
 )
 
 // BenchmarkFullDecodeApache decodes the framed binary Greet request the way

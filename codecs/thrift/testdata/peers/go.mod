@@ -5,12 +5,12 @@ go 1.26
 require (
 	github.com/apache/thrift v0.22.0
 	github.com/breeze-mesh/breeze v0.0.0-00010101000000-000000000000
-	github.com/bytedance/gopkg v0.1.3
+	github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer v0.0.0-00010101000000-000000000000
 	github.com/cloudwego/gopkg v0.1.4
-	github.com/cloudwego/kitex v0.13.1
 )
 
 require (
+	github.com/bytedance/gopkg v0.1.3 // indirect
 	github.com/bytedance/sonic v1.15.5 // indirect
 	github.com/bytedance/sonic/loader v0.5.3 // indirect
 	github.com/cloudwego/base64x v0.1.6 // indirect
@@ -19,6 +19,7 @@ require (
 	github.com/cloudwego/fastpb v0.0.5 // indirect
 	github.com/cloudwego/frugal v0.2.5 // indirect
 	github.com/cloudwego/iasm v0.2.0 // indirect
+	github.com/cloudwego/kitex v0.13.1 // indirect
 	github.com/cloudwego/localsession v0.1.2 // indirect
 	github.com/cloudwego/netpoll v0.7.0 // indirect
 	github.com/cloudwego/runtimex v0.1.1 // indirect
@@ -50,3 +51,7 @@ require (
 )
 
 replace github.com/breeze-mesh/breeze => ../../../..
+
+// The generated code and the peer helper: a module of their own, shared with
+// the e2e module, which must not depend on Breeze's root module.
+replace github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer => ./peer

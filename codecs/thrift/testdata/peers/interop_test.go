@@ -13,8 +13,8 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	_ "github.com/breeze-mesh/breeze/codecs/thrift"
-	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/gen-go/echo"
 	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer"
+	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/gen-go/echo"
 )
 
 func frame(t testing.TB, name string) []byte {

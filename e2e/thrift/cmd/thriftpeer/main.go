@@ -29,7 +29,7 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 	"github.com/bytedance/gopkg/cloud/metainfo"
 
-	"github.com/breeze-mesh/breeze/e2e/thrift/internal/peer"
+	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer"
 )
 
 func main() {

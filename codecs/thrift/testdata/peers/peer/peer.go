@@ -19,9 +19,9 @@ import (
 	"github.com/cloudwego/kitex/server"
 	"github.com/cloudwego/kitex/transport"
 
-	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/gen-go/echo"
-	kecho "github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/kitex_gen/echo"
-	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/kitex_gen/echo/greeter"
+	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/gen-go/echo"
+	kecho "github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/kitex_gen/echo"
+	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/kitex_gen/echo/greeter"
 )
 
 // Flavor is a transport and protocol as the codec names them.
@@ -53,6 +53,8 @@ type Handler struct {
 	fired atomic.Int64
 	// OnFire, if set, sees every oneway call.
 	OnFire func(event string)
+	// Header, if set, reads a request header for Greet to echo.
+	Header func(ctx context.Context) (string, bool)
 }
 
 // ErrBoom is what Greet returns for the name "boom": an undeclared error,
@@ -63,7 +65,13 @@ func (h *Handler) Greet(ctx context.Context, name string, user *echo.User) (stri
 	if name == "boom" {
 		return "", ErrBoom
 	}
-	return fmt.Sprintf("hello %s from %s", name, h.Name), nil
+	s := fmt.Sprintf("hello %s from %s", name, h.Name)
+	if h.Header != nil {
+		if v, ok := h.Header(ctx); ok {
+			s += " [" + v + "]"
+		}
+	}
+	return s, nil
 }
 
 func (h *Handler) Whoami(ctx context.Context) (string, error) { return h.Name, nil }

@@ -2,7 +2,7 @@
 package greeter
 
 import (
-	echo "github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/kitex_gen/echo"
+	echo "github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/kitex_gen/echo"
 	server "github.com/cloudwego/kitex/server"
 )
 

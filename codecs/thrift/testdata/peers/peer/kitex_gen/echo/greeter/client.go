@@ -4,7 +4,7 @@ package greeter
 
 import (
 	"context"
-	echo "github.com/breeze-mesh/breeze/e2e/thrift/internal/kitex_gen/echo"
+	echo "github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer/kitex_gen/echo"
 	client "github.com/cloudwego/kitex/client"
 	callopt "github.com/cloudwego/kitex/client/callopt"
 )

@@ -1,6 +1,6 @@
 // The service the Thrift test frames, the interop tests and the end-to-end
 // peers use. Generated code: gen-go/ (Apache Thrift 0.17 compiler) and
-// kitex_gen/ (Kitex v0.13.1 tool); see README.md.
+// kitex_gen/ (Kitex v0.13.1 tool); see ../README.md.
 namespace go echo
 
 struct User {
