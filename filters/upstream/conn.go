@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -115,7 +114,7 @@ func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued 
 // arm puts r's deadline in the heap and makes sure the timer fires by it.
 func (uc *conn) arm(r *Request) {
 	r.deadline = now() + int64(r.Timeout)
-	heap.Push(&uc.deadlines, r)
+	uc.deadlines.push(r)
 	if uc.timer == nil {
 		uc.timer = time.AfterFunc(r.Timeout, uc.expire)
 		uc.armedAt = r.deadline
@@ -131,7 +130,7 @@ func (uc *conn) arm(r *Request) {
 func (uc *conn) remove(r *Request) {
 	delete(uc.pending, r.id)
 	if r.heapIdx >= 0 {
-		heap.Remove(&uc.deadlines, r.heapIdx)
+		uc.deadlines.remove(r.heapIdx)
 	}
 }
 
@@ -434,24 +433,68 @@ func (uc *conn) ping() {
 
 // deadlineHeap is a min-heap of pending requests by deadline; each
 // request knows its index so that a response removes it in O(log n).
+// Written out rather than through container/heap: it sits on every
+// request's path, and interface calls per comparison cost.
 type deadlineHeap []*Request
 
-func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
-func (h deadlineHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
-}
-func (h *deadlineHeap) Push(x any) {
-	r := x.(*Request)
+func (h *deadlineHeap) push(r *Request) {
 	r.heapIdx = len(*h)
 	*h = append(*h, r)
+	h.up(r.heapIdx)
 }
-func (h *deadlineHeap) Pop() any {
+
+// remove takes out the request at index i.
+func (h *deadlineHeap) remove(i int) {
 	old := *h
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	r.heapIdx = -1
-	return r
+	last := len(old) - 1
+	removed := old[i]
+	if i != last {
+		old[i] = old[last]
+		old[i].heapIdx = i
+	}
+	old[last] = nil
+	*h = old[:last]
+	removed.heapIdx = -1
+	if i != last {
+		if !h.down(i) {
+			h.up(i)
+		}
+	}
+}
+
+func (h deadlineHeap) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if h[parent].deadline <= h[i].deadline {
+			return
+		}
+		h.swap(i, parent)
+		i = parent
+	}
+}
+
+// down sifts i down and reports whether it moved.
+func (h deadlineHeap) down(i int) bool {
+	start := i
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		min := l
+		if r := l + 1; r < len(h) && h[r].deadline < h[l].deadline {
+			min = r
+		}
+		if h[i].deadline <= h[min].deadline {
+			break
+		}
+		h.swap(i, min)
+		i = min
+	}
+	return i > start
+}
+
+func (h deadlineHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
 }
