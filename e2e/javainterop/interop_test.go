@@ -36,6 +36,10 @@ listeners:
         route: {cluster: greeter, subset: {version: v2}}
         request_mutation:
         - {key: x-breeze-route, value: gold-to-v2}
+        typed_per_filter_config:
+          mutation:
+            "@type": type.googleapis.com/breeze.filters.mutation.v1.Mutations
+            response: [{key: x-breeze-served-by, value: gold-to-v2}]
       - name: mirror-to-v1
         match: {metadata: [{key: method, exact: Mirror}]}
         route: {cluster: greeter, subset: {version: v1}}
@@ -117,6 +121,18 @@ func TestJavaThroughBreeze(t *testing.T) {
 					Attachments: map[string]string{"tenant": "silver"}}
 			})
 			harness.ExactlyFrom(t, "tenant=silver", harness.Served(t, silver), "java-v1")
+			// The route's response mutation reaches the Java caller as a
+			// response attachment; other routes' responses carry none.
+			for tenant, want := range map[string]string{"gold": "gold-to-v2", "silver": ""} {
+				r, err := jc.callRaw(ctx, javaCall{Addr: down.Addr, Method: "Greet", Arg: "resp-" + tenant, Generic: generic,
+					Attachments: map[string]string{"tenant": tenant}})
+				if err != nil || r.Error != "" {
+					t.Fatalf("tenant=%s: %v %s", tenant, err, r.Error)
+				}
+				if got := r.ResponseAttachments["x-breeze-served-by"]; got != want {
+					t.Fatalf("tenant=%s (generic %v): the Java caller got response attachments %v; want x-breeze-served-by=%q", tenant, generic, r.ResponseAttachments, want)
+				}
+			}
 			for _, o := range silver {
 				if _, ok := o.Reply.Attachments["x-breeze-route"]; ok || o.Reply.Attachments["tenant"] != "silver" {
 					t.Fatalf("tenant=silver: the provider saw attachments %v", o.Reply.Attachments)

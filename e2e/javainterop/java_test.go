@@ -342,6 +342,9 @@ type javaResult struct {
 	Code       *int     `json:"code"` // RpcException.getCode()
 	Causes     []string `json:"causes"`
 	MS         int64    `json:"ms"`
+	// ResponseAttachments are the response's attachments as Dubbo Java
+	// hands them to the caller (RpcContext.getServerContext()).
+	ResponseAttachments map[string]string `json:"response_attachments"`
 }
 
 // RpcException codes (org.apache.dubbo.rpc.RpcException).
@@ -436,6 +439,14 @@ func (c *javaClient) Call(ctx context.Context, call javaCall) (greeter.Reply, er
 		return greeter.Reply{}, &javaCallError{Method: call.Method, Result: r}
 	}
 	return greeter.ParseReply(r.Reply)
+}
+
+// callRaw makes one call and returns the consumer's whole answer.
+func (c *javaClient) callRaw(ctx context.Context, call javaCall) (javaResult, error) {
+	return c.calls.Do(ctx, func(id int64) any {
+		call.ID = id
+		return call
+	})
 }
 
 // callOutcome is one call of a batch.

@@ -34,7 +34,8 @@ import org.breeze.Greeter;
  * </pre>
  *
  * <p>Each call is answered, in any order, by a line
- * {@code RESULT {"id":1,"reply":"...","error":"...","error_class":"...","code":2,"causes":[...],"ms":3}}.
+ * {@code RESULT {"id":1,"reply":"...","error":"...","error_class":"...","code":2,"causes":[...],"ms":3,
+ * "response_attachments":{"k":"v"}}}.
  * It prints "READY serve" once Dubbo has started.
  *
  * <p>A reference is made per (addr, generic, timeout, version) on first use, with a
@@ -72,6 +73,7 @@ public final class JavaConsumer {
         Integer code; // RpcException.getCode()
         List<String> causes; // the classes of the cause chain, outermost first
         long ms;
+        Map<String, String> response_attachments; // what the provider (or a proxy) attached to the response
     }
 
     private static final Map<String, Object> REFS = new ConcurrentHashMap<>();
@@ -150,6 +152,10 @@ public final class JavaConsumer {
             }
             Object out = generic ? invokeGeneric((GenericService) ref, c) : invokeTyped((Greeter) ref, c);
             r.reply = String.valueOf(out);
+            r.response_attachments = new HashMap<>();
+            for (Map.Entry<String, Object> e : RpcContext.getServerContext().getObjectAttachments().entrySet()) {
+                r.response_attachments.put(e.getKey(), String.valueOf(e.getValue()));
+            }
         } catch (Throwable e) {
             fail(r, e);
         } finally {
