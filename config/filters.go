@@ -52,13 +52,7 @@ func UnpackFilterConfig(a *anypb.Any, into proto.Message) error {
 // err (joined or single).
 func prefixFieldErrors(prefix string, err error) error {
 	var out []error
-	var each []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		each = j.Unwrap()
-	} else {
-		each = []error{err}
-	}
-	for _, e := range each {
+	for _, e := range splitErrors(err) {
 		var fe *FieldError
 		if errors.As(e, &fe) {
 			c := *fe
@@ -69,6 +63,14 @@ func prefixFieldErrors(prefix string, err error) error {
 		}
 	}
 	return errors.Join(out...)
+}
+
+// splitErrors returns the errors errors.Join put together, or err alone.
+func splitErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // FilterConfig unpacks and validates the config of filter f.
@@ -111,13 +113,7 @@ func FilterRouteConfig(f *filter.Factory, a *anypb.Any) (proto.Message, error) {
 // filterErr records err (a filter's own error, paths relative to its
 // config message) under path.
 func (v *validator) filterErr(path string, err error) {
-	var each []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		each = j.Unwrap()
-	} else {
-		each = []error{err}
-	}
-	for _, e := range each {
+	for _, e := range splitErrors(err) {
 		var fe *FieldError
 		if errors.As(e, &fe) {
 			c := *fe
