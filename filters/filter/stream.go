@@ -33,6 +33,10 @@ type Outcome struct {
 	Flags  Flag
 }
 
+// ClientGone is the outcome of a request whose client's connection closed
+// before it ended (DC).
+var ClientGone = Outcome{Detail: "downstream connection closed", Flags: DownstreamConnectionTermination}
+
 // Stream is one request on its way through the chain. The proxy makes one
 // per request; filters read and change it only inside their callbacks,
 // and must not keep it after OnDone.
@@ -178,11 +182,19 @@ func (s *Stream) Run() { s.next = 0; s.walk() }
 // Conn.Resume calls it holding the connection's codec.
 func (s *Stream) Continue() {
 	s.state.Store(stRunning)
-	if s.reply != 0 {
-		s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
-		return
+	if !s.replyRequested() {
+		s.walk()
 	}
-	s.walk()
+}
+
+// replyRequested sends the reply Reply asked for, if it asked, and
+// reports whether it did. The caller holds the connection's codec.
+func (s *Stream) replyRequested() bool {
+	if s.reply == 0 {
+		return false
+	}
+	s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+	return true
 }
 
 func (s *Stream) walk() {
@@ -195,8 +207,7 @@ func (s *Stream) walk() {
 			return // panicked: answered and finished
 		}
 		if s.state.CompareAndSwap(stEarly, stRunning) {
-			if s.reply != 0 {
-				s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+			if s.replyRequested() {
 				return
 			}
 			continue // resumed before it even paused
@@ -211,8 +222,7 @@ func (s *Stream) walk() {
 			}
 			// Woken between OnRequest's return and here.
 			s.state.Store(stRunning)
-			if s.reply != 0 {
-				s.ReplyAndFinish(s.reply, s.replyWhy, s.replyFlag, true)
+			if s.replyRequested() {
 				return
 			}
 		default: // Stop
@@ -241,7 +251,7 @@ func (s *Stream) onRequest(i int) (st Status, ok bool) {
 // finishes it.
 func (s *Stream) Abort() bool {
 	if s.state.CompareAndSwap(stPaused, stAborted) {
-		s.Finish(Outcome{LocalReply: 0, Detail: "downstream connection closed", Flags: DownstreamConnectionTermination})
+		s.Finish(ClientGone)
 		return true
 	}
 	return false

@@ -35,7 +35,7 @@ func (c *fakeConn) Resume(s *Stream) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.closed.Load() {
-			s.Finish(Outcome{Flags: DownstreamConnectionTermination})
+			s.Finish(ClientGone)
 			return
 		}
 		s.Continue()

@@ -237,7 +237,7 @@ func (st *stream) Resume(s *filter.Stream) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.closed.Load() {
-			s.Finish(filter.Outcome{Detail: "downstream connection closed", Flags: filter.DownstreamConnectionTermination})
+			s.Finish(filter.ClientGone)
 			return
 		}
 		s.Continue()

@@ -302,7 +302,7 @@ func (rt *Router) Abort(s *filter.Stream) bool {
 	if !ok || !rt.up.Cancel(&c.up) {
 		return false
 	}
-	s.Finish(filter.Outcome{Detail: "downstream connection closed", Flags: filter.DownstreamConnectionTermination})
+	s.Finish(filter.ClientGone)
 	return true
 }
 
