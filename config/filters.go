@@ -40,7 +40,7 @@ func UnpackFilterConfig(a *anypb.Any, into proto.Message) error {
 			return fmt.Errorf("%s: value: %w", name, err)
 		}
 		if err := fromJSON(js, into); err != nil {
-			return prefixFieldErrors("value", err)
+			return errors.Join(underPath("value", err)...)
 		}
 		return nil
 	default:
@@ -48,21 +48,28 @@ func UnpackFilterConfig(a *anypb.Any, into proto.Message) error {
 	}
 }
 
-// prefixFieldErrors puts prefix in front of the path of each FieldError in
-// err (joined or single).
-func prefixFieldErrors(prefix string, err error) error {
+// underPath places each error of err (joined or single) under path: a
+// FieldError's path is appended to it, a "field.path: value: problem"
+// message from a filter's Validate reads as path.field.path, anything else
+// becomes a FieldError at path.
+func underPath(path string, err error) []error {
 	var out []error
 	for _, e := range splitErrors(err) {
 		var fe *FieldError
 		if errors.As(e, &fe) {
 			c := *fe
-			c.Path = prefix + "." + fe.Path
+			c.Path = path + "." + fe.Path
 			out = append(out, &c)
-		} else {
-			out = append(out, fmt.Errorf("%s: %w", prefix, e))
+			continue
 		}
+		msg := e.Error()
+		if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " \"") {
+			out = append(out, errors.New(path+"."+msg))
+			continue
+		}
+		out = append(out, &FieldError{Path: path, Err: e})
 	}
-	return errors.Join(out...)
+	return out
 }
 
 // splitErrors returns the errors errors.Join put together, or err alone.
@@ -113,22 +120,12 @@ func FilterRouteConfig(f *filter.Factory, a *anypb.Any) (proto.Message, error) {
 // filterErr records err (a filter's own error, paths relative to its
 // config message) under path.
 func (v *validator) filterErr(path string, err error) {
-	for _, e := range splitErrors(err) {
-		var fe *FieldError
-		if errors.As(e, &fe) {
-			c := *fe
-			c.Path = v.prefix + path + "." + fe.Path
-			v.errs = append(v.errs, &c)
-			continue
-		}
-		msg := e.Error()
-		// A filter's "field.path: value: problem" reads best under its path.
-		if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " \"") {
-			v.errs = append(v.errs, fmt.Errorf("%s%s.%s", v.prefix, path, msg))
-			continue
-		}
-		v.addErr(path, "", e)
-	}
+	v.errs = append(v.errs, underPath(v.prefix+path, err)...)
+}
+
+// errUnknownFilter says which filters there are.
+func errUnknownFilter() error {
+	return fmt.Errorf("no such filter (registered: %v)", filter.Names())
 }
 
 // filters checks the proxy's filter list: known names, each once, valid
@@ -153,7 +150,7 @@ func (v *validator) filters(c *breezev1.ProxyConfig) {
 		}
 		f, ok := filter.Lookup(name)
 		if !ok {
-			v.addErr(path+".name", strconv.Quote(name), fmt.Errorf("no such filter (registered: %v)", filter.Names()))
+			v.addErr(path+".name", strconv.Quote(name), errUnknownFilter())
 			continue
 		}
 		if seen[name] {
@@ -172,7 +169,7 @@ func (v *validator) routeFilters(path string, r *breezev1.Route) {
 		p := path + ".typed_per_filter_config[" + strconv.Quote(name) + "]"
 		f, ok := filter.Lookup(name)
 		if !ok {
-			v.addErr(p, "", fmt.Errorf("no such filter (registered: %v)", filter.Names()))
+			v.addErr(p, "", errUnknownFilter())
 			continue
 		}
 		if _, err := FilterRouteConfig(f, a); err != nil {
