@@ -119,9 +119,6 @@ func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router) (*filter.Chain, er
 		if err != nil {
 			return nil, fmt.Errorf("filters[%d].typed_config: %w", i, err)
 		}
-		if msg == nil && f.Config != nil {
-			msg = f.Config()
-		}
 		inst, err := f.Build(msg, ctx)
 		if err != nil {
 			return nil, fmt.Errorf("filters[%d] (%s): %w", i, fc.GetName(), err)
