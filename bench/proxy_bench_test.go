@@ -231,7 +231,7 @@ func (bc *benchConn) run(budget *atomic.Int64) error {
 		}
 		// One write per batch of responses already read, as a pipelining
 		// client does.
-		if done > 0 && !frameBuffered(bc.br, bc.p) {
+		if done > 0 && !wire.FrameBuffered(bc.br, bc.p) {
 			if err := send(done); err != nil {
 				return err
 			}
@@ -239,16 +239,6 @@ func (bc *benchConn) run(budget *atomic.Int64) error {
 		}
 	}
 	return nil
-}
-
-func frameBuffered(br *bufio.Reader, p wire.Protocol) bool {
-	hl := p.HeaderLen()
-	if br.Buffered() < hl {
-		return false
-	}
-	h, _ := br.Peek(hl)
-	n, err := p.FrameLen(h)
-	return err == nil && br.Buffered() >= n
 }
 
 // Helpers shared with loadtest_test.go (here, so that this file stands alone).

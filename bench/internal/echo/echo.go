@@ -123,7 +123,7 @@ func (s *Server) handle(c net.Conn) {
 			br.Discard(n)
 		}
 		s.Requests.Add(1)
-		if more := wholeFrameBuffered(br, p); !more || len(out) >= 64<<10 {
+		if more := wire.FrameBuffered(br, p); !more || len(out) >= 64<<10 {
 			if len(out) > 0 {
 				if _, err := c.Write(out); err != nil {
 					return
@@ -132,16 +132,6 @@ func (s *Server) handle(c net.Conn) {
 			out = out[:0]
 		}
 	}
-}
-
-func wholeFrameBuffered(br *bufio.Reader, p wire.Protocol) bool {
-	hl := p.HeaderLen()
-	if br.Buffered() < hl {
-		return false
-	}
-	h, _ := br.Peek(hl)
-	n, err := p.FrameLen(h)
-	return err == nil && br.Buffered() >= n
 }
 
 func (s *Server) readEnd(c net.Conn, err error) {

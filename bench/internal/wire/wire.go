@@ -5,6 +5,7 @@
 package wire
 
 import (
+	"bufio"
 	"fmt"
 	"sort"
 )
@@ -105,3 +106,15 @@ const (
 	// MixSingle is one request kind.
 	MixSingle = "single"
 )
+
+// FrameBuffered reports whether br holds a whole frame of p already, so
+// that a reader can take it without blocking (and batch its replies).
+func FrameBuffered(br *bufio.Reader, p Protocol) bool {
+	hl := p.HeaderLen()
+	if br.Buffered() < hl {
+		return false
+	}
+	h, _ := br.Peek(hl)
+	n, err := p.FrameLen(h)
+	return err == nil && br.Buffered() >= n
+}
