@@ -46,7 +46,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //   - codec names a codec registered in package codecs (only codecs linked
 //     into the binary count) and that the codec accepts max_frame_size and
 //     codec_params;
-//   - every route has an action, and every cluster it names exists;
+//   - every route has an action, and every cluster it names exists (with
+//     xds set, a cluster the config does not define is fetched from the
+//     server instead);
 //   - a route's subset labels (route.subset with route.cluster, or
 //     weighted_clusters.clusters[].subset) are carried by at least one
 //     endpoint of that cluster. Endpoint labels are configuration for STATIC
@@ -61,7 +63,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //   - EDS clusters list no endpoints (their subsets are not checked: labels
 //     arrive at run time), need xds, and only they set eds_service_name;
 //   - xds has an address host:port and names something to fetch
-//     (route_config_name or an EDS cluster);
+//     (route_config_name, an EDS cluster, or a cluster a route names and
+//     the config does not define);
+//   - a cluster's subsets have labels, distinct ones, and known policies;
 //   - durations are valid and not negative.
 func Validate(c *breezev1.ProxyConfig) error {
 	if c == nil {
@@ -79,6 +83,9 @@ var errRequired = errors.New("required")
 type validator struct {
 	prefix string // prepended to every path, e.g. "listeners[0].proxy."
 	errs   []error
+	// discovered: clusters not in the config arrive over xDS, so a route
+	// may name any.
+	discovered bool
 }
 
 func (v *validator) add(path, value string, format string, args ...any) {
@@ -126,6 +133,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	v.duration("request_timeout", c.GetRequestTimeout())
 	v.xds(c)
 	v.filters(c)
+	v.discovered = c.GetXds() != nil
 
 	clusters := v.clusters("clusters", c.GetClusters(), c.GetXds() != nil)
 	v.routeTable("route_config.", c.GetRouteConfig(), c.GetClusters(), clusters)
@@ -197,7 +205,7 @@ func ValidateRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluste
 	if rc == nil {
 		return &FieldError{Path: "route configuration", Value: unset, Err: errRequired}
 	}
-	var v validator
+	v := validator{discovered: true}
 	byName := map[string]int{}
 	for i, cl := range clusters {
 		if _, dup := byName[cl.GetName()]; !dup {
@@ -226,7 +234,18 @@ func (v *validator) xds(c *breezev1.ProxyConfig) {
 			return
 		}
 	}
-	v.add("xds", fmt.Sprintf("{address: %q}", x.GetAddress()), "names nothing to fetch: set route_config_name, or give a cluster type EDS")
+	static := map[string]bool{}
+	for _, cl := range c.GetClusters() {
+		static[cl.GetName()] = true
+	}
+	for _, r := range c.GetRouteConfig().GetRoutes() {
+		for _, name := range targets(r.GetRoute()) {
+			if !static[name] {
+				return // fetched as an xDS cluster
+			}
+		}
+	}
+	v.add("xds", fmt.Sprintf("{address: %q}", x.GetAddress()), "names nothing to fetch: set route_config_name, give a cluster type EDS, or route to a cluster the server defines")
 }
 
 // dialAddress checks a host:port to connect to: a host and a port 1–65535.
@@ -295,7 +314,9 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		}
 		i, ok := byName[name]
 		if !ok {
-			v.add(path, strconv.Quote(name), "no such cluster")
+			if !v.discovered {
+				v.add(path, strconv.Quote(name), "no such cluster")
+			}
 			return
 		}
 		// EDS endpoints and their labels are only known at run time.
@@ -345,6 +366,20 @@ func (v *validator) matcher(path string, m *breezev1.MetadataMatcher) {
 	}
 }
 
+// ValidateCluster checks a cluster that arrives over xDS, with paths
+// relative to it (lb_policy, subsets[0].labels).
+func ValidateCluster(c *breezev1.Cluster) error {
+	var v validator
+	v.cluster("", c, true)
+	for i, e := range v.errs {
+		if fe, ok := e.(*FieldError); ok {
+			fe.Path = strings.TrimPrefix(fe.Path, ".")
+			v.errs[i] = fe
+		}
+	}
+	return errors.Join(v.errs...)
+}
+
 func (v *validator) cluster(path string, c *breezev1.Cluster, hasXDS bool) {
 	v.required(path+".name", c.GetName())
 	v.enum(path+".type", c.GetType())
@@ -362,6 +397,20 @@ func (v *validator) cluster(path string, c *breezev1.Cluster, hasXDS bool) {
 	v.enum(path+".lb_policy", c.GetLbPolicy())
 	v.duration(path+".dns_refresh_rate", c.GetDnsRefreshRate())
 	v.duration(path+".connect_timeout", c.GetConnectTimeout())
+	seen := map[string]int{}
+	for k, sub := range c.GetSubsets() {
+		p := fmt.Sprintf("%s.subsets[%d]", path, k)
+		if len(sub.GetLabels()) == 0 {
+			v.add(p+".labels", "{}", "a subset needs at least one label")
+		} else if j, dup := seen[formatLabels(sub.GetLabels())]; dup {
+			v.add(p+".labels", formatLabels(sub.GetLabels()), "same labels as subsets[%d]", j)
+		} else {
+			seen[formatLabels(sub.GetLabels())] = k
+		}
+		if sub.LbPolicy != nil {
+			v.enum(p+".lb_policy", sub.GetLbPolicy())
+		}
+	}
 	for k, e := range c.GetEndpoints() {
 		p := fmt.Sprintf("%s.endpoints[%d]", path, k)
 		addr := e.GetAddress()

@@ -310,7 +310,7 @@ func TestValidateErrors(t *testing.T) {
 			c.Xds = &breezev1.XdsSource{Address: "cp:1", RouteConfigName: "r", InitialFetchTimeout: durationpb.New(-time.Second)}
 		}, []string{`xds.initial_fetch_timeout: -1s: must not be negative`}},
 		{"xds fetching nothing", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "cp:15010"} },
-			[]string{`xds: {address: "cp:15010"}: names nothing to fetch: set route_config_name, or give a cluster type EDS`}},
+			[]string{`xds: {address: "cp:15010"}: names nothing to fetch: set route_config_name, give a cluster type EDS, or route to a cluster the server defines`}},
 		{"every error at once", func(c *breezev1.ProxyConfig) {
 			c.StatPrefix = ""
 			matcher(c, 0).Match = &breezev1.MetadataMatcher_Regex{Regex: "a{2,1}"}
@@ -375,18 +375,20 @@ func TestValidateRoutes(t *testing.T) {
 		to("eds", map[string]string{"version": "anything"}),
 		{Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "ring"}, HashKey: "user"}},
 	}}
+	// A cluster the proxy does not define arrives over xDS: not an error.
+	good.Routes = append(good.Routes, to("from-xds", map[string]string{"version": "v1"}))
 	if err := ValidateRoutes(good, clusters); err != nil {
 		t.Fatalf("ValidateRoutes: %v", err)
 	}
 	bad := &breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{
 		to("greeter", map[string]string{"version": "v9"}),
-		to("nope", nil),
+		to("", nil),
 		{Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{{Key: "m", Match: &breezev1.MetadataMatcher_Regex{Regex: "("}}}}, Route: to("eds", nil).Route},
 		to("ring", nil),
 	}}
 	want := []string{
 		`routes[0].route.subset: {"version": "v9"}: no endpoint of cluster "greeter" has these labels`,
-		`routes[1].route.cluster: "nope": no such cluster`,
+		`routes[1].route.cluster: "": required`,
 		`routes[2].match.metadata[0].regex: "(": error parsing regexp`,
 		`routes[3].route.hash_key: "": cluster "ring" is RING_HASH without a hash_key, so every route that targets it needs one (none on routes[3])`,
 	}

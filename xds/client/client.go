@@ -9,9 +9,13 @@
 // reconnects with backoff, from a server that is not up yet as well as from
 // one that went away; watchers keep their last version meanwhile.
 //
-// Two resource types are known: Breeze's own route table
-// (breeze.v1.RouteConfiguration) and Envoy's endpoint assignment
-// (envoy.config.endpoint.v3.ClusterLoadAssignment), read by Endpoints.
+// Three resource types are known: Breeze's own route table
+// (breeze.v1.RouteConfiguration), Envoy's cluster
+// (envoy.config.cluster.v3.Cluster, read by Cluster) and Envoy's endpoint
+// assignment (envoy.config.endpoint.v3.ClusterLoadAssignment, read by
+// Endpoints). Clusters follow Envoy's CDS rule for state of the world:
+// every response carries all the subscribed clusters that exist, so a
+// subscribed cluster missing from one was removed.
 package client
 
 import (
@@ -26,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -43,6 +48,7 @@ import (
 // Type URLs of the resources a Client fetches.
 const (
 	RouteConfigurationType    = "type.googleapis.com/breeze.v1.RouteConfiguration"
+	ClusterType               = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	ClusterLoadAssignmentType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
 	// A server sends a resource wrapped in this when it gives it a TTL.
@@ -89,6 +95,9 @@ type Client struct {
 // typeState is the client's state for one resource type.
 type typeState struct {
 	decode func(*anypb.Any) (proto.Message, string, error)
+	// fullState: a response lists every subscribed resource that exists
+	// (Envoy's rule for clusters), so one it leaves out was removed.
+	fullState bool
 	// watchers by resource name.
 	watchers map[string]map[*watcher]struct{}
 	// last is the newest version of each watched resource the server
@@ -154,6 +163,7 @@ func New(opts Options) (*Client, error) {
 		kick:   make(chan struct{}, 1),
 		types: map[string]*typeState{
 			RouteConfigurationType:    {decode: decodeRoutes},
+			ClusterType:               {decode: decodeCluster, fullState: true},
 			ClusterLoadAssignmentType: {decode: decodeEndpoints},
 		},
 	}
@@ -188,6 +198,17 @@ func (c *Client) WatchRoutes(name string, apply func(*breezev1.RouteConfiguratio
 func (c *Client) WatchEndpoints(name string, apply func(*endpointv3.ClusterLoadAssignment) error) (cancel func()) {
 	return c.watch(ClusterLoadAssignmentType, name, func(m proto.Message) error {
 		return apply(m.(*endpointv3.ClusterLoadAssignment))
+	})
+}
+
+// WatchClusters subscribes to the Envoy Cluster named name, as WatchRoutes
+// does. apply(nil) says the server removed it (a response left it out).
+func (c *Client) WatchClusters(name string, apply func(*clusterv3.Cluster) error) (cancel func()) {
+	return c.watch(ClusterType, name, func(m proto.Message) error {
+		if m == nil {
+			return apply(nil)
+		}
+		return apply(m.(*clusterv3.Cluster))
 	})
 }
 
@@ -243,6 +264,15 @@ func (w *watcher) offer(m proto.Message) error {
 	}
 	w.seen, w.err = m, w.apply(m)
 	return w.err
+}
+
+// remove tells the watcher its resource is gone, if it had one.
+func (w *watcher) remove() {
+	if w.seen == nil {
+		return
+	}
+	w.seen, w.err = nil, nil
+	w.apply(nil)
 }
 
 func (c *Client) run() {
@@ -334,7 +364,8 @@ func (c *Client) send(ctx context.Context, s discoveryv3.AggregatedDiscoveryServ
 func (c *Client) nextRequest() *discoveryv3.DiscoveryRequest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, typeURL := range []string{ClusterLoadAssignmentType, RouteConfigurationType} {
+	// Envoy's order: clusters, then their endpoints, then routes.
+	for _, typeURL := range []string{ClusterType, ClusterLoadAssignmentType, RouteConfigurationType} {
 		ts := c.types[typeURL]
 		if !ts.dirty {
 			continue
@@ -370,12 +401,14 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 	}
 	var problems []string
 	applied := 0
+	names := map[string]bool{}
 	for i, a := range resp.GetResources() {
 		m, name, err := ts.decode(a)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("resources[%d]: %v", i, err))
 			continue
 		}
+		names[name] = true
 		c.mu.Lock()
 		var ws []*watcher
 		if set := ts.watchers[name]; set != nil {
@@ -397,6 +430,11 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 			applied++
 		}
 	}
+	// Full state: what the response leaves out was removed. Not when a
+	// resource could not be decoded: it may be one of the watched.
+	if ts.fullState && len(problems) == 0 {
+		c.removeMissing(ts, names)
+	}
 	c.mu.Lock()
 	ts.nonce = resp.GetNonce()
 	if len(problems) == 0 {
@@ -412,6 +450,26 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 		return
 	}
 	c.log.Debug("xds update accepted (ACK)", "type", shortType(resp.GetTypeUrl()), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "applied", applied)
+}
+
+// removeMissing tells the watchers of resources absent from a full-state
+// response that theirs is gone. Called with deliverMu held.
+func (c *Client) removeMissing(ts *typeState, present map[string]bool) {
+	var ws []*watcher
+	c.mu.Lock()
+	for name, set := range ts.watchers {
+		if present[name] {
+			continue
+		}
+		delete(ts.last, name)
+		for w := range set {
+			ws = append(ws, w)
+		}
+	}
+	c.mu.Unlock()
+	for _, w := range ws {
+		w.remove()
+	}
 }
 
 func shortType(typeURL string) string { return typeURL[strings.LastIndexByte(typeURL, '/')+1:] }
@@ -445,6 +503,18 @@ func decodeRoutes(a *anypb.Any) (proto.Message, string, error) {
 		return nil, "", err
 	}
 	return rc, rc.GetName(), nil
+}
+
+func decodeCluster(a *anypb.Any) (proto.Message, string, error) {
+	a, err := unwrap(a, ClusterType)
+	if err != nil {
+		return nil, "", err
+	}
+	c := &clusterv3.Cluster{}
+	if err := proto.Unmarshal(a.GetValue(), c); err != nil {
+		return nil, "", err
+	}
+	return c, c.GetName(), nil
 }
 
 func decodeEndpoints(a *anypb.Any) (proto.Message, string, error) {

@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"strconv"
 
@@ -56,6 +57,12 @@ type Endpoint struct {
 // Errors name the field, e.g.
 // endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address.
 func Endpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+	return endpoints(cla, false)
+}
+
+// endpoints reads cla as Endpoints documents; hostNames accepts host names
+// (a STRICT_DNS cluster's load_assignment), whose Addr is then host:port.
+func endpoints(cla *endpointv3.ClusterLoadAssignment, hostNames bool) ([]Endpoint, error) {
 	best := uint32(math.MaxUint32)
 	for _, l := range cla.GetEndpoints() {
 		if len(l.GetLbEndpoints()) > 0 {
@@ -82,13 +89,19 @@ func Endpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
 			if sa == nil {
 				return nil, fmt.Errorf("%s.endpoint.address: want a socket_address, got %v", path, ep.GetAddress())
 			}
-			ip, err := netip.ParseAddr(sa.GetAddress())
-			if err != nil || ip.Zone() != "" {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.address: %q: not a literal IP address", path, sa.GetAddress())
-			}
 			port := sa.GetPortValue()
 			if port == 0 || port > 65535 {
 				return nil, fmt.Errorf("%s.endpoint.address.socket_address.port_value: %d: must be 1–65535", path, port)
+			}
+			var addr string
+			ip, err := netip.ParseAddr(sa.GetAddress())
+			switch {
+			case err == nil && ip.Zone() == "":
+				addr = netip.AddrPortFrom(ip.Unmap(), uint16(port)).String()
+			case hostNames && err != nil && sa.GetAddress() != "":
+				addr = net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(port), 10))
+			default:
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address.address: %q: not a literal IP address", path, sa.GetAddress())
 			}
 			labels, err := labelsOf(lb.GetMetadata(), path)
 			if err != nil {
@@ -97,7 +110,7 @@ func Endpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
 			addLocality(labels, l.GetLocality())
 			w := lw * uint64(max(lb.GetLoadBalancingWeight().GetValue(), 1))
 			out = append(out, Endpoint{
-				Addr:   netip.AddrPortFrom(ip.Unmap(), uint16(port)).String(),
+				Addr:   addr,
 				Labels: labels,
 				Weight: uint32(min(w, math.MaxUint32)),
 			})

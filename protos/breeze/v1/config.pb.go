@@ -1004,8 +1004,13 @@ type Cluster struct {
 	MaxRequestsPerEndpoint uint32 `protobuf:"varint,9,opt,name=max_requests_per_endpoint,json=maxRequestsPerEndpoint,proto3" json:"max_requests_per_endpoint,omitempty"`
 	// EDS clusters: the ClusterLoadAssignment resource to fetch. Unset: the cluster's name.
 	EdsServiceName string `protobuf:"bytes,10,opt,name=eds_service_name,json=edsServiceName,proto3" json:"eds_service_name,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Policies of the subsets routes select (by labels): a route whose subset
+	// labels equal a subset's labels is balanced with that subset's policy;
+	// other subsets use the cluster's. Istio's DestinationRule subsets with a
+	// trafficPolicy of their own.
+	Subsets       []*ClusterSubset `protobuf:"bytes,11,rep,name=subsets,proto3" json:"subsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -1109,6 +1114,163 @@ func (x *Cluster) GetEdsServiceName() string {
 	return ""
 }
 
+func (x *Cluster) GetSubsets() []*ClusterSubset {
+	if x != nil {
+		return x.Subsets
+	}
+	return nil
+}
+
+// ClusterSubset gives the endpoints carrying labels a load-balancing policy
+// of their own.
+type ClusterSubset struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For logs and errors (a DestinationRule subset's name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Must not be empty; no two subsets of a cluster have the same labels.
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Unset: the cluster's lb_policy.
+	LbPolicy *Cluster_LbPolicy `protobuf:"varint,3,opt,name=lb_policy,json=lbPolicy,proto3,enum=breeze.v1.Cluster_LbPolicy,oneof" json:"lb_policy,omitempty"`
+	// Unset: the cluster's hash_key.
+	HashKey       string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterSubset) Reset() {
+	*x = ClusterSubset{}
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterSubset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterSubset) ProtoMessage() {}
+
+func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
+func (*ClusterSubset) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ClusterSubset) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterSubset) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ClusterSubset) GetLbPolicy() Cluster_LbPolicy {
+	if x != nil && x.LbPolicy != nil {
+		return *x.LbPolicy
+	}
+	return Cluster_ROUND_ROBIN
+}
+
+func (x *ClusterSubset) GetHashKey() string {
+	if x != nil {
+		return x.HashKey
+	}
+	return ""
+}
+
+// ClusterOptions are the Breeze settings of a cluster that arrives over xDS
+// as an envoy.config.cluster.v3.Cluster, in its
+// typed_extension_protocol_options under the key "breeze": what Envoy's
+// Cluster has no field for.
+type ClusterOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Cluster.hash_key.
+	HashKey string `protobuf:"bytes,1,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	// As Cluster.connections_per_endpoint.
+	ConnectionsPerEndpoint uint32 `protobuf:"varint,2,opt,name=connections_per_endpoint,json=connectionsPerEndpoint,proto3" json:"connections_per_endpoint,omitempty"`
+	// As Cluster.max_requests_per_endpoint.
+	MaxRequestsPerEndpoint uint32 `protobuf:"varint,3,opt,name=max_requests_per_endpoint,json=maxRequestsPerEndpoint,proto3" json:"max_requests_per_endpoint,omitempty"`
+	// As Cluster.subsets.
+	Subsets       []*ClusterSubset `protobuf:"bytes,4,rep,name=subsets,proto3" json:"subsets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterOptions) Reset() {
+	*x = ClusterOptions{}
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterOptions) ProtoMessage() {}
+
+func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
+func (*ClusterOptions) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ClusterOptions) GetHashKey() string {
+	if x != nil {
+		return x.HashKey
+	}
+	return ""
+}
+
+func (x *ClusterOptions) GetConnectionsPerEndpoint() uint32 {
+	if x != nil {
+		return x.ConnectionsPerEndpoint
+	}
+	return 0
+}
+
+func (x *ClusterOptions) GetMaxRequestsPerEndpoint() uint32 {
+	if x != nil {
+		return x.MaxRequestsPerEndpoint
+	}
+	return 0
+}
+
+func (x *ClusterOptions) GetSubsets() []*ClusterSubset {
+	if x != nil {
+		return x.Subsets
+	}
+	return nil
+}
+
 type Endpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// IP address (STATIC) or host name (STRICT_DNS).
@@ -1123,7 +1285,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1297,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1310,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1191,7 +1353,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1365,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1378,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1245,7 +1407,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1419,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1432,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Listener) GetName() string {
@@ -1367,7 +1529,7 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x94\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xce\x05\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04type\x18\x02 \x01(\x0e2 .breeze.v1.Cluster.DiscoveryTypeR\x04type\x128\n" +
@@ -1379,7 +1541,8 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x18connections_per_endpoint\x18\b \x01(\rR\x16connectionsPerEndpoint\x129\n" +
 	"\x19max_requests_per_endpoint\x18\t \x01(\rR\x16maxRequestsPerEndpoint\x12(\n" +
 	"\x10eds_service_name\x18\n" +
-	" \x01(\tR\x0eedsServiceName\"4\n" +
+	" \x01(\tR\x0eedsServiceName\x122\n" +
+	"\asubsets\x18\v \x03(\v2\x18.breeze.v1.ClusterSubsetR\asubsets\"4\n" +
 	"\rDiscoveryType\x12\n" +
 	"\n" +
 	"\x06STATIC\x10\x00\x12\x0e\n" +
@@ -1393,7 +1556,22 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x06RANDOM\x10\x02\x12\r\n" +
 	"\tRING_HASH\x10\x03\x12\n" +
 	"\n" +
-	"\x06MAGLEV\x10\x04\"\xc4\x01\n" +
+	"\x06MAGLEV\x10\x04J\x04\b\f\x10\x14\"\x84\x02\n" +
+	"\rClusterSubset\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
+	"\x06labels\x18\x02 \x03(\v2$.breeze.v1.ClusterSubset.LabelsEntryR\x06labels\x12=\n" +
+	"\tlb_policy\x18\x03 \x01(\x0e2\x1b.breeze.v1.Cluster.LbPolicyH\x00R\blbPolicy\x88\x01\x01\x12\x19\n" +
+	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_lb_policy\"\xd4\x01\n" +
+	"\x0eClusterOptions\x12\x19\n" +
+	"\bhash_key\x18\x01 \x01(\tR\ahashKey\x128\n" +
+	"\x18connections_per_endpoint\x18\x02 \x01(\rR\x16connectionsPerEndpoint\x129\n" +
+	"\x19max_requests_per_endpoint\x18\x03 \x01(\rR\x16maxRequestsPerEndpoint\x122\n" +
+	"\asubsets\x18\x04 \x03(\v2\x18.breeze.v1.ClusterSubsetR\asubsets\"\xc4\x01\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x127\n" +
@@ -1423,7 +1601,7 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
@@ -1439,52 +1617,59 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*ClusterWeight)(nil),       // 11: breeze.v1.ClusterWeight
 	(*KeyValue)(nil),            // 12: breeze.v1.KeyValue
 	(*Cluster)(nil),             // 13: breeze.v1.Cluster
-	(*Endpoint)(nil),            // 14: breeze.v1.Endpoint
-	(*Runner)(nil),              // 15: breeze.v1.Runner
-	(*Listener)(nil),            // 16: breeze.v1.Listener
-	nil,                         // 17: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 18: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 19: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 20: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 21: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 23: google.protobuf.Any
+	(*ClusterSubset)(nil),       // 14: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 15: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 16: breeze.v1.Endpoint
+	(*Runner)(nil),              // 17: breeze.v1.Runner
+	(*Listener)(nil),            // 18: breeze.v1.Listener
+	nil,                         // 19: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 20: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 21: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 22: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 23: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 24: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 26: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	17, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	19, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
 	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
 	13, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	22, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	22, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	25, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	25, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
 	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
 	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	23, // 7: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	22, // 8: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	26, // 7: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	25, // 8: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
 	6,  // 9: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
 	7,  // 10: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
 	9,  // 11: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
 	12, // 12: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	22, // 13: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	18, // 14: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	25, // 13: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	20, // 14: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
 	8,  // 15: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
 	10, // 16: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	19, // 17: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	21, // 17: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
 	11, // 18: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	20, // 19: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	22, // 19: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
 	0,  // 20: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
 	1,  // 21: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	14, // 22: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	22, // 23: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	22, // 24: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	21, // 25: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	16, // 26: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 27: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	23, // 28: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	16, // 22: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	25, // 23: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	25, // 24: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	14, // 25: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	23, // 26: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 27: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	14, // 28: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	24, // 29: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	18, // 30: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 31: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	26, // 32: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -1502,13 +1687,14 @@ func file_breeze_v1_config_proto_init() {
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
+	file_breeze_v1_config_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
