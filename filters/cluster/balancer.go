@@ -18,6 +18,9 @@ import (
 type Set struct {
 	endpoints []*Endpoint
 	policy    breezev1.Cluster_LbPolicy
+	// HashKey is the request metadata key RING_HASH and MAGLEV hash when
+	// the route names none: the subset's, else the cluster's.
+	HashKey string
 	next      atomic.Uint64
 	// schedule expands weights for round robin; cumulative for random.
 	schedule   []int32
@@ -37,8 +40,8 @@ func (s *Set) Len() int { return len(s.endpoints) }
 // Endpoints lists the set's endpoints.
 func (s *Set) Endpoints() []*Endpoint { return s.endpoints }
 
-func newSet(policy breezev1.Cluster_LbPolicy, eps []*Endpoint) *Set {
-	s := &Set{endpoints: eps, policy: policy}
+func newSet(policy breezev1.Cluster_LbPolicy, hashKey string, eps []*Endpoint) *Set {
+	s := &Set{endpoints: eps, policy: policy, HashKey: hashKey}
 	if len(eps) == 0 {
 		return s
 	}

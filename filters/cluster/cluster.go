@@ -82,10 +82,19 @@ type Cluster struct {
 	log    *slog.Logger
 	stop   context.CancelFunc
 	mu     sync.Mutex // serialises endpoint updates
+	closed bool
 	byAddr map[string]*Endpoint
 	// subsetKeys are the subsets routes ask for; every update rebuilds their balancers.
 	subsetKeys map[string]map[string]string
-	onRemove   func([]*Endpoint)
+	// subsetPolicies are the subsets the config gives a policy of their
+	// own, by subset key.
+	subsetPolicies map[string]subsetPolicy
+	onRemove       func([]*Endpoint)
+}
+
+type subsetPolicy struct {
+	policy  breezev1.Cluster_LbPolicy
+	hashKey string
 }
 
 // Options are what New needs besides the cluster's config.
@@ -102,6 +111,12 @@ type Options struct {
 	OnRemove func(removed []*Endpoint)
 	// Lookup resolves STRICT_DNS host names; nil means the system resolver.
 	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// Previous is the version of this cluster the new one replaces (a
+	// policy change over xDS): endpoints the new one keeps are the same
+	// *Endpoint, with their live state and upstream pools, and only those
+	// it drops go to OnRemove. An EDS cluster starts with Previous's
+	// endpoints. Previous must not be updated afterwards; Close it.
+	Previous *Cluster
 }
 
 type state struct {
@@ -124,9 +139,35 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		MaxRequests:  int64(c.GetMaxRequestsPerEndpoint()),
 		log:          log.With("cluster", c.GetName()),
 		byAddr:       map[string]*Endpoint{},
-		subsetKeys:   opts.Subsets,
+		subsetKeys:   maps.Clone(opts.Subsets),
 		onRemove:     opts.OnRemove,
 		stop:         func() {},
+	}
+	for _, sub := range c.GetSubsets() {
+		sp := subsetPolicy{policy: cl.Policy, hashKey: cl.HashKey}
+		if sub.LbPolicy != nil {
+			sp.policy = sub.GetLbPolicy()
+		}
+		if sub.GetHashKey() != "" {
+			sp.hashKey = sub.GetHashKey()
+		}
+		if cl.subsetPolicies == nil {
+			cl.subsetPolicies = map[string]subsetPolicy{}
+		}
+		cl.subsetPolicies[SubsetKey(sub.GetLabels())] = sp
+	}
+	if prev := opts.Previous; prev != nil {
+		prev.mu.Lock()
+		cl.byAddr = maps.Clone(prev.byAddr)
+		for k, labels := range prev.subsetKeys {
+			if _, ok := cl.subsetKeys[k]; !ok {
+				if cl.subsetKeys == nil {
+					cl.subsetKeys = map[string]map[string]string{}
+				}
+				cl.subsetKeys[k] = labels
+			}
+		}
+		prev.mu.Unlock()
 	}
 	if cl.MaxRequests == 0 {
 		cl.MaxRequests = 10000
@@ -157,7 +198,12 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		r.resolveOnce(ctx)
 		go r.run(ctx)
 	case breezev1.Cluster_EDS:
-		cl.Update(nil) // until xDS delivers endpoints
+		// Until xDS delivers endpoints: none, or the previous version's.
+		var specs []Spec
+		if opts.Previous != nil {
+			specs = opts.Previous.Specs()
+		}
+		cl.Update(specs)
 	default:
 		return nil, fmt.Errorf("cluster %q type %v: unsupported", cl.Name, c.GetType())
 	}
@@ -171,8 +217,28 @@ func durationOr(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Close stops background resolution.
-func (c *Cluster) Close() { c.stop() }
+// Close stops background resolution; later updates are ignored (a newer
+// version of the cluster, which may share its endpoints, owns them).
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.stop()
+}
+
+// Shutdown closes the cluster and empties it: its endpoints go to
+// OnRemove (their pools drain) and a pick finds none.
+func (c *Cluster) Shutdown() {
+	c.Close()
+	c.mu.Lock()
+	removed := slices.Collect(maps.Values(c.byAddr))
+	c.byAddr = map[string]*Endpoint{}
+	c.state.Store(&state{all: newSet(c.Policy, c.HashKey, nil), subsets: map[string]*Set{}})
+	c.mu.Unlock()
+	if len(removed) > 0 && c.onRemove != nil {
+		c.onRemove(removed)
+	}
+}
 
 // Spec describes an endpoint for Update.
 type Spec struct {
@@ -192,6 +258,9 @@ func (c *Cluster) Update(specs []Spec) {
 func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
 	next := make(map[string]*Endpoint, len(specs))
 	eps := make([]*Endpoint, 0, len(specs))
 	for _, s := range specs {
@@ -222,7 +291,14 @@ func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 		}
 	}
 	c.byAddr = next
-	st := &state{all: newSet(c.Policy, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
+	c.publish(eps)
+	return removed
+}
+
+// publish builds the balancers of eps and swaps them in. Called with c.mu
+// held.
+func (c *Cluster) publish(eps []*Endpoint) {
+	st := &state{all: newSet(c.Policy, c.HashKey, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
 	for key, labels := range c.subsetKeys {
 		var sub []*Endpoint
 		for _, ep := range eps {
@@ -230,10 +306,35 @@ func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 				sub = append(sub, ep)
 			}
 		}
-		st.subsets[key] = newSet(c.Policy, sub)
+		sp, own := c.subsetPolicies[key]
+		if !own {
+			sp = subsetPolicy{policy: c.Policy, hashKey: c.HashKey}
+		}
+		st.subsets[key] = newSet(sp.policy, sp.hashKey, sub)
 	}
 	c.state.Store(st)
-	return removed
+}
+
+// Handover closes c after next replaced it, and keeps in c's sets only the
+// endpoints next has: a request still balancing on c (a retry) can no
+// longer reach one that left. It returns the endpoints c had and next has
+// not, for the caller to retire once more (a pool opened through c while
+// next was being built).
+func (c *Cluster) Handover(next *Cluster) (gone []*Endpoint) {
+	c.Close()
+	keep := next.Endpoints()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var eps []*Endpoint
+	for _, ep := range c.state.Load().all.endpoints {
+		if slices.Contains(keep, ep) {
+			eps = append(eps, ep)
+		} else {
+			gone = append(gone, ep)
+		}
+	}
+	c.publish(eps)
+	return gone
 }
 
 func hasLabels(have, want map[string]string) bool {

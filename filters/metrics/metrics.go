@@ -86,8 +86,14 @@ func NewCluster(proxy, cluster string) *Cluster {
 }
 
 // XDSUpdates counts resource versions from xDS.
+// ClusterMissing counts requests routed to a cluster the proxy does not
+// have: not (yet) received over xDS, removed, or still warming.
+var ClusterMissing = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "breeze_cluster_missing_total", Help: "Requests routed to a cluster the proxy does not have (not received over xDS, removed, or warming); answered \"no healthy upstream\".",
+}, []string{"proxy", "cluster"})
+
 var XDSUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "breeze_xds_updates_total", Help: "Resource versions from xDS applied (accepted) or refused (rejected, NACKed), by type (routes, endpoints).",
 }, []string{"proxy", "type", "result"})
 
-func init() { Registry.MustRegister(XDSUpdates) }
+func init() { Registry.MustRegister(XDSUpdates, ClusterMissing) }

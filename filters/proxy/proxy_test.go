@@ -480,13 +480,35 @@ func TestUpdateRoutesOnLiveConnection(t *testing.T) {
 			t.Fatalf("after: %+v %v", m, err)
 		}
 	}
-	bad := &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{Route: &breezev1.RouteAction{
-		ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "nope"}}}}}
+	bad := &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{
+		{Key: "method", Match: &breezev1.MetadataMatcher_Regex{Regex: "("}}}}, Route: rc.Routes[0].Route}}}
 	if err := p.UpdateRoutes(bad); err == nil {
-		t.Fatal("route to an unknown cluster accepted")
+		t.Fatal("route with an invalid regex accepted")
 	}
 	if m, err := c.call(0, "x"); err != nil || md(m, "server") != "v2" {
 		t.Fatalf("a rejected update changed routing: %+v %v", m, err)
+	}
+	// A cluster the proxy does not have (it would come over xDS) is no
+	// reason to refuse a table: its requests get "no healthy upstream",
+	// counted, and the connection stays.
+	missing := &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{Route: &breezev1.RouteAction{
+		ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "nope"}}}}}
+	if err := p.UpdateRoutes(missing); err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(metrics.ClusterMissing.WithLabelValues("t", "nope"))
+	m, err := c.call(0, "x")
+	if err != nil || md(m, "error") != codecs.ErrNoHealthyUpstream.String() || !strings.Contains(m.body, `cluster "nope" has not arrived`) {
+		t.Fatalf("route to a missing cluster: %+v %v", m, err)
+	}
+	if got := testutil.ToFloat64(metrics.ClusterMissing.WithLabelValues("t", "nope")) - before; got != 1 {
+		t.Fatalf("breeze_cluster_missing_total rose by %v, want 1", got)
+	}
+	if err := p.UpdateRoutes(rc); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.call(0, "x"); err != nil || md(m, "server") != "v2" {
+		t.Fatalf("connection unusable after a missing cluster: %+v %v", m, err)
 	}
 }
 

@@ -12,12 +12,12 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -133,26 +133,7 @@ func (r *Route) PickTarget() *Target {
 }
 
 // SubsetKey is the canonical name of a set of subset labels.
-func SubsetKey(labels map[string]string) string {
-	if len(labels) == 0 {
-		return ""
-	}
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(labels[k])
-	}
-	return b.String()
-}
+func SubsetKey(labels map[string]string) string { return cluster.SubsetKey(labels) }
 
 // Compile builds a Table. It re-checks what it relies on so that a table is
 // never half-built, but full validation with field paths is config.Validate's job.

@@ -4,7 +4,9 @@
 // hands the request to the upstream layer with the route's timeout. A
 // request whose upstream connection never opened is re-balanced to another
 // endpoint. The route table and clusters are immutable snapshots swapped
-// under live connections.
+// under live connections; clusters come from the proxy config or, at run
+// time, from xDS (SetCluster, RemoveCluster). A route naming a cluster the
+// router does not have gets the protocol's "no healthy upstream" reply.
 package router
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -41,7 +44,11 @@ type Router struct {
 	log            *slog.Logger
 	defaultTimeout time.Duration
 	up             *upstream.Manager
+	lookup         func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	snap           atomic.Pointer[snapshot]
+	// mu serialises changes of the snapshot (routes and clusters arrive
+	// on different goroutines).
+	mu sync.Mutex
 }
 
 // snapshot is the immutable routing state; an update swaps it whole.
@@ -68,7 +75,7 @@ type Options struct {
 // New compiles a proxy config's routes and clusters. Endpoints leaving a
 // cluster (static, DNS, EDS) retire their upstream pools.
 func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
-	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream}
+	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream, lookup: opts.Lookup}
 	if rt.log == nil {
 		rt.log = slog.Default()
 	}
@@ -94,14 +101,8 @@ func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
 		}
 		snap.clusters[c.GetName()] = &clusterEntry{Cluster: cl, metrics: metrics.NewCluster(rt.name, c.GetName())}
 	}
-	for _, r := range table.Routes {
-		for _, t := range r.Targets {
-			if snap.clusters[t.Cluster] == nil {
-				snap.close()
-				return nil, fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
-			}
-		}
-	}
+	// Routes may name clusters the config does not define: they arrive
+	// over xDS (config.Validate allows that only with an xds source).
 	rt.snap.Store(snap)
 	return rt, nil
 }
@@ -131,20 +132,82 @@ func (rt *Router) UpdateRoutes(rc *breezev1.RouteConfiguration) error {
 	if err != nil {
 		return err
 	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	old := rt.snap.Load()
-	for _, r := range table.Routes {
-		for _, t := range r.Targets {
-			if old.clusters[t.Cluster] == nil {
-				return fmt.Errorf("route %q: cluster %q is not defined", r.Name, t.Cluster)
-			}
-		}
-	}
 	// Subset balancers first, so the new table never meets a missing one.
+	// A cluster not here yet gets them when it arrives (SetCluster).
 	for name, s := range subsetsOf(table) {
-		old.clusters[name].AddSubsets(s)
+		if c := old.clusters[name]; c != nil {
+			c.AddSubsets(s)
+		}
 	}
 	rt.snap.Store(&snapshot{routes: table, clusters: old.clusters})
 	return nil
+}
+
+// SetCluster adds a cluster, or replaces the one of that name (a new
+// version from xDS): endpoints the new version keeps keep their state and
+// upstream connections; the others drain. eds, when not nil, are the
+// endpoints an EDS cluster starts with (otherwise it keeps the previous
+// version's, or has none). New requests see the new version at once;
+// requests in flight finish on the one they started with.
+func (rt *Router) SetCluster(c *breezev1.Cluster, eds []cluster.Spec) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	old := rt.snap.Load()
+	prev := old.clusters[c.GetName()]
+	opts := cluster.Options{
+		Subsets:  subsetsOf(old.routes)[c.GetName()],
+		Log:      rt.log,
+		OnRemove: rt.up.Retire,
+		Lookup:   rt.lookup,
+	}
+	if prev != nil {
+		opts.Previous = prev.Cluster
+	}
+	cl, err := cluster.New(c, opts)
+	if err != nil {
+		return err
+	}
+	if eds != nil && c.GetType() == breezev1.Cluster_EDS {
+		cl.Update(eds)
+	}
+	entry := &clusterEntry{Cluster: cl}
+	if prev != nil {
+		entry.metrics = prev.metrics
+	} else {
+		entry.metrics = metrics.NewCluster(rt.name, c.GetName())
+	}
+	clusters := maps.Clone(old.clusters)
+	clusters[c.GetName()] = entry
+	rt.snap.Store(&snapshot{routes: old.routes, clusters: clusters})
+	if prev != nil {
+		if gone := prev.Handover(cl); len(gone) > 0 {
+			rt.up.Retire(gone)
+		}
+	}
+	return nil
+}
+
+// RemoveCluster removes a cluster: new requests to it get "no healthy
+// upstream"; its upstream connections close once the requests they carry
+// are answered.
+func (rt *Router) RemoveCluster(name string) {
+	rt.mu.Lock()
+	old := rt.snap.Load()
+	prev := old.clusters[name]
+	if prev == nil {
+		rt.mu.Unlock()
+		return
+	}
+	clusters := maps.Clone(old.clusters)
+	delete(clusters, name)
+	rt.snap.Store(&snapshot{routes: old.routes, clusters: clusters})
+	rt.mu.Unlock()
+	// Emptying it retires its endpoints' pools (drained, not cut), and a
+	// request in flight that is re-balanced finds no endpoint.
+	prev.Shutdown()
 }
 
 // Cluster returns a cluster of the current configuration (for endpoint
@@ -218,6 +281,12 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	c.target = c.route.PickTarget()
 	c.cl = c.snap.clusters[c.target.Cluster]
 	s.Cluster = c.target.Cluster
+	if c.cl == nil {
+		metrics.ClusterMissing.WithLabelValues(rt.name, c.target.Cluster).Inc()
+		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+			fmt.Sprintf("breeze: cluster %q has not arrived (over xDS) or is still warming", c.target.Cluster), filter.NoHealthyUpstream, true)
+		return filter.Stop
+	}
 	c.up.Oneway = s.Request.Type == codecs.Oneway
 	c.up.Timeout = c.route.Timeout
 	if c.up.Timeout <= 0 {
@@ -239,7 +308,7 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 	}
 	hashKey := c.route.HashKey
 	if hashKey == "" {
-		hashKey = c.cl.HashKey
+		hashKey = set.HashKey
 	}
 	var hv string
 	var hasHash bool
