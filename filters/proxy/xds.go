@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/route"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	xdsclient "github.com/breeze-mesh/breeze/xds/client"
 )
@@ -67,8 +69,9 @@ func acquireXDS(address, node string) (*xdsclient.Client, func(), error) {
 
 // xdsWatches is what a proxy subscribed to; stop ends it.
 type xdsWatches struct {
-	cancels []func()
-	release func()
+	cancels  []func()
+	clusters *xdsClusters
+	release  func()
 }
 
 func (w *xdsWatches) stop() {
@@ -78,14 +81,15 @@ func (w *xdsWatches) stop() {
 	for _, c := range w.cancels {
 		c()
 	}
+	w.clusters.close()
 	w.release()
 }
 
-// startXDS subscribes the proxy to its route table and the endpoints of
-// its EDS clusters. Each version is applied as UpdateRoutes and
-// Cluster.Update do: atomically, under live connections. A version that
-// does not fit this proxy is refused (the client NACKs it) and the proxy
-// keeps what it had.
+// startXDS subscribes the proxy to its route table, the clusters its
+// routes name that its config does not define (xdsclusters.go), and the
+// endpoints of its EDS clusters. Each version is applied atomically under
+// live connections. A version that does not fit this proxy is refused (the
+// client NACKs it) and the proxy keeps what it had.
 func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 	x := cfg.GetXds()
 	if x == nil {
@@ -99,7 +103,14 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
+	wait := defaultInitialFetchTimeout
+	if d := x.GetInitialFetchTimeout(); d != nil {
+		wait = d.AsDuration()
+	}
 	w := &xdsWatches{release: release}
+	// A route table waits this long for its clusters; 0 (do not wait at
+	// start) still waits for them a little.
+	w.clusters = newXDSClusters(p, c, cfg, cmp.Or(wait, defaultInitialFetchTimeout))
 	// all closes once each watched resource has arrived (applied or not);
 	// the count starts at 1 until every watch is set up.
 	var pending atomic.Int32
@@ -115,12 +126,17 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 		var once sync.Once
 		return func() { once.Do(countDown) }
 	}
+	// The config's own routes may name clusters to fetch.
+	w.clusters.routes(nil, clusterNames(cfg.GetRouteConfig()), arrived())
 	if name := x.GetRouteConfigName(); name != "" {
 		clusters := cfg.GetClusters()
 		done := arrived()
 		w.cancels = append(w.cancels, c.WatchRoutes(name, func(rc *breezev1.RouteConfiguration) error {
-			defer done()
-			return p.applyRoutes(rc, clusters)
+			err := p.acceptRoutes(w.clusters, rc, clusters, done)
+			if err != nil {
+				done()
+			}
+			return err
 		}))
 	}
 	for _, cl := range cfg.GetClusters() {
@@ -141,10 +157,6 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 	p.xds = w
 	countDown()
 
-	wait := defaultInitialFetchTimeout
-	if d := x.GetInitialFetchTimeout(); d != nil {
-		wait = d.AsDuration()
-	}
 	if wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
@@ -163,10 +175,13 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 // enough not to stall Envoy's thread for long when it is down.
 const defaultInitialFetchTimeout = time.Second
 
-func (p *Proxy) applyRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster) error {
+// acceptRoutes validates a route table from xDS and hands it to the
+// cluster fetcher, which applies it once its clusters are here; done runs
+// then. An error refuses it (NACK) and the current table stays.
+func (p *Proxy) acceptRoutes(d *xdsClusters, rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster, done func()) error {
 	err := config.ValidateRoutes(rc, clusters)
 	if err == nil {
-		err = p.UpdateRoutes(rc)
+		_, err = route.Compile(rc)
 	}
 	if err != nil {
 		metrics.XDSUpdates.WithLabelValues(p.name, "routes", "rejected").Inc()
@@ -175,20 +190,30 @@ func (p *Proxy) applyRoutes(rc *breezev1.RouteConfiguration, clusters []*breezev
 		return err
 	}
 	metrics.XDSUpdates.WithLabelValues(p.name, "routes", "accepted").Inc()
-	p.log.Info("xds route table applied", "route_config", rc.GetName(), "routes", len(rc.GetRoutes()))
+	d.routes(rc, clusterNames(rc), done)
 	return nil
 }
 
-func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
+// endpointSpecs reads an endpoint assignment from xDS as cluster.Update
+// takes it.
+func endpointSpecs(cla *endpointv3.ClusterLoadAssignment) ([]cluster.Spec, error) {
 	eps, err := xdsclient.Endpoints(cla)
 	if err != nil {
-		metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()
-		p.log.Warn("xds endpoints rejected; keeping the current ones", "cluster", name, "eds_service_name", cla.GetClusterName(), "err", err)
-		return err
+		return nil, err
 	}
 	specs := make([]cluster.Spec, len(eps))
 	for i, e := range eps {
 		specs[i] = cluster.Spec{Addr: e.Addr, Labels: e.Labels, Weight: e.Weight}
+	}
+	return specs, nil
+}
+
+func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
+	specs, err := endpointSpecs(cla)
+	if err != nil {
+		metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()
+		p.log.Warn("xds endpoints rejected; keeping the current ones", "cluster", name, "eds_service_name", cla.GetClusterName(), "err", err)
+		return err
 	}
 	// The cluster tells the upstream layer which endpoints left, and it
 	// retires their pools (router.New wires that up).

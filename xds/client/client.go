@@ -104,6 +104,9 @@ type typeState struct {
 	// sent; a new watcher starts from it. Entries go with their last
 	// watcher, so memory follows what is watched.
 	last map[string]proto.Message
+	// absent (full-state types) are watched names the last response
+	// did not carry: a new watcher of one is told at once.
+	absent map[string]bool
 
 	// version is the last version ACKed (on any stream): a NACK repeats
 	// it, and a new stream starts from it.
@@ -122,6 +125,9 @@ type watcher struct {
 	// same answer without applying it again.
 	seen proto.Message
 	err  error
+	// absent: the watcher was told the resource does not exist, and
+	// nothing arrived since.
+	absent bool
 }
 
 // New starts a client; it connects in the background and keeps trying
@@ -170,6 +176,7 @@ func New(opts Options) (*Client, error) {
 	for _, ts := range c.types {
 		ts.watchers = map[string]map[*watcher]struct{}{}
 		ts.last = map[string]proto.Message{}
+		ts.absent = map[string]bool{}
 	}
 	go c.run()
 	return c, nil
@@ -183,10 +190,11 @@ func (c *Client) Close() {
 }
 
 // WatchRoutes subscribes to the breeze.v1.RouteConfiguration named name.
-// apply gets every new version (and at once the current one, if the client
+// apply gets every new version (and soon the current one, if the client
 // has it); an error it returns NACKs that version and apply must then keep
-// what it had. Calls are serialised across all watchers of the client and
-// must not call the client's methods. cancel ends the watch.
+// what it had. Calls are serialised across all watchers of the client;
+// apply may watch and cancel (a cluster naming its endpoints), but must
+// not wait for another delivery. cancel ends the watch.
 func (c *Client) WatchRoutes(name string, apply func(*breezev1.RouteConfiguration) error) (cancel func()) {
 	return c.watch(RouteConfigurationType, name, func(m proto.Message) error {
 		return apply(m.(*breezev1.RouteConfiguration))
@@ -202,7 +210,8 @@ func (c *Client) WatchEndpoints(name string, apply func(*endpointv3.ClusterLoadA
 }
 
 // WatchClusters subscribes to the Envoy Cluster named name, as WatchRoutes
-// does. apply(nil) says the server removed it (a response left it out).
+// does. apply(nil) says the server does not have it (a response left it
+// out): removed, or never there; once per absence.
 func (c *Client) WatchClusters(name string, apply func(*clusterv3.Cluster) error) (cancel func()) {
 	return c.watch(ClusterType, name, func(m proto.Message) error {
 		if m == nil {
@@ -214,7 +223,6 @@ func (c *Client) WatchClusters(name string, apply func(*clusterv3.Cluster) error
 
 func (c *Client) watch(typeURL, name string, apply func(proto.Message) error) func() {
 	w := &watcher{apply: apply}
-	c.deliverMu.Lock()
 	c.mu.Lock()
 	ts := c.types[typeURL]
 	ws := ts.watchers[name]
@@ -224,12 +232,13 @@ func (c *Client) watch(typeURL, name string, apply func(proto.Message) error) fu
 		c.due(ts)
 	}
 	ws[w] = struct{}{}
-	last := ts.last[name]
+	known := ts.last[name] != nil || ts.absent[name]
 	c.mu.Unlock()
-	if last != nil {
-		w.offer(last)
+	if known {
+		// Not here: watch may be called from a delivery, which holds
+		// deliverMu.
+		go c.deliverKnown(ts, name, w)
 	}
-	c.deliverMu.Unlock()
 
 	var once sync.Once
 	return func() {
@@ -240,9 +249,30 @@ func (c *Client) watch(typeURL, name string, apply func(proto.Message) error) fu
 			if len(ws) == 0 && ts.watchers[name] != nil {
 				delete(ts.watchers, name)
 				delete(ts.last, name)
+				delete(ts.absent, name)
 				c.due(ts)
 			}
 		})
+	}
+}
+
+// deliverKnown hands a new watcher what the client knows of its resource:
+// the newest version, or that it does not exist. It reads them when its
+// turn to deliver comes, so a newer version that arrived meanwhile is the
+// one it hands over.
+func (c *Client) deliverKnown(ts *typeState, name string, w *watcher) {
+	c.deliverMu.Lock()
+	defer c.deliverMu.Unlock()
+	c.mu.Lock()
+	_, watching := ts.watchers[name][w]
+	last, absent := ts.last[name], ts.absent[name]
+	c.mu.Unlock()
+	switch {
+	case !watching:
+	case last != nil:
+		w.offer(last)
+	case absent:
+		w.remove()
 	}
 }
 
@@ -262,16 +292,17 @@ func (w *watcher) offer(m proto.Message) error {
 	if w.seen != nil && proto.Equal(w.seen, m) {
 		return w.err
 	}
+	w.absent = false
 	w.seen, w.err = m, w.apply(m)
 	return w.err
 }
 
-// remove tells the watcher its resource is gone, if it had one.
+// remove tells the watcher its resource does not exist, once.
 func (w *watcher) remove() {
-	if w.seen == nil {
+	if w.absent {
 		return
 	}
-	w.seen, w.err = nil, nil
+	w.seen, w.err, w.absent = nil, nil, true
 	w.apply(nil)
 }
 
@@ -413,6 +444,7 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 		var ws []*watcher
 		if set := ts.watchers[name]; set != nil {
 			ts.last[name] = m
+			delete(ts.absent, name)
 			for w := range set {
 				ws = append(ws, w)
 			}
@@ -462,6 +494,7 @@ func (c *Client) removeMissing(ts *typeState, present map[string]bool) {
 			continue
 		}
 		delete(ts.last, name)
+		ts.absent[name] = true
 		for w := range set {
 			ws = append(ws, w)
 		}
