@@ -21,7 +21,7 @@ type Set struct {
 	// HashKey is the request metadata key RING_HASH and MAGLEV hash when
 	// the route names none: the subset's, else the cluster's.
 	HashKey string
-	next      atomic.Uint64
+	next    atomic.Uint64
 	// schedule expands weights for round robin; cumulative for random.
 	schedule   []int32
 	cumulative []uint64
