@@ -80,7 +80,8 @@ type Cluster struct {
 
 	state  atomic.Pointer[state]
 	log    *slog.Logger
-	stop   context.CancelFunc
+	stop   context.CancelFunc // guarded by mu
+	dns    *resolver          // STRICT_DNS clusters
 	mu     sync.Mutex // serialises endpoint updates
 	closed bool
 	byAddr map[string]*Endpoint
@@ -187,16 +188,21 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		}
 		cl.Update(eps)
 	case breezev1.Cluster_STRICT_DNS:
-		cl.Update(nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		cl.stop = cancel
+		// The previous version's addresses until the first resolution.
+		var specs []Spec
+		if opts.Previous != nil {
+			specs = opts.Previous.Specs()
+		}
+		cl.Update(specs)
 		lookup := opts.Lookup
 		if lookup == nil {
 			lookup = net.DefaultResolver.LookupNetIP
 		}
-		r := &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: lookup}
-		r.resolveOnce(ctx)
-		go r.run(ctx)
+		cl.dns = &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: lookup}
+		ctx, cancel := context.WithCancel(context.Background())
+		cl.stop = cancel
+		cl.dns.resolveOnce(ctx)
+		go cl.dns.run(ctx)
 	case breezev1.Cluster_EDS:
 		// Until xDS delivers endpoints: none, or the previous version's.
 		var specs []Spec
@@ -222,8 +228,40 @@ func durationOr(d, def time.Duration) time.Duration {
 func (c *Cluster) Close() {
 	c.mu.Lock()
 	c.closed = true
+	stop := c.stop
+	c.stop = func() {}
 	c.mu.Unlock()
+	stop()
+}
+
+// Pause stops background resolution until Resume; the endpoints stay. A
+// proxy with no connection left pauses its clusters.
+func (c *Cluster) Pause() {
+	c.mu.Lock()
+	stop := c.stop
+	c.stop = func() {}
+	c.mu.Unlock()
+	stop()
+}
+
+// Resume restarts background resolution after Pause: it resolves at once,
+// in the background, then every refresh period.
+func (c *Cluster) Resume() {
+	if c.dns == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
 	c.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop = cancel
+	go func() {
+		c.dns.resolveOnce(ctx)
+		c.dns.run(ctx)
+	}()
 }
 
 // Shutdown closes the cluster and empties it: its endpoints go to
@@ -416,9 +454,12 @@ func (r *resolver) resolveOnce(ctx context.Context) {
 	var specs []Spec
 	prev := r.cluster.Endpoints()
 	for _, e := range r.endpoints {
-		ctx, cancel := context.WithTimeout(ctx, r.every)
-		ips, err := r.lookup(ctx, "ip", e.GetAddress())
+		lctx, cancel := context.WithTimeout(ctx, r.every)
+		ips, err := r.lookup(lctx, "ip", e.GetAddress())
 		cancel()
+		if ctx.Err() != nil {
+			return // paused or closed meanwhile
+		}
 		port := strconv.Itoa(int(e.GetPort()))
 		if err != nil {
 			r.cluster.log.Warn("dns resolution failed, keeping previous addresses", "host", e.GetAddress(), "err", err)

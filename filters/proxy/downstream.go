@@ -36,6 +36,7 @@ type downConn struct {
 	active *stream
 
 	closed     atomic.Bool
+	counted    atomic.Bool // in the proxy's connection count (life.go)
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
 }
@@ -74,6 +75,8 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	}
 	metrics.DownstreamConnections.WithLabelValues(d.p.name).Inc()
 	metrics.DownstreamActive.WithLabelValues(d.p.name).Inc()
+	d.counted.Store(true)
+	d.p.connOpened()
 	d.touch()
 	if d.p.idleTimeout > 0 {
 		// The timer must not hold d strongly: d -> timer -> d would be a
@@ -282,6 +285,9 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 		d.p.log.Debug("downstream closed by peer")
 	}
 	d.abortActive()
+	if d.counted.Swap(false) {
+		d.p.connClosed()
+	}
 }
 
 // abortActive finishes the requests still in flight of a closed

@@ -290,8 +290,16 @@ func startProxy(t *testing.T, yamlCfg string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	testListenersMu.Lock()
+	testListeners = append(testListeners, ln)
+	testListenersMu.Unlock()
 	return ln.Addr().String()
 }
+
+var (
+	testListenersMu sync.Mutex
+	testListeners   []net.Listener
+)
 
 // eventually waits for cond, failing the test after a deadline.
 func eventually(t *testing.T, what string, cond func() bool) {

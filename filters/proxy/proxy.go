@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -45,7 +46,18 @@ type Proxy struct {
 	// then refused with a log line, instead of crashing Envoy.
 	err error
 
-	// xds is the proxy's subscription to routes and endpoints (xds.go).
+	// cfg is kept to subscribe again after a sleep.
+	cfg *breezev1.ProxyConfig
+
+	// lifeMu guards the proxy's life (life.go): the connections open,
+	// whether it sleeps, and its xDS subscription.
+	lifeMu sync.Mutex
+	conns  int
+	asleep bool
+	closed bool
+	unused *time.Timer
+	// xds is the proxy's subscription to routes, clusters and endpoints
+	// (xds.go), nil while asleep.
 	xds *xdsWatches
 }
 
@@ -69,6 +81,7 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 			Params:       cfg.GetCodecParams(),
 		},
 		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
+		cfg:         cfg,
 	}
 	for _, w := range config.Warnings(cfg) {
 		p.log.Warn("proxy config: " + w)
@@ -89,10 +102,13 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		rt.Close()
 		return nil, err
 	}
-	if err := p.startXDS(cfg); err != nil {
+	if err := p.startXDS(true); err != nil {
 		rt.Close()
 		return nil, err
 	}
+	// A config Envoy parsed but never gives a connection must not keep
+	// its pools and subscriptions forever either.
+	p.unused = time.AfterFunc(unusedSleep, p.sleepIfUnused)
 	return p, nil
 }
 
@@ -155,7 +171,14 @@ func (p *Proxy) Cluster(name string) *cluster.Cluster { return p.router.Cluster(
 // Close stops background work (DNS, xDS) and closes upstream connections.
 // Envoy never frees a parsed config; the standalone runner and tests do.
 func (p *Proxy) Close() {
+	p.lifeMu.Lock()
+	p.closed = true
+	if p.unused != nil {
+		p.unused.Stop()
+	}
 	p.xds.stop()
+	p.xds = nil
+	p.lifeMu.Unlock()
 	if p.router != nil {
 		p.router.Close()
 	}

@@ -90,7 +90,12 @@ func (w *xdsWatches) stop() {
 // endpoints of its EDS clusters. Each version is applied atomically under
 // live connections. A version that does not fit this proxy is refused (the
 // client NACKs it) and the proxy keeps what it had.
-func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
+//
+// block: wait up to initial_fetch_timeout for the first versions (a new
+// proxy, on Envoy's main thread); a waking proxy serves what it had
+// meanwhile.
+func (p *Proxy) startXDS(block bool) error {
+	cfg := p.cfg
 	x := cfg.GetXds()
 	if x == nil {
 		return nil
@@ -126,8 +131,9 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 		var once sync.Once
 		return func() { once.Do(countDown) }
 	}
-	// The config's own routes may name clusters to fetch.
-	w.clusters.routes(nil, clusterNames(cfg.GetRouteConfig()), arrived())
+	// The table in use (the config's own, or the last from xDS before a
+	// sleep) may name clusters to fetch.
+	w.clusters.routes(nil, p.router.ClusterNames(), arrived())
 	if name := x.GetRouteConfigName(); name != "" {
 		clusters := cfg.GetClusters()
 		done := arrived()
@@ -157,7 +163,7 @@ func (p *Proxy) startXDS(cfg *breezev1.ProxyConfig) error {
 	p.xds = w
 	countDown()
 
-	if wait > 0 {
+	if wait > 0 && block {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {

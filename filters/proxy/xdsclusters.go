@@ -124,6 +124,11 @@ func (d *xdsClusters) watch(name string) {
 		return
 	}
 	xc := &xdsCluster{name: name}
+	// The router may have it from before a sleep: it serves until the
+	// server says otherwise.
+	if d.p.router.Cluster(name) != nil {
+		xc.published, xc.settled = true, true
+	}
 	d.m[name] = xc
 	xc.cancel = d.c.WatchClusters(name, func(ec *clusterv3.Cluster) error { return d.onCluster(xc, ec) })
 }

@@ -225,6 +225,36 @@ func (s *snapshot) close() {
 	}
 }
 
+// Sleep pauses the clusters' background work (DNS) while the proxy has no
+// connection; Wake resumes it.
+func (rt *Router) Sleep() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for _, c := range rt.snap.Load().clusters {
+		c.Pause()
+	}
+}
+
+// Wake resumes what Sleep paused.
+func (rt *Router) Wake() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for _, c := range rt.snap.Load().clusters {
+		c.Resume()
+	}
+}
+
+// ClusterNames lists the clusters the current route table names.
+func (rt *Router) ClusterNames() map[string]bool {
+	names := map[string]bool{}
+	for _, r := range rt.snap.Load().routes.Routes {
+		for _, t := range r.Targets {
+			names[t.Cluster] = true
+		}
+	}
+	return names
+}
+
 // Close stops the clusters' background work (DNS).
 func (rt *Router) Close() {
 	if s := rt.snap.Load(); s != nil {

@@ -93,6 +93,9 @@ type Manager struct {
 
 	mu    sync.RWMutex
 	pools map[poolKey]*pool
+	// suspended: the proxy has no connection left; no pool opens until
+	// Resume (a straggling request gets ErrUnavailable).
+	suspended bool
 }
 
 type poolKey struct {
@@ -131,6 +134,9 @@ func (m *Manager) pool(t Target) *pool {
 	defer m.mu.Unlock()
 	if pl = m.pools[key]; pl != nil {
 		return pl
+	}
+	if m.suspended {
+		return nil
 	}
 	// Checked under m.mu: Retire runs after the cluster published its new
 	// set and takes m.mu, so either it sees this pool or this check sees
@@ -207,10 +213,25 @@ func (m *Manager) Retire(eps []*cluster.Endpoint) {
 
 // Close closes every connection at once. Envoy never frees a parsed
 // config; the standalone runner and tests do.
-func (m *Manager) Close() {
+func (m *Manager) Close() { m.closeAll(false) }
+
+// Suspend closes every connection, with their timers and goroutines, and
+// opens none until Resume: the proxy has no downstream connection left, so
+// whatever they carried was answered or abandoned.
+func (m *Manager) Suspend() { m.closeAll(true) }
+
+// Resume lets pools open again after Suspend.
+func (m *Manager) Resume() {
+	m.mu.Lock()
+	m.suspended = false
+	m.mu.Unlock()
+}
+
+func (m *Manager) closeAll(suspend bool) {
 	m.mu.Lock()
 	pools := m.pools
 	m.pools = map[poolKey]*pool{}
+	m.suspended = m.suspended || suspend
 	m.mu.Unlock()
 	for _, pl := range pools {
 		pl.closeAll()
