@@ -155,7 +155,7 @@ func Resolve(in *Service) (*Service, error) {
 		if ip, err := netip.ParseAddr(s.VIP); err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.Zone() != "" {
 			bad("vip", "%q: outbound needs the service's ClusterIP (kubectl get svc): Istio names its listener <vip>_<port>", s.VIP)
 		}
-		if s.Outbound == nil {
+		if len(s.Outbound.GetClusters()) == 0 && len(s.Outbound.GetRouteConfig().GetRoutes()) == 0 && s.Outbound.GetXds() == nil {
 			bad("routes", "outbound needs clusters (and routes), or xds")
 		}
 	}
@@ -214,6 +214,8 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 	pc := &breezev1.ProxyConfig{
 		StatPrefix:     "inbound_" + s.Name,
 		Codec:          s.Protocol,
+		CodecParams:    s.Outbound.GetCodecParams(),
+		MaxFrameSize:   s.Outbound.GetMaxFrameSize(),
 		RequestTimeout: s.Outbound.GetRequestTimeout(),
 		IdleTimeout:    s.Outbound.GetIdleTimeout(),
 		RouteConfig: &breezev1.RouteConfiguration{Name: s.Name + "-inbound", Routes: []*breezev1.Route{{

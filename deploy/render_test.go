@@ -27,6 +27,20 @@ func renderString(t *testing.T, desc string) ([]*EnvoyFilter, error) {
 	return Render(s)
 }
 
+// pluginConfig is the ProxyConfig (the TypedStruct's value) of an
+// EnvoyFilter's Go filter patch.
+func pluginConfig(t *testing.T, ef *EnvoyFilter) map[string]any {
+	t.Helper()
+	v := ef.Spec.GetConfigPatches()[0].GetPatch().GetValue().AsMap()
+	tc, _ := v["typed_config"].(map[string]any)
+	pc, _ := tc["plugin_config"].(map[string]any)
+	value, ok := pc["value"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no plugin_config value in %v", ef.Name, v)
+	}
+	return value
+}
+
 func TestRenderDefaults(t *testing.T) {
 	efs, err := renderString(t, minimalService)
 	if err != nil {
@@ -83,6 +97,29 @@ func TestRenderVariants(t *testing.T) {
 				t.Errorf("want xds and no static routes, got %v", pc)
 			}
 		}},
+		{"codec settings and filters", strings.Replace(minimalService, "protocol: dubbo", "protocol: thrift", 1) +
+			"direction: both\nselector: {app: greeter}\nupstream_tls: none\n" +
+			"codec_params: {transport: framed, protocol: compact}\nmax_frame_size: 1048576\nidle_timeout: 60s\n" +
+			"filters: [{name: require, typed_config: {'@type': type.googleapis.com/breeze.filters.require.v1.Require, keys: [tenant]}}]\n",
+			func(t *testing.T, efs []*EnvoyFilter) {
+				out, in := pluginConfig(t, efs[0]), pluginConfig(t, efs[1])
+				for _, pc := range []map[string]any{out, in} {
+					if p := pc["codec_params"].(map[string]any); p["transport"] != "framed" || p["protocol"] != "compact" {
+						t.Errorf("%s: codec_params %v", pc["stat_prefix"], p)
+					}
+					if pc["max_frame_size"] != 1048576.0 || pc["idle_timeout"] != "60s" {
+						t.Errorf("%s: max_frame_size %v, idle_timeout %v", pc["stat_prefix"], pc["max_frame_size"], pc["idle_timeout"])
+					}
+				}
+				// The filters are the clients' policy: the inbound proxy
+				// only hands requests to the local app.
+				if fs, _ := out["filters"].([]any); len(fs) != 1 || fs[0].(map[string]any)["name"] != "require" {
+					t.Errorf("outbound filters %v", out["filters"])
+				}
+				if in["filters"] != nil {
+					t.Errorf("inbound filters %v, want none", in["filters"])
+				}
+			}},
 		{"no proxy version pin", minimalService + "proxy_version: '-'\n", func(t *testing.T, efs []*EnvoyFilter) {
 			if efs[0].Spec.GetConfigPatches()[0].GetMatch().GetProxy() != nil {
 				t.Error("want no proxy match")
@@ -106,6 +143,10 @@ func TestRenderMistakes(t *testing.T) {
 		{"no host", strings.Replace(minimalService, "host: greeter.demo.svc.cluster.local\n", "", 1), "host: required"},
 		{"bad vip", strings.Replace(minimalService, "vip: 10.96.0.20", "vip: greeter", 1), `vip: "greeter": outbound needs the service's ClusterIP`},
 		{"no routing", "host: a.b\nvip: 10.96.0.1\nport: 1\nprotocol: dubbo\n", "routes: outbound needs clusters (and routes), or xds"},
+		{"only timeouts", "host: a.b\nvip: 10.96.0.1\nport: 1\nprotocol: dubbo\nrequest_timeout: 1s\n", "routes: outbound needs clusters (and routes), or xds"},
+		{"codec param", minimalService + "codec_params: {transport: framed}\n", `dubbo: unknown param "transport"`},
+		{"codec param type", minimalService + "codec_params: {transport: 1}\n", "codec_params: invalid value for string field"},
+		{"filter", minimalService + "filters: [{name: requir}]\n", `filters[0].name: "requir": no such filter`},
 		{"unknown codec", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubo", 1), `codec: "dubo"`},
 		{"unknown route field", minimalService + "routes: [{route: {cluster: greeter}, mach: {}}]\n", "routes[0].mach: unknown field"},
 		{"route to no cluster", minimalService + "routes: [{route: {cluster: greter}}]\n", `routes[0].route.cluster: "greter"`},
