@@ -69,9 +69,10 @@ type Service struct {
 	// Outbound is the clients' proxy: its route_config, clusters, xds,
 	// timeouts, filters, codec_params and max_frame_size. stat_prefix and
 	// codec are filled in by Render. With clusters but no routes, one
-	// catch-all route goes to the first cluster. The inbound proxy takes
-	// its timeouts, codec_params and max_frame_size (the wire is the
-	// same on both sides), not its filters.
+	// catch-all route goes to the first cluster. With xds, no routes or
+	// clusters: the xDS server serves them (see Resolve). The inbound
+	// proxy takes its timeouts, codec_params and max_frame_size (the wire
+	// is the same on both sides), not its filters.
 	Outbound *breezev1.ProxyConfig
 	// LibraryPath of breeze.so in the sidecar; default DefaultLibraryPath.
 	LibraryPath string
