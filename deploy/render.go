@@ -80,8 +80,20 @@ func Render(s *Service) ([]*EnvoyFilter, error) {
 	return out, nil
 }
 
+// RouteConfigName is the route table an outbound proxy with xds and no
+// xds.route_config_name fetches: host_port, as breeze xds names the table
+// of a ServiceEntry host and port (controlplane.RouteConfigName).
+func RouteConfigName(host string, port uint32) string {
+	return host + "_" + strconv.FormatUint(uint64(port), 10)
+}
+
 // Resolve returns a copy of a Service with its defaults filled in, after
 // checking it; errors name the service file's fields. Render calls it.
+//
+// With xds (outbound), xds.route_config_name defaults to RouteConfigName
+// of Host and Port, and routes and clusters are errors: the xDS server
+// serves them, so that the plugin_config holds only what does not change
+// at run time (codec, stat prefix, xds source, timeouts, filters).
 func Resolve(in *Service) (*Service, error) {
 	s := *in
 	var errs []error
@@ -155,8 +167,30 @@ func Resolve(in *Service) (*Service, error) {
 		if ip, err := netip.ParseAddr(s.VIP); err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.Zone() != "" {
 			bad("vip", "%q: outbound needs the service's ClusterIP (kubectl get svc): Istio names its listener <vip>_<port>", s.VIP)
 		}
-		if s.Outbound == nil {
+		if len(s.Outbound.GetClusters()) == 0 && len(s.Outbound.GetRouteConfig().GetRoutes()) == 0 && s.Outbound.GetXds() == nil {
 			bad("routes", "outbound needs clusters (and routes), or xds")
+		}
+	}
+	if s.Direction != Inbound && s.Outbound.GetXds() != nil {
+		s.Outbound = proto.CloneOf(s.Outbound)
+		x := s.Outbound.GetXds()
+		if x.GetRouteConfigName() == "" && s.Host != "" && s.Port != 0 {
+			x.RouteConfigName = RouteConfigName(s.Host, s.Port)
+		}
+		// What changes at run time stays out of the EnvoyFilter: a new
+		// plugin_config is a new listener in every client sidecar, and
+		// Envoy drains the old one's connections.
+		if len(s.Outbound.GetRouteConfig().GetRoutes()) > 0 {
+			bad("routes", "with xds, the route table is the xDS resource %q (xds.route_config_name): serve these routes from the xDS server (breeze xds: a MetaRouter for %s) and remove them here, "+
+				"so that the EnvoyFilter stays the same when they change", x.GetRouteConfigName(), s.Host)
+		}
+		if cs := s.Outbound.GetClusters(); len(cs) > 0 {
+			names := make([]string, len(cs))
+			for i, c := range cs {
+				names[i] = strconv.Quote(c.GetName())
+			}
+			bad("clusters", "%s: with xds, each cluster a route names is an Envoy Cluster fetched from the xDS server: serve them from it (breeze xds) and remove them here, "+
+				"so that the EnvoyFilter stays the same when they change", strings.Join(names, ", "))
 		}
 	}
 	if s.Direction != Outbound && len(s.Selector) == 0 {
@@ -191,7 +225,7 @@ func (s *Service) outbound() (*EnvoyFilter, error) {
 	pc := proto.CloneOf(s.Outbound)
 	pc.StatPrefix = "outbound_" + s.Name
 	pc.Codec = s.Protocol
-	if len(pc.GetRouteConfig().GetRoutes()) == 0 && pc.GetXds().GetRouteConfigName() == "" && len(pc.GetClusters()) > 0 {
+	if pc.GetXds() == nil && len(pc.GetRouteConfig().GetRoutes()) == 0 && len(pc.GetClusters()) > 0 {
 		pc.RouteConfig = &breezev1.RouteConfiguration{Name: s.Name, Routes: []*breezev1.Route{{
 			Name:  "all",
 			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: pc.GetClusters()[0].GetName()}},
@@ -214,6 +248,8 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 	pc := &breezev1.ProxyConfig{
 		StatPrefix:     "inbound_" + s.Name,
 		Codec:          s.Protocol,
+		CodecParams:    s.Outbound.GetCodecParams(),
+		MaxFrameSize:   s.Outbound.GetMaxFrameSize(),
 		RequestTimeout: s.Outbound.GetRequestTimeout(),
 		IdleTimeout:    s.Outbound.GetIdleTimeout(),
 		RouteConfig: &breezev1.RouteConfiguration{Name: s.Name + "-inbound", Routes: []*breezev1.Route{{
@@ -339,5 +375,13 @@ func RenderFile(name string, data []byte) ([]byte, error) {
 	header := fmt.Sprintf("# Rendered by `breeze render envoyfilter %s`: edit that file and render again.\n"+
 		"# Needs Istio 1.28 sidecars (Envoy 1.36) carrying breeze.so at its library_path, with\n"+
 		"# GODEBUG=cgocheck=0 (see the README's \"Run in Istio\").\n", name)
+	if x := s.Outbound.GetXds(); x != nil && s.Direction != Inbound {
+		table := x.GetRouteConfigName()
+		if table == "" {
+			table = RouteConfigName(s.Host, s.Port)
+		}
+		header += fmt.Sprintf("# Outbound routes and clusters come from the xDS server at %s,\n"+
+			"# route table %q: these EnvoyFilters stay the same when they change.\n", x.GetAddress(), table)
+	}
 	return append([]byte(header), y...), nil
 }

@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -25,6 +27,20 @@ func renderString(t *testing.T, desc string) ([]*EnvoyFilter, error) {
 		return nil, err
 	}
 	return Render(s)
+}
+
+// pluginConfig is the ProxyConfig (the TypedStruct's value) of an
+// EnvoyFilter's Go filter patch.
+func pluginConfig(t *testing.T, ef *EnvoyFilter) map[string]any {
+	t.Helper()
+	v := ef.Spec.GetConfigPatches()[0].GetPatch().GetValue().AsMap()
+	tc, _ := v["typed_config"].(map[string]any)
+	pc, _ := tc["plugin_config"].(map[string]any)
+	value, ok := pc["value"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no plugin_config value in %v", ef.Name, v)
+	}
+	return value
 }
 
 func TestRenderDefaults(t *testing.T) {
@@ -77,12 +93,43 @@ func TestRenderVariants(t *testing.T) {
 				t.Errorf("destinationPort %d, want the target port 8080", p)
 			}
 		}},
-		{"routes from xds", "host: greeter.demo\nvip: 10.96.0.20\nport: 20880\nprotocol: dubbo\nxds: {address: 'breeze-control.istio-system:15010', route_config_name: greeter}\nclusters: [{name: greeter, type: EDS}]\n", func(t *testing.T, efs []*EnvoyFilter) {
-			pc := efs[0].Spec.GetConfigPatches()[0].GetPatch().GetValue().AsMap()["typed_config"].(map[string]any)["plugin_config"].(map[string]any)["value"].(map[string]any)
-			if pc["xds"] == nil || pc["route_config"] != nil {
-				t.Errorf("want xds and no static routes, got %v", pc)
+		{"routes from xds, table named", "host: greeter.demo\nvip: 10.96.0.20\nport: 20880\nprotocol: dubbo\nxds: {address: 'breeze-control.istio-system:15010', route_config_name: greeter}\n", func(t *testing.T, efs []*EnvoyFilter) {
+			pc := pluginConfig(t, efs[0])
+			if x, _ := pc["xds"].(map[string]any); x["route_config_name"] != "greeter" || pc["route_config"] != nil || pc["clusters"] != nil {
+				t.Errorf("want xds with route table greeter and no routes or clusters, got %v", pc)
 			}
 		}},
+		{"routes from xds, both directions", xdsService + "direction: both\nselector: {app: greeter}\nupstream_tls: none\n", func(t *testing.T, efs []*EnvoyFilter) {
+			// The inbound proxy hands every request to the local app,
+			// whatever the server serves the clients.
+			in := pluginConfig(t, efs[1])
+			if in["xds"] != nil || in["request_timeout"] != "3s" || len(in["clusters"].([]any)) != 1 {
+				t.Errorf("inbound plugin_config %v", in)
+			}
+		}},
+		{"codec settings and filters", strings.Replace(minimalService, "protocol: dubbo", "protocol: thrift", 1) +
+			"direction: both\nselector: {app: greeter}\nupstream_tls: none\n" +
+			"codec_params: {transport: framed, protocol: compact}\nmax_frame_size: 1048576\nidle_timeout: 60s\n" +
+			"filters: [{name: require, typed_config: {'@type': type.googleapis.com/breeze.filters.require.v1.Require, keys: [tenant]}}]\n",
+			func(t *testing.T, efs []*EnvoyFilter) {
+				out, in := pluginConfig(t, efs[0]), pluginConfig(t, efs[1])
+				for _, pc := range []map[string]any{out, in} {
+					if p := pc["codec_params"].(map[string]any); p["transport"] != "framed" || p["protocol"] != "compact" {
+						t.Errorf("%s: codec_params %v", pc["stat_prefix"], p)
+					}
+					if pc["max_frame_size"] != 1048576.0 || pc["idle_timeout"] != "60s" {
+						t.Errorf("%s: max_frame_size %v, idle_timeout %v", pc["stat_prefix"], pc["max_frame_size"], pc["idle_timeout"])
+					}
+				}
+				// The filters are the clients' policy: the inbound proxy
+				// only hands requests to the local app.
+				if fs, _ := out["filters"].([]any); len(fs) != 1 || fs[0].(map[string]any)["name"] != "require" {
+					t.Errorf("outbound filters %v", out["filters"])
+				}
+				if in["filters"] != nil {
+					t.Errorf("inbound filters %v, want none", in["filters"])
+				}
+			}},
 		{"no proxy version pin", minimalService + "proxy_version: '-'\n", func(t *testing.T, efs []*EnvoyFilter) {
 			if efs[0].Spec.GetConfigPatches()[0].GetMatch().GetProxy() != nil {
 				t.Error("want no proxy match")
@@ -106,6 +153,14 @@ func TestRenderMistakes(t *testing.T) {
 		{"no host", strings.Replace(minimalService, "host: greeter.demo.svc.cluster.local\n", "", 1), "host: required"},
 		{"bad vip", strings.Replace(minimalService, "vip: 10.96.0.20", "vip: greeter", 1), `vip: "greeter": outbound needs the service's ClusterIP`},
 		{"no routing", "host: a.b\nvip: 10.96.0.1\nport: 1\nprotocol: dubbo\n", "routes: outbound needs clusters (and routes), or xds"},
+		{"only timeouts", "host: a.b\nvip: 10.96.0.1\nport: 1\nprotocol: dubbo\nrequest_timeout: 1s\n", "routes: outbound needs clusters (and routes), or xds"},
+		{"codec param", minimalService + "codec_params: {transport: framed}\n", `dubbo: unknown param "transport"`},
+		{"codec param type", minimalService + "codec_params: {transport: 1}\n", "codec_params: invalid value for string field"},
+		{"filter", minimalService + "filters: [{name: requir}]\n", `filters[0].name: "requir": no such filter`},
+		{"routes with xds", xdsService + greeterStates[0], `routes: with xds, the route table is the xDS resource "greeter.demo.svc.cluster.local_20880" (xds.route_config_name): serve these routes from the xDS server`},
+		{"routes with xds, table named", strings.Replace(xdsService, "15010'", "15010', route_config_name: greeter-routes", 1) + "routes: [{route: {cluster: greeter}}]\n", `routes: with xds, the route table is the xDS resource "greeter-routes"`},
+		{"clusters with xds", xdsService + "clusters: [{name: greeter, type: EDS}, {name: greeter-v2, type: EDS}]\n", `clusters: "greeter", "greeter-v2": with xds, each cluster a route names is an Envoy Cluster fetched from the xDS server`},
+		{"xds address", strings.Replace(xdsService, "breeze-control.istio-system:15010", "breeze-control", 1), `xds.address: "breeze-control"`},
 		{"unknown codec", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubo", 1), `codec: "dubo"`},
 		{"unknown route field", minimalService + "routes: [{route: {cluster: greeter}, mach: {}}]\n", "routes[0].mach: unknown field"},
 		{"route to no cluster", minimalService + "routes: [{route: {cluster: greter}}]\n", `routes[0].route.cluster: "greter"`},
@@ -124,6 +179,88 @@ func TestRenderMistakes(t *testing.T) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// xdsService takes its routes and clusters from an xDS server.
+const xdsService = `host: greeter.demo.svc.cluster.local
+vip: 10.96.0.20
+port: 20880
+protocol: dubbo
+request_timeout: 3s
+xds: {address: 'breeze-control.istio-system:15010'}
+`
+
+// greeterStates are two states of greeter's routing: routes, clusters,
+// endpoints, what changes at run time.
+var greeterStates = [2]string{`routes:
+- name: all
+  route: {cluster: greeter}
+clusters:
+- name: greeter
+  endpoints: [{address: 10.1.0.1, port: 20880}]
+`, `routes:
+- name: gold
+  match: {metadata: [{key: tenant, exact: gold}]}
+  route: {cluster: greeter-v2}
+- name: rest
+  route: {cluster: greeter}
+clusters:
+- name: greeter
+  lb_policy: LEAST_REQUEST
+  endpoints: [{address: 10.1.0.1, port: 20880}, {address: 10.1.0.2, port: 20880}]
+- name: greeter-v2
+  endpoints: [{address: 10.1.0.3, port: 20880}]
+`}
+
+// A plugin_config that changes is a new listener in every client sidecar
+// (Envoy drains the old one). With xds, the routing of either state is
+// served by the xDS server, and the EnvoyFilters do not change with it.
+func TestRenderXDSPluginConfigConstant(t *testing.T) {
+	static := strings.Replace(xdsService, "xds: {address: 'breeze-control.istio-system:15010'}\n", "", 1)
+	var staticPC, xdsPC, xdsYAML [2][]byte
+	for i, state := range greeterStates {
+		// Static: the plugin_config carries the routing, so it changes
+		// with it.
+		efs, err := renderString(t, static+state)
+		if err != nil {
+			t.Fatalf("static, state %d: %v", i, err)
+		}
+		if staticPC[i], err = json.Marshal(pluginConfig(t, efs[0])); err != nil {
+			t.Fatal(err)
+		}
+		// xDS: the description names the server; the state is served by
+		// it, so the description is the same for both.
+		if _, err := renderString(t, xdsService+state); err == nil {
+			t.Fatalf("xds, state %d in the description: want an error", i)
+		}
+		if efs, err = renderString(t, xdsService); err != nil {
+			t.Fatalf("xds, state %d: %v", i, err)
+		}
+		if xdsPC[i], err = json.Marshal(pluginConfig(t, efs[0])); err != nil {
+			t.Fatal(err)
+		}
+		if xdsYAML[i], err = MarshalEnvoyFilters(efs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bytes.Equal(staticPC[0], staticPC[1]) {
+		t.Fatalf("static: both states render the same plugin_config %s", staticPC[0])
+	}
+	if !bytes.Equal(xdsPC[0], xdsPC[1]) || !bytes.Equal(xdsYAML[0], xdsYAML[1]) {
+		t.Fatalf("xds: plugin_configs differ:\n%s\n%s", xdsPC[0], xdsPC[1])
+	}
+	// Only what does not change at run time: codec, stat prefix, the xDS
+	// source and its route table, timeouts.
+	const want = `{"codec":"dubbo","request_timeout":"3s","stat_prefix":"outbound_greeter",` +
+		`"xds":{"address":"breeze-control.istio-system:15010","route_config_name":"greeter.demo.svc.cluster.local_20880"}}`
+	if string(xdsPC[0]) != want {
+		t.Errorf("xds plugin_config\n got %s\nwant %s", xdsPC[0], want)
+	}
+	for _, s := range []string{"10.1.0.", "route_config:", "clusters:", "endpoints:"} {
+		if bytes.Contains(xdsYAML[0], []byte(s)) {
+			t.Errorf("xds EnvoyFilters mention %q:\n%s", s, xdsYAML[0])
+		}
 	}
 }
 

@@ -67,9 +67,12 @@ type Service struct {
 	// UpstreamIstioMTLS. Inbound always dials the local app in plain text.
 	UpstreamTLS UpstreamTLS
 	// Outbound is the clients' proxy: its route_config, clusters, xds,
-	// timeouts. stat_prefix and codec are filled in by Render. With
-	// clusters but no routes, one catch-all route goes to the first
-	// cluster.
+	// timeouts, filters, codec_params and max_frame_size. stat_prefix and
+	// codec are filled in by Render. With clusters but no routes, one
+	// catch-all route goes to the first cluster. With xds, no routes or
+	// clusters: the xDS server serves them (see Resolve). The inbound
+	// proxy takes its timeouts, codec_params and max_frame_size (the wire
+	// is the same on both sides), not its filters.
 	Outbound *breezev1.ProxyConfig
 	// LibraryPath of breeze.so in the sidecar; default DefaultLibraryPath.
 	LibraryPath string
@@ -97,6 +100,9 @@ type serviceFile struct {
 	ProxyVersion   string            `json:"proxy_version"`
 	RequestTimeout json.RawMessage   `json:"request_timeout"`
 	IdleTimeout    json.RawMessage   `json:"idle_timeout"`
+	CodecParams    json.RawMessage   `json:"codec_params"`
+	MaxFrameSize   json.RawMessage   `json:"max_frame_size"`
+	Filters        json.RawMessage   `json:"filters"`
 	Routes         json.RawMessage   `json:"routes"`
 	Clusters       json.RawMessage   `json:"clusters"`
 	XDS            json.RawMessage   `json:"xds"`
@@ -106,15 +112,18 @@ type serviceFile struct {
 var proxyKeys = map[string]string{
 	"request_timeout": "request_timeout",
 	"idle_timeout":    "idle_timeout",
+	"codec_params":    "codec_params",
+	"max_frame_size":  "max_frame_size",
+	"filters":         "filters",
 	"routes":          "route_config",
 	"clusters":        "clusters",
 	"xds":             "xds",
 }
 
 // ParseService reads a service description (YAML or JSON). Unknown fields
-// are errors naming their path; the routing part (routes, clusters, xds,
-// request_timeout, idle_timeout) is parsed by Breeze's config package. It
-// does not validate: Render does.
+// are errors naming their path; the proxy part (routes, clusters, xds,
+// request_timeout, idle_timeout, codec_params, max_frame_size, filters) is
+// parsed by Breeze's config package. It does not validate: Render does.
 func ParseService(data []byte) (*Service, error) {
 	v, js, err := yamlValue(data)
 	if err != nil {

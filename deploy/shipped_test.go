@@ -16,8 +16,8 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/proto"
 
-	// breeze.so links this codec; so must the checks of its configs.
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
+	// The codecs and filters breeze.so links; so must the checks of its configs.
+	_ "github.com/breeze-mesh/breeze/builtin"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"

@@ -15,7 +15,9 @@ const renderUsage = `usage: breeze render envoyfilter [-o OUT] FILE
 Translates a service description (YAML: host, vip, port, protocol,
 direction, routes and clusters or xds; see deploy/README.md) into the Istio
 EnvoyFilters that run Breeze in the sidecars, checked as 'breeze validate'
-checks them. FILE "-" reads standard input.
+checks them. With xds, the routes and clusters are served by the xDS server
+(breeze xds), not written into the EnvoyFilters: the description then has
+none. FILE "-" reads standard input.
 `
 
 func render(args []string) error {
