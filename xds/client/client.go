@@ -433,10 +433,12 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 	var problems []string
 	applied := 0
 	names := map[string]bool{}
+	undecodable := false
 	for i, a := range resp.GetResources() {
 		m, name, err := ts.decode(a)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("resources[%d]: %v", i, err))
+			undecodable = true
 			continue
 		}
 		names[name] = true
@@ -462,9 +464,10 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) {
 			applied++
 		}
 	}
-	// Full state: what the response leaves out was removed. Not when a
-	// resource could not be decoded: it may be one of the watched.
-	if ts.fullState && len(problems) == 0 {
+	// Full state: what the response leaves out was removed (also when a
+	// watcher refused another resource of it, as Envoy's CDS does). Not
+	// when a resource could not be decoded: it may be one of the watched.
+	if ts.fullState && !undecodable {
 		c.removeMissing(ts, names)
 	}
 	c.mu.Lock()

@@ -199,10 +199,11 @@ func TestWatchClustersRemoval(t *testing.T) {
 	a.nothing(t)
 	b.nothing(t)
 
-	// Still missing: not removed twice. A new watcher of b gets no stale
-	// version from the client's cache.
+	// Still missing: not removed twice. A new watcher of b is told at once
+	// that b does not exist (no stale version from the client's cache).
 	b2 := newClusterRecorder()
 	c.WatchClusters("b", b2.apply)
+	b2.next(t, "removed")
 	s.acked("3", cluster(t, "a", "a1"))
 	b.nothing(t)
 	b2.nothing(t)
@@ -220,9 +221,10 @@ func TestWatchClustersRemoval(t *testing.T) {
 	b2.next(t, "removed")
 }
 
-// A watched cluster the server never sent is not reported as removed when
-// a response leaves it out: there was nothing to remove.
-func TestWatchClustersNeverSeenNotRemoved(t *testing.T) {
+// A watched cluster the server never sent is reported absent once, when a
+// response first leaves it out (a proxy then knows not to wait for it),
+// and not again while it stays absent.
+func TestWatchClustersAbsentReportedOnce(t *testing.T) {
 	s := startScripted(t)
 	c := newClient(t, s.addr)
 	a, later := newClusterRecorder(), newClusterRecorder()
@@ -232,7 +234,7 @@ func TestWatchClustersNeverSeenNotRemoved(t *testing.T) {
 
 	s.acked("1", cluster(t, "a", "a1"))
 	a.next(t, "a1")
-	later.nothing(t)
+	later.next(t, "removed")
 	s.acked("2", cluster(t, "a", "a2"))
 	a.next(t, "a2")
 	later.nothing(t)
