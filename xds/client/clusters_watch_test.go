@@ -305,3 +305,25 @@ func TestWatchClustersWatcherErrorNACKs(t *testing.T) {
 	s.acked("3", cluster(t, "a", "good2"))
 	a.next(t, "good2")
 }
+
+// A cluster a watcher refuses does not hold back the removal of another
+// that the same response leaves out (Envoy's CDS removes it too).
+func TestWatchClustersRefusalStillRemoves(t *testing.T) {
+	s := startScripted(t)
+	c := newClient(t, s.addr)
+	a, b := newClusterRecorder(), newClusterRecorder()
+	a.reject = map[string]error{"bad": errors.New("refused")}
+	c.WatchClusters("a", a.apply)
+	c.WatchClusters("b", b.apply)
+	s.subscribed("a", "b")
+	s.acked("1", cluster(t, "a", "a1"), cluster(t, "b", "b1"))
+	a.next(t, "a1")
+	b.next(t, "b1")
+
+	version, nack := s.answer(s.send("2", cluster(t, "a", "bad")))
+	a.next(t, "bad")
+	b.next(t, "removed")
+	if version != "1" || !strings.Contains(nack, "refused") {
+		t.Fatalf("answered version %q, NACK %q", version, nack)
+	}
+}
