@@ -1,8 +1,8 @@
 // Package controlplane is Breeze's control plane (`breeze xds`): it reads
 // the YAML people already write for Istio and Aeraki — MetaRouter,
 // DestinationRule, ServiceEntry — from a Source, translates them into
-// Breeze route tables and EDS resources, and serves those over xDS with
-// go-control-plane's server, pushing only what changed.
+// Breeze route tables, Envoy clusters and EDS resources, and serves those
+// over xDS with go-control-plane's server, pushing only what changed.
 //
 // Translation is per object: an object with errors is reported (naming its
 // file and field) and left out, and the resources it fed keep their last
@@ -12,7 +12,6 @@ package controlplane
 import (
 	"context"
 	"log/slog"
-	"maps"
 )
 
 // Run translates every snapshot of src and serves the result on srv until
@@ -32,6 +31,11 @@ func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdat
 				res.Routes[name] = old
 			}
 		}
+		for name := range tr.FailedClusters {
+			if old, ok := served.Clusters[name]; ok {
+				res.Clusters[name] = old
+			}
+		}
 		for name := range tr.FailedEndpoints {
 			if old, ok := served.Endpoints[name]; ok {
 				res.Endpoints[name] = old
@@ -49,8 +53,9 @@ func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdat
 			log.Error("serving the new resources", "err", err)
 			return
 		}
-		served = Resources{Routes: maps.Clone(res.Routes), Endpoints: maps.Clone(res.Endpoints)}
-		log.Info("serving", "objects", len(snap.Objects), "route_configs", len(res.Routes), "endpoint_sets", len(res.Endpoints), "problems", len(problems))
+		served = res.clone()
+		log.Info("serving", "objects", len(snap.Objects), "route_configs", len(res.Routes), "clusters", len(res.Clusters),
+			"endpoint_sets", len(res.Endpoints), "problems", len(problems))
 		if onUpdate != nil {
 			onUpdate(served, problems)
 		}

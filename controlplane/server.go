@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -25,11 +26,17 @@ import (
 	"github.com/breeze-mesh/breeze/xds/client"
 )
 
-// Resources is what the control plane serves: Breeze route tables by name
-// and endpoint assignments by EDS service name.
+// Resources is what the control plane serves: Breeze route tables by name,
+// Envoy clusters by name and endpoint assignments by EDS service name.
 type Resources struct {
 	Routes    map[string]*breezev1.RouteConfiguration
+	Clusters  map[string]*clusterv3.Cluster
 	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+}
+
+// clone copies the maps (not the resources, which are never modified).
+func (r Resources) clone() Resources {
+	return Resources{Routes: maps.Clone(r.Routes), Clusters: maps.Clone(r.Clusters), Endpoints: maps.Clone(r.Endpoints)}
 }
 
 // NACK is a client's rejection of a version the server sent.
@@ -46,8 +53,12 @@ type NACK struct {
 // versions resources one by one, so an update sends only what changed.
 // The same resources go to every node.
 type Server struct {
-	log       *slog.Logger
-	routes    *cachev3.LinearCache
+	log    *slog.Logger
+	routes *cachev3.LinearCache
+	// go-control-plane answers for Envoy's cluster type URL with every
+	// subscribed cluster that exists (CDS's rule in state of the world), so
+	// a client sees a removed cluster as one left out of a response.
+	clusters  *cachev3.LinearCache
 	endpoints *cachev3.LinearCache
 	grpc      *grpc.Server
 	cancel    context.CancelFunc
@@ -70,9 +81,11 @@ func NewServer(logger *slog.Logger) *Server {
 	s := &Server{
 		log:       logger,
 		routes:    cachev3.NewLinearCache(client.RouteConfigurationType, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(gcpLog)),
+		clusters:  cachev3.NewLinearCache(client.ClusterType, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(gcpLog)),
 		endpoints: cachev3.NewLinearCache(client.ClusterLoadAssignmentType, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(gcpLog)),
 		current: Resources{
 			Routes:    map[string]*breezev1.RouteConfiguration{},
+			Clusters:  map[string]*clusterv3.Cluster{},
 			Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		},
 	}
@@ -80,20 +93,32 @@ func NewServer(logger *slog.Logger) *Server {
 }
 
 // Set replaces the served resources; only those that changed are sent.
+// New and changed clusters and endpoints go before the routes, removed
+// ones after them (make before break, as xDS recommends): a route table
+// that names a new cluster is not pushed ahead of it, and a cluster stays
+// until the routes that named it are replaced.
 func (s *Server) Set(r Resources) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := update(s.routes, s.current.Routes, r.Routes); err != nil {
-		return err
+	steps := []func() error{
+		func() error { return update(s.clusters, s.current.Clusters, r.Clusters, false) },
+		func() error { return update(s.endpoints, s.current.Endpoints, r.Endpoints, false) },
+		func() error { return update(s.routes, s.current.Routes, r.Routes, true) },
+		func() error { return remove(s.clusters, s.current.Clusters, r.Clusters) },
+		func() error { return remove(s.endpoints, s.current.Endpoints, r.Endpoints) },
 	}
-	if err := update(s.endpoints, s.current.Endpoints, r.Endpoints); err != nil {
-		return err
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
 	}
-	s.current = Resources{Routes: maps.Clone(r.Routes), Endpoints: maps.Clone(r.Endpoints)}
+	s.current = r.clone()
 	return nil
 }
 
-func update[M proto.Message](c *cachev3.LinearCache, old, next map[string]M) error {
+// update sends the resources of next that old lacks or has otherwise, and
+// with removals those of old that next lacks.
+func update[M proto.Message](c *cachev3.LinearCache, old, next map[string]M, removals bool) error {
 	changed := map[string]types.Resource{}
 	for name, m := range next {
 		if o, ok := old[name]; !ok || !proto.Equal(o, m) {
@@ -101,15 +126,31 @@ func update[M proto.Message](c *cachev3.LinearCache, old, next map[string]M) err
 		}
 	}
 	var removed []string
-	for name := range old {
-		if _, ok := next[name]; !ok {
-			removed = append(removed, name)
-		}
+	if removals {
+		removed = missing(old, next)
 	}
 	if len(changed) == 0 && len(removed) == 0 {
 		return nil
 	}
 	return c.UpdateResources(changed, removed)
+}
+
+// remove removes the resources of old that next lacks.
+func remove[M proto.Message](c *cachev3.LinearCache, old, next map[string]M) error {
+	if removed := missing(old, next); len(removed) > 0 {
+		return c.UpdateResources(nil, removed)
+	}
+	return nil
+}
+
+func missing[M any](old, next map[string]M) []string {
+	var out []string
+	for name := range old {
+		if _, ok := next[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // Serve serves ADS on ln until Stop.
@@ -120,6 +161,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
 		Caches: map[string]cachev3.Cache{
 			client.RouteConfigurationType:    s.routes,
+			client.ClusterType:               s.clusters,
 			client.ClusterLoadAssignmentType: s.endpoints,
 		},
 	}

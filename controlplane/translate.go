@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -25,8 +26,8 @@ import (
 	"github.com/breeze-mesh/breeze/xds/client"
 )
 
-// ClusterName is the name of the Breeze cluster (and of its EDS resource)
-// for a ServiceEntry host and port, as Istio names outbound clusters.
+// ClusterName is the name of the cluster (and of its EDS resource) for a
+// ServiceEntry host and port, as Istio names outbound clusters.
 // Breeze selects subsets by label within one cluster, so the subset part
 // stays empty.
 func ClusterName(host string, port uint32) string {
@@ -45,21 +46,28 @@ type Translation struct {
 	// Problems are per object: errors (the object is left out) and
 	// warnings (a part of it Breeze does not support is ignored).
 	Problems []Problem
-	// FailedRoutes and FailedEndpoints name the resources whose source
-	// object has errors: the caller keeps serving their last good version
-	// rather than a fallback (a default route would change traffic).
-	FailedRoutes, FailedEndpoints map[string]bool
+	// FailedRoutes, FailedClusters and FailedEndpoints name the resources
+	// whose source object has errors: the caller keeps serving their last
+	// good version rather than a fallback (a default route or balancing
+	// policy would change traffic).
+	FailedRoutes, FailedClusters, FailedEndpoints map[string]bool
 }
 
 // Translate turns MetaRouters, DestinationRules and ServiceEntries into
-// Breeze route tables and EDS resources, one of each per ServiceEntry host
-// and port. A host with no MetaRouter gets a default route to all its
-// endpoints. Hosts match exactly (no short-name expansion).
+// Breeze route tables, Envoy clusters and EDS resources, one of each per
+// ServiceEntry host and port. A host with no MetaRouter gets a default
+// route to all its endpoints; one with no DestinationRule a round-robin
+// cluster. Hosts match exactly (no short-name expansion).
 func Translate(objs []Object) Translation {
 	t := &translator{
 		out: Translation{
-			Resources:       Resources{Routes: map[string]*breezev1.RouteConfiguration{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}},
+			Resources: Resources{
+				Routes:    map[string]*breezev1.RouteConfiguration{},
+				Clusters:  map[string]*clusterv3.Cluster{},
+				Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+			},
 			FailedRoutes:    map[string]bool{},
+			FailedClusters:  map[string]bool{},
 			FailedEndpoints: map[string]bool{},
 		},
 		services: map[string]*Object{},
@@ -72,6 +80,11 @@ func Translate(objs []Object) Translation {
 	})
 	t.index(objs)
 	for i := range objs {
+		if dr, ok := objs[i].Spec.(*networkingv1alpha3.DestinationRule); ok && t.rules[dr.GetHost()] == &objs[i] {
+			t.checkRule(&objs[i], dr)
+		}
+	}
+	for i := range objs {
 		if se, ok := objs[i].Spec.(*networkingv1alpha3.ServiceEntry); ok && t.owns(&objs[i], se.GetHosts()) {
 			t.serviceEntry(&objs[i], se)
 		}
@@ -83,7 +96,8 @@ type translator struct {
 	out Translation
 	// By host: the ServiceEntry, DestinationRule and MetaRouter that own it.
 	services, rules, routers map[string]*Object
-	// bad objects: their problems are reported, their hosts skipped.
+	// bad objects: their problems are reported, their hosts skipped (or,
+	// for a DestinationRule, the resources it feeds fail).
 	bad map[*Object]bool
 }
 
@@ -165,6 +179,11 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 				continue
 			}
 			name := ClusterName(host, p.GetNumber())
+			if c, ok := t.cluster(host, p.GetNumber()); ok {
+				t.out.Resources.Clusters[name] = c
+			} else {
+				t.out.FailedClusters[name] = true
+			}
 			if cla, ok := t.endpoints(o, se, p, name); ok {
 				t.out.Resources.Endpoints[name] = cla
 			} else {
@@ -246,10 +265,10 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 	rc := &breezev1.RouteConfiguration{Name: RouteConfigName(host, port)}
 	o := t.routers[host]
 	if o == nil || t.bad[o] {
-		if o != nil {
+		if o != nil || t.badRule(host) {
 			return nil, false
 		}
-		key, _ := t.hashKey(host, "", port)
+		key := t.hashKey(host, "", port)
 		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
 			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
 		return rc, true
@@ -384,6 +403,12 @@ func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alph
 			ok = false
 			continue
 		}
+		if t.badRule(host) {
+			// Its errors are reported on it; the routes it feeds keep
+			// their last good version.
+			ok = false
+			continue
+		}
 		var labels map[string]string
 		if name := d.GetDestination().GetSubset(); name != "" {
 			var err error
@@ -393,7 +418,7 @@ func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alph
 				continue
 			}
 		}
-		if key, _ := t.hashKey(host, d.GetDestination().GetSubset(), p); key != "" {
+		if key := t.hashKey(host, d.GetDestination().GetSubset(), p); key != "" {
 			if action.HashKey != "" && action.HashKey != key {
 				t.problem(o, f, true, "DestinationRule hash key %q differs from %q of an earlier destination; %q applies to the route", key, action.HashKey, action.HashKey)
 			} else {
@@ -436,57 +461,30 @@ func (t *translator) subset(host, name string) (map[string]string, error) {
 	return nil, fmt.Errorf("%s defines no such subset", o.Ref())
 }
 
+// badRule reports whether the DestinationRule of host has errors.
+func (t *translator) badRule(host string) bool {
+	o := t.rules[host]
+	return o != nil && t.bad[o]
+}
+
 // hashKey returns the metadata key a DestinationRule hashes on for a
 // host, subset and port (subset policy over port-level over the rule's
-// own), reporting what Breeze cannot carry as warnings on the rule.
-func (t *translator) hashKey(host, subset string, port uint32) (string, bool) {
+// own), "" for none. checkRule reported what Breeze cannot carry.
+func (t *translator) hashKey(host, subset string, port uint32) string {
 	o := t.rules[host]
 	if o == nil || t.bad[o] {
-		return "", false
+		return ""
 	}
 	dr := o.Spec.(*networkingv1alpha3.DestinationRule)
-	pick := func(tp *networkingv1alpha3.TrafficPolicy, field string) (*networkingv1alpha3.LoadBalancerSettings, string) {
-		for i, pl := range tp.GetPortLevelSettings() {
-			if pl.GetPort().GetNumber() == port && pl.GetLoadBalancer() != nil {
-				return pl.GetLoadBalancer(), fmt.Sprintf("%s.portLevelSettings[%d].loadBalancer", field, i)
-			}
-		}
-		if tp.GetLoadBalancer() != nil {
-			return tp.GetLoadBalancer(), field + ".loadBalancer"
-		}
-		return nil, ""
-	}
-	lb, field := pick(dr.GetTrafficPolicy(), "spec.trafficPolicy")
-	for i, s := range dr.GetSubsets() {
+	lb := loadBalancer(dr.GetTrafficPolicy(), port)
+	for _, s := range dr.GetSubsets() {
 		if s.GetName() == subset && subset != "" {
-			if l, f := pick(s.GetTrafficPolicy(), fmt.Sprintf("spec.subsets[%d].trafficPolicy", i)); l != nil {
-				lb, field = l, f
+			if l := loadBalancer(s.GetTrafficPolicy(), port); l != nil {
+				lb = l
 			}
 		}
 	}
-	if lb == nil {
-		return "", false
-	}
-	warn := func(f, format string, args ...any) {
-		for _, p := range t.out.Problems {
-			if p.Object == o.Ref() && p.Field == f {
-				return
-			}
-		}
-		t.problem(o, f, true, format, args...)
-	}
-	if lb.GetSimple() != networkingv1alpha3.LoadBalancerSettings_UNSPECIFIED {
-		warn(field+".simple", "%v: routes cannot carry a balancing policy; set lb_policy on the proxy's cluster", lb.GetSimple())
-	}
-	ch := lb.GetConsistentHash()
-	if ch == nil {
-		return "", false
-	}
-	if key := ch.GetHttpHeaderName(); key != "" {
-		// Breeze hashes on request metadata (a Dubbo attachment, say),
-		// the MetaProtocol reading of an HTTP header, as in Aeraki.
-		return key, true
-	}
-	warn(field+".consistentHash", "only httpHeaderName (a request metadata key) is supported; ignored")
-	return "", false
+	// Breeze hashes on request metadata (a Dubbo attachment, say), the
+	// MetaProtocol reading of an HTTP header, as in Aeraki.
+	return lb.GetConsistentHash().GetHttpHeaderName()
 }

@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/breeze-mesh/breeze/config"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
@@ -124,6 +126,21 @@ func equal(t *testing.T, what string, got, want proto.Message) {
 	}
 }
 
+// proxyView is what a proxy makes of a served cluster: it reads it with
+// client.Cluster and checks it with config.ValidateCluster, as for one
+// that arrives over xDS.
+func proxyView(t *testing.T, c *clusterv3.Cluster) *breezev1.Cluster {
+	t.Helper()
+	bc, err := client.Cluster(c)
+	if err != nil {
+		t.Fatalf("client.Cluster(%q): %v", c.GetName(), err)
+	}
+	if err := config.ValidateCluster(bc); err != nil {
+		t.Fatalf("config.ValidateCluster(%q): %v", c.GetName(), err)
+	}
+	return bc
+}
+
 func problemStrings(ps []Problem) []string {
 	var out []string
 	for _, p := range ps {
@@ -191,15 +208,43 @@ endpoints:
 		t.Fatalf("targetPort: endpoint port %d, want 9000", port)
 	}
 
+	var wantCluster clusterv3.Cluster
+	fromYAML(t, `
+name: "outbound|20880||org.example.Greeter"
+type: EDS
+eds_cluster_config:
+  eds_config: {ads: {}, resource_api_version: V3}
+  service_name: "outbound|20880||org.example.Greeter"
+lb_policy: ROUND_ROBIN
+typed_extension_protocol_options:
+  breeze:
+    "@type": type.googleapis.com/breeze.v1.ClusterOptions
+    subsets: [{name: v2, labels: {version: v2}, lb_policy: RING_HASH, hash_key: user}]
+`, &wantCluster)
+	equal(t, "greeter cluster", tr.Resources.Clusters["outbound|20880||org.example.Greeter"], &wantCluster)
+	var wantProxyCluster breezev1.Cluster
+	fromYAML(t, `
+name: "outbound|20880||org.example.Greeter"
+type: EDS
+eds_service_name: "outbound|20880||org.example.Greeter"
+subsets: [{name: v2, labels: {version: v2}, lb_policy: RING_HASH, hash_key: user}]
+`, &wantProxyCluster)
+	equal(t, "greeter cluster as the proxy reads it", proxyView(t, tr.Resources.Clusters["outbound|20880||org.example.Greeter"]), &wantProxyCluster)
+	if n := len(tr.Resources.Clusters); n != 5 {
+		t.Fatalf("%d clusters, want 5: %v", n, slices.Sorted(maps.Keys(tr.Resources.Clusters)))
+	}
+	for _, c := range tr.Resources.Clusters {
+		proxyView(t, c)
+	}
+
 	wantProblems := []string{
-		d + "/greeter.yaml#2: DestinationRule demo/greeter: spec.trafficPolicy.loadBalancer.simple: ROUND_ROBIN: routes cannot carry a balancing policy; set lb_policy on the proxy's cluster",
 		d + "/greeter.yaml#3: MetaRouter demo/greeter: spec.routes[1].mirror: not supported by Breeze yet; ignored",
 	}
 	if got := problemStrings(problems); !slices.Equal(got, wantProblems) {
 		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantProblems, "\n"))
 	}
-	if len(tr.FailedRoutes)+len(tr.FailedEndpoints) != 0 {
-		t.Fatalf("failed: %v %v", tr.FailedRoutes, tr.FailedEndpoints)
+	if len(tr.FailedRoutes)+len(tr.FailedClusters)+len(tr.FailedEndpoints) != 0 {
+		t.Fatalf("failed: %v %v %v", tr.FailedRoutes, tr.FailedClusters, tr.FailedEndpoints)
 	}
 }
 
