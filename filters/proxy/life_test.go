@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/filters/upstream"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 // Envoy parses a new plugin_config on every EnvoyFilter change and never
@@ -106,4 +107,59 @@ func closeListeners(t *testing.T) {
 		ln.Close()
 	}
 	testListeners = nil
+}
+
+// A proxy asleep has no xDS subscription (the process's stream closes with
+// its last proxy); woken, it serves with the routes and clusters it had and
+// catches up with what changed meanwhile.
+func TestSleepingProxyResubscribes(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	s := startXDSServer(t, "")
+	s.set(func(r *resources) {
+		r.cluster(edsCluster(t, "c", 0, nil))
+		r.endpoints("c", a)
+		r.routes(&breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{{Route: toCluster("c", nil)}}})
+	})
+	yml := "stat_prefix: sleepy\ncodec: tframe\nxds: {initial_fetch_timeout: 10s, address: " + s.addr + ", route_config_name: r, node_id: sleepy}\n"
+	addr, p := startXDSProxy(t, yml)
+	c := dial(t, addr)
+	if m, err := c.call(1, "x"); err != nil || md(m, "server") != "a" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	c.c.Close()
+	eventually(t, "proxy asleep", p.Asleep)
+	hasClient := func() bool {
+		xdsClients.mu.Lock()
+		defer xdsClients.mu.Unlock()
+		return xdsClients.m[xdsKey{s.addr, "sleepy"}] != nil
+	}
+	if hasClient() {
+		t.Fatal("the xDS client of a sleeping proxy's server is still open")
+	}
+
+	// Meanwhile the endpoints move to b.
+	s.set(func(r *resources) { r.endpoints("c", b) })
+	c = dial(t, addr)
+	// Served at once with what it had, then with what changed.
+	if m, err := c.call(2, "x"); err != nil || (md(m, "server") != "a" && md(m, "server") != "b") {
+		t.Fatalf("woken: %+v %v", m, err)
+	}
+	eventually(t, "the woken proxy caught up", func() bool {
+		m, err := c.call(3, "x")
+		return err == nil && md(m, "server") == "b"
+	})
+	if !hasClient() {
+		t.Fatal("no xDS client after waking")
+	}
+}
+
+// A config Envoy parsed but never used sleeps too.
+func TestUnusedProxySleeps(t *testing.T) {
+	old := unusedSleep
+	unusedSleep = time.Millisecond
+	defer func() { unusedSleep = old }()
+	b := newBackend(t, "b")
+	yml := cfg(`  - {match: {metadata: [{key: unused, present: true}]}, route: {cluster: c}}`, "- name: c\n  endpoints:\n"+ep(b, ""))
+	p := proxyFor(t, yml)
+	eventually(t, "unused proxy asleep", p.Asleep)
 }
