@@ -125,9 +125,35 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 		t.problem(o, field, false, format, args...)
 		ok = false
 	}
+	// Parts Breeze does not apply (yet) are named, not dropped silently.
+	ignored := func(field string, tp interface {
+		GetConnectionPool() *networkingv1alpha3.ConnectionPoolSettings
+		GetOutlierDetection() *networkingv1alpha3.OutlierDetection
+		GetTls() *networkingv1alpha3.ClientTLSSettings
+	}) {
+		if tp.GetConnectionPool() != nil {
+			t.problem(o, field+".connectionPool", true, "not supported by Breeze yet; ignored")
+		}
+		if tp.GetOutlierDetection() != nil {
+			t.problem(o, field+".outlierDetection", true, "not supported by Breeze yet; ignored")
+		}
+		if tp.GetTls() != nil {
+			t.problem(o, field+".tls", true, "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored")
+		}
+	}
 	policy := func(tp *networkingv1alpha3.TrafficPolicy, field string) {
 		if lb := tp.GetLoadBalancer(); lb != nil {
 			ok = t.checkLB(o, lb, field+".loadBalancer") && ok
+		}
+		ignored(field, tp)
+		if tp.GetTunnel() != nil {
+			t.problem(o, field+".tunnel", true, "not supported by Breeze; ignored")
+		}
+		if tp.GetProxyProtocol() != nil {
+			t.problem(o, field+".proxyProtocol", true, "not supported by Breeze; ignored")
+		}
+		if tp.GetRetryBudget() != nil {
+			t.problem(o, field+".retryBudget", true, "not supported by Breeze yet; ignored")
 		}
 		for i, pl := range tp.GetPortLevelSettings() {
 			f := fmt.Sprintf("%s.portLevelSettings[%d]", field, i)
@@ -137,6 +163,7 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 			if lb := pl.GetLoadBalancer(); lb != nil {
 				ok = t.checkLB(o, lb, f+".loadBalancer") && ok
 			}
+			ignored(f, pl)
 		}
 	}
 	policy(dr.GetTrafficPolicy(), "spec.trafficPolicy")

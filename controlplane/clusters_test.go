@@ -87,6 +87,19 @@ func TestTranslateClusters(t *testing.T) {
 			want: map[string]string{
 				"outbound|20880||org.example.Greeter": `{lb_policy: RANDOM}`,
 				"outbound|20990||org.example.Greeter": `{lb_policy: RING_HASH, hash_key: tenant}`,
+			},
+			warnings: []string{"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.portLevelSettings[1].connectionPool: not supported by Breeze yet; ignored"}},
+		{name: "parts not applied are named", files: map[string]string{"dr.yaml": rule(`  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+    tls: {mode: ISTIO_MUTUAL}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}
+`)},
+			want: map[string]string{"outbound|20880||org.example.Greeter": `{lb_policy: ROUND_ROBIN}`},
+			warnings: []string{
+				"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.outlierDetection: not supported by Breeze yet; ignored",
+				"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.tls: not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored",
+				"dr.yaml: DestinationRule demo/greeter: spec.subsets[0].trafficPolicy.connectionPool: not supported by Breeze yet; ignored",
 			}},
 		{name: "subsets with a policy of their own", files: map[string]string{"dr.yaml": rule(`  trafficPolicy: {loadBalancer: {simple: RANDOM}}
   subsets:
