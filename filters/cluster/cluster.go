@@ -82,7 +82,7 @@ type Cluster struct {
 	log    *slog.Logger
 	stop   context.CancelFunc // guarded by mu
 	dns    *resolver          // STRICT_DNS clusters
-	mu     sync.Mutex // serialises endpoint updates
+	mu     sync.Mutex         // serialises endpoint updates
 	closed bool
 	byAddr map[string]*Endpoint
 	// subsetKeys are the subsets routes ask for; every update rebuilds their balancers.
