@@ -107,6 +107,32 @@ func TestSubsetKeyCanonical(t *testing.T) {
 	}
 }
 
+// Distinct label sets have distinct keys, whatever their names and values
+// hold: a route to one must never share the balancer of another.
+func TestSubsetKeyDistinct(t *testing.T) {
+	sets := []map[string]string{
+		{"a": "1", "b": "2"},
+		{"a": "1,b=2"},
+		{"a=1,b": "2"},
+		{"a": "1,b", "": "2"},
+		{"a": "1\\", "b": "2"},
+		{"a": "1\\,b=2"},
+		{"a": "1=", "b": "2"},
+		{"a": "1", "b": "2,"},
+		{"a": ""},
+		{"a=": ""},
+		{"": "a"},
+	}
+	seen := map[string]map[string]string{}
+	for _, labels := range sets {
+		k := SubsetKey(labels)
+		if other, dup := seen[k]; dup {
+			t.Errorf("labels %q and %q have the same key %q", other, labels, k)
+		}
+		seen[k] = labels
+	}
+}
+
 // A subset the config gives a policy of its own is balanced with it, and
 // with its hash key; the whole cluster keeps the cluster's.
 func TestSubsetOwnPolicy(t *testing.T) {
