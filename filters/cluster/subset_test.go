@@ -54,16 +54,18 @@ func checkSticky(t *testing.T, name string, set *Set) {
 	}
 }
 
-// checkRotates fails unless set ignores the hash value and rotates: Len
-// picks of one hash value visit every endpoint once.
+// checkRotates fails unless set ignores the hash value and rotates: one
+// round of its (weighted) schedule, picking one hash value, visits every
+// endpoint.
 func checkRotates(t *testing.T, name string, set *Set) {
 	t.Helper()
+	picks := max(len(set.schedule), set.Len())
 	seen := map[*Endpoint]bool{}
-	for range set.Len() {
+	for range picks {
 		seen[set.Pick("user-1", true)] = true
 	}
 	if len(seen) != set.Len() {
-		t.Fatalf("%s: %d picks of one hash value visited %d endpoints, want round robin over all", name, set.Len(), len(seen))
+		t.Fatalf("%s: %d picks of one hash value visited %d endpoints, want round robin over all %d", name, picks, len(seen), set.Len())
 	}
 }
 
