@@ -180,3 +180,173 @@ func TestStrictDNSWithPreviousFailedFirstResolution(t *testing.T) {
 		}
 	})
 }
+
+// After Pause no lookup happens, however many refresh periods pass; Resume
+// resolves at once and refreshes again every period.
+func TestPauseStopsRefreshesResumeResolvesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const every = time.Millisecond
+		lookups := make(chan int32)
+		d := &fakeDNS{answer: func(ctx context.Context, _ string, n int32) ([]netip.Addr, error) {
+			if n > 1 { // New's own is not reported
+				select {
+				case lookups <- n:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return ips("10.1.0.1"), nil
+		}}
+		start := time.Now()
+		cl := mustNew(t, dnsConfig(breezev1.Cluster_ROUND_ROBIN, every, "svc.example"), Options{Lookup: d.lookup})
+		defer func() {
+			cl.Close()
+			synctest.Wait()
+			d.ended.Store(true)
+		}()
+		for want := int32(2); want <= 3; want++ {
+			if n := <-lookups; n != want {
+				t.Fatalf("lookup %d, want %d", n, want)
+			}
+		}
+		if elapsed := time.Since(start); elapsed != 2*every {
+			t.Fatalf("two refreshes took %v, want %v", elapsed, 2*every)
+		}
+
+		cl.Pause()
+		select {
+		case n := <-lookups:
+			t.Fatalf("lookup %d after Pause", n)
+		case <-time.After(100 * every):
+		}
+		if n := d.n.Load(); n != 3 {
+			t.Fatalf("%d lookups, want 3", n)
+		}
+
+		resumed := time.Now()
+		cl.Resume()
+		if n := <-lookups; n != 4 {
+			t.Fatalf("lookup %d after Resume, want 4", n)
+		}
+		if elapsed := time.Since(resumed); elapsed != 0 {
+			t.Fatalf("Resume resolved after %v, want at once", elapsed)
+		}
+		if n := <-lookups; n != 5 {
+			t.Fatalf("lookup %d, want 5", n)
+		}
+		if elapsed := time.Since(resumed); elapsed != every {
+			t.Fatalf("first refresh after Resume at %v, want %v", elapsed, every)
+		}
+		if eps := cl.Endpoints(); len(eps) != 1 || eps[0].Addr != "10.1.0.1:9" {
+			t.Fatalf("endpoints %s", addrs(eps))
+		}
+	})
+}
+
+// A lookup Pause cancels changes nothing: not the endpoints of the hosts
+// resolved before it in the same round, not the cancelled host's (no
+// "keeping previous addresses" either). The next round applies.
+func TestPauseCancelsLookupInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var block atomic.Bool
+		inflight := make(chan context.Context, 1)
+		d := &fakeDNS{answer: func(ctx context.Context, host string, n int32) ([]netip.Addr, error) {
+			switch {
+			case host == "a.example" && n == 1:
+				return ips("10.1.0.1"), nil
+			case host == "a.example":
+				return ips("10.1.0.9"), nil
+			case block.Load():
+				inflight <- ctx
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return ips("10.2.0.1"), nil
+		}}
+		var r removals
+		log := &logRecorder{}
+		cl := mustNew(t, dnsConfig(breezev1.Cluster_ROUND_ROBIN, time.Hour, "a.example", "b.example"),
+			Options{Lookup: d.lookup, OnRemove: r.onRemove, Log: slog.New(log)})
+		defer func() {
+			cl.Close()
+			synctest.Wait()
+			d.ended.Store(true)
+		}()
+		before := slices.Clone(cl.Endpoints())
+		if len(before) != 2 {
+			t.Fatalf("resolved %s", addrs(before))
+		}
+
+		block.Store(true)
+		cl.Pause()
+		cl.Resume()
+		ctx := <-inflight // a.example answered a new address; b.example waits
+		cl.Pause()
+		<-ctx.Done()
+		if err := ctx.Err(); err != context.Canceled {
+			t.Fatalf("lookup ended with %v, want context.Canceled", err)
+		}
+		synctest.Wait() // the resolution has returned
+		if n := d.n.Load(); n != 4 {
+			t.Fatalf("%d lookups, want 4", n)
+		}
+		if eps := cl.Endpoints(); !slices.Equal(eps, before) {
+			t.Fatalf("a cancelled resolution changed the endpoints: %s, want %s", addrs(eps), addrs(before))
+		}
+		if r.count() != 0 {
+			t.Fatalf("a cancelled resolution removed %s", addrs(r.all()))
+		}
+		if w := log.messages(slog.LevelWarn); len(w) != 0 {
+			t.Fatalf("a cancelled resolution logged %q", w)
+		}
+
+		block.Store(false)
+		cl.Resume()
+		synctest.Wait()
+		sameEndpoints(t, "removed by the next resolution", r.all(), before[:1])
+		eps := cl.Endpoints()
+		if byAddr(t, eps, "10.2.0.1:9") != before[1] || byAddr(t, eps, "10.1.0.9:9") == nil || len(eps) != 2 {
+			t.Fatalf("after the next resolution: %s", addrs(eps))
+		}
+	})
+}
+
+// Resume after Close (or Shutdown, which closes) starts
+// nothing.
+func TestResumeAfterCloseDoesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &fakeDNS{answer: func(context.Context, string, int32) ([]netip.Addr, error) {
+			return ips("10.1.0.1"), nil
+		}}
+		defer func() {
+			synctest.Wait()
+			d.ended.Store(true)
+		}()
+		for _, stop := range []struct {
+			name string
+			stop func(*Cluster)
+		}{
+			{"Close", (*Cluster).Close},
+			{"Pause, Close", func(c *Cluster) { c.Pause(); c.Close() }},
+			{"Shutdown", (*Cluster).Shutdown},
+		} {
+			d.n.Store(0)
+			cl := mustNew(t, dnsConfig(breezev1.Cluster_ROUND_ROBIN, time.Hour, "svc.example"), Options{Lookup: d.lookup})
+			stop.stop(cl)
+			cl.Resume()
+			synctest.Wait()
+			if n := d.n.Load(); n != 1 {
+				t.Fatalf("%s, Resume: %d lookups, want only New's", stop.name, n)
+			}
+		}
+		// Nor does it on a cluster without background work.
+		static := mustNew(t, staticConfig(breezev1.Cluster_ROUND_ROBIN, ep("10.0.0.1", 0, nil)), Options{})
+		static.Pause()
+		static.Resume()
+		static.Close()
+		static.Resume()
+		if eps := static.Endpoints(); len(eps) != 1 {
+			t.Fatalf("static cluster: %s", addrs(eps))
+		}
+	})
+}
