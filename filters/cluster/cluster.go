@@ -462,6 +462,9 @@ func (r *resolver) resolveOnce(ctx context.Context) {
 	var specs []Spec
 	prev := r.cluster.Endpoints()
 	for _, e := range r.endpoints {
+		if ctx.Err() != nil {
+			return // paused or closed before this lookup
+		}
 		lctx, cancel := context.WithTimeout(ctx, r.every)
 		ips, err := r.lookup(lctx, "ip", e.GetAddress())
 		cancel()

@@ -350,3 +350,27 @@ func TestResumeAfterCloseDoesNothing(t *testing.T) {
 		}
 	})
 }
+
+// A resolution that starts after its context was cancelled (the goroutine
+// of a Resume that a Pause overtook) looks nothing up and changes nothing.
+func TestResolveWithCancelledContextLooksNothingUp(t *testing.T) {
+	var r removals
+	cl := &Cluster{Name: "dns", log: slog.Default(), byAddr: map[string]*Endpoint{}, onRemove: r.onRemove}
+	cl.Update([]Spec{{Addr: "10.1.0.1:9"}})
+	before := cl.Endpoints()
+	var n atomic.Int32
+	res := &resolver{cluster: cl, every: time.Hour, endpoints: []*breezev1.Endpoint{{Address: "svc.example", Port: 9}},
+		lookup: func(context.Context, string, string) ([]netip.Addr, error) {
+			n.Add(1)
+			return ips("10.1.0.2"), nil
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res.resolveOnce(ctx)
+	if n.Load() != 0 {
+		t.Fatalf("%d lookups with a cancelled context", n.Load())
+	}
+	if eps := cl.Endpoints(); !slices.Equal(eps, before) || r.count() != 0 {
+		t.Fatalf("endpoints %s, removed %s", addrs(eps), addrs(r.all()))
+	}
+}
