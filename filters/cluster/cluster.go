@@ -116,7 +116,9 @@ type Options struct {
 	// policy change over xDS): endpoints the new one keeps are the same
 	// *Endpoint, with their live state and upstream pools, and only those
 	// it drops go to OnRemove. An EDS cluster starts with Previous's
-	// endpoints. Previous must not be updated afterwards; Close it.
+	// endpoints; a STRICT_DNS cluster too, and New does not wait for its
+	// first resolution (without Previous it does). Previous must not be
+	// updated afterwards; Close it.
 	Previous *Cluster
 }
 
@@ -188,12 +190,6 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		}
 		cl.Update(eps)
 	case breezev1.Cluster_STRICT_DNS:
-		// The previous version's addresses until the first resolution.
-		var specs []Spec
-		if opts.Previous != nil {
-			specs = opts.Previous.Specs()
-		}
-		cl.Update(specs)
 		lookup := opts.Lookup
 		if lookup == nil {
 			lookup = net.DefaultResolver.LookupNetIP
@@ -201,8 +197,17 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		cl.dns = &resolver{cluster: cl, endpoints: c.GetEndpoints(), every: durationOr(c.GetDnsRefreshRate().AsDuration(), 5*time.Second), lookup: lookup}
 		ctx, cancel := context.WithCancel(context.Background())
 		cl.stop = cancel
-		cl.dns.resolveOnce(ctx)
-		go cl.dns.run(ctx)
+		if opts.Previous != nil {
+			// A new version serves the previous version's addresses
+			// until its first resolution, in the background: replacing
+			// a cluster does not wait for DNS.
+			cl.Update(opts.Previous.Specs())
+			go cl.dns.resolveThenRun(ctx)
+		} else {
+			cl.Update(nil)
+			cl.dns.resolveOnce(ctx)
+			go cl.dns.run(ctx)
+		}
 	case breezev1.Cluster_EDS:
 		// Until xDS delivers endpoints: none, or the previous version's.
 		var specs []Spec
@@ -258,10 +263,7 @@ func (c *Cluster) Resume() {
 	c.stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	go func() {
-		c.dns.resolveOnce(ctx)
-		c.dns.run(ctx)
-	}()
+	go c.dns.resolveThenRun(ctx)
 }
 
 // Shutdown closes the cluster and empties it: its endpoints go to
@@ -435,6 +437,12 @@ type resolver struct {
 	lookup    func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
+// resolveThenRun resolves at once, then every refresh period.
+func (r *resolver) resolveThenRun(ctx context.Context) {
+	r.resolveOnce(ctx)
+	r.run(ctx)
+}
+
 func (r *resolver) run(ctx context.Context) {
 	t := time.NewTicker(r.every)
 	defer t.Stop()
@@ -454,6 +462,9 @@ func (r *resolver) resolveOnce(ctx context.Context) {
 	var specs []Spec
 	prev := r.cluster.Endpoints()
 	for _, e := range r.endpoints {
+		if ctx.Err() != nil {
+			return // paused or closed before this lookup
+		}
 		lctx, cancel := context.WithTimeout(ctx, r.every)
 		ips, err := r.lookup(lctx, "ip", e.GetAddress())
 		cancel()

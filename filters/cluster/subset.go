@@ -6,7 +6,10 @@ import (
 	"strings"
 )
 
-// SubsetKey is the canonical name of a set of subset labels.
+// SubsetKey is the canonical name of a set of subset labels: name=value
+// pairs sorted by name and joined by commas ("version=v2,zone=a"). A
+// backslash escapes any ',', '=' or '\' in a name or value, so that
+// distinct label sets never share a key (and a balancer).
 func SubsetKey(labels map[string]string) string {
 	if len(labels) == 0 {
 		return ""
@@ -17,9 +20,23 @@ func SubsetKey(labels map[string]string) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(k)
+		writeEscaped(&b, k)
 		b.WriteByte('=')
-		b.WriteString(labels[k])
+		writeEscaped(&b, labels[k])
 	}
 	return b.String()
+}
+
+func writeEscaped(b *strings.Builder, s string) {
+	if !strings.ContainsAny(s, `,=\`) {
+		b.WriteString(s)
+		return
+	}
+	for i := range len(s) {
+		switch s[i] {
+		case ',', '=', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
 }
