@@ -135,6 +135,8 @@ func expected(i int, method string) string {
 	return ""
 }
 
+// runnerConfig names only the xDS server and the route table: the
+// clusters the routes name, and their endpoints, come from `breeze xds`.
 const runnerConfig = `
 admin_address: "{{.Admin}}"
 listeners:
@@ -148,9 +150,6 @@ listeners:
       node_id: e2e
       route_config_name: ` + routeName + `
       initial_fetch_timeout: 20s
-    clusters:
-    - name: "` + cluster + `"
-      type: EDS
 `
 
 // load keeps dubbo-go clients busy: each worker makes one call after
@@ -366,19 +365,6 @@ func TestXDS(t *testing.T) {
 		l.barrier()
 		if counter(&seen, last).Load() == before {
 			t.Fatalf("traffic stopped following MetaRouter %d", last)
-		}
-		// Accepted by the control plane, refused by the proxy (a cluster it
-		// does not have): NACKed, and traffic stays.
-		cp.write("other-se.yaml", strings.NewReplacer("name: greeter", "name: other", host, "org.breeze.Other").Replace(serviceEntry(v3)))
-		cp.write("greeter-router.yaml", "apiVersion: metaprotocol.aeraki.io/v1alpha1\nkind: MetaRouter\nmetadata: {name: greeter}\n"+
-			"spec:\n  hosts: ["+host+"]\n  routes:\n  - {name: elsewhere, route: [{destination: {host: org.breeze.Other}}]}\n")
-		nack := regexp.MustCompile(`a proxy rejected an update \(NACK\).*node=e2e.*route.cluster: \\?"outbound\|20880\|\|org.breeze.Other\\?": no such cluster`)
-		l.waitFor("the proxy's NACK", 10*time.Second, func() bool { return nack.MatchString(cp.proc.Output()) })
-		l.barrier()
-		before = counter(&seen, last).Load()
-		l.barrier()
-		if counter(&seen, last).Load() == before {
-			t.Fatalf("traffic stopped following MetaRouter %d after the NACK", last)
 		}
 		if w := wrong.Load(); w != nil {
 			t.Fatal(w)
