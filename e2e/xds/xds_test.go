@@ -153,7 +153,10 @@ listeners:
 `
 
 // load keeps dubbo-go clients busy: each worker makes one call after
-// another (Greet and Whoami in turn) and hands every reply to onReply.
+// another (Greet and Whoami in turn), with the attachments attach returns
+// (nil: none), and hands every reply to onReply with the load's epoch when
+// the call started (see barrier). A Greet answered with another call's
+// argument counts as failed.
 type load struct {
 	t        *testing.T
 	done     []atomic.Int64 // per worker: the epoch of its last completed call
@@ -164,10 +167,20 @@ type load struct {
 	wg       sync.WaitGroup
 	calls    atomic.Int64
 	failures atomic.Int64
-	firstErr atomic.Value
+	firstErr atomic.Value // a failure: one type, whatever the error's
 }
 
-func startLoad(t *testing.T, clients []*harness.Client, perClient int, onReply func(method string, r greeter.Reply)) *load {
+type failure struct{ err error }
+
+// first is the error of the first failed call, nil if none failed.
+func (l *load) first() error {
+	if f, ok := l.firstErr.Load().(failure); ok {
+		return f.err
+	}
+	return nil
+}
+
+func startLoad(t *testing.T, clients []*harness.Client, perClient int, attach func() map[string]string, onReply func(method string, r greeter.Reply, epoch int64)) *load {
 	n := len(clients) * perClient
 	l := &load{t: t, done: make([]atomic.Int64, n), notify: make(chan struct{}, 1), stopped: make(chan struct{})}
 	deadline := time.Now().Add(5 * time.Minute) // a bound, should the test hang
@@ -184,15 +197,23 @@ func startLoad(t *testing.T, clients []*harness.Client, perClient int, onReply f
 				}
 				e := l.epoch.Load()
 				method := [...]string{"Greet", "Whoami"}[(i+w)%2]
+				var att map[string]string
+				if attach != nil {
+					att = attach()
+				}
+				arg := fmt.Sprintf("w%d-%d", w, i)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r, err := c.Call(ctx, method, fmt.Sprintf("w%d-%d", w, i), nil)
+				r, err := c.Call(ctx, method, arg, att)
 				cancel()
+				if err == nil && method != "Whoami" && r.Arg != arg {
+					err = fmt.Errorf("%s(%q) got the answer to %q", method, arg, r.Arg)
+				}
 				l.calls.Add(1)
 				if err != nil {
 					l.failures.Add(1)
-					l.firstErr.CompareAndSwap(nil, err)
+					l.firstErr.CompareAndSwap(nil, failure{err})
 				} else {
-					onReply(method, r)
+					onReply(method, r, e)
 				}
 				l.done[w].Store(e)
 				select {
@@ -213,7 +234,7 @@ func (l *load) waitFor(what string, within time.Duration, cond func() bool) {
 		select {
 		case <-l.notify:
 		case <-timeout:
-			l.t.Fatalf("timed out after %s waiting for %s (%d calls, %d failed; first: %v)", within, what, l.calls.Load(), l.failures.Load(), l.firstErr.Load())
+			l.t.Fatalf("timed out after %s waiting for %s (%d calls, %d failed; first: %v)", within, what, l.calls.Load(), l.failures.Load(), l.first())
 		}
 	}
 }
@@ -244,7 +265,7 @@ func (l *load) stop() {
 	l.t.Helper()
 	l.halt()
 	if n := l.failures.Load(); n > 0 {
-		l.t.Fatalf("%d of %d calls failed; first: %v", n, l.calls.Load(), l.firstErr.Load())
+		l.t.Fatalf("%d of %d calls failed; first: %v", n, l.calls.Load(), l.first())
 	}
 	l.t.Logf("%d calls, none failed", l.calls.Load())
 }
@@ -310,7 +331,7 @@ func TestXDS(t *testing.T) {
 		return v.(*atomic.Int64)
 	}
 	checkTables.Store(true)
-	l := startLoad(t, clients, 4, func(method string, r greeter.Reply) {
+	l := startLoad(t, clients, 4, nil, func(method string, r greeter.Reply, _ int64) {
 		counter(&served, r.Provider).Add(1)
 		i, err := strconv.Atoi(r.Attachments[tableKey])
 		if err != nil {
