@@ -434,12 +434,20 @@ func TestXDS(t *testing.T) {
 		}
 	})
 
+	test := t
 	t.Run("control plane restarted", func(t *testing.T) {
 		for round := range 2 {
 			cp.proc.KillAndWait(t)
 			l.barrier()
 			l.barrier() // traffic flows meanwhile
-			cp = startControlPlane(t, cp.dir, cp.addr)
+			// Started for the whole test: the proxy stays connected to it
+			// until the end, and its output is logged if a later check
+			// fails. A proxy that reconnects before the new process has
+			// read the directory gets an empty cluster set and drops its
+			// cluster: calls then fail with "no healthy upstream" until
+			// the directory is served (the control plane listens before
+			// its first snapshot).
+			cp = startControlPlane(test, cp.dir, cp.addr)
 			i := 200 + round
 			cp.write("greeter-router.yaml", metaRouter(i))
 			l.waitFor(fmt.Sprintf("MetaRouter %d from the restarted control plane", i), 20*time.Second, func() bool { return counter(&seen, i).Load() > 0 })
