@@ -135,6 +135,8 @@ func expected(i int, method string) string {
 	return ""
 }
 
+// runnerConfig names only the xDS server and the route table: the
+// clusters the routes name, and their endpoints, come from `breeze xds`.
 const runnerConfig = `
 admin_address: "{{.Admin}}"
 listeners:
@@ -148,13 +150,13 @@ listeners:
       node_id: e2e
       route_config_name: ` + routeName + `
       initial_fetch_timeout: 20s
-    clusters:
-    - name: "` + cluster + `"
-      type: EDS
 `
 
 // load keeps dubbo-go clients busy: each worker makes one call after
-// another (Greet and Whoami in turn) and hands every reply to onReply.
+// another (Greet and Whoami in turn), with the attachments attach returns
+// (nil: none), and hands every reply to onReply with the load's epoch when
+// the call started (see barrier). A Greet answered with another call's
+// argument counts as failed.
 type load struct {
 	t        *testing.T
 	done     []atomic.Int64 // per worker: the epoch of its last completed call
@@ -165,10 +167,20 @@ type load struct {
 	wg       sync.WaitGroup
 	calls    atomic.Int64
 	failures atomic.Int64
-	firstErr atomic.Value
+	firstErr atomic.Value // a failure: one type, whatever the error's
 }
 
-func startLoad(t *testing.T, clients []*harness.Client, perClient int, onReply func(method string, r greeter.Reply)) *load {
+type failure struct{ err error }
+
+// first is the error of the first failed call, nil if none failed.
+func (l *load) first() error {
+	if f, ok := l.firstErr.Load().(failure); ok {
+		return f.err
+	}
+	return nil
+}
+
+func startLoad(t *testing.T, clients []*harness.Client, perClient int, attach func() map[string]string, onReply func(method string, r greeter.Reply, epoch int64)) *load {
 	n := len(clients) * perClient
 	l := &load{t: t, done: make([]atomic.Int64, n), notify: make(chan struct{}, 1), stopped: make(chan struct{})}
 	deadline := time.Now().Add(5 * time.Minute) // a bound, should the test hang
@@ -185,15 +197,23 @@ func startLoad(t *testing.T, clients []*harness.Client, perClient int, onReply f
 				}
 				e := l.epoch.Load()
 				method := [...]string{"Greet", "Whoami"}[(i+w)%2]
+				var att map[string]string
+				if attach != nil {
+					att = attach()
+				}
+				arg := fmt.Sprintf("w%d-%d", w, i)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r, err := c.Call(ctx, method, fmt.Sprintf("w%d-%d", w, i), nil)
+				r, err := c.Call(ctx, method, arg, att)
 				cancel()
+				if err == nil && method != "Whoami" && r.Arg != arg {
+					err = fmt.Errorf("%s(%q) got the answer to %q", method, arg, r.Arg)
+				}
 				l.calls.Add(1)
 				if err != nil {
 					l.failures.Add(1)
-					l.firstErr.CompareAndSwap(nil, err)
+					l.firstErr.CompareAndSwap(nil, failure{err})
 				} else {
-					onReply(method, r)
+					onReply(method, r, e)
 				}
 				l.done[w].Store(e)
 				select {
@@ -214,7 +234,7 @@ func (l *load) waitFor(what string, within time.Duration, cond func() bool) {
 		select {
 		case <-l.notify:
 		case <-timeout:
-			l.t.Fatalf("timed out after %s waiting for %s (%d calls, %d failed; first: %v)", within, what, l.calls.Load(), l.failures.Load(), l.firstErr.Load())
+			l.t.Fatalf("timed out after %s waiting for %s (%d calls, %d failed; first: %v)", within, what, l.calls.Load(), l.failures.Load(), l.first())
 		}
 	}
 }
@@ -245,7 +265,7 @@ func (l *load) stop() {
 	l.t.Helper()
 	l.halt()
 	if n := l.failures.Load(); n > 0 {
-		l.t.Fatalf("%d of %d calls failed; first: %v", n, l.calls.Load(), l.firstErr.Load())
+		l.t.Fatalf("%d of %d calls failed; first: %v", n, l.calls.Load(), l.first())
 	}
 	l.t.Logf("%d calls, none failed", l.calls.Load())
 }
@@ -311,7 +331,7 @@ func TestXDS(t *testing.T) {
 		return v.(*atomic.Int64)
 	}
 	checkTables.Store(true)
-	l := startLoad(t, clients, 4, func(method string, r greeter.Reply) {
+	l := startLoad(t, clients, 4, nil, func(method string, r greeter.Reply, _ int64) {
 		counter(&served, r.Provider).Add(1)
 		i, err := strconv.Atoi(r.Attachments[tableKey])
 		if err != nil {
@@ -367,19 +387,6 @@ func TestXDS(t *testing.T) {
 		if counter(&seen, last).Load() == before {
 			t.Fatalf("traffic stopped following MetaRouter %d", last)
 		}
-		// Accepted by the control plane, refused by the proxy (a cluster it
-		// does not have): NACKed, and traffic stays.
-		cp.write("other-se.yaml", strings.NewReplacer("name: greeter", "name: other", host, "org.breeze.Other").Replace(serviceEntry(v3)))
-		cp.write("greeter-router.yaml", "apiVersion: metaprotocol.aeraki.io/v1alpha1\nkind: MetaRouter\nmetadata: {name: greeter}\n"+
-			"spec:\n  hosts: ["+host+"]\n  routes:\n  - {name: elsewhere, route: [{destination: {host: org.breeze.Other}}]}\n")
-		nack := regexp.MustCompile(`a proxy rejected an update \(NACK\).*node=e2e.*route.cluster: \\?"outbound\|20880\|\|org.breeze.Other\\?": no such cluster`)
-		l.waitFor("the proxy's NACK", 10*time.Second, func() bool { return nack.MatchString(cp.proc.Output()) })
-		l.barrier()
-		before = counter(&seen, last).Load()
-		l.barrier()
-		if counter(&seen, last).Load() == before {
-			t.Fatalf("traffic stopped following MetaRouter %d after the NACK", last)
-		}
 		if w := wrong.Load(); w != nil {
 			t.Fatal(w)
 		}
@@ -427,12 +434,20 @@ func TestXDS(t *testing.T) {
 		}
 	})
 
+	test := t
 	t.Run("control plane restarted", func(t *testing.T) {
 		for round := range 2 {
 			cp.proc.KillAndWait(t)
 			l.barrier()
 			l.barrier() // traffic flows meanwhile
-			cp = startControlPlane(t, cp.dir, cp.addr)
+			// Started for the whole test: the proxy stays connected to it
+			// until the end, and its output is logged if a later check
+			// fails. A proxy that reconnects before the new process has
+			// read the directory gets an empty cluster set and drops its
+			// cluster: calls then fail with "no healthy upstream" until
+			// the directory is served (the control plane listens before
+			// its first snapshot).
+			cp = startControlPlane(test, cp.dir, cp.addr)
 			i := 200 + round
 			cp.write("greeter-router.yaml", metaRouter(i))
 			l.waitFor(fmt.Sprintf("MetaRouter %d from the restarted control plane", i), 20*time.Second, func() bool { return counter(&seen, i).Load() > 0 })
