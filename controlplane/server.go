@@ -65,6 +65,11 @@ type Server struct {
 
 	mu      sync.Mutex
 	current Resources
+	// ready closes with the first Set, stopped with Stop: Serve answers
+	// nobody before the first Set, since an empty cluster list would tell
+	// a reconnecting proxy that its clusters were removed (full state).
+	ready, stopped      chan struct{}
+	readyOnce, stopOnce sync.Once
 	// OnNACK, if set before Serve, is called for every NACK (tests).
 	OnNACK func(NACK)
 }
@@ -88,6 +93,8 @@ func NewServer(logger *slog.Logger) *Server {
 			Clusters:  map[string]*clusterv3.Cluster{},
 			Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		},
+		ready:   make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 	return s
 }
@@ -100,6 +107,7 @@ func NewServer(logger *slog.Logger) *Server {
 func (s *Server) Set(r Resources) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.readyOnce.Do(func() { close(s.ready) })
 	steps := []func() error{
 		func() error { return update(s.clusters, s.current.Clusters, r.Clusters, false) },
 		func() error { return update(s.endpoints, s.current.Endpoints, r.Endpoints, false) },
@@ -154,7 +162,15 @@ func missing[M any](old, next map[string]M) []string {
 }
 
 // Serve serves ADS on ln until Stop.
+//
+// Connections wait (in the listen backlog) until the first Set.
 func (s *Server) Serve(ln net.Listener) error {
+	select {
+	case <-s.ready:
+	case <-s.stopped:
+		ln.Close()
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -184,6 +200,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	g := grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xds)
 	s.mu.Lock()
+	select {
+	case <-s.stopped:
+		s.mu.Unlock()
+		cancel()
+		ln.Close()
+		return nil
+	default:
+	}
 	s.grpc, s.cancel = g, cancel
 	s.mu.Unlock()
 	return g.Serve(ln)
@@ -201,6 +225,7 @@ func (s *Server) nack(node *corev3.Node, typeURL, version, detail string) {
 // Stop closes every stream and the listener.
 func (s *Server) Stop() {
 	s.mu.Lock()
+	s.stopOnce.Do(func() { close(s.stopped) })
 	g, cancel := s.grpc, s.cancel
 	s.mu.Unlock()
 	if g != nil {

@@ -180,3 +180,52 @@ func TestServeClusters(t *testing.T) {
 	default:
 	}
 }
+
+// Serve answers nobody before the first Set (an empty cluster list would
+// tell a reconnecting proxy its clusters were removed), and a Stop before
+// any Set ends it and closes the listener.
+func TestServeBeforeFirstSet(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(quiet)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	srv.Stop()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve after Stop: %v", err)
+	}
+	if _, err := ln.Accept(); err == nil {
+		t.Fatal("listener still open after Stop")
+	}
+
+	// Subscribed before the first Set: the first thing the watcher hears is
+	// the cluster, not its absence.
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = NewServer(quiet)
+	served = make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	c, err := client.New(client.Options{Address: ln.Addr().String(), NodeID: "early", Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	w := newClusterWatcher()
+	c.WatchClusters("outbound|20880||org.example.Greeter", w.apply)
+	d := dir(t, map[string]string{"se.yaml": entry("org.example.Greeter", 20880)})
+	tr, _ := read(t, d)
+	if err := srv.Set(tr.Resources); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.next(t); got != "ROUND_ROBIN" {
+		t.Fatalf("first delivery %q, want the cluster", got)
+	}
+}

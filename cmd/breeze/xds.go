@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,14 +51,21 @@ func xds(args []string) error {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	serveErr := make(chan error, 1)
+	// Serve answers once the directory was read (Server waits for its
+	// first Set).
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer srv.Stop()
-	// Scripts and tests wait for this line.
-	fmt.Printf("LISTENING xds %s\n", ln.Addr())
 
 	src := &controlplane.DirSource{Dir: *dir, Debounce: *debounce, Log: log}
 	runErr := make(chan error, 1)
-	go func() { runErr <- controlplane.Run(ctx, src, srv, log, nil) }()
+	var first sync.Once
+	go func() {
+		runErr <- controlplane.Run(ctx, src, srv, log, func(controlplane.Resources, []controlplane.Problem) {
+			// Scripts and tests wait for this line: from now on the
+			// server answers with what the directory holds.
+			first.Do(func() { fmt.Printf("LISTENING xds %s\n", ln.Addr()) })
+		})
+	}()
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("xds server: %w", err)

@@ -442,11 +442,9 @@ func TestXDS(t *testing.T) {
 			l.barrier() // traffic flows meanwhile
 			// Started for the whole test: the proxy stays connected to it
 			// until the end, and its output is logged if a later check
-			// fails. A proxy that reconnects before the new process has
-			// read the directory gets an empty cluster set and drops its
-			// cluster: calls then fail with "no healthy upstream" until
-			// the directory is served (the control plane listens before
-			// its first snapshot).
+			// fails. The new process answers nobody before it has read
+			// the directory: an empty cluster set would make the proxy
+			// drop its cluster (full state), and calls would fail.
 			cp = startControlPlane(test, cp.dir, cp.addr)
 			i := 200 + round
 			cp.write("greeter-router.yaml", metaRouter(i))
