@@ -326,3 +326,39 @@ func (p *Proxy) xdsClusters() *xdsClusters {
 	defer p.lifeMu.Unlock()
 	return p.xds.clusters
 }
+
+// A new version of a cluster changes its connection settings for the pools
+// it keeps: more connections per endpoint open on the next requests.
+func TestXDSClusterConnectionSettingsChange(t *testing.T) {
+	b := newBackend(t, "b")
+	drainServed(t, b)
+	s := startXDSServer(t, "")
+	s.set(func(r *resources) {
+		r.cluster(edsCluster(t, "c", clusterv3.Cluster_ROUND_ROBIN, &breezev1.ClusterOptions{ConnectionsPerEndpoint: 1}))
+		r.endpoints("c", b)
+		r.routes(&breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{{Route: toCluster("c", nil)}}})
+	})
+	addr, p := startXDSProxy(t, "stat_prefix: conns\ncodec: tframe\nxds: {initial_fetch_timeout: 10s, address: "+s.addr+", route_config_name: r}\n")
+	c := dial(t, addr)
+	for i := range 6 {
+		if m, err := c.call(uint64(i), "x"); err != nil || md(m, "server") != "b" {
+			t.Fatalf("%+v %v", m, err)
+		}
+	}
+	if n := b.open.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1", n)
+	}
+	s.set(func(r *resources) {
+		r.cluster(edsCluster(t, "c", clusterv3.Cluster_ROUND_ROBIN, &breezev1.ClusterOptions{ConnectionsPerEndpoint: 3}))
+	})
+	eventually(t, "the new version applied", func() bool { return p.Cluster("c").ConnsPerHost == 3 })
+	for i := range 6 {
+		if m, err := c.call(uint64(10+i), "x"); err != nil || md(m, "server") != "b" {
+			t.Fatalf("%+v %v", m, err)
+		}
+	}
+	eventually(t, "3 upstream connections", func() bool { return b.open.Load() == 3 })
+	if n := p.up.Pools(); n != 1 {
+		t.Fatalf("%d pools, want the one kept across versions", n)
+	}
+}

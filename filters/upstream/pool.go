@@ -42,13 +42,16 @@ func (pl *pool) keepaliveEvery() time.Duration {
 	return every
 }
 
-func (pl *pool) get() (*conn, error) {
+// get returns a connection of the pool, opening one while it has fewer
+// than conns (the current version of the cluster says how many: a new
+// version from xDS keeps the pool).
+func (pl *pool) get(conns int) (*conn, error) {
 	pl.mu.Lock()
 	if pl.retired {
 		pl.mu.Unlock()
 		return nil, ErrUnavailable
 	}
-	if len(pl.conns) < pl.cluster.ConnsPerHost {
+	if len(pl.conns) < conns {
 		codec, err := pl.m.opts.Codec(pl.m.opts.CodecOpts)
 		if err != nil {
 			pl.mu.Unlock()

@@ -162,7 +162,7 @@ func (m *Manager) Send(t Target, r *Request, msg *codecs.Message, enc codecs.Cod
 	if pl == nil {
 		return false, ErrUnavailable
 	}
-	uc, err := pl.get()
+	uc, err := pl.get(t.Cluster.ConnsPerHost)
 	if err != nil {
 		return false, err
 	}
