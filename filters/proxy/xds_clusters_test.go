@@ -362,3 +362,24 @@ func TestXDSClusterConnectionSettingsChange(t *testing.T) {
 		t.Fatalf("%d pools, want the one kept across versions", n)
 	}
 }
+
+// A config's own routes (no route_config_name) may name clusters that the
+// config does not define: they are fetched, and the new proxy waits for
+// them within initial_fetch_timeout.
+func TestXDSInlineRoutesFetchClusters(t *testing.T) {
+	b := newBackend(t, "b")
+	s := startXDSServer(t, "")
+	s.set(func(r *resources) {
+		r.cluster(edsCluster(t, "remote", clusterv3.Cluster_ROUND_ROBIN, nil))
+		r.endpoints("remote", b)
+	})
+	addr, p := startXDSProxy(t, "stat_prefix: inline\ncodec: tframe\nxds: {initial_fetch_timeout: 10s, address: "+s.addr+"}\n"+
+		"route_config:\n  routes:\n  - route: {cluster: remote}\n")
+	if p.Cluster("remote") == nil {
+		t.Fatal("the proxy started before the cluster its routes name arrived")
+	}
+	c := dial(t, addr)
+	if m, err := c.call(1, "x"); err != nil || md(m, "server") != "b" {
+		t.Fatalf("%+v %v", m, err)
+	}
+}
