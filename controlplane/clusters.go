@@ -46,7 +46,7 @@ func (t *translator) cluster(host string, port uint32) (*clusterv3.Cluster, bool
 	opts := &breezev1.ClusterOptions{}
 	var policy breezev1.Cluster_LbPolicy
 	policy, opts.HashKey = lbPolicy(loadBalancer(dr.GetTrafficPolicy(), port))
-	c.LbPolicy = envoyPolicy[policy]
+	c.LbPolicy = client.EnvoyLbPolicy[policy]
 	for _, s := range dr.GetSubsets() {
 		lb := loadBalancer(s.GetTrafficPolicy(), port)
 		if lb == nil {
@@ -68,14 +68,6 @@ func (t *translator) cluster(host string, port uint32) (*clusterv3.Cluster, bool
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{client.OptionsKey: a}
 	return c, true
-}
-
-var envoyPolicy = map[breezev1.Cluster_LbPolicy]clusterv3.Cluster_LbPolicy{
-	breezev1.Cluster_ROUND_ROBIN:   clusterv3.Cluster_ROUND_ROBIN,
-	breezev1.Cluster_LEAST_REQUEST: clusterv3.Cluster_LEAST_REQUEST,
-	breezev1.Cluster_RANDOM:        clusterv3.Cluster_RANDOM,
-	breezev1.Cluster_RING_HASH:     clusterv3.Cluster_RING_HASH,
-	breezev1.Cluster_MAGLEV:        clusterv3.Cluster_MAGLEV,
 }
 
 // loadBalancer returns the loadBalancer a traffic policy sets for a port:

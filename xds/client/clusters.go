@@ -42,6 +42,25 @@ var clusterFields = map[protoreflect.Name]string{
 	"maglev_lb_config":    "",
 }
 
+// EnvoyLbPolicy is the Envoy Cluster lb_policy of each Breeze policy (the
+// same algorithms).
+var EnvoyLbPolicy = map[breezev1.Cluster_LbPolicy]clusterv3.Cluster_LbPolicy{
+	breezev1.Cluster_ROUND_ROBIN:   clusterv3.Cluster_ROUND_ROBIN,
+	breezev1.Cluster_LEAST_REQUEST: clusterv3.Cluster_LEAST_REQUEST,
+	breezev1.Cluster_RANDOM:        clusterv3.Cluster_RANDOM,
+	breezev1.Cluster_RING_HASH:     clusterv3.Cluster_RING_HASH,
+	breezev1.Cluster_MAGLEV:        clusterv3.Cluster_MAGLEV,
+}
+
+func breezePolicy(p clusterv3.Cluster_LbPolicy) (breezev1.Cluster_LbPolicy, bool) {
+	for b, e := range EnvoyLbPolicy {
+		if e == p {
+			return b, true
+		}
+	}
+	return 0, false
+}
+
 // Cluster reads an Envoy Cluster served to Breeze as the Breeze cluster it
 // describes:
 //
@@ -84,20 +103,11 @@ func Cluster(c *clusterv3.Cluster) (*breezev1.Cluster, error) {
 	default:
 		return nil, fmt.Errorf("type: %s: not supported (STATIC, STRICT_DNS or EDS)", c.GetType())
 	}
-	switch c.GetLbPolicy() {
-	case clusterv3.Cluster_ROUND_ROBIN:
-		out.LbPolicy = breezev1.Cluster_ROUND_ROBIN
-	case clusterv3.Cluster_LEAST_REQUEST:
-		out.LbPolicy = breezev1.Cluster_LEAST_REQUEST
-	case clusterv3.Cluster_RANDOM:
-		out.LbPolicy = breezev1.Cluster_RANDOM
-	case clusterv3.Cluster_RING_HASH:
-		out.LbPolicy = breezev1.Cluster_RING_HASH
-	case clusterv3.Cluster_MAGLEV:
-		out.LbPolicy = breezev1.Cluster_MAGLEV
-	default:
+	policy, ok := breezePolicy(c.GetLbPolicy())
+	if !ok {
 		return nil, fmt.Errorf("lb_policy: %s: not supported (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", c.GetLbPolicy())
 	}
+	out.LbPolicy = policy
 	if la := c.GetLoadAssignment(); la != nil {
 		if out.Type == breezev1.Cluster_EDS {
 			return nil, fmt.Errorf("load_assignment: an EDS cluster takes its endpoints from eds_cluster_config: remove it")
