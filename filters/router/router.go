@@ -60,6 +60,10 @@ type snapshot struct {
 type clusterEntry struct {
 	*cluster.Cluster
 	metrics *metrics.Cluster
+	// removed: RemoveCluster took it out. A request that picked it from
+	// an older snapshot is routed again by the current table (which no
+	// longer names it, unless the server removed it).
+	removed atomic.Bool
 }
 
 // Options configure a Router.
@@ -203,6 +207,7 @@ func (rt *Router) RemoveCluster(name string) {
 	}
 	clusters := maps.Clone(old.clusters)
 	delete(clusters, name)
+	prev.removed.Store(true)
 	rt.snap.Store(&snapshot{routes: old.routes, clusters: clusters})
 	rt.mu.Unlock()
 	// Emptying it retires its endpoints' pools (drained, not cut), and a
@@ -276,6 +281,9 @@ type Call struct {
 	enc    codecs.Codec
 	encMu  *sync.Mutex
 	flavor string
+	// rerouted: the request was routed again because its cluster was
+	// removed under it (once).
+	rerouted bool
 }
 
 // Init ties a call to its stream and the connection's codec.
@@ -308,13 +316,7 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 		s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, true)
 		return filter.Stop
 	}
-	c.target = c.route.PickTarget()
-	c.cl = c.snap.clusters[c.target.Cluster]
-	s.Cluster = c.target.Cluster
-	if c.cl == nil {
-		metrics.ClusterMissing.WithLabelValues(rt.name, c.target.Cluster).Inc()
-		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
-			fmt.Sprintf("breeze: cluster %q has not arrived (over xDS) or is still warming", c.target.Cluster), filter.NoHealthyUpstream, true)
+	if !rt.pickCluster(c, true) {
 		return filter.Stop
 	}
 	c.up.Oneway = s.Request.Type == codecs.Oneway
@@ -326,11 +328,56 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	return filter.Stop
 }
 
+// pickCluster picks the request's target of its route and the cluster of
+// the call's snapshot, or answers it when the cluster is missing.
+func (rt *Router) pickCluster(c *Call, locked bool) bool {
+	c.target = c.route.PickTarget()
+	c.cl = c.snap.clusters[c.target.Cluster]
+	c.s.Cluster = c.target.Cluster
+	if c.cl == nil {
+		metrics.ClusterMissing.WithLabelValues(rt.name, c.target.Cluster).Inc()
+		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+			fmt.Sprintf("breeze: cluster %q has not arrived (over xDS) or is still warming", c.target.Cluster), filter.NoHealthyUpstream, locked)
+		return false
+	}
+	return true
+}
+
+// reroute routes a request again by the current table, after the cluster
+// it picked was removed (a new table dropped it while the request was
+// between the two): what the new table would have done with it.
+func (rt *Router) reroute(c *Call, locked bool) bool {
+	c.rerouted = true
+	c.snap = rt.snap.Load()
+	c.route = c.snap.routes.Match(c.s.Request.Metadata)
+	if c.route == nil {
+		svc, method := codecs.Describe(c.enc, c.s.Request.Metadata)
+		c.s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, locked)
+		return false
+	}
+	c.s.Route = c.route
+	return rt.pickCluster(c, locked)
+}
+
 // dispatch balances the request onto an endpoint and sends it. exclude is
 // an endpoint that just failed for it. locked: the caller holds encMu.
 func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint, locked bool) {
 	s := c.s
+	if c.cl.removed.Load() && !c.rerouted {
+		if !rt.reroute(c, locked) {
+			return
+		}
+		exclude = nil
+	}
 	set := c.cl.Set(c.target.Subset)
+	if (set == nil || set.Len() == 0) && c.cl.removed.Load() && !c.rerouted {
+		// Removed (and emptied) since the check above.
+		if !rt.reroute(c, locked) {
+			return
+		}
+		exclude = nil
+		set = c.cl.Set(c.target.Subset)
+	}
 	if set == nil || set.Len() == 0 {
 		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
 			fmt.Sprintf("cluster %q%s has no endpoints", c.target.Cluster, subsetDesc(c.target)), filter.NoHealthyUpstream, locked)
