@@ -45,6 +45,9 @@ type backend struct {
 	heartbeats atomic.Int64
 	// open counts the connections the backend has open now.
 	open atomic.Int64
+	// idleTimeout (nanos): close a connection that sent nothing for that
+	// long, as providers do. 0: never.
+	idleTimeout atomic.Int64
 }
 
 func newBackend(t *testing.T, name string) *backend {
@@ -106,6 +109,9 @@ func (b *backend) handle(c net.Conn) {
 	}
 	r := bufio.NewReader(c)
 	for {
+		if d := time.Duration(b.idleTimeout.Load()); d > 0 {
+			c.SetReadDeadline(time.Now().Add(d))
+		}
 		f, err := readFrame(r)
 		if err != nil {
 			return

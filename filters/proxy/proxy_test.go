@@ -537,29 +537,75 @@ func TestUpstreamKeepalive(t *testing.T) {
 }
 
 // A provider that closes connections silent for less than the keep-alive
-// period: the proxy learns its limit and keeps the next connection alive.
+// period: once two connections were closed after the same silence, the
+// proxy takes it for the provider's idle timeout and keeps the next
+// connection alive within it. One close is no evidence (a provider may
+// just have died): the second connection gets no heartbeat.
 func TestUpstreamKeepaliveLearnsIdleTimeout(t *testing.T) {
+	oldKeepalive := upstream.Keepalive.Swap(int64(time.Hour))
+	defer upstream.Keepalive.Store(oldKeepalive)
+	oldFloor := upstream.MinIdleTimeout.Swap(int64(100 * time.Millisecond))
+	defer upstream.MinIdleTimeout.Store(oldFloor)
 	b := newBackend(t, "b")
-	b.mu.Lock()
-	first := true
-	b.onConnect = func(c net.Conn) {
-		if first { // the first connection is closed after 150ms of silence
-			first = false
-			time.AfterFunc(150*time.Millisecond, func() { c.Close() })
+	b.idleTimeout.Store(int64(600 * time.Millisecond))
+	// A cluster of its own: the close counter is shared by every proxy "t".
+	addr := startProxy(t, cfg(`  - route: {cluster: idle}`, "- name: idle\n  endpoints:\n"+ep(b, "")))
+	c := dial(t, addr)
+	closes := metrics.UpstreamEvents.WithLabelValues("t", "idle", "close")
+	for i := range 2 {
+		before := testutil.ToFloat64(closes)
+		if _, err := c.call(0, "x"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the provider closing the idle connection, or a heartbeat", func() bool {
+			return testutil.ToFloat64(closes) > before || b.heartbeats.Load() > 0
+		})
+		if n := b.heartbeats.Load(); n != 0 {
+			t.Fatalf("connection %d got %d heartbeats before the idle timeout was seen twice", i+1, n)
 		}
 	}
-	b.mu.Unlock()
-	addr := startProxy(t, cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")))
-	c := dial(t, addr)
-	if _, err := c.call(0, "x"); err != nil {
-		t.Fatal(err)
-	}
-	closes := metrics.UpstreamEvents.WithLabelValues("t", "c", "close")
 	before := testutil.ToFloat64(closes)
-	eventually(t, "the idle close seen by the proxy", func() bool { return testutil.ToFloat64(closes) > before })
 	if _, err := c.call(0, "y"); err != nil {
 		t.Fatal(err)
 	}
-	// About 75ms: the second connection gets heartbeats well within 30s.
+	// About every 300ms: three heartbeats outlast the provider's 600ms.
 	eventually(t, "heartbeats at the learned period", func() bool { return b.heartbeats.Load() >= 3 })
+	if got := testutil.ToFloat64(closes); got != before {
+		t.Fatalf("the heartbeated connection was closed (%v closes)", got-before)
+	}
+	if m, err := c.call(0, "z"); err != nil || m.body != "z" {
+		t.Fatalf("after heartbeats: %+v %v", m, err)
+	}
+}
+
+// A provider that dies right after replying has no idle timeout to learn:
+// once it is back, the proxy heartbeats it at the usual period, not every
+// few milliseconds. Three crashes after the same short silence are no
+// evidence either: the silence is below any idle timeout a provider has.
+func TestUpstreamCrashIsNotAnIdleTimeout(t *testing.T) {
+	old := upstream.Keepalive.Swap(int64(time.Hour))
+	defer upstream.Keepalive.Store(old)
+	b := newBackend(t, "b")
+	// A cluster of its own: the close counter is shared by every proxy "t".
+	addr := startProxy(t, cfg(`  - route: {cluster: crash}`, "- name: crash\n  endpoints:\n"+ep(b, "")))
+	c := dial(t, addr)
+	closes := metrics.UpstreamEvents.WithLabelValues("t", "crash", "close")
+	for range 3 {
+		before := testutil.ToFloat64(closes)
+		if _, err := c.call(0, "x"); err != nil {
+			t.Fatal(err)
+		}
+		b.kill()
+		eventually(t, "the proxy sees the dead provider's close", func() bool { return testutil.ToFloat64(closes) > before })
+		b = newBackendAt(t, "b", b.ln.Addr().String())
+	}
+	// The provider is back. A request it holds for 200ms keeps the
+	// connection silent that long: a proxy that took the crashes for an
+	// idle timeout of a few milliseconds heartbeats through it.
+	if _, err := c.call(0, "y", "sleep", "200"); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.heartbeats.Load(); n != 0 {
+		t.Fatalf("the returned provider got %d heartbeats during 200ms of silence (keep-alive is 1h)", n)
+	}
 }

@@ -56,6 +56,7 @@ type conn struct {
 	keepalive  *time.Timer
 
 	// Used only from Envoy's serialized upstream callbacks.
+	seq   uint64 // numbered by the pool's idle learning when it opened
 	codec codecs.Codec
 	buf   []byte
 	msg   codecs.Message
@@ -182,6 +183,7 @@ func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
 	pl := uc.pool
 	pl.metrics.Connect.Inc()
 	pl.ep.Succeeded()
+	uc.seq = pl.idle.open()
 	uc.mu.Lock()
 	uc.cb = cb
 	if uc.state == connecting {
@@ -223,6 +225,7 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 	pl.metrics.ConnectFail.Inc()
 	if reason != api.Overflow {
 		pl.ep.Failed()
+		pl.idle.forget()
 	}
 	pl.m.log.Warn("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
 	uc.mu.Lock()
@@ -311,6 +314,7 @@ func (uc *conn) handle(m *codecs.Message) {
 		// Stop balancing new requests to the endpoint as well: a provider
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
+		pl.idle.forget()
 		uc.mu.Lock()
 		if uc.state == ready {
 			uc.state = draining
@@ -365,6 +369,22 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	pl := uc.pool
 	uc.mu.Lock()
 	byUs := uc.byUs
+	// What the close says about the endpoint is recorded before the
+	// connection is seen closed (send drops it from the pool then), so
+	// that the connection replacing it is kept alive by what it taught.
+	var learned time.Duration
+	switch {
+	case byUs:
+	case len(uc.pending) > 0:
+		// Losing requests in flight is a failure, not an idle timeout.
+		pl.idle.forget()
+	case uc.state == ready:
+		// An upstream closing an idle connection may be its idle timeout
+		// (routine) or its death: idleLearning tells them apart. A
+		// draining connection was told the endpoint is going away.
+		silence := time.Since(time.Unix(0, uc.lastActive.Load()))
+		learned = pl.idle.idleClosed(uc.seq, silence, time.Duration(Keepalive.Load()), time.Duration(MinIdleTimeout.Load()))
+	}
 	uc.state = closed
 	uc.cb = nil // must not be used after its close event
 	if uc.keepalive != nil {
@@ -382,13 +402,9 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	uc.mu.Unlock()
 	pl.remove(uc)
 	pl.metrics.Close.Inc()
-	// An upstream closing an idle connection is routine (its idle timeout):
-	// learn the timeout, so later connections are kept alive within it.
-	// Losing requests in flight is a failure.
-	if idle := time.Since(time.Unix(0, uc.lastActive.Load())); !byUs && len(lost) == 0 && uc.lastActive.Load() != 0 && idle < pl.keepaliveEvery() {
-		pl.idleLimit.Store(int64(idle))
-		pl.m.log.Info("upstream closed an idle connection; heartbeating its connections more often",
-			"endpoint", pl.ep.Addr, "idle", idle, "keepalive", pl.keepaliveEvery())
+	if learned > 0 {
+		pl.m.log.Info("upstream closes connections idle for its idle timeout; heartbeating its connections more often",
+			"endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
 	}
 	if !byUs && len(lost) > 0 {
 		pl.ep.Failed()

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
@@ -26,18 +25,18 @@ type pool struct {
 	next  int
 	// retired: the endpoint left its cluster; no new connections.
 	retired bool
-	// idleLimit (nanos) is what the endpoint showed it tolerates: it closed
-	// a connection of ours that had been silent that long. 0: not seen.
-	idleLimit atomic.Int64
+	// idle is the endpoint's idle timeout as learned from its closes.
+	idle idleLearning
 }
 
 // keepaliveEvery is the heartbeat period for the pool's connections: the
-// default, or half the silence the endpoint was seen to close a connection
-// after, so that a provider with a short idle timeout keeps the next one.
+// default, or half the idle timeout learned for the endpoint, so that a
+// provider with a short one keeps the next connection; never below half
+// MinIdleTimeout, whatever was learned.
 func (pl *pool) keepaliveEvery() time.Duration {
 	every := time.Duration(Keepalive.Load())
-	if l := time.Duration(pl.idleLimit.Load()); l > 0 {
-		every = min(every, max(l/2, 10*time.Millisecond))
+	if l := time.Duration(pl.idle.limit.Load()); l > 0 {
+		every = min(every, max(l/2, time.Duration(MinIdleTimeout.Load())/2))
 	}
 	return every
 }
