@@ -303,14 +303,21 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 			case *metaprotocolv1alpha1.StringMatch_Prefix:
 				mm.Match = &breezev1.MetadataMatcher_Prefix{Prefix: s.Prefix}
 			case *metaprotocolv1alpha1.StringMatch_Regex:
+				if s.Regex == "*" {
+					// Not RE2: Aeraki (as Istio for headers) reads it as
+					// "present, any value".
+					mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
+					break
+				}
 				if _, err := regexp.Compile(s.Regex); err != nil {
 					t.problem(o, f+".regex", false, "%q: %v", s.Regex, err)
 					failed = true
 				}
 				mm.Match = &breezev1.MetadataMatcher_Regex{Regex: s.Regex}
 			default:
-				t.problem(o, f, false, "needs one of exact, prefix, regex")
-				failed = true
+				// No operator ({}): "presence of the attribute is
+				// checked" (MetaRouteMatch.attributes in Aeraki's API).
+				mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
 			}
 			if route.Match == nil {
 				route.Match = &breezev1.RouteMatch{}
