@@ -1,12 +1,17 @@
 package controlplane
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/route"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 // Samples as Aeraki and Istio publish them, verbatim (license headers
@@ -140,5 +145,43 @@ func TestSamplesWithGoDurations(t *testing.T) {
 		if got[k] != w {
 			t.Errorf("%s: got %v, want %v", k, got[k], w)
 		}
+	}
+}
+
+// A MetaRouter without routes (Aeraki's global rate limit sample) leaves
+// its host the default route, as Aeraki does, rather than a table where
+// every request finds no route.
+func TestMetaRouterWithoutRoutesKeepsTheDefaultRoute(t *testing.T) {
+	const host = "org.apache.dubbo.samples.basic.api.demoservice"
+	d := dir(t, map[string]string{
+		"se.yaml":        entry(host, 20880),
+		"ratelimit.yaml": aerakiGlobalRateLimit,
+		"dr.yaml": `apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: dubbo-sample-provider, namespace: meta-dubbo}
+spec:
+  host: org.apache.dubbo.samples.basic.api.demoservice
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: method}}}
+`,
+	})
+	tr, problems := read(t, d)
+	var msgs []string
+	for _, p := range problems {
+		msgs = append(msgs, strings.ReplaceAll(p.Error(), d+"/", ""))
+	}
+	wantProblems := []string{"ratelimit.yaml#2: MetaRouter meta-dubbo/test-metaprotocol-dubbo-route: spec.globalRateLimit: not supported by Breeze yet; ignored"}
+	if !slices.Equal(msgs, wantProblems) {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(msgs, "\n"), strings.Join(wantProblems, "\n"))
+	}
+	var want breezev1.RouteConfiguration
+	fromYAML(t, `{name: org.apache.dubbo.samples.basic.api.demoservice_20880, routes: [{name: default, route: {cluster: "outbound|20880||org.apache.dubbo.samples.basic.api.demoservice", hash_key: method}}]}`, &want)
+	rc := tr.Resources.Routes[host+"_20880"]
+	equal(t, "routes", rc, &want)
+	table, err := route.Compile(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := table.Match(codecs.Metadata{{Key: "method", Value: "sayHello"}}); r == nil || r.RouteName() != "default" {
+		t.Fatalf("a call matched %v, want the default route", r)
 	}
 }

@@ -260,20 +260,19 @@ func locality(s string) *corev3.Locality {
 }
 
 // routes builds the route table of a host and port: its MetaRouter's
-// routes, or a default route to the whole cluster.
+// routes, or a default route to the whole cluster. A MetaRouter without
+// routes (one for rate limits only, as in Aeraki's samples) leaves the
+// host its default route, as Aeraki does.
 func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfiguration, bool) {
 	rc := &breezev1.RouteConfiguration{Name: RouteConfigName(host, port)}
 	o := t.routers[host]
-	if o == nil || t.bad[o] {
-		if o != nil || t.badRule(host) {
-			return nil, false
-		}
-		key := t.hashKey(host, "", port)
-		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
-			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
-		return rc, true
+	if o != nil && t.bad[o] {
+		return nil, false
 	}
-	mr := o.Spec.(*metaprotocolv1alpha1.MetaRouter)
+	var mr *metaprotocolv1alpha1.MetaRouter
+	if o != nil {
+		mr = o.Spec.(*metaprotocolv1alpha1.MetaRouter)
+	}
 	before := len(t.out.Problems)
 	warnOnce := func(field, format string, args ...any) {
 		// A MetaRouter is translated once per port: say it once.
@@ -289,6 +288,15 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 	}
 	if mr.GetGlobalRateLimit() != nil {
 		warnOnce("spec.globalRateLimit", "not supported by Breeze yet; ignored")
+	}
+	if len(mr.GetRoutes()) == 0 {
+		if t.badRule(host) {
+			return nil, false // the default route would lose the rule's hash key
+		}
+		key := t.hashKey(host, "", port)
+		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
+			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
+		return rc, true
 	}
 	failed := false
 	for i, r := range mr.GetRoutes() {
