@@ -101,6 +101,18 @@ type DirSource struct {
 	byFile  map[string][]Object
 	byID    map[string]Object
 	present map[string]bool
+	// byHost: the last good object of each kind and host ("MetaRouter
+	// org.example.Greeter"), for a broken object under a new name that
+	// names the host; broken lists this read's such objects.
+	byHost map[string]Object
+	broken []brokenObject
+}
+
+// brokenObject is an object that could not be read and has no last good
+// version of its own: the hosts it names, as far as they can be read.
+type brokenObject struct {
+	ref, kind string
+	hosts     []string
 }
 
 // Run reads the directory, then again after each change.
@@ -162,6 +174,7 @@ func (d *DirSource) Read() Snapshot {
 	}
 	files := map[string][]Object{}
 	d.present = map[string]bool{}
+	d.broken = nil
 	defer func() {
 		// Last good versions are kept only for objects still there.
 		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
@@ -203,7 +216,105 @@ func (d *DirSource) Read() Snapshot {
 			snap.Objects = append(snap.Objects, o)
 		}
 	}
+	d.keepHosts(&snap)
 	return snap
+}
+
+// keepHosts gives each host that only a broken object names — one with no
+// last good version of its own, such as a good object replaced by a broken
+// one under a new name — the last good object of that kind that held it,
+// restricted to the hosts no other object holds: the host keeps its rules,
+// as it does when an object is broken under its own name. It then records
+// the objects that hold each host for the next read. A host no object
+// names any more is forgotten: deleting an object returns its hosts to
+// their defaults.
+func (d *DirSource) keepHosts(snap *Snapshot) {
+	held := map[string]Object{}
+	for _, o := range snap.Objects {
+		for _, h := range hostsOf(o.Spec) {
+			held[o.Kind+" "+h] = o
+		}
+	}
+	type keep struct {
+		last   Object
+		hosts  []string
+		broken string // the broken object's Ref
+	}
+	var keeps []*keep
+	byLast := map[string]*keep{}
+	for _, b := range d.broken {
+		for _, h := range b.hosts {
+			k := b.kind + " " + h
+			last, ok := d.byHost[k]
+			if _, taken := held[k]; taken || !ok {
+				continue
+			}
+			id := last.Kind + " " + last.Namespace + "/" + last.Name
+			kp := byLast[id]
+			if kp == nil {
+				kp = &keep{last: last, broken: b.ref}
+				byLast[id] = kp
+				keeps = append(keeps, kp)
+			}
+			kp.hosts = append(kp.hosts, h)
+			held[k] = last // whole: a later read restricts it afresh
+		}
+	}
+	for _, kp := range keeps {
+		o := kp.last
+		o.Spec = withHosts(o.Spec, kp.hosts)
+		snap.Objects = append(snap.Objects, o)
+		snap.Problems = append(snap.Problems, Problem{Object: kp.broken,
+			Err: fmt.Errorf("keeping the last good rules of %s from %s", strings.Join(kp.hosts, ", "), o.Ref())})
+	}
+	d.byHost = held
+}
+
+// hostsOf lists the hosts an object holds.
+func hostsOf(spec proto.Message) []string {
+	switch s := spec.(type) {
+	case *metaprotocolv1alpha1.MetaRouter:
+		return s.GetHosts()
+	case *networkingv1alpha3.ServiceEntry:
+		return s.GetHosts()
+	case *networkingv1alpha3.DestinationRule:
+		return []string{s.GetHost()}
+	}
+	return nil
+}
+
+// withHosts returns a copy of spec that holds only hosts.
+func withHosts(spec proto.Message, hosts []string) proto.Message {
+	spec = proto.Clone(spec)
+	switch s := spec.(type) {
+	case *metaprotocolv1alpha1.MetaRouter:
+		s.Hosts = slices.DeleteFunc(s.Hosts, func(h string) bool { return !slices.Contains(hosts, h) })
+	case *networkingv1alpha3.ServiceEntry:
+		s.Hosts = slices.DeleteFunc(s.Hosts, func(h string) bool { return !slices.Contains(hosts, h) })
+	}
+	return spec
+}
+
+// specHosts reads the hosts a spec names, for an object that could not be
+// read as a whole: "hosts" (MetaRouter, ServiceEntry) or "host"
+// (DestinationRule), when they at least are well formed.
+func specHosts(spec []byte) []string {
+	var fields struct {
+		Hosts json.RawMessage `json:"hosts"`
+		Host  json.RawMessage `json:"host"`
+	}
+	if json.Unmarshal(spec, &fields) != nil {
+		return nil
+	}
+	var hosts []string
+	if json.Unmarshal(fields.Hosts, &hosts) != nil {
+		hosts = nil
+	}
+	var host string
+	if json.Unmarshal(fields.Host, &host) == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	return hosts
 }
 
 func isDir(path string) bool {
@@ -279,6 +390,8 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			if last, ok := d.byID[id]; ok {
 				problems = append(problems, Problem{Object: o.Ref(), Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
 				objs = append(objs, last)
+			} else {
+				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, hosts: specHosts(spec)})
 			}
 			continue
 		}
