@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -36,12 +37,18 @@ type served struct {
 // read).
 func runSteps(t *testing.T, d string) func() served {
 	t.Helper()
+	return runStepsLogging(t, d, quiet)
+}
+
+// runStepsLogging is runSteps with Run logging to log.
+func runStepsLogging(t *testing.T, d string, log *slog.Logger) func() served {
+	t.Helper()
 	src := &stepSource{d: &DirSource{Dir: d, Log: quiet}, read: make(chan struct{})}
 	updates := make(chan served, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, src, NewServer(quiet), quiet, func(r Resources, ps []Problem) {
+		done <- Run(ctx, src, NewServer(quiet), log, func(r Resources, ps []Problem) {
 			var msgs []string
 			for _, p := range ps {
 				msgs = append(msgs, strings.ReplaceAll(p.Error(), d+"/", ""))

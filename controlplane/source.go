@@ -3,6 +3,8 @@ package controlplane
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +36,9 @@ type Object struct {
 	// "#n" for the n-th document of a multi-document file.
 	Origin string
 	Spec   proto.Message
+	// Version changes whenever the object does: a digest of its document
+	// (a Kubernetes source would use the resourceVersion).
+	Version string
 }
 
 // Ref names an object in messages: "greeter.yaml: MetaRouter default/greeter".
@@ -52,6 +57,9 @@ type Problem struct {
 	// Warning: the object is used, without the part Field names.
 	Warning bool
 	Err     error
+	// Version is that of the object (or file) at fault: Run logs a problem
+	// once per version, not on every read of an unchanged directory.
+	Version string
 }
 
 func (p Problem) Error() string {
@@ -111,8 +119,8 @@ type DirSource struct {
 // brokenObject is an object that could not be read and has no last good
 // version of its own: the hosts it names, as far as they can be read.
 type brokenObject struct {
-	ref, kind string
-	hosts     []string
+	ref, kind, version string
+	hosts              []string
 }
 
 // Run reads the directory, then again after each change.
@@ -209,7 +217,7 @@ func (d *DirSource) Read() Snapshot {
 		for _, o := range files[path] {
 			id := o.Kind + " " + o.Namespace + "/" + o.Name
 			if prev, dup := seen[id]; dup {
-				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
+				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
 				continue
 			}
 			seen[id] = o.Origin
@@ -238,7 +246,7 @@ func (d *DirSource) keepHosts(snap *Snapshot) {
 	type keep struct {
 		last   Object
 		hosts  []string
-		broken string // the broken object's Ref
+		broken brokenObject
 	}
 	var keeps []*keep
 	byLast := map[string]*keep{}
@@ -252,7 +260,7 @@ func (d *DirSource) keepHosts(snap *Snapshot) {
 			id := last.Kind + " " + last.Namespace + "/" + last.Name
 			kp := byLast[id]
 			if kp == nil {
-				kp = &keep{last: last, broken: b.ref}
+				kp = &keep{last: last, broken: b}
 				byLast[id] = kp
 				keeps = append(keeps, kp)
 			}
@@ -264,7 +272,7 @@ func (d *DirSource) keepHosts(snap *Snapshot) {
 		o := kp.last
 		o.Spec = withHosts(o.Spec, kp.hosts)
 		snap.Objects = append(snap.Objects, o)
-		snap.Problems = append(snap.Problems, Problem{Object: kp.broken,
+		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, Version: kp.broken.version,
 			Err: fmt.Errorf("keeping the last good rules of %s from %s", strings.Join(kp.hosts, ", "), o.Ref())})
 	}
 	d.byHost = held
@@ -339,9 +347,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}
+		version := digest(doc)
 		js, err := yaml.YAMLToJSON([]byte(doc))
 		if err != nil {
-			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
+			problems = append(problems, Problem{Object: origin, Version: digest(string(data)), Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
 			return d.byFile[path], problems
 		}
 		var head struct {
@@ -354,7 +363,7 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			Spec json.RawMessage `json:"spec"`
 		}
 		if err := json.Unmarshal(js, &head); err != nil {
-			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
+			problems = append(problems, Problem{Object: origin, Version: version, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
 			continue
 		}
 		group, _, _ := strings.Cut(head.APIVersion, "/")
@@ -363,12 +372,12 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
 			continue
 		}
-		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec()}
+		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec(), Version: version}
 		if o.Namespace == "" {
 			o.Namespace = "default"
 		}
 		if o.Name == "" {
-			problems = append(problems, Problem{Object: o.Ref(), Field: "metadata.name", Err: errors.New("required")})
+			problems = append(problems, Problem{Object: o.Ref(), Version: version, Field: "metadata.name", Err: errors.New("required")})
 			continue
 		}
 		id := o.Kind + " " + o.Namespace + "/" + o.Name
@@ -379,7 +388,7 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		}
 		if err := config.DecodeJSON(spec, o.Spec); err != nil {
 			for _, e := range unjoin(err) {
-				p := Problem{Object: o.Ref(), Err: e}
+				p := Problem{Object: o.Ref(), Version: version, Err: e}
 				var fe *config.FieldError
 				if errors.As(e, &fe) {
 					p.Field = "spec." + fe.Path
@@ -388,10 +397,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 				problems = append(problems, p)
 			}
 			if last, ok := d.byID[id]; ok {
-				problems = append(problems, Problem{Object: o.Ref(), Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
+				problems = append(problems, Problem{Object: o.Ref(), Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
 				objs = append(objs, last)
 			} else {
-				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, hosts: specHosts(spec)})
+				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, version: version, hosts: specHosts(spec)})
 			}
 			continue
 		}
@@ -399,6 +408,12 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		objs = append(objs, o)
 	}
 	return objs, problems
+}
+
+// digest identifies a version of a document.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
 }
 
 func unjoin(err error) []error {

@@ -108,7 +108,7 @@ type translator struct {
 }
 
 func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
-	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...)})
+	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...), Version: o.Version})
 }
 
 // index maps hosts to their objects; a host claimed twice by one kind is
