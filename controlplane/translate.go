@@ -316,7 +316,6 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 	if o != nil {
 		mr = o.Spec.(*metaprotocolv1alpha1.MetaRouter)
 	}
-	before := len(t.out.Problems)
 	if len(mr.GetRoutes()) == 0 {
 		if t.badRule(host) {
 			return nil, false // the default route would lose the rule's hash key
@@ -326,6 +325,7 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
 		return rc, true
 	}
+	before := len(t.out.Problems)
 	failed := false
 	for i, r := range mr.GetRoutes() {
 		field := fmt.Sprintf("spec.routes[%d]", i)
