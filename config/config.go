@@ -134,14 +134,15 @@ func ToTypedStruct(c *breezev1.ProxyConfig) (*anypb.Any, error) {
 
 // DecodeJSON fills m from its JSON form (proto or JSON field names) the way
 // ParseRunner reads its file: every unknown field is an error naming its
-// path, and a value protojson rejects is reported with its path too. Other
-// programs reading protobuf-typed YAML (the control plane's Istio and
-// Aeraki resources) use it for the same messages. It is DecodeStrict with
-// default options, of the JSON text.
+// path, and a value protojson rejects is reported with its path too;
+// durations may be written as Go and Istio write them ("100ms", "15m") or
+// as protobuf does ("0.1s"). Other programs reading protobuf-typed YAML
+// (the control plane's Istio and Aeraki resources) use it for the same
+// messages. It is DecodeStrict with GoDurations, of the JSON text.
 func DecodeJSON(js []byte, m proto.Message) error { return fromJSON(js, m) }
 
 // fromJSON fills m from its JSON form as DecodeStrict does, paths by proto
-// field names.
+// field names, durations in Go's form accepted too (as Istio accepts them).
 func fromJSON(js []byte, m proto.Message) error {
 	d := json.NewDecoder(bytes.NewReader(js))
 	d.UseNumber() // so that numbers re-encode exactly in locate
@@ -149,5 +150,5 @@ func fromJSON(js []byte, m proto.Message) error {
 	if err := d.Decode(&v); err != nil {
 		return err
 	}
-	return decodeStrict(v, js, m, StrictOptions{})
+	return decodeStrict(v, js, m, StrictOptions{GoDurations: true})
 }

@@ -34,6 +34,12 @@ type StrictOptions struct {
 	// not looked into: ParseAny reads it. Unset, both are left to protojson,
 	// as other well-known types are.
 	Resolve func(typeURL string) (protoreflect.MessageType, error)
+	// GoDurations accepts google.protobuf.Duration values written as Go
+	// and Istio write them ("100ms", "15m", "1h30m") besides protobuf's
+	// "1.5s": set it for what Breeze or istiod read (they accept both), not
+	// for what Envoy reads (it wants protobuf's form). A TypedStruct's value
+	// is not looked into: its reader decides.
+	GoDurations bool
 }
 
 // DecodeStrict fills m from v, the JSON form of m (proto or JSON field
@@ -59,6 +65,16 @@ func decodeStrict(v any, js []byte, m proto.Message, o StrictOptions) error {
 	o.checkFields(md, obj, o.Path, &errs)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
+	}
+	if o.GoDurations {
+		resolve := o.Resolve
+		if resolve == nil {
+			resolve = globalResolve
+		}
+		if nv, changed := goDurations(md, obj, resolve); changed {
+			obj, js = nv.(map[string]any), nil
+			v = obj
+		}
 	}
 	if js == nil {
 		var err error

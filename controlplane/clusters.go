@@ -117,35 +117,10 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 		t.problem(o, field, false, format, args...)
 		ok = false
 	}
-	// Parts Breeze does not apply (yet) are named, not dropped silently.
-	ignored := func(field string, tp interface {
-		GetConnectionPool() *networkingv1alpha3.ConnectionPoolSettings
-		GetOutlierDetection() *networkingv1alpha3.OutlierDetection
-		GetTls() *networkingv1alpha3.ClientTLSSettings
-	}) {
-		if tp.GetConnectionPool() != nil {
-			t.problem(o, field+".connectionPool", true, "not supported by Breeze yet; ignored")
-		}
-		if tp.GetOutlierDetection() != nil {
-			t.problem(o, field+".outlierDetection", true, "not supported by Breeze yet; ignored")
-		}
-		if tp.GetTls() != nil {
-			t.problem(o, field+".tls", true, "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored")
-		}
-	}
+	// What Breeze does not apply is named by unapplied.
 	policy := func(tp *networkingv1alpha3.TrafficPolicy, field string) {
 		if lb := tp.GetLoadBalancer(); lb != nil {
 			ok = t.checkLB(o, lb, field+".loadBalancer") && ok
-		}
-		ignored(field, tp)
-		if tp.GetTunnel() != nil {
-			t.problem(o, field+".tunnel", true, "not supported by Breeze; ignored")
-		}
-		if tp.GetProxyProtocol() != nil {
-			t.problem(o, field+".proxyProtocol", true, "not supported by Breeze; ignored")
-		}
-		if tp.GetRetryBudget() != nil {
-			t.problem(o, field+".retryBudget", true, "not supported by Breeze yet; ignored")
 		}
 		for i, pl := range tp.GetPortLevelSettings() {
 			f := fmt.Sprintf("%s.portLevelSettings[%d]", field, i)
@@ -155,7 +130,6 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 			if lb := pl.GetLoadBalancer(); lb != nil {
 				ok = t.checkLB(o, lb, f+".loadBalancer") && ok
 			}
-			ignored(f, pl)
 		}
 	}
 	policy(dr.GetTrafficPolicy(), "spec.trafficPolicy")
@@ -219,24 +193,10 @@ func (t *translator) checkLB(o *Object, lb *networkingv1alpha3.LoadBalancerSetti
 				t.problem(o, f+".httpHeaderName", false, "required: the request metadata key to hash on")
 				ok = false
 			}
-		case *networkingv1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
-			warn(f+".httpCookie", "only httpHeaderName (a request metadata key) is supported; ignored, round robin is used")
-		case *networkingv1alpha3.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:
-			warn(f+".useSourceIp", "only httpHeaderName (a request metadata key) is supported; ignored, round robin is used")
-		case *networkingv1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
-			warn(f+".httpQueryParameterName", "only httpHeaderName (a request metadata key) is supported; ignored, round robin is used")
-		default:
+		case nil:
 			warn(f, "no hash key: set httpHeaderName (a request metadata key); ignored, round robin is used")
 		}
-		if ch.GetMinimumRingSize() != 0 {
-			warn(f+".minimumRingSize", "Breeze's rings have a fixed size; ignored")
-		}
-		if ch.GetRingHash().GetMinimumRingSize() != 0 {
-			warn(f+".ringHash.minimumRingSize", "Breeze's rings have a fixed size; ignored")
-		}
-		if ch.GetMaglev().GetTableSize() != 0 {
-			warn(f+".maglev.tableSize", "Breeze's tables have a fixed size; ignored")
-		}
+		// Other keys, ring and table sizes: named by unapplied.
 	}
 	switch s := lb.GetSimple(); s {
 	case networkingv1alpha3.LoadBalancerSettings_UNSPECIFIED, networkingv1alpha3.LoadBalancerSettings_ROUND_ROBIN,
@@ -247,15 +207,6 @@ func (t *translator) checkLB(o *Object, lb *networkingv1alpha3.LoadBalancerSetti
 	default:
 		t.problem(o, field+".simple", false, "%d: not a policy (ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM or PASSTHROUGH)", int32(s))
 		ok = false
-	}
-	if lb.GetLocalityLbSetting() != nil {
-		warn(field+".localityLbSetting", "not supported by Breeze; ignored")
-	}
-	if lb.GetWarmupDurationSecs() != nil {
-		warn(field+".warmupDurationSecs", "not supported by Breeze; ignored")
-	}
-	if lb.GetWarmup() != nil {
-		warn(field+".warmup", "not supported by Breeze; ignored")
 	}
 	return ok
 }

@@ -22,6 +22,9 @@ func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdat
 		log = slog.Default()
 	}
 	var served Resources
+	// Problems logged for the previous snapshot, by version and text: an
+	// unchanged object's problems are logged once, not on every read.
+	var logged map[string]bool
 	return src.Run(ctx, func(snap Snapshot) {
 		tr := Translate(snap.Objects)
 		res := tr.Resources
@@ -42,13 +45,20 @@ func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdat
 			}
 		}
 		problems := append(snap.Problems, tr.Problems...)
+		seen := make(map[string]bool, len(problems))
 		for _, p := range problems {
+			key := p.Version + " " + p.Error()
+			seen[key] = true
+			if logged[key] {
+				continue
+			}
 			if p.Warning {
 				log.Warn("ignored: " + p.Error())
 			} else {
 				log.Error("rejected: " + p.Error())
 			}
 		}
+		logged = seen
 		if err := srv.Set(res); err != nil {
 			log.Error("serving the new resources", "err", err)
 			return

@@ -3,6 +3,8 @@ package controlplane
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +36,9 @@ type Object struct {
 	// "#n" for the n-th document of a multi-document file.
 	Origin string
 	Spec   proto.Message
+	// Version changes whenever the object does: a digest of its document
+	// (a Kubernetes source would use the resourceVersion).
+	Version string
 }
 
 // Ref names an object in messages: "greeter.yaml: MetaRouter default/greeter".
@@ -52,6 +57,9 @@ type Problem struct {
 	// Warning: the object is used, without the part Field names.
 	Warning bool
 	Err     error
+	// Version is that of the object (or file) at fault: Run logs a problem
+	// once per version, not on every read of an unchanged directory.
+	Version string
 }
 
 func (p Problem) Error() string {
@@ -101,6 +109,18 @@ type DirSource struct {
 	byFile  map[string][]Object
 	byID    map[string]Object
 	present map[string]bool
+	// byHost: the last good object of each kind and host ("MetaRouter
+	// org.example.Greeter"), for a broken object under a new name that
+	// names the host; broken lists this read's such objects.
+	byHost map[string]Object
+	broken []brokenObject
+}
+
+// brokenObject is an object that could not be read and has no last good
+// version of its own: the hosts it names, as far as they can be read.
+type brokenObject struct {
+	ref, kind, version string
+	hosts              []string
 }
 
 // Run reads the directory, then again after each change.
@@ -162,6 +182,7 @@ func (d *DirSource) Read() Snapshot {
 	}
 	files := map[string][]Object{}
 	d.present = map[string]bool{}
+	d.broken = nil
 	defer func() {
 		// Last good versions are kept only for objects still there.
 		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
@@ -196,14 +217,112 @@ func (d *DirSource) Read() Snapshot {
 		for _, o := range files[path] {
 			id := o.Kind + " " + o.Namespace + "/" + o.Name
 			if prev, dup := seen[id]; dup {
-				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
+				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
 				continue
 			}
 			seen[id] = o.Origin
 			snap.Objects = append(snap.Objects, o)
 		}
 	}
+	d.keepHosts(&snap)
 	return snap
+}
+
+// keepHosts gives each host that only a broken object names — one with no
+// last good version of its own, such as a good object replaced by a broken
+// one under a new name — the last good object of that kind that held it,
+// restricted to the hosts no other object holds: the host keeps its rules,
+// as it does when an object is broken under its own name. It then records
+// the objects that hold each host for the next read. A host no object
+// names any more is forgotten: deleting an object returns its hosts to
+// their defaults.
+func (d *DirSource) keepHosts(snap *Snapshot) {
+	held := map[string]Object{}
+	for _, o := range snap.Objects {
+		for _, h := range hostsOf(o.Spec) {
+			held[o.Kind+" "+h] = o
+		}
+	}
+	type keep struct {
+		last   Object
+		hosts  []string
+		broken brokenObject
+	}
+	var keeps []*keep
+	byLast := map[string]*keep{}
+	for _, b := range d.broken {
+		for _, h := range b.hosts {
+			k := b.kind + " " + h
+			last, ok := d.byHost[k]
+			if _, taken := held[k]; taken || !ok {
+				continue
+			}
+			id := last.Kind + " " + last.Namespace + "/" + last.Name
+			kp := byLast[id]
+			if kp == nil {
+				kp = &keep{last: last, broken: b}
+				byLast[id] = kp
+				keeps = append(keeps, kp)
+			}
+			kp.hosts = append(kp.hosts, h)
+			held[k] = last // whole: a later read restricts it afresh
+		}
+	}
+	for _, kp := range keeps {
+		o := kp.last
+		o.Spec = withHosts(o.Spec, kp.hosts)
+		snap.Objects = append(snap.Objects, o)
+		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, Version: kp.broken.version,
+			Err: fmt.Errorf("keeping the last good rules of %s from %s", strings.Join(kp.hosts, ", "), o.Ref())})
+	}
+	d.byHost = held
+}
+
+// hostsOf lists the hosts an object holds.
+func hostsOf(spec proto.Message) []string {
+	switch s := spec.(type) {
+	case *metaprotocolv1alpha1.MetaRouter:
+		return s.GetHosts()
+	case *networkingv1alpha3.ServiceEntry:
+		return s.GetHosts()
+	case *networkingv1alpha3.DestinationRule:
+		return []string{s.GetHost()}
+	}
+	return nil
+}
+
+// withHosts returns a copy of spec that holds only hosts.
+func withHosts(spec proto.Message, hosts []string) proto.Message {
+	spec = proto.Clone(spec)
+	switch s := spec.(type) {
+	case *metaprotocolv1alpha1.MetaRouter:
+		s.Hosts = slices.DeleteFunc(s.Hosts, func(h string) bool { return !slices.Contains(hosts, h) })
+	case *networkingv1alpha3.ServiceEntry:
+		s.Hosts = slices.DeleteFunc(s.Hosts, func(h string) bool { return !slices.Contains(hosts, h) })
+	}
+	return spec
+}
+
+// specHosts reads the hosts a spec names, for an object that could not be
+// read as a whole: "hosts" (MetaRouter, ServiceEntry) or "host"
+// (DestinationRule), when they at least are well formed.
+func specHosts(spec []byte) []string {
+	var fields struct {
+		Hosts json.RawMessage `json:"hosts"`
+		Host  json.RawMessage `json:"host"`
+	}
+	if json.Unmarshal(spec, &fields) != nil {
+		return nil
+	}
+	var hosts []string
+	if json.Unmarshal(fields.Hosts, &hosts) != nil {
+		hosts = nil
+	}
+	var host string
+	if json.Unmarshal(fields.Host, &host) == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	return hosts
 }
 
 func isDir(path string) bool {
@@ -228,9 +347,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}
+		version := digest(doc)
 		js, err := yaml.YAMLToJSON([]byte(doc))
 		if err != nil {
-			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
+			problems = append(problems, Problem{Object: origin, Version: digest(string(data)), Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
 			return d.byFile[path], problems
 		}
 		var head struct {
@@ -243,7 +363,7 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			Spec json.RawMessage `json:"spec"`
 		}
 		if err := json.Unmarshal(js, &head); err != nil {
-			problems = append(problems, Problem{Object: origin, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
+			problems = append(problems, Problem{Object: origin, Version: version, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
 			continue
 		}
 		group, _, _ := strings.Cut(head.APIVersion, "/")
@@ -252,12 +372,12 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
 			continue
 		}
-		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec()}
+		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec(), Version: version}
 		if o.Namespace == "" {
 			o.Namespace = "default"
 		}
 		if o.Name == "" {
-			problems = append(problems, Problem{Object: o.Ref(), Field: "metadata.name", Err: errors.New("required")})
+			problems = append(problems, Problem{Object: o.Ref(), Version: version, Field: "metadata.name", Err: errors.New("required")})
 			continue
 		}
 		id := o.Kind + " " + o.Namespace + "/" + o.Name
@@ -268,7 +388,7 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		}
 		if err := config.DecodeJSON(spec, o.Spec); err != nil {
 			for _, e := range unjoin(err) {
-				p := Problem{Object: o.Ref(), Err: e}
+				p := Problem{Object: o.Ref(), Version: version, Err: e}
 				var fe *config.FieldError
 				if errors.As(e, &fe) {
 					p.Field = "spec." + fe.Path
@@ -277,8 +397,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 				problems = append(problems, p)
 			}
 			if last, ok := d.byID[id]; ok {
-				problems = append(problems, Problem{Object: o.Ref(), Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
+				problems = append(problems, Problem{Object: o.Ref(), Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
 				objs = append(objs, last)
+			} else {
+				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, version: version, hosts: specHosts(spec)})
 			}
 			continue
 		}
@@ -286,6 +408,12 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		objs = append(objs, o)
 	}
 	return objs, problems
+}
+
+// digest identifies a version of a document.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
 }
 
 func unjoin(err error) []error {

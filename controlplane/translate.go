@@ -80,6 +80,12 @@ func Translate(objs []Object) Translation {
 	})
 	t.index(objs)
 	for i := range objs {
+		if t.used(&objs[i]) {
+			t.unapplied(&objs[i])
+			t.unserved(&objs[i])
+		}
+	}
+	for i := range objs {
 		if dr, ok := objs[i].Spec.(*networkingv1alpha3.DestinationRule); ok && t.rules[dr.GetHost()] == &objs[i] {
 			t.checkRule(&objs[i], dr)
 		}
@@ -102,7 +108,7 @@ type translator struct {
 }
 
 func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
-	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...)})
+	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...), Version: o.Version})
 }
 
 // index maps hosts to their objects; a host claimed twice by one kind is
@@ -145,6 +151,46 @@ func (t *translator) index(objs []Object) {
 	}
 }
 
+// used reports whether o holds at least one of its hosts: it is not
+// ignored as a whole (a duplicate), so what it sets that Breeze does not
+// apply is worth a warning.
+func (t *translator) used(o *Object) bool {
+	switch s := o.Spec.(type) {
+	case *networkingv1alpha3.ServiceEntry:
+		return t.owns(o, s.GetHosts())
+	case *networkingv1alpha3.DestinationRule:
+		return t.rules[s.GetHost()] == o
+	case *metaprotocolv1alpha1.MetaRouter:
+		return slices.ContainsFunc(s.GetHosts(), func(h string) bool { return t.routers[h] == o })
+	}
+	return false
+}
+
+// unserved warns about each host of a MetaRouter or DestinationRule that
+// no ServiceEntry has: nothing is served for it, so the object has no
+// effect there.
+func (t *translator) unserved(o *Object) {
+	var field string
+	var hosts []string
+	switch s := o.Spec.(type) {
+	case *networkingv1alpha3.DestinationRule:
+		field, hosts = "spec.host", []string{s.GetHost()}
+	case *metaprotocolv1alpha1.MetaRouter:
+		hosts = s.GetHosts()
+	default:
+		return
+	}
+	for i, h := range hosts {
+		f := field
+		if f == "" {
+			f = fmt.Sprintf("spec.hosts[%d]", i)
+		}
+		if h != "" && t.services[h] == nil {
+			t.problem(o, f, true, "%q: no ServiceEntry has this host (Breeze's control plane reads ServiceEntries, not Kubernetes Services): nothing is served for it", h)
+		}
+	}
+}
+
 // owns reports whether o may be used for hosts (it is not a duplicate).
 func (t *translator) owns(o *Object, hosts []string) bool {
 	for _, h := range hosts {
@@ -156,9 +202,6 @@ func (t *translator) owns(o *Object, hosts []string) bool {
 }
 
 func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry) {
-	if se.GetWorkloadSelector() != nil {
-		t.problem(o, "spec.workloadSelector", true, "not supported (WorkloadEntries are not read): list the endpoints in spec.endpoints")
-	}
 	if len(se.GetPorts()) == 0 {
 		t.problem(o, "spec.ports", false, "at least one port is required")
 	}
@@ -260,36 +303,29 @@ func locality(s string) *corev3.Locality {
 }
 
 // routes builds the route table of a host and port: its MetaRouter's
-// routes, or a default route to the whole cluster.
+// routes, or a default route to the whole cluster. A MetaRouter without
+// routes (one for rate limits only, as in Aeraki's samples) leaves the
+// host its default route, as Aeraki does.
 func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfiguration, bool) {
 	rc := &breezev1.RouteConfiguration{Name: RouteConfigName(host, port)}
 	o := t.routers[host]
-	if o == nil || t.bad[o] {
-		if o != nil || t.badRule(host) {
-			return nil, false
+	if o != nil && t.bad[o] {
+		return nil, false
+	}
+	var mr *metaprotocolv1alpha1.MetaRouter
+	if o != nil {
+		mr = o.Spec.(*metaprotocolv1alpha1.MetaRouter)
+	}
+	if len(mr.GetRoutes()) == 0 {
+		if t.badRule(host) {
+			return nil, false // the default route would lose the rule's hash key
 		}
 		key := t.hashKey(host, "", port)
 		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
 			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
 		return rc, true
 	}
-	mr := o.Spec.(*metaprotocolv1alpha1.MetaRouter)
 	before := len(t.out.Problems)
-	warnOnce := func(field, format string, args ...any) {
-		// A MetaRouter is translated once per port: say it once.
-		for _, p := range t.out.Problems {
-			if p.Object == o.Ref() && p.Field == field {
-				return
-			}
-		}
-		t.problem(o, field, true, format, args...)
-	}
-	if mr.GetLocalRateLimit() != nil {
-		warnOnce("spec.localRateLimit", "not supported by Breeze yet; ignored")
-	}
-	if mr.GetGlobalRateLimit() != nil {
-		warnOnce("spec.globalRateLimit", "not supported by Breeze yet; ignored")
-	}
 	failed := false
 	for i, r := range mr.GetRoutes() {
 		field := fmt.Sprintf("spec.routes[%d]", i)
@@ -303,14 +339,21 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 			case *metaprotocolv1alpha1.StringMatch_Prefix:
 				mm.Match = &breezev1.MetadataMatcher_Prefix{Prefix: s.Prefix}
 			case *metaprotocolv1alpha1.StringMatch_Regex:
+				if s.Regex == "*" {
+					// Not RE2: Aeraki (as Istio for headers) reads it as
+					// "present, any value".
+					mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
+					break
+				}
 				if _, err := regexp.Compile(s.Regex); err != nil {
 					t.problem(o, f+".regex", false, "%q: %v", s.Regex, err)
 					failed = true
 				}
 				mm.Match = &breezev1.MetadataMatcher_Regex{Regex: s.Regex}
 			default:
-				t.problem(o, f, false, "needs one of exact, prefix, regex")
-				failed = true
+				// No operator ({}): "presence of the attribute is
+				// checked" (MetaRouteMatch.attributes in Aeraki's API).
+				mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
 			}
 			if route.Match == nil {
 				route.Match = &breezev1.RouteMatch{}
@@ -344,9 +387,6 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 			} else {
 				route.TypedPerFilterConfig = map[string]*anypb.Any{"mutation": a}
 			}
-		}
-		if r.GetMirror() != nil {
-			warnOnce(field+".mirror", "not supported by Breeze yet; ignored")
 		}
 		rc.Routes = append(rc.Routes, route)
 	}

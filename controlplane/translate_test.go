@@ -17,7 +17,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	_ "github.com/breeze-mesh/breeze/filters/mutation" // the routes' per-filter configs
+	"github.com/breeze-mesh/breeze/filters/route"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
@@ -248,6 +251,45 @@ subsets: [{name: v2, labels: {version: v2}, lb_policy: RING_HASH, hash_key: user
 	}
 }
 
+// An attribute with no operator is a presence check, as Aeraki's API
+// says ("If the value is empty and only the name of attribute is
+// specified, presence of the attribute is checked"); so is regex "*",
+// Aeraki's (and Istio's) catch-all.
+func TestTranslateAttributePresence(t *testing.T) {
+	router := strings.Replace(metaRouter, "{tenant: {exact: gold}, method: {prefix: Say}}", `{tenant: {}, method: {regex: "*"}, version: {exact: v1}}`, 1)
+	d := dir(t, map[string]string{"greeter.yaml": serviceEntry + "---\n" + destinationRule, "router.yaml": router})
+	tr, problems := read(t, d)
+	for _, p := range problems {
+		if !p.Warning {
+			t.Errorf("error: %s", p.Error())
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	var want breezev1.RouteMatch
+	fromYAML(t, `{metadata: [{key: method, present: true}, {key: tenant, present: true}, {key: version, exact: v1}]}`, &want)
+	rc := tr.Resources.Routes["org.example.Greeter_20880"]
+	equal(t, "match", rc.GetRoutes()[0].GetMatch(), &want)
+	// As the proxy's router matches it.
+	table, err := route.Compile(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		md   codecs.Metadata
+		want string
+	}{
+		{codecs.Metadata{{Key: "tenant", Value: ""}, {Key: "method", Value: "SayHello"}, {Key: "version", Value: "v1"}}, "gold"},
+		{codecs.Metadata{{Key: "method", Value: "SayHello"}, {Key: "version", Value: "v1"}}, "split"},
+		{codecs.Metadata{{Key: "tenant", Value: "gold"}, {Key: "version", Value: "v1"}}, "split"},
+	} {
+		if got := table.Match(tc.md).RouteName(); got != tc.want {
+			t.Errorf("%v: matched %q, want %q", tc.md, got, tc.want)
+		}
+	}
+}
+
 // Each broken object is reported with its file and field; the others
 // still translate.
 func TestTranslateErrors(t *testing.T) {
@@ -266,8 +308,6 @@ func TestTranslateErrors(t *testing.T) {
 			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[1].route[1].destination.port.number: 1234: greeter.yaml#1: ServiceEntry demo/greeter has no such port`}, true, false},
 		{"bad regex", strings.Replace(metaRouter, "{prefix: Say}", "{regex: \"(\"}", 1),
 			[]string{"x.yaml: MetaRouter demo/greeter: spec.routes[0].match.attributes[\"method\"].regex: \"(\": error parsing regexp: missing closing ): `(`"}, true, false},
-		{"empty match", strings.Replace(metaRouter, "{prefix: Say}", "{}", 1),
-			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[0].match.attributes["method"]: needs one of exact, prefix, regex`}, true, false},
 		{"zero weights", strings.NewReplacer("weight: 30", "weight: 0", "weight: 70", "weight: 0").Replace(metaRouter),
 			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[1].route: the weights of 2 destinations add up to 0`}, true, false},
 		{"no destination", strings.Replace(metaRouter, "    route: [{destination: {host: org.example.Greeter, subset: v2}}]\n", "", 1),

@@ -19,7 +19,7 @@ func CheckBootstrap(data []byte) (*bootstrapv3.Bootstrap, Findings) {
 		return nil, f
 	}
 	bs := &bootstrapv3.Bootstrap{}
-	if err := decodeStrict(v, bs, ""); err != nil {
+	if err := decodeStrict(v, bs, "", envoy); err != nil {
 		f.Errors = append(f.Errors, unjoin(err)...)
 		return nil, f
 	}

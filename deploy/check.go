@@ -222,7 +222,7 @@ func checkPluginConfigFile(data []byte) Findings {
 		return f
 	}
 	a := &anypb.Any{}
-	if err := decodeStrict(v, a, ""); err != nil {
+	if err := decodeStrict(v, a, "", envoy); err != nil {
 		f.Errors = unjoin(err)
 		return f
 	}
@@ -311,7 +311,7 @@ func checkWorkload(obj map[string]any) Findings {
 		pc := &meshv1alpha1.ProxyConfig{}
 		v, _, err := yamlValue([]byte(raw))
 		if err == nil {
-			err = decodeStrict(v, pc, "")
+			err = decodeStrict(v, pc, "", istiod)
 		}
 		if err != nil {
 			for _, e := range unjoin(err) {

@@ -384,3 +384,42 @@ admin: {address: {socket_address: {address: 127.0.0.1, port_value: 2}}}
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Durations are checked in the forms their reader takes: istiod (an
+// EnvoyFilter, its patch values, the proxy.istio.io/config annotation)
+// and Breeze (every ProxyConfig, wherever it sits) read Go's "100ms" and
+// "15m" as Istio documents them; Envoy (a bootstrap, outside Breeze's
+// plugin_config) only protobuf's "1.5s".
+func TestDurationsAsTheirReadersTakeThem(t *testing.T) {
+	accepted := []struct {
+		name, file, old, new string
+		check                func([]byte) Findings
+	}{
+		{"EnvoyFilter patch value", filepath.Join(envoyConfigDir, "istio", "greeter-envoyfilters.yaml"), "connect_timeout: 10s", "connect_timeout: 500ms",
+			func(b []byte) Findings { _, f := CheckEnvoyFilters(b); return f }},
+		{"Breeze config in an EnvoyFilter", filepath.Join(envoyConfigDir, "istio", "greeter-envoyfilters.yaml"), "request_timeout: 3s", "request_timeout: 1m30s",
+			func(b []byte) Findings { _, f := CheckEnvoyFilters(b); return f }},
+		{"proxy.istio.io/config", filepath.Join(envoyConfigDir, "istio", "demo.yaml"), "proxyMetadata:\n            GODEBUG: cgocheck=0\n", "proxyMetadata:\n            GODEBUG: cgocheck=0\n          drainDuration: 1m\n",
+			func(b []byte) Findings { _, f := CheckEnvoyFilters(b); return f }},
+		{"Breeze config in a bootstrap", filepath.Join(envoyConfigDir, "envoy.yaml"), "request_timeout: 3s", "request_timeout: 100ms",
+			func(b []byte) Findings { _, f := CheckBootstrap(b); return f }},
+		{"service description", filepath.Join(envoyConfigDir, "istio", "greeter.yaml"), "request_timeout: 3s", "request_timeout: 2500ms",
+			func(b []byte) Findings { return Check(File{"greeter.yaml", b}) }},
+	}
+	for _, tc := range accepted {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := string(readFile(t, tc.file))
+			changed := strings.Replace(orig, tc.old, tc.new, 1)
+			if changed == orig {
+				t.Fatalf("%q is not in %s", tc.old, tc.file)
+			}
+			if err := tc.check([]byte(changed)).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	runMistakes(t, filepath.Join(envoyConfigDir, "envoy.yaml"), func(b []byte) Findings { _, f := CheckBootstrap(b); return f }, []mistake{
+		{name: "Go duration in Envoy's own field", old: "connect_timeout: 1s", new: "connect_timeout: 1000ms",
+			want: `static_resources.clusters[0].connect_timeout: invalid google.protobuf.Duration value "1000ms"`},
+	})
+}

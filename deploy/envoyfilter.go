@@ -211,7 +211,7 @@ func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Fin
 		f.Errors = append(f.Errors, errs...)
 		return nil, use, f
 	}
-	if err := decodeStrict(spec, ef.Spec, "spec"); err != nil {
+	if err := decodeStrict(spec, ef.Spec, "spec", istiod); err != nil {
 		f.Errors = append(f.Errors, unjoin(err)...)
 		return nil, use, f
 	}
@@ -355,7 +355,7 @@ func checkPatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, raw a
 	// when lenient) and Envoy loads it.
 	vpath := joinPath(cpath, "patch.value")
 	obj := patchObject(cp.GetApplyTo())
-	if err := decodeStrict(raw, obj, vpath); err != nil {
+	if err := decodeStrict(raw, obj, vpath, istiod); err != nil {
 		f.Errors = append(f.Errors, unjoin(err)...)
 		return
 	}

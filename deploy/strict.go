@@ -75,14 +75,29 @@ func yamlValue(data []byte) (any, []byte, error) {
 	return v, js, nil
 }
 
+// reader is who reads a value, which decides the duration forms it takes.
+type reader bool
+
+const (
+	// envoy reads static configs and TypedStruct values with protobuf's
+	// JSON parser: durations only as "1.5s".
+	envoy reader = false
+	// istiod reads its resources, EnvoyFilter patch values among them
+	// (Any contents too), with golang/protobuf's jsonpb, which parses
+	// durations with time.ParseDuration: "100ms", "15m" and "1.5s".
+	istiod reader = true
+)
+
 // decodeStrict fills m from v, the JSON form of m (proto or JSON field
 // names), the way Envoy loads a static config: config.DecodeStrict with
 // paths in the file's own names under path, and Any and TypedStruct
 // contents checked against the types Envoy can resolve. Every unknown field
 // and unresolvable type is reported, each by its path; a value protojson
 // rejects is reported with the path of the innermost field that holds it.
-func decodeStrict(v any, m proto.Message, path string) error {
-	err := config.DecodeStrict(v, m, config.StrictOptions{Path: path, KeysAsWritten: true, Resolve: resolveType})
+// by says who reads the value in production, and so which durations it
+// accepts.
+func decodeStrict(v any, m proto.Message, path string, by reader) error {
+	err := config.DecodeStrict(v, m, config.StrictOptions{Path: path, KeysAsWritten: true, Resolve: resolveType, GoDurations: bool(by)})
 	if err == nil {
 		return nil
 	}

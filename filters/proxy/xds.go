@@ -196,6 +196,11 @@ func (p *Proxy) acceptRoutes(d *xdsClusters, rc *breezev1.RouteConfiguration, cl
 		return err
 	}
 	metrics.XDSUpdates.WithLabelValues(p.name, "routes", "accepted").Inc()
+	for _, w := range config.RouteWarnings(rc, clusters) {
+		// A hash_key on a route to one of this proxy's own clusters
+		// that does not hash: the server cannot know that cluster.
+		p.log.Warn("xds route table: "+w, "route_config", rc.GetName())
+	}
 	d.routes(rc, clusterNames(rc), done)
 	return nil
 }

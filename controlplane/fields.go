@@ -1,0 +1,173 @@
+package controlplane
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// use says what the translation does with one field of the resources it
+// reads.
+type use struct {
+	// applied: Breeze applies the field; its contents are looked at too.
+	applied bool
+	// why the field is not applied, as the warning says it: the field is
+	// named in a warning and the object used without it.
+	why string
+}
+
+var (
+	applied = use{applied: true}
+	// istios: Istio's business (the listener Breeze sits in), nothing for
+	// Breeze to apply.
+	istios       = use{}
+	notYet       = use{why: "not supported by Breeze yet; ignored"}
+	notSupported = use{why: "not supported by Breeze; ignored"}
+	allProxies   = use{why: "not used: Breeze serves every resource to every proxy that asks; ignored"}
+	fixedSize    = use{why: "Breeze's rings have a fixed size; ignored"}
+	onlyHeader   = use{why: "only httpHeaderName (a request metadata key) is supported; ignored, round robin is used"}
+)
+
+// fields says, for every field of MetaRouter, DestinationRule and
+// ServiceEntry, whether Breeze applies it. A set field that is not applied
+// is named in a warning; so is one this table does not know (a newer API
+// version). When Breeze comes to apply a field, it moves to applied here
+// and stops warning.
+var fields = map[protoreflect.FullName]use{
+	// MetaRouter (metaprotocol.aeraki.io/v1alpha1).
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.hosts":                            applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.routes":                           applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.gateways":                         {why: "not supported: Breeze serves the route tables of sidecars, not of gateways; ignored"},
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.local_rate_limit":                 notYet,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.global_rate_limit":                notYet,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.export_to":                        allProxies,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.name":                              applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.match":                             applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.route":                             applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.mirror":                            notYet,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.mirror_percentage":                 notYet,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.request_mutation":                  applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.response_mutation":                 applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouteMatch.attributes":                   applied,
+	"metaprotocol.aeraki.io.v1alpha1.StringMatch.exact":                           applied,
+	"metaprotocol.aeraki.io.v1alpha1.StringMatch.prefix":                          applied,
+	"metaprotocol.aeraki.io.v1alpha1.StringMatch.regex":                           applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouteDestination.destination":            applied,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouteDestination.weight":                 applied,
+	"metaprotocol.aeraki.io.v1alpha1.Destination.host":                            applied,
+	"metaprotocol.aeraki.io.v1alpha1.Destination.subset":                          applied,
+	"metaprotocol.aeraki.io.v1alpha1.Destination.port":                            applied,
+	"metaprotocol.aeraki.io.v1alpha1.PortSelector.number":                         applied,
+	"metaprotocol.aeraki.io.v1alpha1.KeyValue.key":                                applied,
+	"metaprotocol.aeraki.io.v1alpha1.KeyValue.value":                              applied,
+	"istio.networking.v1alpha3.DestinationRule.host":                              applied,
+	"istio.networking.v1alpha3.DestinationRule.traffic_policy":                    applied,
+	"istio.networking.v1alpha3.DestinationRule.subsets":                           applied,
+	"istio.networking.v1alpha3.DestinationRule.export_to":                         allProxies,
+	"istio.networking.v1alpha3.DestinationRule.workload_selector":                 {why: "not used: Breeze's clusters apply to every proxy that asks; ignored"},
+	"istio.networking.v1alpha3.Subset.name":                                       applied,
+	"istio.networking.v1alpha3.Subset.labels":                                     applied,
+	"istio.networking.v1alpha3.Subset.traffic_policy":                             applied,
+	"istio.networking.v1alpha3.TrafficPolicy.load_balancer":                       applied,
+	"istio.networking.v1alpha3.TrafficPolicy.connection_pool":                     notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.outlier_detection":                   notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.tls":                                 {why: "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored"},
+	"istio.networking.v1alpha3.TrafficPolicy.port_level_settings":                 applied,
+	"istio.networking.v1alpha3.TrafficPolicy.tunnel":                              notSupported,
+	"istio.networking.v1alpha3.TrafficPolicy.proxy_protocol":                      notSupported,
+	"istio.networking.v1alpha3.TrafficPolicy.retry_budget":                        notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.port":              applied,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.load_balancer":     applied,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.connection_pool":   notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.outlier_detection": notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.tls":               {why: "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored"},
+	"istio.networking.v1alpha3.PortSelector.number":                               applied,
+	// checkLB reports what depends on the value: PASSTHROUGH, and a
+	// consistentHash without a key.
+	"istio.networking.v1alpha3.LoadBalancerSettings.simple":                                      applied,
+	"istio.networking.v1alpha3.LoadBalancerSettings.consistent_hash":                             applied,
+	"istio.networking.v1alpha3.LoadBalancerSettings.locality_lb_setting":                         notSupported,
+	"istio.networking.v1alpha3.LoadBalancerSettings.warmup_duration_secs":                        notSupported,
+	"istio.networking.v1alpha3.LoadBalancerSettings.warmup":                                      notSupported,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.http_header_name":           applied,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.http_cookie":                onlyHeader,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.use_source_ip":              onlyHeader,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.http_query_parameter_name":  onlyHeader,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.ring_hash":                  applied,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.maglev":                     applied, // selects MAGLEV
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.minimum_ring_size":          fixedSize,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.RingHash.minimum_ring_size": fixedSize,
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.MagLev.table_size":          {why: "Breeze's tables have a fixed size; ignored"},
+
+	// ServiceEntry. Istio builds the listener Breeze sits in from
+	// addresses and ports; Breeze balances over spec.endpoints whatever
+	// resolution and location say (the plainText cluster decides TLS).
+	"istio.networking.v1alpha3.ServiceEntry.hosts":             applied,
+	"istio.networking.v1alpha3.ServiceEntry.addresses":         istios,
+	"istio.networking.v1alpha3.ServiceEntry.ports":             applied,
+	"istio.networking.v1alpha3.ServiceEntry.location":          istios,
+	"istio.networking.v1alpha3.ServiceEntry.resolution":        istios,
+	"istio.networking.v1alpha3.ServiceEntry.endpoints":         applied,
+	"istio.networking.v1alpha3.ServiceEntry.workload_selector": {why: "not supported (WorkloadEntries are not read): list the endpoints in spec.endpoints"},
+	"istio.networking.v1alpha3.ServiceEntry.export_to":         allProxies,
+	"istio.networking.v1alpha3.ServiceEntry.subject_alt_names": {why: "not applied by Breeze: its upstream connections take the TLS of Envoy's plainText cluster, which authenticates peers as mesh members; ignored"},
+	"istio.networking.v1alpha3.ServicePort.number":             applied,
+	"istio.networking.v1alpha3.ServicePort.protocol":           istios,
+	"istio.networking.v1alpha3.ServicePort.name":               applied,
+	"istio.networking.v1alpha3.ServicePort.target_port":        applied,
+	"istio.networking.v1alpha3.WorkloadEntry.address":          applied,
+	"istio.networking.v1alpha3.WorkloadEntry.ports":            applied,
+	"istio.networking.v1alpha3.WorkloadEntry.labels":           applied,
+	"istio.networking.v1alpha3.WorkloadEntry.network":          {why: "not supported: Breeze dials every endpoint directly, without network gateways; ignored"},
+	"istio.networking.v1alpha3.WorkloadEntry.locality":         applied,
+	"istio.networking.v1alpha3.WorkloadEntry.weight":           applied,
+	"istio.networking.v1alpha3.WorkloadEntry.service_account":  {why: "not applied by Breeze: its upstream connections take the TLS of Envoy's plainText cluster, which authenticates peers as mesh members; ignored"},
+}
+
+// unapplied warns about every field of o's spec that is set and that
+// Breeze does not apply, once per object, by its path as the file writes
+// it (spec.routes[1].mirror).
+func (t *translator) unapplied(o *Object) {
+	var walk func(m protoreflect.Message, path string)
+	walk = func(m protoreflect.Message, path string) {
+		fds := m.Descriptor().Fields()
+		for i := range fds.Len() {
+			fd := fds.Get(i)
+			if !m.Has(fd) {
+				continue
+			}
+			f := path + "." + fd.JSONName()
+			u, known := fields[fd.FullName()]
+			switch {
+			case !known:
+				t.problem(o, f, true, "not applied by Breeze; ignored")
+			case u.why != "":
+				t.problem(o, f, true, "%s", u.why)
+			case !u.applied || fd.Message() == nil:
+			case fd.IsList():
+				l := m.Get(fd).List()
+				for j := range l.Len() {
+					walk(l.Get(j).Message(), f+"["+strconv.Itoa(j)+"]")
+				}
+			case fd.IsMap():
+				if fd.MapValue().Message() == nil {
+					continue
+				}
+				entries := map[string]protoreflect.Message{}
+				m.Get(fd).Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+					entries[k.String()] = v.Message()
+					return true
+				})
+				for _, k := range slices.Sorted(maps.Keys(entries)) {
+					walk(entries[k], fmt.Sprintf("%s[%q]", f, k))
+				}
+			default:
+				walk(m.Get(fd).Message(), f)
+			}
+		}
+	}
+	walk(o.Spec.ProtoReflect(), "spec")
+}
