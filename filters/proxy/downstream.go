@@ -252,11 +252,15 @@ func (st *stream) Done(s *filter.Stream) {
 	d := st.d
 	d.unlink(st)
 	if kind := s.Outcome.LocalReply; kind != 0 {
-		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
-		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+		// A oneway gets no reply (ReplyAndFinish writes none): it is
+		// counted once, as dropped, and never as a local reply.
 		if s.Request.Type == codecs.Oneway {
 			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
+			d.p.log.Debug("oneway dropped", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+			return
 		}
+		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
+		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
 	}
 }
 
