@@ -68,7 +68,7 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	defer d.recover("OnNewConnection")
 	if d.p.err != nil {
 		metrics.ConfigErrors.Inc()
-		d.p.log.Error("refusing connection: proxy configuration was rejected", "err", d.p.err)
+		d.p.plog.Error("config_rejected", "refusing connection: proxy configuration was rejected", "err", d.p.err)
 		d.closed.Store(true)
 		d.cb.Close(api.NoFlush)
 		return api.NetworkFilterStopIteration
@@ -149,7 +149,7 @@ func (d *downConn) protocolError(err error) {
 		reason = pe.Reason
 	}
 	metrics.ProtocolErrors.WithLabelValues(d.p.name, "downstream", reason).Inc()
-	d.p.log.Warn("closing downstream connection: bad frame", "reason", reason, "err", err, "remote", d.remote())
+	d.p.plog.Warn("bad_frame_"+reason, "closing downstream connection: bad frame", "reason", reason, "err", err, "remote", d.remote())
 	d.buf = nil
 	d.close("protocol_error")
 }

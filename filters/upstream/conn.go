@@ -224,7 +224,7 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 	if reason != api.Overflow {
 		pl.ep.Failed()
 	}
-	pl.m.log.Warn("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
+	pl.m.plog.Warn("connect_failed_"+reason.String(), "upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
 	uc.mu.Lock()
 	uc.state = closed
 	var failed []*Request
@@ -265,7 +265,7 @@ func (uc *conn) OnData(data []byte, endOfStream bool) {
 				reason = pe.Reason
 			}
 			metrics.ProtocolErrors.WithLabelValues(uc.proxyName(), "upstream", reason).Inc()
-			uc.pool.m.log.Warn("closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "err", err)
+			uc.pool.m.plog.Warn("upstream_bad_frame_"+reason, "closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "reason", reason, "err", err)
 			uc.buf = nil
 			uc.closeAfterError()
 			return
@@ -307,7 +307,7 @@ func (uc *conn) handle(m *codecs.Message) {
 	case codecs.HeartbeatReply:
 	case codecs.GoAway:
 		pl.metrics.GoAway.Inc()
-		pl.m.log.Info("upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
+		pl.m.plog.Info("goaway", "upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
 		// Stop balancing new requests to the endpoint as well: a provider
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
@@ -387,12 +387,12 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	// Losing requests in flight is a failure.
 	if idle := time.Since(time.Unix(0, uc.lastActive.Load())); !byUs && len(lost) == 0 && uc.lastActive.Load() != 0 && idle < pl.keepaliveEvery() {
 		pl.idleLimit.Store(int64(idle))
-		pl.m.log.Info("upstream closed an idle connection; heartbeating its connections more often",
+		pl.m.plog.Info("idle_close", "upstream closed an idle connection; heartbeating its connections more often",
 			"endpoint", pl.ep.Addr, "idle", idle, "keepalive", pl.keepaliveEvery())
 	}
 	if !byUs && len(lost) > 0 {
 		pl.ep.Failed()
-		pl.m.log.Warn("upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
+		pl.m.plog.Warn("closed_in_flight", "upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
 	}
 	for _, r := range lost {
 		r.heapIdx = -1
