@@ -73,13 +73,10 @@ func New(log *slog.Logger, o Options) *Logger {
 	return &Logger{log: log, burst: o.Burst, interval: o.Interval, now: o.Now}
 }
 
-// Slog is the logger written to, for lines that need no limit.
-func (l *Logger) Slog() *slog.Logger { return l.log }
-
 // Info, Warn and Error write msg with its key/value args, unless key is
 // over its budget. A line after suppressed ones gets "suppressed"=count.
-// (Debug lines are not limited: an operator who turns them on asked for
-// every one.)
+// (Debug lines go to slog directly, unlimited: an operator who turns them
+// on asked for every one.)
 func (l *Logger) Info(key, msg string, args ...any)  { l.write(slog.LevelInfo, key, msg, args) }
 func (l *Logger) Warn(key, msg string, args ...any)  { l.write(slog.LevelWarn, key, msg, args) }
 func (l *Logger) Error(key, msg string, args ...any) { l.write(slog.LevelError, key, msg, args) }
