@@ -48,6 +48,24 @@ func start(t *testing.T, opts host.Options, plugin, upstream string) (*host.Host
 
 type testWriter struct{ t *testing.T }
 
+// lockedBuffer collects log lines written from any goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
@@ -353,7 +371,9 @@ func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
 
 func TestUpstreamCircuitBreaker(t *testing.T) {
 	up := echoServer(t)
-	h, rec, addr := start(t, host.Options{MaxUpstreamConnections: 1}, "relay", up)
+	var log lockedBuffer
+	h, rec, addr := start(t, host.Options{MaxUpstreamConnections: 1,
+		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelInfo}))}, "relay", up)
 	first := dial(t, addr)
 	if _, err := first.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -369,6 +389,11 @@ func TestUpstreamCircuitBreaker(t *testing.T) {
 	}
 	if s := h.Stats(); s.UpstreamOverflows != 1 || s.UpstreamOpen != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+	// As in Envoy, an overflow is a counter and the plugin's pool failure,
+	// not a line per connection: load must not flood the log.
+	if s := log.String(); strings.Contains(s, "circuit breaker") {
+		t.Fatalf("an overflow was logged at info level or above:\n%s", s)
 	}
 	first.Close()
 	released(t, h)

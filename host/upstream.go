@@ -55,7 +55,10 @@ func (e *endpoint) connect() {
 		return
 	}
 	if !h.acquireUpstream() {
-		h.log.Warn("host: upstream circuit breaker open (plainText cluster max connections)",
+		// Debug, as Envoy does: the overflow is counted (Stats) and reported
+		// to the plugin as a pool failure; under load a line per connection
+		// would flood the log.
+		h.log.Debug("host: upstream circuit breaker open (plainText cluster max connections)",
 			"addr", e.addr, "max", h.opts.MaxUpstreamConnections)
 		h.removeEndpoint(e)
 		e.fail(api.Overflow)

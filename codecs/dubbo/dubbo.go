@@ -76,7 +76,30 @@ const (
 	keyVersion    = "version"
 	keyMethod     = "method"
 	keyParamTypes = "parameter_types"
+	// keyGroup is an attachment only, but like the body fields it names
+	// the service: empty means none.
+	keyGroup = "group"
 )
+
+// unversioned is the service version Apache Dubbo Java writes, in the body
+// and the version attachment, for a service that has none (ProtocolUtils
+// treats it as no version); dubbo-go writes "".
+const unversioned = "0.0.0"
+
+// isNone reports whether a request value means "none" for its key, so
+// that it is not offered: empty body fields and empty attachments of the
+// same names (the README's rule), and Java's "0.0.0" version. One route
+// condition (version present: false) then catches an unversioned call from
+// every client. Other attachments are offered even when empty.
+func isNone(key, value string) bool {
+	switch key {
+	case keyVersion:
+		return value == "" || value == unversioned
+	case keyDubbo, keyInterface, keyMethod, keyParamTypes, keyGroup:
+		return value == ""
+	}
+	return false
+}
 
 // Indexes of Message.Private.
 const (
@@ -277,7 +300,7 @@ func (c *codec) decodeRequest(msg *codecs.Message) error {
 
 	md := msg.Metadata
 	for i, key := range [...]string{keyDubbo, keyInterface, keyVersion, keyMethod, keyParamTypes} {
-		if fields[i] != "" {
+		if !isNone(key, fields[i]) {
 			md = append(md, codecs.KV{Key: key, Value: fields[i]})
 		}
 	}
@@ -291,6 +314,8 @@ func (c *codec) decodeRequest(msg *codecs.Message) error {
 		if end, err = c.attachments(off, msg, len(md)); err != nil {
 			return err
 		}
+		// After the whole map: the last pair of a key is the one that counts.
+		dropNone(msg, len(md))
 	}
 	msg.Private = [4]int{privAttStart: headerLen + start, privAttEnd: headerLen + end, privClassDefs: defs}
 	return nil
@@ -479,6 +504,19 @@ func (c *codec) attachments(off int, msg *codecs.Message, fixed int) (int, error
 			md = setAttachment(md, fixed, key, value)
 		}
 	}
+}
+
+// dropNone removes the attachments after the first fixed (body) entries
+// whose values mean none (isNone).
+func dropNone(msg *codecs.Message, fixed int) {
+	md := msg.Metadata
+	kept := md[:fixed]
+	for _, kv := range md[fixed:] {
+		if !isNone(kv.Key, kv.Value) {
+			kept = append(kept, kv)
+		}
+	}
+	msg.Metadata = kept
 }
 
 func setAttachment(md codecs.Metadata, fixed int, key, value string) codecs.Metadata {

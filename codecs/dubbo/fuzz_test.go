@@ -10,14 +10,25 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 )
 
-// FuzzDecode feeds arbitrary bytes to Decode. Seeds: every dubbo-go frame
-// under testdata plus a few shapes dubbo-go does not write.
-func FuzzDecode(f *testing.F) {
-	files, err := filepath.Glob("testdata/*.bin")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed frames under testdata: %v", err)
+// seedFrames are the real frames under testdata: written by dubbo-go's
+// codec, captured from dubbo-go peers (real/) and from Apache Dubbo Java
+// 3.3.6 (java/, by e2e/javainterop).
+func seedFrames(f *testing.F) []string {
+	var files []string
+	for _, pattern := range []string{"testdata/*.bin", "testdata/real/*.bin", "testdata/java/*.bin"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil || len(m) == 0 {
+			f.Fatalf("no seed frames %s: %v", pattern, err)
+		}
+		files = append(files, m...)
 	}
-	for _, name := range files {
+	return files
+}
+
+// FuzzDecode feeds arbitrary bytes to Decode. Seeds: every real frame
+// under testdata plus a few shapes the clients do not write.
+func FuzzDecode(f *testing.F) {
+	for _, name := range seedFrames(f) {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
@@ -35,11 +46,7 @@ func FuzzDecode(f *testing.F) {
 // FuzzBody fuzzes bodies behind a consistent header, so that the fuzzer
 // spends its time in the hessian2 scanner rather than on length fields.
 func FuzzBody(f *testing.F) {
-	files, err := filepath.Glob("testdata/*.bin")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed frames under testdata: %v", err)
-	}
-	for _, name := range files {
+	for _, name := range seedFrames(f) {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

@@ -276,7 +276,7 @@ type codec struct {
 // "framed/binary" or "ttheader/binary" ("" before the first). Not every
 // server reads several variants on one connection (a framed-only server
 // reads an unframed request as a garbage length and closes the connection,
-// failing every request on it): the proxy should keep one upstream pool per
+// failing every request on it): the proxy keeps one upstream pool per
 // endpoint and flavor, taking the flavor right after decoding a request.
 func (c *codec) Flavor() string {
 	if c.tr == tAuto {

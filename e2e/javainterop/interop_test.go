@@ -24,6 +24,9 @@ listeners:
     codec: dubbo
     route_config:
       routes:
+      - name: unversioned-probe
+        match: {metadata: [{key: probe, exact: unversioned}, {key: version, present: false}]}
+        route: {cluster: gogreeter}
       - name: go-backend
         match: {metadata: [{key: backend, exact: go}]}
         route: {cluster: gogreeter}
@@ -254,6 +257,24 @@ func TestJavaThroughBreeze(t *testing.T) {
 		r, err = c.Slow(ctx, 15, nil)
 		if err != nil || r.Provider != "java-v1" || r.Arg != "15" {
 			t.Fatalf("dubbo-go Slow(15) (an int argument): %+v %v", r, err)
+		}
+	})
+
+	// Java calls an unversioned service "0.0.0" (body and attachment),
+	// dubbo-go "" (and an empty version attachment): the codec offers no
+	// version for either, so one route on "no version" catches both.
+	t.Run("UnversionedFromBothClients", func(t *testing.T) {
+		probe := map[string]string{"probe": "unversioned"}
+		for _, generic := range []bool{true, false} {
+			r, err := jc.Call(ctx, javaCall{Addr: down.Addr, Method: "Greet", Arg: "unversioned-java", Generic: generic, Attachments: probe})
+			if err != nil || r.Provider != "go-1" {
+				t.Errorf("unversioned Java call (generic %v): %+v %v; want the route on version present: false (go-1)", generic, r, err)
+			}
+		}
+		c := harness.StartClient(t, proxy.Addr, harness.ClientSpec{})
+		r, err := c.Greet(ctx, "unversioned-go", probe)
+		if err != nil || r.Provider != "go-1" {
+			t.Errorf("unversioned dubbo-go call: %+v %v; want the route on version present: false (go-1)", r, err)
 		}
 	})
 

@@ -404,11 +404,10 @@ listeners:
 
 // TestMixedFlavorsShareUpstream: clients of two transports and two
 // protocols call one Apache THeader server (which detects the flavor of
-// every frame) through the proxy's shared upstream connection. Not
-// unframed: after one unframed message, Apache Go's THeaderTransport reads
-// the rest of the connection as unframed (needReadFrame), so mixing it in
-// breaks every client on the connection; that needs the proxy to keep one
-// upstream pool per codec flavor (see codecs/thrift/README.md).
+// every frame) through the proxy, which shares upstream connections among
+// the clients of each flavor (one pool per endpoint and flavor; the
+// unframed case is TestUnframedSharesUpstreamWithFramed, see
+// codecs/thrift/README.md).
 func TestMixedFlavorsShareUpstream(t *testing.T) {
 	t.Parallel()
 	srv := server(t, "multi", "-impl", "apache", "-transport", "header")

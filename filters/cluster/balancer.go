@@ -186,14 +186,25 @@ func (s *Set) Pick(hashValue string, hasHash bool) *Endpoint {
 
 func (s *Set) pickRoundRobin(now int64) *Endpoint {
 	sched := s.schedule
-	start := s.next.Add(1)
-	for i := range uint64(len(sched)) {
-		e := s.endpoints[sched[(start+i)%uint64(len(sched))]]
-		if e.Healthy(now) {
+	n := uint64(len(sched))
+	// Each pick takes turns of the schedule until one is healthy: an
+	// ejected endpoint's turns are used up, so its share spreads over the
+	// others by weight instead of all falling to the endpoint after it.
+	var slot uint64
+	for range n {
+		slot = s.next.Add(1)
+		if e := s.endpoints[sched[slot%n]]; e.Healthy(now) {
 			return e
 		}
 	}
-	return s.endpoints[sched[start%uint64(len(sched))]]
+	// Concurrent picks took the healthy turns meanwhile, or none is healthy.
+	for i := range n {
+		if e := s.endpoints[sched[(slot+i)%n]]; e.Healthy(now) {
+			return e
+		}
+	}
+	// All ejected: any one, so that each gets probed.
+	return s.endpoints[sched[rand.Uint64N(n)]]
 }
 
 func (s *Set) pickRandom(now int64) *Endpoint {
@@ -212,20 +223,44 @@ func (s *Set) pickRandom(now int64) *Endpoint {
 			first = e
 		}
 	}
-	if e := s.firstHealthy(rand.IntN(len(s.endpoints)), now); e != nil {
+	if e := s.randomHealthy(now, true); e != nil {
 		return e
 	}
 	return first
 }
 
-func (s *Set) firstHealthy(from int, now int64) *Endpoint {
-	n := len(s.endpoints)
-	for i := range n {
-		if e := s.endpoints[(from+i)%n]; e.Healthy(now) {
-			return e
+// randomHealthy draws among the healthy endpoints only, by weight or
+// uniformly, for when random draws keep hitting ejected ones. (A scan from
+// a random start would favour the endpoint after a run of ejected ones.)
+// Nil when none is healthy.
+func (s *Set) randomHealthy(now int64, weighted bool) *Endpoint {
+	weight := func(e *Endpoint) uint64 {
+		if weighted {
+			return uint64(e.Weight)
+		}
+		return 1
+	}
+	var total uint64
+	for _, e := range s.endpoints {
+		if e.Healthy(now) {
+			total += weight(e)
 		}
 	}
-	return nil
+	if total == 0 {
+		return nil
+	}
+	r := rand.Uint64N(total)
+	for _, e := range s.endpoints {
+		if !e.Healthy(now) {
+			continue
+		}
+		if w := weight(e); r >= w {
+			r -= w
+			continue
+		}
+		return e
+	}
+	return nil // ejected between the two passes
 }
 
 // pickLeast is power of two choices: two random endpoints, the one with
@@ -249,7 +284,7 @@ func (s *Set) pickLeast(now int64) *Endpoint {
 	case bh:
 		return b
 	}
-	if e := s.firstHealthy(rand.IntN(n), now); e != nil {
+	if e := s.randomHealthy(now, false); e != nil {
 		return e
 	}
 	return a

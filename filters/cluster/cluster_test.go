@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -236,5 +237,128 @@ func BenchmarkPick(b *testing.B) {
 				set.Pick("user-42", true)
 			}
 		})
+	}
+}
+
+// An ejected endpoint's turns are spread over the others, by weight, not
+// all given to the one after it: [A, B, C] with C ejected served A 398 /
+// B 202 of 600.
+func TestRoundRobinEvenAfterEjection(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		weights []uint32
+		want    []int // of 600 picks per endpoint, the last one ejected
+	}{
+		{"equal", []uint32{1, 1, 1}, []int{300, 300, 0}},
+		{"weighted", []uint32{1, 2, 3}, []int{200, 400, 0}},
+		{"two ejected", []uint32{1, 1, 1, 1}, nil},
+	} {
+		for _, workers := range []int{1, 10} {
+			t.Run(fmt.Sprintf("%s/concurrency %d", tc.name, workers), func(t *testing.T) {
+				c := &breezev1.Cluster{Name: "rr", LbPolicy: breezev1.Cluster_ROUND_ROBIN}
+				for i, w := range tc.weights {
+					c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 1, Weight: w})
+				}
+				cl, err := New(c, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				eps := cl.Endpoints()
+				want := tc.want
+				if want == nil { // the first and last ejected of [A B C D]
+					eps[0].Draining(time.Hour)
+					want = []int{0, 300, 300, 0}
+				}
+				eps[len(eps)-1].Draining(time.Hour)
+				var mu sync.Mutex
+				counts := map[*Endpoint]int{}
+				var wg sync.WaitGroup
+				for range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range 600 / workers {
+							ep := cl.Set("").Pick("", false)
+							mu.Lock()
+							counts[ep]++
+							mu.Unlock()
+						}
+					}()
+				}
+				wg.Wait()
+				for i, ep := range eps {
+					if counts[ep] != want[i] {
+						t.Errorf("endpoint %d (weight %d) got %d of 600, want %d (all: %v)", i, tc.weights[i], counts[ep], want[i], countsByIndex(eps, counts))
+					}
+				}
+			})
+		}
+	}
+}
+
+func countsByIndex(eps []*Endpoint, counts map[*Endpoint]int) []int {
+	out := make([]int, len(eps))
+	for i, ep := range eps {
+		out[i] = counts[ep]
+	}
+	return out
+}
+
+// When random draws keep hitting ejected endpoints, the fallback must
+// still draw evenly (by weight) among the healthy ones: a scan from a
+// random start would give the endpoint after a run of ejected ones
+// nearly all of it.
+func TestRandomPoliciesEvenAfterEjection(t *testing.T) {
+	for _, tc := range []struct {
+		policy  breezev1.Cluster_LbPolicy
+		weights [2]uint32
+	}{
+		{breezev1.Cluster_RANDOM, [2]uint32{1, 1}},
+		{breezev1.Cluster_RANDOM, [2]uint32{1, 3}},
+		{breezev1.Cluster_LEAST_REQUEST, [2]uint32{1, 1}},
+	} {
+		// Two healthy endpoints, then eight ejected ones.
+		c := &breezev1.Cluster{Name: "r", LbPolicy: tc.policy}
+		for i := range 10 {
+			w := uint32(1)
+			if i < 2 {
+				w = tc.weights[i]
+			}
+			// Two digits: the cluster lists its endpoints by address.
+			c.Endpoints = append(c.Endpoints, &breezev1.Endpoint{Address: fmt.Sprintf("10.0.0.%d", 10+i), Port: 1, Weight: w})
+		}
+		cl, err := New(c, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps := cl.Endpoints()
+		if eps[0].Weight != tc.weights[0] || eps[1].Weight != tc.weights[1] {
+			t.Fatalf("endpoints not in the order given: %v %v", eps[0].Addr, eps[1].Addr)
+		}
+		for _, ep := range eps[2:] {
+			ep.Draining(time.Hour)
+		}
+		const picks = 20000
+		n := [2]int{}
+		for range picks {
+			switch cl.Set("").Pick("", false) {
+			case eps[0]:
+				n[0]++
+			case eps[1]:
+				n[1]++
+			default:
+				t.Fatalf("%v picked an ejected endpoint", tc.policy)
+			}
+		}
+		// Least request balances by requests in flight, not weight.
+		share := float64(tc.weights[0]) / float64(tc.weights[0]+tc.weights[1])
+		if tc.policy == breezev1.Cluster_LEAST_REQUEST {
+			share = 0.5
+		}
+		// Six standard deviations of a binomial draw: never by chance.
+		want := share * picks
+		if tol := 6 * math.Sqrt(picks*share*(1-share)); math.Abs(float64(n[0])-want) > tol {
+			t.Errorf("%v, weights %v: the first healthy endpoint got %d of %d, want %.0f ± %.0f", tc.policy, tc.weights, n[0], picks, want, tol)
+		}
 	}
 }

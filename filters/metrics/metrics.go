@@ -45,7 +45,7 @@ var (
 		Name: "breeze_upstream_connection_events_total", Help: "Upstream connection events: connect, connect_failure, close, goaway.",
 	}, []string{"proxy", "cluster", "event"})
 	Dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "breeze_dropped_total", Help: "Messages dropped, by reason (late_response, oneway_unsent, unexpected).",
+		Name: "breeze_dropped_total", Help: "Messages dropped, by reason: late_response, oneway_<why> (a oneway that could not be sent; never also a local reply), unexpected_<type>.",
 	}, []string{"proxy", "reason"})
 	Panics = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "breeze_panics_total", Help: "Panics recovered; the connection concerned was closed.",

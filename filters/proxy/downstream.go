@@ -68,7 +68,7 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	defer d.recover("OnNewConnection")
 	if d.p.err != nil {
 		metrics.ConfigErrors.Inc()
-		d.p.log.Error("refusing connection: proxy configuration was rejected", "err", d.p.err)
+		d.p.plog.Error("config_rejected", "refusing connection: proxy configuration was rejected", "err", d.p.err)
 		d.closed.Store(true)
 		d.cb.Close(api.NoFlush)
 		return api.NetworkFilterStopIteration
@@ -149,7 +149,7 @@ func (d *downConn) protocolError(err error) {
 		reason = pe.Reason
 	}
 	metrics.ProtocolErrors.WithLabelValues(d.p.name, "downstream", reason).Inc()
-	d.p.log.Warn("closing downstream connection: bad frame", "reason", reason, "err", err, "remote", d.remote())
+	d.p.plog.Warn("bad_frame_"+reason, "closing downstream connection: bad frame", "reason", reason, "err", err, "remote", d.remote())
 	d.buf = nil
 	d.close("protocol_error")
 }
@@ -252,11 +252,15 @@ func (st *stream) Done(s *filter.Stream) {
 	d := st.d
 	d.unlink(st)
 	if kind := s.Outcome.LocalReply; kind != 0 {
-		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
-		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+		// A oneway gets no reply (ReplyAndFinish writes none): it is
+		// counted once, as dropped, and never as a local reply.
 		if s.Request.Type == codecs.Oneway {
 			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
+			d.p.log.Debug("oneway dropped", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+			return
 		}
+		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
+		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
 	}
 }
 

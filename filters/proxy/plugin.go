@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
 
@@ -46,7 +47,7 @@ func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 		if r := recover(); r != nil {
 			metrics.Panics.WithLabelValues("ParseConfig").Inc()
 			slog.Error("panic while parsing breeze config", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			result = &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("panic while parsing config: %v", r)}
+			result = invalid(fmt.Errorf("panic while parsing config: %v", r))
 		}
 	}()
 	cfg, err := config.ParseAny(a)
@@ -79,7 +80,14 @@ func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 func rejected(err error) *Proxy {
 	metrics.ConfigErrors.Inc()
 	slog.Error("breeze config rejected; its connections will be refused", "err", err)
-	return &Proxy{name: "invalid", log: slog.Default(), err: err}
+	return invalid(err)
+}
+
+// invalid is the Proxy of a config that could not be used: it refuses
+// each of its connections with a log line, limited like every line a
+// peer can trigger.
+func invalid(err error) *Proxy {
+	return &Proxy{name: "invalid", log: slog.Default(), plog: logs.New(slog.Default(), peerLogOptions), err: err}
 }
 
 type factory struct{}
@@ -89,5 +97,5 @@ func (factory) CreateFactoryFromConfig(c interface{}) network.FilterFactory {
 	if p, ok := c.(*Proxy); ok {
 		return p
 	}
-	return &Proxy{name: "invalid", log: slog.Default(), err: fmt.Errorf("unexpected parsed config type %T", c)}
+	return invalid(fmt.Errorf("unexpected parsed config type %T", c))
 }

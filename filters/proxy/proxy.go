@@ -18,6 +18,7 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/mutation"
 	"github.com/breeze-mesh/breeze/filters/router"
@@ -32,8 +33,12 @@ var Registry = metrics.Registry
 // chain, clusters, upstream pools). All downstream connections of that
 // configuration share it.
 type Proxy struct {
-	name        string
-	log         *slog.Logger
+	name string
+	log  *slog.Logger
+	// plog writes the lines a peer can trigger (bad frames, refused
+	// connections, upstream failures), limited per reason: a flood of
+	// them is counted exactly by the metrics and sampled in the log.
+	plog        *logs.Logger
 	codec       codecs.Factory
 	codecOpts   codecs.Options
 	idleTimeout time.Duration
@@ -83,6 +88,7 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
 		cfg:         cfg,
 	}
+	p.plog = logs.New(p.log, peerLogOptions)
 	for _, w := range config.Warnings(cfg) {
 		p.log.Warn("proxy config: " + w)
 	}
@@ -90,7 +96,7 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	if _, err := factory(p.codecOpts); err != nil {
 		return nil, fmt.Errorf("codec %q: %w", cfg.GetCodec(), err)
 	}
-	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log})
+	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log, PeerLog: p.plog})
 	rt, err := router.New(cfg, router.Options{
 		Proxy: p.name, Log: p.log, DefaultTimeout: cfg.GetRequestTimeout().AsDuration(), Upstream: p.up, Lookup: dnsLookup,
 	})
@@ -111,6 +117,10 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	p.unused = time.AfterFunc(unusedSleep, p.sleepIfUnused)
 	return p, nil
 }
+
+// peerLogOptions limit the log lines peers can trigger (zero: the
+// defaults of package logs). Tests replace it.
+var peerLogOptions logs.Options
 
 // dnsLookup resolves STRICT_DNS clusters; nil is the system resolver.
 // Tests replace it.

@@ -609,3 +609,34 @@ func TestUpstreamCrashIsNotAnIdleTimeout(t *testing.T) {
 		t.Fatalf("the returned provider got %d heartbeats during 200ms of silence (keep-alive is 1h)", n)
 	}
 }
+
+// A oneway that cannot be sent gets no reply: it is counted once, as
+// dropped, not as a local reply nobody received.
+func TestDroppedOnewayIsNotALocalReply(t *testing.T) {
+	b := newBackend(t, "b")
+	addr := startProxy(t, fmt.Sprintf(`stat_prefix: ow_drop
+codec: tframe
+route_config:
+  routes:
+  - {match: {metadata: [{key: method, exact: Known}]}, route: {cluster: c}}
+clusters:
+- name: c
+  endpoints:
+%s
+`, ep(b, "")))
+	c := dial(t, addr)
+	c.send(codecs.Oneway, 1, "lost", "method", "Unknown")
+	dropped := metrics.Dropped.WithLabelValues("ow_drop", "oneway_no_route")
+	eventually(t, "the oneway dropped", func() bool { return testutil.ToFloat64(dropped) == 1 })
+	if n := testutil.ToFloat64(metrics.LocalReplies.WithLabelValues("ow_drop", "no_route")); n != 0 {
+		t.Fatalf("breeze_local_replies_total{reason=no_route} = %v for a dropped oneway, want 0", n)
+	}
+	// A request answered locally is still a local reply.
+	if m, err := c.call(2, "x", "method", "Unknown"); err != nil || m.status == codecs.StatusOK {
+		t.Fatalf("no-route request: %+v %v", m, err)
+	}
+	// The reply is written before the request is counted done.
+	eventually(t, "the local reply counted", func() bool {
+		return testutil.ToFloat64(metrics.LocalReplies.WithLabelValues("ow_drop", "no_route")) == 1
+	})
+}

@@ -227,7 +227,7 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 		pl.ep.Failed()
 		pl.idle.forget()
 	}
-	pl.m.log.Warn("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
+	pl.m.plog.Warn("connect_failed_"+reason.String(), "upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
 	uc.mu.Lock()
 	uc.state = closed
 	var failed []*Request
@@ -268,7 +268,7 @@ func (uc *conn) OnData(data []byte, endOfStream bool) {
 				reason = pe.Reason
 			}
 			metrics.ProtocolErrors.WithLabelValues(uc.proxyName(), "upstream", reason).Inc()
-			uc.pool.m.log.Warn("closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "err", err)
+			uc.pool.m.plog.Warn("upstream_bad_frame_"+reason, "closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "reason", reason, "err", err)
 			uc.buf = nil
 			uc.closeAfterError()
 			return
@@ -310,7 +310,7 @@ func (uc *conn) handle(m *codecs.Message) {
 	case codecs.HeartbeatReply:
 	case codecs.GoAway:
 		pl.metrics.GoAway.Inc()
-		pl.m.log.Info("upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
+		pl.m.plog.Info("goaway", "upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
 		// Stop balancing new requests to the endpoint as well: a provider
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
@@ -403,12 +403,12 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	pl.remove(uc)
 	pl.metrics.Close.Inc()
 	if learned > 0 {
-		pl.m.log.Info("upstream closes connections idle for its idle timeout; heartbeating its connections more often",
+		pl.m.plog.Info("idle_close", "upstream closes connections idle for its idle timeout; heartbeating its connections more often",
 			"endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
 	}
 	if !byUs && len(lost) > 0 {
 		pl.ep.Failed()
-		pl.m.log.Warn("upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
+		pl.m.plog.Warn("closed_in_flight", "upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
 	}
 	for _, r := range lost {
 		r.heapIdx = -1

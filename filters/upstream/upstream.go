@@ -16,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
 
@@ -84,12 +85,16 @@ type Options struct {
 	Codec     codecs.Factory
 	CodecOpts codecs.Options
 	Log       *slog.Logger
+	// PeerLog writes the lines an upstream can trigger, limited per
+	// reason (a new one on Log by default).
+	PeerLog *logs.Logger
 }
 
 // Manager holds the pools of one proxy.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
+	plog *logs.Logger
 
 	mu    sync.RWMutex
 	pools map[poolKey]*pool
@@ -108,7 +113,10 @@ func New(opts Options) *Manager {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Manager{opts: opts, log: opts.Log, pools: map[poolKey]*pool{}}
+	if opts.PeerLog == nil {
+		opts.PeerLog = logs.New(opts.Log, logs.Options{})
+	}
+	return &Manager{opts: opts, log: opts.Log, plog: opts.PeerLog, pools: map[poolKey]*pool{}}
 }
 
 // Pools is how many pools are open (for tests and debugging).
