@@ -37,6 +37,9 @@ type Proxy struct {
 	codec       codecs.Factory
 	codecOpts   codecs.Options
 	idleTimeout time.Duration
+	// maxInFlight: requests in flight per downstream connection before it
+	// is closed (max_requests_in_flight).
+	maxInFlight int
 
 	chain  *filter.Chain
 	router *router.Router
@@ -81,7 +84,11 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 			Params:       cfg.GetCodecParams(),
 		},
 		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
+		maxInFlight: int(cfg.GetMaxRequestsInFlight()),
 		cfg:         cfg,
+	}
+	if p.maxInFlight == 0 {
+		p.maxInFlight = defaultMaxInFlight
 	}
 	for _, w := range config.Warnings(cfg) {
 		p.log.Warn("proxy config: " + w)
@@ -111,6 +118,11 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	p.unused = time.AfterFunc(unusedSleep, p.sleepIfUnused)
 	return p, nil
 }
+
+// defaultMaxInFlight is max_requests_in_flight when unset: as many as one
+// endpoint may have (clusters' max_requests_per_endpoint), so that no client
+// the upstream would serve is cut off.
+const defaultMaxInFlight = 10000
 
 // dnsLookup resolves STRICT_DNS clusters; nil is the system resolver.
 // Tests replace it.
