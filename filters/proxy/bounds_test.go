@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,5 +47,48 @@ func TestMaxRequestsInFlightClosesConnection(t *testing.T) {
 	}
 	if got := b.received.Load(); got != received+4 {
 		t.Errorf("backend received %d requests after the four, want none: the fifth must not be sent", got-received-4)
+	}
+}
+
+// silentClient is a client that sends and never reads: whatever is written
+// to it piles up in the proxy's write buffer once the kernel's are full.
+func silentClient(t *testing.T, addr string, n, size int) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	body := strings.Repeat("x", size)
+	go func() {
+		for id := range n {
+			// Fails once the test closes c or the proxy closes the connection.
+			if _, err := c.Write(tencode(tmsg{typ: codecs.Request, id: uint64(id + 1), body: body})); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// A connection idle for idle_timeout is closed even when its client stopped
+// reading and replies are still buffered for it: closing with a flush would
+// wait for the client forever (Envoy without a delayed_close_timeout, as on
+// the Go filter's connections, does the same: connection_impl.cc
+// closeInternal), holding the connection and its buffer.
+func TestIdleTimeoutClosesClientThatDoesNotRead(t *testing.T) {
+	b := newBackend(t, "b")
+	const name = "idle-silent"
+	addr := startProxy(t, "stat_prefix: "+name+"\ncodec: tframe\nidle_timeout: 0.3s\nroute_config:\n  routes:\n  - route: {cluster: c}\nclusters:\n- name: c\n  endpoints:\n"+ep(b, ""))
+	active := metrics.DownstreamActive.WithLabelValues(name)
+	// 400 replies of 64 KiB: more than the kernel's socket buffers and the
+	// host's write buffer limit hold.
+	silentClient(t, addr, 400, 64<<10)
+	eventually(t, "the connection open", func() bool { return testutil.ToFloat64(active) == 1 })
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(active) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle connection of a client that does not read still open 10s after its idle_timeout of 0.3s (backend answered %d requests)", b.received.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

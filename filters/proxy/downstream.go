@@ -103,7 +103,10 @@ func (d *downConn) checkIdle() {
 	idle := time.Duration(time.Now().UnixNano() - d.lastActive.Load())
 	if idle >= d.p.idleTimeout {
 		d.p.log.Debug("closing idle downstream connection", "idle", idle)
-		d.close("idle_timeout")
+		// Without flushing: whatever is still buffered has waited for the
+		// client all this time, and a flushing close would wait for a
+		// client that does not read forever, holding the buffer.
+		d.closeWith("idle_timeout", api.NoFlush)
 		return
 	}
 	d.idleTimer.Reset(d.p.idleTimeout - idle)
