@@ -179,3 +179,45 @@ func TestHostOnlyMemoryBoundedForClientThatDoesNotRead(t *testing.T) {
 		t.Errorf("all %d requests of a client that does not read got through: it was never held back", n)
 	}
 }
+
+// A connection the proxy closes with a flush (here after a bad frame) whose
+// client does not read never finishes the flush; once idle_timeout has
+// passed, the proxy stops waiting and closes it outright, as an idle one.
+func TestFlushingCloseGivesUpOnClientThatDoesNotRead(t *testing.T) {
+	b := newBackend(t, "b")
+	const name = "flush-silent"
+	addr := startProxy(t, "stat_prefix: "+name+"\ncodec: tframe\nidle_timeout: 1s\nroute_config:\n  routes:\n  - route: {cluster: c}\nclusters:\n- name: c\n  endpoints:\n"+ep(b, ""))
+	active := metrics.DownstreamActive.WithLabelValues(name)
+	badFrames := metrics.ProtocolErrors.WithLabelValues(name, "downstream", "frame_too_large")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	// Requests one at a time until replies wait in the host's write buffer
+	// (the kernel's are full), short of its limit, so that the host still
+	// reads the bad frame that follows.
+	body := strings.Repeat("x", 64<<10)
+	for id := uint64(1); testHost.Stats().WriteBuffered < 256<<10; id++ {
+		if id > 1000 {
+			t.Fatal("replies to a client that does not read never waited in the host")
+		}
+		if _, err := c.Write(tencode(tmsg{typ: codecs.Request, id: id, body: body})); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the request at the backend", func() bool { return b.received.Load() == int64(id) })
+	}
+	bad := testutil.ToFloat64(badFrames)
+	if _, err := c.Write([]byte{0x7f, 0xff, 0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the bad frame seen", func() bool { return testutil.ToFloat64(badFrames) > bad })
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(active) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a connection closed after a bad frame, whose client does not read, still open 10s later (idle_timeout 1s)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

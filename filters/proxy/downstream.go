@@ -37,6 +37,7 @@ type downConn struct {
 	inFlight int // streams in active
 
 	closed     atomic.Bool
+	ended      atomic.Bool // the close event came: the connection is gone
 	counted    atomic.Bool // in the proxy's connection count (life.go)
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
@@ -97,11 +98,17 @@ func (d *downConn) touch() { d.lastActive.Store(time.Now().UnixNano()) }
 
 func (d *downConn) checkIdle() {
 	defer d.recover("idle timer")
-	if d.closed.Load() {
+	if d.ended.Load() {
 		return
 	}
 	idle := time.Duration(time.Now().UnixNano() - d.lastActive.Load())
 	if idle >= d.p.idleTimeout {
+		if d.closed.Load() {
+			// Our own flushing close (bad frame, panic) that the client has
+			// not let finish in idle_timeout: it does not read. Stop waiting.
+			d.cb.Close(api.NoFlush)
+			return
+		}
 		d.p.log.Debug("closing idle downstream connection", "idle", idle)
 		// Without flushing: whatever is still buffered has waited for the
 		// client all this time, and a flushing close would wait for a
@@ -306,6 +313,7 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 		return
 	}
 	wasOpen := !d.closed.Swap(true)
+	d.ended.Store(true)
 	if d.idleTimer != nil {
 		d.idleTimer.Stop()
 	}
