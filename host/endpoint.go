@@ -24,7 +24,8 @@ import (
 //   - a reader goroutine reads the socket and hands copies of the bytes to the loop;
 //   - a writer goroutine drains the write buffer to the socket, so that a peer that
 //     does not read never blocks the loop (Envoy's writes are non-blocking and its
-//     write buffer unbounded for the Go filter);
+//     write buffer unbounded for the Go filter); a downstream connection whose
+//     write buffer is above Options.WriteBufferLimit is not read meanwhile;
 //   - any goroutine may post writes and closes (the C API), which the loop runs in
 //     order after the current callback returns, like Dispatcher::post.
 type endpoint struct {
@@ -60,6 +61,7 @@ type endpoint struct {
 	writeEnded bool           // our end of stream reached the socket (shutdown(SHUT_WR))
 	wroteEnd   bool           // a write with endStream was accepted; later writes drop
 	hasFilter  bool           // the shim holds a filter for this wrapper
+	readPaused bool           // downstream: write buffer above its high watermark, reads wait
 	// unfinalizable: the filter is zero-size, so the shim's finalizer never runs.
 	unfinalizable bool
 }
@@ -78,6 +80,7 @@ const (
 	taskFlushed                  // the writer drained the buffer after a flush request
 	taskWriteEnd                 // the writer shut down the write side
 	taskWriteErr                 // the writer failed
+	taskWriteLow                 // the writer drained the buffer to its low watermark
 )
 
 type task struct {
@@ -99,6 +102,10 @@ func newEndpoint(h *Host, upstream bool) *endpoint {
 	}
 	e.key = uint64(uintptr(e.wrapper))
 	e.out.wake = make(chan struct{}, 1)
+	e.out.total, e.out.peak = &h.st.writeBuffered, &h.st.writePeak
+	if !upstream && h.opts.WriteBufferLimit > 0 {
+		e.out.high = h.opts.WriteBufferLimit
+	}
 	registry.Store(e.wrapper, e)
 	return e
 }
@@ -165,12 +172,44 @@ func (e *endpoint) start() {
 // closed and the close event delivered, then waits for the reader and writer.
 func (e *endpoint) run() {
 	for !e.closed {
+		// What the last callback posted (its writes above all) runs before the
+		// next read: the watermark must see a reply before more requests come in.
 		select {
 		case <-e.wake:
 			e.runTasks()
-		case r := <-e.reads:
+			continue
+		default:
+		}
+		reads := e.reads
+		if e.readPaused {
+			// readDisable: what the reader already holds waits, and once its
+			// queue is full it stops reading, so TCP holds the peer back.
+			reads = nil
+		}
+		select {
+		case <-e.wake:
+			e.runTasks()
+		case r := <-reads:
 			e.onRead(r)
 		}
+	}
+}
+
+// pauseReads follows the write buffer's watermarks on a downstream connection,
+// as Envoy's HTTP/1 connection manager and TCP proxy do with readDisable: a
+// client that does not read its replies is not read either. (Upstream
+// connections are left alone: what fills their write buffer comes from other
+// connections, which the host cannot tell.)
+func (e *endpoint) pauseReads(pause bool) {
+	if e.upstream || pause == e.readPaused {
+		return
+	}
+	e.readPaused = pause
+	if pause {
+		e.h.st.readPauses.Add(1)
+		e.h.st.readPaused.Add(1)
+	} else {
+		e.h.st.readPaused.Add(-1)
 	}
 }
 
@@ -220,6 +259,9 @@ func (e *endpoint) runTask(t task) {
 		// Envoy: a failed write is PostIoAction::Close, closed as RemoteClose.
 		e.h.log.Debug("host: write failed", "side", e.side(), "err", t.err)
 		e.closeSocket(api.RemoteClose)
+	case taskWriteLow:
+		// The buffer may have gone above again since the writer posted this.
+		e.pauseReads(e.out.isAbove())
 	}
 }
 
@@ -258,7 +300,7 @@ func (e *endpoint) write(data []byte, end bool) {
 				"side", e.side())
 		}
 	}
-	e.out.push(data, end)
+	e.pauseReads(e.out.push(data, end))
 }
 
 // close is Filter::close / UpstreamConn::close running on the dispatcher.
@@ -298,6 +340,7 @@ func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
 		return
 	}
 	e.closed = true
+	e.pauseReads(false) // nothing is read any more; keeps the ReadPaused gauge right
 	e.mu.Lock()
 	e.gone = true
 	pending := e.tasks
@@ -357,7 +400,9 @@ func (e *endpoint) onRead(r readResult) {
 			break
 		}
 		chunks = append(chunks, r.data)
-		if len(e.reads) == 0 {
+		// At most a queue's worth per OnData, as Envoy hands over at most about
+		// its read buffer limit per read event.
+		if len(e.reads) == 0 || len(chunks) == readQueue {
 			r = readResult{}
 			break
 		}
@@ -449,9 +494,7 @@ func (e *endpoint) teardown() {
 	for len(e.reads) > 0 {
 		<-e.reads
 	}
-	e.out.mu.Lock()
-	e.out.queue = nil
-	e.out.mu.Unlock()
+	e.out.release()
 	e.h.removeEndpoint(e)
 	switch {
 	case e.upstream:

@@ -34,6 +34,16 @@ type Options struct {
 	// ReadSize is the largest chunk read from a socket at once; each chunk is one
 	// slice of the data passed to OnData. Default 16 KiB (an Envoy buffer slice).
 	ReadSize int
+	// WriteBufferLimit is a downstream connection's per_connection_buffer_limit_bytes,
+	// used the way Envoy's own filters use its watermarks: once more than this many
+	// bytes wait in the connection's write buffer, the host stops reading from it
+	// (readDisable), and reads again once the buffer has drained to half of it. A
+	// client that sends requests without reading the replies is then held back by
+	// TCP instead of growing the write buffer without end. Envoy does NOT do this
+	// for the Go filter (its watermark callbacks are empty: golang.h:72-73), so this
+	// bound is the standalone host's own. Default 1 MiB (Envoy's default limit);
+	// negative: no limit, as inside Envoy.
+	WriteBufferLimit int
 }
 
 const (
@@ -41,6 +51,7 @@ const (
 	defaultConnectTimeout = 5 * time.Second
 	defaultMaxUpstream    = 1024
 	defaultReadSize       = 16 << 10
+	defaultWriteLimit     = 1 << 20
 	// readQueue chunks may wait for the event loop before the reader stops reading,
 	// which pushes back on the peer through TCP (about 1 MiB with the default
 	// ReadSize, Envoy's default per_connection_buffer_limit_bytes).
@@ -86,6 +97,8 @@ type counters struct {
 	upClosed, upFinalized                                    atomic.Uint64
 	upOpen                                                   atomic.Int64
 	droppedWrites, panics, wouldAbort                        atomic.Uint64
+	readPauses                                               atomic.Uint64
+	readPaused, writeBuffered, writePeak                     atomic.Int64
 }
 
 // Stats is a snapshot of a Host's counters, for tests (leak checks in particular)
@@ -137,6 +150,17 @@ type Stats struct {
 	DroppedWrites uint64
 	// Panics counts panics recovered from plugin callbacks.
 	Panics uint64
+	// ReadPauses counts the times a downstream connection stopped being read
+	// because its write buffer went above Options.WriteBufferLimit.
+	ReadPauses uint64
+	// ReadPaused is the number of downstream connections not being read now
+	// because of their write buffer.
+	ReadPaused int64
+	// WriteBuffered is the number of bytes written by plugins and not yet on a
+	// socket, over all connections.
+	WriteBuffered int64
+	// WriteBufferedPeak is the highest WriteBuffered has been.
+	WriteBufferedPeak int64
 	// EnvoyWouldAbort counts events after which a real Envoy process would have
 	// aborted or corrupted memory: recovered panics, connections the shim created
 	// no filter for, malformed upstream addresses, GetString on filter state, a
@@ -173,6 +197,9 @@ func New(opts Options) *Host {
 	}
 	if opts.ReadSize <= 0 {
 		opts.ReadSize = defaultReadSize
+	}
+	if opts.WriteBufferLimit == 0 {
+		opts.WriteBufferLimit = defaultWriteLimit
 	}
 	h := &Host{
 		opts:      opts,
@@ -361,6 +388,10 @@ func (h *Host) Stats() Stats {
 		UpstreamFinalized:       s.upFinalized.Load(),
 		DroppedWrites:           s.droppedWrites.Load(),
 		Panics:                  s.panics.Load(),
+		ReadPauses:              s.readPauses.Load(),
+		ReadPaused:              s.readPaused.Load(),
+		WriteBuffered:           s.writeBuffered.Load(),
+		WriteBufferedPeak:       s.writePeak.Load(),
 		EnvoyWouldAbort:         s.wouldAbort.Load(),
 		StaleCalls:              staleCalls.Load(),
 	}

@@ -665,3 +665,90 @@ func TestZeroSizeFilterDetected(t *testing.T) {
 	}
 	released(t, h)
 }
+
+// TestWriteBufferLimitHoldsBackClientThatDoesNotRead: a client that sends
+// without reading what comes back is not read either once its write buffer is
+// above the limit (Envoy's watermarks, readDisable), so the bytes the host
+// holds for it stay bounded instead of growing with what it sends. When it
+// reads, everything arrives, in order.
+func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
+	const limit, readSize = 64 << 10, 4 << 10
+	h, _, addr := start(t, host.Options{WriteBufferLimit: limit, ReadSize: readSize}, "echo", "")
+	c := dial(t, addr)
+	payload := make([]byte, 32<<20)
+	_, _ = rand.Read(payload)
+	sent := make(chan error, 1)
+	go func() {
+		for p := payload; len(p) > 0; p = p[64<<10:] {
+			if _, err := c.Write(p[:64<<10]); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// Wait until the host stops reading, or (without the limit) until the
+	// client could send everything.
+	var done bool
+	eventually(t, "the host to stop reading the client", func() bool {
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+		return done || h.Stats().ReadPaused == 1
+	})
+	// What the host buffers: the limit, plus one OnData's worth of echo (the
+	// reader's queue, 64 reads) written before the pause took effect.
+	bound := int64(limit + 64*readSize)
+	if s := h.Stats(); s.WriteBufferedPeak > bound {
+		t.Fatalf("the host buffered up to %d bytes for a client that does not read (%d now, done sending: %v), over the bound of %d",
+			s.WriteBufferedPeak, s.WriteBuffered, done, bound)
+	}
+	got := readN(t, c, len(payload))
+	if err := <-sent; err != nil && !done {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("echo differs")
+	}
+	s := h.Stats()
+	if s.ReadPauses == 0 || s.WriteBufferedPeak > bound {
+		t.Errorf("ReadPauses=%d WriteBufferedPeak=%d (bound %d)", s.ReadPauses, s.WriteBufferedPeak, bound)
+	}
+	eventually(t, "reading resumed and the buffer drained", func() bool {
+		s := h.Stats()
+		return s.ReadPaused == 0 && s.WriteBuffered == 0
+	})
+	c.Close()
+	released(t, h)
+	noAborts(t, h)
+}
+
+// TestNoWriteBufferLimitAsInEnvoy: with a negative limit the host behaves as
+// Envoy does with the Go filter, whose watermark callbacks are empty: it keeps
+// reading a client that does not read, and buffers what it is given.
+func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
+	h, _, addr := start(t, host.Options{WriteBufferLimit: -1}, "echo", "")
+	c := dial(t, addr)
+	payload := make([]byte, 16<<20)
+	_, _ = rand.Read(payload)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, c, len(payload))
+	if !bytes.Equal(got, payload) {
+		t.Fatal("echo differs")
+	}
+	// The client wrote all 16 MiB before reading a byte: more than the kernel's
+	// socket buffers hold, so the host held the rest.
+	if s := h.Stats(); s.ReadPauses != 0 || s.WriteBufferedPeak < 4<<20 {
+		t.Errorf("ReadPauses=%d WriteBufferedPeak=%d; want no pause and megabytes buffered", s.ReadPauses, s.WriteBufferedPeak)
+	}
+	c.Close()
+	released(t, h)
+	noAborts(t, h)
+}

@@ -3,11 +3,13 @@ package host
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // writeBuffer is the connection's write buffer: the loop appends, the writer
-// goroutine drains. Unbounded, like Envoy's for the Go filter (its watermark
-// callbacks are no-ops): bounding what is queued is the plugin's job.
+// goroutine drains. Like Envoy's, it accepts whatever is written; its
+// watermarks (Envoy's WatermarkBuffer: above when longer than high, below again
+// at half of it) tell the loop when to stop and resume reading the connection.
 type writeBuffer struct {
 	mu      sync.Mutex
 	queue   [][]byte
@@ -15,18 +17,65 @@ type writeBuffer struct {
 	flush   bool // report taskFlushed once queue is drained
 	endDone bool
 	wake    chan struct{}
+
+	// size counts the bytes queued and those the writer is writing now: both
+	// are memory a client that does not read holds.
+	size  int
+	high  int // 0: no watermarks
+	above bool
+	total *atomic.Int64 // the Host's WriteBuffered
+	peak  *atomic.Int64 // and its peak
 }
 
-func (w *writeBuffer) push(data []byte, end bool) {
+// push queues data and reports whether the buffer is above its high watermark.
+func (w *writeBuffer) push(data []byte, end bool) (above bool) {
 	w.mu.Lock()
 	if len(data) > 0 {
 		w.queue = append(w.queue, data)
+		w.size += len(data)
+		t := w.total.Add(int64(len(data)))
+		for p := w.peak.Load(); t > p && !w.peak.CompareAndSwap(p, t); p = w.peak.Load() {
+		}
 	}
 	if end {
 		w.end = true
 	}
+	if w.high > 0 && w.size > w.high {
+		w.above = true
+	}
+	above = w.above
 	w.mu.Unlock()
 	w.signal()
+	return above
+}
+
+// written accounts for n bytes on the socket; true when that took the buffer
+// from above its high watermark to its low one.
+func (w *writeBuffer) written(n int) (below bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.size -= n
+	w.total.Add(-int64(n))
+	if w.above && w.size <= w.high/2 {
+		w.above = false
+		return true
+	}
+	return false
+}
+
+func (w *writeBuffer) isAbove() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.above
+}
+
+// release drops whatever is still buffered (the socket is closed).
+func (w *writeBuffer) release() {
+	w.mu.Lock()
+	w.queue = nil
+	w.total.Add(-int64(w.size))
+	w.size = 0
+	w.mu.Unlock()
 }
 
 func (w *writeBuffer) requestFlush() {
@@ -79,10 +128,17 @@ func (e *endpoint) writeLoop() {
 				break
 			}
 			w.mu.Unlock()
+			n := 0
+			for _, b := range q {
+				n += len(b)
+			}
 			bufs := net.Buffers(q)
 			if _, err := bufs.WriteTo(e.nc); err != nil {
 				e.post(task{kind: taskWriteErr, err: err})
 				return
+			}
+			if w.written(n) {
+				e.post(task{kind: taskWriteLow})
 			}
 		}
 	}

@@ -32,10 +32,12 @@ type downConn struct {
 
 	// active lists the requests in flight, so that a closing connection
 	// finishes them (DC) instead of leaving them to their timeouts.
-	actMu  sync.Mutex
-	active *stream
+	actMu    sync.Mutex
+	active   *stream
+	inFlight int // streams in active
 
 	closed     atomic.Bool
+	ended      atomic.Bool // the close event came: the connection is gone
 	counted    atomic.Bool // in the proxy's connection count (life.go)
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
@@ -96,13 +98,22 @@ func (d *downConn) touch() { d.lastActive.Store(time.Now().UnixNano()) }
 
 func (d *downConn) checkIdle() {
 	defer d.recover("idle timer")
-	if d.closed.Load() {
+	if d.ended.Load() {
 		return
 	}
 	idle := time.Duration(time.Now().UnixNano() - d.lastActive.Load())
 	if idle >= d.p.idleTimeout {
+		if d.closed.Load() {
+			// Our own flushing close (bad frame, panic) that the client has
+			// not let finish in idle_timeout: it does not read. Stop waiting.
+			d.cb.Close(api.NoFlush)
+			return
+		}
 		d.p.log.Debug("closing idle downstream connection", "idle", idle)
-		d.close("idle_timeout")
+		// Without flushing: whatever is still buffered has waited for the
+		// client all this time, and a flushing close would wait for a
+		// client that does not read forever, holding the buffer.
+		d.closeWith("idle_timeout", api.NoFlush)
 		return
 	}
 	d.idleTimer.Reset(d.p.idleTimeout - idle)
@@ -135,6 +146,10 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 		}
 		d.handle(&d.msg)
 		d.buf = d.buf[n:]
+		if d.closed.Load() {
+			d.buf = nil
+			return api.NetworkFilterStopIteration
+		}
 	}
 	if len(d.buf) == 0 {
 		d.buf = nil
@@ -166,6 +181,15 @@ func (d *downConn) handle(m *codecs.Message) {
 		metrics.Heartbeats.WithLabelValues(d.p.name, "downstream").Inc()
 		d.write(d.codec.HeartbeatReply(m))
 	case codecs.Request, codecs.Oneway:
+		if d.inFlightCount() >= d.p.maxInFlight {
+			// The client sends faster than it is answered, or does not read:
+			// Envoy gives no means to slow it down, so it goes. Nothing is
+			// flushed: a client that does not read would hold the close forever.
+			d.p.log.Warn("closing downstream connection: too many requests in flight",
+				"max_requests_in_flight", d.p.maxInFlight, "remote", d.remote())
+			d.closeWith("max_requests_in_flight", api.NoFlush)
+			return
+		}
 		st := &stream{d: d}
 		st.Init(d.p.chain, st, m, time.Now())
 		st.call.Init(&st.Stream, d.codec, &d.mu)
@@ -184,20 +208,32 @@ func (d *downConn) link(st *stream) {
 		d.active.prev = st
 	}
 	d.active = st
+	d.inFlight++
 	d.actMu.Unlock()
+}
+
+func (d *downConn) inFlightCount() int {
+	d.actMu.Lock()
+	defer d.actMu.Unlock()
+	return d.inFlight
 }
 
 func (d *downConn) unlink(st *stream) {
 	d.actMu.Lock()
+	if st.prev == nil && d.active != st {
+		d.actMu.Unlock()
+		return // not linked (any more)
+	}
 	if st.prev != nil {
 		st.prev.next = st.next
-	} else if d.active == st {
+	} else {
 		d.active = st.next
 	}
 	if st.next != nil {
 		st.next.prev = st.prev
 	}
 	st.prev, st.next = nil, nil
+	d.inFlight--
 	d.actMu.Unlock()
 }
 
@@ -209,12 +245,14 @@ func (d *downConn) write(b []byte) {
 	d.cb.Write(b, false)
 }
 
-func (d *downConn) close(reason string) {
+func (d *downConn) close(reason string) { d.closeWith(reason, api.FlushWrite) }
+
+func (d *downConn) closeWith(reason string, how api.ConnectionCloseType) {
 	if d.closed.Swap(true) {
 		return
 	}
 	metrics.DownstreamClosed.WithLabelValues(d.p.name, reason).Inc()
-	d.cb.Close(api.FlushWrite)
+	d.cb.Close(how)
 }
 
 // LocalReply implements filter.Conn: the codec's own error reply.
@@ -279,6 +317,7 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 		return
 	}
 	wasOpen := !d.closed.Swap(true)
+	d.ended.Store(true)
 	if d.idleTimer != nil {
 		d.idleTimer.Stop()
 	}

@@ -42,6 +42,9 @@ type Proxy struct {
 	codec       codecs.Factory
 	codecOpts   codecs.Options
 	idleTimeout time.Duration
+	// maxInFlight: requests in flight per downstream connection before it
+	// is closed (max_requests_in_flight).
+	maxInFlight int
 
 	chain  *filter.Chain
 	router *router.Router
@@ -86,9 +89,13 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 			Params:       cfg.GetCodecParams(),
 		},
 		idleTimeout: cfg.GetIdleTimeout().AsDuration(),
+		maxInFlight: int(cfg.GetMaxRequestsInFlight()),
 		cfg:         cfg,
 	}
 	p.plog = logs.New(p.log, peerLogOptions)
+	if p.maxInFlight == 0 {
+		p.maxInFlight = defaultMaxInFlight
+	}
 	for _, w := range config.Warnings(cfg) {
 		p.log.Warn("proxy config: " + w)
 	}
@@ -121,6 +128,11 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 // peerLogOptions limit the log lines peers can trigger (zero: the
 // defaults of package logs). Tests replace it.
 var peerLogOptions logs.Options
+
+// defaultMaxInFlight is max_requests_in_flight when unset: as many as one
+// endpoint may have (clusters' max_requests_per_endpoint), so that no client
+// the upstream would serve is cut off.
+const defaultMaxInFlight = 10000
 
 // dnsLookup resolves STRICT_DNS clusters; nil is the system resolver.
 // Tests replace it.

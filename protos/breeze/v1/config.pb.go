@@ -162,9 +162,19 @@ type ProxyConfig struct {
 	// router (the terminal filter, always last, never listed). Each filter's
 	// README shows its config. Unset: only the built-in "mutation" filter,
 	// which applies routes' request_mutation.
-	Filters       []*Filter `protobuf:"bytes,10,rep,name=filters,proto3" json:"filters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Filters []*Filter `protobuf:"bytes,10,rep,name=filters,proto3" json:"filters,omitempty"`
+	// Requests in flight on one downstream connection (received, not yet
+	// answered or, for oneways, sent) past which the proxy closes that
+	// connection without flushing: a client that pipelines faster than its
+	// requests are answered, or never reads its replies, gets no further. The
+	// proxy cannot see whether a client reads (Envoy's Go filter has no
+	// watermark callbacks), so this bounds what the proxy holds per connection
+	// when the upstream is slow, not the replies Envoy buffers for a client
+	// that does not read (filters/proxy/README.md, "Memory bounds").
+	// 0 means 10000 (as clusters' max_requests_per_endpoint).
+	MaxRequestsInFlight uint32 `protobuf:"varint,11,opt,name=max_requests_in_flight,json=maxRequestsInFlight,proto3" json:"max_requests_in_flight,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ProxyConfig) Reset() {
@@ -265,6 +275,13 @@ func (x *ProxyConfig) GetFilters() []*Filter {
 		return x.Filters
 	}
 	return nil
+}
+
+func (x *ProxyConfig) GetMaxRequestsInFlight() uint32 {
+	if x != nil {
+		return x.MaxRequestsInFlight
+	}
+	return 0
 }
 
 // Filter names a registered L7 filter and carries its config.
@@ -1460,7 +1477,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xbf\x04\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xf4\x04\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -1473,7 +1490,8 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x0frequest_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12&\n" +
 	"\x03xds\x18\t \x01(\v2\x14.breeze.v1.XdsSourceR\x03xds\x12+\n" +
 	"\afilters\x18\n" +
-	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x1a>\n" +
+	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
+	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
