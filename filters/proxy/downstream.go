@@ -13,6 +13,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/router"
 )
@@ -66,6 +67,7 @@ func (p *Proxy) CreateFilter(cb api.ConnectionCallback) api.DownstreamFilter {
 
 func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	defer d.recover("OnNewConnection")
+	fault.Point("OnNewConnection", d.p.name)
 	if d.p.err != nil {
 		metrics.ConfigErrors.Inc()
 		d.p.log.Error("refusing connection: proxy configuration was rejected", "err", d.p.err)
@@ -96,6 +98,7 @@ func (d *downConn) touch() { d.lastActive.Store(time.Now().UnixNano()) }
 
 func (d *downConn) checkIdle() {
 	defer d.recover("idle timer")
+	fault.Point("idle timer", d.p.name)
 	if d.closed.Load() {
 		return
 	}
@@ -170,6 +173,7 @@ func (d *downConn) handle(m *codecs.Message) {
 		st.Init(d.p.chain, st, m, time.Now())
 		st.call.Init(&st.Stream, d.codec, &d.mu)
 		d.link(st)
+		fault.Point("OnData", d.p.name)
 		d.p.router.Match(&st.Stream)
 		st.Run()
 	default:
@@ -239,6 +243,7 @@ func (st *stream) Resume(s *filter.Stream) {
 		defer d.recover("resume")
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		fault.Point("resume", d.p.name)
 		if d.closed.Load() {
 			s.Finish(filter.ClientGone)
 			return
@@ -284,6 +289,7 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 	if wasOpen && event == api.RemoteClose {
 		d.p.log.Debug("downstream closed by peer")
 	}
+	fault.Point("OnEvent", d.p.name)
 	d.abortActive()
 	if d.counted.Swap(false) {
 		d.p.connClosed()

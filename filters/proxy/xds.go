@@ -15,6 +15,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/route"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -185,6 +186,7 @@ const defaultInitialFetchTimeout = time.Second
 // cluster fetcher, which applies it once its clusters are here; done runs
 // then. An error refuses it (NACK) and the current table stays.
 func (p *Proxy) acceptRoutes(d *xdsClusters, rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster, done func()) error {
+	fault.Point("xds routes", p.name)
 	err := config.ValidateRoutes(rc, clusters)
 	if err == nil {
 		_, err = route.Compile(rc)
@@ -215,6 +217,7 @@ func endpointSpecs(cla *endpointv3.ClusterLoadAssignment) ([]cluster.Spec, error
 }
 
 func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
+	fault.Point("xds endpoints", p.name)
 	specs, err := endpointSpecs(cla)
 	if err != nil {
 		metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()

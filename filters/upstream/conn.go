@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
 
@@ -141,6 +142,7 @@ func (uc *conn) expire() {
 	t := now()
 	var late []*Request
 	uc.mu.Lock()
+	fault.Point("timeout", uc.pool.ep.Addr)
 	for len(uc.deadlines) > 0 && uc.deadlines[0].deadline <= t {
 		r := uc.deadlines[0]
 		uc.remove(r)
@@ -184,6 +186,7 @@ func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
 	pl.ep.Succeeded()
 	uc.mu.Lock()
 	uc.cb = cb
+	fault.Point("OnPoolReady", pl.ep.Addr)
 	if uc.state == connecting {
 		uc.state = ready
 	}
@@ -226,6 +229,7 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 	}
 	pl.m.log.Warn("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
 	uc.mu.Lock()
+	fault.Point("OnPoolFailure", pl.ep.Addr)
 	uc.state = closed
 	var failed []*Request
 	for _, r := range uc.queue {
@@ -286,6 +290,7 @@ func (uc *conn) handle(m *codecs.Message) {
 	switch m.Type {
 	case codecs.Response:
 		uc.mu.Lock()
+		fault.Point("upstream OnData", pl.ep.Addr)
 		r := uc.pending[m.ID]
 		if r != nil {
 			uc.remove(r)
@@ -364,6 +369,7 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	}
 	pl := uc.pool
 	uc.mu.Lock()
+	fault.Point("upstream OnEvent", pl.ep.Addr)
 	byUs := uc.byUs
 	uc.state = closed
 	uc.cb = nil // must not be used after its close event
@@ -417,6 +423,7 @@ func (uc *conn) ping() {
 	defer uc.recover("keepalive")
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
+	fault.Point("keepalive", uc.pool.ep.Addr)
 	if uc.state != ready {
 		return
 	}
