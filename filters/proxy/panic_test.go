@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
+	"github.com/breeze-mesh/breeze/filters/upstream"
+)
+
+// injector panics once at a fault point of one proxy or endpoint, when
+// armed.
+type injector struct {
+	armed atomic.Bool
+	fired chan struct{}
+}
+
+func inject(t *testing.T, where, key string) *injector {
+	t.Helper()
+	in := &injector{fired: make(chan struct{})}
+	t.Cleanup(fault.Set(func(w, k string) {
+		if w == where && k == key && in.armed.CompareAndSwap(true, false) {
+			close(in.fired)
+			panic("injected panic at " + w)
+		}
+	}))
+	return in
+}
+
+// unique names a test's proxy and the cases of its requests, so that
+// runs (-count) do not meet the outcomes of earlier ones.
+func unique(name string) string {
+	return fmt.Sprintf("%s-%d", strings.ReplaceAll(name, " ", "-"), runs.Add(1))
+}
+
+var runs atomic.Int64
+
+func (in *injector) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-in.fired:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the injected panic never fired")
+	}
+}
+
+// panicCfg is a proxy (stat_prefix name, the test.record filter) with one
+// cluster b. Method T has a short timeout; everything else a long one, so
+// that a request the proxy lost shows as a timeout, not as a hang.
+func panicCfg(name string, b string, extra ...string) string {
+	c := cfg(`  - {match: {metadata: [{key: method, exact: T}]}, route: {cluster: b}, timeout: 0.05s}
+  - {route: {cluster: b}, timeout: 10s}`,
+		"- name: b\n  endpoints:\n"+b, append([]string{"filters: [{name: test.record}]"}, extra...)...)
+	return strings.Replace(c, "stat_prefix: t\n", "stat_prefix: "+name+"\n", 1)
+}
+
+// call is one request of a test and the channel its answer arrives on.
+type call struct {
+	c    *client
+	name string // its "case"
+	ch   chan tmsg
+}
+
+func send(c *client, name string, md ...string) call {
+	return call{c, name, c.send(codecs.Request, 0, name, append([]string{"case", name}, md...)...)}
+}
+
+// answer waits for the call's answer; false when its connection closed
+// without one.
+func (cl call) answer(t *testing.T) (tmsg, bool) {
+	t.Helper()
+	select {
+	case m := <-cl.ch:
+		return m, true
+	case <-cl.c.closed:
+		// The reader hands over every frame before it sees the end.
+		select {
+		case m := <-cl.ch:
+			return m, true
+		default:
+			return tmsg{}, false
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: no answer within 20s", cl.name)
+		return tmsg{}, false
+	}
+}
+
+// internal checks that each call was answered with the protocol's
+// internal-error reply, and its filters saw it end so (IE).
+func internal(t *testing.T, calls ...call) {
+	t.Helper()
+	for _, cl := range calls {
+		m, ok := cl.answer(t)
+		if !ok {
+			t.Errorf("%s: connection closed without an answer", cl.name)
+			continue
+		}
+		if m.status != codecs.StatusError || md(m, "error") != codecs.ErrInternal.String() {
+			t.Errorf("%s: answered %q (%s), want the internal-error reply", cl.name, md(m, "error"), m.body)
+			continue
+		}
+		if o := doneOnce(t, cl.name); o.LocalReply != codecs.ErrInternal || o.Flags != filter.InternalError {
+			t.Errorf("%s: outcome %+v", cl.name, o)
+		}
+	}
+}
+
+// A panic recovered in any callback of an upstream connection (or in what
+// it calls: its codec, the handler relaying a response) fails every
+// request on that connection now, each answered to its own client with
+// the protocol's internal-error reply, instead of leaving them to their
+// timeouts; the clients' connections stay open.
+func TestUpstreamPanicAnswersRequestsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		where   string
+		trigger func(c *client, p string, in *injector) []call
+	}{
+		{"upstream OnData", func(c *client, p string, in *injector) []call {
+			in.armed.Store(true)
+			return []call{send(c, p+"trigger")}
+		}},
+		{"upstream codec", func(c *client, p string, in *injector) []call {
+			// The response cannot be decoded: its request fails too.
+			return []call{send(c, p+"trigger", "reply_panic", "decode")}
+		}},
+		{"upstream handler", func(c *client, p string, in *injector) []call {
+			// Encoding the response for the client panics.
+			return []call{send(c, p+"trigger", "reply_panic", "encode")}
+		}},
+		{"upstream OnEvent", func(c *client, p string, in *injector) []call {
+			in.armed.Store(true)
+			return []call{send(c, p+"trigger", "drop", "1")}
+		}},
+		{"timeout", func(c *client, p string, in *injector) []call {
+			in.armed.Store(true)
+			return []call{send(c, p+"trigger", "method", "T", "hang", "1")}
+		}},
+		{"keepalive", func(c *client, p string, in *injector) []call {
+			in.armed.Store(true)
+			return nil
+		}},
+	} {
+		t.Run(tc.where, func(t *testing.T) {
+			if tc.where == "keepalive" {
+				old := upstream.Keepalive.Swap(int64(50 * time.Millisecond))
+				defer upstream.Keepalive.Store(old)
+			}
+			p := unique("upanic-" + tc.where)
+			b := newBackend(t, "b")
+			addr := startProxy(t, panicCfg(p, ep(b, "")))
+			in := inject(t, tc.where, b.ln.Addr().String())
+			c1, c2 := dial(t, addr), dial(t, addr)
+			flight := []call{
+				send(c1, p+"c1-1", "hang", "1"), send(c1, p+"c1-2", "hang", "1"),
+				send(c2, p+"c2-1", "hang", "1"), send(c2, p+"c2-2", "hang", "1"),
+			}
+			eventually(t, "requests in flight upstream", func() bool { return b.received.Load() == 4 })
+			internal(t, append(flight, tc.trigger(c1, p, in)...)...)
+			for _, c := range []*client{c1, c2} {
+				if m, err := c.call(0, "after"); err != nil || m.body != "after" {
+					t.Fatalf("client connection after the upstream panic: %+v %v", m, err)
+				}
+			}
+		})
+	}
+}
+
+// A panic as an upstream connection opens, or fails to open, answers the
+// requests that waited for it (here, those that reached it before it
+// opened: the others went on another connection and were served).
+func TestUpstreamPanicWhileConnecting(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	dead.Close()
+	for _, tc := range []struct {
+		where string
+		// other is how a request not on the panicking connection ends.
+		other codecs.ErrorKind
+	}{
+		{"OnPoolReady", 0},
+		{"OnPoolFailure", codecs.ErrNoHealthyUpstream},
+	} {
+		t.Run(tc.where, func(t *testing.T) {
+			p := unique("upanic-" + tc.where)
+			b := newBackend(t, "b")
+			endpoint, key := ep(b, ""), b.ln.Addr().String()
+			if tc.where == "OnPoolFailure" {
+				endpoint, key = fmt.Sprintf("  - {address: 127.0.0.1, port: %d}", deadPort), fmt.Sprintf("127.0.0.1:%d", deadPort)
+			}
+			addr := startProxy(t, panicCfg(p, endpoint))
+			in := inject(t, tc.where, key)
+			in.armed.Store(true)
+			c := dial(t, addr)
+			var calls []call
+			for i := range 5 {
+				calls = append(calls, send(c, fmt.Sprint(p, "-", i)))
+			}
+			in.wait(t)
+			failed := 0
+			for _, cl := range calls {
+				m, ok := cl.answer(t)
+				switch {
+				case !ok:
+					t.Fatalf("%s: connection closed without an answer", cl.name)
+				case md(m, "error") == codecs.ErrInternal.String():
+					failed++
+				case tc.other == 0 && m.status == codecs.StatusOK:
+				case tc.other != 0 && md(m, "error") == tc.other.String():
+				default:
+					t.Fatalf("%s: answered %q (%s)", cl.name, md(m, "error"), m.body)
+				}
+			}
+			if failed == 0 {
+				t.Fatal("no request was on the panicking connection")
+			}
+		})
+	}
+}
