@@ -238,8 +238,9 @@ func (s *Stream) walk() {
 func (s *Stream) onRequest(i int) (st Status, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, debug.Stack())
+			stack := debug.Stack()
 			s.ReplyAndFinish(codecs.ErrInternal, "breeze: internal error in filter "+s.chain.Names[i], InternalError, true)
+			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, stack)
 			ok = false
 		}
 	}()
@@ -255,6 +256,17 @@ func (s *Stream) Abort() bool {
 		return true
 	}
 	return false
+}
+
+// Fail ends the stream with the protocol's internal-error reply (IE)
+// because its connection failed (a recovered panic), whoever holds it: a
+// paused stream is aborted, so that its filter's Resume or Reply does
+// nothing, and anyone else who would have finished it finds it finished.
+// For the proxy, holding the connection's codec, after it withdrew the
+// stream from the upstream layer if it could.
+func (s *Stream) Fail(detail string) {
+	s.state.CompareAndSwap(stPaused, stAborted)
+	s.ReplyAndFinish(codecs.ErrInternal, detail, InternalError, true)
 }
 
 // ReplyAndFinish answers the request with the codec's error reply (a

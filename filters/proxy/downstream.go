@@ -36,7 +36,10 @@ type downConn struct {
 	actMu  sync.Mutex
 	active *stream
 
-	closed     atomic.Bool
+	closed atomic.Bool
+	// failed: a panic was recovered on the connection (fail); it takes
+	// no new request and closes once those in flight are answered.
+	failed     atomic.Bool
 	counted    atomic.Bool // in the proxy's connection count (life.go)
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
@@ -113,7 +116,7 @@ func (d *downConn) checkIdle() {
 
 func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatus) {
 	defer d.recover("OnData")
-	if d.closed.Load() {
+	if d.closed.Load() || d.failed.Load() {
 		return api.NetworkFilterStopIteration
 	}
 	d.touch()
@@ -138,6 +141,11 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 		}
 		d.handle(&d.msg)
 		d.buf = d.buf[n:]
+		if d.failed.Load() {
+			// A filter panicked: the frames after it are not decoded.
+			d.buf = nil
+			return api.NetworkFilterStopIteration
+		}
 	}
 	if len(d.buf) == 0 {
 		d.buf = nil
@@ -228,7 +236,49 @@ func (st *stream) LocalReply(s *filter.Stream, kind codecs.ErrorKind, detail str
 		d.mu.Lock()
 		defer d.mu.Unlock()
 	}
-	d.write(d.codec.LocalReply(&s.Request, kind, detail))
+	d.write(d.localReply(&s.Request, kind, detail))
+}
+
+// localReply builds the codec's error reply to req, with d.mu held. A
+// codec that panics doing so is presumed broken: the connection fails,
+// and this reply and the next come from a fresh instance of the codec.
+func (d *downConn) localReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
+	b, v := tryLocalReply(d.codec, req, kind, detail)
+	if v == nil {
+		return b
+	}
+	d.panicked("LocalReply", v)
+	d.failed.Store(true)
+	go d.fail() // it needs d.mu
+	if !d.freshCodec() {
+		return nil
+	}
+	if b, v = tryLocalReply(d.codec, req, kind, detail); v != nil {
+		d.panicked("LocalReply", v) // nothing to answer with; the connection closes
+		return nil
+	}
+	return b
+}
+
+func tryLocalReply(c codecs.Codec, req *codecs.Message, kind codecs.ErrorKind, detail string) (b []byte, panicked any) {
+	defer func() { panicked = recover() }()
+	return c.LocalReply(req, kind, detail), nil
+}
+
+// freshCodec replaces the connection's codec by a new instance, with d.mu
+// held. A codec's LocalReply needs nothing but the request it answers
+// (codecs.Codec), so the new one answers requests the old one decoded.
+func (d *downConn) freshCodec() bool {
+	if d.p.err != nil {
+		return false
+	}
+	c, err := d.p.codec(d.p.codecOpts)
+	if err != nil {
+		d.p.log.Error("cannot make a codec to answer the requests of a failed connection", "err", err)
+		return false
+	}
+	d.codec = c
+	return true
 }
 
 // Write implements filter.Conn.
@@ -244,11 +294,14 @@ func (st *stream) Resume(s *filter.Stream) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		fault.Point("resume", d.p.name)
-		if d.closed.Load() {
+		switch {
+		case d.closed.Load():
 			s.Finish(filter.ClientGone)
-			return
+		case d.failed.Load():
+			s.Fail(failedDetail) // unless fail answered it already
+		default:
+			s.Continue()
 		}
-		s.Continue()
 	}()
 }
 
@@ -263,22 +316,28 @@ func (st *stream) Done(s *filter.Stream) {
 			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
 		}
 	}
+	d.closeIfFailed()
 }
 
-// Panicked implements filter.Conn: a filter panicked; the request was
-// answered, the connection is closed, as for a panic anywhere else.
+// Panicked implements filter.Conn: a filter panicked; the connection
+// fails, as for a panic anywhere else in it.
 func (st *stream) Panicked(s *filter.Stream, where string, v any, stack []byte) {
 	d := st.d
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in L7 filter; closing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
-	d.close("panic")
+	d.p.log.Error("panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	// The caller may hold the codec, which fail takes.
+	d.failed.Store(true)
+	go d.fail()
 }
 
 func (d *downConn) OnEvent(event api.ConnectionEvent) {
-	defer d.recover("OnEvent")
 	if event != api.RemoteClose && event != api.LocalClose {
 		return
 	}
+	// Once the requests in flight have ended, even if a panic interrupted
+	// their ending below (recover ends them first).
+	defer d.uncount()
+	defer d.recover("OnEvent")
 	wasOpen := !d.closed.Swap(true)
 	if d.idleTimer != nil {
 		d.idleTimer.Stop()
@@ -291,6 +350,12 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 	}
 	fault.Point("OnEvent", d.p.name)
 	d.abortActive()
+}
+
+// uncount takes a closed connection out of the proxy's count; the last
+// one puts the proxy to sleep, closing its upstream connections.
+func (d *downConn) uncount() {
+	defer d.recover("OnEvent")
 	if d.counted.Swap(false) {
 		d.p.connClosed()
 	}
@@ -301,17 +366,21 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 // told to forget them). The others are in someone's hands right now and
 // finish there.
 func (d *downConn) abortActive() {
-	d.actMu.Lock()
-	var inFlight []*stream
-	for st := d.active; st != nil; st = st.next {
-		inFlight = append(inFlight, st)
-	}
-	d.actMu.Unlock()
-	for _, st := range inFlight {
+	for _, st := range d.inFlight() {
 		if !st.Abort() {
 			d.p.router.Abort(&st.Stream)
 		}
 	}
+}
+
+func (d *downConn) inFlight() []*stream {
+	d.actMu.Lock()
+	defer d.actMu.Unlock()
+	var streams []*stream
+	for st := d.active; st != nil; st = st.next {
+		streams = append(streams, st)
+	}
+	return streams
 }
 
 // OnWrite sees the bytes Envoy writes to the client; Breeze writes them itself.
@@ -319,17 +388,71 @@ func (d *downConn) OnWrite(buffer []byte, endOfStream bool) api.FilterStatus {
 	return api.NetworkFilterContinue
 }
 
-// recover keeps a panic from reaching Envoy, where it would abort the
-// process and every connection in it: log it, count it, close this
-// connection only.
+// recover keeps a panic in a callback from reaching Envoy, where it would
+// abort the process and every connection in it: log it, count it, fail
+// this connection only. The callbacks release d.mu in defers, before this
+// runs.
 func (d *downConn) recover(where string) {
-	r := recover()
-	if r == nil {
+	v := recover()
+	if v == nil {
 		return
 	}
+	d.panicked(where, v)
+	d.fail()
+}
+
+func (d *downConn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in proxy; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	if !d.closed.Swap(true) {
-		d.cb.Close(api.NoFlush)
+	d.p.log.Error("panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+// failedDetail is the detail of the replies of a failed connection.
+const failedDetail = "breeze: internal error; the connection is closing"
+
+// fail is what a recovered panic does to the connection (in a callback,
+// a filter, its codec): its state, the codec above all, can no longer be
+// trusted. It takes no new request; every request in flight ends now
+// with the protocol's internal-error reply, whoever holds it (paused,
+// waiting upstream, resumed, or abandoned half-way by the panic), so that
+// no client waits for an answer that will not come; then the connection
+// closes, once the last answer is written (one may be being relayed on
+// an upstream goroutine right now).
+//
+// The replies come from a fresh instance of the codec: each stream has
+// its own copy of its request (id, metadata, the codec's Private words),
+// which is all LocalReply needs (codecs.Codec), while the old instance
+// may have stopped half-way through a frame.
+func (d *downConn) fail() {
+	defer func() {
+		if v := recover(); v != nil {
+			d.panicked("fail", v)
+			if !d.closed.Swap(true) {
+				d.cb.Close(api.NoFlush)
+			}
+		}
+	}()
+	d.failed.Store(true)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.freshCodec()
+	for _, st := range d.inFlight() {
+		if !st.Stream.Done() {
+			d.p.router.Withdraw(&st.Stream)
+			st.Fail(failedDetail)
+		}
+	}
+	d.closeIfFailed()
+}
+
+// closeIfFailed closes a failed connection once no request is in flight.
+func (d *downConn) closeIfFailed() {
+	if !d.failed.Load() {
+		return
+	}
+	d.actMu.Lock()
+	idle := d.active == nil
+	d.actMu.Unlock()
+	if idle {
+		d.close("panic")
 	}
 }

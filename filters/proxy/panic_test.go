@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/filters/internal/fault"
+	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/upstream"
 )
 
@@ -109,6 +112,145 @@ func internal(t *testing.T, calls ...call) {
 		if o := doneOnce(t, cl.name); o.LocalReply != codecs.ErrInternal || o.Flags != filter.InternalError {
 			t.Errorf("%s: outcome %+v", cl.name, o)
 		}
+	}
+}
+
+// responded checks that each call got its upstream's response.
+func responded(t *testing.T, calls ...call) {
+	t.Helper()
+	for _, cl := range calls {
+		if m, ok := cl.answer(t); !ok || m.status != codecs.StatusOK || m.body != cl.name {
+			t.Errorf("%s: answered %+v (%v), want the upstream's response", cl.name, m, ok)
+		}
+	}
+}
+
+// closes waits for the proxy to close c.
+func closes(t *testing.T, c *client) {
+	t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("connection not closed after a panic")
+	}
+}
+
+// A panic recovered in any callback of a downstream connection, or in a
+// filter, answers every request in flight on that connection with the
+// protocol's internal-error reply (paused, waiting upstream, resumed, the
+// one being handled), then closes the connection; other connections of
+// the proxy go on. The connection's codec may be what broke: the replies
+// do not need it.
+func TestDownstreamPanicAnswersRequestsInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		where string
+		extra []string
+		// trigger makes the panic happen; it returns the calls it made
+		// that must get the internal-error reply, and those that must
+		// get their response.
+		trigger func(t *testing.T, p string, c *client, in *injector) (failed, ok []call)
+	}{
+		{where: "OnData", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			in.armed.Store(true)
+			return []call{send(c, p+"trigger")}, nil
+		}},
+		{where: "codec", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			// The codec panics decoding the frame and is broken from then
+			// on. That frame has no id to answer; the others are answered.
+			c.send(codecs.Request, 0, "x", "panic", "poison")
+			return nil, nil
+		}},
+		{where: "resume", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			in.armed.Store(true)
+			close(rec.gate(p + "resumed"))
+			return nil, nil // the resumed call is in flight already
+		}},
+		{where: "idle timer", extra: []string{"idle_timeout: 2s"}, trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			in.armed.Store(true)
+			in.wait(t)
+			return nil, nil
+		}},
+		{where: "filter OnRequest", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			return []call{send(c, p+"trigger", "do", "panic")}, nil
+		}},
+		{where: "filter OnResponse", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			// The panicking filter is skipped; the response still goes out.
+			return nil, []call{send(c, p+"trigger", "do", "panic_response")}
+		}},
+		{where: "filter OnDone", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			return nil, []call{send(c, p+"trigger", "do", "panic_done")}
+		}},
+	} {
+		t.Run(tc.where, func(t *testing.T) {
+			p := unique("dpanic-" + tc.where)
+			b := newBackend(t, "b")
+			addr := startProxy(t, panicCfg(p, ep(b, ""), tc.extra...))
+			in := inject(t, tc.where, p)
+			c := dial(t, addr)
+			before := testutil.ToFloat64(metrics.Panics.WithLabelValues(tc.where))
+			flight := []call{
+				send(c, p+"paused", "do", "pause_forever"),
+				send(c, p+"resumed", "do", "pause"),
+				send(c, p+"up1", "hang", "1"),
+				send(c, p+"up2", "hang", "1"),
+				send(c, p+"up3", "hang", "1"),
+			}
+			// In order on the connection: the paused ones were walked
+			// before the others reached the upstream.
+			eventually(t, "requests in flight upstream", func() bool { return b.received.Load() == 3 })
+			failed, ok := tc.trigger(t, p, c, in)
+			responded(t, ok...)
+			internal(t, append(flight, failed...)...)
+			closes(t, c)
+			if tc.where != "resume" {
+				close(rec.gate(p + "resumed")) // its goroutine ends
+			}
+			if m, err := dial(t, addr).call(0, "x"); err != nil || m.status != codecs.StatusOK {
+				t.Fatalf("another connection after the panic: %+v %v", m, err)
+			}
+			if strings.HasPrefix(tc.where, "filter") || tc.where == "codec" {
+				return // counted under the filter's callback, or as OnData
+			}
+			if got := testutil.ToFloat64(metrics.Panics.WithLabelValues(tc.where)) - before; got != 1 {
+				t.Fatalf("breeze_panics_total{where=%q} rose by %v, want 1", tc.where, got)
+			}
+		})
+	}
+}
+
+// A panic while a connection closes (OnEvent) still ends every request it
+// had in flight: each filter sees it end, once.
+func TestDownstreamPanicOnCloseEndsRequestsInFlight(t *testing.T) {
+	p := unique("dpanic-OnEvent")
+	b := newBackend(t, "b")
+	addr := startProxy(t, panicCfg(p, ep(b, "")))
+	in := inject(t, "OnEvent", p)
+	c := dial(t, addr)
+	names := []string{p + "paused", p + "up1", p + "up2"}
+	send(c, names[0], "do", "pause_forever")
+	send(c, names[1], "hang", "1")
+	send(c, names[2], "hang", "1")
+	eventually(t, "requests in flight upstream", func() bool { return b.received.Load() == 2 })
+	in.armed.Store(true)
+	c.c.Close()
+	in.wait(t)
+	for _, name := range names {
+		if o := doneOnce(t, name); o.Responded || o.Flags&(filter.InternalError|filter.DownstreamConnectionTermination) == 0 {
+			t.Fatalf("%s: outcome %+v", name, o)
+		}
+	}
+}
+
+// A panic as a connection opens closes it; the proxy serves others.
+func TestDownstreamPanicOnNewConnection(t *testing.T) {
+	p := unique("dpanic-OnNewConnection")
+	b := newBackend(t, "b")
+	addr := startProxy(t, panicCfg(p, ep(b, "")))
+	in := inject(t, "OnNewConnection", p)
+	in.armed.Store(true)
+	closes(t, dial(t, addr))
+	if m, err := dial(t, addr).call(0, "x"); err != nil || m.status != codecs.StatusOK {
+		t.Fatalf("a later connection: %+v %v", m, err)
 	}
 }
 
