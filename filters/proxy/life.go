@@ -46,6 +46,7 @@ func (p *Proxy) connClosed() {
 }
 
 func (p *Proxy) sleepIfUnused() {
+	defer p.recovered("unused")
 	p.lifeMu.Lock()
 	defer p.lifeMu.Unlock()
 	fault.Point("unused", p.name)

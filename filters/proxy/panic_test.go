@@ -368,3 +368,67 @@ func TestUpstreamPanicWhileConnecting(t *testing.T) {
 		})
 	}
 }
+
+// A panic applying an xDS resource is refused like an invalid one (NACK);
+// the proxy keeps serving with what it had and applies the next version.
+func TestXDSPanicIsRefused(t *testing.T) {
+	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
+	drainServed(t, v1, v2)
+	s := startXDSServer(t, "")
+	s.setRoutes(routeTable(0))
+	s.setEndpoints("svc", v1)
+	name := unique("xpanic")
+	yml := strings.Replace(xdsCfg("initial_fetch_timeout: 10s, address: "+s.addr+", route_config_name: r",
+		"- name: c\n  endpoints:\n"+ep(v1, "version: v1")+"\n"+ep(v2, "version: v2")+
+			"\n- name: e\n  type: EDS\n  eds_service_name: svc"), "stat_prefix: t\n", "stat_prefix: "+name+"\n", 1)
+	addr, _ := startXDSProxy(t, yml)
+	c := dial(t, addr)
+	served := func(want string) {
+		t.Helper()
+		eventually(t, "requests served by "+want, func() bool {
+			m, err := c.call(0, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return md(m, "server") == want
+		})
+	}
+	served("v1")
+
+	in := inject(t, "xds routes", name)
+	in.armed.Store(true)
+	s.setRoutes(routeTable(1))
+	s.nack(t, "internal error")
+	served("v1")
+	next := routeTable(1)
+	next.Routes[0].Name = "all-v2-again"
+	s.setRoutes(next)
+	served("v2")
+
+	in = inject(t, "xds endpoints", name)
+	in.armed.Store(true)
+	s.setEndpoints("svc", v2)
+	s.nack(t, "internal error")
+	s.setEndpoints("svc", v1, v2)
+	eventually(t, "endpoints applied after the refused version", func() bool {
+		return len(proxyFor(t, yml).Cluster("e").Endpoints()) == 2
+	})
+}
+
+// A panic in the timer that puts an unused proxy to sleep is recovered.
+func TestUnusedTimerPanic(t *testing.T) {
+	old := unusedSleep
+	unusedSleep = time.Millisecond
+	defer func() { unusedSleep = old }()
+	b := newBackend(t, "b")
+	name := unique("unused-panic")
+	in := inject(t, "unused", name)
+	in.armed.Store(true)
+	before := testutil.ToFloat64(metrics.Panics.WithLabelValues("unused"))
+	Register()
+	proxyFor(t, panicCfg(name, ep(b, "")))
+	in.wait(t)
+	eventually(t, "the panic counted", func() bool {
+		return testutil.ToFloat64(metrics.Panics.WithLabelValues("unused")) == before+1
+	})
+}

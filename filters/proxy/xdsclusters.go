@@ -108,6 +108,7 @@ func (d *xdsClusters) routes(rc *breezev1.RouteConfiguration, names map[string]b
 	pt := &pendingTable{rc: rc, names: names, done: done}
 	d.pending = pt
 	pt.timer = time.AfterFunc(d.wait, func() {
+		defer d.p.recovered("xds route wait")
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		fault.Point("xds route wait", d.p.name)
@@ -132,7 +133,9 @@ func (d *xdsClusters) watch(name string) {
 		xc.published, xc.settled = true, true
 	}
 	d.m[name] = xc
-	xc.cancel = d.c.WatchClusters(name, func(ec *clusterv3.Cluster) error { return d.onCluster(xc, ec) })
+	xc.cancel = d.c.WatchClusters(name, func(ec *clusterv3.Cluster) error {
+		return d.p.guardXDS("xds cluster", func() error { return d.onCluster(xc, ec) })
+	})
 }
 
 func (d *xdsClusters) unsettled(pt *pendingTable) []string {
@@ -241,7 +244,7 @@ func (d *xdsClusters) onCluster(xc *xdsCluster, ec *clusterv3.Cluster) error {
 		d.stopEDS(xc)
 		xc.eds = service
 		xc.edsCancel = d.c.WatchEndpoints(service, func(cla *endpointv3.ClusterLoadAssignment) error {
-			return d.onEndpoints(xc, service, cla)
+			return d.p.guardXDS("xds endpoints", func() error { return d.onEndpoints(xc, service, cla) })
 		})
 	}
 	if !xc.published {
