@@ -160,6 +160,11 @@ func TestDownstreamPanicAnswersRequestsInFlight(t *testing.T) {
 			c.send(codecs.Request, 0, "x", "panic", "poison")
 			return nil, nil
 		}},
+		{where: "codec encode", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
+			// The codec panics encoding the request for the upstream:
+			// the request is answered with its own id all the same.
+			return []call{send(c, p+"trigger", "panic", "encode")}, nil
+		}},
 		{where: "resume", trigger: func(t *testing.T, p string, c *client, in *injector) ([]call, []call) {
 			in.armed.Store(true)
 			close(rec.gate(p + "resumed"))
@@ -208,7 +213,7 @@ func TestDownstreamPanicAnswersRequestsInFlight(t *testing.T) {
 			if m, err := dial(t, addr).call(0, "x"); err != nil || m.status != codecs.StatusOK {
 				t.Fatalf("another connection after the panic: %+v %v", m, err)
 			}
-			if strings.HasPrefix(tc.where, "filter") || tc.where == "codec" {
+			if strings.HasPrefix(tc.where, "filter") || strings.HasPrefix(tc.where, "codec") {
 				return // counted under the filter's callback, or as OnData
 			}
 			if got := testutil.ToFloat64(metrics.Panics.WithLabelValues(tc.where)) - before; got != 1 {
