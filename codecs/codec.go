@@ -217,7 +217,11 @@ type Codec interface {
 	// msg.Mutations applied. It may patch msg.Frame in place and may return it.
 	Encode(msg *Message) ([]byte, error)
 	// LocalReply builds the protocol's own error response to req (same id),
-	// so that a real client sees a proper error and does not hang.
+	// so that a real client sees a proper error and does not hang. It
+	// needs nothing but req (its id, metadata and Private words, which the
+	// proxy keeps for every request in flight): a fresh instance of the
+	// codec must build the same reply, since the proxy answers with one
+	// when the connection's instance may be broken (a recovered panic).
 	LocalReply(req *Message, kind ErrorKind, detail string) []byte
 	// HeartbeatReply builds the answer to a Heartbeat.
 	HeartbeatReply(hb *Message) []byte

@@ -352,6 +352,9 @@ var errorKinds = []codecs.ErrorKind{
 func (k kit) errorReplies(t *testing.T) {
 	c := k.codec(t)
 	req := decodeAll(t, c, k.s.Request)
+	// A codec that never saw the connection: the proxy answers with one
+	// when the connection's own failed (a recovered panic).
+	fresh := k.codec(t)
 	for _, id := range []uint64{req.ID, k.s.MaxID} {
 		req.ID = id
 		for _, kind := range errorKinds {
@@ -360,6 +363,10 @@ func (k kit) errorReplies(t *testing.T) {
 			if got.Type != codecs.Response || got.Status == codecs.StatusOK || got.ID != id {
 				t.Errorf("LocalReply(%v) decodes as %v status %v id %d; want a response, not OK, id %d",
 					kind, got.Type, got.Status, got.ID, id)
+			}
+			if other := fresh.LocalReply(req, kind, "codectest: "+kind.String()); !bytes.Equal(other, reply) {
+				t.Errorf("LocalReply(%v) of a fresh codec differs from the decoding codec's: it must need nothing but the request\n got %x\nwant %x",
+					kind, other, reply)
 			}
 		}
 	}

@@ -132,9 +132,12 @@ func TestWithoutHeartbeat(t *testing.T) {
 type broken struct {
 	codecs.Codec
 	bug string
+	// decoded: this instance decoded a frame (stateful_reply).
+	decoded *bool
 }
 
 func (b broken) Decode(buf []byte, m *codecs.Message) (int, error) {
+	*b.decoded = true
 	switch b.bug {
 	case "eager":
 		if len(buf) > 0 && len(buf) < 4 {
@@ -180,6 +183,11 @@ func (b broken) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	if b.bug == "ok_reply" {
 		return toyFrame(codecs.Response, codecs.StatusOK, req.ID, nil, "")
 	}
+	if b.bug == "stateful_reply" && !*b.decoded {
+		// Like a codec that answers in the wire variant it detected on
+		// its connection, not the one the request says.
+		return toyFrame(codecs.Response, codecs.StatusError, req.ID, nil, "variant unknown")
+	}
 	return b.Codec.LocalReply(req, kind, detail)
 }
 
@@ -198,7 +206,7 @@ func runBrokenKit(t *testing.T, bug string) {
 			o.MaxFrameSize = 0
 		}
 		c, err := newToy(o)
-		return broken{c, bug}, err
+		return broken{c, bug, new(bool)}, err
 	}, toySamples())
 }
 
@@ -216,6 +224,7 @@ func TestKitCatchesBugs(t *testing.T) {
 		"drops_response_mutations":       "response_mutations",
 		"response_mutation_loses_status": "response_mutations",
 		"ok_reply":                       "error_replies",
+		"stateful_reply":                 "error_replies",
 		"reply_id":                       "heartbeat_reply",
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKitCatchesBugs$", "-test.v")

@@ -22,7 +22,9 @@ type Set struct {
 	// the route names none: the subset's, else the cluster's.
 	HashKey string
 	next    atomic.Uint64
-	// schedule expands weights for round robin; cumulative for random.
+	// Each policy builds only its own structures: ring or maglev for the
+	// hashing policies, schedule (round robin) and cumulative (random)
+	// for the others.
 	schedule   []int32
 	cumulative []uint64
 	ring       []ringEntry
@@ -171,10 +173,14 @@ func (s *Set) Pick(hashValue string, hasHash bool) *Endpoint {
 	now := time.Now().UnixNano()
 	switch s.policy {
 	case breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV:
+		// A request without the key hashes a random value, as Envoy does:
+		// spread by the ring's (or table's) weights, ejected endpoints
+		// skipped. A hash set has no cumulative weights for pickRandom.
+		h := rand.Uint64()
 		if hasHash {
-			return s.pickHash(xxhash.Sum64String(hashValue), now)
+			h = xxhash.Sum64String(hashValue)
 		}
-		return s.pickRandom(now)
+		return s.pickHash(h, now)
 	case breezev1.Cluster_RANDOM:
 		return s.pickRandom(now)
 	case breezev1.Cluster_LEAST_REQUEST:

@@ -14,12 +14,14 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/breeze-mesh/breeze/filters/metrics"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -457,8 +459,17 @@ func (r *resolver) run(ctx context.Context) {
 }
 
 // resolveOnce resolves every host. A host that fails to resolve keeps its
-// previous addresses: a DNS hiccup must not empty a cluster.
+// previous addresses: a DNS hiccup must not empty a cluster. A panic (in
+// a lookup, in the update or whom it tells) is recovered: this round
+// changes nothing further and the next one tries again; on the resolver's
+// goroutine it would end Envoy's process.
 func (r *resolver) resolveOnce(ctx context.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			metrics.Panics.WithLabelValues("dns").Inc()
+			r.cluster.log.Error("panic while resolving; keeping the current endpoints", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
 	var specs []Spec
 	prev := r.cluster.Endpoints()
 	for _, e := range r.endpoints {

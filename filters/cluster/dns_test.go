@@ -374,3 +374,53 @@ func TestResolveWithCancelledContextLooksNothingUp(t *testing.T) {
 		t.Fatalf("endpoints %s, removed %s", addrs(eps), addrs(r.all()))
 	}
 }
+
+// A panic while refreshing (a lookup, an update) is recovered: the
+// cluster keeps its endpoints and the next refresh resolves again; the
+// process, Envoy's, goes on. Also for the first resolution, in New.
+func TestDNSRefreshPanicIsRecovered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const every = time.Millisecond
+		lookups := make(chan int32)
+		d := &fakeDNS{answer: func(ctx context.Context, _ string, n int32) ([]netip.Addr, error) {
+			switch n {
+			case 1:
+				panic("lookup asked to panic")
+			case 2:
+				return ips("10.1.0.1"), nil
+			case 3:
+				lookups <- n
+				panic("lookup asked to panic")
+			}
+			select {
+			case lookups <- n:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return ips("10.1.0.2"), nil
+		}}
+		cl := mustNew(t, dnsConfig(breezev1.Cluster_ROUND_ROBIN, every, "svc.example"), Options{Lookup: d.lookup})
+		defer func() {
+			cl.Close()
+			synctest.Wait()
+			d.ended.Store(true)
+		}()
+		if eps := cl.Endpoints(); len(eps) != 0 {
+			t.Fatalf("endpoints %s after a first resolution that panicked", addrs(eps))
+		}
+		if n := <-lookups; n != 3 {
+			t.Fatalf("lookup %d, want 3", n)
+		}
+		synctest.Wait()
+		if eps := cl.Endpoints(); len(eps) != 1 || eps[0].Addr != "10.1.0.1:9" {
+			t.Fatalf("endpoints %s after a refresh that panicked, want the previous ones", addrs(eps))
+		}
+		if n := <-lookups; n != 4 {
+			t.Fatalf("lookup %d, want 4", n)
+		}
+		synctest.Wait()
+		if eps := cl.Endpoints(); len(eps) != 1 || eps[0].Addr != "10.1.0.2:9" {
+			t.Fatalf("endpoints %s after the next refresh", addrs(eps))
+		}
+	})
+}

@@ -238,8 +238,9 @@ func (s *Stream) walk() {
 func (s *Stream) onRequest(i int) (st Status, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, debug.Stack())
+			stack := debug.Stack()
 			s.ReplyAndFinish(codecs.ErrInternal, "breeze: internal error in filter "+s.chain.Names[i], InternalError, true)
+			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, stack)
 			ok = false
 		}
 	}()
@@ -255,6 +256,17 @@ func (s *Stream) Abort() bool {
 		return true
 	}
 	return false
+}
+
+// Fail ends the stream with the protocol's internal-error reply (IE)
+// because its connection failed (a recovered panic), whoever holds it: a
+// paused stream is aborted, so that its filter's Resume or Reply does
+// nothing, and anyone else who would have finished it finds it finished.
+// For the proxy, holding the connection's codec, after it withdrew the
+// stream from the upstream layer if it could.
+func (s *Stream) Fail(detail string) {
+	s.state.CompareAndSwap(stPaused, stAborted)
+	s.ReplyAndFinish(codecs.ErrInternal, detail, InternalError, true)
 }
 
 // ReplyAndFinish answers the request with the codec's error reply (a
@@ -275,7 +287,9 @@ func (s *Stream) ReplyAndFinish(kind codecs.ErrorKind, detail string, flags Flag
 // Respond relays the upstream's response m: OnResponse of every filter in
 // reverse order, then encode (with enc, the codec that decoded m) and
 // write, then OnDone. A response the codec cannot encode becomes an
-// internal-error reply.
+// internal-error reply; so does one it panics encoding, and the panic
+// then goes on to the caller, whose codec it is, once the client has its
+// answer (the stream is finished: nobody else would answer it).
 func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
 	if !s.done.CompareAndSwap(false, true) {
 		return
@@ -285,8 +299,11 @@ func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
 		s.onResponse(i)
 	}
 	m.ID = s.Request.ID
-	out, err := enc.Encode(m)
+	out, p, err := encode(enc, m)
 	s.Response = nil
+	if p != nil {
+		err = fmt.Errorf("codec panicked: %v", p.v)
+	}
 	if err != nil {
 		s.conn.LocalReply(s, codecs.ErrInternal, "breeze: cannot encode response: "+err.Error(), false)
 		s.Outcome = Outcome{LocalReply: codecs.ErrInternal, Detail: err.Error(), Flags: InternalError}
@@ -296,6 +313,30 @@ func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
 		s.Outcome = Outcome{Responded: true, Status: m.Status}
 	}
 	s.finished()
+	if p != nil {
+		panic(p)
+	}
+}
+
+// encoderPanic is a panic of a codec encoding a response, with its stack.
+type encoderPanic struct {
+	v     any
+	stack []byte
+}
+
+func (p *encoderPanic) String() string {
+	return fmt.Sprintf("encoding a response: %v\n%s", p.v, p.stack)
+}
+
+// encode is enc.Encode(m), returning a panic instead of raising it.
+func encode(enc codecs.Codec, m *codecs.Message) (out []byte, p *encoderPanic, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p = &encoderPanic{v: v, stack: debug.Stack()}
+		}
+	}()
+	out, err = enc.Encode(m)
+	return out, nil, err
 }
 
 func (s *Stream) onResponse(i int) {

@@ -279,3 +279,50 @@ func TestFlagString(t *testing.T) {
 		}
 	}
 }
+
+type panickyCodec struct{ echoCodec }
+
+func (panickyCodec) Encode(*codecs.Message) ([]byte, error) { panic("codec bug") }
+
+// A codec that panics encoding the response: the client gets an internal
+// error reply and every filter its OnDone before the panic goes on to the
+// caller (the upstream connection, whose codec it is).
+func TestRespondEncodePanicAnswersFirst(t *testing.T) {
+	conn := newFakeConn()
+	f := &funcFilter{onRequest: func(s *Stream) Status { return Pause }}
+	s, _ := start(t, conn, f)
+	var panicked any
+	func() {
+		defer func() { panicked = recover() }()
+		s.Respond(&codecs.Message{Type: codecs.Response, Frame: []byte("resp")}, panickyCodec{})
+	}()
+	if panicked == nil {
+		t.Fatal("the codec's panic did not reach the caller")
+	}
+	if conn.replies.Load() != 1 || conn.written.Load() != 0 {
+		t.Fatalf("%d local replies, %d writes; want the internal-error reply only", conn.replies.Load(), conn.written.Load())
+	}
+	if waitDone(t, conn); f.dones.Load() != 1 || s.Outcome.LocalReply != codecs.ErrInternal || s.Outcome.Flags != InternalError {
+		t.Fatalf("OnDone %d times, outcome %+v", f.dones.Load(), s.Outcome)
+	}
+}
+
+// Fail ends a paused stream with the internal-error reply; its filter's
+// later Resume walks nothing.
+func TestFailPaused(t *testing.T) {
+	conn := newFakeConn()
+	f := &funcFilter{onRequest: func(s *Stream) Status { return Pause }}
+	s, term := start(t, conn, f)
+	conn.mu.Lock()
+	s.Fail("connection failed")
+	conn.mu.Unlock()
+	waitDone(t, conn)
+	if conn.replies.Load() != 1 || s.Outcome.LocalReply != codecs.ErrInternal || s.Outcome.Flags != InternalError {
+		t.Fatalf("%d replies, outcome %+v", conn.replies.Load(), s.Outcome)
+	}
+	s.Resume()
+	s.Reply(codecs.ErrOverloaded, "late", RateLimited)
+	if term.reached.Load() != 0 || conn.replies.Load() != 1 || f.dones.Load() != 1 {
+		t.Fatalf("after Fail: terminal reached %d times, %d replies, OnDone %d times", term.reached.Load(), conn.replies.Load(), f.dones.Load())
+	}
+}

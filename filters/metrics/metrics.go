@@ -48,7 +48,7 @@ var (
 		Name: "breeze_dropped_total", Help: "Messages dropped, by reason: late_response, oneway_<why> (a oneway that could not be sent; never also a local reply), unexpected_<type>.",
 	}, []string{"proxy", "reason"})
 	Panics = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "breeze_panics_total", Help: "Panics recovered; the connection concerned was closed.",
+		Name: "breeze_panics_total", Help: "Panics recovered; the connection concerned failed: its requests in flight were answered with an internal error and it was closed.",
 	}, []string{"where"})
 	ConfigErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "breeze_config_errors_total", Help: "Proxy configurations rejected; their connections are refused.",

@@ -17,7 +17,8 @@ import (
 // the request's "case" metadata, and does what the request's "do"
 // metadata asks: "pause" (resume from another goroutine once the case's
 // gate opens), "pause_reply" (answer from another goroutine once the gate
-// opens), "pause_forever", "panic".
+// opens), "pause_forever", "panic" (in OnRequest), "panic_response",
+// "panic_done".
 type recorder struct {
 	filter.Base
 	mu    sync.Mutex
@@ -65,11 +66,20 @@ func (r *recorder) OnRequest(s *filter.Stream) filter.Status {
 	return filter.Continue
 }
 
+func (r *recorder) OnResponse(s *filter.Stream) {
+	if do, _ := s.Request.Metadata.Get("do"); do == "panic_response" {
+		panic("test filter asked to panic in OnResponse")
+	}
+}
+
 func (r *recorder) OnDone(s *filter.Stream) {
 	c, _ := s.Request.Metadata.Get("case")
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.done[c] = append(r.done[c], s.Outcome)
+	r.mu.Unlock()
+	if do, _ := s.Request.Metadata.Get("do"); do == "panic_done" {
+		panic("test filter asked to panic in OnDone")
+	}
 }
 
 func (r *recorder) outcomes(c string) []filter.Outcome {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/router"
 )
@@ -32,12 +33,15 @@ type downConn struct {
 
 	// active lists the requests in flight, so that a closing connection
 	// finishes them (DC) instead of leaving them to their timeouts.
-	actMu    sync.Mutex
-	active   *stream
-	inFlight int // streams in active
+	actMu     sync.Mutex
+	active    *stream
+	inFlightN int // streams in active
 
-	closed     atomic.Bool
-	ended      atomic.Bool // the close event came: the connection is gone
+	closed atomic.Bool
+	ended  atomic.Bool // the close event came: the connection is gone
+	// failed: a panic was recovered on the connection (fail); it takes
+	// no new request and closes once those in flight are answered.
+	failed     atomic.Bool
 	counted    atomic.Bool // in the proxy's connection count (life.go)
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
@@ -68,6 +72,7 @@ func (p *Proxy) CreateFilter(cb api.ConnectionCallback) api.DownstreamFilter {
 
 func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	defer d.recover("OnNewConnection")
+	fault.Point("OnNewConnection", d.p.name)
 	if d.p.err != nil {
 		metrics.ConfigErrors.Inc()
 		d.p.plog.Error("config_rejected", "refusing connection: proxy configuration was rejected", "err", d.p.err)
@@ -98,6 +103,7 @@ func (d *downConn) touch() { d.lastActive.Store(time.Now().UnixNano()) }
 
 func (d *downConn) checkIdle() {
 	defer d.recover("idle timer")
+	fault.Point("idle timer", d.p.name)
 	if d.ended.Load() {
 		return
 	}
@@ -121,7 +127,7 @@ func (d *downConn) checkIdle() {
 
 func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatus) {
 	defer d.recover("OnData")
-	if d.closed.Load() {
+	if d.closed.Load() || d.failed.Load() {
 		return api.NetworkFilterStopIteration
 	}
 	d.touch()
@@ -146,7 +152,9 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 		}
 		d.handle(&d.msg)
 		d.buf = d.buf[n:]
-		if d.closed.Load() {
+		if d.closed.Load() || d.failed.Load() {
+			// Closed (over the in-flight cap), or a filter panicked: the
+			// frames after it are not decoded.
 			d.buf = nil
 			return api.NetworkFilterStopIteration
 		}
@@ -194,6 +202,7 @@ func (d *downConn) handle(m *codecs.Message) {
 		st.Init(d.p.chain, st, m, time.Now())
 		st.call.Init(&st.Stream, d.codec, &d.mu)
 		d.link(st)
+		fault.Point("OnData", d.p.name)
 		d.p.router.Match(&st.Stream)
 		st.Run()
 	default:
@@ -208,14 +217,14 @@ func (d *downConn) link(st *stream) {
 		d.active.prev = st
 	}
 	d.active = st
-	d.inFlight++
+	d.inFlightN++
 	d.actMu.Unlock()
 }
 
 func (d *downConn) inFlightCount() int {
 	d.actMu.Lock()
 	defer d.actMu.Unlock()
-	return d.inFlight
+	return d.inFlightN
 }
 
 func (d *downConn) unlink(st *stream) {
@@ -233,7 +242,7 @@ func (d *downConn) unlink(st *stream) {
 		st.next.prev = st.prev
 	}
 	st.prev, st.next = nil, nil
-	d.inFlight--
+	d.inFlightN--
 	d.actMu.Unlock()
 }
 
@@ -262,7 +271,49 @@ func (st *stream) LocalReply(s *filter.Stream, kind codecs.ErrorKind, detail str
 		d.mu.Lock()
 		defer d.mu.Unlock()
 	}
-	d.write(d.codec.LocalReply(&s.Request, kind, detail))
+	d.write(d.localReply(&s.Request, kind, detail))
+}
+
+// localReply builds the codec's error reply to req, with d.mu held. A
+// codec that panics doing so is presumed broken: the connection fails,
+// and this reply and the next come from a fresh instance of the codec.
+func (d *downConn) localReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
+	b, v := tryLocalReply(d.codec, req, kind, detail)
+	if v == nil {
+		return b
+	}
+	d.panicked("LocalReply", v)
+	d.failed.Store(true)
+	go d.fail() // it needs d.mu
+	if !d.freshCodec() {
+		return nil
+	}
+	if b, v = tryLocalReply(d.codec, req, kind, detail); v != nil {
+		d.panicked("LocalReply", v) // nothing to answer with; the connection closes
+		return nil
+	}
+	return b
+}
+
+func tryLocalReply(c codecs.Codec, req *codecs.Message, kind codecs.ErrorKind, detail string) (b []byte, panicked any) {
+	defer func() { panicked = recover() }()
+	return c.LocalReply(req, kind, detail), nil
+}
+
+// freshCodec replaces the connection's codec by a new instance, with d.mu
+// held. A codec's LocalReply needs nothing but the request it answers
+// (codecs.Codec), so the new one answers requests the old one decoded.
+func (d *downConn) freshCodec() bool {
+	if d.p.err != nil {
+		return false
+	}
+	c, err := d.p.codec(d.p.codecOpts)
+	if err != nil {
+		d.p.log.Error("cannot make a codec to answer the requests of a failed connection", "err", err)
+		return false
+	}
+	d.codec = c
+	return true
 }
 
 // Write implements filter.Conn.
@@ -277,11 +328,15 @@ func (st *stream) Resume(s *filter.Stream) {
 		defer d.recover("resume")
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.closed.Load() {
+		fault.Point("resume", d.p.name)
+		switch {
+		case d.closed.Load():
 			s.Finish(filter.ClientGone)
-			return
+		case d.failed.Load():
+			s.Fail(failedDetail) // unless fail answered it already
+		default:
+			s.Continue()
 		}
-		s.Continue()
 	}()
 }
 
@@ -300,22 +355,28 @@ func (st *stream) Done(s *filter.Stream) {
 		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
 		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
 	}
+	d.closeIfFailed()
 }
 
-// Panicked implements filter.Conn: a filter panicked; the request was
-// answered, the connection is closed, as for a panic anywhere else.
+// Panicked implements filter.Conn: a filter panicked; the connection
+// fails, as for a panic anywhere else in it.
 func (st *stream) Panicked(s *filter.Stream, where string, v any, stack []byte) {
 	d := st.d
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in L7 filter; closing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
-	d.close("panic")
+	d.p.log.Error("panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	// The caller may hold the codec, which fail takes.
+	d.failed.Store(true)
+	go d.fail()
 }
 
 func (d *downConn) OnEvent(event api.ConnectionEvent) {
-	defer d.recover("OnEvent")
 	if event != api.RemoteClose && event != api.LocalClose {
 		return
 	}
+	// Once the requests in flight have ended, even if a panic interrupted
+	// their ending below (recover ends them first).
+	defer d.uncount()
+	defer d.recover("OnEvent")
 	wasOpen := !d.closed.Swap(true)
 	d.ended.Store(true)
 	if d.idleTimer != nil {
@@ -327,7 +388,14 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 	if wasOpen && event == api.RemoteClose {
 		d.p.log.Debug("downstream closed by peer")
 	}
+	fault.Point("OnEvent", d.p.name)
 	d.abortActive()
+}
+
+// uncount takes a closed connection out of the proxy's count; the last
+// one puts the proxy to sleep, closing its upstream connections.
+func (d *downConn) uncount() {
+	defer d.recover("OnEvent")
 	if d.counted.Swap(false) {
 		d.p.connClosed()
 	}
@@ -338,17 +406,21 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 // told to forget them). The others are in someone's hands right now and
 // finish there.
 func (d *downConn) abortActive() {
-	d.actMu.Lock()
-	var inFlight []*stream
-	for st := d.active; st != nil; st = st.next {
-		inFlight = append(inFlight, st)
-	}
-	d.actMu.Unlock()
-	for _, st := range inFlight {
+	for _, st := range d.inFlight() {
 		if !st.Abort() {
 			d.p.router.Abort(&st.Stream)
 		}
 	}
+}
+
+func (d *downConn) inFlight() []*stream {
+	d.actMu.Lock()
+	defer d.actMu.Unlock()
+	var streams []*stream
+	for st := d.active; st != nil; st = st.next {
+		streams = append(streams, st)
+	}
+	return streams
 }
 
 // OnWrite sees the bytes Envoy writes to the client; Breeze writes them itself.
@@ -356,17 +428,71 @@ func (d *downConn) OnWrite(buffer []byte, endOfStream bool) api.FilterStatus {
 	return api.NetworkFilterContinue
 }
 
-// recover keeps a panic from reaching Envoy, where it would abort the
-// process and every connection in it: log it, count it, close this
-// connection only.
+// recover keeps a panic in a callback from reaching Envoy, where it would
+// abort the process and every connection in it: log it, count it, fail
+// this connection only. The callbacks release d.mu in defers, before this
+// runs.
 func (d *downConn) recover(where string) {
-	r := recover()
-	if r == nil {
+	v := recover()
+	if v == nil {
 		return
 	}
+	d.panicked(where, v)
+	d.fail()
+}
+
+func (d *downConn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in proxy; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	if !d.closed.Swap(true) {
-		d.cb.Close(api.NoFlush)
+	d.p.log.Error("panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+// failedDetail is the detail of the replies of a failed connection.
+const failedDetail = "breeze: internal error; the connection is closing"
+
+// fail is what a recovered panic does to the connection (in a callback,
+// a filter, its codec): its state, the codec above all, can no longer be
+// trusted. It takes no new request; every request in flight ends now
+// with the protocol's internal-error reply, whoever holds it (paused,
+// waiting upstream, resumed, or abandoned half-way by the panic), so that
+// no client waits for an answer that will not come; then the connection
+// closes, once the last answer is written (one may be being relayed on
+// an upstream goroutine right now).
+//
+// The replies come from a fresh instance of the codec: each stream has
+// its own copy of its request (id, metadata, the codec's Private words),
+// which is all LocalReply needs (codecs.Codec), while the old instance
+// may have stopped half-way through a frame.
+func (d *downConn) fail() {
+	defer func() {
+		if v := recover(); v != nil {
+			d.panicked("fail", v)
+			if !d.closed.Swap(true) {
+				d.cb.Close(api.NoFlush)
+			}
+		}
+	}()
+	d.failed.Store(true)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.freshCodec()
+	for _, st := range d.inFlight() {
+		if !st.Stream.Done() {
+			d.p.router.Withdraw(&st.Stream)
+			st.Fail(failedDetail)
+		}
+	}
+	d.closeIfFailed()
+}
+
+// closeIfFailed closes a failed connection once no request is in flight.
+func (d *downConn) closeIfFailed() {
+	if !d.failed.Load() {
+		return
+	}
+	d.actMu.Lock()
+	idle := d.active == nil
+	d.actMu.Unlock()
+	if idle {
+		d.close("panic")
 	}
 }

@@ -27,7 +27,9 @@ import (
 // with metadata "server" (its name) and "seen" (the request's metadata,
 // so tests can check mutations), and the request body. Requests may ask
 // for behaviour through metadata: "sleep" (ms before answering), "hang"
-// (never answer), "drop" (close the connection instead of answering).
+// (never answer), "drop" (close the connection instead of answering),
+// "reply_panic" (the response carries that value as its "panic" key, see
+// tcodec).
 type backend struct {
 	t    *testing.T
 	name string
@@ -149,7 +151,11 @@ func (b *backend) handle(c net.Conn) {
 			for _, kv := range m.md {
 				seen += kv.Key + "=" + kv.Value + ";"
 			}
-			write(tencode(tmsg{typ: codecs.Response, id: m.id, md: []codecs.KV{{Key: "server", Value: b.name}, {Key: "seen", Value: seen}}, body: m.body}))
+			rmd := []codecs.KV{{Key: "server", Value: b.name}, {Key: "seen", Value: seen}}
+			if v, ok := md.Get("reply_panic"); ok {
+				rmd = append(rmd, codecs.KV{Key: "panic", Value: v})
+			}
+			write(tencode(tmsg{typ: codecs.Response, id: m.id, md: rmd, body: m.body}))
 			b.served <- b.name
 		}
 		if ms, ok := md.Get("sleep"); ok {
@@ -329,6 +335,7 @@ func TestMain(m *testing.M) {
 // (identical configs share one).
 func proxyFor(t *testing.T, yamlCfg string) *Proxy {
 	t.Helper()
+	Register()
 	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
 	if err != nil {
 		t.Fatal(err)

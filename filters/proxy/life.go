@@ -1,6 +1,10 @@
 package proxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
+)
 
 // A proxy's live state follows its downstream connections. Envoy never
 // frees a parsed config (nor says when it stops using one), and every
@@ -42,8 +46,10 @@ func (p *Proxy) connClosed() {
 }
 
 func (p *Proxy) sleepIfUnused() {
+	defer p.recovered("unused")
 	p.lifeMu.Lock()
 	defer p.lifeMu.Unlock()
+	fault.Point("unused", p.name)
 	if p.conns == 0 && !p.asleep && !p.closed {
 		p.sleep()
 	}

@@ -142,6 +142,59 @@ func TestConsistentHashSticky(t *testing.T) {
 	}
 }
 
+// A request without the hash key of a consistent-hash cluster (or subset
+// with a policy of its own) is balanced like any other: answered by the
+// upstream, spread over the endpoints, on a connection that stays open.
+func TestConsistentHashWithoutTheKey(t *testing.T) {
+	bs := []*backend{newBackend(t, "k1"), newBackend(t, "k2"), newBackend(t, "k3")}
+	for _, policy := range []string{"RING_HASH", "MAGLEV"} {
+		t.Run(policy, func(t *testing.T) {
+			addr := startProxy(t, cfg(`
+  - {match: {metadata: [{key: method, exact: Sub}]}, route: {cluster: c, subset: {zone: a}}}
+  - route: {cluster: c}`,
+				"- name: c\n  lb_policy: "+policy+"\n  hash_key: tenant\n"+
+					"  subsets: [{name: a, labels: {zone: a}, lb_policy: "+policy+", hash_key: user}]\n  endpoints:\n"+
+					ep(bs[0], "zone: a")+"\n"+ep(bs[1], "zone: a")+"\n"+ep(bs[2], "zone: b")))
+			c := dial(t, addr)
+			for _, tc := range []struct {
+				name string
+				md   []string
+				want int // endpoints the requests should spread over
+			}{
+				{"cluster", nil, 3},
+				{"cluster, other key", []string{"user", "u1"}, 3},
+				{"subset", []string{"method", "Sub"}, 2},
+				{"subset, cluster's key only", []string{"method", "Sub", "tenant", "t1"}, 2},
+			} {
+				used := map[string]bool{}
+				for range 60 {
+					m, err := c.call(0, "x", tc.md...)
+					if err != nil {
+						t.Fatalf("%s: %v", tc.name, err)
+					}
+					if m.status != codecs.StatusOK {
+						t.Fatalf("%s: a request without the hash key got %q: %s", tc.name, md(m, "error"), m.body)
+					}
+					used[md(m, "server")] = true
+				}
+				if len(used) != tc.want {
+					t.Fatalf("%s: 60 requests without the hash key went to %v, want %d endpoints", tc.name, used, tc.want)
+				}
+			}
+			// The key still sticks.
+			first, err := c.call(0, "x", "tenant", "gold")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 10 {
+				if m, err := c.call(0, "x", "tenant", "gold"); err != nil || md(m, "server") != md(first, "server") {
+					t.Fatalf("tenant gold moved from %s: %+v %v", md(first, "server"), m, err)
+				}
+			}
+		})
+	}
+}
+
 // Many clients use the same request ids at the same time over shared
 // upstream connections: each must get its own answer, with its own id.
 func TestRequestIDsRewrittenAndRestored(t *testing.T) {

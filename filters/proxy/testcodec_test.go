@@ -24,7 +24,20 @@ func init() {
 	})
 }
 
-type tcodec struct{ max int }
+// A frame's "panic" metadata makes the codec panic, as a codec with a bug
+// would: "decode" while decoding it; "poison" too, and the instance is
+// then broken: every later call on it panics (a real codec's state after
+// a panic half-way through a frame); "encode" when the frame is encoded.
+type tcodec struct {
+	max      int
+	poisoned bool
+}
+
+func (c *tcodec) check() {
+	if c.poisoned {
+		panic("tframe: codec used after it panicked")
+	}
+}
 
 type tmsg struct {
 	typ    codecs.MessageType
@@ -64,6 +77,7 @@ func tdecode(b []byte) (tmsg, int, error) {
 }
 
 func (c *tcodec) Decode(buf []byte, m *codecs.Message) (int, error) {
+	c.check()
 	if len(buf) < 4 {
 		return 0, nil
 	}
@@ -98,8 +112,12 @@ func (c *tcodec) Decode(buf []byte, m *codecs.Message) (int, error) {
 	}
 	m.Frame = f
 	m.Private[0] = p
-	if v, _ := m.Metadata.Get("panic"); v == "decode" {
+	switch v, _ := m.Metadata.Get("panic"); v {
+	case "decode":
 		panic("tframe: asked to panic")
+	case "poison":
+		c.poisoned = true
+		panic("tframe: asked to panic and stay broken")
 	}
 	return len(f), nil
 }
@@ -117,6 +135,10 @@ func tstr(f []byte, p int) (string, int, bool) {
 }
 
 func (c *tcodec) Encode(m *codecs.Message) ([]byte, error) {
+	c.check()
+	if v, _ := m.Metadata.Get("panic"); v == "encode" {
+		panic("tframe: asked to panic encoding")
+	}
 	if len(m.Mutations) == 0 {
 		binary.BigEndian.PutUint64(m.Frame[5:], m.ID)
 		return m.Frame, nil
@@ -129,11 +151,13 @@ func (c *tcodec) Encode(m *codecs.Message) ([]byte, error) {
 }
 
 func (c *tcodec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail string) []byte {
+	c.check()
 	return tencode(tmsg{typ: codecs.Response, id: req.ID, status: codecs.StatusError,
 		md: []codecs.KV{{Key: "error", Value: kind.String()}}, body: detail})
 }
 
 func (c *tcodec) HeartbeatReply(hb *codecs.Message) []byte {
+	c.check()
 	return tencode(tmsg{typ: codecs.HeartbeatReply, id: hb.ID})
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/route"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -138,7 +140,7 @@ func (p *Proxy) startXDS(block bool) error {
 		clusters := cfg.GetClusters()
 		done := arrived()
 		w.cancels = append(w.cancels, c.WatchRoutes(name, func(rc *breezev1.RouteConfiguration) error {
-			err := p.acceptRoutes(w.clusters, rc, clusters, done)
+			err := p.guardXDS("xds routes", func() error { return p.acceptRoutes(w.clusters, rc, clusters, done) })
 			if err != nil {
 				done()
 			}
@@ -157,7 +159,7 @@ func (p *Proxy) startXDS(block bool) error {
 		done := arrived()
 		w.cancels = append(w.cancels, c.WatchEndpoints(service, func(cla *endpointv3.ClusterLoadAssignment) error {
 			defer done()
-			return p.applyEndpoints(name, cla)
+			return p.guardXDS("xds endpoints", func() error { return p.applyEndpoints(name, cla) })
 		}))
 	}
 	p.xds = w
@@ -176,6 +178,31 @@ func (p *Proxy) startXDS(block bool) error {
 	return nil
 }
 
+// guardXDS runs an xDS callback. A panic in it, on the xDS client's
+// goroutine, would end the process: it is recovered, counted, and the
+// resource refused (NACKed) as an invalid one is. What the callback
+// changed before it panicked stays; the locks it took are released by
+// their defers.
+func (p *Proxy) guardXDS(where string, apply func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			metrics.Panics.WithLabelValues(where).Inc()
+			p.log.Error("panic applying an xds resource; refusing it", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error applying it (%v)", v)
+		}
+	}()
+	return apply()
+}
+
+// recovered keeps a panic in one of the proxy's own timers from ending
+// the process: counted and logged. Deferred directly.
+func (p *Proxy) recovered(where string) {
+	if v := recover(); v != nil {
+		metrics.Panics.WithLabelValues(where).Inc()
+		p.log.Error("panic in proxy", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	}
+}
+
 // defaultInitialFetchTimeout bounds how long a new proxy waits for its
 // first xDS resources: long enough for a healthy control plane, short
 // enough not to stall Envoy's thread for long when it is down.
@@ -185,6 +212,7 @@ const defaultInitialFetchTimeout = time.Second
 // cluster fetcher, which applies it once its clusters are here; done runs
 // then. An error refuses it (NACK) and the current table stays.
 func (p *Proxy) acceptRoutes(d *xdsClusters, rc *breezev1.RouteConfiguration, clusters []*breezev1.Cluster, done func()) error {
+	fault.Point("xds routes", p.name)
 	err := config.ValidateRoutes(rc, clusters)
 	if err == nil {
 		_, err = route.Compile(rc)
@@ -220,6 +248,7 @@ func endpointSpecs(cla *endpointv3.ClusterLoadAssignment) ([]cluster.Spec, error
 }
 
 func (p *Proxy) applyEndpoints(name string, cla *endpointv3.ClusterLoadAssignment) error {
+	fault.Point("xds endpoints", p.name)
 	specs, err := endpointSpecs(cla)
 	if err != nil {
 		metrics.XDSUpdates.WithLabelValues(p.name, "endpoints", "rejected").Inc()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	xdsclient "github.com/breeze-mesh/breeze/xds/client"
@@ -107,8 +108,10 @@ func (d *xdsClusters) routes(rc *breezev1.RouteConfiguration, names map[string]b
 	pt := &pendingTable{rc: rc, names: names, done: done}
 	d.pending = pt
 	pt.timer = time.AfterFunc(d.wait, func() {
+		defer d.p.recovered("xds route wait")
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		fault.Point("xds route wait", d.p.name)
 		if d.pending == pt && !d.closed {
 			d.p.log.Warn("xds: clusters of the new route table not all here in time; applying it anyway",
 				"route_config", rc.GetName(), "waited", d.wait, "missing", d.unsettled(pt))
@@ -130,7 +133,9 @@ func (d *xdsClusters) watch(name string) {
 		xc.published, xc.settled = true, true
 	}
 	d.m[name] = xc
-	xc.cancel = d.c.WatchClusters(name, func(ec *clusterv3.Cluster) error { return d.onCluster(xc, ec) })
+	xc.cancel = d.c.WatchClusters(name, func(ec *clusterv3.Cluster) error {
+		return d.p.guardXDS("xds cluster", func() error { return d.onCluster(xc, ec) })
+	})
 }
 
 func (d *xdsClusters) unsettled(pt *pendingTable) []string {
@@ -195,6 +200,7 @@ func (d *xdsClusters) stopEDS(xc *xdsCluster) {
 
 // onCluster applies a version of a cluster, or its removal (ec nil).
 func (d *xdsClusters) onCluster(xc *xdsCluster, ec *clusterv3.Cluster) error {
+	fault.Point("xds cluster", d.p.name)
 	var bc *breezev1.Cluster
 	if ec != nil {
 		var err error
@@ -238,7 +244,7 @@ func (d *xdsClusters) onCluster(xc *xdsCluster, ec *clusterv3.Cluster) error {
 		d.stopEDS(xc)
 		xc.eds = service
 		xc.edsCancel = d.c.WatchEndpoints(service, func(cla *endpointv3.ClusterLoadAssignment) error {
-			return d.onEndpoints(xc, service, cla)
+			return d.p.guardXDS("xds endpoints", func() error { return d.onEndpoints(xc, service, cla) })
 		})
 	}
 	if !xc.published {
@@ -269,6 +275,7 @@ func (d *xdsClusters) publish(xc *xdsCluster, eds []cluster.Spec) error {
 // onEndpoints applies the endpoints of an EDS cluster from xDS; the first
 // ones end its warming.
 func (d *xdsClusters) onEndpoints(xc *xdsCluster, service string, cla *endpointv3.ClusterLoadAssignment) error {
+	fault.Point("xds endpoints", d.p.name)
 	specs, err := endpointSpecs(cla)
 	if err != nil {
 		metrics.XDSUpdates.WithLabelValues(d.p.name, "endpoints", "rejected").Inc()

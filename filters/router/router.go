@@ -324,7 +324,7 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	if c.up.Timeout <= 0 {
 		c.up.Timeout = rt.defaultTimeout
 	}
-	rt.dispatch(c, &s.Request, nil, true)
+	rt.dispatch(c, &s.Request, nil)
 	return filter.Stop
 }
 
@@ -360,11 +360,11 @@ func (rt *Router) reroute(c *Call, locked bool) bool {
 }
 
 // dispatch balances the request onto an endpoint and sends it. exclude is
-// an endpoint that just failed for it. locked: the caller holds encMu.
-func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint, locked bool) {
+// an endpoint that just failed for it. The caller holds encMu.
+func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint) {
 	s := c.s
 	if c.cl.removed.Load() && !c.rerouted {
-		if !rt.reroute(c, locked) {
+		if !rt.reroute(c, true) {
 			return
 		}
 		exclude = nil
@@ -372,7 +372,7 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 	set := c.cl.Set(c.target.Subset)
 	if (set == nil || set.Len() == 0) && c.cl.removed.Load() && !c.rerouted {
 		// Removed (and emptied) since the check above.
-		if !rt.reroute(c, locked) {
+		if !rt.reroute(c, true) {
 			return
 		}
 		exclude = nil
@@ -380,7 +380,7 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 	}
 	if set == nil || set.Len() == 0 {
 		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
-			fmt.Sprintf("cluster %q%s has no endpoints", c.target.Cluster, subsetDesc(c.target)), filter.NoHealthyUpstream, locked)
+			fmt.Sprintf("cluster %q%s has no endpoints", c.target.Cluster, subsetDesc(c.target)), filter.NoHealthyUpstream, true)
 		return
 	}
 	hashKey := c.route.HashKey
@@ -398,7 +398,7 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 	}
 	if ep.Inflight() >= c.cl.MaxRequests {
 		s.ReplyAndFinish(codecs.ErrOverloaded,
-			fmt.Sprintf("endpoint %s of cluster %q has %d requests in flight", ep.Addr, c.target.Cluster, ep.Inflight()), filter.UpstreamOverflow, locked)
+			fmt.Sprintf("endpoint %s of cluster %q has %d requests in flight", ep.Addr, c.target.Cluster, ep.Inflight()), filter.UpstreamOverflow, true)
 		return
 	}
 	if c.up.Oneway {
@@ -409,47 +409,62 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 	s.Attempts++
 	s.Upstream = ep.Addr
 	s.UpstreamStart = time.Now()
-	if !locked {
-		c.encMu.Lock()
-	}
 	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor}, &c.up, m, c.enc)
-	if !locked {
-		c.encMu.Unlock()
-	}
 	switch {
 	case err == nil:
 		if c.up.Oneway && !queued {
 			s.Finish(filter.Outcome{Sent: true})
 		}
 	case errors.Is(err, upstream.ErrUnavailable):
-		rt.retry(c, m, ep, locked)
+		rt.retry(c, m, ep)
 	default:
-		s.ReplyAndFinish(codecs.ErrBadRequest, "breeze: cannot encode request: "+err.Error(), filter.InternalError, locked)
+		s.ReplyAndFinish(codecs.ErrBadRequest, "breeze: cannot encode request: "+err.Error(), filter.InternalError, true)
 	}
 }
 
 // retry balances a request that never reached its upstream again, or
-// answers it once attempts are exhausted.
-func (rt *Router) retry(c *Call, m *codecs.Message, failed *cluster.Endpoint, locked bool) {
+// answers it once attempts are exhausted. The caller holds encMu.
+func (rt *Router) retry(c *Call, m *codecs.Message, failed *cluster.Endpoint) {
 	if c.s.Attempts >= maxAttempts || m == nil {
 		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
 			fmt.Sprintf("breeze: no upstream of cluster %q reachable (last tried %s)", c.target.Cluster, failed.Addr),
-			filter.UpstreamConnectionFailure|filter.UpstreamRetryLimitExceeded, locked)
+			filter.UpstreamConnectionFailure|filter.UpstreamRetryLimitExceeded, true)
 		return
 	}
-	rt.dispatch(c, m, failed, locked)
+	rt.dispatch(c, m, failed)
+}
+
+// redispatch is retry on an upstream goroutine. It holds the downstream
+// codec (released by a defer, so that a panic leaves the connection
+// usable) before it touches the stream, which its connection may have
+// ended meanwhile (the client gone, a recovered panic): then it does
+// nothing.
+func (rt *Router) redispatch(c *Call, m *codecs.Message, failed *cluster.Endpoint) {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	if c.s.Done() {
+		return
+	}
+	rt.retry(c, m, failed)
 }
 
 // Abort withdraws a request waiting for its upstream whose client went
 // away, and finishes it (DC). False: the request is not waiting upstream,
 // and whoever holds it finishes it.
 func (rt *Router) Abort(s *filter.Stream) bool {
-	c, ok := s.Terminal().(*Call)
-	if !ok || !rt.up.Cancel(&c.up) {
+	if !rt.Withdraw(s) {
 		return false
 	}
 	s.Finish(filter.ClientGone)
 	return true
+}
+
+// Withdraw takes a request waiting for its upstream out of the upstream
+// layer, whose handler will then not be called, and reports whether it
+// was waiting there. The caller finishes the stream.
+func (rt *Router) Withdraw(s *filter.Stream) bool {
+	c, ok := s.Terminal().(*Call)
+	return ok && rt.up.Cancel(&c.up)
 }
 
 // OnResponse implements upstream.Handler: relay the response.
@@ -478,8 +493,12 @@ func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
 		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
 			fmt.Sprintf("breeze: upstream %s of cluster %q closed the connection before answering", r.Endpoint.Addr, c.cl.Name),
 			filter.UpstreamConnectionTermination, false)
+	case upstream.Internal:
+		c.s.ReplyAndFinish(codecs.ErrInternal,
+			fmt.Sprintf("breeze: internal error on the connection to upstream %s of cluster %q", r.Endpoint.Addr, c.cl.Name),
+			filter.InternalError, false)
 	case upstream.NotSent:
-		c.rt.retry(c, r.Message(), r.Endpoint, false)
+		c.rt.redispatch(c, r.Message(), r.Endpoint)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
 
@@ -42,7 +43,7 @@ type conn struct {
 	queue   []*Request // waiting for the connection to open
 	pending map[uint64]*Request
 	nextID  uint64
-	byUs    bool // we closed it (drained or shut down): not the endpoint's fault
+	byUs    bool // we closed it (drained, shut down, failed): not the endpoint's fault
 	// deadlines orders pending requests by deadline; one timer per
 	// connection fires at the earliest (armedAt), instead of one timer per
 	// request.
@@ -54,6 +55,8 @@ type conn struct {
 	// keep-alive timer sends a heartbeat.
 	lastActive atomic.Int64
 	keepalive  *time.Timer
+	// failed: a panic was recovered on the connection (fail).
+	failed atomic.Bool
 
 	// Used only from Envoy's serialized upstream callbacks.
 	seq   uint64 // numbered by the pool's idle learning when it opened
@@ -64,23 +67,41 @@ type conn struct {
 
 func (uc *conn) proxyName() string { return uc.pool.m.opts.Proxy }
 
+// Every section under mu unlocks in a defer: a panic recovered on the
+// connection (fail) must find mu free, and so must the downstream
+// goroutines sending on it.
+
 // send runs with the downstream connection's codec (enc) held.
 func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued bool, err error) {
-	uc.mu.Lock()
-	if uc.state >= draining {
+	queued, open, err := uc.enqueue(r, msg, enc)
+	if !open {
 		// Lost a race with the connection closing: try another.
-		uc.mu.Unlock()
 		uc.pool.remove(uc)
 		return false, ErrUnavailable
+	}
+	return queued, err
+}
+
+// enqueue gives r an id on the connection and writes msg, or queues it
+// while the connection opens. open is false when the connection takes no
+// new request.
+func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec) (queued, open bool, err error) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.state >= draining {
+		return false, false, nil
 	}
 	clientID := msg.ID
 	id := uc.allocID()
 	msg.ID = id
-	out, err := enc.Encode(msg)
-	msg.ID = clientID
+	// The client's id is restored even if the codec panics: the stream
+	// answers its client with it.
+	out, err := func() ([]byte, error) {
+		defer func() { msg.ID = clientID }()
+		return enc.Encode(msg)
+	}()
 	if err != nil {
-		uc.mu.Unlock()
-		return false, err
+		return false, true, err
 	}
 	r.id = id
 	r.conn.Store(uc)
@@ -108,8 +129,7 @@ func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued 
 			r.Endpoint.End()
 		}
 	}
-	uc.mu.Unlock()
-	return queued, nil
+	return queued, true, nil
 }
 
 // arm puts r's deadline in the heap and makes sure the timer fires by it.
@@ -139,9 +159,21 @@ func (uc *conn) remove(r *Request) {
 // for the next one.
 func (uc *conn) expire() {
 	defer uc.recover("timeout")
-	t := now()
-	var late []*Request
+	late, drained := uc.takeLate()
+	if drained {
+		uc.closeByUs()
+	}
+	for _, r := range late {
+		r.Endpoint.End()
+		uc.notify(r, func(h Handler) { h.OnFailure(r, Timeout) })
+	}
+}
+
+func (uc *conn) takeLate() (late []*Request, drained bool) {
 	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	fault.Point("timeout", uc.pool.ep.Addr)
+	t := now()
 	for len(uc.deadlines) > 0 && uc.deadlines[0].deadline <= t {
 		r := uc.deadlines[0]
 		uc.remove(r)
@@ -152,15 +184,7 @@ func (uc *conn) expire() {
 		uc.armedAt = uc.deadlines[0].deadline
 		uc.timer.Reset(time.Duration(uc.armedAt - t))
 	}
-	drained := uc.state == draining && len(uc.pending) == 0
-	uc.mu.Unlock()
-	if drained {
-		uc.closeByUs()
-	}
-	for _, r := range late {
-		r.Endpoint.End()
-		r.Handler.OnFailure(r, Timeout)
-	}
+	return late, uc.state == draining && len(uc.pending) == 0
 }
 
 func (uc *conn) allocID() uint64 {
@@ -184,12 +208,21 @@ func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
 	pl.metrics.Connect.Inc()
 	pl.ep.Succeeded()
 	uc.seq = pl.idle.open()
+	for _, r := range uc.open(cb) {
+		uc.notify(r, func(h Handler) { h.OnSent(r) })
+	}
+}
+
+// open writes the requests that waited and returns the oneways among them.
+func (uc *conn) open(cb api.ConnectionCallback) (sent []*Request) {
 	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	// First, so that a connection that fails from here on can be closed.
 	uc.cb = cb
+	fault.Point("OnPoolReady", uc.pool.ep.Addr)
 	if uc.state == connecting {
 		uc.state = ready
 	}
-	var sent []*Request
 	for _, r := range uc.queue {
 		if !r.Oneway && uc.pending[r.id] != r {
 			continue // timed out or cancelled while waiting
@@ -204,17 +237,14 @@ func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
 	uc.queue = nil
 	uc.lastActive.Store(time.Now().UnixNano())
 	if _, ok := uc.codec.(codecs.Pinger); ok && Keepalive.Load() > 0 {
-		uc.keepalive = time.AfterFunc(pl.keepaliveEvery(), uc.ping)
+		uc.keepalive = time.AfterFunc(uc.pool.keepaliveEvery(), uc.ping)
 	}
 	// Closed while connecting: at once when we shut it down, once its
 	// requests are answered when its endpoint was retired.
 	if uc.state >= draining && (uc.byUs || len(uc.pending) == 0) {
 		cb.Close(api.FlushWrite)
 	}
-	uc.mu.Unlock()
-	for _, r := range sent {
-		r.Handler.OnSent(r)
-	}
+	return sent
 }
 
 // OnPoolFailure: the connection never opened. Nothing was sent, so every
@@ -228,9 +258,22 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 		pl.idle.forget()
 	}
 	pl.m.plog.Warn("connect_failed_"+reason.String(), "upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
+	failed := uc.takeQueue()
+	pl.remove(uc)
+	for _, r := range failed {
+		r.Endpoint.End()
+		r.queuedBytes = nil
+		uc.notify(r, func(h Handler) { h.OnFailure(r, NotSent) })
+	}
+}
+
+// takeQueue closes a connection that never opened and takes the requests
+// that waited for it.
+func (uc *conn) takeQueue() (failed []*Request) {
 	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	fault.Point("OnPoolFailure", uc.pool.ep.Addr)
 	uc.state = closed
-	var failed []*Request
 	for _, r := range uc.queue {
 		if !r.Oneway && uc.pending[r.id] != r {
 			continue // timed out or cancelled while waiting
@@ -241,17 +284,14 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 		failed = append(failed, r)
 	}
 	uc.queue = nil
-	uc.mu.Unlock()
-	pl.remove(uc)
-	for _, r := range failed {
-		r.Endpoint.End()
-		r.queuedBytes = nil
-		r.Handler.OnFailure(r, NotSent)
-	}
+	return failed
 }
 
 func (uc *conn) OnData(data []byte, endOfStream bool) {
 	defer uc.recover("upstream OnData")
+	if uc.failed.Load() {
+		return // closing; whatever it carried was failed
+	}
 	uc.lastActive.Store(time.Now().UnixNano())
 	if len(uc.buf) == 0 {
 		uc.buf = data
@@ -278,6 +318,10 @@ func (uc *conn) OnData(data []byte, endOfStream bool) {
 		}
 		uc.handle(&uc.msg)
 		uc.buf = uc.buf[n:]
+		if uc.failed.Load() {
+			uc.buf = nil // a handler panicked; the rest answers nothing
+			return
+		}
 	}
 	if len(uc.buf) == 0 {
 		uc.buf = nil
@@ -288,13 +332,7 @@ func (uc *conn) handle(m *codecs.Message) {
 	pl := uc.pool
 	switch m.Type {
 	case codecs.Response:
-		uc.mu.Lock()
-		r := uc.pending[m.ID]
-		if r != nil {
-			uc.remove(r)
-		}
-		drained := uc.state == draining && len(uc.pending) == 0
-		uc.mu.Unlock()
+		r, drained := uc.take(m.ID)
 		if drained {
 			uc.closeByUs()
 		}
@@ -303,7 +341,7 @@ func (uc *conn) handle(m *codecs.Message) {
 			return
 		}
 		r.Endpoint.End()
-		r.Handler.OnResponse(r, m, uc.codec)
+		uc.notify(r, func(h Handler) { h.OnResponse(r, m, uc.codec) })
 	case codecs.Heartbeat:
 		metrics.Heartbeats.WithLabelValues(uc.proxyName(), "upstream").Inc()
 		uc.write(uc.codec.HeartbeatReply(m))
@@ -315,12 +353,7 @@ func (uc *conn) handle(m *codecs.Message) {
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
 		pl.idle.forget()
-		uc.mu.Lock()
-		if uc.state == ready {
-			uc.state = draining
-		}
-		empty := len(uc.pending) == 0
-		uc.mu.Unlock()
+		empty := uc.drain()
 		pl.remove(uc)
 		if empty {
 			uc.closeByUs()
@@ -328,6 +361,53 @@ func (uc *conn) handle(m *codecs.Message) {
 	default:
 		metrics.Dropped.WithLabelValues(uc.proxyName(), "unexpected_upstream_"+m.Type.String()).Inc()
 	}
+}
+
+// take takes the request a response answers out of pending, if it is
+// still there; drained says the connection may close now.
+func (uc *conn) take(id uint64) (r *Request, drained bool) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	fault.Point("upstream OnData", uc.pool.ep.Addr)
+	r = uc.pending[id]
+	if r != nil {
+		uc.remove(r)
+	}
+	return r, uc.state == draining && len(uc.pending) == 0
+}
+
+// retire drains the connection (pool.retire); idle says it may close now.
+func (uc *conn) retire() (idle bool) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	switch uc.state {
+	case connecting, ready:
+		// A connecting one closes once open and answered (OnPoolReady).
+		uc.state = draining
+		return uc.cb != nil && len(uc.pending) == 0
+	}
+	return false
+}
+
+// cancel takes r out of pending if it is there (Manager.Cancel).
+func (uc *conn) cancel(r *Request) (owned, drained bool) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	owned = uc.pending[r.id] == r
+	if owned {
+		uc.remove(r)
+	}
+	return owned, uc.state == draining && len(uc.pending) == 0
+}
+
+// drain stops new requests after a GoAway; empty says none is in flight.
+func (uc *conn) drain() (empty bool) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if uc.state == ready {
+		uc.state = draining
+	}
+	return len(uc.pending) == 0
 }
 
 func (uc *conn) write(b []byte) {
@@ -367,14 +447,35 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 		return
 	}
 	pl := uc.pool
+	lost, byUs, learned := uc.closed()
+	pl.remove(uc)
+	pl.metrics.Close.Inc()
+	if learned > 0 {
+		pl.m.plog.Info("idle_close", "upstream closes connections idle for its idle timeout; heartbeating its connections more often",
+			"endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
+	}
+	if !byUs && len(lost) > 0 {
+		pl.ep.Failed()
+		pl.m.plog.Warn("closed_in_flight", "upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
+	}
+	for _, r := range lost {
+		r.Endpoint.End()
+		uc.notify(r, func(h Handler) { h.OnFailure(r, Closed) })
+	}
+}
+
+// closed marks the connection closed and takes the requests it carried.
+// What the close says about the endpoint is recorded first, before the
+// connection is seen closed (send drops it from the pool then), so that
+// the connection replacing it is kept alive by what it taught: learned is
+// the idle timeout this close confirmed, if any.
+func (uc *conn) closed() (lost []*Request, byUs bool, learned time.Duration) {
 	uc.mu.Lock()
-	byUs := uc.byUs
-	// What the close says about the endpoint is recorded before the
-	// connection is seen closed (send drops it from the pool then), so
-	// that the connection replacing it is kept alive by what it taught.
-	var learned time.Duration
+	defer uc.mu.Unlock()
+	fault.Point("upstream OnEvent", uc.pool.ep.Addr)
+	pl := uc.pool
 	switch {
-	case byUs:
+	case uc.byUs:
 	case len(uc.pending) > 0:
 		// Losing requests in flight is a failure, not an idle timeout.
 		pl.idle.forget()
@@ -393,38 +494,105 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	if uc.timer != nil {
 		uc.timer.Stop()
 	}
-	lost := make([]*Request, 0, len(uc.pending))
+	return uc.takeAll(), uc.byUs, learned
+}
+
+// takeAll takes every request the connection carries: those awaiting a
+// response and the oneways waiting for it to open. Called with mu held.
+func (uc *conn) takeAll() []*Request {
+	all := make([]*Request, 0, len(uc.pending))
 	for _, r := range uc.pending {
-		lost = append(lost, r)
+		r.heapIdx = -1
+		all = append(all, r)
+	}
+	for _, r := range uc.queue {
+		if r.Oneway {
+			all = append(all, r)
+		}
 	}
 	uc.pending = map[uint64]*Request{}
 	uc.deadlines = nil
-	uc.mu.Unlock()
-	pl.remove(uc)
-	pl.metrics.Close.Inc()
-	if learned > 0 {
-		pl.m.plog.Info("idle_close", "upstream closes connections idle for its idle timeout; heartbeating its connections more often",
-			"endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
-	}
-	if !byUs && len(lost) > 0 {
-		pl.ep.Failed()
-		pl.m.plog.Warn("closed_in_flight", "upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
-	}
-	for _, r := range lost {
-		r.heapIdx = -1
-		r.Endpoint.End()
-		r.Handler.OnFailure(r, Closed)
-	}
+	uc.queue = nil
+	return all
 }
 
-func (uc *conn) recover(where string) {
-	r := recover()
-	if r == nil {
+// notify hands a request's outcome to its handler. A panic there (the
+// handler, the filters it runs, this connection's codec encoding the
+// response for the client) is recovered, and treated as the connection's:
+// it fails, and so does the request, unless its handler had answered it.
+func (uc *conn) notify(r *Request, call func(Handler)) {
+	if uc.try(r, call) {
 		return
 	}
+	uc.fail()
+	uc.try(r, failInternal(r))
+}
+
+func failInternal(r *Request) func(Handler) {
+	return func(h Handler) { h.OnFailure(r, Internal) }
+}
+
+// try calls a handler of r and reports whether it returned; a panic is
+// counted and logged.
+func (uc *conn) try(r *Request, call func(Handler)) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			uc.panicked("upstream handler", v)
+		}
+	}()
+	call(r.Handler)
+	return true
+}
+
+// recover keeps a panic in a callback from reaching Envoy, and fails the
+// connection.
+func (uc *conn) recover(where string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	uc.panicked(where, v)
+	uc.fail()
+}
+
+func (uc *conn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	uc.pool.m.log.Error("panic in proxy upstream; closing the connection", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	uc.closeAfterError()
+	uc.pool.m.log.Error("panic in proxy upstream; failing the connection", "where", where, "endpoint", uc.pool.ep.Addr,
+		"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+// fail is what a recovered panic does to the connection: its state (its
+// codec above all) can no longer be trusted, so it takes no new request
+// and closes, and every request it carries fails Internal now, each
+// answered to its own client, rather than at its deadline. The panic is
+// not the endpoint's fault: it is not ejected.
+func (uc *conn) fail() {
+	defer func() {
+		if v := recover(); v != nil {
+			uc.panicked("upstream fail", v)
+		}
+	}()
+	for _, r := range uc.takeFailed() {
+		r.Endpoint.End()
+		uc.try(r, failInternal(r))
+	}
+	uc.pool.remove(uc)
+}
+
+func (uc *conn) takeFailed() []*Request {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	uc.failed.Store(true)
+	uc.byUs = true
+	if uc.cb != nil && uc.state != closed {
+		uc.cb.Close(api.NoFlush)
+	}
+	// One still opening is closed by OnPoolReady (byUs).
+	uc.state = closed
+	if uc.timer != nil {
+		uc.timer.Stop()
+	}
+	return uc.takeAll()
 }
 
 // ping sends a heartbeat if the connection has been idle for a keep-alive
@@ -433,6 +601,7 @@ func (uc *conn) ping() {
 	defer uc.recover("keepalive")
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
+	fault.Point("keepalive", uc.pool.ep.Addr)
 	if uc.state != ready {
 		return
 	}

@@ -45,28 +45,32 @@ func (pl *pool) keepaliveEvery() time.Duration {
 // than conns (the current version of the cluster says how many: a new
 // version from xDS keeps the pool).
 func (pl *pool) get(conns int) (*conn, error) {
+	uc, fresh, err := pl.pick(conns)
+	if fresh {
+		// Envoy dials asynchronously; the callbacks find uc connecting.
+		network.CreateUpstreamConn(pl.ep.Addr, uc)
+	}
+	return uc, err
+}
+
+func (pl *pool) pick(conns int) (uc *conn, fresh bool, err error) {
 	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	if pl.retired {
-		pl.mu.Unlock()
-		return nil, ErrUnavailable
+		return nil, false, ErrUnavailable
 	}
 	if len(pl.conns) < conns {
 		codec, err := pl.m.opts.Codec(pl.m.opts.CodecOpts)
 		if err != nil {
-			pl.mu.Unlock()
-			return nil, err
+			return nil, false, err
 		}
 		uc := &conn{pool: pl, codec: codec, pending: map[uint64]*Request{}}
 		pl.conns = append(pl.conns, uc)
-		pl.mu.Unlock()
-		// Envoy dials asynchronously; the callbacks find uc connecting.
-		network.CreateUpstreamConn(pl.ep.Addr, uc)
-		return uc, nil
+		return uc, true, nil
 	}
-	uc := pl.conns[pl.next%len(pl.conns)]
+	uc = pl.conns[pl.next%len(pl.conns)]
 	pl.next++
-	pl.mu.Unlock()
-	return uc, nil
+	return uc, false, nil
 }
 
 func (pl *pool) remove(uc *conn) {
@@ -100,16 +104,7 @@ func (pl *pool) retire() {
 	pl.conns = nil
 	pl.mu.Unlock()
 	for _, uc := range conns {
-		uc.mu.Lock()
-		idle := false
-		switch uc.state {
-		case connecting, ready:
-			// A connecting one closes once open and answered (OnPoolReady).
-			uc.state = draining
-			idle = uc.cb != nil && len(uc.pending) == 0
-		}
-		uc.mu.Unlock()
-		if idle {
+		if uc.retire() {
 			uc.closeByUs()
 		}
 	}

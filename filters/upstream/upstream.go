@@ -31,6 +31,10 @@ const (
 	Closed
 	// Timeout: no response within Request.Timeout.
 	Timeout
+	// Internal: the proxy failed with the request in flight: a panic was
+	// recovered on its connection (in a callback, the codec, a handler),
+	// and the connection closed. Answer it as an internal error.
+	Internal
 )
 
 // Handler receives a request's outcome, on an upstream goroutine, once.
@@ -185,13 +189,7 @@ func (m *Manager) Cancel(r *Request) bool {
 	if uc == nil {
 		return false
 	}
-	uc.mu.Lock()
-	owned := uc.pending[r.id] == r
-	if owned {
-		uc.remove(r)
-	}
-	drained := uc.state == draining && len(uc.pending) == 0
-	uc.mu.Unlock()
+	owned, drained := uc.cancel(r)
 	if drained {
 		uc.closeByUs()
 	}
