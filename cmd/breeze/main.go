@@ -4,47 +4,107 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/breeze-mesh/breeze/internal/buildinfo"
 )
 
-const usage = `usage: breeze <command> [flags]
+// Exit statuses, as the README's "Command line" documents them.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command failed: a bad config, a port in use, a check that found errors
+	exitUsage   = 2 // an unknown command, a bad flag or argument
+)
+
+const usage = `usage: breeze <command> [flags] [arguments]
 
 commands:
-  run      serve listeners from a runner config (-c FILE; embedded demo config if omitted)
-  render   envoyfilter FILE: the Istio EnvoyFilters of a service description
-  validate FILE...: check Envoy bootstraps, EnvoyFilters, runner and plugin configs
-  xds      serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
-  version  print the version
+  run       serve the listeners of a runner config (-c FILE; the embedded demo config without it)
+  render    print the Istio EnvoyFilters of a service description (render envoyfilter FILE)
+  validate  check Envoy bootstraps, EnvoyFilters, runner and plugin configs (validate FILE...)
+  xds       serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
+  version   print the version, the commit, and the Envoy Go API and Istio release built for
+  help      print a command's help (help COMMAND, or breeze COMMAND --help)
+
+Flags follow the command; -flag and --flag are the same.
+Exit status: 0 success, 1 failure, 2 usage error (unknown command, bad flag or argument).
 `
 
-var version = "dev"
+// commands maps a command to its function, which parses its own flags.
+var commands = map[string]func(args []string) error{
+	"run":      run,
+	"render":   render,
+	"validate": validate,
+	"xds":      xds,
+	"version":  versionCmd,
+}
 
 func main() {
-	if len(os.Args) < 2 {
+	os.Exit(cli(os.Args[1:]))
+}
+
+// cli runs the command line args and returns the exit status.
+func cli(args []string) int {
+	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		return exitUsage
 	}
-	var err error
-	switch os.Args[1] {
-	case "run":
-		err = run(os.Args[2:])
-	case "render":
-		err = render(os.Args[2:])
-	case "validate":
-		err = validate(os.Args[2:])
-	case "xds":
-		err = xds(os.Args[2:])
-	case "version":
-		fmt.Println("breeze", version)
-	case "-h", "--help", "help":
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "-help", "--help":
 		fmt.Print(usage)
+		return exitOK
+	case "-version", "--version":
+		name = "version"
+	case "help":
+		switch {
+		case len(rest) == 0:
+			fmt.Print(usage)
+			return exitOK
+		case len(rest) > 1:
+			fmt.Fprintf(os.Stderr, "breeze help: want one command, got %d\n%s", len(rest), usage)
+			return exitUsage
+		}
+		name, rest = rest[0], []string{"--help"}
+		switch name {
+		case "help", "-h", "-help", "--help":
+			fmt.Print(usage)
+			return exitOK
+		}
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "breeze: unknown command %q\n%s", name, usage)
+		return exitUsage
+	}
+	err := cmd(rest)
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		// As the go command does: the mistake, the synopsis, where to read more.
+		fmt.Fprintf(os.Stderr, "breeze %s: %v\nusage: %s\nRun 'breeze %s --help' for details.\n", ue.cmd, ue.err, ue.synopsis, ue.cmd)
+		return exitUsage
 	default:
-		fmt.Fprintf(os.Stderr, "breeze: unknown command %q\n%s", os.Args[1], usage)
-		os.Exit(2)
-	}
-	if err != nil {
 		fmt.Fprintln(os.Stderr, "breeze:", err)
-		os.Exit(1)
+		return exitFailure
 	}
+}
+
+func versionCmd(args []string) error {
+	f := newFlags("version", "breeze version",
+		"Prints the version, the commit, and the Envoy Go API and Istio release Breeze\n"+
+			"was built for: the plugin works only in that Envoy. 'breeze --version' is the same.\n")
+	args, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.noArgs(args, nil); err != nil {
+		return err
+	}
+	fmt.Println(buildinfo.Get())
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,9 +9,7 @@ import (
 	"github.com/breeze-mesh/breeze/deploy"
 )
 
-const renderUsage = `usage: breeze render envoyfilter [-o OUT] FILE
-
-Translates a service description (YAML: host, vip, port, protocol,
+const renderUsage = `Translates a service description (YAML: host, vip, port, protocol,
 direction, routes and clusters or xds; see deploy/README.md) into the Istio
 EnvoyFilters that run Breeze in the sidecars, checked as 'breeze validate'
 checks them. With xds, the routes and clusters are served by the xDS server
@@ -21,23 +18,22 @@ none. FILE "-" reads standard input.
 `
 
 func render(args []string) error {
-	if len(args) == 0 || args[0] != "envoyfilter" {
-		fmt.Fprint(os.Stderr, renderUsage)
-		return errors.New("render: want 'render envoyfilter'")
-	}
-	fs := flag.NewFlagSet("render envoyfilter", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), renderUsage); fs.PrintDefaults() }
-	out := fs.String("o", "", "write to this file instead of standard output")
-	if err := fs.Parse(args[1:]); err != nil {
+	f := newFlags("render", "breeze render envoyfilter [-o OUT] FILE", renderUsage)
+	out := f.String("o", "", "write to this `FILE` instead of standard output")
+	args, err := f.parse(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("render envoyfilter: want one description file")
+	switch {
+	case len(args) == 0:
+		return f.usageErrorf("nothing to render: name what and from which file, as in breeze render envoyfilter greeter.yaml")
+	case args[0] != "envoyfilter":
+		return f.usageErrorf("cannot render %q: envoyfilter is the one kind render makes", args[0])
+	case len(args) != 2:
+		return f.usageErrorf("envoyfilter wants one description file, got %d", len(args)-1)
 	}
-	name := fs.Arg(0)
+	name := args[1]
 	var data []byte
-	var err error
 	if name == "-" {
 		data, err = io.ReadAll(os.Stdin)
 	} else {

@@ -4,15 +4,12 @@ import (
 	"context"
 	_ "embed"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,29 +19,39 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	"github.com/breeze-mesh/breeze/host"
+	"github.com/breeze-mesh/breeze/internal/buildinfo"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 //go:embed demo.yaml
 var demoConfig []byte
 
+const runUsage = `Serves the listeners of a runner config with Breeze's proxy, on a host that
+drives Envoy's own Go shim (the plugin's code path, without Envoy). Prints
+"LISTENING <name> <address>" for each listener once it accepts, and
+"ADMIN <address>" for /metrics and /ready. SIGINT or SIGTERM stop it.
+`
+
 func run(args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	file := fs.String("c", "", "runner config file (YAML or JSON); the embedded demo config if empty")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	pprofAddr := fs.String("pprof", "", "serve Go's net/http/pprof on this host:port (for profiling; off when empty)")
-	if err := fs.Parse(args); err != nil {
+	f := newFlags("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]", runUsage)
+	file := f.String("c", "", "runner config `FILE` (YAML or JSON); without it, the embedded demo config")
+	logf := addLogFlags(f)
+	pprofAddr := f.String("pprof", "", "serve Go's net/http/pprof on this `ADDR` (host:port), for profiling")
+	args, err := f.parse(args)
+	if err != nil {
 		return err
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level %q: %w", *level, err)
+	// `breeze run my.yaml` would otherwise serve the demo config.
+	hint := func(a string) string { return "to serve a config file, name it with -c: breeze run -c " + a }
+	if *file != "" {
+		hint = func(string) string { return "run takes one config file, with -c" }
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	slog.SetDefault(log)
+	if err := f.noArgs(args, hint); err != nil {
+		return err
+	}
+	log := logf.logger()
 
 	var cfg *breezev1.Runner
-	var err error
 	name := *file
 	if *file == "" {
 		name = "embedded demo config"
@@ -114,7 +121,7 @@ func run(args []string) error {
 		defer srv.Close()
 		fmt.Printf("PPROF %s\n", ln.Addr())
 	}
-	log.Info("breeze running", "listeners", len(cfg.GetListeners()), "config", strings.TrimSpace(*file))
+	log.Info("breeze running", append([]any{"listeners", len(cfg.GetListeners()), "config", name}, buildinfo.Get().LogAttrs()...)...)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

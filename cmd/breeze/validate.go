@@ -1,17 +1,13 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 
 	"github.com/breeze-mesh/breeze/deploy"
 )
 
-const validateUsage = `usage: breeze validate FILE...
-
-Checks Envoy bootstraps, Istio EnvoyFilters (and the sidecar annotations of
+const validateUsage = `Checks Envoy bootstraps, Istio EnvoyFilters (and the sidecar annotations of
 workloads in the same manifests), Breeze runner configs, plugin_configs and
 service descriptions: with Envoy 1.36's and Istio 1.28's own API types and
 validation rules, and Breeze's own parser and rules. The EnvoyFilters of all
@@ -19,17 +15,16 @@ FILEs are also checked together. Errors name the field.
 `
 
 func validate(args []string) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), validateUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
+	fs := newFlags("validate", "breeze validate FILE...", validateUsage)
+	args, err := fs.parse(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("validate: want at least one file")
+	if len(args) == 0 {
+		return fs.usageErrorf("no files to check: name them, as in breeze validate envoy.yaml")
 	}
 	var files []deploy.File
-	for _, name := range fs.Args() {
+	for _, name := range args {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			return err

@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"log/slog"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -14,37 +13,47 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/controlplane"
+	"github.com/breeze-mesh/breeze/internal/buildinfo"
 )
+
+const xdsUsage = `Serves routes, clusters and endpoints over ADS (xDS over gRPC) from a directory
+of Aeraki MetaRouter and Istio DestinationRule and ServiceEntry YAML, read again
+whenever it changes. Prints "LISTENING xds <address>" once it serves what the
+directory holds. SIGINT or SIGTERM stop it.
+`
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule and ServiceEntry YAML and serves what they translate to
 // over ADS.
 func xds(args []string) error {
-	fs := flag.NewFlagSet("xds", flag.ContinueOnError)
-	dir := fs.String("dir", "", "directory of MetaRouter, DestinationRule and ServiceEntry YAML to watch (required)")
-	listen := fs.String("listen", "127.0.0.1:15010", "host:port to serve ADS (gRPC) on; port 0 picks a free one")
-	debounce := fs.Duration("debounce", 50*time.Millisecond, "quiet time after a change before the directory is read again")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	f := newFlags("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]", xdsUsage)
+	dir := f.String("dir", "", "`DIR` of the MetaRouter, DestinationRule and ServiceEntry YAML to serve (required)")
+	listen := f.String("listen", "127.0.0.1:15010", "serve ADS on this `ADDR` (host:port; port 0 picks a free one)")
+	debounce := f.Duration("debounce", 50*time.Millisecond, "after a change, wait until the directory was quiet this long (a `DURATION`: 50ms, 1s) before reading it again")
+	logf := addLogFlags(f)
+	args, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.noArgs(args, func(a string) string { return "to serve a directory, name it with -dir: breeze xds -dir " + a }); err != nil {
 		return err
 	}
 	if *dir == "" {
-		fs.Usage()
-		return errors.New("xds: -dir is required")
+		return f.usageErrorf("-dir is required: the directory of MetaRouter, DestinationRule and ServiceEntry YAML to serve")
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level %q: %w", *level, err)
+	if fi, err := os.Stat(*dir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("-dir %q: no such directory", *dir)
+	} else if err != nil {
+		return fmt.Errorf("-dir: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("-dir %q is a file: want the directory holding it", *dir)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	slog.SetDefault(log)
-	if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("-dir %q: not a directory", *dir)
-	}
+	log := logf.logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	log.Info("breeze xds running", append([]any{"dir", *dir}, buildinfo.Get().LogAttrs()...)...)
 	srv := controlplane.NewServer(log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

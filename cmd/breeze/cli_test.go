@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/deploy"
+	"github.com/breeze-mesh/breeze/internal/buildinfo"
+)
+
+// What the test stamps into the binary, as the Makefile does.
+const (
+	testVersion = "v9.9.9-clitest"
+	testCommit  = "0123456789abcdef0123456789abcdef01234567-dirty"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// breezeBin is this command built as shipped, stamped with testVersion
+// and testCommit.
+func breezeBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "breeze-cli-"); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "breeze")
+		pkg := "github.com/breeze-mesh/breeze/internal/buildinfo"
+		out, err := exec.Command("go", "build", "-ldflags", "-X "+pkg+".version="+testVersion+" -X "+pkg+".commit="+testCommit, "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// breeze runs the binary with args and returns what it wrote and its exit
+// status. The deadline only keeps a command that wrongly serves instead
+// of exiting from hanging the test.
+func breeze(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, breezeBin(t), args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("breeze %q did not exit", args)
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// Every command's help, however asked for: on standard output, exit
+// status 0, its synopsis first.
+func TestHelp(t *testing.T) {
+	synopsis := map[string]string{
+		"":         "usage: breeze <command> [flags] [arguments]",
+		"run":      "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
+		"render":   "usage: breeze render envoyfilter [-o OUT] FILE",
+		"validate": "usage: breeze validate FILE...",
+		"xds":      "usage: breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
+		"version":  "usage: breeze version",
+		"help":     "usage: breeze <command> [flags] [arguments]",
+	}
+	for cmd, want := range synopsis {
+		var asks [][]string
+		if cmd == "" {
+			asks = [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}}
+		} else {
+			asks = [][]string{{cmd, "--help"}, {cmd, "-h"}, {cmd, "-help"}, {"help", cmd}}
+		}
+		if cmd == "render" {
+			asks = append(asks, []string{"render", "envoyfilter", "--help"}, []string{"render", "envoyfilter", "greeter.yaml", "-h"})
+		}
+		for _, args := range asks {
+			stdout, stderr, code := breeze(t, args...)
+			if code != exitOK || firstLine(stdout) != want || stderr != "" {
+				t.Errorf("breeze %s: exit %d, first line %q, stderr %q; want exit 0, %q, nothing", strings.Join(args, " "), code, firstLine(stdout), stderr, want)
+			}
+		}
+	}
+}
+
+// Mistakes: exit status 2, on standard error the mistake, the synopsis
+// and where to read more, nothing on standard output. The text is part of
+// the interface.
+func TestUsageErrors(t *testing.T) {
+	usageOf := func(cmd, synopsis string) string {
+		return "usage: " + synopsis + "\nRun 'breeze " + cmd + " --help' for details.\n"
+	}
+	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
+	xds := usageOf("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
+	render := usageOf("render", "breeze render envoyfilter [-o OUT] FILE")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, usage},
+		{[]string{"nope"}, `breeze: unknown command "nope"` + "\n" + usage},
+		{[]string{"--nope"}, `breeze: unknown command "--nope"` + "\n" + usage},
+		{[]string{"help", "nope"}, `breeze: unknown command "nope"` + "\n" + usage},
+		{[]string{"help", "run", "xds"}, "breeze help: want one command, got 2\n" + usage},
+		{[]string{"run", "-x"}, "breeze run: flag provided but not defined: -x\n" + run},
+		{[]string{"run", "--log-level", "verbose"}, `breeze run: invalid value "verbose" for flag -log-level: want debug, info, warn or error` + "\n" + run},
+		{[]string{"run", "-log-format", "xml"}, `breeze run: invalid value "xml" for flag -log-format: want text or json` + "\n" + run},
+		{[]string{"run", "-c"}, "breeze run: flag needs an argument: -c\n" + run},
+		{[]string{"run", "demo.yaml"}, `breeze run: unexpected argument "demo.yaml": to serve a config file, name it with -c: breeze run -c demo.yaml` + "\n" + run},
+		{[]string{"run", "-c", "a.yaml", "b.yaml"}, `breeze run: unexpected argument "b.yaml": run takes one config file, with -c` + "\n" + run},
+		{[]string{"xds"}, "breeze xds: -dir is required: the directory of MetaRouter, DestinationRule and ServiceEntry YAML to serve\n" + xds},
+		{[]string{"xds", "routes/"}, `breeze xds: unexpected argument "routes/": to serve a directory, name it with -dir: breeze xds -dir routes/` + "\n" + xds},
+		{[]string{"xds", "-dir", ".", "-log-level", "loud"}, `breeze xds: invalid value "loud" for flag -log-level: want debug, info, warn or error` + "\n" + xds},
+		{[]string{"xds", "-dir", ".", "-debounce", "5"}, `breeze xds: invalid value "5" for flag -debounce: parse error` + "\n" + xds},
+		{[]string{"render"}, "breeze render: nothing to render: name what and from which file, as in breeze render envoyfilter greeter.yaml\n" + render},
+		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
+		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},
+		{[]string{"render", "envoyfilter", "-x", "greeter.yaml"}, "breeze render: flag provided but not defined: -x\n" + render},
+		{[]string{"validate"}, "breeze validate: no files to check: name them, as in breeze validate envoy.yaml\n" + usageOf("validate", "breeze validate FILE...")},
+		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
+		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
+	} {
+		stdout, stderr, code := breeze(t, tc.args...)
+		if code != exitUsage || stderr != tc.want || stdout != "" {
+			t.Errorf("breeze %s: exit %d\nstderr:\n%s\nstdout:\n%s\nwant exit 2 and stderr:\n%s", strings.Join(tc.args, " "), code, stderr, stdout, tc.want)
+		}
+	}
+}
+
+// A command that fails says why, with exit status 1.
+func TestFailures(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"xds", "-dir", "/nonexistent"}, `breeze: -dir "/nonexistent": no such directory` + "\n"},
+		{[]string{"xds", "-dir", file}, `breeze: -dir "` + file + `" is a file: want the directory holding it` + "\n"},
+		{[]string{"validate", "/nonexistent.yaml"}, "breeze: open /nonexistent.yaml: no such file or directory\n"},
+	} {
+		stdout, stderr, code := breeze(t, tc.args...)
+		if code != exitFailure || stderr != tc.want || stdout != "" {
+			t.Errorf("breeze %s: exit %d\nstderr:\n%s\nstdout:\n%s\nwant exit 1 and stderr:\n%s", strings.Join(tc.args, " "), code, stderr, stdout, tc.want)
+		}
+	}
+}
+
+// Flags may follow arguments; after "--" everything is an argument.
+func TestFlagsAfterArguments(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "efs.yaml")
+	if _, stderr, code := breeze(t, "render", "envoyfilter", "../../envoy-config/istio/greeter.yaml", "-o", out); code != exitOK {
+		t.Fatalf("render with -o last: exit %d: %s", code, stderr)
+	}
+	if stdout, stderr, code := breeze(t, "validate", out, "--", "-h"); code != exitFailure || stdout != "" || stderr != "breeze: open -h: no such file or directory\n" {
+		t.Errorf(`validate FILE -- -h: exit %d, stdout %q, stderr %q; want "-h" read as a file`, code, stdout, stderr)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	want := "breeze " + testVersion + " (commit " + testCommit + ") for Envoy Go API " + envoyAPI(t) + " (Istio 1.28), " + runtime.Version() + "\n"
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		stdout, stderr, code := breeze(t, args...)
+		if code != exitOK || stdout != want || stderr != "" {
+			t.Errorf("breeze %s: exit %d, stdout %q, stderr %q; want exit 0 and %q", args[0], code, stdout, stderr, want)
+		}
+	}
+}
+
+// envoyAPI is the Envoy Go API version go.mod requires.
+func envoyAPI(t *testing.T) string {
+	t.Helper()
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/envoyproxy/envoy (v\S+)`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod requires no github.com/envoyproxy/envoy")
+	}
+	return string(m[1])
+}
+
+// The Istio release `breeze version` names is the one render pins the
+// EnvoyFilters to.
+func TestVersionsIstioIsRendersProxyVersion(t *testing.T) {
+	istio := buildinfo.IstioFor(envoyAPI(t))
+	if ok, _ := regexp.MatchString(deploy.DefaultProxyVersion, istio+".0"); !ok {
+		t.Errorf("Envoy %s runs in Istio %s, but render pins proxyVersion %q", envoyAPI(t), istio, deploy.DefaultProxyVersion)
+	}
+}
+
+// -log-format json: every line on standard error is a JSON object, with
+// the fields the text format has.
+func TestLogFormatJSON(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "runner.yaml")
+	if err := os.WriteFile(cfg, []byte(`listeners:
+- name: t
+  address: 127.0.0.1:0
+  proxy:
+    stat_prefix: t
+    codec: dubbo
+    route_config: {routes: [{route: {cluster: c}}]}
+    clusters: [{name: c, endpoints: [{address: 127.0.0.1, port: 1}]}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args    []string
+		ready   string // the first word of the line on standard output that says it serves
+		running string // the message of its startup line
+	}{
+		{[]string{"run", "-c", cfg, "-log-format", "json"}, "LISTENING", "breeze running"},
+		{[]string{"xds", "--dir", dir, "--listen", "127.0.0.1:0", "--log-format", "json"}, "LISTENING", "breeze xds running"},
+	} {
+		t.Run(tc.args[0], func(t *testing.T) {
+			lines := serveAndStop(t, tc.args, tc.ready)
+			var msgs []string
+			for _, l := range lines {
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(l), &rec); err != nil {
+					t.Fatalf("not JSON: %q: %v", l, err)
+				}
+				msg, _ := rec["msg"].(string)
+				msgs = append(msgs, msg)
+				if msg == tc.running && (rec["version"] != testVersion || rec["commit"] != testCommit || rec["istio"] != "1.28") {
+					t.Errorf("startup line without the version: %s", l)
+				}
+			}
+			if len(msgs) < 2 || !contains(msgs, tc.running) || msgs[len(msgs)-1] != "shutting down" {
+				t.Errorf("log messages %q: want %q and, last, %q", msgs, tc.running, "shutting down")
+			}
+		})
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// serveAndStop starts a serving command, waits for its ready line on
+// standard output, stops it with SIGTERM and returns its lines on
+// standard error; it must exit with status 0.
+func serveAndStop(t *testing.T, args []string, ready string) []string {
+	t.Helper()
+	cmd := exec.Command(breezeBin(t), args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), ready+" ") {
+	}
+	if !strings.HasPrefix(sc.Text(), ready+" ") {
+		cmd.Wait()
+		t.Fatalf("breeze %q exited before %s: %s", args, ready, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for sc.Scan() {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("breeze %q after SIGTERM: %v\n%s", args, err, stderr.String())
+	}
+	return strings.Split(strings.TrimSpace(stderr.String()), "\n")
+}
