@@ -1,4 +1,7 @@
-package main
+// Package sotest tests breeze.so as Envoy loads it. It is not in
+// cmd/breeze-plugin: a test binary of that package would link Envoy's
+// api_impl, whose init calls into Envoy.
+package sotest
 
 import (
 	"bufio"
@@ -7,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -19,6 +23,12 @@ import (
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
+// The version the test stamps into breeze.so, as the Makefile does.
+const (
+	stampVersion = "github.com/breeze-mesh/breeze/internal/buildinfo.version=v9.9.9-sotest"
+	stampCommit  = "github.com/breeze-mesh/breeze/internal/buildinfo.commit=0123456789abcdef0123456789abcdef01234567"
+)
+
 // TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped
 // and loads it the way Envoy does (dlopen with RTLD_LAZY) from a small C
 // program that implements Envoy's C API for Go network filters. That
@@ -27,7 +37,7 @@ import (
 func TestSharedObjectThroughItsCExports(t *testing.T) {
 	dir := t.TempDir()
 	so := filepath.Join(dir, "breeze.so")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", so, ".")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, "..")
 	build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building breeze.so: %v\n%s", err, out)
@@ -50,13 +60,13 @@ func TestSharedObjectThroughItsCExports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	heartbeat := "../../codecs/dubbo/testdata/real/heartbeat_request_from_client.bin"
-	request := "../../codecs/dubbo/testdata/real/request_greet_with_attachments.bin"
+	heartbeat := "../../../codecs/dubbo/testdata/real/heartbeat_request_from_client.bin"
+	request := "../../../codecs/dubbo/testdata/real/request_greet_with_attachments.bin"
 	garbage := filepath.Join(dir, "garbage.bin")
 	os.WriteFile(garbage, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0o644)
 
 	t.Run("valid config", func(t *testing.T) {
-		lines := runFake(t, fake, so, writeAny(t, dir, ts), heartbeat, request, garbage)
+		lines := runFake(t, nil, fake, so, writeAny(t, dir, ts), heartbeat, request, garbage)
 		writes := field(lines, "write")
 		if len(writes) != 2 {
 			t.Fatalf("want 2 writes (heartbeat reply, no-route reply), got %v", lines)
@@ -75,9 +85,36 @@ func TestSharedObjectThroughItsCExports(t *testing.T) {
 	})
 	t.Run("rejected config refuses connections", func(t *testing.T) {
 		bad := &anypb.Any{TypeUrl: "type.googleapis.com/breeze.v1.NoSuchType", Value: []byte{1, 2, 3}}
-		lines := runFake(t, fake, so, writeAny(t, dir, bad), heartbeat)
+		lines := runFake(t, nil, fake, so, writeAny(t, dir, bad), heartbeat)
 		if len(field(lines, "close")) != 1 || len(field(lines, "write")) != 0 {
 			t.Fatalf("want the connection closed and nothing written, got %v", lines)
+		}
+		if !hasLog(lines, "4 ", "breeze.v1.NoSuchType") {
+			t.Errorf("want an error in Envoy's log naming the rejected type, got %v", lines)
+		}
+	})
+	// Once, when Envoy loads the library: which Breeze, for which Envoy,
+	// in Envoy's log at info (spdlog level 2).
+	t.Run("version in Envoy's log", func(t *testing.T) {
+		lines := runFake(t, nil, fake, so, writeAny(t, dir, ts))
+		want := "2 breeze plugin loaded version=v9.9.9-sotest commit=0123456789abcdef0123456789abcdef01234567 envoy_go_api=v1.36.2 istio=1.28 go=" + runtime.Version()
+		var got []string
+		for _, l := range field(lines, "log") {
+			if strings.Contains(l, "breeze plugin loaded") {
+				got = append(got, l)
+			}
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("got %q\nwant [%q]", got, want)
+		}
+	})
+	// Envoy's level decides what is written: at error (4), the info line
+	// is not, the rejected config is.
+	t.Run("Envoy's log level", func(t *testing.T) {
+		bad := &anypb.Any{TypeUrl: "type.googleapis.com/breeze.v1.NoSuchType", Value: []byte{1, 2, 3}}
+		lines := runFake(t, []string{"FAKEENVOY_LOG_LEVEL=4"}, fake, so, writeAny(t, dir, bad), heartbeat)
+		if hasLog(lines, "", "breeze plugin loaded") || !hasLog(lines, "4 ", "breeze.v1.NoSuchType") {
+			t.Errorf("at error: want only the error line, got %v", field(lines, "log"))
 		}
 	})
 }
@@ -95,10 +132,21 @@ func writeAny(t *testing.T, dir string, a *anypb.Any) string {
 	return p
 }
 
-func runFake(t *testing.T, fake string, args ...string) []string {
+// hasLog: a line of Envoy's log starts with prefix (its level) and
+// contains s.
+func hasLog(lines []string, prefix, s string) bool {
+	for _, l := range field(lines, "log") {
+		if strings.HasPrefix(l, prefix) && strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func runFake(t *testing.T, env []string, fake string, args ...string) []string {
 	t.Helper()
 	cmd := exec.Command(fake, args...)
-	cmd.Env = append(os.Environ(), "GODEBUG=cgocheck=0")
+	cmd.Env = append(append(os.Environ(), "GODEBUG=cgocheck=0"), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -2,7 +2,8 @@
 // drives one downstream connection through the library's real exported
 // entry points, implementing the C API the library calls back into. It
 // prints what the plugin does, one line per call:
-//   config <id> | conn <status> | write <hex> | close <type> | finalize
+//   config <id> | conn <status> | write <hex> | close <type> | finalize |
+//   log <level> <line>
 // Usage: fakeenvoy breeze.so CONFIG.any FRAME... (each FRAME a file of bytes
 // delivered in its own OnDownstreamData call).
 #include <dlfcn.h>
@@ -46,8 +47,17 @@ void envoyGoFilterUpstreamFinalize(void *u, int r) {}
 int envoyGoFilterUpstreamInfo(void *u, int t, void *ret) { return 0; }
 int envoyGoFilterGetFilterState(void *w, void *k, void *v) { return 0; }
 int envoyGoFilterSetFilterState(void *w, void *k, void *v, int a, int b, int c) { return 0; }
-void envoyGoFilterLog(uint32_t level, void *data, int len) {}
-uint32_t envoyGoFilterLogLevel(void) { return 2; }
+// Envoy's log (contrib/golang/common/log/cgo.cc), at the level
+// FAKEENVOY_LOG_LEVEL (spdlog's numbers: 0 trace ... 4 error, 6 off;
+// default 2, info).
+void envoyGoFilterLog(uint32_t level, void *data, int len) {
+  printf("log %u %.*s\n", level, len, (const char *)data);
+  fflush(stdout);
+}
+uint32_t envoyGoFilterLogLevel(void) {
+  const char *l = getenv("FAKEENVOY_LOG_LEVEL");
+  return l ? (uint32_t)atoi(l) : 2;
+}
 
 static char *slurp(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
