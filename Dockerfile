@@ -32,9 +32,16 @@ COPY --from=go /usr/local/go /usr/local/go
 ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 WORKDIR /src
 COPY . .
+# Which Breeze this is, for the line the plugin logs when Envoy loads it
+# (the context has no .git): --build-arg BREEZE_COMMIT=$(git rev-parse HEAD),
+# and BREEZE_VERSION=v0.4.0 for a release.
+ARG BREEZE_VERSION=
+ARG BREEZE_COMMIT=
 RUN --mount=type=cache,target=/root/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -buildmode=c-shared -o /out/breeze.so ./cmd/breeze-plugin \
+    go build -trimpath -buildmode=c-shared \
+      -ldflags "-X github.com/breeze-mesh/breeze/internal/buildinfo.version=${BREEZE_VERSION} -X github.com/breeze-mesh/breeze/internal/buildinfo.commit=${BREEZE_COMMIT}" \
+      -o /out/breeze.so ./cmd/breeze-plugin \
  && bash scripts/check-plugin.sh /out/breeze.so 2.35
 
 # The demo's dubbo-go peers: pure Go, no cgo.

@@ -10,12 +10,22 @@ export GODEBUG := cgocheck=0
 
 all: build plugin
 
+# Which Breeze a binary is: `breeze version` prints it, the plugin logs it
+# when Envoy loads it. Go's own VCS stamping records nothing in a git
+# worktree or with -buildvcs=false, so the commit is passed here ("-dirty"
+# with uncommitted changes); VERSION is the release tag on HEAD, if any
+# (make build VERSION=v0.4.0 names one).
+BUILDINFO := github.com/breeze-mesh/breeze/internal/buildinfo
+VERSION   ?= $(shell git describe --tags --exact-match 2>/dev/null)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell test -z "$$(git status --porcelain 2>/dev/null)" || echo -dirty)
+LDFLAGS   := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN)/breeze ./cmd/breeze
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/breeze ./cmd/breeze
 
 # The Envoy plugin: a shared object Envoy's Go network filter loads.
 plugin:
-	$(GO) build -buildmode=c-shared -o $(BIN)/breeze.so ./cmd/breeze-plugin
+	$(GO) build -ldflags '$(LDFLAGS)' -buildmode=c-shared -o $(BIN)/breeze.so ./cmd/breeze-plugin
 
 # Two dubbo-go providers (v1, v2), the standalone runner on its embedded
 # default config, and a consumer that prints where its requests went.
