@@ -50,12 +50,16 @@ func (e *Endpoint) Healthy(now int64) bool { return e.unhealthyUntil.Load() <= n
 
 // Failed ejects the endpoint for a period that doubles with consecutive
 // failures (100ms up to 30s): a dead provider stops receiving new requests
-// at once, and is probed again soon after.
-func (e *Endpoint) Failed() {
+// at once, and is probed again soon after. It returns that period, and
+// whether this failure began the streak: of the failures of one outage,
+// however many connections report them at once, exactly one is the first,
+// the one worth a log line.
+func (e *Endpoint) Failed() (ejectedFor time.Duration, first bool) {
 	n := e.failures.Add(1)
 	backoff := 100 * time.Millisecond << min(n-1, 9)
 	backoff = min(backoff, 30*time.Second)
 	e.unhealthyUntil.Store(time.Now().Add(backoff).UnixNano())
+	return backoff, n == 1
 }
 
 // Draining ejects the endpoint for d after it announced its shutdown
@@ -64,12 +68,18 @@ func (e *Endpoint) Draining(d time.Duration) {
 	e.unhealthyUntil.Store(time.Now().Add(d).UnixNano())
 }
 
-// Succeeded clears the failure streak.
-func (e *Endpoint) Succeeded() {
-	if e.failures.Load() != 0 {
-		e.failures.Store(0)
+// Succeeded clears the failure streak. It returns how many failures the
+// streak had, once: 0 when there was none, or when a success reported at
+// the same time already ended it.
+func (e *Endpoint) Succeeded() (failures int) {
+	if e.failures.Load() == 0 {
+		return 0 // the common case costs no write
+	}
+	n := e.failures.Swap(0)
+	if n != 0 {
 		e.unhealthyUntil.Store(0)
 	}
+	return int(n)
 }
 
 // Cluster is a named group of endpoints with a load-balancing policy.
