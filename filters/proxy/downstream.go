@@ -349,13 +349,47 @@ func (st *stream) Done(s *filter.Stream) {
 		// counted once, as dropped, and never as a local reply.
 		if s.Request.Type == codecs.Oneway {
 			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
-			d.p.log.Debug("oneway dropped", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+			d.p.plog.Warn("oneway_dropped_"+kind.String(), "oneway dropped", d.replyLogArgs(s)...)
 			return
 		}
 		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
-		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+		d.p.plog.Warn("local_reply_"+kind.String(), "local reply", d.replyLogArgs(s)...)
 	}
 	d.closeIfFailed()
+}
+
+// serviceMethod names the service and method of a request with metadata md,
+// as codecs.Describe does, without a codec instance: the connection's may
+// be being replaced (fail), and Done runs without its lock.
+func (p *Proxy) serviceMethod(md codecs.Metadata) (service, method string) {
+	if p.serviceKey != "" {
+		service, _ = md.Get(p.serviceKey)
+	}
+	if p.methodKey != "" {
+		method, _ = md.Get(p.methodKey)
+	}
+	return service, method
+}
+
+// replyLogArgs are what the log says of a request the proxy answered itself
+// (or dropped): why, where it was going, what it asked for. Parts it
+// never got to (no route matched, no endpoint picked) are left out.
+func (d *downConn) replyLogArgs(s *filter.Stream) []any {
+	args := make([]any, 0, 18)
+	args = append(args, "reason", s.Outcome.LocalReply.String(), "flags", s.Outcome.Flags.String())
+	if s.Route != nil && s.Route.RouteName() != "" {
+		args = append(args, "route", s.Route.RouteName())
+	}
+	if s.Cluster != "" {
+		args = append(args, "cluster", s.Cluster)
+	}
+	if s.Upstream != "" {
+		args = append(args, "endpoint", s.Upstream)
+	}
+	if svc, method := d.p.serviceMethod(s.Request.Metadata); svc != "" || method != "" {
+		args = append(args, "service", svc, "method", method)
+	}
+	return append(args, "detail", s.Outcome.Detail, "id", s.Request.ID)
 }
 
 // Panicked implements filter.Conn: a filter panicked; the connection
