@@ -193,7 +193,7 @@ func (d *downConn) handle(m *codecs.Message) {
 			// The client sends faster than it is answered, or does not read:
 			// Envoy gives no means to slow it down, so it goes. Nothing is
 			// flushed: a client that does not read would hold the close forever.
-			d.p.log.Warn("closing downstream connection: too many requests in flight",
+			d.p.plog.Warn("max_requests_in_flight", "closing downstream connection: too many requests in flight",
 				"max_requests_in_flight", d.p.maxInFlight, "remote", d.remote())
 			d.closeWith("max_requests_in_flight", api.NoFlush)
 			return

@@ -266,3 +266,26 @@ func TestDroppedOnewayLine(t *testing.T) {
 		`level=WARN msg="oneway dropped" proxy=owlog reason=no_route flags=NR service=other method=Tell detail="breeze: no route matches for service \"other\" method \"Tell\"" id=7`,
 	})
 }
+
+// Clients that each send more than max_requests_in_flight are closed,
+// every one counted, and logged as a sample.
+func TestGreedyClientsDoNotFloodTheLog(t *testing.T) {
+	b := newBackend(t, "b")
+	b.hangAll.Store(true)
+	var clk fakeClock
+	addr, log := startLoggedProxy(t, fmt.Sprintf("stat_prefix: greedy\ncodec: tframe\nmax_requests_in_flight: 2\nroute_config: {routes: [{route: {cluster: c}}]}\nclusters:\n- name: c\n  endpoints:\n%s\n", ep(b, "")), &clk)
+	closes := metrics.DownstreamClosed.WithLabelValues("greedy", "max_requests_in_flight")
+	var frames []byte
+	for id := range uint64(3) {
+		frames = append(frames, tencode(tmsg{typ: codecs.Request, id: id + 1, body: "x"})...)
+	}
+	for range 20 {
+		hostile(t, addr, frames)
+	}
+	if n := testutil.ToFloat64(closes); n != 20 {
+		t.Fatalf("breeze_downstream_closes_total{reason=max_requests_in_flight} = %v, want 20", n)
+	}
+	if got := log.lines("proxy=greedy", "too many requests in flight"); len(got) != testBurst {
+		t.Fatalf("20 greedy clients wrote %d log lines, want the burst of %d:\n%s", len(got), testBurst, strings.Join(got, "\n"))
+	}
+}
