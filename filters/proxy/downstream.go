@@ -397,7 +397,9 @@ func (d *downConn) replyLogArgs(s *filter.Stream) []any {
 func (st *stream) Panicked(s *filter.Stream, where string, v any, stack []byte) {
 	d := st.d
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	// Sampled: a request that makes a filter panic may come again and
+	// again; breeze_panics_total counts every one.
+	d.p.plog.Error("panic_"+where, "panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
 	// The caller may hold the codec, which fail takes.
 	d.failed.Store(true)
 	go d.fail()
@@ -477,7 +479,9 @@ func (d *downConn) recover(where string) {
 
 func (d *downConn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	// Sampled: what made it panic (a client's frame, say) may come again
+	// and again; breeze_panics_total counts every one.
+	d.p.plog.Error("panic_"+where, "panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
 // failedDetail is the detail of the replies of a failed connection.

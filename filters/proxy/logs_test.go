@@ -289,3 +289,24 @@ func TestGreedyClientsDoNotFloodTheLog(t *testing.T) {
 		t.Fatalf("20 greedy clients wrote %d log lines, want the burst of %d:\n%s", len(got), testBurst, strings.Join(got, "\n"))
 	}
 }
+
+// A request that makes the codec panic is a bug any client can trigger
+// again and again: every panic is counted, and its stack logged as a
+// sample, not once per connection.
+func TestRepeatedPanicsDoNotFloodTheLog(t *testing.T) {
+	b := newBackend(t, "b")
+	var clk fakeClock
+	addr, log := startLoggedProxy(t, fmt.Sprintf("stat_prefix: panicky\ncodec: tframe\nroute_config: {routes: [{route: {cluster: c}}]}\nclusters:\n- name: c\n  endpoints:\n%s\n", ep(b, "")), &clk)
+	panics := metrics.Panics.WithLabelValues("OnData")
+	before := testutil.ToFloat64(panics)
+	frame := tencode(tmsg{typ: codecs.Request, id: 1, md: []codecs.KV{{Key: "panic", Value: "decode"}}, body: "x"})
+	for range 30 {
+		hostile(t, addr, frame)
+	}
+	if n := testutil.ToFloat64(panics) - before; n != 30 {
+		t.Fatalf("breeze_panics_total{where=OnData} rose by %v for 30 panics, want 30", n)
+	}
+	if got := log.lines("proxy=panicky", "panic in proxy"); len(got) != testBurst {
+		t.Fatalf("30 panics wrote %d log lines, want the burst of %d", len(got), testBurst)
+	}
+}

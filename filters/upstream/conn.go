@@ -567,7 +567,9 @@ func (uc *conn) recover(where string) {
 
 func (uc *conn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	uc.pool.m.log.Error("panic in proxy upstream; failing the connection", "where", where,
+	// Sampled: what made it panic (a provider's frame, say) may come
+	// again and again; breeze_panics_total counts every one.
+	uc.pool.m.plog.Error("panic_"+where, "panic in proxy upstream; failing the connection", "where", where,
 		"cluster", uc.pool.cluster.Name, "endpoint", uc.pool.ep.Addr,
 		"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
