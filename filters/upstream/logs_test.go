@@ -10,6 +10,7 @@ import (
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
+	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
@@ -134,5 +135,42 @@ func TestEachConnectFailureAtDebug(t *testing.T) {
 		`level=DEBUG msg="upstream connect failed" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 reason=remote_connection_failure err="connection refused"`,
 		`level=WARN msg="upstream endpoint ejected" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 reason=remote_connection_failure err="connection refused" ejected_for=100ms`,
 		`level=DEBUG msg="upstream connect failed" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 reason=remote_connection_failure err="connection refused"`,
+	})
+}
+
+// badCodec takes every frame for garbage.
+type badCodec struct{ silentCodec }
+
+func (badCodec) Decode([]byte, *codecs.Message) (int, error) {
+	return 0, &codecs.ProtocolError{Reason: "bad_magic", Detail: "not a frame"}
+}
+
+// The upstream's other lines name the cluster as well as the endpoint.
+func TestUpstreamLinesNameTheCluster(t *testing.T) {
+	t.Run("goaway", func(t *testing.T) {
+		pl, log := loggedPool(slog.LevelInfo)
+		open(pl).handle(&codecs.Message{Type: codecs.GoAway})
+		sameLines(t, "a goaway", log.lines(), []string{
+			`level=INFO msg="upstream is shutting down; draining its connection" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 ejected_for=5s`,
+		})
+	})
+	t.Run("bad frame", func(t *testing.T) {
+		pl, log := loggedPool(slog.LevelInfo)
+		uc := open(pl)
+		uc.codec = badCodec{}
+		uc.OnData([]byte("garbage"), false)
+		sameLines(t, "a bad frame", log.lines(), []string{
+			`level=WARN msg="closing upstream connection: bad frame" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 reason=bad_magic err="protocol error: bad_magic: not a frame"`,
+		})
+	})
+	t.Run("idle timeout learned", func(t *testing.T) {
+		pl, log := loggedPool(slog.LevelInfo)
+		closedAfter(open(pl), 5*time.Second)
+		closedAfter(open(pl), 5*time.Second)
+		// The timeout is the silence measured: 5s and the moment of the test.
+		got := log.lines()
+		if len(got) != 1 || !strings.HasPrefix(got[0], `level=INFO msg="upstream closes connections idle for its idle timeout; heartbeating its connections more often" proxy=upstream-test cluster=c endpoint=10.0.0.1:20880 idle_timeout=5`) {
+			t.Fatalf("two idle closes at 5s: log lines\n%s", strings.Join(got, "\n"))
+		}
 	})
 }
