@@ -345,6 +345,10 @@ func TestUpstreamDialFailure(t *testing.T) {
 	if r := recv(t, rec.poolFailures, "pool failure"); r != api.RemoteConnectionFailure {
 		t.Fatalf("reason %v", r)
 	}
+	// The OS error, for the plugin's log (Envoy's shim passes "").
+	if d := recv(t, rec.poolDetails, "pool failure detail"); d != "connection refused" {
+		t.Fatalf("transportFailure %q, want the dial's OS error %q", d, "connection refused")
+	}
 	if e := recv(t, rec.events, "close"); e != api.LocalClose {
 		t.Fatalf("event %v, want LocalClose", e)
 	}

@@ -85,6 +85,7 @@ type recorder struct {
 	events       chan api.ConnectionEvent // downstream close events
 	upEvents     chan api.ConnectionEvent // upstream close events
 	poolFailures chan api.PoolFailureReason
+	poolDetails  chan string // the transportFailure of each OnPoolFailure
 	halfClose    chan string // what the halfclose plugin saw
 
 	dataCalls      atomic.Int64
@@ -103,6 +104,7 @@ func newRecorder(name string) *recorder {
 		events:       make(chan api.ConnectionEvent, 4096),
 		upEvents:     make(chan api.ConnectionEvent, 4096),
 		poolFailures: make(chan api.PoolFailureReason, 4096),
+		poolDetails:  make(chan string, 4096),
 		halfClose:    make(chan string, 16),
 	}
 	recorders.Store(name, r)
@@ -281,8 +283,9 @@ func (u *relayUp) OnPoolReady(cb api.ConnectionCallback) {
 	s.pending = nil
 }
 
-func (u *relayUp) OnPoolFailure(reason api.PoolFailureReason, _ string) {
+func (u *relayUp) OnPoolFailure(reason api.PoolFailureReason, transportFailure string) {
 	s := u.s
+	s.rec.poolDetails <- transportFailure
 	s.rec.poolFailures <- reason
 	s.mu.Lock()
 	defer s.mu.Unlock()

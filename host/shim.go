@@ -37,8 +37,9 @@ func onDownstreamEvent(wrapper unsafe.Pointer, event int)
 //go:linkname onUpstreamConnectionReady github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network.envoyGoFilterOnUpstreamConnectionReady
 func onUpstreamConnectionReady(wrapper unsafe.Pointer, connID uint64)
 
-//go:linkname onUpstreamConnectionFailure github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network.envoyGoFilterOnUpstreamConnectionFailure
-func onUpstreamConnectionFailure(wrapper unsafe.Pointer, reason int, connID uint64)
+// envoyGoFilterOnUpstreamConnectionFailure is not called: it passes ""
+// as the transport failure, and the host passes the dial's error (fail,
+// upstream.go).
 
 //go:linkname onUpstreamData github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network.envoyGoFilterOnUpstreamData
 func onUpstreamData(wrapper unsafe.Pointer, dataSize uint64, dataPtr uint64, sliceNum int, endOfStream int)

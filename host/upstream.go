@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
@@ -31,7 +33,7 @@ func upstreamConnect(libraryID, addr string, connID uint64) unsafe.Pointer {
 	h.st.upConnects.Add(1)
 	if !h.addEndpoint(e) {
 		// A closed Host: fail, still asynchronously, like a cluster that is gone.
-		go e.fail(api.LocalConnectionFailure)
+		go e.fail(api.LocalConnectionFailure, "")
 		return e.wrapper
 	}
 	go e.connect()
@@ -51,7 +53,7 @@ func (e *endpoint) connect() {
 		h.log.Error("host: CreateUpstreamConn with an address that is not a literal ip:port; ENVOY WOULD ABORT THE PROCESS. Failing the connection with LocalConnectionFailure.",
 			"addr", e.addr, "err", err)
 		h.removeEndpoint(e)
-		e.fail(api.LocalConnectionFailure)
+		e.fail(api.LocalConnectionFailure, "")
 		return
 	}
 	if !h.acquireUpstream() {
@@ -61,7 +63,7 @@ func (e *endpoint) connect() {
 		h.log.Debug("host: upstream circuit breaker open (plainText cluster max connections)",
 			"addr", e.addr, "max", h.opts.MaxUpstreamConnections)
 		h.removeEndpoint(e)
-		e.fail(api.Overflow)
+		e.fail(api.Overflow, "")
 		return
 	}
 	h.st.upOpen.Add(1)
@@ -87,7 +89,7 @@ func (e *endpoint) connect() {
 		}
 		h.log.Debug("host: upstream connect failed", "addr", e.addr, "reason", reason.String(), "err", err)
 		h.removeEndpoint(e)
-		e.fail(reason)
+		e.fail(reason, transportFailure(err))
 		return
 	}
 
@@ -109,9 +111,14 @@ func (e *endpoint) connect() {
 	e.run()
 }
 
-// fail delivers OnPoolFailure. The shim deletes the filter from its map first, so
-// a panic in the plugin leaves nothing behind.
-func (e *endpoint) fail(reason api.PoolFailureReason) {
+// fail delivers OnPoolFailure with transportFailure, what the dial said.
+// Envoy's shim (envoyGoFilterOnUpstreamConnectionFailure, v1.36.2) passes
+// "" there (its C ABI, the same in v1.39, has no place for it), and the
+// reason Envoy's C++ has goes to Envoy's own log. The standalone runner
+// has no such log: the host does what the shim does and hands the plugin
+// the reason. As the shim, it takes the filter out of its conn-id map
+// first, so a panic in the plugin leaves nothing behind.
+func (e *endpoint) fail(reason api.PoolFailureReason, transportFailure string) {
 	e.mu.Lock()
 	e.gone = true
 	e.mu.Unlock()
@@ -120,6 +127,27 @@ func (e *endpoint) fail(reason api.PoolFailureReason) {
 		e.h.st.upOverflows.Add(1)
 	}
 	e.invoke("OnPoolFailure", func() {
-		onUpstreamConnectionFailure(e.wrapper, int(reason), e.connID)
+		f := network.UpstreamFilters.GetFilterByConnID(e.connID)
+		network.UpstreamFilters.DeleteFilterByConnID(e.connID)
+		f.OnPoolFailure(reason, transportFailure)
 	})
+}
+
+// transportFailure is the OS's word for a failed dial ("connection
+// refused", "no route to host", "i/o timeout"): the address is the
+// plugin's own, and Go's "dial tcp ...: connect:" adds nothing to it.
+func transportFailure(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		var sys *os.SyscallError
+		if errors.As(op.Err, &sys) {
+			return sys.Err.Error()
+		}
+		return op.Err.Error()
+	}
+	return err.Error()
 }

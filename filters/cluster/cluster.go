@@ -50,12 +50,16 @@ func (e *Endpoint) Healthy(now int64) bool { return e.unhealthyUntil.Load() <= n
 
 // Failed ejects the endpoint for a period that doubles with consecutive
 // failures (100ms up to 30s): a dead provider stops receiving new requests
-// at once, and is probed again soon after.
-func (e *Endpoint) Failed() {
+// at once, and is probed again soon after. It returns that period, and
+// whether this failure began the streak: of the failures of one outage,
+// however many connections report them at once, exactly one is the first,
+// the one worth a log line.
+func (e *Endpoint) Failed() (ejectedFor time.Duration, first bool) {
 	n := e.failures.Add(1)
 	backoff := 100 * time.Millisecond << min(n-1, 9)
 	backoff = min(backoff, 30*time.Second)
 	e.unhealthyUntil.Store(time.Now().Add(backoff).UnixNano())
+	return backoff, n == 1
 }
 
 // Draining ejects the endpoint for d after it announced its shutdown
@@ -64,12 +68,18 @@ func (e *Endpoint) Draining(d time.Duration) {
 	e.unhealthyUntil.Store(time.Now().Add(d).UnixNano())
 }
 
-// Succeeded clears the failure streak.
-func (e *Endpoint) Succeeded() {
-	if e.failures.Load() != 0 {
-		e.failures.Store(0)
+// Succeeded clears the failure streak. It returns how many failures the
+// streak had, once: 0 when there was none, or when a success reported at
+// the same time already ended it.
+func (e *Endpoint) Succeeded() (failures int) {
+	if e.failures.Load() == 0 {
+		return 0 // the common case costs no write
+	}
+	n := e.failures.Swap(0)
+	if n != 0 {
 		e.unhealthyUntil.Store(0)
 	}
+	return int(n)
 }
 
 // Cluster is a named group of endpoints with a load-balancing policy.
@@ -437,6 +447,33 @@ type resolver struct {
 	endpoints []*breezev1.Endpoint
 	every     time.Duration
 	lookup    func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// failures counts each host's failed lookups in a row (by index in
+	// endpoints), so that an outage is one line when it starts and one
+	// when it ends, not one per refresh. Under mu: a paused round's
+	// lookup may still be finishing when the resumed one starts.
+	mu       sync.Mutex
+	failures map[int]int
+}
+
+// failed counts a failed lookup of host i and reports whether it is the
+// first in a row.
+func (r *resolver) failed(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures == nil {
+		r.failures = map[int]int{}
+	}
+	r.failures[i]++
+	return r.failures[i] == 1
+}
+
+// resolved ends host i's run of failed lookups, returning how long it was.
+func (r *resolver) resolved(i int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.failures[i]
+	delete(r.failures, i)
+	return n
 }
 
 // resolveThenRun resolves at once, then every refresh period.
@@ -472,7 +509,7 @@ func (r *resolver) resolveOnce(ctx context.Context) {
 	}()
 	var specs []Spec
 	prev := r.cluster.Endpoints()
-	for _, e := range r.endpoints {
+	for i, e := range r.endpoints {
 		if ctx.Err() != nil {
 			return // paused or closed before this lookup
 		}
@@ -484,13 +521,20 @@ func (r *resolver) resolveOnce(ctx context.Context) {
 		}
 		port := strconv.Itoa(int(e.GetPort()))
 		if err != nil {
-			r.cluster.log.Warn("dns resolution failed, keeping previous addresses", "host", e.GetAddress(), "err", err)
+			if r.failed(i) {
+				r.cluster.log.Warn("dns resolution failed; keeping the host's previous addresses until it resolves again", "host", e.GetAddress(), "err", err)
+			} else {
+				r.cluster.log.Debug("dns resolution failed again", "host", e.GetAddress(), "err", err)
+			}
 			for _, p := range prev {
 				if hostOf(p, e) {
 					specs = append(specs, Spec{Addr: p.Addr, Labels: p.Labels, Weight: p.Weight})
 				}
 			}
 			continue
+		}
+		if n := r.resolved(i); n > 0 {
+			r.cluster.log.Info("dns resolution works again", "host", e.GetAddress(), "failures", n)
 		}
 		for _, ip := range ips {
 			specs = append(specs, Spec{Addr: net.JoinHostPort(ip.Unmap().String(), port), Labels: withHost(e), Weight: e.GetWeight()})

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,6 +360,47 @@ func TestRandomPoliciesEvenAfterEjection(t *testing.T) {
 		want := share * picks
 		if tol := 6 * math.Sqrt(picks*share*(1-share)); math.Abs(float64(n[0])-want) > tol {
 			t.Errorf("%v, weights %v: the first healthy endpoint got %d of %d, want %.0f ± %.0f", tc.policy, tc.weights, n[0], picks, want, tol)
+		}
+	}
+}
+
+// Of the failures of one outage, reported by many connections at once,
+// exactly one is the first; of the successes that end it, exactly one
+// says so. (The log has a line for each, the upstream layer writes them.)
+func TestOutageHasOneFirstFailureAndOneRecovery(t *testing.T) {
+	ep := &Endpoint{Addr: "10.0.0.1:1"}
+	for round := range 3 {
+		var firsts, recoveries, failures atomic.Int64
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				if d, first := ep.Failed(); first {
+					firsts.Add(1)
+					if d != 100*time.Millisecond {
+						t.Errorf("first failure ejects for %v, want 100ms", d)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if ep.Healthy(time.Now().UnixNano()) {
+			t.Fatal("failed endpoint is healthy")
+		}
+		for range 32 {
+			wg.Go(func() {
+				if n := ep.Succeeded(); n > 0 {
+					recoveries.Add(1)
+					failures.Add(int64(n))
+				}
+			})
+		}
+		wg.Wait()
+		if firsts.Load() != 1 || recoveries.Load() != 1 || failures.Load() != 32 {
+			t.Fatalf("round %d: %d first failures, %d recoveries reporting %d failures; want 1, 1, 32",
+				round, firsts.Load(), recoveries.Load(), failures.Load())
+		}
+		if !ep.Healthy(time.Now().UnixNano()) {
+			t.Fatal("recovered endpoint is still ejected")
 		}
 	}
 }

@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -421,6 +423,67 @@ func TestDNSRefreshPanicIsRecovered(t *testing.T) {
 		synctest.Wait()
 		if eps := cl.Endpoints(); len(eps) != 1 || eps[0].Addr != "10.1.0.2:9" {
 			t.Fatalf("endpoints %s after the next refresh", addrs(eps))
+		}
+	})
+}
+
+// textLog is a cluster's log as text lines, without their time.
+type textLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *textLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *textLog) logger() *slog.Logger {
+	noTime := func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: noTime}))
+}
+
+func (l *textLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+}
+
+// A host that fails to resolve for ten refreshes is one line when it
+// starts failing and one when it resolves again, not a line per refresh.
+func TestDNSOutageIsOneLineEachWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const every = time.Millisecond
+		lookups := make(chan int32)
+		d := &fakeDNS{answer: func(ctx context.Context, _ string, n int32) ([]netip.Addr, error) {
+			if n == 13 {
+				lookups <- n
+			}
+			if n >= 2 && n <= 11 {
+				return nil, &net.DNSError{Err: "server misbehaving", Name: "svc.example", IsTemporary: true}
+			}
+			return ips("10.1.0.1"), nil
+		}}
+		log := &textLog{}
+		cl := mustNew(t, dnsConfig(breezev1.Cluster_ROUND_ROBIN, every, "svc.example"), Options{Lookup: d.lookup, Log: log.logger()})
+		defer func() {
+			cl.Close()
+			synctest.Wait()
+			d.ended.Store(true)
+		}()
+		<-lookups
+		want := []string{
+			`level=WARN msg="dns resolution failed; keeping the host's previous addresses until it resolves again" cluster=dns host=svc.example err="lookup svc.example: server misbehaving"`,
+			`level=INFO msg="dns resolution works again" cluster=dns host=svc.example failures=10`,
+		}
+		if got := log.lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("ten failed refreshes, then good ones: log\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	})
 }

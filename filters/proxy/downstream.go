@@ -193,7 +193,7 @@ func (d *downConn) handle(m *codecs.Message) {
 			// The client sends faster than it is answered, or does not read:
 			// Envoy gives no means to slow it down, so it goes. Nothing is
 			// flushed: a client that does not read would hold the close forever.
-			d.p.log.Warn("closing downstream connection: too many requests in flight",
+			d.p.plog.Warn("max_requests_in_flight", "closing downstream connection: too many requests in flight",
 				"max_requests_in_flight", d.p.maxInFlight, "remote", d.remote())
 			d.closeWith("max_requests_in_flight", api.NoFlush)
 			return
@@ -349,13 +349,47 @@ func (st *stream) Done(s *filter.Stream) {
 		// counted once, as dropped, and never as a local reply.
 		if s.Request.Type == codecs.Oneway {
 			metrics.Dropped.WithLabelValues(d.p.name, "oneway_"+kind.String()).Inc()
-			d.p.log.Debug("oneway dropped", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+			d.p.plog.Warn("oneway_dropped_"+kind.String(), "oneway dropped", d.replyLogArgs(s)...)
 			return
 		}
 		metrics.LocalReplies.WithLabelValues(d.p.name, kind.String()).Inc()
-		d.p.log.Debug("local reply", "reason", kind.String(), "flags", s.Outcome.Flags.String(), "detail", s.Outcome.Detail, "id", s.Request.ID)
+		d.p.plog.Warn("local_reply_"+kind.String(), "local reply", d.replyLogArgs(s)...)
 	}
 	d.closeIfFailed()
+}
+
+// serviceMethod names the service and method of a request with metadata md,
+// as codecs.Describe does, without a codec instance: the connection's may
+// be being replaced (fail), and Done runs without its lock.
+func (p *Proxy) serviceMethod(md codecs.Metadata) (service, method string) {
+	if p.serviceKey != "" {
+		service, _ = md.Get(p.serviceKey)
+	}
+	if p.methodKey != "" {
+		method, _ = md.Get(p.methodKey)
+	}
+	return service, method
+}
+
+// replyLogArgs are what the log says of a request the proxy answered itself
+// (or dropped): why, where it was going, what it asked for. Parts it
+// never got to (no route matched, no endpoint picked) are left out.
+func (d *downConn) replyLogArgs(s *filter.Stream) []any {
+	args := make([]any, 0, 18)
+	args = append(args, "reason", s.Outcome.LocalReply.String(), "flags", s.Outcome.Flags.String())
+	if s.Route != nil && s.Route.RouteName() != "" {
+		args = append(args, "route", s.Route.RouteName())
+	}
+	if s.Cluster != "" {
+		args = append(args, "cluster", s.Cluster)
+	}
+	if s.Upstream != "" {
+		args = append(args, "endpoint", s.Upstream)
+	}
+	if svc, method := d.p.serviceMethod(s.Request.Metadata); svc != "" || method != "" {
+		args = append(args, "service", svc, "method", method)
+	}
+	return append(args, "detail", s.Outcome.Detail, "id", s.Request.ID)
 }
 
 // Panicked implements filter.Conn: a filter panicked; the connection
@@ -363,7 +397,9 @@ func (st *stream) Done(s *filter.Stream) {
 func (st *stream) Panicked(s *filter.Stream, where string, v any, stack []byte) {
 	d := st.d
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	// Sampled: a request that makes a filter panic may come again and
+	// again; breeze_panics_total counts every one.
+	d.p.plog.Error("panic_"+where, "panic in L7 filter; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
 	// The caller may hold the codec, which fail takes.
 	d.failed.Store(true)
 	go d.fail()
@@ -443,7 +479,9 @@ func (d *downConn) recover(where string) {
 
 func (d *downConn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	d.p.log.Error("panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	// Sampled: what made it panic (a client's frame, say) may come again
+	// and again; breeze_panics_total counts every one.
+	d.p.plog.Error("panic_"+where, "panic in proxy; failing the connection", "where", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
 // failedDetail is the detail of the replies of a failed connection.

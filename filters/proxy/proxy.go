@@ -45,6 +45,9 @@ type Proxy struct {
 	// maxInFlight: requests in flight per downstream connection before it
 	// is closed (max_requests_in_flight).
 	maxInFlight int
+	// serviceKey and methodKey name a request's service and method in its
+	// metadata (codecs.Describer), for the log; "" when the codec does not.
+	serviceKey, methodKey string
 
 	chain  *filter.Chain
 	router *router.Router
@@ -100,8 +103,12 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		p.log.Warn("proxy config: " + w)
 	}
 	// Fail now rather than on the first connection.
-	if _, err := factory(p.codecOpts); err != nil {
+	c, err := factory(p.codecOpts)
+	if err != nil {
 		return nil, fmt.Errorf("codec %q: %w", cfg.GetCodec(), err)
+	}
+	if d, ok := c.(codecs.Describer); ok {
+		p.serviceKey, p.methodKey = d.RequestKeys()
 	}
 	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log, PeerLog: p.plog})
 	rt, err := router.New(cfg, router.Options{

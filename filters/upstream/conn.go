@@ -206,7 +206,7 @@ func (uc *conn) OnPoolReady(cb api.ConnectionCallback) {
 	defer uc.recover("OnPoolReady")
 	pl := uc.pool
 	pl.metrics.Connect.Inc()
-	pl.ep.Succeeded()
+	pl.succeeded()
 	uc.seq = pl.idle.open()
 	for _, r := range uc.open(cb) {
 		uc.notify(r, func(h Handler) { h.OnSent(r) })
@@ -253,11 +253,18 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 	defer uc.recover("OnPoolFailure")
 	pl := uc.pool
 	pl.metrics.ConnectFail.Inc()
-	if reason != api.Overflow {
-		pl.ep.Failed()
+	// Each failure is counted; the log has one line per outage (failed),
+	// not one per attempt: a dead provider fails every request thrice.
+	pl.m.log.Debug("upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr,
+		"reason", poolFailure(reason), "err", transportFailure)
+	if reason == api.Overflow {
+		// Envoy's own limit, not the endpoint's fault.
+		pl.m.plog.Warn("connect_overflow", "upstream connection not opened: the circuit breaker of Envoy's plainText cluster is open; raise its thresholds (max_connections, max_pending_requests) or lower connections_per_endpoint",
+			"cluster", pl.cluster.Name, "endpoint", pl.ep.Addr)
+	} else {
+		pl.failed(poolFailure(reason), transportFailure)
 		pl.idle.forget()
 	}
-	pl.m.plog.Warn("connect_failed_"+reason.String(), "upstream connect failed", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason, "detail", transportFailure)
 	failed := uc.takeQueue()
 	pl.remove(uc)
 	for _, r := range failed {
@@ -308,7 +315,8 @@ func (uc *conn) OnData(data []byte, endOfStream bool) {
 				reason = pe.Reason
 			}
 			metrics.ProtocolErrors.WithLabelValues(uc.proxyName(), "upstream", reason).Inc()
-			uc.pool.m.plog.Warn("upstream_bad_frame_"+reason, "closing upstream connection: bad frame", "endpoint", uc.pool.ep.Addr, "reason", reason, "err", err)
+			uc.pool.m.plog.Warn("upstream_bad_frame_"+reason, "closing upstream connection: bad frame",
+				"cluster", uc.pool.cluster.Name, "endpoint", uc.pool.ep.Addr, "reason", reason, "err", err)
 			uc.buf = nil
 			uc.closeAfterError()
 			return
@@ -348,7 +356,8 @@ func (uc *conn) handle(m *codecs.Message) {
 	case codecs.HeartbeatReply:
 	case codecs.GoAway:
 		pl.metrics.GoAway.Inc()
-		pl.m.plog.Info("goaway", "upstream is shutting down; draining its connection", "endpoint", pl.ep.Addr)
+		pl.m.plog.Info("goaway", "upstream is shutting down; draining its connection",
+			"cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "ejected_for", goAwayEjection)
 		// Stop balancing new requests to the endpoint as well: a provider
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
@@ -452,11 +461,12 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 	pl.metrics.Close.Inc()
 	if learned > 0 {
 		pl.m.plog.Info("idle_close", "upstream closes connections idle for its idle timeout; heartbeating its connections more often",
-			"endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
+			"cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
 	}
 	if !byUs && len(lost) > 0 {
-		pl.ep.Failed()
-		pl.m.plog.Warn("closed_in_flight", "upstream connection closed", "endpoint", pl.ep.Addr, "event", event, "in_flight", len(lost))
+		pl.m.log.Debug("upstream connection closed with requests in flight", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr,
+			"event", event, "in_flight", len(lost))
+		pl.failed("closed_in_flight", "")
 	}
 	for _, r := range lost {
 		r.Endpoint.End()
@@ -557,7 +567,10 @@ func (uc *conn) recover(where string) {
 
 func (uc *conn) panicked(where string, v any) {
 	metrics.Panics.WithLabelValues(where).Inc()
-	uc.pool.m.log.Error("panic in proxy upstream; failing the connection", "where", where, "endpoint", uc.pool.ep.Addr,
+	// Sampled: what made it panic (a provider's frame, say) may come
+	// again and again; breeze_panics_total counts every one.
+	uc.pool.m.plog.Error("panic_"+where, "panic in proxy upstream; failing the connection", "where", where,
+		"cluster", uc.pool.cluster.Name, "endpoint", uc.pool.ep.Addr,
 		"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 

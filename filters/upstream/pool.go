@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 
 	"github.com/breeze-mesh/breeze/filters/cluster"
@@ -108,4 +109,45 @@ func (pl *pool) retire() {
 			uc.closeByUs()
 		}
 	}
+}
+
+// failed ejects the endpoint after a connection to it failed (reason, and
+// the OS error when the host gives one). Only the failure that begins an
+// outage is logged, with how long the endpoint is out: the next ones of
+// the outage (each probe doubling the ejection, up to 30s) are counted,
+// not logged, until succeeded says it is back.
+func (pl *pool) failed(reason, osErr string) {
+	ejectedFor, first := pl.ep.Failed()
+	if !first {
+		return
+	}
+	args := []any{"cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "reason", reason}
+	if osErr != "" {
+		args = append(args, "err", osErr)
+	}
+	args = append(args, "ejected_for", ejectedFor)
+	pl.m.plog.Warn("endpoint_ejected", "upstream endpoint ejected", args...)
+}
+
+// succeeded: a connection to the endpoint opened. The first after an
+// outage says it is back, with how many failures the outage had.
+func (pl *pool) succeeded() {
+	if n := pl.ep.Succeeded(); n > 0 {
+		pl.m.plog.Info("endpoint_back", "upstream endpoint back", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "failures", n)
+	}
+}
+
+// poolFailure names a connect failure as the log's reason field does.
+func poolFailure(r api.PoolFailureReason) string {
+	switch r {
+	case api.Overflow:
+		return "overflow"
+	case api.LocalConnectionFailure:
+		return "local_connection_failure"
+	case api.RemoteConnectionFailure:
+		return "remote_connection_failure"
+	case api.Timeout:
+		return "connect_timeout"
+	}
+	return "connect_failure"
 }
