@@ -7,8 +7,6 @@ import (
 	"os"
 	"strconv"
 
-	"sigs.k8s.io/yaml"
-
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -31,7 +29,7 @@ func LoadRunner(path string) (*breezev1.Runner, error) {
 // Every error starts with name (a file name, say); validation errors are
 // all reported, joined.
 func ParseRunner(name string, data []byte) (*breezev1.Runner, error) {
-	js, err := yaml.YAMLToJSON(data)
+	js, err := YAMLToJSON(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -100,6 +100,22 @@ func (o StrictOptions) errorf(path, format string, args ...any) error {
 	return &FieldError{Path: path, Err: err}
 }
 
+// shownValue shows a JSON value in a message: a scalar as written, a list
+// or an object by its kind.
+func shownValue(v any) string {
+	switch e := v.(type) {
+	case string:
+		return strconv.Quote(e)
+	case json.Number:
+		return string(e)
+	case bool:
+		return strconv.FormatBool(e)
+	case nil:
+		return "null"
+	}
+	return JSONKind(v)
+}
+
 // JSONKind names the JSON type of a value decoded with json.Decoder.UseNumber,
 // for messages such as "want an object, got a list".
 func JSONKind(v any) string {
@@ -206,8 +222,14 @@ func (o StrictOptions) checkFields(md protoreflect.MessageDescriptor, v any, pat
 	}
 }
 
+// unknownField is the error of key k, which names no field of md: with
+// the nearest field's name, when one is near.
 func unknownField(md protoreflect.MessageDescriptor, path, k string) error {
-	return &FieldError{Path: join(path, k), Err: fmt.Errorf("unknown field (%s has no field %q)", md.FullName(), k)}
+	msg := fmt.Sprintf("unknown field (%s has no field %q)", md.FullName(), k)
+	if near := nearestField(md, k); near != "" {
+		msg += "; did you mean " + near + "?"
+	}
+	return &FieldError{Path: join(path, k), Err: errors.New(msg)}
 }
 
 // checkAny checks an Any's @type with o.Resolve, then its other keys as
@@ -319,9 +341,86 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 				return inner
 			}
 		}
-		return &FieldError{Path: fpath, Err: errors.New(TrimProtojsonPosition(err.Error()))}
+		return o.valueError(fd, k, fpath, obj[k], err)
 	}
 	return nil
+}
+
+// valueError is the error of field fd (written k, at path) whose value v
+// protojson rejected with err: for an enum, the values it takes; for a
+// duration, the forms its reader accepts; otherwise protojson's words.
+func (o StrictOptions) valueError(fd protoreflect.FieldDescriptor, k, path string, v any, err error) *FieldError {
+	name := k
+	if !o.KeysAsWritten {
+		name = string(fd.Name())
+	}
+	one := func(fd protoreflect.FieldDescriptor, path string, e any) *FieldError {
+		switch {
+		case fd.Enum() != nil:
+			return enumError(fd.Enum(), name, path, e)
+		case fd.Message() != nil && fd.Message().FullName() == durationName:
+			return durationError(path, e, o.GoDurations)
+		}
+		return nil
+	}
+	switch {
+	case fd.IsMap():
+		if m, ok := v.(map[string]any); ok {
+			for _, mk := range slices.Sorted(maps.Keys(m)) {
+				if fe := one(fd.MapValue(), path+"["+strconv.Quote(mk)+"]", m[mk]); fe != nil {
+					return fe
+				}
+			}
+		}
+	case fd.IsList():
+		if l, ok := v.([]any); ok {
+			for i, e := range l {
+				if fe := one(fd, path+"["+strconv.Itoa(i)+"]", e); fe != nil {
+					return fe
+				}
+			}
+		}
+	default:
+		if fe := one(fd, path, v); fe != nil {
+			return fe
+		}
+	}
+	return &FieldError{Path: path, Err: errors.New(TrimProtojsonPosition(err.Error()))}
+}
+
+// enumError returns the error of v as a value of enum ed (field name),
+// nil if protojson takes it: a name of the enum, or a number.
+func enumError(ed protoreflect.EnumDescriptor, name, path string, v any) *FieldError {
+	var shown string
+	switch e := v.(type) {
+	case nil:
+		return nil
+	case string:
+		if ed.Values().ByName(protoreflect.Name(e)) != nil {
+			return nil
+		}
+		shown = strconv.Quote(e)
+	case json.Number:
+		if _, err := strconv.ParseInt(string(e), 10, 32); err == nil {
+			return nil // protojson takes any number; Validate judges it
+		}
+		shown = string(e)
+	default:
+		shown = shownValue(v)
+	}
+	msg := EnumMessage(ed, name)
+	if s, ok := v.(string); ok {
+		if near := Nearest(s, enumValues(ed)); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+	}
+	return &FieldError{Path: path, Value: shown, Err: errors.New(msg)}
+}
+
+// EnumMessage says which values field name, of enum type ed, takes:
+// "lb_policy must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM".
+func EnumMessage(ed protoreflect.EnumDescriptor, name string) string {
+	return name + " must be one of " + strings.Join(enumValues(ed), ", ")
 }
 
 func join(path, field string) string {

@@ -72,7 +72,7 @@ func TestBootstrapMistakes(t *testing.T) {
 		{name: "PGV rule", old: "connect_timeout: 1s", new: "connect_timeout: 0s",
 			want: `static_resources.clusters[0].connect_timeout: value must be greater than 0s`},
 		{name: "wrong value type", old: "connect_timeout: 1s", new: "connect_timeout: 1x",
-			want: `static_resources.clusters[0].connect_timeout: invalid google.protobuf.Duration value "1x"`},
+			want: `static_resources.clusters[0].connect_timeout: "1x": not a duration: Envoy reads seconds with an "s", as in 5s, 0.25s or 900s`},
 		{name: "port range", old: "port_value: 9901", new: "port_value: 99019",
 			want: `admin.address.socket_address.port_value: value must be less than or equal to 65535`},
 		{name: "filter after the Go filter", old: "  clusters:\n  # Envoy's Go filter", new: "      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: x\n          cluster: plainText\n  clusters:\n  # Envoy's Go filter",
@@ -119,7 +119,7 @@ func TestEnvoyFilterMistakes(t *testing.T) {
 		{name: "bad name", old: "name: greeter-breeze-outbound", new: "name: Greeter_Outbound",
 			want: `metadata.name: "Greeter_Outbound": not a DNS-1123 subdomain`},
 		{name: "unknown enum", old: "applyTo: NETWORK_FILTER", new: "applyTo: NETWORK_FILTERS",
-			want: out + `spec.configPatches[0].applyTo: invalid value for enum field applyTo: "NETWORK_FILTERS"`},
+			want: out + `spec.configPatches[0].applyTo: "NETWORK_FILTERS": applyTo must be one of LISTENER, FILTER_CHAIN, NETWORK_FILTER, HTTP_FILTER, ROUTE_CONFIGURATION, VIRTUAL_HOST, HTTP_ROUTE, CLUSTER, EXTENSION_CONFIG, BOOTSTRAP, LISTENER_FILTER; did you mean NETWORK_FILTER?`},
 		{name: "unknown field in a patch value", old: "        is_terminal_filter: true", new: "        is_terminal: true",
 			want: out + `spec.configPatches[0].patch.value.typed_config.is_terminal: unknown field (envoy.extensions.filters.network.golang.v3alpha.Config has no field "is_terminal")`},
 		{name: "wrong type URL in a patch value", old: "tls.v3.UpstreamTlsContext", new: "tls.v3.UpstreamTLSContext",
@@ -420,6 +420,6 @@ func TestDurationsAsTheirReadersTakeThem(t *testing.T) {
 	}
 	runMistakes(t, filepath.Join(envoyConfigDir, "envoy.yaml"), func(b []byte) Findings { _, f := CheckBootstrap(b); return f }, []mistake{
 		{name: "Go duration in Envoy's own field", old: "connect_timeout: 1s", new: "connect_timeout: 1000ms",
-			want: `static_resources.clusters[0].connect_timeout: invalid google.protobuf.Duration value "1000ms"`},
+			want: `static_resources.clusters[0].connect_timeout: "1000ms": Envoy reads durations only as seconds with an "s": write "1s"`},
 	})
 }

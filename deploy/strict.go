@@ -104,7 +104,7 @@ func decodeStrict(v any, m proto.Message, path string, by reader) error {
 	var errs []error
 	for _, e := range unjoin(err) {
 		if fe, ok := e.(*config.FieldError); ok {
-			errs = append(errs, &Error{Path: fe.Path, Msg: fe.Err.Error()})
+			errs = append(errs, &Error{Path: fe.Path, Msg: fieldErrorMsg(fe)})
 		} else {
 			errs = append(errs, &Error{Msg: e.Error()})
 		}
