@@ -56,6 +56,12 @@ func TestGoldenMessages(t *testing.T) {
 			`breeze.yaml: line 8, column 4: YAML syntax error: did not find expected key (while parsing a block mapping that starts at line 3, column 3)`},
 		{"YAML unclosed quote", "    codec: dubbo\n", "    codec: 'dubbo\n",
 			`breeze.yaml: line 17, column 1: YAML syntax error: found unexpected end of stream (while scanning a quoted scalar that starts at line 7, column 12)`},
+		{"two listeners on one address", "", "- name: dubbo-two\n  address: 127.0.0.1:20880\n  proxy: {stat_prefix: two, codec: dubbo, route_config: {routes: [{route: {cluster: c}}]}, clusters: [{name: c, endpoints: [{address: 127.0.0.1, port: 1}]}]}\n",
+			`breeze.yaml: listeners[1].address: "127.0.0.1:20880": listeners[0] (dubbo-demo) already listens on 127.0.0.1:20880: the second bind would fail with "address already in use"; give each listener an address of its own`},
+		{"a listener on every interface and one on loopback", "", "- name: dubbo-two\n  address: :20880\n  proxy: {stat_prefix: two, codec: dubbo, route_config: {routes: [{route: {cluster: c}}]}, clusters: [{name: c, endpoints: [{address: 127.0.0.1, port: 1}]}]}\n",
+			`breeze.yaml: listeners[1].address: ":20880": listeners[0] (dubbo-demo) already listens on 127.0.0.1:20880: the second bind would fail with "address already in use"; give each listener an address of its own`},
+		{"the admin server on a listener's address", "admin_address: 127.0.0.1:15000", "admin_address: 0.0.0.0:20880",
+			`breeze.yaml: admin_address: "0.0.0.0:20880": listeners[0] (dubbo-demo) already listens on 127.0.0.1:20880: the second bind would fail with "address already in use"; give each listener an address of its own`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := goldenRunner + tc.new
@@ -67,6 +73,23 @@ func TestGoldenMessages(t *testing.T) {
 				t.Errorf("got  %v\nwant %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// Addresses that do not clash: other ports, other hosts of one family,
+// port 0, an IPv4 wildcard next to an IPv6 address.
+func TestListenersOnDistinctAddresses(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"127.0.0.1:20880", "127.0.0.1:20881"},
+		{"127.0.0.1:20880", "127.0.0.2:20880"},
+		{"127.0.0.1:0", "127.0.0.1:0"},
+		{"0.0.0.0:20880", "[::1]:20880"},
+	} {
+		in := strings.Replace(goldenRunner, "address: 127.0.0.1:20880", "address: '"+pair[0]+"'", 1) +
+			"- name: two\n  address: '" + pair[1] + "'\n  proxy: {stat_prefix: two, codec: dubbo, route_config: {routes: [{route: {cluster: c}}]}, clusters: [{name: c, endpoints: [{address: 127.0.0.1, port: 1}]}]}\n"
+		if _, err := ParseRunner("breeze.yaml", []byte(in)); err != nil {
+			t.Errorf("%s and %s: %v", pair[0], pair[1], err)
+		}
 	}
 }
 
