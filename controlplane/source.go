@@ -386,12 +386,12 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		if len(bytes.TrimSpace(spec)) == 0 || string(spec) == "null" {
 			spec = []byte("{}")
 		}
-		if err := config.DecodeJSON(spec, o.Spec); err != nil {
+		if err := decodeSpec(spec, o.Spec); err != nil {
 			for _, e := range unjoin(err) {
 				p := Problem{Object: o.Ref(), Version: version, Err: e}
 				var fe *config.FieldError
 				if errors.As(e, &fe) {
-					p.Field = "spec." + fe.Path
+					p.Field = fe.Path
 					p.Err = errors.New(strings.TrimPrefix(fe.Error(), fe.Path+": "))
 				}
 				problems = append(problems, p)
@@ -408,6 +408,19 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		objs = append(objs, o)
 	}
 	return objs, problems
+}
+
+// decodeSpec fills spec from the JSON of an object's spec as istiod
+// reads it (every unknown field an error; durations in Go's form too),
+// errors named by the keys as the file writes them, under "spec".
+func decodeSpec(js []byte, spec proto.Message) error {
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return err
+	}
+	return config.DecodeStrict(v, spec, config.StrictOptions{Path: "spec", KeysAsWritten: true, GoDurations: true})
 }
 
 // digest identifies a version of a document.
