@@ -15,7 +15,7 @@ func CheckBootstrap(data []byte) (*bootstrapv3.Bootstrap, Findings) {
 	var f Findings
 	v, _, err := yamlValue(data)
 	if err != nil {
-		f.errorf("", "not YAML: %v", err)
+		f.Errors = append(f.Errors, err)
 		return nil, f
 	}
 	bs := &bootstrapv3.Bootstrap{}

@@ -40,7 +40,7 @@ func TestBootstrapMistakes(t *testing.T) {
 	const filter = "static_resources.listeners[0].filter_chains[0].filters[0]"
 	runMistakes(t, filepath.Join(envoyConfigDir, "envoy.yaml"), func(b []byte) Findings { _, f := CheckBootstrap(b); return f }, []mistake{
 		{name: "unknown field", old: "lb_policy: CLUSTER_PROVIDED", new: "lb_polcy: CLUSTER_PROVIDED",
-			want: `static_resources.clusters[0].lb_polcy: unknown field`},
+			want: `static_resources.clusters[0].lb_polcy: unknown field (envoy.config.cluster.v3.Cluster has no field "lb_polcy"); did you mean lb_policy?`},
 		{name: "wrong type URL", old: "golang.v3alpha.Config", new: "golang.v3alpha.Confg",
 			want: filter + `.typed_config.@type: unknown type "type.googleapis.com/envoy.extensions.filters.network.golang.v3alpha.Confg"`},
 		{name: "plugin_config as Breeze's own Any", old: "xds.type.v3.TypedStruct", new: "breeze.v1.ProxyConfig",
@@ -86,7 +86,7 @@ func TestBootstrapMistakes(t *testing.T) {
 		{name: "no admin", old: "admin:\n  address:\n    socket_address: {address: 0.0.0.0, port_value: 9901}\n", new: "",
 			want: "admin: no admin listener", warn: true},
 		{name: "not YAML", old: "node:", new: "node: [",
-			want: "not YAML"},
+			want: "line 10, column 10: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence that starts at line 8, column 7)"},
 	})
 }
 
@@ -115,7 +115,7 @@ func TestEnvoyFilterMistakes(t *testing.T) {
 		{name: "unknown spec field", old: "  workloadSelector:\n    labels:\n      app: consumer", new: "  workloadSelecter:\n    labels:\n      app: consumer",
 			want: out + `spec.workloadSelecter: unknown field`},
 		{name: "unknown metadata field", old: "  name: greeter-breeze-outbound", new: "  name: greeter-breeze-outbound\n  namespaces: x",
-			want: out + `metadata.namespaces: unknown field of a Kubernetes ObjectMeta`},
+			want: out + `metadata.namespaces: unknown field of a Kubernetes ObjectMeta; did you mean namespace?`},
 		{name: "bad name", old: "name: greeter-breeze-outbound", new: "name: Greeter_Outbound",
 			want: `metadata.name: "Greeter_Outbound": not a DNS-1123 subdomain`},
 		{name: "unknown enum", old: "applyTo: NETWORK_FILTER", new: "applyTo: NETWORK_FILTERS",

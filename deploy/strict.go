@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/structpb"
-	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/config"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -55,14 +54,24 @@ func joinPath(path, field string) string {
 	return path + "." + field
 }
 
+// didYouMean is "; did you mean X?" with X the name among known nearest
+// to k, or "" when none is near.
+func didYouMean(k string, known []string) string {
+	if near := config.Nearest(k, known); near != "" {
+		return "; did you mean " + near + "?"
+	}
+	return ""
+}
+
 func indexPath(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
 var xdsTypedStruct = (*xdstypev3.TypedStruct)(nil).ProtoReflect().Descriptor().FullName()
 
 // yamlValue turns YAML (or JSON) into a JSON value with numbers kept as
-// written.
+// written. YAML that does not parse is a *config.SyntaxError, which names
+// the line and column.
 func yamlValue(data []byte) (any, []byte, error) {
-	js, err := yaml.YAMLToJSON(data)
+	js, err := config.YAMLToJSON(data)
 	if err != nil {
 		return nil, nil, err
 	}
