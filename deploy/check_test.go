@@ -73,6 +73,8 @@ func TestBootstrapMistakes(t *testing.T) {
 			want: `static_resources.clusters[0].connect_timeout: value must be greater than 0s`},
 		{name: "wrong value type", old: "connect_timeout: 1s", new: "connect_timeout: 1x",
 			want: `static_resources.clusters[0].connect_timeout: "1x": not a duration: Envoy reads seconds with an "s", as in 5s, 0.25s or 900s`},
+		{name: "two listeners on one address", old: "  listeners:\n", new: "  listeners:\n  - name: other\n    address:\n      socket_address: {address: 0.0.0.0, port_value: 20880}\n",
+			want: `static_resources.listeners[1].address.socket_address: 0.0.0.0:20880: static_resources.listeners[0] (other) has this address too: Envoy refuses a bootstrap with two listeners on one address ("duplicate address"); give each listener an address of its own`},
 		{name: "port range", old: "port_value: 9901", new: "port_value: 99019",
 			want: `admin.address.socket_address.port_value: value must be less than or equal to 65535`},
 		{name: "filter after the Go filter", old: "  clusters:\n  # Envoy's Go filter", new: "      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: x\n          cluster: plainText\n  clusters:\n  # Envoy's Go filter",
