@@ -390,10 +390,10 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		}
 		rc.Routes = append(rc.Routes, route)
 	}
+	// Problems of this MetaRouter were reported for an earlier port: keep
+	// one copy.
+	t.dedupe(before)
 	if failed {
-		// Problems of this MetaRouter were reported for an earlier port:
-		// keep one copy.
-		t.dedupe(before)
 		return nil, false
 	}
 	return rc, true

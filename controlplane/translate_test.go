@@ -416,3 +416,25 @@ func TestRunFollowsDirectoryAndKeepsLastGood(t *testing.T) {
 		t.Fatalf("after delete: %v", u.res.Routes[rname])
 	}
 }
+
+// A MetaRouter's routes are translated once per port of its host: a
+// warning about them is reported once, not once per port.
+func TestRouteWarningsOncePerObject(t *testing.T) {
+	twoPorts := strings.Replace(serviceEntry, "ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]", "ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}, {number: 20881, name: tcp-admin}]", 1)
+	// v1 hashes on another key than v2: the route's key is v1's.
+	rule := strings.Replace(destinationRule, "- {name: v1, labels: {version: v1}}", "- {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: tenant}}}}", 1)
+	d := dir(t, map[string]string{"se.yaml": twoPorts, "dr.yaml": rule, "router.yaml": metaRouter})
+	_, problems := read(t, d)
+	var got []string
+	for _, p := range problems {
+		if p.Warning && !strings.Contains(p.Error(), "mirror") {
+			got = append(got, strings.ReplaceAll(p.Error(), d+"/", ""))
+		}
+	}
+	want := []string{
+		`router.yaml: MetaRouter demo/greeter: spec.routes[1].route[1].destination: DestinationRule hash key "user" differs from "tenant" of an earlier destination; "tenant" applies to the route`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
