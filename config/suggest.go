@@ -10,8 +10,9 @@ import (
 // Nearest returns the candidate closest to s, for a "did you mean" after a
 // misspelt name: case, '_' and '-' do not count (lbPolicy is lb_policy),
 // and a candidate counts only within a few edits of s (more for longer
-// names), so that an unrelated name is never suggested. Ties go to the
-// earlier candidate. It returns "" when none is close.
+// names), so that an unrelated name is never suggested. It returns ""
+// when none is close, or when several are equally close (v3 is as near to
+// v1 as to v2: a guess would mislead).
 func Nearest(s string, candidates []string) string {
 	ns := foldName(s)
 	limit := 1
@@ -21,15 +22,21 @@ func Nearest(s string, candidates []string) string {
 	case len(ns) >= 6:
 		limit = 2
 	}
-	best, bestD := "", limit+1
+	best, bestD, tie := "", limit+1, false
 	for _, c := range candidates {
 		nc := foldName(c)
 		if nc == ns && c == s {
 			continue // the name itself is no suggestion
 		}
-		if d := editDistance(ns, nc); d < bestD {
-			best, bestD = c, d
+		switch d := editDistance(ns, nc); {
+		case d < bestD:
+			best, bestD, tie = c, d, false
+		case d == bestD && c != best:
+			tie = true
 		}
+	}
+	if tie {
+		return ""
 	}
 	return best
 }

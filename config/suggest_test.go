@@ -20,6 +20,10 @@ func TestNearest(t *testing.T) {
 			t.Errorf("Nearest(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+	// Two as near: no guess.
+	if got := Nearest("v3", []string{"v1", "v2"}); got != "" {
+		t.Errorf("Nearest(v3) = %q, want none", got)
+	}
 }
 
 func TestEditDistance(t *testing.T) {
