@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 
 	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
@@ -35,7 +35,12 @@ type Object struct {
 	// Origin says where the object came from, for messages: a file, with
 	// "#n" for the n-th document of a multi-document file.
 	Origin string
-	Spec   proto.Message
+	// File is the file the object came from.
+	File string
+	// namedTargetPorts: a Kubernetes Service with a targetPort that names
+	// a container port, whose number it does not say.
+	namedTargetPorts bool
+	Spec             proto.Message
 	// Version changes whenever the object does: a digest of its document
 	// (a Kubernetes source would use the resourceVersion).
 	Version string
@@ -60,6 +65,12 @@ type Problem struct {
 	// Version is that of the object (or file) at fault: Run logs a problem
 	// once per version, not on every read of an unchanged directory.
 	Version string
+	// File is the file of the object at fault (or the file at fault); the
+	// directory when it could not be read.
+	File string
+	// document: the problem is with a document as a whole (not YAML, not
+	// a Kubernetes object), which `breeze validate` reports on its own.
+	document bool
 }
 
 func (p Problem) Error() string {
@@ -92,6 +103,15 @@ var kinds = map[string]func() proto.Message{
 	"networking.istio.io/ServiceEntry":    func() proto.Message { return &networkingv1alpha3.ServiceEntry{} },
 }
 
+// Kinds read for what they declare, not translated: a Kubernetes Service
+// declares a host, an address and ports (its Spec is a ServiceEntry
+// holding them), an EnvoyFilter (read only by Lint) the listeners it
+// patches.
+const (
+	kindService     = "Service"
+	kindEnvoyFilter = "EnvoyFilter"
+)
+
 // DirSource reads the YAML (or JSON) files of a directory — Kubernetes
 // manifests, several per file separated by "---" — and watches it. Kinds
 // other than MetaRouter, DestinationRule and ServiceEntry are skipped.
@@ -114,13 +134,15 @@ type DirSource struct {
 	// names the host; broken lists this read's such objects.
 	byHost map[string]Object
 	broken []brokenObject
+	// envoyFilters: read EnvoyFilters too (Lint).
+	envoyFilters bool
 }
 
 // brokenObject is an object that could not be read and has no last good
 // version of its own: the hosts it names, as far as they can be read.
 type brokenObject struct {
-	ref, kind, version string
-	hosts              []string
+	ref, file, kind, version string
+	hosts                    []string
 }
 
 // Run reads the directory, then again after each change.
@@ -167,26 +189,17 @@ func (d *DirSource) Run(ctx context.Context, update func(Snapshot)) error {
 
 // Read reads the directory once.
 func (d *DirSource) Read() Snapshot {
-	if d.byFile == nil {
-		d.byFile, d.byID = map[string][]Object{}, map[string]Object{}
-	}
 	var snap Snapshot
 	entries, err := os.ReadDir(d.Dir)
 	if err != nil {
-		snap.Problems = append(snap.Problems, Problem{Object: d.Dir, Err: err})
+		snap.Problems = append(snap.Problems, Problem{Object: d.Dir, File: d.Dir, Err: err})
 		// Keep serving what was read before.
 		for _, objs := range d.byFile {
 			snap.Objects = append(snap.Objects, objs...)
 		}
 		return snap
 	}
-	files := map[string][]Object{}
-	d.present = map[string]bool{}
-	d.broken = nil
-	defer func() {
-		// Last good versions are kept only for objects still there.
-		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
-	}()
+	var files []File
 	for _, e := range entries {
 		name := e.Name()
 		switch strings.ToLower(filepath.Ext(name)) {
@@ -202,22 +215,51 @@ func (d *DirSource) Read() Snapshot {
 		if errors.Is(err, os.ErrNotExist) || (err == nil && isDir(path)) {
 			continue
 		}
-		if err != nil {
-			snap.Problems = append(snap.Problems, Problem{Object: path, Err: err})
-			files[path] = d.byFile[path]
+		files = append(files, File{Name: path, Data: data, err: err})
+	}
+	return d.read(files, snap)
+}
+
+// File is one file of objects.
+type File struct {
+	Name string
+	Data []byte
+	// err: the file could not be read.
+	err error
+}
+
+// read parses files, the whole content of the source, into snap.
+func (d *DirSource) read(files []File, snap Snapshot) Snapshot {
+	if d.byFile == nil {
+		d.byFile, d.byID = map[string][]Object{}, map[string]Object{}
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	parsed := map[string][]Object{}
+	d.present = map[string]bool{}
+	d.broken = nil
+	defer func() {
+		// Last good versions are kept only for objects still there.
+		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
+	}()
+	for _, f := range files {
+		if f.err != nil {
+			snap.Problems = append(snap.Problems, Problem{Object: f.Name, File: f.Name, Err: f.err})
+			parsed[f.Name] = d.byFile[f.Name]
 			continue
 		}
-		objs, problems := d.parse(path, data)
+		objs, problems := d.parse(f.Name, f.Data)
 		snap.Problems = append(snap.Problems, problems...)
-		files[path] = objs
+		parsed[f.Name] = objs
 	}
-	d.byFile = files
+	d.byFile = parsed
 	seen := map[string]string{}
-	for _, path := range slices.Sorted(maps.Keys(files)) {
-		for _, o := range files[path] {
+	for _, path := range slices.Sorted(maps.Keys(parsed)) {
+		for _, o := range parsed[path] {
 			id := o.Kind + " " + o.Namespace + "/" + o.Name
 			if prev, dup := seen[id]; dup {
-				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
+				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), File: o.File, Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
 				continue
 			}
 			seen[id] = o.Origin
@@ -272,7 +314,7 @@ func (d *DirSource) keepHosts(snap *Snapshot) {
 		o := kp.last
 		o.Spec = withHosts(o.Spec, kp.hosts)
 		snap.Objects = append(snap.Objects, o)
-		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, Version: kp.broken.version,
+		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, File: kp.broken.file, Version: kp.broken.version,
 			Err: fmt.Errorf("keeping the last good rules of %s from %s", strings.Join(kp.hosts, ", "), o.Ref())})
 	}
 	d.byHost = held
@@ -338,19 +380,32 @@ var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
 func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 	var objs []Object
 	var problems []Problem
-	docs := docSeparator.Split(string(data), -1)
-	for i, doc := range docs {
+	text := string(data)
+	seps := docSeparator.FindAllStringIndex(text, -1)
+	for i := 0; i <= len(seps); i++ {
+		start, end := 0, len(text)
+		if i > 0 {
+			start = seps[i-1][1]
+		}
+		if i < len(seps) {
+			end = seps[i][0]
+		}
+		doc := text[start:end]
 		origin := path
-		if len(docs) > 1 {
+		if len(seps) > 0 {
 			origin = fmt.Sprintf("%s#%d", path, i+1)
 		}
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}
 		version := digest(doc)
-		js, err := yaml.YAMLToJSON([]byte(doc))
+		js, err := config.YAMLToJSON([]byte(doc))
 		if err != nil {
-			problems = append(problems, Problem{Object: origin, Version: digest(string(data)), Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
+			var se *config.SyntaxError
+			if errors.As(err, &se) {
+				se.Shift(strings.Count(text[:start], "\n")) // its line in the file
+			}
+			problems = append(problems, Problem{Object: path, File: path, Version: digest(text), document: true, Err: fmt.Errorf("%w; keeping what it held before", err)})
 			return d.byFile[path], problems
 		}
 		var head struct {
@@ -363,21 +418,26 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			Spec json.RawMessage `json:"spec"`
 		}
 		if err := json.Unmarshal(js, &head); err != nil {
-			problems = append(problems, Problem{Object: origin, Version: version, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
+			problems = append(problems, Problem{Object: origin, File: path, Version: version, document: true, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
 			continue
 		}
 		group, _, _ := strings.Cut(head.APIVersion, "/")
 		newSpec := kinds[group+"/"+head.Kind]
-		if newSpec == nil {
+		switch {
+		case head.APIVersion == "v1" && head.Kind == kindService:
+			newSpec = func() proto.Message { return &networkingv1alpha3.ServiceEntry{} }
+		case d.envoyFilters && group == "networking.istio.io" && head.Kind == kindEnvoyFilter:
+			newSpec = func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }
+		case newSpec == nil:
 			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
 			continue
 		}
-		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec(), Version: version}
+		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, File: path, Spec: newSpec(), Version: version}
 		if o.Namespace == "" {
 			o.Namespace = "default"
 		}
 		if o.Name == "" {
-			problems = append(problems, Problem{Object: o.Ref(), Version: version, Field: "metadata.name", Err: errors.New("required")})
+			problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Field: "metadata.name", Err: errors.New("required")})
 			continue
 		}
 		id := o.Kind + " " + o.Namespace + "/" + o.Name
@@ -386,9 +446,29 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		if len(bytes.TrimSpace(spec)) == 0 || string(spec) == "null" {
 			spec = []byte("{}")
 		}
+		switch o.Kind {
+		case kindService:
+			// Kubernetes' own type, not Istio's: only what it declares is
+			// read, leniently (the API server checked the rest).
+			se, named, err := kubernetesService(o.Name, o.Namespace, spec)
+			if err != nil {
+				problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Field: "spec", Err: err})
+				continue
+			}
+			o.Spec, o.namedTargetPorts = se, named
+			objs = append(objs, o)
+			continue
+		case kindEnvoyFilter:
+			// `breeze validate` checks EnvoyFilters with Istio's own rules;
+			// Lint needs only those that decode.
+			if decodeSpec(spec, o.Spec) == nil {
+				objs = append(objs, o)
+			}
+			continue
+		}
 		if err := decodeSpec(spec, o.Spec); err != nil {
 			for _, e := range unjoin(err) {
-				p := Problem{Object: o.Ref(), Version: version, Err: e}
+				p := Problem{Object: o.Ref(), File: path, Version: version, Err: e}
 				var fe *config.FieldError
 				if errors.As(e, &fe) {
 					p.Field = fe.Path
@@ -397,10 +477,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 				problems = append(problems, p)
 			}
 			if last, ok := d.byID[id]; ok {
-				problems = append(problems, Problem{Object: o.Ref(), Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
+				problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
 				objs = append(objs, last)
 			} else {
-				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, version: version, hosts: specHosts(spec)})
+				d.broken = append(d.broken, brokenObject{ref: o.Ref(), file: path, kind: o.Kind, version: version, hosts: specHosts(spec)})
 			}
 			continue
 		}
@@ -408,6 +488,49 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		objs = append(objs, o)
 	}
 	return objs, problems
+}
+
+// ClusterDomain is the DNS suffix of Kubernetes Services the hosts of
+// MetaRouters and ServiceEntries are matched against.
+const ClusterDomain = "svc.cluster.local"
+
+// kubernetesService reads what a Kubernetes Service declares, as a
+// ServiceEntry would: its host <name>.<namespace>.svc.cluster.local, its
+// ClusterIP and its ports. A targetPort that names a container port says
+// no number: named reports one.
+func kubernetesService(name, namespace string, spec []byte) (_ *networkingv1alpha3.ServiceEntry, named bool, _ error) {
+	var s struct {
+		ClusterIP string `json:"clusterIP"`
+		Ports     []struct {
+			Name       string          `json:"name"`
+			Port       uint32          `json:"port"`
+			TargetPort json.RawMessage `json:"targetPort"`
+		} `json:"ports"`
+	}
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return nil, false, fmt.Errorf("not a Kubernetes Service spec: %w", err)
+	}
+	se := &networkingv1alpha3.ServiceEntry{Hosts: []string{name + "." + namespace + "." + ClusterDomain}}
+	if s.ClusterIP != "" && s.ClusterIP != "None" {
+		se.Addresses = []string{s.ClusterIP}
+	}
+	for _, p := range s.Ports {
+		sp := &networkingv1alpha3.ServicePort{Number: p.Port, Name: p.Name}
+		var target uint32
+		var targetName string
+		switch {
+		case json.Unmarshal(p.TargetPort, &target) == nil:
+			sp.TargetPort = target
+		case json.Unmarshal(p.TargetPort, &targetName) == nil:
+			if n, err := strconv.ParseUint(targetName, 10, 32); err == nil {
+				sp.TargetPort = uint32(n)
+			} else {
+				named = true
+			}
+		}
+		se.Ports = append(se.Ports, sp)
+	}
+	return se, named, nil
 }
 
 // decodeSpec fills spec from the JSON of an object's spec as istiod
