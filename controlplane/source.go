@@ -202,12 +202,7 @@ func (d *DirSource) Read() Snapshot {
 	var files []File
 	for _, e := range entries {
 		name := e.Name()
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
-		default:
-			continue
-		}
-		if strings.HasPrefix(name, ".") {
+		if !objectFile(name) {
 			continue
 		}
 		path := filepath.Join(d.Dir, name)
@@ -218,6 +213,54 @@ func (d *DirSource) Read() Snapshot {
 		files = append(files, File{Name: path, Data: data, err: err})
 	}
 	return d.read(files, snap)
+}
+
+// objectFile reports whether a directory entry is read for objects:
+// YAML and JSON files, not dot-files (editors' temporary files).
+func objectFile(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return !strings.HasPrefix(name, ".")
+	}
+	return false
+}
+
+// ReadPaths reads the files paths name and, for a directory, the files in
+// it breeze xds reads there (YAML and JSON, no dot-files, not in
+// subdirectories), in order of their names. A directory without any is an
+// error.
+func ReadPaths(paths ...string) ([]File, error) {
+	var files []File
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		names := []string{p}
+		if fi.IsDir() {
+			entries, err := os.ReadDir(p)
+			if err != nil {
+				return nil, err
+			}
+			names = nil
+			for _, e := range entries {
+				if objectFile(e.Name()) && !e.IsDir() {
+					names = append(names, filepath.Join(p, e.Name()))
+				}
+			}
+			if len(names) == 0 {
+				return nil, fmt.Errorf("%s: no *.yaml, *.yml or *.json files in this directory", p)
+			}
+		}
+		for _, n := range names {
+			data, err := os.ReadFile(n)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, File{Name: n, Data: data})
+		}
+	}
+	return files, nil
 }
 
 // File is one file of objects.

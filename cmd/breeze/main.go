@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -45,6 +46,9 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "breeze:", err)
+		if errors.As(err, new(usageError)) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
