@@ -117,3 +117,17 @@ func TestGoldenEnumNumber(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// Every rejected value is reported in one run, each on its own line: not
+// only the first.
+func TestEveryRejectedValue(t *testing.T) {
+	in := strings.NewReplacer("request_timeout: 3s", "request_timeout: 3 seconds", "lb_policy: ROUND_ROBIN", "lb_policy: ROUNDROBIN").Replace(goldenRunner) +
+		"- name: two\n  address: 127.0.0.1:20881\n  proxy: {clusters: [{type: LOGICAL_DNS}]}\n"
+	_, err := ParseRunner("breeze.yaml", []byte(in))
+	want := `breeze.yaml: listeners[0].proxy.clusters[0].lb_policy: "ROUNDROBIN": lb_policy must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV; did you mean ROUND_ROBIN?
+breeze.yaml: listeners[0].proxy.request_timeout: "3 seconds": not a duration: write a number and a unit, as in 300ms, 1.5s, 15m or 1h30m (units: ns, us, ms, s, m, h)
+breeze.yaml: listeners[1].proxy.clusters[0].type: "LOGICAL_DNS": type must be one of STATIC, STRICT_DNS, EDS`
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+}

@@ -83,8 +83,12 @@ func decodeStrict(v any, js []byte, m proto.Message, o StrictOptions) error {
 		}
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, m); err != nil {
-		if fe := o.locate(md, obj, o.Path); fe != nil {
-			return fe
+		if fes := o.locate(md, obj, o.Path); len(fes) > 0 {
+			errs := make([]error, len(fes))
+			for i, fe := range fes {
+				errs[i] = fe
+			}
+			return errors.Join(errs...)
 		}
 		return o.errorf(o.Path, "%s", TrimProtojsonPosition(err.Error()))
 	}
@@ -283,11 +287,12 @@ func (o StrictOptions) checkTypedStruct(md protoreflect.MessageDescriptor, obj m
 	}
 }
 
-// locate finds the innermost field of obj (a JSON object of message md)
-// whose value protojson rejects on its own, by decoding one field at a
-// time; with o.Resolve, also inside Any. Only called once decoding has
+// locate finds the innermost fields of obj (a JSON object of message md)
+// whose values protojson rejects on their own, by decoding one field at a
+// time; with o.Resolve, also inside Any. Every such field is reported, so
+// that one run shows every value to fix. Only called once decoding has
 // failed, so its cost does not matter.
-func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) *FieldError {
+func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) []*FieldError {
 	if md.FullName() == anyName {
 		if o.Resolve == nil {
 			return nil
@@ -301,6 +306,7 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 		delete(inner, "@type")
 		return o.locate(mt.Descriptor(), inner, path)
 	}
+	var out []*FieldError
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		one, err := json.Marshal(map[string]any{k: obj[k]})
 		if err != nil {
@@ -315,21 +321,21 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 			continue
 		}
 		fpath := o.fieldPath(path, k, fd)
+		var inner []*FieldError
 		if sub := fd.Message(); sub != nil && (!isWellKnown(sub) || sub.FullName() == anyName && o.Resolve != nil) {
-			var inner *FieldError
 			switch val := obj[k].(type) {
 			case []any:
 				for i, e := range val {
-					if eo, ok := e.(map[string]any); ok && inner == nil {
-						inner = o.locate(sub, eo, fpath+"["+strconv.Itoa(i)+"]")
+					if eo, ok := e.(map[string]any); ok {
+						inner = append(inner, o.locate(sub, eo, fpath+"["+strconv.Itoa(i)+"]")...)
 					}
 				}
 			case map[string]any:
 				if fd.IsMap() {
 					if vd := fd.MapValue().Message(); vd != nil {
 						for _, mk := range slices.Sorted(maps.Keys(val)) {
-							if eo, ok := val[mk].(map[string]any); ok && inner == nil {
-								inner = o.locate(vd, eo, fpath+"["+strconv.Quote(mk)+"]")
+							if eo, ok := val[mk].(map[string]any); ok {
+								inner = append(inner, o.locate(vd, eo, fpath+"["+strconv.Quote(mk)+"]")...)
 							}
 						}
 					}
@@ -337,13 +343,13 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 					inner = o.locate(sub, val, fpath)
 				}
 			}
-			if inner != nil {
-				return inner
-			}
 		}
-		return o.valueError(fd, k, fpath, obj[k], err)
+		if len(inner) == 0 {
+			inner = []*FieldError{o.valueError(fd, k, fpath, obj[k], err)}
+		}
+		out = append(out, inner...)
 	}
-	return nil
+	return out
 }
 
 // valueError is the error of field fd (written k, at path) whose value v
