@@ -70,3 +70,29 @@ func TestLintEnvoyFiltersWithoutServices(t *testing.T) {
 		t.Fatalf("got %v", ps)
 	}
 }
+
+// A directory stands for the files breeze xds reads there; one without
+// any is an error, not a silent pass.
+func TestReadPaths(t *testing.T) {
+	d := t.TempDir()
+	for name, content := range map[string]string{"a.yaml": "a: 1\n", "b.json": "{}", ".a.yaml.swp": "x", "notes.txt": "x"} {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(d, "sub.yaml"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, err := ReadPaths(d, filepath.Join(d, "notes.txt"))
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f.Name))
+	}
+	if err != nil || !slices.Equal(names, []string{"a.yaml", "b.json", "notes.txt"}) {
+		t.Fatalf("got %q, %v", names, err)
+	}
+	empty := t.TempDir()
+	if _, err := ReadPaths(empty); err == nil || err.Error() != empty+": no *.yaml, *.yml or *.json files in this directory" {
+		t.Fatalf("empty directory: got %v", err)
+	}
+}
