@@ -85,9 +85,19 @@ func locateYAMLError(data []byte) *SyntaxError {
 		if !errors.As(err, &le) || le.Mark.Line == 0 {
 			return nil
 		}
-		return &SyntaxError{
+		se := &SyntaxError{
 			Line: le.Mark.Line, Column: le.Mark.Column, Msg: le.Message,
 			Context: le.ContextMsg, ContextLine: le.ContextMark.Line, ContextColumn: le.ContextMark.Column,
 		}
+		// At the end of input without a final newline the parser counts
+		// one line more than there is: point after the last character.
+		lines, end := bytes.Count(data, []byte("\n"))+1, len(data)-bytes.LastIndexByte(data, '\n')
+		if se.Line > lines {
+			se.Line, se.Column = lines, end
+		}
+		if se.ContextLine > lines {
+			se.ContextLine, se.ContextColumn = lines, end
+		}
+		return se
 	}
 }

@@ -14,6 +14,8 @@ func TestYAMLToJSON(t *testing.T) {
 		{"a: 1\n  b: 2\n", "line 2, column 4: YAML syntax error: mapping values are not allowed in this context"},
 		{"a:\n  - x\n bad: y\n", "line 3, column 2: YAML syntax error: did not find expected key (while parsing a block mapping that starts at line 1, column 1)"},
 		{"\tfoo: 1\n", "line 1, column 1: YAML syntax error: found character that cannot start any token"},
+		{"a: 1\nb: [", "line 2, column 5: YAML syntax error: did not find expected node content"}, // at the end, without a newline
+		{"a: 1\nb: [\n", "line 3, column 1: YAML syntax error: did not find expected node content"},
 		{`{"a": 1, "b": [}`, "line 1, column 16: YAML syntax error: did not find expected node content"},
 	} {
 		_, err := YAMLToJSON([]byte(tc.in))

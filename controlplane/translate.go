@@ -533,13 +533,14 @@ func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alph
 	return action, true
 }
 
-var errNoRule = errors.New("no DestinationRule for this host defines subsets")
-
 // subset returns the labels of a DestinationRule subset.
 func (t *translator) subset(host, name string) (map[string]string, error) {
 	o := t.rules[host]
-	if o == nil || t.bad[o] {
-		return nil, errNoRule
+	switch {
+	case o == nil:
+		return nil, fmt.Errorf("no DestinationRule has host %s, so it has no subsets: add one that defines this subset", host)
+	case t.bad[o]:
+		return nil, fmt.Errorf("%s has errors", o.Ref())
 	}
 	dr := o.Spec.(*networkingv1alpha3.DestinationRule)
 	var names []string
