@@ -23,7 +23,7 @@ import (
 // YAML, not a Kubernetes object) are left out: deploy's checks of the
 // same files report them. Each problem names its file.
 func Lint(files ...File) []Problem {
-	d := &DirSource{Log: slog.New(slog.DiscardHandler), envoyFilters: true}
+	d := &DirSource{Log: slog.New(slog.DiscardHandler), lint: true}
 	snap := d.read(files, Snapshot{})
 	problems := slices.DeleteFunc(snap.Problems, func(p Problem) bool { return p.document })
 	return append(problems, Translate(snap.Objects).Problems...)

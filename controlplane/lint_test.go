@@ -96,3 +96,17 @@ func TestReadPaths(t *testing.T) {
 		t.Fatalf("empty directory: got %v", err)
 	}
 }
+
+// A document that is not YAML does not hide the other objects of its
+// file: the ServiceEntry after it still declares its host.
+func TestLintSyntaxErrorInOneDocument(t *testing.T) {
+	se, err := os.ReadFile("testdata/broken-mesh/service-entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := "apiVersion: metaprotocol.aeraki.io/v1alpha1\nkind: MetaRouter\nmetadata: {name: r, namespace: demo}\nspec:\n  hosts: [org.breeze.Greeter]\n"
+	ps := Lint(File{Name: "mesh.yaml", Data: []byte("kind: [\n---\n" + string(se) + "---\n" + router)})
+	if len(ps) != 1 || ps[0].Error() != "mesh.yaml#2: ServiceEntry demo/greeter: spec.subjectAltNames: not applied by Breeze: its upstream connections take the TLS of Envoy's plainText cluster, which authenticates peers as mesh members; ignored" {
+		t.Errorf("got %v", ps)
+	}
+}

@@ -134,8 +134,10 @@ type DirSource struct {
 	// names the host; broken lists this read's such objects.
 	byHost map[string]Object
 	broken []brokenObject
-	// envoyFilters: read EnvoyFilters too (Lint).
-	envoyFilters bool
+	// lint: read for Lint, once: EnvoyFilters too, and a document that is
+	// not YAML does not hide the others (there is no last good version to
+	// keep).
+	lint bool
 }
 
 // brokenObject is an object that could not be read and has no last good
@@ -448,6 +450,10 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			if errors.As(err, &se) {
 				se.Shift(strings.Count(text[:start], "\n")) // its line in the file
 			}
+			if d.lint {
+				problems = append(problems, Problem{Object: path, File: path, Version: version, document: true, Err: err})
+				continue
+			}
 			problems = append(problems, Problem{Object: path, File: path, Version: digest(text), document: true, Err: fmt.Errorf("%w; keeping what it held before", err)})
 			return d.byFile[path], problems
 		}
@@ -469,7 +475,7 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		switch {
 		case head.APIVersion == "v1" && head.Kind == kindService:
 			newSpec = func() proto.Message { return &networkingv1alpha3.ServiceEntry{} }
-		case d.envoyFilters && group == "networking.istio.io" && head.Kind == kindEnvoyFilter:
+		case d.lint && group == "networking.istio.io" && head.Kind == kindEnvoyFilter:
 			newSpec = func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }
 		case newSpec == nil:
 			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
