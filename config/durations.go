@@ -1,8 +1,11 @@
 package config
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -150,3 +153,42 @@ func protoDuration(d time.Duration) string {
 	b.WriteByte('s')
 	return b.String()
 }
+
+// protoSeconds is protobuf's JSON form of a duration: seconds, up to nine
+// fractional digits, an "s".
+var protoSeconds = regexp.MustCompile(`^-?[0-9]+(\.[0-9]{1,9})?s$`)
+
+// durationError returns the error of v as a google.protobuf.Duration, nil
+// if protojson takes it. It says which forms the reader accepts: with
+// goForms, Go's and protobuf's (what Breeze and istiod read); without, only
+// protobuf's seconds (what Envoy reads), and then the value in seconds
+// when v is a Go duration.
+func durationError(path string, v any, goForms bool) *FieldError {
+	var shown string
+	switch e := v.(type) {
+	case nil:
+		return nil
+	case string:
+		if protoSeconds.MatchString(e) {
+			return nil // well formed; if protojson refused it, it is out of range: its words say so
+		}
+		shown = strconv.Quote(e)
+		if d, err := time.ParseDuration(e); err == nil && !goForms {
+			return &FieldError{Path: path, Value: shown, Err: fmt.Errorf("Envoy reads durations only as seconds with an \"s\": write %q", protoDuration(d))}
+		}
+	case json.Number:
+		return &FieldError{Path: path, Value: string(e), Err: fmt.Errorf("a duration is a string with a unit: write %q", string(e)+"s")}
+	default:
+		shown = shownValue(v)
+	}
+	if goForms {
+		return &FieldError{Path: path, Value: shown, Err: errors.New(DurationForms)}
+	}
+	return &FieldError{Path: path, Value: shown, Err: errors.New(envoyDurationForms)}
+}
+
+// DurationForms says which durations Breeze reads, for the error of one it
+// cannot.
+const DurationForms = "not a duration: write a number and a unit, as in 300ms, 1.5s, 15m or 1h30m (units: ns, us, ms, s, m, h)"
+
+const envoyDurationForms = "not a duration: Envoy reads seconds with an \"s\", as in 5s, 0.25s or 900s"

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
-
-	"sigs.k8s.io/yaml"
+	"strings"
 
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -31,7 +31,7 @@ func LoadRunner(path string) (*breezev1.Runner, error) {
 // Every error starts with name (a file name, say); validation errors are
 // all reported, joined.
 func ParseRunner(name string, data []byte) (*breezev1.Runner, error) {
-	js, err := yaml.YAMLToJSON(data)
+	js, err := YAMLToJSON(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -90,7 +90,66 @@ func validateRunner(r *breezev1.Runner) error {
 	if a := r.GetAdminAddress(); a != "" {
 		v.listenAddress("admin_address", a)
 	}
+	v.sharedAddresses(r)
 	return errors.Join(v.errs...)
+}
+
+// sharedAddresses reports every listener (or the admin server) whose
+// address another one already binds: the second bind would fail with
+// "address already in use" only once the runner starts, after the first
+// listener took traffic. Two addresses clash on the same port when their
+// hosts are equal or one of them listens on every interface (an empty
+// host, 0.0.0.0 or ::). Port 0 picks a free port, and host names are left
+// to the resolver: neither is judged.
+func (v *validator) sharedAddresses(r *breezev1.Runner) {
+	type bound struct{ path, name, host, port string }
+	var seen []bound
+	check := func(path, name, addr string) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "0" {
+			return
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return
+		}
+		b := bound{path, name, host, port}
+		for _, o := range seen {
+			if o.port == port && hostsClash(o.host, host) {
+				what := strings.TrimSuffix(o.path, ".address")
+				if o.name != "" {
+					what += " (" + o.name + ")"
+				}
+				v.add(path, strconv.Quote(addr), "%s already listens on %s: the second bind would fail with \"address already in use\"; give each listener an address of its own", what, net.JoinHostPort(o.host, o.port))
+				return
+			}
+		}
+		seen = append(seen, b)
+	}
+	for i, l := range r.GetListeners() {
+		check(fmt.Sprintf("listeners[%d].address", i), l.GetName(), l.GetAddress())
+	}
+	if a := r.GetAdminAddress(); a != "" {
+		check("admin_address", "", a)
+	}
+}
+
+// hostsClash reports whether listening on hosts a and b at one port
+// clashes: the same address, or a wildcard that covers the other.
+func hostsClash(a, b string) bool {
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	ipa, erra := netip.ParseAddr(a)
+	ipb, errb := netip.ParseAddr(b)
+	switch {
+	case wild(a) || wild(b):
+		// 0.0.0.0 covers IPv4 only; "" and "::" (dual stack) cover both.
+		if a == "0.0.0.0" && errb == nil && !ipb.Unmap().Is4() || b == "0.0.0.0" && erra == nil && !ipa.Unmap().Is4() {
+			return false
+		}
+		return true
+	case erra == nil && errb == nil:
+		return ipa.Unmap() == ipb.Unmap()
+	}
+	return strings.EqualFold(a, b)
 }
 
 func (v *validator) listenAddress(path, addr string) {

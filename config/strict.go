@@ -83,8 +83,12 @@ func decodeStrict(v any, js []byte, m proto.Message, o StrictOptions) error {
 		}
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, m); err != nil {
-		if fe := o.locate(md, obj, o.Path); fe != nil {
-			return fe
+		if fes := o.locate(md, obj, o.Path); len(fes) > 0 {
+			errs := make([]error, len(fes))
+			for i, fe := range fes {
+				errs[i] = fe
+			}
+			return errors.Join(errs...)
 		}
 		return o.errorf(o.Path, "%s", TrimProtojsonPosition(err.Error()))
 	}
@@ -98,6 +102,22 @@ func (o StrictOptions) errorf(path, format string, args ...any) error {
 		return err
 	}
 	return &FieldError{Path: path, Err: err}
+}
+
+// shownValue shows a JSON value in a message: a scalar as written, a list
+// or an object by its kind.
+func shownValue(v any) string {
+	switch e := v.(type) {
+	case string:
+		return strconv.Quote(e)
+	case json.Number:
+		return string(e)
+	case bool:
+		return strconv.FormatBool(e)
+	case nil:
+		return "null"
+	}
+	return JSONKind(v)
 }
 
 // JSONKind names the JSON type of a value decoded with json.Decoder.UseNumber,
@@ -206,8 +226,14 @@ func (o StrictOptions) checkFields(md protoreflect.MessageDescriptor, v any, pat
 	}
 }
 
+// unknownField is the error of key k, which names no field of md: with
+// the nearest field's name, when one is near.
 func unknownField(md protoreflect.MessageDescriptor, path, k string) error {
-	return &FieldError{Path: join(path, k), Err: fmt.Errorf("unknown field (%s has no field %q)", md.FullName(), k)}
+	msg := fmt.Sprintf("unknown field (%s has no field %q)", md.FullName(), k)
+	if near := nearestField(md, k); near != "" {
+		msg += "; did you mean " + near + "?"
+	}
+	return &FieldError{Path: join(path, k), Err: errors.New(msg)}
 }
 
 // checkAny checks an Any's @type with o.Resolve, then its other keys as
@@ -261,11 +287,12 @@ func (o StrictOptions) checkTypedStruct(md protoreflect.MessageDescriptor, obj m
 	}
 }
 
-// locate finds the innermost field of obj (a JSON object of message md)
-// whose value protojson rejects on its own, by decoding one field at a
-// time; with o.Resolve, also inside Any. Only called once decoding has
+// locate finds the innermost fields of obj (a JSON object of message md)
+// whose values protojson rejects on their own, by decoding one field at a
+// time; with o.Resolve, also inside Any. Every such field is reported, so
+// that one run shows every value to fix. Only called once decoding has
 // failed, so its cost does not matter.
-func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) *FieldError {
+func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]any, path string) []*FieldError {
 	if md.FullName() == anyName {
 		if o.Resolve == nil {
 			return nil
@@ -279,6 +306,7 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 		delete(inner, "@type")
 		return o.locate(mt.Descriptor(), inner, path)
 	}
+	var out []*FieldError
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		one, err := json.Marshal(map[string]any{k: obj[k]})
 		if err != nil {
@@ -293,21 +321,21 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 			continue
 		}
 		fpath := o.fieldPath(path, k, fd)
+		var inner []*FieldError
 		if sub := fd.Message(); sub != nil && (!isWellKnown(sub) || sub.FullName() == anyName && o.Resolve != nil) {
-			var inner *FieldError
 			switch val := obj[k].(type) {
 			case []any:
 				for i, e := range val {
-					if eo, ok := e.(map[string]any); ok && inner == nil {
-						inner = o.locate(sub, eo, fpath+"["+strconv.Itoa(i)+"]")
+					if eo, ok := e.(map[string]any); ok {
+						inner = append(inner, o.locate(sub, eo, fpath+"["+strconv.Itoa(i)+"]")...)
 					}
 				}
 			case map[string]any:
 				if fd.IsMap() {
 					if vd := fd.MapValue().Message(); vd != nil {
 						for _, mk := range slices.Sorted(maps.Keys(val)) {
-							if eo, ok := val[mk].(map[string]any); ok && inner == nil {
-								inner = o.locate(vd, eo, fpath+"["+strconv.Quote(mk)+"]")
+							if eo, ok := val[mk].(map[string]any); ok {
+								inner = append(inner, o.locate(vd, eo, fpath+"["+strconv.Quote(mk)+"]")...)
 							}
 						}
 					}
@@ -315,13 +343,90 @@ func (o StrictOptions) locate(md protoreflect.MessageDescriptor, obj map[string]
 					inner = o.locate(sub, val, fpath)
 				}
 			}
-			if inner != nil {
-				return inner
+		}
+		if len(inner) == 0 {
+			inner = []*FieldError{o.valueError(fd, k, fpath, obj[k], err)}
+		}
+		out = append(out, inner...)
+	}
+	return out
+}
+
+// valueError is the error of field fd (written k, at path) whose value v
+// protojson rejected with err: for an enum, the values it takes; for a
+// duration, the forms its reader accepts; otherwise protojson's words.
+func (o StrictOptions) valueError(fd protoreflect.FieldDescriptor, k, path string, v any, err error) *FieldError {
+	name := k
+	if !o.KeysAsWritten {
+		name = string(fd.Name())
+	}
+	one := func(fd protoreflect.FieldDescriptor, path string, e any) *FieldError {
+		switch {
+		case fd.Enum() != nil:
+			return enumError(fd.Enum(), name, path, e)
+		case fd.Message() != nil && fd.Message().FullName() == durationName:
+			return durationError(path, e, o.GoDurations)
+		}
+		return nil
+	}
+	switch {
+	case fd.IsMap():
+		if m, ok := v.(map[string]any); ok {
+			for _, mk := range slices.Sorted(maps.Keys(m)) {
+				if fe := one(fd.MapValue(), path+"["+strconv.Quote(mk)+"]", m[mk]); fe != nil {
+					return fe
+				}
 			}
 		}
-		return &FieldError{Path: fpath, Err: errors.New(TrimProtojsonPosition(err.Error()))}
+	case fd.IsList():
+		if l, ok := v.([]any); ok {
+			for i, e := range l {
+				if fe := one(fd, path+"["+strconv.Itoa(i)+"]", e); fe != nil {
+					return fe
+				}
+			}
+		}
+	default:
+		if fe := one(fd, path, v); fe != nil {
+			return fe
+		}
 	}
-	return nil
+	return &FieldError{Path: path, Err: errors.New(TrimProtojsonPosition(err.Error()))}
+}
+
+// enumError returns the error of v as a value of enum ed (field name),
+// nil if protojson takes it: a name of the enum, or a number.
+func enumError(ed protoreflect.EnumDescriptor, name, path string, v any) *FieldError {
+	var shown string
+	switch e := v.(type) {
+	case nil:
+		return nil
+	case string:
+		if ed.Values().ByName(protoreflect.Name(e)) != nil {
+			return nil
+		}
+		shown = strconv.Quote(e)
+	case json.Number:
+		if _, err := strconv.ParseInt(string(e), 10, 32); err == nil {
+			return nil // protojson takes any number; Validate judges it
+		}
+		shown = string(e)
+	default:
+		shown = shownValue(v)
+	}
+	msg := EnumMessage(ed, name)
+	if s, ok := v.(string); ok {
+		if near := Nearest(s, enumValues(ed)); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+	}
+	return &FieldError{Path: path, Value: shown, Err: errors.New(msg)}
+}
+
+// EnumMessage says which values field name, of enum type ed, takes:
+// "lb_policy must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM".
+func EnumMessage(ed protoreflect.EnumDescriptor, name string) string {
+	return name + " must be one of " + strings.Join(enumValues(ed), ", ")
 }
 
 func join(path, field string) string {

@@ -120,7 +120,7 @@ func (v *validator) duration(path string, d *durationpb.Duration) {
 
 func (v *validator) enum(path string, e protoreflect.Enum) {
 	if e.Descriptor().Values().ByNumber(e.Number()) == nil {
-		v.add(path, strconv.Itoa(int(e.Number())), "unknown %s value", e.Descriptor().Name())
+		v.add(path, strconv.Itoa(int(e.Number())), "%s", EnumMessage(e.Descriptor(), path[strings.LastIndexByte(path, '.')+1:]))
 	}
 }
 

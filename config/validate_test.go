@@ -246,9 +246,9 @@ func TestValidateErrors(t *testing.T) {
 			c.Clusters = append(c.Clusters, &breezev1.Cluster{Name: "greeter"})
 		}, []string{`clusters[2].name: "greeter": duplicate cluster name (also clusters[0])`}},
 		{"unknown discovery type", func(c *breezev1.ProxyConfig) { c.Clusters[0].Type = 9 },
-			[]string{`clusters[0].type: 9: unknown DiscoveryType value`}},
+			[]string{`clusters[0].type: 9: type must be one of STATIC, STRICT_DNS, EDS`}},
 		{"unknown lb policy", func(c *breezev1.ProxyConfig) { c.Clusters[1].LbPolicy = -1 },
-			[]string{`clusters[1].lb_policy: -1: unknown LbPolicy value`}},
+			[]string{`clusters[1].lb_policy: -1: lb_policy must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV`}},
 		{"static host name", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 1).Address = "greeter.local" },
 			[]string{`clusters[0].endpoints[1].address: "greeter.local": a STATIC cluster needs a literal IP address`}},
 		{"static ip with port", func(c *breezev1.ProxyConfig) { endpoint(c, 0, 0).Address = "127.0.0.1:20880" },

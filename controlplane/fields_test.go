@@ -116,25 +116,38 @@ func TestFieldsNotAppliedAreWarned(t *testing.T) {
 	}
 }
 
-// A MetaRouter or DestinationRule for a host no ServiceEntry has (a
-// Kubernetes Service, say) has no effect: said so, not dropped silently.
+// A MetaRouter or DestinationRule for a host no ServiceEntry has has no
+// effect: said so, not dropped silently; a host a Kubernetes Service
+// declares is told apart from a misspelt one.
 func TestRulesForHostsWithoutServiceEntry(t *testing.T) {
-	d := dir(t, map[string]string{
-		"router.yaml": strings.Replace(metaRouter, "hosts: [org.example.Greeter]", "hosts: [org.example.Greeter, greeter.demo.svc.cluster.local]", 1),
+	files := map[string]string{
+		"router.yaml": strings.Replace(metaRouter, "hosts: [org.example.Greeter]", "hosts: [org.example.Greeter, greeter.demo.svc.cluster.local, org.example.Greter]", 1),
 		"dr.yaml":     strings.Replace(destinationRule, "host: org.example.Greeter", "host: greeter.demo.svc.cluster.local", 1),
 		"se.yaml":     serviceEntry,
-	})
-	_, problems := read(t, d)
-	var got []string
-	for _, p := range problems {
-		got = append(got, strings.ReplaceAll(p.Error(), d+"/", ""))
 	}
-	for _, want := range []string{
-		`dr.yaml: DestinationRule demo/greeter: spec.host: "greeter.demo.svc.cluster.local": no ServiceEntry has this host (Breeze's control plane reads ServiceEntries, not Kubernetes Services): nothing is served for it`,
-		`router.yaml: MetaRouter demo/greeter: spec.hosts[1]: "greeter.demo.svc.cluster.local": no ServiceEntry has this host`,
-	} {
-		if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, want) }) {
-			t.Errorf("no problem %s in:\n%s", want, strings.Join(got, "\n"))
+	for _, withService := range []bool{false, true} {
+		if withService {
+			files["svc.yaml"] = "apiVersion: v1\nkind: Service\nmetadata: {name: greeter, namespace: demo}\nspec:\n  clusterIP: 10.96.20.80\n  ports: [{name: tcp-dubbo, port: 20880}]\n"
+		}
+		d := dir(t, files)
+		_, problems := read(t, d)
+		var got []string
+		for _, p := range problems {
+			got = append(got, strings.ReplaceAll(p.Error(), d+"/", ""))
+		}
+		want := []string{
+			`dr.yaml: DestinationRule demo/greeter: spec.host: "greeter.demo.svc.cluster.local": no ServiceEntry or Service declares this host: nothing is served for it`,
+			`router.yaml: MetaRouter demo/greeter: spec.hosts[1]: "greeter.demo.svc.cluster.local": no ServiceEntry or Service declares this host: nothing is served for it`,
+			`router.yaml: MetaRouter demo/greeter: spec.hosts[2]: "org.example.Greter": no ServiceEntry or Service declares this host: nothing is served for it; did you mean org.example.Greeter?`,
+		}
+		if withService {
+			want[0] = `dr.yaml: DestinationRule demo/greeter: spec.host: "greeter.demo.svc.cluster.local": declared by svc.yaml: Service demo/greeter, but Breeze's control plane serves the hosts of ServiceEntries only: nothing is served for it; add a ServiceEntry with its endpoints`
+			want[1] = `router.yaml: MetaRouter demo/greeter: spec.hosts[1]: "greeter.demo.svc.cluster.local": declared by svc.yaml: Service demo/greeter, but Breeze's control plane serves the hosts of ServiceEntries only: nothing is served for it; add a ServiceEntry with its endpoints`
+		}
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				t.Errorf("no problem %s in:\n%s", w, strings.Join(got, "\n"))
+			}
 		}
 	}
 }

@@ -95,7 +95,7 @@ func TestBrokenObjectUnderANewNameKeepsTheHostsLastGoodRules(t *testing.T) {
 			kept:   func(a, b Resources) bool { return proto.Equal(a.Routes[rname], b.Routes[rname]) }},
 		{name: "DestinationRule", file: "dr.yaml", good: destinationRule,
 			broken: strings.Replace(rename(destinationRule, "greeter", "greeter-v2"), "simple: ROUND_ROBIN", "simple: ROUND_ROBINN", 1),
-			want:   `dr.yaml: DestinationRule demo/greeter-v2: spec.traffic_policy.load_balancer.simple: invalid value`,
+			want:   `dr.yaml: DestinationRule demo/greeter-v2: spec.trafficPolicy.loadBalancer.simple: "ROUND_ROBINN": simple must be one of LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST; did you mean ROUND_ROBIN?`,
 			kept: func(a, b Resources) bool {
 				return proto.Equal(a.Clusters[cname], b.Clusters[cname]) && proto.Equal(a.Routes[rname], b.Routes[rname])
 			}},

@@ -8,18 +8,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 
 	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
@@ -35,7 +36,12 @@ type Object struct {
 	// Origin says where the object came from, for messages: a file, with
 	// "#n" for the n-th document of a multi-document file.
 	Origin string
-	Spec   proto.Message
+	// File is the file the object came from.
+	File string
+	// namedTargetPorts: a Kubernetes Service with a targetPort that names
+	// a container port, whose number it does not say.
+	namedTargetPorts bool
+	Spec             proto.Message
 	// Version changes whenever the object does: a digest of its document
 	// (a Kubernetes source would use the resourceVersion).
 	Version string
@@ -60,6 +66,12 @@ type Problem struct {
 	// Version is that of the object (or file) at fault: Run logs a problem
 	// once per version, not on every read of an unchanged directory.
 	Version string
+	// File is the file of the object at fault (or the file at fault); the
+	// directory when it could not be read.
+	File string
+	// document: the problem is with a document as a whole (not YAML, not
+	// a Kubernetes object), which `breeze validate` reports on its own.
+	document bool
 }
 
 func (p Problem) Error() string {
@@ -92,6 +104,15 @@ var kinds = map[string]func() proto.Message{
 	"networking.istio.io/ServiceEntry":    func() proto.Message { return &networkingv1alpha3.ServiceEntry{} },
 }
 
+// Kinds read for what they declare, not translated: a Kubernetes Service
+// declares a host, an address and ports (its Spec is a ServiceEntry
+// holding them), an EnvoyFilter (read only by Lint) the listeners it
+// patches.
+const (
+	kindService     = "Service"
+	kindEnvoyFilter = "EnvoyFilter"
+)
+
 // DirSource reads the YAML (or JSON) files of a directory — Kubernetes
 // manifests, several per file separated by "---" — and watches it. Kinds
 // other than MetaRouter, DestinationRule and ServiceEntry are skipped.
@@ -114,13 +135,17 @@ type DirSource struct {
 	// names the host; broken lists this read's such objects.
 	byHost map[string]Object
 	broken []brokenObject
+	// lint: read for Lint, once: EnvoyFilters too, and a document that is
+	// not YAML does not hide the others (there is no last good version to
+	// keep).
+	lint bool
 }
 
 // brokenObject is an object that could not be read and has no last good
 // version of its own: the hosts it names, as far as they can be read.
 type brokenObject struct {
-	ref, kind, version string
-	hosts              []string
+	ref, file, kind, version string
+	hosts                    []string
 }
 
 // Run reads the directory, then again after each change.
@@ -167,34 +192,20 @@ func (d *DirSource) Run(ctx context.Context, update func(Snapshot)) error {
 
 // Read reads the directory once.
 func (d *DirSource) Read() Snapshot {
-	if d.byFile == nil {
-		d.byFile, d.byID = map[string][]Object{}, map[string]Object{}
-	}
 	var snap Snapshot
 	entries, err := os.ReadDir(d.Dir)
 	if err != nil {
-		snap.Problems = append(snap.Problems, Problem{Object: d.Dir, Err: err})
+		snap.Problems = append(snap.Problems, Problem{Object: d.Dir, File: d.Dir, Err: err})
 		// Keep serving what was read before.
 		for _, objs := range d.byFile {
 			snap.Objects = append(snap.Objects, objs...)
 		}
 		return snap
 	}
-	files := map[string][]Object{}
-	d.present = map[string]bool{}
-	d.broken = nil
-	defer func() {
-		// Last good versions are kept only for objects still there.
-		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
-	}()
+	var files []File
 	for _, e := range entries {
 		name := e.Name()
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
-		default:
-			continue
-		}
-		if strings.HasPrefix(name, ".") {
+		if !objectFile(name) {
 			continue
 		}
 		path := filepath.Join(d.Dir, name)
@@ -202,22 +213,102 @@ func (d *DirSource) Read() Snapshot {
 		if errors.Is(err, os.ErrNotExist) || (err == nil && isDir(path)) {
 			continue
 		}
+		files = append(files, File{Name: path, Data: data, err: err})
+	}
+	return d.read(files, snap)
+}
+
+// objectFile reports whether a directory entry is read for objects:
+// YAML and JSON files, not dot-files (editors' temporary files).
+func objectFile(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return !strings.HasPrefix(name, ".")
+	}
+	return false
+}
+
+// ReadPaths reads the files paths name and, for a directory, the files in
+// it breeze xds reads there (YAML and JSON, no dot-files, not in
+// subdirectories), in order of their names. A directory without any is an
+// error.
+func ReadPaths(paths ...string) ([]File, error) {
+	var files []File
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such file or directory", p)
+		}
 		if err != nil {
-			snap.Problems = append(snap.Problems, Problem{Object: path, Err: err})
-			files[path] = d.byFile[path]
+			return nil, err
+		}
+		names := []string{p}
+		if fi.IsDir() {
+			entries, err := os.ReadDir(p)
+			if err != nil {
+				return nil, err
+			}
+			names = nil
+			for _, e := range entries {
+				if objectFile(e.Name()) && !e.IsDir() {
+					names = append(names, filepath.Join(p, e.Name()))
+				}
+			}
+			if len(names) == 0 {
+				return nil, fmt.Errorf("%s: no *.yaml, *.yml or *.json files in this directory", p)
+			}
+		}
+		for _, n := range names {
+			data, err := os.ReadFile(n)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, File{Name: n, Data: data})
+		}
+	}
+	return files, nil
+}
+
+// File is one file of objects.
+type File struct {
+	Name string
+	Data []byte
+	// err: the file could not be read.
+	err error
+}
+
+// read parses files, the whole content of the source, into snap.
+func (d *DirSource) read(files []File, snap Snapshot) Snapshot {
+	if d.byFile == nil {
+		d.byFile, d.byID = map[string][]Object{}, map[string]Object{}
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	parsed := map[string][]Object{}
+	d.present = map[string]bool{}
+	d.broken = nil
+	defer func() {
+		// Last good versions are kept only for objects still there.
+		maps.DeleteFunc(d.byID, func(id string, _ Object) bool { return !d.present[id] })
+	}()
+	for _, f := range files {
+		if f.err != nil {
+			snap.Problems = append(snap.Problems, Problem{Object: f.Name, File: f.Name, Err: f.err})
+			parsed[f.Name] = d.byFile[f.Name]
 			continue
 		}
-		objs, problems := d.parse(path, data)
+		objs, problems := d.parse(f.Name, f.Data)
 		snap.Problems = append(snap.Problems, problems...)
-		files[path] = objs
+		parsed[f.Name] = objs
 	}
-	d.byFile = files
+	d.byFile = parsed
 	seen := map[string]string{}
-	for _, path := range slices.Sorted(maps.Keys(files)) {
-		for _, o := range files[path] {
+	for _, path := range slices.Sorted(maps.Keys(parsed)) {
+		for _, o := range parsed[path] {
 			id := o.Kind + " " + o.Namespace + "/" + o.Name
 			if prev, dup := seen[id]; dup {
-				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
+				snap.Problems = append(snap.Problems, Problem{Object: o.Ref(), File: o.File, Version: o.Version, Err: fmt.Errorf("also defined in %s; this one is ignored", prev)})
 				continue
 			}
 			seen[id] = o.Origin
@@ -272,7 +363,7 @@ func (d *DirSource) keepHosts(snap *Snapshot) {
 		o := kp.last
 		o.Spec = withHosts(o.Spec, kp.hosts)
 		snap.Objects = append(snap.Objects, o)
-		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, Version: kp.broken.version,
+		snap.Problems = append(snap.Problems, Problem{Object: kp.broken.ref, File: kp.broken.file, Version: kp.broken.version,
 			Err: fmt.Errorf("keeping the last good rules of %s from %s", strings.Join(kp.hosts, ", "), o.Ref())})
 	}
 	d.byHost = held
@@ -338,19 +429,36 @@ var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
 func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 	var objs []Object
 	var problems []Problem
-	docs := docSeparator.Split(string(data), -1)
-	for i, doc := range docs {
+	text := string(data)
+	seps := docSeparator.FindAllStringIndex(text, -1)
+	for i := 0; i <= len(seps); i++ {
+		start, end := 0, len(text)
+		if i > 0 {
+			start = seps[i-1][1]
+		}
+		if i < len(seps) {
+			end = seps[i][0]
+		}
+		doc := text[start:end]
 		origin := path
-		if len(docs) > 1 {
+		if len(seps) > 0 {
 			origin = fmt.Sprintf("%s#%d", path, i+1)
 		}
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}
 		version := digest(doc)
-		js, err := yaml.YAMLToJSON([]byte(doc))
+		js, err := config.YAMLToJSON([]byte(doc))
 		if err != nil {
-			problems = append(problems, Problem{Object: origin, Version: digest(string(data)), Err: fmt.Errorf("not YAML: %w; keeping what it held before", err)})
+			var se *config.SyntaxError
+			if errors.As(err, &se) {
+				se.Shift(strings.Count(text[:start], "\n")) // its line in the file
+			}
+			if d.lint {
+				problems = append(problems, Problem{Object: path, File: path, Version: version, document: true, Err: err})
+				continue
+			}
+			problems = append(problems, Problem{Object: path, File: path, Version: digest(text), document: true, Err: fmt.Errorf("%w; keeping what it held before", err)})
 			return d.byFile[path], problems
 		}
 		var head struct {
@@ -363,21 +471,26 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 			Spec json.RawMessage `json:"spec"`
 		}
 		if err := json.Unmarshal(js, &head); err != nil {
-			problems = append(problems, Problem{Object: origin, Version: version, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
+			problems = append(problems, Problem{Object: origin, File: path, Version: version, document: true, Err: fmt.Errorf("not a Kubernetes object: %w", err)})
 			continue
 		}
 		group, _, _ := strings.Cut(head.APIVersion, "/")
 		newSpec := kinds[group+"/"+head.Kind]
-		if newSpec == nil {
+		switch {
+		case head.APIVersion == "v1" && head.Kind == kindService:
+			newSpec = func() proto.Message { return &networkingv1alpha3.ServiceEntry{} }
+		case d.lint && group == "networking.istio.io" && head.Kind == kindEnvoyFilter:
+			newSpec = func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }
+		case newSpec == nil:
 			d.Log.Debug("skipping an object of a kind not translated", "origin", origin, "apiVersion", head.APIVersion, "kind", head.Kind)
 			continue
 		}
-		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, Spec: newSpec(), Version: version}
+		o := Object{Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name, Origin: origin, File: path, Spec: newSpec(), Version: version}
 		if o.Namespace == "" {
 			o.Namespace = "default"
 		}
 		if o.Name == "" {
-			problems = append(problems, Problem{Object: o.Ref(), Version: version, Field: "metadata.name", Err: errors.New("required")})
+			problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Field: "metadata.name", Err: errors.New("required")})
 			continue
 		}
 		id := o.Kind + " " + o.Namespace + "/" + o.Name
@@ -386,21 +499,41 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		if len(bytes.TrimSpace(spec)) == 0 || string(spec) == "null" {
 			spec = []byte("{}")
 		}
-		if err := config.DecodeJSON(spec, o.Spec); err != nil {
+		switch o.Kind {
+		case kindService:
+			// Kubernetes' own type, not Istio's: only what it declares is
+			// read, leniently (the API server checked the rest).
+			se, named, err := kubernetesService(o.Name, o.Namespace, spec)
+			if err != nil {
+				problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Field: "spec", Err: err})
+				continue
+			}
+			o.Spec, o.namedTargetPorts = se, named
+			objs = append(objs, o)
+			continue
+		case kindEnvoyFilter:
+			// `breeze validate` checks EnvoyFilters with Istio's own rules;
+			// Lint needs only those that decode.
+			if decodeSpec(spec, o.Spec) == nil {
+				objs = append(objs, o)
+			}
+			continue
+		}
+		if err := decodeSpec(spec, o.Spec); err != nil {
 			for _, e := range unjoin(err) {
-				p := Problem{Object: o.Ref(), Version: version, Err: e}
+				p := Problem{Object: o.Ref(), File: path, Version: version, Err: e}
 				var fe *config.FieldError
 				if errors.As(e, &fe) {
-					p.Field = "spec." + fe.Path
+					p.Field = fe.Path
 					p.Err = errors.New(strings.TrimPrefix(fe.Error(), fe.Path+": "))
 				}
 				problems = append(problems, p)
 			}
 			if last, ok := d.byID[id]; ok {
-				problems = append(problems, Problem{Object: o.Ref(), Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
+				problems = append(problems, Problem{Object: o.Ref(), File: path, Version: version, Err: fmt.Errorf("keeping its last good version (%s)", last.Origin)})
 				objs = append(objs, last)
 			} else {
-				d.broken = append(d.broken, brokenObject{ref: o.Ref(), kind: o.Kind, version: version, hosts: specHosts(spec)})
+				d.broken = append(d.broken, brokenObject{ref: o.Ref(), file: path, kind: o.Kind, version: version, hosts: specHosts(spec)})
 			}
 			continue
 		}
@@ -408,6 +541,62 @@ func (d *DirSource) parse(path string, data []byte) ([]Object, []Problem) {
 		objs = append(objs, o)
 	}
 	return objs, problems
+}
+
+// ClusterDomain is the DNS suffix of Kubernetes Services the hosts of
+// MetaRouters and ServiceEntries are matched against.
+const ClusterDomain = "svc.cluster.local"
+
+// kubernetesService reads what a Kubernetes Service declares, as a
+// ServiceEntry would: its host <name>.<namespace>.svc.cluster.local, its
+// ClusterIP and its ports. A targetPort that names a container port says
+// no number: named reports one.
+func kubernetesService(name, namespace string, spec []byte) (_ *networkingv1alpha3.ServiceEntry, named bool, _ error) {
+	var s struct {
+		ClusterIP string `json:"clusterIP"`
+		Ports     []struct {
+			Name       string          `json:"name"`
+			Port       uint32          `json:"port"`
+			TargetPort json.RawMessage `json:"targetPort"`
+		} `json:"ports"`
+	}
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return nil, false, fmt.Errorf("not a Kubernetes Service spec: %w", err)
+	}
+	se := &networkingv1alpha3.ServiceEntry{Hosts: []string{name + "." + namespace + "." + ClusterDomain}}
+	if s.ClusterIP != "" && s.ClusterIP != "None" {
+		se.Addresses = []string{s.ClusterIP}
+	}
+	for _, p := range s.Ports {
+		sp := &networkingv1alpha3.ServicePort{Number: p.Port, Name: p.Name}
+		var target uint32
+		var targetName string
+		switch {
+		case json.Unmarshal(p.TargetPort, &target) == nil:
+			sp.TargetPort = target
+		case json.Unmarshal(p.TargetPort, &targetName) == nil:
+			if n, err := strconv.ParseUint(targetName, 10, 32); err == nil {
+				sp.TargetPort = uint32(n)
+			} else {
+				named = true
+			}
+		}
+		se.Ports = append(se.Ports, sp)
+	}
+	return se, named, nil
+}
+
+// decodeSpec fills spec from the JSON of an object's spec as istiod
+// reads it (every unknown field an error; durations in Go's form too),
+// errors named by the keys as the file writes them, under "spec".
+func decodeSpec(js []byte, spec proto.Message) error {
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return err
+	}
+	return config.DecodeStrict(v, spec, config.StrictOptions{Path: "spec", KeysAsWritten: true, GoDurations: true})
 }
 
 // digest identifies a version of a document.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	metaprotocolv1alpha1 "github.com/aeraki-mesh/api/metaprotocol/v1alpha1"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 
+	"github.com/breeze-mesh/breeze/config"
 	mutationv1 "github.com/breeze-mesh/breeze/protos/breeze/filters/mutation/v1"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
@@ -73,8 +75,28 @@ func Translate(objs []Object) Translation {
 		services: map[string]*Object{},
 		rules:    map[string]*Object{},
 		routers:  map[string]*Object{},
+		declared: map[string]*Object{},
 	}
-	objs = slices.Clone(objs)
+	// Kubernetes Services and EnvoyFilters are not translated: they
+	// declare hosts and listeners the others are checked against.
+	objs = slices.DeleteFunc(slices.Clone(objs), func(o Object) bool {
+		switch o.Kind {
+		case kindService:
+			t.kubeServices = append(t.kubeServices, o)
+			return true
+		case kindEnvoyFilter:
+			t.envoyFilters = append(t.envoyFilters, o)
+			return true
+		}
+		return false
+	})
+	for i := range t.kubeServices {
+		for _, h := range t.kubeServices[i].Spec.(*networkingv1alpha3.ServiceEntry).GetHosts() {
+			if t.declared[h] == nil {
+				t.declared[h] = &t.kubeServices[i]
+			}
+		}
+	}
 	slices.SortStableFunc(objs, func(a, b Object) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
@@ -95,6 +117,7 @@ func Translate(objs []Object) Translation {
 			t.serviceEntry(&objs[i], se)
 		}
 	}
+	t.checkEnvoyFilters(objs)
 	return t.out
 }
 
@@ -105,10 +128,23 @@ type translator struct {
 	// bad objects: their problems are reported, their hosts skipped (or,
 	// for a DestinationRule, the resources it feeds fail).
 	bad map[*Object]bool
+	// Kubernetes Services (their Spec a ServiceEntry of what they
+	// declare), and by host; EnvoyFilters (Lint).
+	kubeServices, envoyFilters []Object
+	declared                   map[string]*Object
 }
 
 func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
-	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), Field: field, Warning: warning, Err: fmt.Errorf(format, args...), Version: o.Version})
+	t.out.Problems = append(t.out.Problems, Problem{Object: o.Ref(), File: o.File, Field: field, Warning: warning, Err: fmt.Errorf(format, args...), Version: o.Version})
+}
+
+// didYouMean is "; did you mean X?" with X the host of a ServiceEntry
+// nearest to h, or "" when none is near.
+func (t *translator) didYouMean(h string) string {
+	if near := config.Nearest(h, slices.Sorted(maps.Keys(t.services))); near != "" {
+		return "; did you mean " + near + "?"
+	}
+	return ""
 }
 
 // index maps hosts to their objects; a host claimed twice by one kind is
@@ -185,8 +221,12 @@ func (t *translator) unserved(o *Object) {
 		if f == "" {
 			f = fmt.Sprintf("spec.hosts[%d]", i)
 		}
-		if h != "" && t.services[h] == nil {
-			t.problem(o, f, true, "%q: no ServiceEntry has this host (Breeze's control plane reads ServiceEntries, not Kubernetes Services): nothing is served for it", h)
+		switch {
+		case h == "" || t.services[h] != nil:
+		case t.declared[h] != nil:
+			t.problem(o, f, true, "%q: declared by %s, but Breeze's control plane serves the hosts of ServiceEntries only: nothing is served for it; add a ServiceEntry with its endpoints", h, t.declared[h].Ref())
+		default:
+			t.problem(o, f, true, "%q: no ServiceEntry or Service declares this host: nothing is served for it%s", h, t.didYouMean(h))
 		}
 	}
 }
@@ -390,10 +430,10 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		}
 		rc.Routes = append(rc.Routes, route)
 	}
+	// Problems of this MetaRouter were reported for an earlier port: keep
+	// one copy.
+	t.dedupe(before)
 	if failed {
-		// Problems of this MetaRouter were reported for an earlier port:
-		// keep one copy.
-		t.dedupe(before)
 		return nil, false
 	}
 	return rc, true
@@ -434,7 +474,7 @@ func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alph
 		}
 		se := t.services[host]
 		if se == nil {
-			t.problem(o, f+".host", false, "%q: no ServiceEntry has this host", host)
+			t.problem(o, f+".host", false, "%q: no ServiceEntry has this host%s", host, t.didYouMean(host))
 			ok = false
 			continue
 		}
@@ -480,25 +520,44 @@ func (t *translator) action(o *Object, field string, dests []*metaprotocolv1alph
 		t.problem(o, field+".route", false, "the weights of %d destinations add up to 0", len(weighted))
 		return nil, false
 	}
+	if total != 100 {
+		// Aeraki's API: the weights SHOULD add up to 100. Breeze takes
+		// them as relative, which is likely not what was meant.
+		shares := make([]string, len(weighted))
+		for i, w := range weighted {
+			shares[i] = strconv.FormatFloat(math.Round(float64(w.GetWeight())*1000/float64(total))/10, 'f', -1, 64) + "%"
+		}
+		t.problem(o, field+".route", true, "the weights add up to %d, not 100: Breeze takes them as relative and splits traffic %s; make them add up to 100", total, strings.Join(shares, " / "))
+	}
 	action.ClusterSpecifier = &breezev1.RouteAction_WeightedClusters{WeightedClusters: &breezev1.WeightedClusters{Clusters: weighted}}
 	return action, true
 }
 
-var errNoRule = errors.New("no DestinationRule for this host defines subsets")
-
 // subset returns the labels of a DestinationRule subset.
 func (t *translator) subset(host, name string) (map[string]string, error) {
 	o := t.rules[host]
-	if o == nil || t.bad[o] {
-		return nil, errNoRule
+	switch {
+	case o == nil:
+		return nil, fmt.Errorf("no DestinationRule has host %s, so it has no subsets: add one that defines this subset", host)
+	case t.bad[o]:
+		return nil, fmt.Errorf("%s has errors", o.Ref())
 	}
 	dr := o.Spec.(*networkingv1alpha3.DestinationRule)
+	var names []string
 	for _, s := range dr.GetSubsets() {
 		if s.GetName() == name {
 			return s.GetLabels(), nil
 		}
+		names = append(names, s.GetName())
 	}
-	return nil, fmt.Errorf("%s defines no such subset", o.Ref())
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s defines no subsets", o.Ref())
+	}
+	msg := fmt.Sprintf("%s defines no such subset (only %s)", o.Ref(), strings.Join(names, ", "))
+	if near := config.Nearest(name, names); near != "" {
+		msg += "; did you mean " + near + "?"
+	}
+	return nil, errors.New(msg)
 }
 
 // badRule reports whether the DestinationRule of host has errors.

@@ -302,6 +302,8 @@ func TestTranslateErrors(t *testing.T) {
 	}{
 		{"unknown subset", strings.Replace(metaRouter, "subset: v2}}]", "subset: v3}}]", 1),
 			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[0].route[0].destination.subset: "v3": greeter.yaml#2: DestinationRule demo/greeter defines no such subset`}, true, false},
+		{"subset without a DestinationRule", strings.Replace(metaRouter, "route: [{destination: {host: org.example.Greeter, subset: v2}}]", "route: [{destination: {host: org.example.Alias, subset: v2}}]", 1),
+			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[0].route[0].destination.subset: "v2": no DestinationRule has host org.example.Alias, so it has no subsets: add one that defines this subset`}, true, false},
 		{"unknown host", strings.Replace(metaRouter, "route: [{destination: {host: org.example.Greeter", "route: [{destination: {host: org.example.Nope", 1),
 			[]string{`x.yaml: MetaRouter demo/greeter: spec.routes[0].route[0].destination.host: "org.example.Nope": no ServiceEntry has this host`}, true, false},
 		{"unknown port", strings.Replace(metaRouter, "port: {number: 20880}", "port: {number: 1234}", 1),
@@ -320,7 +322,8 @@ func TestTranslateErrors(t *testing.T) {
 			[]string{`x.yaml#2: MetaRouter demo/greeter2: spec.hosts[0]: "org.example.Greeter" is already taken by x.yaml#1: MetaRouter demo/greeter`}, false, false},
 		{"endpoint host name", strings.Replace(strings.Replace(serviceEntry, "name: greeter,", "name: greeter2,", 1), "org.example.Greeter", "org.example.Two", 1) + "  - {address: provider.local}\n",
 			[]string{`x.yaml: ServiceEntry demo/greeter2: spec.endpoints[2].address: "provider.local": not an IP address`}, false, true},
-		{"not yaml", "a: [", []string{`x.yaml: not YAML: `}, false, false},
+		{"not yaml", "a: [", []string{`x.yaml: line 1, column 5: YAML syntax error: did not find expected node content; keeping what it held before`}, false, false},
+		{"not yaml in a later document", serviceEntry + "---\n# two\nkind: [\n", []string{`x.yaml: line 14, column 1: YAML syntax error: did not find expected node content; keeping what it held before`}, false, false},
 		{"nameless", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec: {}\n", []string{`x.yaml: ServiceEntry default/: metadata.name: required`}, false, false},
 	}
 	for _, tc := range cases {
@@ -414,5 +417,29 @@ func TestRunFollowsDirectoryAndKeepsLastGood(t *testing.T) {
 	}
 	if u = next(); u.res.Routes[rname].GetRoutes()[0].GetName() != "default" {
 		t.Fatalf("after delete: %v", u.res.Routes[rname])
+	}
+}
+
+// A MetaRouter's routes are translated once per port of its host: a
+// warning about them is reported once, not once per port.
+func TestRouteWarningsOncePerObject(t *testing.T) {
+	twoPorts := strings.Replace(serviceEntry, "ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}]", "ports: [{number: 20880, name: tcp-dubbo, protocol: TCP}, {number: 20881, name: tcp-admin}]", 1)
+	// v1 hashes on another key than v2: the route's key is v1's.
+	rule := strings.Replace(destinationRule, "- {name: v1, labels: {version: v1}}", "- {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: tenant}}}}", 1)
+	router := strings.Replace(metaRouter, "weight: 70", "weight: 80", 1)
+	d := dir(t, map[string]string{"se.yaml": twoPorts, "dr.yaml": rule, "router.yaml": router})
+	_, problems := read(t, d)
+	var got []string
+	for _, p := range problems {
+		if p.Warning && !strings.Contains(p.Error(), "mirror") {
+			got = append(got, strings.ReplaceAll(p.Error(), d+"/", ""))
+		}
+	}
+	want := []string{
+		`router.yaml: MetaRouter demo/greeter: spec.routes[1].route[1].destination: DestinationRule hash key "user" differs from "tenant" of an earlier destination; "tenant" applies to the route`,
+		`router.yaml: MetaRouter demo/greeter: spec.routes[1].route: the weights add up to 110, not 100: Breeze takes them as relative and splits traffic 27.3% / 72.7%; make them add up to 100`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -1,7 +1,12 @@
 package deploy
 
 import (
+	"net"
+	"net/netip"
+	"strconv"
+
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
 // CheckBootstrap checks an Envoy bootstrap (YAML or JSON) the way Envoy
@@ -15,7 +20,7 @@ func CheckBootstrap(data []byte) (*bootstrapv3.Bootstrap, Findings) {
 	var f Findings
 	v, _, err := yamlValue(data)
 	if err != nil {
-		f.errorf("", "not YAML: %v", err)
+		f.Errors = append(f.Errors, err)
 		return nil, f
 	}
 	bs := &bootstrapv3.Bootstrap{}
@@ -36,6 +41,7 @@ func CheckBootstrap(data []byte) (*bootstrapv3.Bootstrap, Findings) {
 		}
 	}
 	checkLibraries(breezes, &f)
+	checkListenerAddresses(bs, &f)
 
 	if bs.GetAdmin().GetAddress() == nil {
 		f.warnf("admin", "no admin listener: nothing to read Envoy's stats, clusters and config from")
@@ -65,4 +71,42 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// checkListenerAddresses reports a static listener whose socket address
+// (IP, port and protocol) an earlier one has: Envoy refuses such a
+// bootstrap ("duplicate address") when it starts, after everything else
+// passed. Port 0 picks a free port and is not judged. Overlaps with a
+// wildcard are not reported: Envoy sets SO_REUSEPORT, and both bind.
+func checkListenerAddresses(bs *bootstrapv3.Bootstrap, f *Findings) {
+	type key struct {
+		ip       netip.Addr
+		host     string // when not an IP
+		port     uint32
+		protocol corev3.SocketAddress_Protocol
+	}
+	seen := map[key]string{}
+	for i, l := range bs.GetStaticResources().GetListeners() {
+		sa := l.GetAddress().GetSocketAddress()
+		if sa == nil || sa.GetPortValue() == 0 {
+			continue
+		}
+		k := key{port: sa.GetPortValue(), protocol: sa.GetProtocol()}
+		if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+			k.ip = ip.Unmap()
+		} else {
+			k.host = sa.GetAddress()
+		}
+		path := indexPath("static_resources.listeners", i)
+		what := path
+		if l.GetName() != "" {
+			what += " (" + l.GetName() + ")"
+		}
+		if prev, dup := seen[k]; dup {
+			f.errorf(joinPath(path, "address.socket_address"), "%s: %s has this address too: Envoy refuses a bootstrap with two listeners on one address (\"duplicate address\"); give each listener an address of its own",
+				net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)), prev)
+			continue
+		}
+		seen[k] = what
+	}
 }

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -24,8 +25,18 @@ const (
 	KindPluginConfig Kind = "Breeze plugin_config"
 	KindProxyConfig  Kind = "Breeze proxy config"
 	KindService      Kind = "Breeze service description"
-	KindUnknown      Kind = "unknown"
+	// Files Breeze ships that validate recognizes but does not check.
+	KindCompose    Kind = "Docker Compose file"
+	KindPrometheus Kind = "Prometheus config"
+	KindUnknown    Kind = "unknown"
 )
+
+// notChecked says, for the kinds validate recognizes but does not check,
+// what does check them.
+var notChecked = map[Kind]string{
+	KindCompose:    "breeze validate does not check Compose files: `docker compose config` does",
+	KindPrometheus: "breeze validate does not check Prometheus configs: `promtool check config` does",
+}
 
 // File is one file to check.
 type File struct {
@@ -35,17 +46,23 @@ type File struct {
 
 // Detect tells what a file holds from its first document's top-level keys.
 func Detect(data []byte) Kind {
+	kind, _ := detect(data)
+	return kind
+}
+
+// detect is Detect, with the first document's top-level value.
+func detect(data []byte) (Kind, any) {
 	docs := splitDocs(data)
 	if len(docs) == 0 {
-		return KindUnknown
+		return KindUnknown, nil
 	}
 	v, _, err := yamlValue(docs[0])
 	if err != nil {
-		return KindUnknown
+		return KindUnknown, nil
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return KindUnknown
+		return KindUnknown, v
 	}
 	has := func(keys ...string) bool {
 		for _, k := range keys {
@@ -57,41 +74,86 @@ func Detect(data []byte) Kind {
 	}
 	switch {
 	case has("apiVersion", "kind"):
-		return KindKubernetes
+		return KindKubernetes, v
 	case has("static_resources", "staticResources", "dynamic_resources", "dynamicResources", "admin", "node", "layered_runtime", "layeredRuntime"):
-		return KindBootstrap
+		return KindBootstrap, v
 	case has("listeners", "admin_address", "adminAddress"):
-		return KindRunner
+		return KindRunner, v
 	case has("@type"):
-		return KindPluginConfig
+		return KindPluginConfig, v
 	case has("host", "vip", "direction", "protocol"):
-		return KindService
+		return KindService, v
 	case has("stat_prefix", "statPrefix", "codec", "route_config", "routeConfig", "clusters", "xds"):
-		return KindProxyConfig
+		return KindProxyConfig, v
+	case has("services"):
+		return KindCompose, v
+	case has("scrape_configs", "rule_files", "alerting", "remote_write", "remote_read"):
+		return KindPrometheus, v
 	}
-	return KindUnknown
+	return KindUnknown, v
 }
 
-// Check checks files the way `breeze validate` does: each by its kind,
-// then the EnvoyFilters of all of them together (a Breeze patch needs a
-// plainText cluster for the same pods, maybe from another file). Every
-// Error names its file (and resource).
+// FileResult is what Check found in one file.
+type FileResult struct {
+	Name string
+	Kind Kind
+	// Objects lists the kinds of a Kubernetes file's objects, each once,
+	// in order.
+	Objects []string
+	// NotChecked, when set, says why the file was not checked: it is of a
+	// kind validate recognizes but leaves to another tool.
+	NotChecked string
+	Findings
+}
+
+// What names what the file holds, for a verdict: its kind, and for
+// Kubernetes manifests the kinds of their objects.
+func (r *FileResult) What() string {
+	if r.Kind == KindKubernetes && len(r.Objects) > 0 {
+		return "Kubernetes: " + strings.Join(r.Objects, ", ")
+	}
+	return string(r.Kind)
+}
+
+// Check checks files the way `breeze validate` does and returns all the
+// findings. Every Error names its file (and resource).
 func Check(files ...File) Findings {
 	var all Findings
+	for _, r := range CheckFiles(files...) {
+		all.merge(r.Findings)
+	}
+	return all
+}
+
+// CheckFiles checks files the way `breeze validate` does: each by its
+// kind, then the EnvoyFilters of all of them together (a Breeze patch needs
+// a plainText cluster for the same pods, maybe from another file). It
+// returns a result per file, in order; a finding across files belongs to
+// the file of the object it names. Every Error names its file (and
+// resource).
+func CheckFiles(files ...File) []FileResult {
+	results := make([]FileResult, len(files))
 	var uses []istioUse
-	for _, file := range files {
+	for i, file := range files {
 		var f Findings
-		switch kind := Detect(file.Data); kind {
+		kind, top := detect(file.Data)
+		results[i] = FileResult{Name: file.Name, Kind: kind, NotChecked: notChecked[kind]}
+		switch kind {
 		case KindBootstrap:
 			_, f = CheckBootstrap(file.Data)
 		case KindKubernetes:
 			var u []istioUse
-			f, u = checkManifests(file.Data, file.Name)
+			var objects []string
+			f, u, objects = checkManifests(file.Data, file.Name)
+			for j := range u {
+				u[j].file = i
+			}
 			uses = append(uses, u...)
+			results[i].Objects = objects
 		case KindRunner:
 			r, err := config.ParseRunner(file.Name, file.Data)
 			if err != nil {
-				all.Errors = append(all.Errors, unjoin(err)...) // they name the file
+				results[i].Errors = unjoin(err) // they name the file
 				continue
 			}
 			for i, l := range r.GetListeners() {
@@ -111,13 +173,48 @@ func Check(files ...File) Findings {
 			} else {
 				addConfigWarnings(s.Outbound, "", &f) // the service file's keys are the proxy's
 			}
+		case KindCompose, KindPrometheus:
 		default:
-			f.errorf("", "cannot tell what this is: not an Envoy bootstrap, Kubernetes manifest, Breeze runner, plugin_config, proxy config or service description")
+			if err := firstSyntaxError(file.Data); err != nil {
+				f.Errors = append(f.Errors, err)
+				break
+			}
+			f.errorf("", "cannot tell what this is from %s: not an Envoy bootstrap, Kubernetes manifest, Breeze runner, plugin_config, proxy config or service description", topLevel(top))
 		}
-		all.merge(inDoc(f, file.Name))
+		results[i].merge(inDoc(f, file.Name))
 	}
-	checkIstioSet(uses, &all)
-	return all
+	checkIstioSet(uses, func(u *istioUse, e error) {
+		results[u.file].Errors = append(results[u.file].Errors, e)
+	})
+	return results
+}
+
+// firstSyntaxError returns the syntax error of data's first document, at
+// its line in the file, nil if it parses.
+func firstSyntaxError(data []byte) error {
+	docs := splitDocsAt(data)
+	if len(docs) == 0 {
+		return nil
+	}
+	_, _, err := yamlValue(docs[0].data)
+	var se *config.SyntaxError
+	if errors.As(err, &se) {
+		se.Shift(docs[0].line)
+	}
+	return err
+}
+
+// topLevel describes what Detect saw at the top of a file.
+func topLevel(v any) string {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return "its content (" + config.JSONKind(v) + ")"
+	}
+	keys := sortedKeys(obj)
+	if len(keys) > 5 {
+		keys = append(keys[:5], "...")
+	}
+	return "its top-level keys (" + strings.Join(keys, ", ") + ")"
 }
 
 // inDoc puts every finding of f under doc.
@@ -147,25 +244,37 @@ func inDoc(f Findings, doc string) Findings {
 // workloads for the sidecar annotations Breeze needs. It returns the
 // EnvoyFilters that parsed.
 func CheckEnvoyFilters(data []byte) ([]*EnvoyFilter, Findings) {
-	efs, f, uses := parseManifests(data, "")
-	checkIstioSet(uses, &f)
+	efs, f, uses, _ := parseManifests(data, "")
+	checkIstioSet(uses, func(_ *istioUse, e error) { f.Errors = append(f.Errors, e) })
 	return efs, f
 }
 
-func checkManifests(data []byte, file string) (Findings, []istioUse) {
-	_, f, uses := parseManifests(data, file)
-	return f, uses
+func checkManifests(data []byte, file string) (Findings, []istioUse, []string) {
+	_, f, uses, objects := parseManifests(data, file)
+	return f, uses, objects
 }
 
-func parseManifests(data []byte, file string) ([]*EnvoyFilter, Findings, []istioUse) {
+// parseManifests checks each document of a stream of Kubernetes manifests
+// (file names the stream in messages); it returns the EnvoyFilters that
+// parsed, the findings, what the set-wide checks need, and the kinds of
+// the objects, each once.
+func parseManifests(data []byte, file string) ([]*EnvoyFilter, Findings, []istioUse, []string) {
 	var all Findings
 	var efs []*EnvoyFilter
 	var uses []istioUse
-	for i, doc := range splitDocs(data) {
+	var objects []string
+	for i, doc := range splitDocsAt(data) {
 		name := fmt.Sprintf("document %d", i+1)
-		v, _, err := yamlValue(doc)
+		v, _, err := yamlValue(doc.data)
 		if err != nil {
-			all.Errors = append(all.Errors, &Error{Doc: name, Msg: "not YAML: " + err.Error()})
+			// A syntax error names its line in the file: no document name.
+			var se *config.SyntaxError
+			if errors.As(err, &se) {
+				se.Shift(doc.line)
+				all.Errors = append(all.Errors, err)
+			} else {
+				all.Errors = append(all.Errors, &Error{Doc: name, Msg: err.Error()})
+			}
 			continue
 		}
 		obj, ok := v.(map[string]any)
@@ -174,6 +283,9 @@ func parseManifests(data []byte, file string) ([]*EnvoyFilter, Findings, []istio
 			continue
 		}
 		kind, _ := obj["kind"].(string)
+		if kind != "" && !slices.Contains(objects, kind) {
+			objects = append(objects, kind)
+		}
 		if meta, ok := obj["metadata"].(map[string]any); ok {
 			if n, ok := meta["name"].(string); ok && n != "" {
 				name = kind + " " + n
@@ -204,7 +316,7 @@ func parseManifests(data []byte, file string) ([]*EnvoyFilter, Findings, []istio
 		}
 		all.merge(f)
 	}
-	return efs, all, uses
+	return efs, all, uses, objects
 }
 
 func joinDoc(file, name string) string {
@@ -218,7 +330,7 @@ func checkPluginConfigFile(data []byte) Findings {
 	var f Findings
 	v, _, err := yamlValue(data)
 	if err != nil {
-		f.errorf("", "not YAML: %v", err)
+		f.Errors = append(f.Errors, err)
 		return f
 	}
 	a := &anypb.Any{}
@@ -234,7 +346,7 @@ func checkProxyConfigFile(data []byte) Findings {
 	var f Findings
 	v, _, err := yamlValue(data)
 	if err != nil {
-		f.errorf("", "not YAML: %v", err)
+		f.Errors = append(f.Errors, err)
 		return f
 	}
 	obj, ok := v.(map[string]any)

@@ -40,7 +40,7 @@ func TestBootstrapMistakes(t *testing.T) {
 	const filter = "static_resources.listeners[0].filter_chains[0].filters[0]"
 	runMistakes(t, filepath.Join(envoyConfigDir, "envoy.yaml"), func(b []byte) Findings { _, f := CheckBootstrap(b); return f }, []mistake{
 		{name: "unknown field", old: "lb_policy: CLUSTER_PROVIDED", new: "lb_polcy: CLUSTER_PROVIDED",
-			want: `static_resources.clusters[0].lb_polcy: unknown field`},
+			want: `static_resources.clusters[0].lb_polcy: unknown field (envoy.config.cluster.v3.Cluster has no field "lb_polcy"); did you mean lb_policy?`},
 		{name: "wrong type URL", old: "golang.v3alpha.Config", new: "golang.v3alpha.Confg",
 			want: filter + `.typed_config.@type: unknown type "type.googleapis.com/envoy.extensions.filters.network.golang.v3alpha.Confg"`},
 		{name: "plugin_config as Breeze's own Any", old: "xds.type.v3.TypedStruct", new: "breeze.v1.ProxyConfig",
@@ -72,7 +72,9 @@ func TestBootstrapMistakes(t *testing.T) {
 		{name: "PGV rule", old: "connect_timeout: 1s", new: "connect_timeout: 0s",
 			want: `static_resources.clusters[0].connect_timeout: value must be greater than 0s`},
 		{name: "wrong value type", old: "connect_timeout: 1s", new: "connect_timeout: 1x",
-			want: `static_resources.clusters[0].connect_timeout: invalid google.protobuf.Duration value "1x"`},
+			want: `static_resources.clusters[0].connect_timeout: "1x": not a duration: Envoy reads seconds with an "s", as in 5s, 0.25s or 900s`},
+		{name: "two listeners on one address", old: "  listeners:\n", new: "  listeners:\n  - name: other\n    address:\n      socket_address: {address: 0.0.0.0, port_value: 20880}\n",
+			want: `static_resources.listeners[1].address.socket_address: 0.0.0.0:20880: static_resources.listeners[0] (other) has this address too: Envoy refuses a bootstrap with two listeners on one address ("duplicate address"); give each listener an address of its own`},
 		{name: "port range", old: "port_value: 9901", new: "port_value: 99019",
 			want: `admin.address.socket_address.port_value: value must be less than or equal to 65535`},
 		{name: "filter after the Go filter", old: "  clusters:\n  # Envoy's Go filter", new: "      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: x\n          cluster: plainText\n  clusters:\n  # Envoy's Go filter",
@@ -86,7 +88,7 @@ func TestBootstrapMistakes(t *testing.T) {
 		{name: "no admin", old: "admin:\n  address:\n    socket_address: {address: 0.0.0.0, port_value: 9901}\n", new: "",
 			want: "admin: no admin listener", warn: true},
 		{name: "not YAML", old: "node:", new: "node: [",
-			want: "not YAML"},
+			want: "line 10, column 10: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence that starts at line 8, column 7)"},
 	})
 }
 
@@ -115,11 +117,11 @@ func TestEnvoyFilterMistakes(t *testing.T) {
 		{name: "unknown spec field", old: "  workloadSelector:\n    labels:\n      app: consumer", new: "  workloadSelecter:\n    labels:\n      app: consumer",
 			want: out + `spec.workloadSelecter: unknown field`},
 		{name: "unknown metadata field", old: "  name: greeter-breeze-outbound", new: "  name: greeter-breeze-outbound\n  namespaces: x",
-			want: out + `metadata.namespaces: unknown field of a Kubernetes ObjectMeta`},
+			want: out + `metadata.namespaces: unknown field of a Kubernetes ObjectMeta; did you mean namespace?`},
 		{name: "bad name", old: "name: greeter-breeze-outbound", new: "name: Greeter_Outbound",
 			want: `metadata.name: "Greeter_Outbound": not a DNS-1123 subdomain`},
 		{name: "unknown enum", old: "applyTo: NETWORK_FILTER", new: "applyTo: NETWORK_FILTERS",
-			want: out + `spec.configPatches[0].applyTo: invalid value for enum field applyTo: "NETWORK_FILTERS"`},
+			want: out + `spec.configPatches[0].applyTo: "NETWORK_FILTERS": applyTo must be one of LISTENER, FILTER_CHAIN, NETWORK_FILTER, HTTP_FILTER, ROUTE_CONFIGURATION, VIRTUAL_HOST, HTTP_ROUTE, CLUSTER, EXTENSION_CONFIG, BOOTSTRAP, LISTENER_FILTER; did you mean NETWORK_FILTER?`},
 		{name: "unknown field in a patch value", old: "        is_terminal_filter: true", new: "        is_terminal: true",
 			want: out + `spec.configPatches[0].patch.value.typed_config.is_terminal: unknown field (envoy.extensions.filters.network.golang.v3alpha.Config has no field "is_terminal")`},
 		{name: "wrong type URL in a patch value", old: "tls.v3.UpstreamTlsContext", new: "tls.v3.UpstreamTLSContext",
@@ -420,6 +422,6 @@ func TestDurationsAsTheirReadersTakeThem(t *testing.T) {
 	}
 	runMistakes(t, filepath.Join(envoyConfigDir, "envoy.yaml"), func(b []byte) Findings { _, f := CheckBootstrap(b); return f }, []mistake{
 		{name: "Go duration in Envoy's own field", old: "connect_timeout: 1s", new: "connect_timeout: 1000ms",
-			want: `static_resources.clusters[0].connect_timeout: invalid google.protobuf.Duration value "1000ms"`},
+			want: `static_resources.clusters[0].connect_timeout: "1000ms": Envoy reads durations only as seconds with an "s": write "1s"`},
 	})
 }

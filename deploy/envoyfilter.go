@@ -90,19 +90,40 @@ func MarshalEnvoyFilters(efs []*EnvoyFilter) ([]byte, error) {
 // that hold nothing but comments and blank lines.
 func splitDocs(data []byte) [][]byte {
 	var docs [][]byte
+	for _, d := range splitDocsAt(data) {
+		docs = append(docs, d.data)
+	}
+	return docs
+}
+
+// yamlDoc is one document of a YAML stream.
+type yamlDoc struct {
+	data []byte
+	// line is the number of lines of the stream before the document: a
+	// syntax error's line in the document plus line is its line in the
+	// file.
+	line int
+}
+
+// splitDocsAt is splitDocs, with where each document starts.
+func splitDocsAt(data []byte) []yamlDoc {
+	var docs []yamlDoc
 	var cur bytes.Buffer
+	start, n := 0, 0
 	flush := func() {
 		for _, l := range strings.Split(cur.String(), "\n") {
 			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-				docs = append(docs, bytes.Clone(cur.Bytes()))
+				docs = append(docs, yamlDoc{data: bytes.Clone(cur.Bytes()), line: start})
 				break
 			}
 		}
 		cur.Reset()
 	}
 	for _, l := range strings.SplitAfter(string(data), "\n") {
+		n++
 		if t := strings.TrimRight(l, " \t\r\n"); t == "---" || strings.HasPrefix(t, "--- ") {
 			flush()
+			start = n
 			continue
 		}
 		cur.WriteString(l)
@@ -129,7 +150,9 @@ var (
 
 // istioUse is what the set-wide checks need to know of one EnvoyFilter.
 type istioUse struct {
-	doc        string
+	doc string
+	// file is the index of the file among those checked together.
+	file       int
 	namespace  string
 	selector   map[string]string
 	breezes    []istioBreeze
@@ -161,7 +184,7 @@ func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Fin
 		case "status":
 			f.warnf(k, "status is written by Istio, not by you")
 		default:
-			f.errorf(k, "unknown field of a Kubernetes object")
+			f.errorf(k, "unknown field of a Kubernetes object%s", didYouMean(k, []string{"apiVersion", "kind", "metadata", "spec"}))
 		}
 	}
 	if av, _ := v["apiVersion"].(string); av != EnvoyFilterAPIVersion {
@@ -174,7 +197,7 @@ func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Fin
 	}
 	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		if !objectMetaFields[k] {
-			f.errorf(joinPath("metadata", k), "unknown field of a Kubernetes ObjectMeta")
+			f.errorf(joinPath("metadata", k), "unknown field of a Kubernetes ObjectMeta%s", didYouMean(k, sortedKeys(objectMetaFields)))
 		}
 	}
 	ef.Name, _ = meta["name"].(string)
@@ -434,8 +457,9 @@ func checkBreezePatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch,
 // checkIstioSet checks what holds only across EnvoyFilters: each Breeze
 // patch has a plainText cluster on every pod it applies to, and no pod
 // gets two different plainText clusters, nor an mTLS one under an inbound
-// Breeze (which dials the local app in plain text).
-func checkIstioSet(uses []istioUse, f *Findings) {
+// Breeze (which dials the local app in plain text). Each error goes to
+// add with the EnvoyFilter it names.
+func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
 	for _, u := range uses {
 		for _, b := range u.breezes {
 			covered := false
@@ -446,7 +470,7 @@ func checkIstioSet(uses []istioUse, f *Findings) {
 				covered = covered || len(o.plainTexts) > 0
 			}
 			if !covered {
-				f.Errors = append(f.Errors, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
+				add(&u, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
 					"no %q cluster for these workloads: add one (applyTo CLUSTER, operation ADD, type ORIGINAL_DST, lb_policy CLUSTER_PROVIDED) in an EnvoyFilter whose workloadSelector covers this one's; without it every Breeze upstream connection fails with \"cluster not found\"", PlainTextCluster)})
 			}
 		}
@@ -466,7 +490,7 @@ func checkIstioSet(uses []istioUse, f *Findings) {
 			if !sameScope(a.u.namespace, b.u.namespace) || disjoint(a.u.selector, b.u.selector) || proto.Equal(a.p.cluster, b.p.cluster) {
 				continue
 			}
-			f.Errors = append(f.Errors, &Error{Doc: b.u.doc, Path: b.p.path, Msg: fmt.Sprintf(
+			add(b.u, &Error{Doc: b.u.doc, Path: b.p.path, Msg: fmt.Sprintf(
 				"a different %q cluster than %s %s may land on the same pods (istiod keeps only the first): give one pod one plainText, or make the workloadSelectors disjoint", PlainTextCluster, a.u.doc, a.p.path)})
 		}
 	}
@@ -477,7 +501,7 @@ func checkIstioSet(uses []istioUse, f *Findings) {
 			}
 			for _, o := range all {
 				if sameScope(u.namespace, o.u.namespace) && !disjoint(u.selector, o.u.selector) && isIstioMTLS(o.p.cluster) {
-					f.Errors = append(f.Errors, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
+					add(&u, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
 						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy 1.36's Go filter has one upstream cluster per pod: a pod runs either inbound Breeze or outbound Breeze with mTLS", PlainTextCluster, o.u.doc, o.p.path)})
 				}
 			}

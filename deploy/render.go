@@ -73,7 +73,7 @@ func Render(s *Service) ([]*EnvoyFilter, error) {
 		f.merge(ef)
 		uses = append(uses, use)
 	}
-	checkIstioSet(uses, &f)
+	checkIstioSet(uses, func(_ *istioUse, e error) { f.Errors = append(f.Errors, e) })
 	if err := f.Err(); err != nil {
 		return nil, fmt.Errorf("rendered EnvoyFilters fail their checks: %w", err)
 	}

@@ -148,7 +148,7 @@ func TestRenderVariants(t *testing.T) {
 
 func TestRenderMistakes(t *testing.T) {
 	for _, tc := range []struct{ name, desc, want string }{
-		{"unknown field", minimalService + "selecter: {app: x}\n", "selecter: unknown field of a service description"},
+		{"unknown field", minimalService + "selecter: {app: x}\n", "selecter: unknown field of a service description; did you mean selector?"},
 		{"wrong type", strings.Replace(minimalService, "port: 20880\n", "port: many\n", 1), "port: want uint32"},
 		{"no host", strings.Replace(minimalService, "host: greeter.demo.svc.cluster.local\n", "", 1), "host: required"},
 		{"bad vip", strings.Replace(minimalService, "vip: 10.96.0.20", "vip: greeter", 1), `vip: "greeter": outbound needs the service's ClusterIP`},

@@ -137,7 +137,7 @@ func ParseService(data []byte) (*Service, error) {
 	known := jsonFields(serviceFile{})
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		if !known[k] {
-			errs = append(errs, errorf(k, "unknown field of a service description"))
+			errs = append(errs, errorf(k, "unknown field of a service description%s", didYouMean(k, sortedKeys(known))))
 		}
 	}
 	if len(errs) > 0 {

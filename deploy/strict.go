@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/structpb"
-	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/config"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -55,14 +54,24 @@ func joinPath(path, field string) string {
 	return path + "." + field
 }
 
+// didYouMean is "; did you mean X?" with X the name among known nearest
+// to k, or "" when none is near.
+func didYouMean(k string, known []string) string {
+	if near := config.Nearest(k, known); near != "" {
+		return "; did you mean " + near + "?"
+	}
+	return ""
+}
+
 func indexPath(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
 var xdsTypedStruct = (*xdstypev3.TypedStruct)(nil).ProtoReflect().Descriptor().FullName()
 
 // yamlValue turns YAML (or JSON) into a JSON value with numbers kept as
-// written.
+// written. YAML that does not parse is a *config.SyntaxError, which names
+// the line and column.
 func yamlValue(data []byte) (any, []byte, error) {
-	js, err := yaml.YAMLToJSON(data)
+	js, err := config.YAMLToJSON(data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -104,7 +113,7 @@ func decodeStrict(v any, m proto.Message, path string, by reader) error {
 	var errs []error
 	for _, e := range unjoin(err) {
 		if fe, ok := e.(*config.FieldError); ok {
-			errs = append(errs, &Error{Path: fe.Path, Msg: fe.Err.Error()})
+			errs = append(errs, &Error{Path: fe.Path, Msg: fieldErrorMsg(fe)})
 		} else {
 			errs = append(errs, &Error{Msg: e.Error()})
 		}

@@ -98,7 +98,7 @@ func TestHelp(t *testing.T) {
 		"":         "usage: breeze <command> [flags] [arguments]",
 		"run":      "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
 		"render":   "usage: breeze render envoyfilter [-o OUT] FILE",
-		"validate": "usage: breeze validate FILE...",
+		"validate": "usage: breeze validate FILE|DIR...",
 		"xds":      "usage: breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":  "usage: breeze version",
 		"help":     "usage: breeze <command> [flags] [arguments]",
@@ -155,7 +155,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},
 		{[]string{"render", "envoyfilter", "-x", "greeter.yaml"}, "breeze render: flag provided but not defined: -x\n" + render},
-		{[]string{"validate"}, "breeze validate: no files to check: name them, as in breeze validate envoy.yaml\n" + usageOf("validate", "breeze validate FILE...")},
+		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate FILE|DIR...")},
 		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
 		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
 	} {
@@ -178,7 +178,7 @@ func TestFailures(t *testing.T) {
 	}{
 		{[]string{"xds", "-dir", "/nonexistent"}, `breeze: -dir "/nonexistent": no such directory` + "\n"},
 		{[]string{"xds", "-dir", file}, `breeze: -dir "` + file + `" is a file: want the directory holding it` + "\n"},
-		{[]string{"validate", "/nonexistent.yaml"}, "breeze: open /nonexistent.yaml: no such file or directory\n"},
+		{[]string{"validate", "/nonexistent.yaml"}, "breeze: /nonexistent.yaml: no such file or directory\n"},
 	} {
 		stdout, stderr, code := breeze(t, tc.args...)
 		if code != exitFailure || stderr != tc.want || stdout != "" {
@@ -194,7 +194,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 	if _, stderr, code := breeze(t, "render", "envoyfilter", "../../envoy-config/istio/greeter.yaml", "-o", out); code != exitOK {
 		t.Fatalf("render with -o last: exit %d: %s", code, stderr)
 	}
-	if stdout, stderr, code := breeze(t, "validate", out, "--", "-h"); code != exitFailure || stdout != "" || stderr != "breeze: open -h: no such file or directory\n" {
+	if stdout, stderr, code := breeze(t, "validate", out, "--", "-h"); code != exitFailure || stdout != "" || stderr != "breeze: -h: no such file or directory\n" {
 		t.Errorf(`validate FILE -- -h: exit %d, stdout %q, stderr %q; want "-h" read as a file`, code, stdout, stderr)
 	}
 }

@@ -2,47 +2,114 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
+	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/deploy"
 )
 
 const validateUsage = `Checks Envoy bootstraps, Istio EnvoyFilters (and the sidecar annotations of
 workloads in the same manifests), Breeze runner configs, plugin_configs and
 service descriptions: with Envoy 1.36's and Istio 1.28's own API types and
-validation rules, and Breeze's own parser and rules. The EnvoyFilters of all
-FILEs are also checked together. Errors name the field.
+validation rules, and Breeze's own parser and rules. A directory stands for
+its *.yaml, *.yml and *.json files. All files are also checked together, as
+a mesh: EnvoyFilters across files, and MetaRouters, DestinationRules and
+ServiceEntries as breeze xds translates them (a route to a subset no
+DestinationRule defines, a host no ServiceEntry or Service declares, ...),
+EnvoyFilters against the Services and ServiceEntries. Errors name the file,
+the object and the field; every file gets a verdict. Exit status: 0 when
+there are no errors (warnings only), 1 with errors, 2 for a usage mistake.
 `
 
 func validate(args []string) error {
-	fs := newFlags("validate", "breeze validate FILE...", validateUsage)
+	fs := newFlags("validate", "breeze validate FILE|DIR...", validateUsage)
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(args) == 0 {
-		return fs.usageErrorf("no files to check: name them, as in breeze validate envoy.yaml")
+		return fs.usageErrorf("no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/")
 	}
-	var files []deploy.File
-	for _, name := range args {
-		data, err := os.ReadFile(name)
-		if err != nil {
-			return err
+	return validateTo(args, os.Stdout, os.Stderr)
+}
+
+// validateTo checks the files and directories paths name, writing each
+// finding to stderr (errors first, then warnings) and each file's verdict
+// to stdout, file by file. It fails when there is an error.
+func validateTo(paths []string, stdout, stderr io.Writer) error {
+	files, err := controlplane.ReadPaths(paths...)
+	if err != nil {
+		return err
+	}
+	dfiles := make([]deploy.File, len(files))
+	for i, f := range files {
+		dfiles[i] = deploy.File{Name: f.Name, Data: f.Data}
+	}
+	results := deploy.CheckFiles(dfiles...)
+	byName := map[string]*deploy.FileResult{}
+	for i := range results {
+		byName[results[i].Name] = &results[i]
+	}
+	nerr, nbad := 0, 0
+	for _, p := range controlplane.Lint(files...) {
+		r := byName[p.File]
+		switch {
+		case r == nil: // not expected: every problem names one of the files
+			fmt.Fprintln(stderr, "error:", p)
+			nerr++
+		case p.Warning:
+			r.Warnings = append(r.Warnings, p)
+		default:
+			r.Errors = append(r.Errors, p)
 		}
-		files = append(files, deploy.File{Name: name, Data: data})
 	}
-	f := deploy.Check(files...)
-	for _, w := range f.Warnings {
-		fmt.Fprintln(os.Stderr, "warning:", w)
+	for _, r := range results {
+		for _, e := range r.Errors {
+			fmt.Fprintln(stderr, "error:", e)
+		}
+		for _, w := range r.Warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		fmt.Fprintln(stdout, verdict(&r))
+		if len(r.Errors) > 0 {
+			nerr += len(r.Errors)
+			nbad++
+		}
 	}
-	for _, e := range f.Errors {
-		fmt.Fprintln(os.Stderr, "error:", e)
-	}
-	if len(f.Errors) > 0 {
-		return fmt.Errorf("validate: %d error(s)", len(f.Errors))
-	}
-	for _, file := range files {
-		fmt.Printf("%s: ok (%s)\n", file.Name, deploy.Detect(file.Data))
+	if nerr > 0 {
+		return fmt.Errorf("validate: %s in %d of %d files", count(nerr, "error"), nbad, len(results))
 	}
 	return nil
+}
+
+// verdict is the line that says how a file fared: "ok", or how many
+// errors and warnings it has, and what it holds; or that it was not
+// checked, and why.
+func verdict(r *deploy.FileResult) string {
+	what := ""
+	if r.Kind != deploy.KindUnknown {
+		what = " (" + r.What() + ")"
+	}
+	var parts []string
+	if len(r.Errors) == 0 {
+		parts = append(parts, "ok")
+	} else {
+		parts = append(parts, count(len(r.Errors), "error"))
+	}
+	if len(r.Warnings) > 0 {
+		parts = append(parts, count(len(r.Warnings), "warning"))
+	}
+	if r.NotChecked != "" && len(r.Errors)+len(r.Warnings) == 0 {
+		return fmt.Sprintf("%s: not checked%s: %s", r.Name, what, r.NotChecked)
+	}
+	return r.Name + ": " + strings.Join(parts, ", ") + what
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
