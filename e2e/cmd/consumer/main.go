@@ -18,6 +18,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -90,6 +91,11 @@ func main() {
 		os.Exit(2)
 	}
 	client, err := dubbogo.NewClient(*addr, dubbogo.ClientOptions{Version: *version, Timeout: *timeout})
+	var unreachable *dubbogo.UnreachableError
+	if errors.As(err, &unreachable) {
+		fmt.Fprintf(os.Stderr, "consumer: %v; start a provider or Breeze there, or point -addr at one\n", err)
+		os.Exit(2)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		os.Exit(2)
