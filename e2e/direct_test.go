@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +109,35 @@ func TestDirectConsumerTargetDown(t *testing.T) {
 	}
 	if strings.Contains(stdout.String(), "SUMMARY") {
 		t.Errorf("a SUMMARY line although no call was made:\n%s", stdout.String())
+	}
+}
+
+// TestDirectProviderPortInUse: a provider whose -port is taken exits with
+// status 1 and one line on stderr, not with getty's panic from inside
+// dubbo-go's config.Load.
+func TestDirectProviderPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // only against a hang
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.ProviderBin(t), "-port", strconv.Itoa(port), "-name", "v1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("provider exit: %v, want status 1", err)
+	}
+	want := fmt.Sprintf("provider: cannot listen on 127.0.0.1:%d: address already in use; stop what holds that port or pick another -port\n", port)
+	if got := stderr.String(); got != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", got, want)
+	}
+	if strings.Contains(stdout.String(), "READY") {
+		t.Errorf("READY although the port is taken:\n%s", stdout.String())
 	}
 }
 

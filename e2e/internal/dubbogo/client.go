@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -162,11 +161,7 @@ func refer(rc *config.ReferenceConfig, ref *greeterRef) (err error) {
 func whyUnreachable(addr string, timeout time.Duration, referErr error) error {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
-		var sys *os.SyscallError
-		if errors.As(err, &sys) {
-			return sys.Err // "connection refused", without the address again
-		}
-		return err
+		return osReason(err)
 	}
 	c.Close()
 	// Up now: it came up meanwhile, or dubbo-go failed for another reason.
