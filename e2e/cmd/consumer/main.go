@@ -5,7 +5,8 @@
 //	consumer -addr 127.0.0.1:20880 -n 100 -concurrency 4 -attach tenant=gold
 //
 // The last line is "SUMMARY {json}" for programs. It exits 1 if any call
-// failed or got another call's answer.
+// failed or got another call's answer, and 2, with one line on stderr, if
+// it could not start (nothing to connect to at -addr, say).
 //
 // With -serve it instead prints "READY serve" and then makes one call per
 // JSON line read on stdin, {"id":1,"method":"Greet","arg":"x","attachments":{}},

@@ -193,12 +193,17 @@ func load(root *config.RootConfig) (err error) {
 }
 
 // osReason is a dial or listen error in the operating system's words
-// ("connection refused", "address already in use"), without the address
-// and operation that the caller's message already names.
+// ("connection refused", "address already in use") or the resolver's
+// ("lookup HOST: no such host"), without the operation and address that
+// the caller's message already names.
 func osReason(err error) error {
 	var sys *os.SyscallError
 	if errors.As(err, &sys) {
 		return sys.Err
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns
 	}
 	return err
 }
