@@ -44,10 +44,13 @@ stop_all() {
 }
 cleanup() {
   local status=$?
+  # With the output's reader gone (`make demo | head`), a write here would
+  # end the cleanup before the rm: SIGPIPE would kill the script, or, that
+  # ignored, the failed write would stop it under set -e.
+  trap '' PIPE
   stop_all
   if [ "$status" -ne 0 ] && [ -s "$logs/breeze.log" ]; then
-    echo "== breeze's log:"
-    cat "$logs/breeze.log"
+    { echo "== breeze's log:"; cat "$logs/breeze.log"; } || true
   fi
   rm -rf "$logs"
   exit "$status"
