@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +82,62 @@ func TestDirectConsumerBinary(t *testing.T) {
 	}
 	if exitErr != nil || s.OK != 200 || s.Providers["solo"] != 200 {
 		t.Fatalf("consumer exit %v, summary %+v", exitErr, s)
+	}
+}
+
+// TestDirectConsumerTargetDown: a consumer whose -addr has no listener exits
+// with status 2 and one line on stderr saying what failed and what to do,
+// not with a panic from inside dubbo-go (whose Refer dereferences the nil
+// invoker its dubbo protocol returns when it cannot connect).
+func TestDirectConsumerTargetDown(t *testing.T) {
+	// Free a moment ago, and handed out to no other test: nothing listens.
+	addr := harness.Addr(harness.FreePort(t))
+	// The deadline only keeps a hung consumer from hanging the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.ConsumerBin(t), "-addr", addr, "-n", "1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Errorf("consumer exit: %v, want status 2", err)
+	}
+	want := "consumer: cannot connect to " + addr + ": connection refused; start a provider or Breeze there, or point -addr at one\n"
+	if got := stderr.String(); got != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", got, want)
+	}
+	if strings.Contains(stdout.String(), "SUMMARY") {
+		t.Errorf("a SUMMARY line although no call was made:\n%s", stdout.String())
+	}
+}
+
+// TestDirectProviderPortInUse: a provider whose -port is taken exits with
+// status 1 and one line on stderr, not with getty's panic from inside
+// dubbo-go's config.Load.
+func TestDirectProviderPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // only against a hang
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.ProviderBin(t), "-port", strconv.Itoa(port), "-name", "v1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("provider exit: %v, want status 1", err)
+	}
+	want := fmt.Sprintf("provider: cannot listen on 127.0.0.1:%d: address already in use; stop what holds that port or pick another -port\n", port)
+	if got := stderr.String(); got != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", got, want)
+	}
+	if strings.Contains(stdout.String(), "READY") {
+		t.Errorf("READY although the port is taken:\n%s", stdout.String())
 	}
 }
 

@@ -5,7 +5,8 @@
 //	consumer -addr 127.0.0.1:20880 -n 100 -concurrency 4 -attach tenant=gold
 //
 // The last line is "SUMMARY {json}" for programs. It exits 1 if any call
-// failed or got another call's answer.
+// failed or got another call's answer, and 2, with one line on stderr, if
+// it could not start (nothing to connect to at -addr, say).
 //
 // With -serve it instead prints "READY serve" and then makes one call per
 // JSON line read on stdin, {"id":1,"method":"Greet","arg":"x","attachments":{}},
@@ -18,6 +19,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -90,6 +92,11 @@ func main() {
 		os.Exit(2)
 	}
 	client, err := dubbogo.NewClient(*addr, dubbogo.ClientOptions{Version: *version, Timeout: *timeout})
+	var unreachable *dubbogo.UnreachableError
+	if errors.As(err, &unreachable) {
+		fmt.Fprintf(os.Stderr, "consumer: %v; start a provider or Breeze there, or point -addr at one\n", err)
+		os.Exit(2)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		os.Exit(2)

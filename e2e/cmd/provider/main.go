@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -37,6 +38,11 @@ func main() {
 		HeartbeatPeriod: *heartbeat,
 		LogLevel:        *logLevel,
 	})
+	var taken *dubbogo.ListenError
+	if errors.As(err, &taken) {
+		fmt.Fprintf(os.Stderr, "provider: %v; stop what holds that port or pick another -port\n", err)
+		os.Exit(1)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "provider:", err)
 		os.Exit(1)

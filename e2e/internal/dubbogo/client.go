@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -117,12 +118,54 @@ func NewClient(addr string, o ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("reference to %s at %s: %w", greeter.Interface, addr, err)
 	}
 	ref := &greeterRef{}
-	rc.Refer(ref)
+	if err := refer(rc, ref); err != nil {
+		return nil, &UnreachableError{Addr: addr, Err: whyUnreachable(addr, timeout, err)}
+	}
 	rc.Implement(ref)
 	if ref.Greet == nil {
 		return nil, fmt.Errorf("reference to %s at %s: dubbo-go did not implement the stub", greeter.Interface, addr)
 	}
 	return &Client{Addr: addr, ref: ref}, nil
+}
+
+// UnreachableError is NewClient's error when dubbo-go could not connect to
+// Addr: it dials at once, when the reference is made.
+type UnreachableError struct {
+	Addr string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string {
+	return "cannot connect to " + e.Addr + ": " + e.Err.Error()
+}
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// refer runs rc.Refer, which connects to the reference's URL. When it
+// cannot, dubbo-go v3.3.0's dubbo protocol returns a nil invoker and Refer
+// dereferences it (protocolwrapper.BuildInvokerChain): the panic is how
+// dubbo-go says "cannot connect", so it becomes an error here.
+func refer(rc *config.ReferenceConfig, ref *greeterRef) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("dubbo-go could not make the reference: %v", p)
+		}
+	}()
+	rc.Refer(ref)
+	return nil
+}
+
+// whyUnreachable says why dubbo-go could not connect to addr, in the
+// operating system's words ("connection refused"): dubbo-go's own message is
+// a nil pointer. It dials only after dubbo-go failed, so a client that
+// connects makes no connection beyond dubbo-go's.
+func whyUnreachable(addr string, timeout time.Duration, referErr error) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return osReason(err)
+	}
+	c.Close()
+	// Up now: it came up meanwhile, or dubbo-go failed for another reason.
+	return fmt.Errorf("%w, although it accepts TCP connections now (see dubbo-go's log)", referErr)
 }
 
 // Greet calls Greet(name) with the given attachments.

@@ -10,10 +10,13 @@ package dubbogo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"dubbo.apache.org/dubbo-go/v3/common"
@@ -147,7 +150,16 @@ func Serve(o ProviderOptions) error {
 		SetLogger(loggerConfig(o.LogLevel)).
 		SetShutDown(noSignalShutdown()).
 		Build()
-	if err := config.Load(config.WithRootConfig(root)); err != nil {
+	// dubbo-go binds the port inside config.Load and, when it cannot, getty
+	// panics there (server.RunEventLoop) with a stack for a message. Binding
+	// first says why in one line; load's recover covers a port taken since.
+	addr := fmt.Sprintf("127.0.0.1:%d", o.Port)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return &ListenError{Addr: addr, Err: osReason(err)}
+	}
+	ln.Close()
+	if err := load(root); err != nil {
 		return fmt.Errorf("start dubbo-go provider %s on port %d: %w", o.Name, o.Port, err)
 	}
 	// config.Load only logs a failed export; check that each version is served.
@@ -156,7 +168,44 @@ func Serve(o ProviderOptions) error {
 			return fmt.Errorf("dubbo-go provider %s did not export %s version %q (see its log)", o.Name, greeter.Interface, v)
 		}
 	}
-	return waitListening(fmt.Sprintf("127.0.0.1:%d", o.Port), 10*time.Second)
+	return waitListening(addr, 10*time.Second)
+}
+
+// ListenError is Serve's error when the provider's port cannot be bound.
+type ListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string { return "cannot listen on " + e.Addr + ": " + e.Err.Error() }
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// load runs config.Load, turning a panic inside dubbo-go into an error that
+// carries the panic's first line (getty's carries a stack after it).
+func load(root *config.RootConfig) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			first, _, _ := strings.Cut(fmt.Sprint(p), "\n")
+			err = fmt.Errorf("dubbo-go panicked: %s", first)
+		}
+	}()
+	return config.Load(config.WithRootConfig(root))
+}
+
+// osReason is a dial or listen error in the operating system's words
+// ("connection refused", "address already in use") or the resolver's
+// ("lookup HOST: no such host"), without the operation and address that
+// the caller's message already names.
+func osReason(err error) error {
+	var sys *os.SyscallError
+	if errors.As(err, &sys) {
+		return sys.Err
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns
+	}
+	return err
 }
 
 // waitListening dials addr until it accepts or the deadline passes: dubbo-go
