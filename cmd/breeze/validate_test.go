@@ -34,9 +34,12 @@ func TestValidateVerdictForEveryFile(t *testing.T) {
 		"mistakes.yaml": strings.Replace(string(demo), "lb_policy: ROUND_ROBIN", "lb_policy: ROUNDROBIN", 1),
 		"two-listeners.yaml": string(demo) + "- name: dubbo-two\n  address: 127.0.0.1:20880\n" +
 			"  proxy: {stat_prefix: two, codec: dubbo, route_config: {routes: [{route: {cluster: c}}]}, clusters: [{name: c, connect_timeout: 1s, endpoints: [{address: 127.0.0.1, port: 1}]}]}\n",
-		"warned.yaml": strings.Replace(string(demo), "    lb_policy: ROUND_ROBIN\n", "    lb_policy: ROUND_ROBIN\n      connect_timeout: 1s\n", 1),
+		"warned.yaml": strings.Replace(string(demo), "    - name: greeter\n", "    - name: greeter\n      connect_timeout: 1s\n", 1),
 	}
 	for name, content := range files {
+		if name != "ok.yaml" && content == string(demo) {
+			t.Fatalf("%s: the edit no longer applies to demo.yaml; update this test", name)
+		}
 		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
