@@ -8,8 +8,8 @@ package codecs
 
 import (
 	"fmt"
-	"sort"
-	"sync"
+
+	"github.com/breeze-mesh/breeze/internal/registry"
 )
 
 // MessageType says what a decoded frame is.
@@ -284,37 +284,17 @@ type Options struct {
 // options are invalid, naming the option.
 type Factory func(opts Options) (Codec, error)
 
-var (
-	mu       sync.RWMutex
-	registry = map[string]Factory{}
-)
+var byName registry.Registry[Factory]
 
 // Register makes a codec available under name. Codecs call it from init.
 func Register(name string, f Factory) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := registry[name]; dup {
+	if !byName.Add(name, f) {
 		panic("codecs: codec registered twice: " + name)
 	}
-	registry[name] = f
 }
 
 // Lookup returns the factory registered under name.
-func Lookup(name string) (Factory, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	f, ok := registry[name]
-	return f, ok
-}
+func Lookup(name string) (Factory, bool) { return byName.Lookup(name) }
 
 // Names lists the registered codecs, sorted.
-func Names() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(registry))
-	for n := range registry {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func Names() []string { return byName.Names() }

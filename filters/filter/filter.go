@@ -15,10 +15,10 @@ package filter
 
 import (
 	"fmt"
-	"sort"
-	"sync"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/breeze-mesh/breeze/internal/registry"
 )
 
 // Status is what OnRequest returns.
@@ -100,10 +100,7 @@ type BuildContext struct {
 	Codec string
 }
 
-var (
-	mu       sync.RWMutex
-	registry = map[string]*Factory{}
-)
+var byName registry.Registry[*Factory]
 
 // Register makes a filter available under f.Name. Filters call it from
 // init; registering a name twice, or the router's name, panics.
@@ -111,36 +108,19 @@ func Register(f *Factory) {
 	if f.Name == "" || f.Build == nil {
 		panic("filter: Register needs a Name and a Build")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := registry[f.Name]; dup || f.Name == RouterName {
+	if f.Name == RouterName || !byName.Add(f.Name, f) {
 		panic("filter: registered twice: " + f.Name)
 	}
-	registry[f.Name] = f
 }
 
 // RouterName is the terminal filter: always last, added by the proxy.
 const RouterName = "router"
 
 // Lookup returns the factory registered under name.
-func Lookup(name string) (*Factory, bool) {
-	mu.RLock()
-	defer mu.RUnlock()
-	f, ok := registry[name]
-	return f, ok
-}
+func Lookup(name string) (*Factory, bool) { return byName.Lookup(name) }
 
 // Names lists the registered filters, sorted.
-func Names() []string {
-	mu.RLock()
-	defer mu.RUnlock()
-	names := make([]string, 0, len(registry))
-	for n := range registry {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func Names() []string { return byName.Names() }
 
 // UnknownError is the error for a filter name nobody registered.
 func UnknownError(name string) error {
