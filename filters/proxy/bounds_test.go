@@ -85,12 +85,8 @@ func TestIdleTimeoutClosesClientThatDoesNotRead(t *testing.T) {
 	// host's write buffer limit hold.
 	silentClient(t, addr, 400, 64<<10)
 	eventually(t, "the connection open", func() bool { return testutil.ToFloat64(active) == 1 })
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(active) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("idle connection of a client that does not read still open 10s after its idle_timeout of 0.3s (backend answered %d requests)", b.received.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !holdsWithin(10*time.Second, func() bool { return testutil.ToFloat64(active) == 0 }) {
+		t.Fatalf("idle connection of a client that does not read still open 10s after its idle_timeout of 0.3s (backend answered %d requests)", b.received.Load())
 	}
 }
 
@@ -159,11 +155,8 @@ func TestHostOnlyMemoryBoundedForClientThatDoesNotRead(t *testing.T) {
 	}
 	// Not eventually: without a bound, relaying 120 MB under the race
 	// detector takes a while, and the measurement is wanted either way.
-	for deadline := time.Now().Add(time.Minute); !quiet(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Error("the proxy never got quiet: measuring anyway")
-			break
-		}
+	if !holdsWithin(time.Minute, quiet) {
+		t.Error("the proxy never got quiet: measuring anyway")
 	}
 	var after runtime.MemStats
 	runtime.GC()
@@ -213,11 +206,7 @@ func TestFlushingCloseGivesUpOnClientThatDoesNotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the bad frame seen", func() bool { return testutil.ToFloat64(badFrames) > bad })
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(active) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a connection closed after a bad frame, whose client does not read, still open 10s later (idle_timeout 1s)")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !holdsWithin(10*time.Second, func() bool { return testutil.ToFloat64(active) == 0 }) {
+		t.Fatal("a connection closed after a bad frame, whose client does not read, still open 10s later (idle_timeout 1s)")
 	}
 }

@@ -316,13 +316,22 @@ var (
 // eventually waits for cond, failing the test after a deadline.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	if !holdsWithin(10*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// holdsWithin polls cond until it holds (true) or within has passed
+// (false): the one polling loop of these tests.
+func holdsWithin(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 func TestMain(m *testing.M) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,6 +42,10 @@ func TestSumMetric(t *testing.T) {
 
 func TestRunCalls(t *testing.T) {
 	var inFlight, most atomic.Int32
+	// The calls hold until three are in flight at once, so that the width
+	// is used (a fourth at once would show), without a sleep.
+	full := make(chan struct{})
+	var fullOnce sync.Once
 	outs := RunCalls(context.Background(), 20, 3, time.Second,
 		func(i int) CallSpec {
 			if i == 5 {
@@ -53,7 +58,14 @@ func TestRunCalls(t *testing.T) {
 			defer inFlight.Add(-1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 			}
-			time.Sleep(time.Millisecond)
+			if n == 3 {
+				fullOnce.Do(func() { close(full) })
+			}
+			select {
+			case <-full:
+			case <-ctx.Done():
+				return greeter.Reply{}, ctx.Err()
+			}
 			switch {
 			case s.Arg == "xxx":
 				return greeter.Reply{Provider: "p", Arg: "another call's"}, nil
