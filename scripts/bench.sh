@@ -37,6 +37,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# Read before anything runs: the report's "load average before" must be
+# what else was running, not the benchmark's own load.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 bin=$root/bin
 results=$root/bench/results
 mkdir -p "$bin" "$results"
@@ -365,7 +368,7 @@ fi
   echo "# Breeze benchmark"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- versions: breeze $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3-4)${envoy:+, envoy $("$envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -n1)}"
   if [ -n "$COMPARE" ]; then
     echo "- comparison: **base** = $base_desc, **current** = $current_desc; both run the working tree's bench/configs, alternating under the same load (base, then current, in each of $REPEAT repeat(s), $DURATION measured after $WARMUP warm-up); ratios are current ÷ base (CPU, latency: below 1 is better; req/s: above 1 is better)"
