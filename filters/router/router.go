@@ -311,12 +311,7 @@ func (rt *Router) Match(s *filter.Stream) {
 // ends the walk.
 func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	c := s.Terminal().(*Call)
-	if c.route == nil {
-		svc, method := codecs.Describe(c.enc, s.Request.Metadata)
-		s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, true)
-		return filter.Stop
-	}
-	if !rt.pickCluster(c, true) {
+	if !rt.pickCluster(c) {
 		return filter.Stop
 	}
 	c.up.Oneway = s.Request.Type == codecs.Oneway
@@ -329,15 +324,21 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 }
 
 // pickCluster picks the request's target of its route and the cluster of
-// the call's snapshot, or answers it when the cluster is missing.
-func (rt *Router) pickCluster(c *Call, locked bool) bool {
+// the call's snapshot, or answers it when it has no route or the cluster
+// is missing. The caller holds encMu.
+func (rt *Router) pickCluster(c *Call) bool {
+	if c.route == nil {
+		svc, method := codecs.Describe(c.enc, c.s.Request.Metadata)
+		c.s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, true)
+		return false
+	}
 	c.target = c.route.PickTarget()
 	c.cl = c.snap.clusters[c.target.Cluster]
 	c.s.Cluster = c.target.Cluster
 	if c.cl == nil {
 		metrics.ClusterMissing.WithLabelValues(rt.name, c.target.Cluster).Inc()
 		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
-			fmt.Sprintf("breeze: cluster %q has not arrived (over xDS) or is still warming", c.target.Cluster), filter.NoHealthyUpstream, locked)
+			fmt.Sprintf("breeze: cluster %q has not arrived (over xDS) or is still warming", c.target.Cluster), filter.NoHealthyUpstream, true)
 		return false
 	}
 	return true
@@ -346,33 +347,25 @@ func (rt *Router) pickCluster(c *Call, locked bool) bool {
 // reroute routes a request again by the current table, after the cluster
 // it picked was removed (a new table dropped it while the request was
 // between the two): what the new table would have done with it.
-func (rt *Router) reroute(c *Call, locked bool) bool {
+func (rt *Router) reroute(c *Call) bool {
 	c.rerouted = true
 	c.snap = rt.snap.Load()
 	c.route = c.snap.routes.Match(c.s.Request.Metadata)
-	if c.route == nil {
-		svc, method := codecs.Describe(c.enc, c.s.Request.Metadata)
-		c.s.ReplyAndFinish(codecs.ErrNoRoute, fmt.Sprintf("breeze: no route matches for service %q method %q", svc, method), filter.NoRoute, locked)
-		return false
+	if c.route != nil {
+		c.s.Route = c.route
 	}
-	c.s.Route = c.route
-	return rt.pickCluster(c, locked)
+	return rt.pickCluster(c)
 }
 
 // dispatch balances the request onto an endpoint and sends it. exclude is
 // an endpoint that just failed for it. The caller holds encMu.
 func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint) {
 	s := c.s
-	if c.cl.removed.Load() && !c.rerouted {
-		if !rt.reroute(c, true) {
-			return
-		}
-		exclude = nil
-	}
 	set := c.cl.Set(c.target.Subset)
-	if (set == nil || set.Len() == 0) && c.cl.removed.Load() && !c.rerouted {
-		// Removed (and emptied) since the check above.
-		if !rt.reroute(c, true) {
+	// Read after the set: RemoveCluster marks a cluster removed before it
+	// empties it, so an emptied set is always seen as removed here.
+	if c.cl.removed.Load() && !c.rerouted {
+		if !rt.reroute(c) {
 			return
 		}
 		exclude = nil
