@@ -64,6 +64,14 @@ const (
 	StatusError
 )
 
+// GatewayErrors is implemented by codecs whose protocol has statuses that
+// mean "the provider (or a proxy before it) is overloaded or timed out"
+// rather than "the call failed": outlier detection counts those as gateway
+// errors (Envoy's 502/503/504).
+type GatewayErrors interface {
+	IsGatewayError(code uint32) bool
+}
+
 // ErrorKind is the reason for a reply the proxy builds itself.
 type ErrorKind uint8
 
@@ -158,6 +166,10 @@ type Message struct {
 	ID uint64
 	// Status is meaningful for Response only.
 	Status ResponseStatus
+	// Code is a response's status in the protocol's own numbers (Dubbo's
+	// status byte, 20 for OK; Thrift's TApplicationException type, 0 for a
+	// reply): what retry policies list and outlier detection classifies.
+	Code uint32
 	// Metadata are the routable attributes the codec decoded (see each codec's README).
 	Metadata Metadata
 	// Mutations are key/values the codec adds or overwrites when encoding
@@ -177,6 +189,7 @@ func (m *Message) Reset() {
 	m.Type = 0
 	m.ID = 0
 	m.Status = StatusOK
+	m.Code = 0
 	m.Metadata = m.Metadata[:0]
 	m.Mutations = m.Mutations[:0]
 	m.Frame = nil

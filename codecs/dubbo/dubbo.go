@@ -405,6 +405,7 @@ func countArgs(desc string) (int, error) {
 func (c *codec) decodeResponse(msg *codecs.Message) error {
 	f := msg.Frame
 	msg.Type = codecs.Response
+	msg.Code = uint32(f[3])
 	if f[3] != statusOK {
 		// The body is an error message the proxy has no use for.
 		msg.Status = codecs.StatusError
@@ -620,6 +621,13 @@ func kindStatus(kind codecs.ErrorKind) byte {
 		return statusBadRequest
 	}
 	return statusServerError
+}
+
+// IsGatewayError implements codecs.GatewayErrors: a provider timing out
+// (31) or out of threads (100), which is also what Breeze and Envoy's
+// dubbo_proxy answer for an upstream timeout and an overload.
+func (c *codec) IsGatewayError(code uint32) bool {
+	return code == statusServerTimeout || code == statusThreadPoolExhaust
 }
 
 // RequestKeys implements codecs.Describer: a request's service is its

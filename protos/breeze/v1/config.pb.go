@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -173,8 +173,12 @@ type ProxyConfig struct {
 	// that does not read (filters/proxy/README.md, "Memory bounds").
 	// 0 means 10000 (as clusters' max_requests_per_endpoint).
 	MaxRequestsInFlight uint32 `protobuf:"varint,11,opt,name=max_requests_in_flight,json=maxRequestsInFlight,proto3" json:"max_requests_in_flight,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Retry policy of routes that set none (filters/router/README.md,
+	// "Retries"). Unset: requests are not retried, except those that provably
+	// never reached an upstream, which are re-balanced automatically.
+	RetryPolicy   *RetryPolicy `protobuf:"bytes,12,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyConfig) Reset() {
@@ -282,6 +286,13 @@ func (x *ProxyConfig) GetMaxRequestsInFlight() uint32 {
 		return x.MaxRequestsInFlight
 	}
 	return 0
+}
+
+func (x *ProxyConfig) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
 }
 
 // Filter names a registered L7 filter and carries its config.
@@ -487,8 +498,10 @@ type Route struct {
 	// Per-route config of L7 filters, by filter name (each filter's README
 	// names its per-route message). Same encodings as Filter.typed_config.
 	TypedPerFilterConfig map[string]*anypb.Any `protobuf:"bytes,6,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Overrides ProxyConfig.retry_policy for this route.
+	RetryPolicy   *RetryPolicy `protobuf:"bytes,7,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -563,6 +576,180 @@ func (x *Route) GetTypedPerFilterConfig() map[string]*anypb.Any {
 	return nil
 }
 
+func (x *Route) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+// RetryPolicy says which failed attempts of a request are sent again, in
+// the shape of Envoy's route RetryPolicy and Istio's HTTPRetry. A retry
+// goes to another endpoint of the cluster where it has one (endpoints
+// already tried are avoided), after an exponential backoff with jitter,
+// and only within the cluster's retry budget
+// (CircuitBreakers.retry_budget). Oneway requests are never retried.
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Comma-separated conditions, as Envoy's and Istio's retryOn:
+	//
+	//	connect-failure         the upstream connection failed to open;
+	//	reset                   the connection closed before the response;
+	//	goaway                  as reset, on a connection whose upstream had
+	//	                        announced its shutdown (Dubbo READONLY);
+	//	retriable-status-codes  the response has a protocol status listed in
+	//	                        retriable_status_codes;
+	//	timeout                 per_try_timeout passed (only with idempotent:
+	//	                        the request may have run).
+	//
+	// Unset: "connect-failure,reset".
+	RetryOn string `protobuf:"bytes,1,opt,name=retry_on,json=retryOn,proto3" json:"retry_on,omitempty"`
+	// Retries after the first attempt. Unset means 1; 0 disables retries.
+	NumRetries *uint32 `protobuf:"varint,2,opt,name=num_retries,json=numRetries,proto3,oneof" json:"num_retries,omitempty"`
+	// Timeout of each attempt; the route's timeout still bounds the whole
+	// request. Unset: each attempt gets what is left of the route's timeout.
+	PerTryTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
+	// Protocol statuses retried under retriable-status-codes: Dubbo's response
+	// status byte (30 client timeout, 31 server timeout, 70 service error, 80
+	// server error, 100 thread pool exhausted), Thrift's
+	// TApplicationException type.
+	RetriableStatusCodes []uint32 `protobuf:"varint,4,rep,packed,name=retriable_status_codes,json=retriableStatusCodes,proto3" json:"retriable_status_codes,omitempty"`
+	// The methods this route matches may run twice without harm: only then
+	// is a timed-out attempt retried.
+	Idempotent    bool          `protobuf:"varint,5,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	RetryBackOff  *RetryBackOff `protobuf:"bytes,6,opt,name=retry_back_off,json=retryBackOff,proto3" json:"retry_back_off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RetryPolicy) GetRetryOn() string {
+	if x != nil {
+		return x.RetryOn
+	}
+	return ""
+}
+
+func (x *RetryPolicy) GetNumRetries() uint32 {
+	if x != nil && x.NumRetries != nil {
+		return *x.NumRetries
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetPerTryTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PerTryTimeout
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetRetriableStatusCodes() []uint32 {
+	if x != nil {
+		return x.RetriableStatusCodes
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
+}
+
+func (x *RetryPolicy) GetRetryBackOff() *RetryBackOff {
+	if x != nil {
+		return x.RetryBackOff
+	}
+	return nil
+}
+
+// RetryBackOff: the n-th retry waits a random time in
+// [0, min(base_interval * 2^(n-1), max_interval)) ("full jitter").
+type RetryBackOff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset means 25ms.
+	BaseInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=base_interval,json=baseInterval,proto3" json:"base_interval,omitempty"`
+	// Unset means 10 times base_interval.
+	MaxInterval   *durationpb.Duration `protobuf:"bytes,2,opt,name=max_interval,json=maxInterval,proto3" json:"max_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryBackOff) Reset() {
+	*x = RetryBackOff{}
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBackOff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBackOff) ProtoMessage() {}
+
+func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
+func (*RetryBackOff) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
+	if x != nil {
+		return x.BaseInterval
+	}
+	return nil
+}
+
+func (x *RetryBackOff) GetMaxInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MaxInterval
+	}
+	return nil
+}
+
 type RouteMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// All conditions must hold; none means every request matches.
@@ -573,7 +760,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +772,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +785,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -627,7 +814,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +826,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +839,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -760,7 +947,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +959,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +972,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -852,7 +1039,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1051,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1064,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -898,7 +1085,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1097,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1110,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -957,7 +1144,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1156,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1169,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1025,14 +1212,21 @@ type Cluster struct {
 	// labels equal a subset's labels is balanced with that subset's policy;
 	// other subsets use the cluster's. Istio's DestinationRule subsets with a
 	// trafficPolicy of their own.
-	Subsets       []*ClusterSubset `protobuf:"bytes,11,rep,name=subsets,proto3" json:"subsets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Subsets []*ClusterSubset `protobuf:"bytes,11,rep,name=subsets,proto3" json:"subsets,omitempty"`
+	// Limits that answer requests over them with the protocol's overload
+	// reply (flag UO) instead of queueing them. Unset: no limits but
+	// max_requests_per_endpoint, and the default retry budget.
+	CircuitBreakers *CircuitBreakers `protobuf:"bytes,12,opt,name=circuit_breakers,json=circuitBreakers,proto3" json:"circuit_breakers,omitempty"`
+	// Ejects endpoints that keep failing. Unset: only endpoints whose
+	// connections fail to open are ejected (briefly, with backoff).
+	OutlierDetection *OutlierDetection `protobuf:"bytes,13,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1238,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1251,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cluster) GetName() string {
@@ -1138,6 +1332,276 @@ func (x *Cluster) GetSubsets() []*ClusterSubset {
 	return nil
 }
 
+func (x *Cluster) GetCircuitBreakers() *CircuitBreakers {
+	if x != nil {
+		return x.CircuitBreakers
+	}
+	return nil
+}
+
+func (x *Cluster) GetOutlierDetection() *OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
+	}
+	return nil
+}
+
+// CircuitBreakers are Envoy's cluster thresholds (one priority), with
+// Istio's connectionPool semantics.
+type CircuitBreakers struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Upstream connections per endpoint at most (Istio tcp.maxConnections):
+	// caps connections_per_endpoint. 0: no cap.
+	MaxConnections uint32 `protobuf:"varint,1,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	// Requests waiting for an upstream connection to open, in the whole
+	// cluster (Istio http1MaxPendingRequests). 0: no limit.
+	MaxPendingRequests uint32 `protobuf:"varint,2,opt,name=max_pending_requests,json=maxPendingRequests,proto3" json:"max_pending_requests,omitempty"`
+	// Requests in flight to the cluster (Istio http2MaxRequests). 0: no limit.
+	MaxRequests uint32 `protobuf:"varint,3,opt,name=max_requests,json=maxRequests,proto3" json:"max_requests,omitempty"`
+	// Retries in flight to the cluster (Istio maxRetries). 0: retry_budget
+	// decides. When both are set, both apply.
+	MaxRetries uint32 `protobuf:"varint,4,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Unset: 20% of the active requests, at least 3.
+	RetryBudget   *RetryBudget `protobuf:"bytes,5,opt,name=retry_budget,json=retryBudget,proto3" json:"retry_budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CircuitBreakers) Reset() {
+	*x = CircuitBreakers{}
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitBreakers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitBreakers) ProtoMessage() {}
+
+func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
+func (*CircuitBreakers) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CircuitBreakers) GetMaxConnections() uint32 {
+	if x != nil {
+		return x.MaxConnections
+	}
+	return 0
+}
+
+func (x *CircuitBreakers) GetMaxPendingRequests() uint32 {
+	if x != nil {
+		return x.MaxPendingRequests
+	}
+	return 0
+}
+
+func (x *CircuitBreakers) GetMaxRequests() uint32 {
+	if x != nil {
+		return x.MaxRequests
+	}
+	return 0
+}
+
+func (x *CircuitBreakers) GetMaxRetries() uint32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *CircuitBreakers) GetRetryBudget() *RetryBudget {
+	if x != nil {
+		return x.RetryBudget
+	}
+	return nil
+}
+
+// RetryBudget bounds retries in flight to a share of the requests in
+// flight, so that retries cannot amplify an outage.
+type RetryBudget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset means 20.
+	BudgetPercent *float64 `protobuf:"fixed64,1,opt,name=budget_percent,json=budgetPercent,proto3,oneof" json:"budget_percent,omitempty"`
+	// Retries allowed in flight whatever the percentage. Unset means 3.
+	MinRetryConcurrency *uint32 `protobuf:"varint,2,opt,name=min_retry_concurrency,json=minRetryConcurrency,proto3,oneof" json:"min_retry_concurrency,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RetryBudget) Reset() {
+	*x = RetryBudget{}
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBudget) ProtoMessage() {}
+
+func (x *RetryBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
+func (*RetryBudget) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RetryBudget) GetBudgetPercent() float64 {
+	if x != nil && x.BudgetPercent != nil {
+		return *x.BudgetPercent
+	}
+	return 0
+}
+
+func (x *RetryBudget) GetMinRetryConcurrency() uint32 {
+	if x != nil && x.MinRetryConcurrency != nil {
+		return *x.MinRetryConcurrency
+	}
+	return 0
+}
+
+// OutlierDetection is Envoy's consecutive-errors outlier detection, with
+// Istio's outlierDetection semantics, on the protocol's statuses.
+type OutlierDetection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Consecutive server errors that eject an endpoint: responses with a
+	// protocol error status (Dubbo status other than 20, Thrift
+	// TApplicationException; an application exception is not one), and
+	// failures of local origin (connect failure, reset, timeout) unless
+	// consecutive_local_origin_failures is set. Unset means 5; 0 disables.
+	ConsecutiveErrors *uint32 `protobuf:"varint,1,opt,name=consecutive_errors,json=consecutiveErrors,proto3,oneof" json:"consecutive_errors,omitempty"`
+	// Consecutive gateway errors that eject an endpoint: the statuses a
+	// proxy or an overloaded provider answers with (Dubbo 31 server timeout,
+	// 100 thread pool exhausted; codecs/*/README.md). 0: off.
+	ConsecutiveGatewayErrors uint32 `protobuf:"varint,2,opt,name=consecutive_gateway_errors,json=consecutiveGatewayErrors,proto3" json:"consecutive_gateway_errors,omitempty"`
+	// Set: failures of local origin are counted apart from server errors,
+	// and this many in a row eject (Envoy's
+	// split_external_local_origin_errors). 0 then disables them.
+	ConsecutiveLocalOriginFailures *uint32 `protobuf:"varint,3,opt,name=consecutive_local_origin_failures,json=consecutiveLocalOriginFailures,proto3,oneof" json:"consecutive_local_origin_failures,omitempty"`
+	// How often an ejection multiplier decays for an endpoint that stays
+	// healthy. Unset means 10s.
+	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	// An ejection lasts base_ejection_time times the number of times the
+	// endpoint was ejected (decaying by one per healthy interval). Unset
+	// means 30s.
+	BaseEjectionTime *durationpb.Duration `protobuf:"bytes,5,opt,name=base_ejection_time,json=baseEjectionTime,proto3" json:"base_ejection_time,omitempty"`
+	// Percent of the cluster's (or subset's) endpoints that may be ejected
+	// at once; one may always be. Unset means 10.
+	MaxEjectionPercent *uint32 `protobuf:"varint,6,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3,oneof" json:"max_ejection_percent,omitempty"`
+	// Cap of an ejection's length. Unset means 300s (or base_ejection_time
+	// when larger).
+	MaxEjectionTime *durationpb.Duration `protobuf:"bytes,7,opt,name=max_ejection_time,json=maxEjectionTime,proto3" json:"max_ejection_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OutlierDetection) Reset() {
+	*x = OutlierDetection{}
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutlierDetection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutlierDetection) ProtoMessage() {}
+
+func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
+func (*OutlierDetection) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
+	if x != nil && x.ConsecutiveErrors != nil {
+		return *x.ConsecutiveErrors
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetConsecutiveGatewayErrors() uint32 {
+	if x != nil {
+		return x.ConsecutiveGatewayErrors
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetConsecutiveLocalOriginFailures() uint32 {
+	if x != nil && x.ConsecutiveLocalOriginFailures != nil {
+		return *x.ConsecutiveLocalOriginFailures
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *OutlierDetection) GetBaseEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.BaseEjectionTime
+	}
+	return nil
+}
+
+func (x *OutlierDetection) GetMaxEjectionPercent() uint32 {
+	if x != nil && x.MaxEjectionPercent != nil {
+		return *x.MaxEjectionPercent
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetMaxEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxEjectionTime
+	}
+	return nil
+}
+
 // ClusterSubset gives the endpoints carrying labels a load-balancing policy
 // of their own.
 type ClusterSubset struct {
@@ -1149,14 +1613,20 @@ type ClusterSubset struct {
 	// Unset: the cluster's lb_policy.
 	LbPolicy *Cluster_LbPolicy `protobuf:"varint,3,opt,name=lb_policy,json=lbPolicy,proto3,enum=breeze.v1.Cluster_LbPolicy,oneof" json:"lb_policy,omitempty"`
 	// Unset: the cluster's hash_key.
-	HashKey       string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HashKey string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	// Unset: the cluster's. Requests balanced on the subset count against
+	// the subset's limits instead of the cluster's.
+	CircuitBreakers *CircuitBreakers `protobuf:"bytes,5,opt,name=circuit_breakers,json=circuitBreakers,proto3" json:"circuit_breakers,omitempty"`
+	// Unset: the cluster's. Requests balanced on the subset report their
+	// outcome to the subset's detector.
+	OutlierDetection *OutlierDetection `protobuf:"bytes,6,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1638,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1651,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1212,6 +1682,20 @@ func (x *ClusterSubset) GetHashKey() string {
 	return ""
 }
 
+func (x *ClusterSubset) GetCircuitBreakers() *CircuitBreakers {
+	if x != nil {
+		return x.CircuitBreakers
+	}
+	return nil
+}
+
+func (x *ClusterSubset) GetOutlierDetection() *OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
+	}
+	return nil
+}
+
 // ClusterOptions are the Breeze settings of a cluster that arrives over xDS
 // as an envoy.config.cluster.v3.Cluster, in its
 // typed_extension_protocol_options under the key "breeze": what Envoy's
@@ -1232,7 +1716,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1728,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1741,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1302,7 +1786,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1798,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1811,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1370,7 +1854,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1866,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1879,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1424,7 +1908,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1920,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1933,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Listener) GetName() string {
@@ -1477,7 +1961,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xf4\x04\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xaf\x05\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -1491,7 +1975,8 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x03xds\x18\t \x01(\v2\x14.breeze.v1.XdsSourceR\x03xds\x12+\n" +
 	"\afilters\x18\n" +
 	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
-	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x1a>\n" +
+	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x129\n" +
+	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
@@ -1505,17 +1990,32 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\"R\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xad\x03\n" +
+	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xe8\x03\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05match\x18\x02 \x01(\v2\x15.breeze.v1.RouteMatchR\x05match\x12,\n" +
 	"\x05route\x18\x03 \x01(\v2\x16.breeze.v1.RouteActionR\x05route\x12>\n" +
 	"\x10request_mutation\x18\x04 \x03(\v2\x13.breeze.v1.KeyValueR\x0frequestMutation\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12a\n" +
-	"\x17typed_per_filter_config\x18\x06 \x03(\v2*.breeze.v1.Route.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x1a]\n" +
+	"\x17typed_per_filter_config\x18\x06 \x03(\v2*.breeze.v1.Route.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x129\n" +
+	"\fretry_policy\x18\a \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x1a]\n" +
 	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"D\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"\xb6\x02\n" +
+	"\vRetryPolicy\x12\x19\n" +
+	"\bretry_on\x18\x01 \x01(\tR\aretryOn\x12$\n" +
+	"\vnum_retries\x18\x02 \x01(\rH\x00R\n" +
+	"numRetries\x88\x01\x01\x12A\n" +
+	"\x0fper_try_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rperTryTimeout\x124\n" +
+	"\x16retriable_status_codes\x18\x04 \x03(\rR\x14retriableStatusCodes\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\x05 \x01(\bR\n" +
+	"idempotent\x12=\n" +
+	"\x0eretry_back_off\x18\x06 \x01(\v2\x17.breeze.v1.RetryBackOffR\fretryBackOffB\x0e\n" +
+	"\f_num_retries\"\x8c\x01\n" +
+	"\fRetryBackOff\x12>\n" +
+	"\rbase_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fbaseInterval\x12<\n" +
+	"\fmax_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxInterval\"D\n" +
 	"\n" +
 	"RouteMatch\x126\n" +
 	"\bmetadata\x18\x01 \x03(\v2\x1a.breeze.v1.MetadataMatcherR\bmetadata\"\xaa\x01\n" +
@@ -1547,7 +2047,7 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xce\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xdf\x06\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x04type\x18\x02 \x01(\x0e2 .breeze.v1.Cluster.DiscoveryTypeR\x04type\x128\n" +
@@ -1560,7 +2060,9 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x19max_requests_per_endpoint\x18\t \x01(\rR\x16maxRequestsPerEndpoint\x12(\n" +
 	"\x10eds_service_name\x18\n" +
 	" \x01(\tR\x0eedsServiceName\x122\n" +
-	"\asubsets\x18\v \x03(\v2\x18.breeze.v1.ClusterSubsetR\asubsets\"4\n" +
+	"\asubsets\x18\v \x03(\v2\x18.breeze.v1.ClusterSubsetR\asubsets\x12E\n" +
+	"\x10circuit_breakers\x18\f \x01(\v2\x1a.breeze.v1.CircuitBreakersR\x0fcircuitBreakers\x12H\n" +
+	"\x11outlier_detection\x18\r \x01(\v2\x1b.breeze.v1.OutlierDetectionR\x10outlierDetection\"4\n" +
 	"\rDiscoveryType\x12\n" +
 	"\n" +
 	"\x06STATIC\x10\x00\x12\x0e\n" +
@@ -1574,12 +2076,37 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x06RANDOM\x10\x02\x12\r\n" +
 	"\tRING_HASH\x10\x03\x12\n" +
 	"\n" +
-	"\x06MAGLEV\x10\x04J\x04\b\f\x10\x14\"\x84\x02\n" +
+	"\x06MAGLEV\x10\x04J\x04\b\x0e\x10\x14\"\xeb\x01\n" +
+	"\x0fCircuitBreakers\x12'\n" +
+	"\x0fmax_connections\x18\x01 \x01(\rR\x0emaxConnections\x120\n" +
+	"\x14max_pending_requests\x18\x02 \x01(\rR\x12maxPendingRequests\x12!\n" +
+	"\fmax_requests\x18\x03 \x01(\rR\vmaxRequests\x12\x1f\n" +
+	"\vmax_retries\x18\x04 \x01(\rR\n" +
+	"maxRetries\x129\n" +
+	"\fretry_budget\x18\x05 \x01(\v2\x16.breeze.v1.RetryBudgetR\vretryBudget\"\x9f\x01\n" +
+	"\vRetryBudget\x12*\n" +
+	"\x0ebudget_percent\x18\x01 \x01(\x01H\x00R\rbudgetPercent\x88\x01\x01\x127\n" +
+	"\x15min_retry_concurrency\x18\x02 \x01(\rH\x01R\x13minRetryConcurrency\x88\x01\x01B\x11\n" +
+	"\x0f_budget_percentB\x18\n" +
+	"\x16_min_retry_concurrency\"\xa8\x04\n" +
+	"\x10OutlierDetection\x122\n" +
+	"\x12consecutive_errors\x18\x01 \x01(\rH\x00R\x11consecutiveErrors\x88\x01\x01\x12<\n" +
+	"\x1aconsecutive_gateway_errors\x18\x02 \x01(\rR\x18consecutiveGatewayErrors\x12N\n" +
+	"!consecutive_local_origin_failures\x18\x03 \x01(\rH\x01R\x1econsecutiveLocalOriginFailures\x88\x01\x01\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12G\n" +
+	"\x12base_ejection_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x125\n" +
+	"\x14max_ejection_percent\x18\x06 \x01(\rH\x02R\x12maxEjectionPercent\x88\x01\x01\x12E\n" +
+	"\x11max_ejection_time\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0fmaxEjectionTimeB\x15\n" +
+	"\x13_consecutive_errorsB$\n" +
+	"\"_consecutive_local_origin_failuresB\x17\n" +
+	"\x15_max_ejection_percent\"\x95\x03\n" +
 	"\rClusterSubset\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\x06labels\x18\x02 \x03(\v2$.breeze.v1.ClusterSubset.LabelsEntryR\x06labels\x12=\n" +
 	"\tlb_policy\x18\x03 \x01(\x0e2\x1b.breeze.v1.Cluster.LbPolicyH\x00R\blbPolicy\x88\x01\x01\x12\x19\n" +
-	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x1a9\n" +
+	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x12E\n" +
+	"\x10circuit_breakers\x18\x05 \x01(\v2\x1a.breeze.v1.CircuitBreakersR\x0fcircuitBreakers\x12H\n" +
+	"\x11outlier_detection\x18\x06 \x01(\v2\x1b.breeze.v1.OutlierDetectionR\x10outlierDetection\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
@@ -1619,7 +2146,7 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
@@ -1628,66 +2155,85 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*XdsSource)(nil),           // 4: breeze.v1.XdsSource
 	(*RouteConfiguration)(nil),  // 5: breeze.v1.RouteConfiguration
 	(*Route)(nil),               // 6: breeze.v1.Route
-	(*RouteMatch)(nil),          // 7: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 8: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 9: breeze.v1.RouteAction
-	(*WeightedClusters)(nil),    // 10: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 11: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 12: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 13: breeze.v1.Cluster
-	(*ClusterSubset)(nil),       // 14: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 15: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 16: breeze.v1.Endpoint
-	(*Runner)(nil),              // 17: breeze.v1.Runner
-	(*Listener)(nil),            // 18: breeze.v1.Listener
-	nil,                         // 19: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 20: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 21: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 22: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 23: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 24: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 25: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 26: google.protobuf.Any
+	(*RetryPolicy)(nil),         // 7: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 8: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 9: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 10: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 11: breeze.v1.RouteAction
+	(*WeightedClusters)(nil),    // 12: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 13: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 14: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 15: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 16: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 17: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 18: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 19: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 20: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 21: breeze.v1.Endpoint
+	(*Runner)(nil),              // 22: breeze.v1.Runner
+	(*Listener)(nil),            // 23: breeze.v1.Listener
+	nil,                         // 24: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 25: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 26: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 27: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 28: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 29: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 31: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	19, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	24, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
 	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	13, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	25, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	25, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	15, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	30, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	30, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
 	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
 	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	26, // 7: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	25, // 8: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	6,  // 9: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	7,  // 10: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	9,  // 11: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	12, // 12: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	25, // 13: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	20, // 14: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	8,  // 15: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	10, // 16: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	21, // 17: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	11, // 18: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	22, // 19: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 20: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 21: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	16, // 22: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	25, // 23: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	25, // 24: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	14, // 25: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	23, // 26: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 27: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	14, // 28: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	24, // 29: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	18, // 30: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 31: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	26, // 32: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	7,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	31, // 8: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	30, // 9: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	6,  // 10: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	9,  // 11: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	11, // 12: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	14, // 13: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	30, // 14: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	25, // 15: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	7,  // 16: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	30, // 17: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	8,  // 18: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	30, // 19: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	30, // 20: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	10, // 21: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	12, // 22: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	26, // 23: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	13, // 24: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	27, // 25: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 26: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 27: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	21, // 28: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	30, // 29: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	30, // 30: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	19, // 31: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	16, // 32: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	18, // 33: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	17, // 34: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	30, // 35: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	30, // 36: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	30, // 37: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	28, // 38: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 39: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	16, // 40: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	18, // 41: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	19, // 42: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	29, // 43: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	23, // 44: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 45: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	31, // 46: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -1695,24 +2241,27 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[8].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[7].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[12].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
