@@ -45,6 +45,7 @@ type Router struct {
 	defaultTimeout time.Duration
 	up             *upstream.Manager
 	lookup         func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	clock          func() time.Time
 	snap           atomic.Pointer[snapshot]
 	// mu serialises changes of the snapshot (routes and clusters arrive
 	// on different goroutines).
@@ -74,12 +75,14 @@ type Options struct {
 	Upstream       *upstream.Manager
 	// Lookup resolves STRICT_DNS clusters' host names (nil: the system's).
 	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// Clock is the clusters' clock (outlier detection; nil: time.Now).
+	Clock func() time.Time
 }
 
 // New compiles a proxy config's routes and clusters. Endpoints leaving a
 // cluster (static, DNS, EDS) retire their upstream pools.
 func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
-	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream, lookup: opts.Lookup}
+	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream, lookup: opts.Lookup, clock: opts.Clock}
 	if rt.log == nil {
 		rt.log = slog.Default()
 	}
@@ -98,6 +101,8 @@ func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
 			Log:      rt.log,
 			OnRemove: rt.up.Retire,
 			Lookup:   opts.Lookup,
+			Proxy:    rt.name,
+			Clock:    rt.clock,
 		})
 		if err != nil {
 			snap.close()
@@ -166,6 +171,8 @@ func (rt *Router) SetCluster(c *breezev1.Cluster, eds []cluster.Spec) error {
 		Log:      rt.log,
 		OnRemove: rt.up.Retire,
 		Lookup:   rt.lookup,
+		Proxy:    rt.name,
+		Clock:    rt.clock,
 	}
 	if prev != nil {
 		opts.Previous = prev.Cluster
