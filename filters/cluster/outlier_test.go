@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -213,6 +214,37 @@ func TestMaxEjectionPercent(t *testing.T) {
 		if !ejected(ep, clock) {
 			t.Errorf("max_ejection_percent %v: the last endpoint not ejected after the others came back", fmtPtr(tc.percent))
 		}
+	}
+}
+
+// Reports from many goroutines at once never eject more than
+// max_ejection_percent of the set.
+func TestConcurrentReportsKeepTheEjectionLimit(t *testing.T) {
+	clock := newFakeClock()
+	set := outlierCluster(t, 10, &breezev1.OutlierDetection{MaxEjectionPercent: u32(30), ConsecutiveErrors: u32(2)}, clock, Options{}).Set("")
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				ep := set.Endpoints()[(g+i)%10]
+				if i%7 == 0 {
+					set.Report(ep, Success)
+				} else {
+					set.Report(ep, StatusError)
+				}
+				set.Pick("", false)
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, ep := range set.Endpoints() {
+		if ejected(ep, clock) {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("8 goroutines failing 10 endpoints at max_ejection_percent 30: %d ejected, want 3", n)
 	}
 }
 
