@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/retry"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -131,6 +132,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	}
 	v.duration("idle_timeout", c.GetIdleTimeout())
 	v.duration("request_timeout", c.GetRequestTimeout())
+	v.retryPolicy("retry_policy", c.GetRetryPolicy())
 	v.xds(c)
 	v.filters(c)
 	v.discovered = c.GetXds() != nil
@@ -305,6 +307,7 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		v.required(fmt.Sprintf("%s.request_mutation[%d].key", path, j), kv.GetKey())
 	}
 	v.duration(path+".timeout", r.GetTimeout())
+	v.retryPolicy(path+".retry_policy", r.GetRetryPolicy())
 	v.routeFilters(path, r)
 
 	// clusterRef checks a reference to a cluster and the subset it selects.
@@ -351,6 +354,23 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		}
 	default:
 		v.add(path+".route", unset, "a route needs an action: cluster or weighted_clusters")
+	}
+}
+
+// retryPolicy checks a policy with the compiler the router uses.
+func (v *validator) retryPolicy(path string, p *breezev1.RetryPolicy) {
+	if p == nil {
+		return
+	}
+	n := len(v.errs)
+	v.duration(path+".per_try_timeout", p.GetPerTryTimeout())
+	v.duration(path+".retry_back_off.base_interval", p.GetRetryBackOff().GetBaseInterval())
+	v.duration(path+".retry_back_off.max_interval", p.GetRetryBackOff().GetMaxInterval())
+	if len(v.errs) > n {
+		return // one error per bad duration is enough
+	}
+	if _, err := retry.Compile(p); err != nil {
+		v.addErr(path, "", err)
 	}
 }
 

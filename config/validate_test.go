@@ -198,6 +198,13 @@ func TestValidateErrors(t *testing.T) {
 		{"request_timeout invalid", func(c *breezev1.ProxyConfig) {
 			c.RequestTimeout = &durationpb.Duration{Seconds: 1, Nanos: 2e9}
 		}, []string{`request_timeout: {seconds: 1, nanos: 2000000000}: invalid duration`}},
+		{"retry_on unknown", func(c *breezev1.ProxyConfig) { route(c, 0).RetryPolicy = &breezev1.RetryPolicy{RetryOn: "reset,5xx"} },
+			[]string{`route_config.routes[0].retry_policy: retry_on "reset,5xx": unknown condition "5xx" (known: connect-failure, reset, goaway, retriable-status-codes, timeout)`}},
+		{"timeout retries need idempotent", func(c *breezev1.ProxyConfig) { c.RetryPolicy = &breezev1.RetryPolicy{RetryOn: "timeout"} },
+			[]string{`retry_policy: retry_on "timeout" needs idempotent: true`}},
+		{"per-try timeout negative", func(c *breezev1.ProxyConfig) {
+			route(c, 1).RetryPolicy = &breezev1.RetryPolicy{PerTryTimeout: durationpb.New(-time.Second)}
+		}, []string{`route_config.routes[1].retry_policy.per_try_timeout: -1s: must not be negative`}},
 		{"route without action", func(c *breezev1.ProxyConfig) { route(c, 0).Route = nil },
 			[]string{`route_config.routes[0].route: <unset>: a route needs an action: cluster or weighted_clusters`}},
 		{"route with empty action", func(c *breezev1.ProxyConfig) { route(c, 1).Route = &breezev1.RouteAction{HashKey: "x"} },

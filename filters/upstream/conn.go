@@ -45,6 +45,7 @@ type conn struct {
 	pending map[uint64]*Request
 	nextID  uint64
 	byUs    bool // we closed it (drained, shut down, failed): not the endpoint's fault
+	goAway  bool // the upstream announced its shutdown on it
 	// deadlines orders pending requests by deadline; one timer per
 	// connection fires at the earliest (armedAt), instead of one timer per
 	// request.
@@ -448,6 +449,7 @@ func (uc *conn) cancel(r *Request) (owned, drained bool) {
 func (uc *conn) drain() (empty bool) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
+	uc.goAway = true
 	if uc.state == ready {
 		uc.state = draining
 	}
@@ -491,7 +493,7 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 		return
 	}
 	pl := uc.pool
-	lost, byUs, learned := uc.closed()
+	lost, byUs, goAway, learned := uc.closed()
 	pl.remove(uc)
 	pl.metrics.Close.Inc()
 	if learned > 0 {
@@ -503,9 +505,13 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 			"event", event, "in_flight", len(lost))
 		pl.failed("closed_in_flight", "")
 	}
+	why := Closed
+	if goAway {
+		why = GoneAway
+	}
 	for _, r := range lost {
 		r.Endpoint.End()
-		uc.notify(r, func(h Handler) { h.OnFailure(r, Closed) })
+		uc.notify(r, func(h Handler) { h.OnFailure(r, why) })
 	}
 }
 
@@ -514,7 +520,7 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 // connection is seen closed (send drops it from the pool then), so that
 // the connection replacing it is kept alive by what it taught: learned is
 // the idle timeout this close confirmed, if any.
-func (uc *conn) closed() (lost []*Request, byUs bool, learned time.Duration) {
+func (uc *conn) closed() (lost []*Request, byUs, goAway bool, learned time.Duration) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	fault.Point("upstream OnEvent", uc.pool.ep.Addr)
@@ -539,7 +545,7 @@ func (uc *conn) closed() (lost []*Request, byUs bool, learned time.Duration) {
 	if uc.timer != nil {
 		uc.timer.Stop()
 	}
-	return uc.takeAll(), uc.byUs, learned
+	return uc.takeAll(), uc.byUs, uc.goAway, learned
 }
 
 // takeAll takes every request the connection carries: those awaiting a

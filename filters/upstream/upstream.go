@@ -29,6 +29,9 @@ const (
 	NotSent Failure = iota + 1
 	// Closed: the connection closed with the request in flight.
 	Closed
+	// GoneAway: as Closed, on a connection whose upstream had announced
+	// its shutdown (GoAway, Dubbo READONLY) before it closed.
+	GoneAway
 	// Timeout: no response within Request.Timeout.
 	Timeout
 	// Internal: the proxy failed with the request in flight: a panic was
