@@ -201,9 +201,8 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 // Breeze applies, which makes it a ClusterSubset of its own (for some
 // port at least).
 func ownPolicy(tp *networkingv1alpha3.TrafficPolicy) bool {
-	return hasResilience(tp) || tp.GetLoadBalancer() != nil || slices.ContainsFunc(tp.GetPortLevelSettings(), func(pl *networkingv1alpha3.TrafficPolicy_PortTrafficPolicy) bool {
-		return pl.GetLoadBalancer() != nil
-	})
+	return tp.GetLoadBalancer() != nil || tp.GetConnectionPool() != nil || tp.GetOutlierDetection() != nil || tp.GetRetryBudget() != nil ||
+		slices.ContainsFunc(tp.GetPortLevelSettings(), portLevelApplies)
 }
 
 func labelsKey(m map[string]string) string {

@@ -77,20 +77,6 @@ func subsetResilience(cluster resilience, tp *networkingv1alpha3.TrafficPolicy, 
 	return r, ownLimits, ownDetector
 }
 
-// hasResilience reports whether a traffic policy sets connectionPool,
-// outlierDetection or retryBudget, rule-wide or for some port.
-func hasResilience(tp *networkingv1alpha3.TrafficPolicy) bool {
-	if tp.GetConnectionPool() != nil || tp.GetOutlierDetection() != nil || tp.GetRetryBudget() != nil {
-		return true
-	}
-	for _, pl := range tp.GetPortLevelSettings() {
-		if portLevelApplies(pl) {
-			return true
-		}
-	}
-	return false
-}
-
 // envoyCircuitBreakers writes connectionPool and retryBudget as Istio
 // does (applyConnectionPool, applyRetryBudget): one DEFAULT threshold
 // whose limits are 2^32-1 ("no limit") unless the pool sets them above 0,
