@@ -28,6 +28,9 @@ var Fields = []struct{ Key, Means string }{
 	{"stack", "a recovered panic's stack"},
 	// Upstream state.
 	{"ejected_for", "how long an endpoint gets no new requests"},
+	{"ejections", "an endpoint's ejection multiplier: how many times outlier detection ejected it, less its healthy intervals"},
+	{"ejected", "how many endpoints of a cluster or subset are ejected now"},
+	{"subset", "a subset of a cluster, by its name (a DestinationRule subset)"},
 	{"failures", "the failed attempts of an outage that just ended"},
 	{"in_flight", "requests in flight on a connection"},
 	{"event", "an Envoy connection event: RemoteClose, LocalClose"},

@@ -46,6 +46,10 @@ type backend struct {
 	// dropAll: close the connection on each request, after counting it
 	// received (a provider that dies running it).
 	dropAll atomic.Bool
+	// closeNext: close the connection on the next frame it reads, before
+	// looking at it (a provider whose idle timeout fires as the frame
+	// arrives).
+	closeNext atomic.Bool
 	// errorCode, when not 0: answer every request with a protocol error
 	// carrying that code (tcodec reads it into Message.Code).
 	errorCode  atomic.Int64
@@ -122,6 +126,9 @@ func (b *backend) handle(c net.Conn) {
 		}
 		f, err := readFrame(r)
 		if err != nil {
+			return
+		}
+		if b.closeNext.CompareAndSwap(true, false) {
 			return
 		}
 		m, _, err := tdecode(f)

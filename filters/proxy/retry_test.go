@@ -9,6 +9,7 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/upstream"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -265,5 +266,43 @@ func TestOutlierDetectionEjectsErroringEndpoint(t *testing.T) {
 	t.Logf("failing answered %d errors and was ejected; the next 50 calls all went to good (failing received %d more)", errs, failing.received.Load()-before)
 	if failing.received.Load() != before {
 		t.Fatalf("the ejected endpoint received %d more requests", failing.received.Load()-before)
+	}
+}
+
+// The idle-close race: a provider closes a connection just as the proxy
+// writes to it. With probing (upstream.ProbeAfter), what the provider gets
+// first after a silence is a heartbeat; when it closes instead of
+// answering, the request held back was never written, and goes out again
+// at once without any retry policy. Without probing, the request itself
+// meets the close and fails: it may have run.
+func TestIdleCloseRaceNeverLosesARequest(t *testing.T) {
+	for _, probe := range []bool{true, false} {
+		t.Run(fmt.Sprintf("probe=%v", probe), func(t *testing.T) {
+			old := upstream.ProbeAfter.Load()
+			t.Cleanup(func() { upstream.ProbeAfter.Store(old) })
+			upstream.ProbeAfter.Store(0)
+			if probe {
+				upstream.ProbeAfter.Store(1) // every request after a write is "after a silence"
+			}
+			b := newBackend(t, "b")
+			addr := startProxy(t, strings.Replace(cfg(`  - route: {cluster: c}`, "- name: c\n  endpoints:\n"+ep(b, "")),
+				"stat_prefix: t", fmt.Sprintf("stat_prefix: idle_race_%v", probe), 1))
+			c := dial(t, addr)
+			if m, err := c.call(0, "warm"); err != nil || m.status != codecs.StatusOK {
+				t.Fatalf("first call: %+v %v", m, err)
+			}
+			b.closeNext.Store(true)
+			m, err := c.call(0, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("probe=%v: the call after the provider's close got status %v (error %q); provider executed %d calls", probe, m.status, md(m, "error"), b.received.Load())
+			if probe && (m.status != codecs.StatusOK || b.received.Load() != 2) {
+				t.Fatalf("with a probe: %+v, %d executions; want the call answered on a new connection, executed once", m, b.received.Load())
+			}
+			if !probe && md(m, "error") != "no_healthy_upstream" {
+				t.Fatalf("without a probe: %+v; want the request lost with the connection (the race this closes)", m)
+			}
+		})
 	}
 }

@@ -56,7 +56,15 @@ type conn struct {
 	// lastActive (unix nanos of the last write or read) decides whether the
 	// keep-alive timer sends a heartbeat.
 	lastActive atomic.Int64
-	keepalive  *time.Timer
+	// lastWrite (unix nanos, under mu) is when we last wrote: the silence
+	// that decides a probe.
+	lastWrite int64
+	// probeID is the id of the heartbeat probing the connection before
+	// the requests in queue are written to it (see probe); 0: none.
+	// probeSilence is how long it had been silent then.
+	probeID      uint64
+	probeSilence time.Duration
+	keepalive    *time.Timer
 	// failed: a panic was recovered on the connection (fail).
 	failed atomic.Bool
 
@@ -117,10 +125,13 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec, b *cl
 	if uc.state >= draining {
 		return false, false, nil
 	}
-	queued = uc.state == connecting
-	if queued && !b.TryPending() {
+	connecting := uc.state == connecting
+	if connecting && !b.TryPending() {
 		return false, true, ErrOverflow
 	}
+	t := time.Now().UnixNano()
+	probe := !connecting && uc.probeID == 0 && uc.silentFor(t)
+	queued = connecting || probe || uc.probeID != 0
 	clientID := msg.ID
 	id := uc.allocID()
 	msg.ID = id
@@ -131,7 +142,7 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec, b *cl
 		return enc.Encode(msg)
 	}()
 	if err != nil {
-		if queued {
+		if connecting {
 			b.EndPending(1)
 		}
 		return false, true, err
@@ -153,10 +164,17 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec, b *cl
 		q.Mutations = append(codecs.Metadata(nil), msg.Mutations...)
 		r.queued = &q
 		r.queuedBytes = append([]byte(nil), out...)
+		if !connecting {
+			b = nil // a probe's wait is not a wait for a connection
+		}
 		uc.queue = append(uc.queue, waiting{r, b})
+		if probe {
+			uc.startProbe(t)
+		}
 	} else {
 		uc.cb.Write(out, false)
-		uc.lastActive.Store(time.Now().UnixNano())
+		uc.lastActive.Store(t)
+		uc.lastWrite = t
 		if r.Oneway {
 			r.Endpoint.End()
 		}
@@ -270,6 +288,7 @@ func (uc *conn) open(cb api.ConnectionCallback) (sent []*Request) {
 	endWaits(uc.queue)
 	uc.queue = nil
 	uc.lastActive.Store(time.Now().UnixNano())
+	uc.lastWrite = uc.lastActive.Load()
 	if _, ok := uc.codec.(codecs.Pinger); ok && Keepalive.Load() > 0 {
 		uc.keepalive = time.AfterFunc(uc.pool.keepaliveEvery(), uc.ping)
 	}
@@ -390,6 +409,12 @@ func (uc *conn) handle(m *codecs.Message) {
 		metrics.Heartbeats.WithLabelValues(uc.proxyName(), "upstream").Inc()
 		uc.write(uc.codec.HeartbeatReply(m))
 	case codecs.HeartbeatReply:
+		if m.ID == 0 {
+			return
+		}
+		for _, r := range uc.probed(m.ID) {
+			uc.notify(r, func(h Handler) { h.OnSent(r) })
+		}
 	case codecs.GoAway:
 		pl.metrics.GoAway.Inc()
 		pl.m.plog.Info("goaway", "upstream is shutting down; draining its connection",
@@ -398,8 +423,9 @@ func (uc *conn) handle(m *codecs.Message) {
 		// that says it is going away will refuse new connections soon.
 		pl.ep.Draining(goAwayEjection)
 		pl.idle.forget()
-		empty := uc.drain()
+		empty, unsent := uc.drain()
 		pl.remove(uc)
+		uc.notSent(unsent)
 		if empty {
 			uc.closeByUs()
 		}
@@ -446,14 +472,19 @@ func (uc *conn) cancel(r *Request) (owned, drained bool) {
 }
 
 // drain stops new requests after a GoAway; empty says none is in flight.
-func (uc *conn) drain() (empty bool) {
+func (uc *conn) drain() (empty bool, unsent []*Request) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	uc.goAway = true
 	if uc.state == ready {
 		uc.state = draining
 	}
-	return len(uc.pending) == 0
+	// Requests waiting for a probe were never written: elsewhere with them.
+	if uc.probeID != 0 {
+		unsent = uc.takeQueued()
+		uc.probeID = 0
+	}
+	return len(uc.pending) == 0, unsent
 }
 
 func (uc *conn) write(b []byte) {
@@ -500,9 +531,9 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 		pl.m.plog.Info("idle_close", "upstream closes connections idle for its idle timeout; heartbeating its connections more often",
 			"cluster", pl.cluster.Name, "endpoint", pl.ep.Addr, "idle_timeout", learned, "keepalive", pl.keepaliveEvery())
 	}
-	if !byUs && len(lost) > 0 {
+	if n := countWritten(lost); !byUs && n > 0 {
 		pl.m.log.Debug("upstream connection closed with requests in flight", "cluster", pl.cluster.Name, "endpoint", pl.ep.Addr,
-			"event", event, "in_flight", len(lost))
+			"event", event, "in_flight", n)
 		pl.failed("closed_in_flight", "")
 	}
 	why := Closed
@@ -510,6 +541,11 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 		why = GoneAway
 	}
 	for _, r := range lost {
+		if r.queued != nil {
+			// Held back by a probe, never written: provably not run.
+			uc.notSent([]*Request{r})
+			continue
+		}
 		r.Endpoint.End()
 		uc.notify(r, func(h Handler) { h.OnFailure(r, why) })
 	}
@@ -527,14 +563,18 @@ func (uc *conn) closed() (lost []*Request, byUs, goAway bool, learned time.Durat
 	pl := uc.pool
 	switch {
 	case uc.byUs:
-	case len(uc.pending) > 0:
+	case uc.written() > 0:
 		// Losing requests in flight is a failure, not an idle timeout.
 		pl.idle.forget()
 	case uc.state == ready:
 		// An upstream closing an idle connection may be its idle timeout
 		// (routine) or its death: idleLearning tells them apart. A
-		// draining connection was told the endpoint is going away.
+		// draining connection was told the endpoint is going away. Under
+		// a probe, the silence is the one before it.
 		silence := time.Since(time.Unix(0, uc.lastActive.Load()))
+		if uc.probeID != 0 {
+			silence = uc.probeSilence
+		}
 		learned = pl.idle.idleClosed(uc.seq, silence, time.Duration(Keepalive.Load()), time.Duration(MinIdleTimeout.Load()))
 	}
 	uc.state = closed
@@ -546,6 +586,27 @@ func (uc *conn) closed() (lost []*Request, byUs, goAway bool, learned time.Durat
 		uc.timer.Stop()
 	}
 	return uc.takeAll(), uc.byUs, uc.goAway, learned
+}
+
+// written counts the requests awaiting a response that were written
+// (not held back by a probe). Called with mu held.
+func (uc *conn) written() int {
+	n := len(uc.pending)
+	for _, w := range uc.queue {
+		if !w.r.Oneway && uc.pending[w.r.id] == w.r {
+			n--
+		}
+	}
+	return n
+}
+
+func countWritten(rs []*Request) (n int) {
+	for _, r := range rs {
+		if r.queued == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // takeAll takes every request the connection carries: those awaiting a
@@ -737,4 +798,97 @@ func (h deadlineHeap) down(i int) bool {
 func (h deadlineHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx, h[j].heapIdx = i, j
+}
+
+// ProbeAfter is how long a connection may have been silent (nothing
+// written to it) before a request on it waits for a heartbeat's answer
+// first, on codecs that have one (codecs.Pinger). It closes the race of a
+// request written just as the upstream closes the connection for being
+// idle: Envoy's Go API does not tell whether such bytes reached the
+// socket, so the request may have run and is not re-sent without a retry
+// policy. Under a probe nothing is written until the upstream answered on
+// the connection, which restarts its idle timer; if the connection closes
+// instead, the requests held back were never written and go to another
+// endpoint at once. Idle timeouts below it are not covered (they are
+// shorter than MinIdleTimeout, which is the default). Atomic, so that
+// tests can change it; 0 disables probing.
+var ProbeAfter atomic.Int64
+
+func init() { ProbeAfter.Store(int64(time.Second)) }
+
+// silentFor reports whether the connection has been silent long enough at
+// t (unix nanos) to probe it. Called with mu held.
+func (uc *conn) silentFor(t int64) bool {
+	after := ProbeAfter.Load()
+	if after <= 0 || uc.state != ready || t-uc.lastWrite < after {
+		return false
+	}
+	_, ok := uc.codec.(codecs.Pinger)
+	return ok
+}
+
+// startProbe writes the heartbeat that probes the connection (mu held).
+func (uc *conn) startProbe(t int64) {
+	uc.probeID = uc.allocID()
+	uc.probeSilence = time.Duration(t - uc.lastActive.Load())
+	uc.cb.Write(uc.codec.(codecs.Pinger).Heartbeat(uc.probeID), false)
+	uc.lastActive.Store(t)
+	uc.lastWrite = t
+	metrics.UpstreamProbes.WithLabelValues(uc.proxyName()).Inc()
+}
+
+// probed writes the requests a probe held back once it is answered, and
+// returns the oneways among them, now sent.
+func (uc *conn) probed(id uint64) (sent []*Request) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	if id != uc.probeID || uc.state != ready {
+		return nil
+	}
+	uc.probeID = 0
+	t := time.Now().UnixNano()
+	for _, w := range uc.queue {
+		r := w.r
+		if !r.Oneway && uc.pending[r.id] != r {
+			continue // timed out or cancelled while waiting
+		}
+		uc.cb.Write(r.queuedBytes, false)
+		r.queuedBytes, r.queued = nil, nil
+		if r.Oneway {
+			r.Endpoint.End()
+			sent = append(sent, r)
+		}
+	}
+	uc.queue = nil
+	uc.lastActive.Store(t)
+	uc.lastWrite = t
+	return sent
+}
+
+// takeQueued takes the requests a probe holds back, still waiting (mu
+// held).
+func (uc *conn) takeQueued() (unsent []*Request) {
+	for _, w := range uc.queue {
+		r := w.r
+		if !r.Oneway {
+			if uc.pending[r.id] != r {
+				continue
+			}
+			uc.remove(r)
+		}
+		unsent = append(unsent, r)
+	}
+	endWaits(uc.queue)
+	uc.queue = nil
+	return unsent
+}
+
+// notSent fails requests that were never written (held back by a probe)
+// as NotSent: their handlers send them elsewhere.
+func (uc *conn) notSent(rs []*Request) {
+	for _, r := range rs {
+		r.Endpoint.End()
+		r.queuedBytes = nil
+		uc.notify(r, func(h Handler) { h.OnFailure(r, NotSent) })
+	}
 }
