@@ -85,6 +85,8 @@ type Provider struct {
 	Port int
 	Addr string
 	Proc *Proc
+	// Control is the address of its control (see ProviderControl).
+	Control string
 }
 
 // ProviderSpec says how to start a provider.
@@ -101,8 +103,9 @@ type ProviderSpec struct {
 // READY line.
 func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 	t.Helper()
-	port := FreePort(t)
-	args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ",")}
+	port, control := FreePort(t), FreePort(t)
+	args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ","),
+		"-control-port", strconv.Itoa(control)}
 	if spec.Heartbeat > 0 {
 		args = append(args, "-heartbeat", spec.Heartbeat.String())
 	}
@@ -114,7 +117,7 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 	if line != "READY "+strconv.Itoa(port) {
 		t.Fatalf("provider %s: READY line %q, want port %d", spec.Name, line, port)
 	}
-	return &Provider{Name: spec.Name, Port: port, Addr: Addr(port), Proc: p}
+	return &Provider{Name: spec.Name, Port: port, Addr: Addr(port), Proc: p, Control: Addr(control)}
 }
 
 // Proxy is a running `breeze run -c FILE`.
