@@ -333,4 +333,21 @@ func TestDubboGoProviderGate(t *testing.T) {
 		t.Errorf("after the release: %v served, stats %+v; want %d calls, each run once, none held", count, s, n)
 	}
 	t.Logf("%d calls held, then released: executions %v", n, s.Executions)
+
+	// GateFirst holds only the next few calls; the others run.
+	p.GateFirst(t, "Greet", 3)
+	go func() { calls <- runCalls(ctx, c, 6, 6, greets("first", nil)) }()
+	s, err := p.WaitStats(ctx, "3 calls held and 3 more executed", func(s harness.ProviderStats) bool {
+		return s.Held == 3 && s.Executions["Greet"] == n+6
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.HeldArgs["Greet"]) != 3 {
+		t.Errorf("held arguments %v, want 3", s.HeldArgs)
+	}
+	p.Release(t, "Greet")
+	if count := harness.Served(t, <-calls); count["gated"] != 6 {
+		t.Errorf("GateFirst: %v served, want 6 calls", count)
+	}
 }

@@ -29,12 +29,20 @@ type Behaviour struct {
 	// argument, so a count of 2 is a call that ran twice).
 	executions map[string]int
 	args       map[string]map[string]int
-	// gates holds, by method, a channel closed when the test releases the
-	// method's held calls; no entry: calls run at once.
-	gates map[string]chan struct{}
-	held  int
+	// gates, by method, hold calls until the test releases them; no
+	// entry: calls run at once.
+	gates map[string]*gate
+	// held are the arguments of the calls waiting at a gate now, by method.
+	held map[string][]string
 	// failures, by method: the pattern its executions follow, in order.
 	failures map[string]*failure
+}
+
+// gate holds the calls of a method until open is closed: all of them, or
+// the first max (0: no limit).
+type gate struct {
+	open     chan struct{}
+	max, got int
 }
 
 // failure cycles a pattern over a method's executions, one character per
@@ -52,7 +60,8 @@ func NewBehaviour() *Behaviour {
 	return &Behaviour{
 		executions: map[string]int{},
 		args:       map[string]map[string]int{},
-		gates:      map[string]chan struct{}{},
+		gates:      map[string]*gate{},
+		held:       map[string][]string{},
 		failures:   map[string]*failure{},
 	}
 }
@@ -112,15 +121,17 @@ func (b *Behaviour) run(method, arg string, reply func() (string, error)) (strin
 		outcome, status = f.pattern[f.next%len(f.pattern)], f.status
 		f.next++
 	}
-	gate := b.gates[method]
-	if gate != nil {
-		b.held++
+	var wait chan struct{}
+	if g := b.gates[method]; g != nil && (g.max == 0 || g.got < g.max) {
+		g.got++
+		wait = g.open
+		b.held[method] = append(b.held[method], arg)
 	}
 	b.mu.Unlock()
-	if gate != nil {
-		<-gate
+	if wait != nil {
+		<-wait
 		b.mu.Lock()
-		b.held--
+		b.held[method] = remove(b.held[method], arg)
 		b.mu.Unlock()
 	}
 	switch outcome {
@@ -134,20 +145,36 @@ func (b *Behaviour) run(method, arg string, reply func() (string, error)) (strin
 	return reply()
 }
 
+// remove drops the first s from list.
+func remove(list []string, s string) []string {
+	for i, v := range list {
+		if v == s {
+			return append(list[:i], list[i+1:]...)
+		}
+	}
+	return list
+}
+
 // Stats is what GET /stats answers.
 type Stats struct {
 	// Executions counts the calls that reached each method.
 	Executions map[string]int `json:"executions"`
 	// Args counts them by method and argument.
 	Args map[string]map[string]int `json:"args"`
-	// Held is the number of calls waiting at a gate now.
-	Held int `json:"held"`
+	// Held is the number of calls waiting at a gate now; HeldArgs their
+	// arguments, by method.
+	Held     int                 `json:"held"`
+	HeldArgs map[string][]string `json:"held_args"`
 }
 
 func (b *Behaviour) stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := Stats{Executions: map[string]int{}, Args: map[string]map[string]int{}, Held: b.held}
+	s := Stats{Executions: map[string]int{}, Args: map[string]map[string]int{}, HeldArgs: map[string][]string{}}
+	for m, args := range b.held {
+		s.Held += len(args)
+		s.HeldArgs[m] = append([]string(nil), args...)
+	}
 	for m, n := range b.executions {
 		s.Executions[m] = n
 	}
@@ -163,7 +190,7 @@ func (b *Behaviour) stats() Stats {
 // ServeControl serves the test's control of b on addr (127.0.0.1:PORT):
 //
 //	GET  /stats                          Stats as JSON
-//	POST /gate?method=M                  hold M's calls from now on
+//	POST /gate?method=M[&max=N]          hold M's calls from now on (only the next N)
 //	POST /release?method=M               release M's held calls; later ones run at once
 //	POST /fail?method=M&pattern=P&status=S  M's executions follow pattern P (see failure), status S for 'E'
 //	POST /fail?method=M                  M answers normally again
@@ -181,9 +208,17 @@ func (b *Behaviour) ServeControl(addr string) error {
 	})
 	mux.HandleFunc("POST /gate", func(w http.ResponseWriter, r *http.Request) {
 		m := r.URL.Query().Get("method")
+		max := 0
+		if v := r.URL.Query().Get("max"); v != "" {
+			var err error
+			if max, err = strconv.Atoi(v); err != nil || max < 0 {
+				http.Error(w, "max: a count of calls", http.StatusBadRequest)
+				return
+			}
+		}
 		b.mu.Lock()
 		if b.gates[m] == nil {
-			b.gates[m] = make(chan struct{})
+			b.gates[m] = &gate{open: make(chan struct{}), max: max}
 		}
 		b.mu.Unlock()
 	})
@@ -191,7 +226,7 @@ func (b *Behaviour) ServeControl(addr string) error {
 		m := r.URL.Query().Get("method")
 		b.mu.Lock()
 		if g := b.gates[m]; g != nil {
-			close(g)
+			close(g.open)
 			delete(b.gates, m)
 		}
 		b.mu.Unlock()

@@ -18,8 +18,10 @@ type ProviderStats struct {
 	Executions map[string]int `json:"executions"`
 	// Args counts them by method and argument: 2 is a call that ran twice.
 	Args map[string]map[string]int `json:"args"`
-	// Held is the number of calls waiting at a gate now.
-	Held int `json:"held"`
+	// Held is the number of calls waiting at a gate now; HeldArgs their
+	// arguments, by method.
+	Held     int                 `json:"held"`
+	HeldArgs map[string][]string `json:"held_args"`
 }
 
 // controlWithin bounds one request to a provider's control.
@@ -60,6 +62,13 @@ func (p *Provider) post(t testing.TB, path string, q url.Values) {
 func (p *Provider) Gate(t testing.TB, method string) {
 	t.Helper()
 	p.post(t, "/gate", url.Values{"method": {method}})
+}
+
+// GateFirst makes the provider hold the next n calls of method that reach
+// it, until Release; the calls after them run at once.
+func (p *Provider) GateFirst(t testing.TB, method string, n int) {
+	t.Helper()
+	p.post(t, "/gate", url.Values{"method": {method}, "max": {strconv.Itoa(n)}})
 }
 
 // Release lets the held calls of method run, and later ones at once.
