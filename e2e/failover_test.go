@@ -1,0 +1,591 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/breeze-mesh/breeze/e2e/internal/harness"
+)
+
+// These tests drive the proxy's retries, circuit breakers and outlier
+// detection with real dubbo-go providers that count what they execute and
+// hold calls at a gate until the test releases them, so that every
+// assertion is on counts, never on how long something took.
+
+// batch is a set of calls made concurrently, whose completions the test
+// can wait for one by one.
+type batch struct {
+	outs []callResult
+
+	mu      sync.Mutex
+	done    int
+	changed chan struct{}
+	all     chan struct{}
+}
+
+// startBatch makes n calls through c, conc at a time, each bounded by
+// perCall, in the background.
+func startBatch(ctx context.Context, c *harness.Client, n, conc int, spec func(int) callSpec) *batch {
+	b := &batch{outs: make([]callResult, n), changed: make(chan struct{}), all: make(chan struct{})}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				call := spec(i)
+				cctx, cancel := context.WithTimeout(ctx, perCall)
+				r, err := c.Call(cctx, call.Method, call.Arg, call.Attachments)
+				cancel()
+				if err == nil && r.Arg != call.Arg {
+					err = fmt.Errorf("%s(%q) got the answer to %q", call.Method, call.Arg, r.Arg)
+				}
+				b.mu.Lock()
+				b.outs[i] = callResult{Call: call, Reply: r, Err: err}
+				b.done++
+				close(b.changed)
+				b.changed = make(chan struct{})
+				b.mu.Unlock()
+			}
+		}()
+	}
+	go func() {
+		for i := range n {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		close(b.all)
+	}()
+	return b
+}
+
+// Done is the number of calls that have ended.
+func (b *batch) Done() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done
+}
+
+// waitDone waits until at least k calls have ended.
+func (b *batch) waitDone(ctx context.Context, k int) error {
+	for {
+		b.mu.Lock()
+		done, changed := b.done, b.changed
+		b.mu.Unlock()
+		if done >= k {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d calls to end: %d ended: %w", k, done, ctx.Err())
+		}
+	}
+}
+
+// results waits for every call and returns the outcomes.
+func (b *batch) results(ctx context.Context) ([]callResult, error) {
+	select {
+	case <-b.all:
+		return b.outs, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%d calls of %d ended: %w", b.Done(), len(b.outs), ctx.Err())
+	}
+}
+
+// load keeps workers calling Greet through a client, each call with a
+// unique argument, until stop.
+type load struct {
+	ok, failed, hung atomic.Int64
+
+	mu       sync.Mutex
+	errs     []string        // the first few errors
+	failures map[string]bool // arguments of the calls that failed
+	changed  chan struct{}
+
+	stopping chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startLoad(ctx context.Context, c *harness.Client, workers int) *load {
+	l := &load{failures: map[string]bool{}, changed: make(chan struct{}), stopping: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stopping:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				arg := fmt.Sprintf("w%d-%d", w, i)
+				cctx, cancel := context.WithTimeout(ctx, perCall)
+				r, err := c.Greet(cctx, arg, nil)
+				cancel()
+				var ce *harness.CallError
+				switch {
+				case err == nil && r.Arg == arg:
+					l.ok.Add(1)
+				case err == nil:
+					l.failed.Add(1)
+					err = fmt.Errorf("%s got the answer to %s", arg, r.Arg)
+				case errors.As(err, &ce):
+					l.failed.Add(1)
+				default: // no answer within perCall
+					l.hung.Add(1)
+				}
+				l.mu.Lock()
+				if err != nil {
+					l.failures[arg] = true
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, err.Error())
+					}
+				}
+				close(l.changed)
+				l.changed = make(chan struct{})
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// calls is the number of calls that have ended.
+func (l *load) calls() int64 { return l.ok.Load() + l.failed.Load() + l.hung.Load() }
+
+// waitCalls waits until n calls have ended in all.
+func (l *load) waitCalls(ctx context.Context, n int64) error {
+	for {
+		l.mu.Lock()
+		changed := l.changed
+		l.mu.Unlock()
+		if l.calls() >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d calls of the load: %d ok, %d failed, %d hung: %w",
+				n, l.ok.Load(), l.failed.Load(), l.hung.Load(), ctx.Err())
+		}
+	}
+}
+
+// stop ends the load once every worker's call in flight has ended.
+func (l *load) stop(ctx context.Context) error {
+	close(l.stopping)
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the load's workers still calling: %w", ctx.Err())
+	}
+}
+
+func (l *load) firstErrors() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.errs, "\n  ")
+}
+
+// retryConfig: Greet is idempotent and retried on connect failures and
+// resets, twice at most; the cluster balances round robin over the
+// providers in Extra.
+const retryConfig = `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: e2e
+    codec: dubbo
+    route_config:
+      routes:
+      - match: {metadata: [{key: method, exact: Greet}]}
+        route: {cluster: greeter}
+        retry_policy: {retry_on: "connect-failure,reset", num_retries: 2, idempotent: true}
+      - route: {cluster: greeter}
+    clusters:
+    - name: greeter
+      endpoints:
+{{- range $name, $port := .Extra}}
+      - {address: 127.0.0.1, port: {{$port}}}
+{{- end}}
+`
+
+// clusterOf renders a config template whose cluster lists providers.
+func clusterOf(t *testing.T, tmpl string, providers ...*harness.Provider) *harness.Proxy {
+	t.Helper()
+	extra := map[string]interface{}{}
+	for _, p := range providers {
+		extra[p.Name] = p.Port
+	}
+	return harness.StartProxyVars(t, tmpl, extra, ports(providers...))
+}
+
+// retries reads breeze_retries_total by result.
+func retries(t *testing.T, p *harness.Proxy) map[string]float64 {
+	t.Helper()
+	m := map[string]float64{}
+	for _, result := range []string{"attempted", "budget_exceeded", "exhausted"} {
+		m[result] = p.Metric(t, "breeze_retries_total", `result="`+result+`"`)
+	}
+	return m
+}
+
+// TestRetriesProviderKilledUnderLoad: three providers, ten workers calling
+// Greet (idempotent, retried on connect failure and reset) without pause.
+// Provider r2 holds its next three calls; once it holds them it is
+// SIGKILLed, and the load goes on for 400 more calls. No call fails: the
+// three held calls are retried on the providers left, each executed there
+// once, and the calls balanced to r2 after its death are retried or
+// re-balanced. The retries stay within the default budget.
+func TestRetriesProviderKilledUnderLoad(t *testing.T) {
+	harness.BreezeBin(t)
+	r1 := harness.StartProvider(t, harness.ProviderSpec{Name: "r1"})
+	r2 := harness.StartProvider(t, harness.ProviderSpec{Name: "r2"})
+	r3 := harness.StartProvider(t, harness.ProviderSpec{Name: "r3"})
+	proxy := clusterOf(t, retryConfig, r1, r2, r3)
+	c := newClient(t, proxy.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	l := startLoad(ctx, c, 10)
+	if err := l.waitCalls(ctx, 300); err != nil {
+		t.Fatal(err)
+	}
+	const held = 3
+	r2.GateFirst(t, "Greet", held)
+	s, err := r2.WaitStats(ctx, fmt.Sprintf("%d calls held", held), func(s harness.ProviderStats) bool { return s.Held == held })
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldArgs := s.HeldArgs["Greet"]
+	r2.Proc.KillAndWait(t)
+	before := l.calls()
+	if err := l.waitCalls(ctx, before+400); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := retries(t, proxy)
+	s1, s3 := r1.MustStats(t), r3.MustStats(t)
+	t.Logf("%d calls before the kill, %d after; %d ok, %d failed, %d hung; held on r2 when killed: %v",
+		before, l.calls()-before, l.ok.Load(), l.failed.Load(), l.hung.Load(), heldArgs)
+	t.Logf("breeze_retries_total %v; upstream connect failures %v; executions r1 %d, r3 %d",
+		got, proxy.Metric(t, "breeze_upstream_connection_events_total", `event="connect_failure"`),
+		s1.Executions["Greet"], s3.Executions["Greet"])
+	if l.failed.Load() != 0 || l.hung.Load() != 0 {
+		t.Errorf("%d calls failed and %d hung; want none with retries; first errors:\n  %s", l.failed.Load(), l.hung.Load(), l.firstErrors())
+	}
+	for _, arg := range heldArgs {
+		if n := s1.Args["Greet"][arg] + s3.Args["Greet"][arg]; n != 1 || l.failures[arg] {
+			t.Errorf("call %s, held on r2 when it was killed: executed %d times on r1 and r3 (failed: %v); want its retry executed once",
+				arg, n, l.failures[arg])
+		}
+	}
+	if got["attempted"] < held {
+		t.Errorf("%v retries attempted; want at least one for each of the %d calls held on r2", got["attempted"], held)
+	}
+	if got["budget_exceeded"] != 0 || got["exhausted"] != 0 {
+		t.Errorf("retries over the budget or exhausted: %v; want none", got)
+	}
+}
+
+// noRetryConfig: no retry policy anywhere; round robin.
+const noRetryConfig = `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: e2e
+    codec: dubbo
+    route_config:
+      routes:
+      - route: {cluster: greeter}
+    clusters:
+    - name: greeter
+      endpoints:
+{{- range $name, $port := .Extra}}
+      - {address: 127.0.0.1, port: {{$port}}}
+{{- end}}
+`
+
+// TestNoRetryNeverDuplicates: without a retry policy, a call that reached
+// a provider is never sent again. Provider n1 holds its next five calls;
+// every other call of the batch ends; then n1 is SIGKILLed with exactly
+// those five in flight. Exactly those five fail, each once, and the
+// surviving provider n2 never executed any of them: its executions are the
+// calls it answered, each once.
+func TestNoRetryNeverDuplicates(t *testing.T) {
+	harness.BreezeBin(t)
+	n1 := harness.StartProvider(t, harness.ProviderSpec{Name: "n1"})
+	n2 := harness.StartProvider(t, harness.ProviderSpec{Name: "n2"})
+	proxy := clusterOf(t, noRetryConfig, n1, n2)
+	c := newClient(t, proxy.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	const held, calls = 5, 40
+	n1.GateFirst(t, "Greet", held)
+	b := startBatch(ctx, c, calls, calls, greets("once", nil))
+	s, err := n1.WaitStats(ctx, fmt.Sprintf("%d calls held", held), func(s harness.ProviderStats) bool { return s.Held == held })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.waitDone(ctx, calls-held); err != nil {
+		t.Fatal(err)
+	}
+	heldArgs := s.HeldArgs["Greet"]
+	n1.Proc.KillAndWait(t)
+	outs, err := b.results(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	failed := map[string]string{}
+	served := map[string]int{}
+	for _, o := range outs {
+		if o.Err != nil {
+			failed[o.Call.Arg] = o.Err.Error()
+			continue
+		}
+		served[o.Reply.Provider]++
+	}
+	s2 := n2.MustStats(t)
+	t.Logf("%d calls: %d failed, served %v; held on n1 when killed: %v; n2 executed Greet %d times",
+		calls, len(failed), served, heldArgs, s2.Executions["Greet"])
+	for _, arg := range heldArgs {
+		if _, ok := failed[arg]; !ok {
+			t.Errorf("call %s was in flight on n1 when it was killed, yet did not fail", arg)
+		}
+		if n := s2.Args["Greet"][arg]; n != 0 {
+			t.Errorf("call %s, in flight on n1 when it was killed, was executed %d times on n2", arg, n)
+		}
+	}
+	if len(failed) != held {
+		t.Errorf("%d calls failed, want exactly the %d held on n1 (%v): %v", len(failed), held, heldArgs, failed)
+	}
+	for arg, errText := range failed {
+		if !strings.Contains(errText, "dubbo-go error") {
+			t.Errorf("call %s did not end with an error reply but %s", arg, errText)
+		}
+	}
+	if s2.Executions["Greet"] != served["n2"] {
+		t.Errorf("n2 executed Greet %d times and answered %d calls; want one execution per answer", s2.Executions["Greet"], served["n2"])
+	}
+	for arg, n := range s2.Args["Greet"] {
+		if n != 1 {
+			t.Errorf("n2 executed %s %d times", arg, n)
+		}
+	}
+	if r := proxy.Metric(t, "breeze_retries_total"); r != 0 {
+		t.Errorf("breeze_retries_total %v without a retry policy", r)
+	}
+}
+
+// TestCircuitBreakerExactOverflow: a cluster allows max_requests 5 in
+// flight. The provider holds every Greet; 8 calls at once: 5 reach it and
+// wait there, 3 are answered at once by the proxy with the overload reply
+// (Dubbo status 100, seen on the wire). Released, the 5 succeed.
+func TestCircuitBreakerExactOverflow(t *testing.T) {
+	harness.BreezeBin(t)
+	p := harness.StartProvider(t, harness.ProviderSpec{Name: "cb"})
+	proxy := clusterOf(t, `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: e2e
+    codec: dubbo
+    route_config:
+      routes:
+      - route: {cluster: greeter}
+    clusters:
+    - name: greeter
+      circuit_breakers: {max_requests: 5}
+      endpoints:
+{{- range $name, $port := .Extra}}
+      - {address: 127.0.0.1, port: {{$port}}}
+{{- end}}
+`, p)
+	down := harness.StartTee(t, proxy.Addr)
+	c := newClient(t, down.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	const limit, over = 5, 3
+	p.Gate(t, "Greet")
+	b := startBatch(ctx, c, limit+over, limit+over, greets("cb", nil))
+	// Every call is either held by the provider or ended (held calls cannot
+	// end): wait until all are accounted for, then count each kind.
+	s, err := p.WaitStats(ctx, "every call held or ended", func(s harness.ProviderStats) bool { return s.Held+b.Done() == limit+over })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := b.Done()
+	p.Release(t, "Greet")
+	outs, err := b.results(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rejected, ok int
+	for _, o := range outs {
+		if o.Err != nil {
+			rejected++
+		} else {
+			ok++
+		}
+	}
+	overload := down.State().Find(func(f harness.TeeFrame) bool {
+		return f.Dir == harness.Down && !f.Header.IsEvent() && f.Header.Status == 100
+	})
+	t.Logf("%d calls with max_requests %d: %d ended before the release, %d rejected, %d ok; %d status-100 replies; provider held %d, executed %d",
+		limit+over, limit, ended, rejected, ok, len(overload), s.Held, s.Executions["Greet"])
+	if ended != over || rejected != over || ok != limit || len(overload) != over {
+		t.Errorf("want exactly %d calls rejected with status 100 and %d answered after the release", over, limit)
+	}
+	if s.Held != limit || s.Executions["Greet"] != limit {
+		t.Errorf("the provider held %d calls and executed %d; want %d: the rejected calls must not reach it", s.Held, s.Executions["Greet"], limit)
+	}
+	for _, o := range outs {
+		if o.Err != nil {
+			t.Logf("overload reply: %v", o.Err)
+			break
+		}
+	}
+}
+
+// outlierConfig: Greet is not retried; the cluster ejects an endpoint
+// after 3 consecutive errors, for 1s times the number of its ejections.
+const outlierConfig = `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: e2e
+    codec: dubbo
+    route_config:
+      routes:
+      - route: {cluster: greeter}
+    clusters:
+    - name: greeter
+      outlier_detection: {consecutive_errors: 3, base_ejection_time: 1s, max_ejection_percent: 100}
+      endpoints:
+{{- range $name, $port := .Extra}}
+      - {address: 127.0.0.1, port: {{$port}}}
+{{- end}}
+`
+
+// TestOutlierEjectsErroringProvider: provider oa answers half its calls,
+// three in a row, with Dubbo status 80 (SERVER_ERROR); ob answers all.
+// One call at a time, so that oa's errors arrive in the order it made
+// them. After oa's third error in a row it is ejected: the calls made
+// while it is ejected (the ejection counter and gauge unchanged around
+// each) all go to ob. Once the ejection ends, oa receives calls again.
+func TestOutlierEjectsErroringProvider(t *testing.T) {
+	harness.BreezeBin(t)
+	oa := harness.StartProvider(t, harness.ProviderSpec{Name: "oa"})
+	ob := harness.StartProvider(t, harness.ProviderSpec{Name: "ob"})
+	oa.Fail(t, "Greet", "EEE...", 80)
+	proxy := clusterOf(t, outlierConfig, oa, ob)
+	c := newClient(t, proxy.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	i := 0
+	greet := func() (string, error) {
+		i++
+		arg := fmt.Sprintf("od-%d", i)
+		cctx, ccancel := context.WithTimeout(ctx, perCall)
+		defer ccancel()
+		r, err := c.Greet(cctx, arg, nil)
+		var ce *harness.CallError
+		switch {
+		case errors.As(err, &ce):
+			return "", err
+		case err != nil:
+			t.Fatalf("call %s: %v", arg, err)
+		case r.Arg != arg:
+			t.Fatalf("call %s got the answer to %s", arg, r.Arg)
+		}
+		return r.Provider, nil
+	}
+	ejections := func() float64 { return proxy.Metric(t, "breeze_outlier_ejections_total") }
+
+	// Until the first ejection.
+	var errs int
+	served := map[string]int{}
+	for ejections() == 0 {
+		if i == 100 {
+			t.Fatalf("no ejection after 100 calls (%d errors, served %v)", errs, served)
+		}
+		if who, err := greet(); err != nil {
+			errs++
+		} else {
+			served[who]++
+		}
+	}
+	sa := oa.MustStats(t)
+	t.Logf("ejected after %d calls: %d errors, served %v; oa executed %d", i, errs, served, sa.Executions["Greet"])
+	if errs != 3 || sa.Executions["Greet"] != 3 {
+		t.Errorf("oa was ejected after executing %d calls, %d of which the client saw fail; want its 3 errors in a row", sa.Executions["Greet"], errs)
+	}
+
+	// While ejected: M calls, each made while oa stayed ejected, all to ob.
+	const m = 20
+	whileEjected := 0
+	calls := 0
+	for whileEjected < m {
+		before, ejectedBefore := ejections(), ejectedNow(t, proxy)
+		who, err := greet()
+		calls++
+		after, ejectedAfter := ejections(), ejectedNow(t, proxy)
+		if before != after || !ejectedBefore || !ejectedAfter {
+			if calls == 1000 {
+				t.Fatalf("only %d of 1000 calls were made while oa stayed ejected", whileEjected)
+			}
+			continue
+		}
+		whileEjected++
+		if err != nil || who != "ob" {
+			t.Errorf("call %d, made while oa was ejected: served by %q, error %v; want ob", i, who, err)
+		}
+	}
+
+	// After the ejection: oa is called again.
+	saBefore := oa.MustStats(t).Executions["Greet"]
+	back := 0
+	for oa.MustStats(t).Executions["Greet"] == saBefore {
+		if ctx.Err() != nil {
+			t.Fatalf("oa received no call within the test's deadline after its ejection (%d calls)", back)
+		}
+		_, _ = greet()
+		back++
+	}
+	t.Logf("%d calls made while oa was ejected, all served by ob; oa called again %d calls later; ejections %v",
+		whileEjected, back, ejections())
+}
+
+// ejectedNow reports whether the proxy has an endpoint ejected now.
+func ejectedNow(t *testing.T, p *harness.Proxy) bool {
+	t.Helper()
+	return p.Metric(t, "breeze_outlier_ejected") > 0
+}
