@@ -473,7 +473,8 @@ listeners:
 }
 
 // outlierConfig: Greet is not retried; the cluster ejects an endpoint
-// after 3 consecutive errors, for 1s times the number of its ejections.
+// after 3 consecutive errors, for base_ejection_time times the number of
+// its ejections.
 const outlierConfig = `
 admin_address: "{{.Admin}}"
 listeners:
@@ -487,105 +488,120 @@ listeners:
       - route: {cluster: greeter}
     clusters:
     - name: greeter
-      outlier_detection: {consecutive_errors: 3, base_ejection_time: 1s, max_ejection_percent: 100}
+      outlier_detection: {consecutive_errors: 3, base_ejection_time: {{index .Extra "base"}}, max_ejection_percent: 100}
       endpoints:
-{{- range $name, $port := .Extra}}
-      - {address: 127.0.0.1, port: {{$port}}}
-{{- end}}
+      - {address: 127.0.0.1, port: {{port "oa"}}}
+      - {address: 127.0.0.1, port: {{port "ob"}}}
 `
 
 // TestOutlierEjectsErroringProvider: provider oa answers half its calls,
 // three in a row, with Dubbo status 80 (SERVER_ERROR); ob answers all.
-// One call at a time, so that oa's errors arrive in the order it made
-// them. After oa's third error in a row it is ejected: the calls made
-// while it is ejected (the ejection counter and gauge unchanged around
-// each) all go to ob. Once the ejection ends, oa receives calls again.
+// Calls are made one at a time, so that oa's errors come in the order it
+// made them. The client sees exactly oa's three errors in a row before the
+// proxy reports an ejection. The calls made surely inside an ejection all
+// go to ob; once the ejection ends, oa receives calls again.
+//
+// "Surely inside": the proxy exposes no gauge of ejected endpoints, so an
+// ejection is known to start after the call that caused it started (the
+// call after which the counter rose, or the one before it, should the
+// proxy count an error after answering it), and to last at least
+// base_ejection_time. A call that starts after the ejection
+// was counted and ends before that start plus base_ejection_time is inside
+// it. The clock only picks which calls are checked: on a slow machine fewer
+// fit in an ejection, and the test waits for the next ejections (each
+// longer) to gather them, never failing for slowness.
 func TestOutlierEjectsErroringProvider(t *testing.T) {
 	harness.BreezeBin(t)
+	const base = time.Second
 	oa := harness.StartProvider(t, harness.ProviderSpec{Name: "oa"})
 	ob := harness.StartProvider(t, harness.ProviderSpec{Name: "ob"})
 	oa.Fail(t, "Greet", "EEE...", 80)
-	proxy := clusterOf(t, outlierConfig, oa, ob)
+	proxy := harness.StartProxyVars(t, outlierConfig, map[string]interface{}{"base": base.String()}, ports(oa, ob))
 	c := newClient(t, proxy.Addr, harness.ClientSpec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	i := 0
-	greet := func() (string, error) {
-		i++
-		arg := fmt.Sprintf("od-%d", i)
+	n := 0
+	// greet makes one call and says who answered it ("" for an error
+	// reply) and when it started and ended.
+	greet := func() (who string, start, end time.Time) {
+		n++
+		arg := fmt.Sprintf("od-%d", n)
 		cctx, ccancel := context.WithTimeout(ctx, perCall)
 		defer ccancel()
+		start = time.Now()
 		r, err := c.Greet(cctx, arg, nil)
+		end = time.Now()
 		var ce *harness.CallError
 		switch {
 		case errors.As(err, &ce):
-			return "", err
+			return "", start, end
 		case err != nil:
 			t.Fatalf("call %s: %v", arg, err)
 		case r.Arg != arg:
 			t.Fatalf("call %s got the answer to %s", arg, r.Arg)
 		}
-		return r.Provider, nil
+		return r.Provider, start, end
 	}
 	ejections := func() float64 { return proxy.Metric(t, "breeze_outlier_ejections_total") }
 
 	// Until the first ejection.
-	var errs int
+	errs := 0
 	served := map[string]int{}
+	// The starts of the last two calls.
+	var prevStart, lastStart time.Time
 	for ejections() == 0 {
-		if i == 100 {
+		if n == 100 {
 			t.Fatalf("no ejection after 100 calls (%d errors, served %v)", errs, served)
 		}
-		if who, err := greet(); err != nil {
+		who, start, _ := greet()
+		prevStart, lastStart = lastStart, start
+		if who == "" {
 			errs++
 		} else {
 			served[who]++
 		}
 	}
-	sa := oa.MustStats(t)
-	t.Logf("ejected after %d calls: %d errors, served %v; oa executed %d", i, errs, served, sa.Executions["Greet"])
-	if errs != 3 || sa.Executions["Greet"] != 3 {
-		t.Errorf("oa was ejected after executing %d calls, %d of which the client saw fail; want its 3 errors in a row", sa.Executions["Greet"], errs)
+	t.Logf("ejected after %d calls: %d errors, served %v; oa executed %d", n, errs, served, oa.MustStats(t).Executions["Greet"])
+	if errs != 3 {
+		t.Errorf("the client saw %d errors before oa's ejection; want oa's 3 in a row", errs)
 	}
 
-	// While ejected: M calls, each made while oa stayed ejected, all to ob.
+	// The calls surely inside an ejection, until m of them.
 	const m = 20
-	whileEjected := 0
-	calls := 0
-	for whileEjected < m {
-		before, ejectedBefore := ejections(), ejectedNow(t, proxy)
-		who, err := greet()
-		calls++
-		after, ejectedAfter := ejections(), ejectedNow(t, proxy)
-		if before != after || !ejectedBefore || !ejectedAfter {
-			if calls == 1000 {
-				t.Fatalf("only %d of 1000 calls were made while oa stayed ejected", whileEjected)
-			}
-			continue
+	inside, outside := 0, 0
+	count := ejections()
+	// The ejection counted last started after this call did.
+	ejectedAfter := prevStart
+	for inside < m {
+		if ctx.Err() != nil {
+			t.Fatalf("only %d calls made surely inside an ejection (%d outside) by the test's deadline", inside, outside)
 		}
-		whileEjected++
-		if err != nil || who != "ob" {
-			t.Errorf("call %d, made while oa was ejected: served by %q, error %v; want ob", i, who, err)
+		who, start, end := greet()
+		prevStart, lastStart = lastStart, start
+		if start.After(ejectedAfter) && end.Before(ejectedAfter.Add(base)) {
+			inside++
+			if who != "ob" {
+				t.Errorf("call od-%d, made while oa was ejected, was answered by %q (\"\": an error); want ob", n, who)
+			}
+		} else {
+			outside++
+		}
+		if now := ejections(); now != count {
+			count, ejectedAfter = now, prevStart
 		}
 	}
 
 	// After the ejection: oa is called again.
-	saBefore := oa.MustStats(t).Executions["Greet"]
+	before := oa.MustStats(t).Executions["Greet"]
 	back := 0
-	for oa.MustStats(t).Executions["Greet"] == saBefore {
+	for oa.MustStats(t).Executions["Greet"] == before {
 		if ctx.Err() != nil {
-			t.Fatalf("oa received no call within the test's deadline after its ejection (%d calls)", back)
+			t.Fatalf("oa received no call after its ejection by the test's deadline (%d calls)", back)
 		}
-		_, _ = greet()
+		greet()
 		back++
 	}
-	t.Logf("%d calls made while oa was ejected, all served by ob; oa called again %d calls later; ejections %v",
-		whileEjected, back, ejections())
-}
-
-// ejectedNow reports whether the proxy has an endpoint ejected now.
-func ejectedNow(t *testing.T, p *harness.Proxy) bool {
-	t.Helper()
-	return p.Metric(t, "breeze_outlier_ejected") > 0
+	t.Logf("%d calls made surely inside an ejection, all answered by ob (%d others); oa called again %d calls later; %v ejections in all",
+		inside, outside, back, ejections())
 }
