@@ -58,6 +58,13 @@ func BenchmarkProxyDubbo(b *testing.B) {
 	benchProxy(b, "dubbo", "configs/breeze.yaml", 21001)
 }
 
+// BenchmarkProxyDubboResilience is BenchmarkProxyDubbo with retries,
+// circuit breakers and outlier detection configured and never triggered:
+// run both in one `go test -bench 'ProxyDubbo'` to compare them.
+func BenchmarkProxyDubboResilience(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-resilience.yaml", 21001)
+}
+
 func BenchmarkProxyThrift(b *testing.B) {
 	benchProxy(b, "thrift", "configs/breeze-thrift.yaml", 21101)
 }

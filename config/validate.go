@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/retry"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -66,6 +68,10 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //     (route_config_name, an EDS cluster, or a cluster a route names and
 //     the config does not define);
 //   - a cluster's subsets have labels, distinct ones, and known policies;
+//   - circuit breakers' retry_budget.budget_percent and outlier detection's
+//     max_ejection_percent are 0–100; outlier detection's interval,
+//     base_ejection_time and max_ejection_time are more than 0 (of the
+//     cluster and of each subset);
 //   - durations are valid and not negative.
 func Validate(c *breezev1.ProxyConfig) error {
 	if c == nil {
@@ -131,6 +137,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	}
 	v.duration("idle_timeout", c.GetIdleTimeout())
 	v.duration("request_timeout", c.GetRequestTimeout())
+	v.retryPolicy("retry_policy", c.GetRetryPolicy())
 	v.xds(c)
 	v.filters(c)
 	v.discovered = c.GetXds() != nil
@@ -305,6 +312,7 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		v.required(fmt.Sprintf("%s.request_mutation[%d].key", path, j), kv.GetKey())
 	}
 	v.duration(path+".timeout", r.GetTimeout())
+	v.retryPolicy(path+".retry_policy", r.GetRetryPolicy())
 	v.routeFilters(path, r)
 
 	// clusterRef checks a reference to a cluster and the subset it selects.
@@ -351,6 +359,23 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		}
 	default:
 		v.add(path+".route", unset, "a route needs an action: cluster or weighted_clusters")
+	}
+}
+
+// retryPolicy checks a policy with the compiler the router uses.
+func (v *validator) retryPolicy(path string, p *breezev1.RetryPolicy) {
+	if p == nil {
+		return
+	}
+	n := len(v.errs)
+	v.duration(path+".per_try_timeout", p.GetPerTryTimeout())
+	v.duration(path+".retry_back_off.base_interval", p.GetRetryBackOff().GetBaseInterval())
+	v.duration(path+".retry_back_off.max_interval", p.GetRetryBackOff().GetMaxInterval())
+	if len(v.errs) > n {
+		return // one error per bad duration is enough
+	}
+	if _, err := retry.Compile(p); err != nil {
+		v.addErr(path, "", err)
 	}
 }
 
@@ -410,7 +435,11 @@ func (v *validator) cluster(path string, c *breezev1.Cluster, hasXDS bool) {
 		if sub.LbPolicy != nil {
 			v.enum(p+".lb_policy", sub.GetLbPolicy())
 		}
+		v.circuitBreakers(p+".circuit_breakers", sub.GetCircuitBreakers())
+		v.outlierDetection(p+".outlier_detection", sub.GetOutlierDetection())
 	}
+	v.circuitBreakers(path+".circuit_breakers", c.GetCircuitBreakers())
+	v.outlierDetection(path+".outlier_detection", c.GetOutlierDetection())
 	for k, e := range c.GetEndpoints() {
 		p := fmt.Sprintf("%s.endpoints[%d]", path, k)
 		addr := e.GetAddress()
@@ -429,6 +458,44 @@ func (v *validator) cluster(path string, c *breezev1.Cluster, hasXDS bool) {
 		if port := e.GetPort(); port == 0 || port > 65535 {
 			v.add(p+".port", strconv.FormatUint(uint64(port), 10), "must be 1–65535")
 		}
+	}
+}
+
+// circuitBreakers checks a cluster's (or subset's) limits: a retry
+// budget is a percentage. The limits themselves take any value (0: none).
+func (v *validator) circuitBreakers(path string, cb *breezev1.CircuitBreakers) {
+	if rb := cb.GetRetryBudget(); rb != nil && rb.BudgetPercent != nil {
+		if p := rb.GetBudgetPercent(); math.IsNaN(p) || p < 0 || p > 100 {
+			v.add(path+".retry_budget.budget_percent", strconv.FormatFloat(p, 'g', -1, 64), "must be 0–100")
+		}
+	}
+}
+
+// outlierDetection checks a cluster's (or subset's) detector: the
+// durations, when set, are more than 0 (a zero interval or ejection time
+// means nothing; Envoy refuses them too), and max_ejection_percent is a
+// percentage.
+func (v *validator) outlierDetection(path string, od *breezev1.OutlierDetection) {
+	if od == nil {
+		return
+	}
+	v.positiveDuration(path+".interval", od.GetInterval())
+	v.positiveDuration(path+".base_ejection_time", od.GetBaseEjectionTime())
+	v.positiveDuration(path+".max_ejection_time", od.GetMaxEjectionTime())
+	if od.MaxEjectionPercent != nil && od.GetMaxEjectionPercent() > 100 {
+		v.add(path+".max_ejection_percent", strconv.FormatUint(uint64(od.GetMaxEjectionPercent()), 10), "must be 0–100")
+	}
+}
+
+// positiveDuration checks d when set: valid and more than 0.
+func (v *validator) positiveDuration(path string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	n := len(v.errs)
+	v.duration(path, d)
+	if len(v.errs) == n && d.AsDuration() == 0 {
+		v.add(path, "0s", "must be more than 0")
 	}
 }
 

@@ -3,10 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -160,6 +162,17 @@ func TestValidateAcceptsValid(t *testing.T) {
 			c.Xds = &breezev1.XdsSource{Address: "istiod.istio-system.svc:15010", RouteConfigName: "greeter_20880"}
 			c.RouteConfig = nil
 		},
+		"resilience at the bounds": func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].CircuitBreakers = &breezev1.CircuitBreakers{MaxConnections: 1, RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(100)}}
+			c.Clusters[0].OutlierDetection = &breezev1.OutlierDetection{
+				ConsecutiveErrors: proto.Uint32(0), MaxEjectionPercent: proto.Uint32(100),
+				Interval: durationpb.New(time.Millisecond), BaseEjectionTime: durationpb.New(time.Nanosecond), MaxEjectionTime: durationpb.New(time.Hour),
+			}
+			c.Clusters[0].Subsets = []*breezev1.ClusterSubset{{Labels: map[string]string{"version": "v1"},
+				CircuitBreakers:  &breezev1.CircuitBreakers{RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(0)}},
+				OutlierDetection: &breezev1.OutlierDetection{MaxEjectionPercent: proto.Uint32(0)},
+			}}
+		},
 		"eds cluster with subsets": func(c *breezev1.ProxyConfig) {
 			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010", NodeId: "n1"}
 			c.Clusters[1].Type = breezev1.Cluster_EDS
@@ -198,6 +211,13 @@ func TestValidateErrors(t *testing.T) {
 		{"request_timeout invalid", func(c *breezev1.ProxyConfig) {
 			c.RequestTimeout = &durationpb.Duration{Seconds: 1, Nanos: 2e9}
 		}, []string{`request_timeout: {seconds: 1, nanos: 2000000000}: invalid duration`}},
+		{"retry_on unknown", func(c *breezev1.ProxyConfig) { route(c, 0).RetryPolicy = &breezev1.RetryPolicy{RetryOn: "reset,5xx"} },
+			[]string{`route_config.routes[0].retry_policy: retry_on "reset,5xx": unknown condition "5xx" (known: connect-failure, reset, goaway, retriable-status-codes, timeout)`}},
+		{"timeout retries need idempotent", func(c *breezev1.ProxyConfig) { c.RetryPolicy = &breezev1.RetryPolicy{RetryOn: "timeout"} },
+			[]string{`retry_policy: retry_on "timeout" needs idempotent: true`}},
+		{"per-try timeout negative", func(c *breezev1.ProxyConfig) {
+			route(c, 1).RetryPolicy = &breezev1.RetryPolicy{PerTryTimeout: durationpb.New(-time.Second)}
+		}, []string{`route_config.routes[1].retry_policy.per_try_timeout: -1s: must not be negative`}},
 		{"route without action", func(c *breezev1.ProxyConfig) { route(c, 0).Route = nil },
 			[]string{`route_config.routes[0].route: <unset>: a route needs an action: cluster or weighted_clusters`}},
 		{"route with empty action", func(c *breezev1.ProxyConfig) { route(c, 1).Route = &breezev1.RouteAction{HashKey: "x"} },
@@ -298,6 +318,39 @@ func TestValidateErrors(t *testing.T) {
 		}, []string{`clusters[1].endpoints: 1 endpoints: an EDS cluster takes its endpoints from xDS only: remove them`}},
 		{"eds_service_name on static", func(c *breezev1.ProxyConfig) { c.Clusters[0].EdsServiceName = "x" },
 			[]string{`clusters[0].eds_service_name: "x": applies to type EDS only (type is STATIC)`}},
+		{"retry budget over 100%", func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].CircuitBreakers = &breezev1.CircuitBreakers{RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(100.5)}}
+		}, []string{`clusters[0].circuit_breakers.retry_budget.budget_percent: 100.5: must be 0–100`}},
+		{"retry budget negative or NaN", func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].CircuitBreakers = &breezev1.CircuitBreakers{RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(-1)}}
+			c.Clusters[1].CircuitBreakers = &breezev1.CircuitBreakers{RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(math.NaN())}}
+		}, []string{
+			`clusters[0].circuit_breakers.retry_budget.budget_percent: -1: must be 0–100`,
+			`clusters[1].circuit_breakers.retry_budget.budget_percent: NaN: must be 0–100`,
+		}},
+		{"outlier detection out of range", func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].OutlierDetection = &breezev1.OutlierDetection{
+				MaxEjectionPercent: proto.Uint32(101),
+				Interval:           durationpb.New(0),
+				BaseEjectionTime:   durationpb.New(-time.Second),
+				MaxEjectionTime:    &durationpb.Duration{Nanos: -1, Seconds: 1},
+			}
+		}, []string{
+			`clusters[0].outlier_detection.interval: 0s: must be more than 0`,
+			`clusters[0].outlier_detection.base_ejection_time: -1s: must not be negative`,
+			`clusters[0].outlier_detection.max_ejection_time: {seconds: 1, nanos: -1}: invalid duration`,
+			`clusters[0].outlier_detection.max_ejection_percent: 101: must be 0–100`,
+		}},
+		{"a subset's own settings", func(c *breezev1.ProxyConfig) {
+			c.Clusters[0].Subsets = []*breezev1.ClusterSubset{{Name: "v1", Labels: map[string]string{"version": "v1"},
+				CircuitBreakers:  &breezev1.CircuitBreakers{RetryBudget: &breezev1.RetryBudget{BudgetPercent: proto.Float64(250)}},
+				OutlierDetection: &breezev1.OutlierDetection{BaseEjectionTime: durationpb.New(0), MaxEjectionPercent: proto.Uint32(1000)},
+			}}
+		}, []string{
+			`clusters[0].subsets[0].circuit_breakers.retry_budget.budget_percent: 250: must be 0–100`,
+			`clusters[0].subsets[0].outlier_detection.base_ejection_time: 0s: must be more than 0`,
+			`clusters[0].subsets[0].outlier_detection.max_ejection_percent: 1000: must be 0–100`,
+		}},
 		{"xds without address", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{RouteConfigName: "r"} },
 			[]string{`xds.address: "": required`}},
 		{"xds bad addresses", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "127.0.0.1", RouteConfigName: "r"} },

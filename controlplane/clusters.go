@@ -17,10 +17,11 @@ import (
 )
 
 // cluster builds the Envoy cluster of a ServiceEntry host and port: type
-// EDS over ADS (its ClusterLoadAssignment has the same name), balanced as
-// the host's DestinationRule says, with the subsets that have a
-// loadBalancer of their own in its Breeze options. It fails when the
-// DestinationRule has errors: the cluster then keeps its last good version.
+// EDS over ADS (its ClusterLoadAssignment has the same name), balanced,
+// limited (circuit_breakers) and watched (outlier_detection) as the host's
+// DestinationRule says, with the subsets that have a policy of their own
+// in its Breeze options. It fails when the DestinationRule has errors: the
+// cluster then keeps its last good version.
 func (t *translator) cluster(host string, port uint32) (*clusterv3.Cluster, bool) {
 	name := ClusterName(host, port)
 	c := &clusterv3.Cluster{
@@ -47,14 +48,37 @@ func (t *translator) cluster(host string, port uint32) (*clusterv3.Cluster, bool
 	var policy breezev1.Cluster_LbPolicy
 	policy, opts.HashKey = lbPolicy(loadBalancer(dr.GetTrafficPolicy(), port))
 	c.LbPolicy = client.EnvoyLbPolicy[policy]
-	for _, s := range dr.GetSubsets() {
-		lb := loadBalancer(s.GetTrafficPolicy(), port)
-		if lb == nil {
-			continue // balanced as the cluster is
+	// Limits and ejection in Envoy's own fields, as Istio writes them, so
+	// that stock tooling reads them.
+	r, _ := resilienceFor(dr.GetTrafficPolicy(), port)
+	c.CircuitBreakers = envoyCircuitBreakers(r)
+	c.OutlierDetection = envoyOutlierDetection(r.outlier)
+	for i, s := range dr.GetSubsets() {
+		if !ownPolicy(s.GetTrafficPolicy()) {
+			continue // balanced, limited and watched as the cluster is
 		}
-		p, key := lbPolicy(lb)
-		opts.Subsets = append(opts.Subsets, &breezev1.ClusterSubset{
-			Name: s.GetName(), Labels: maps.Clone(s.GetLabels()), LbPolicy: &p, HashKey: key})
+		sub := &breezev1.ClusterSubset{Name: s.GetName(), Labels: maps.Clone(s.GetLabels())}
+		if lb := loadBalancer(s.GetTrafficPolicy(), port); lb != nil {
+			p, key := lbPolicy(lb)
+			sub.LbPolicy, sub.HashKey = &p, key
+		}
+		sr, ownLimits, ownDetector := subsetResilience(r, s.GetTrafficPolicy(), port)
+		var err error
+		if ownLimits {
+			sub.CircuitBreakers, err = subsetLimits(sr)
+		}
+		if ownDetector && err == nil {
+			sub.OutlierDetection, err = subsetDetector(sr.outlier)
+		}
+		if err != nil {
+			// checkRule lets through only what the proxy reads.
+			t.problem(o, fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), false, "%v", err)
+			return nil, false
+		}
+		if sub.LbPolicy == nil && sub.CircuitBreakers == nil && sub.OutlierDetection == nil {
+			continue // its own settings are for other ports
+		}
+		opts.Subsets = append(opts.Subsets, sub)
 	}
 	if opts.GetHashKey() == "" && len(opts.GetSubsets()) == 0 {
 		return c, true
@@ -122,6 +146,7 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 		if lb := tp.GetLoadBalancer(); lb != nil {
 			ok = t.checkLB(o, lb, field+".loadBalancer") && ok
 		}
+		ok = t.checkResilience(o, field, tp.GetConnectionPool(), tp.GetOutlierDetection(), tp.GetRetryBudget()) && ok
 		for i, pl := range tp.GetPortLevelSettings() {
 			f := fmt.Sprintf("%s.portLevelSettings[%d]", field, i)
 			if n := pl.GetPort().GetNumber(); n == 0 || n > 65535 {
@@ -130,12 +155,15 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 			if lb := pl.GetLoadBalancer(); lb != nil {
 				ok = t.checkLB(o, lb, f+".loadBalancer") && ok
 			}
+			// An entry has no retryBudget: the rule-wide one does not apply
+			// to its port (Istio's rule).
+			ok = t.checkResilience(o, f, pl.GetConnectionPool(), pl.GetOutlierDetection(), nil) && ok
 		}
 	}
 	policy(dr.GetTrafficPolicy(), "spec.trafficPolicy")
 	names := map[string]int{}
-	// Subsets with a loadBalancer of their own, by labels: Breeze tells
-	// them apart by their labels alone.
+	// Subsets with a policy of their own, by labels: Breeze tells them
+	// apart by their labels alone.
 	balanced := map[string]int{}
 	for i, s := range dr.GetSubsets() {
 		f := fmt.Sprintf("spec.subsets[%d]", i)
@@ -147,14 +175,19 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 			names[s.GetName()] = i
 		}
 		policy(s.GetTrafficPolicy(), f+".trafficPolicy")
-		if !hasLoadBalancer(s.GetTrafficPolicy()) {
+		// The rule's retryBudget overrides a subset's maxRetries too,
+		// unless the subset has a budget of its own (checked with it).
+		if n := s.GetTrafficPolicy().GetConnectionPool().GetHttp().GetMaxRetries(); n > 0 && s.GetTrafficPolicy().GetRetryBudget() == nil && dr.GetTrafficPolicy().GetRetryBudget() != nil {
+			t.problem(o, f+".trafficPolicy.connectionPool.http.maxRetries", true, "%d: has no effect with spec.trafficPolicy.retryBudget, which overrides it (in Istio too: Envoy's rule); ignored", n)
+		}
+		if !ownPolicy(s.GetTrafficPolicy()) {
 			continue
 		}
 		key := labelsKey(s.GetLabels())
 		if len(s.GetLabels()) == 0 {
-			fail(f+".labels", "required for a subset with a loadBalancer of its own: Breeze applies it to the endpoints carrying the subset's labels")
+			fail(f+".labels", "required for a subset with a policy of its own (loadBalancer, connectionPool, outlierDetection or retryBudget): Breeze applies it to the endpoints carrying the subset's labels")
 		} else if j, dup := balanced[key]; dup {
-			fail(f+".labels", "%s: same labels as spec.subsets[%d], and both have a loadBalancer of their own", key, j)
+			fail(f+".labels", "%s: same labels as spec.subsets[%d], and both have a policy of their own", key, j)
 		} else {
 			balanced[key] = i
 		}
@@ -164,10 +197,12 @@ func (t *translator) checkRule(o *Object, dr *networkingv1alpha3.DestinationRule
 	}
 }
 
-func hasLoadBalancer(tp *networkingv1alpha3.TrafficPolicy) bool {
-	return tp.GetLoadBalancer() != nil || slices.ContainsFunc(tp.GetPortLevelSettings(), func(pl *networkingv1alpha3.TrafficPolicy_PortTrafficPolicy) bool {
-		return pl.GetLoadBalancer() != nil
-	})
+// ownPolicy reports whether a subset's traffic policy sets something
+// Breeze applies, which makes it a ClusterSubset of its own (for some
+// port at least).
+func ownPolicy(tp *networkingv1alpha3.TrafficPolicy) bool {
+	return tp.GetLoadBalancer() != nil || tp.GetConnectionPool() != nil || tp.GetOutlierDetection() != nil || tp.GetRetryBudget() != nil ||
+		slices.ContainsFunc(tp.GetPortLevelSettings(), portLevelApplies)
 }
 
 func labelsKey(m map[string]string) string {

@@ -85,21 +85,21 @@ func TestTranslateClusters(t *testing.T) {
     - {port: {number: 20880}, connectionPool: {tcp: {maxConnections: 10}}}
 `)},
 			want: map[string]string{
-				"outbound|20880||org.example.Greeter": `{lb_policy: RANDOM}`,
+				"outbound|20880||org.example.Greeter": `{lb_policy: RANDOM, circuit_breakers: {max_connections: 10}}`,
 				"outbound|20990||org.example.Greeter": `{lb_policy: RING_HASH, hash_key: tenant}`,
-			},
-			warnings: []string{"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.portLevelSettings[1].connectionPool: not supported by Breeze yet; ignored"}},
+			}},
 		{name: "parts not applied are named", files: map[string]string{"dr.yaml": rule(`  trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 3}
     tls: {mode: ISTIO_MUTUAL}
   subsets:
-  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}
+  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1, connectTimeout: 5s}}}}
 `)},
-			want: map[string]string{"outbound|20880||org.example.Greeter": `{lb_policy: ROUND_ROBIN}`},
+			want: map[string]string{"outbound|20880||org.example.Greeter": `
+outlier_detection: {consecutive_errors: 3}
+subsets: [{name: v1, labels: {version: v1}, circuit_breakers: {max_connections: 1}}]`},
 			warnings: []string{
-				"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.outlierDetection: not supported by Breeze yet; ignored",
 				"dr.yaml: DestinationRule demo/greeter: spec.trafficPolicy.tls: not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored",
-				"dr.yaml: DestinationRule demo/greeter: spec.subsets[0].trafficPolicy.connectionPool: not supported by Breeze yet; ignored",
+				"dr.yaml: DestinationRule demo/greeter: spec.subsets[0].trafficPolicy.connectionPool.tcp.connectTimeout: not applied by Breeze: Envoy's plainText cluster dials its upstream connections, with its own settings; ignored",
 			}},
 		{name: "subsets with a policy of their own", files: map[string]string{"dr.yaml": rule(`  trafficPolicy: {loadBalancer: {simple: RANDOM}}
   subsets:
@@ -290,9 +290,11 @@ func TestTranslateClusterErrors(t *testing.T) {
 		{"empty hash header", strings.Replace(destinationRule, "httpHeaderName: user", `httpHeaderName: ""`, 1),
 			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.httpHeaderName: required: the request metadata key to hash on`}},
 		{"subset policy without labels", destinationRule + "  - {name: v3, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n",
-			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].labels: required for a subset with a loadBalancer of its own`}},
+			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].labels: required for a subset with a policy of its own (loadBalancer, connectionPool, outlierDetection or retryBudget)`}},
+		{"subset limits without labels", destinationRule + "  - {name: v3, trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}\n",
+			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].labels: required for a subset with a policy of its own`}},
 		{"subset policies for the same labels", destinationRule + "  - {name: v2b, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n",
-			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].labels: {version: v2}: same labels as spec.subsets[1], and both have a loadBalancer of their own`}},
+			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].labels: {version: v2}: same labels as spec.subsets[1], and both have a policy of their own`}},
 		{"duplicate subset name", destinationRule + "  - {name: v1, labels: {version: v3}}\n",
 			[]string{`x.yaml: DestinationRule demo/greeter: spec.subsets[2].name: "v1": also the name of spec.subsets[0]`}},
 		{"nameless subset", destinationRule + "  - {labels: {version: v3}}\n",

@@ -29,6 +29,10 @@ var (
 	allProxies   = use{why: "not used: Breeze serves every resource to every proxy that asks; ignored"}
 	fixedSize    = use{why: "Breeze's rings have a fixed size; ignored"}
 	onlyHeader   = use{why: "only httpHeaderName (a request metadata key) is supported; ignored, round robin is used"}
+	// plainTextDials: Envoy's plainText cluster opens Breeze's upstream
+	// connections, with its own settings.
+	plainTextDials = use{why: "not applied by Breeze: Envoy's plainText cluster dials its upstream connections, with its own settings; ignored"}
+	httpOnly       = use{why: "an HTTP setting, nothing for Breeze's protocols; ignored"}
 )
 
 // fields says, for every field of MetaRouter, DestinationRule and
@@ -72,19 +76,47 @@ var fields = map[protoreflect.FullName]use{
 	"istio.networking.v1alpha3.Subset.labels":                                     applied,
 	"istio.networking.v1alpha3.Subset.traffic_policy":                             applied,
 	"istio.networking.v1alpha3.TrafficPolicy.load_balancer":                       applied,
-	"istio.networking.v1alpha3.TrafficPolicy.connection_pool":                     notYet,
-	"istio.networking.v1alpha3.TrafficPolicy.outlier_detection":                   notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.connection_pool":                     applied,
+	"istio.networking.v1alpha3.TrafficPolicy.outlier_detection":                   applied,
 	"istio.networking.v1alpha3.TrafficPolicy.tls":                                 {why: "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored"},
 	"istio.networking.v1alpha3.TrafficPolicy.port_level_settings":                 applied,
 	"istio.networking.v1alpha3.TrafficPolicy.tunnel":                              notSupported,
 	"istio.networking.v1alpha3.TrafficPolicy.proxy_protocol":                      notSupported,
-	"istio.networking.v1alpha3.TrafficPolicy.retry_budget":                        notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.retry_budget":                        applied,
 	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.port":              applied,
 	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.load_balancer":     applied,
-	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.connection_pool":   notYet,
-	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.outlier_detection": notYet,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.connection_pool":   applied,
+	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.outlier_detection": applied,
 	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy.tls":               {why: "not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored"},
 	"istio.networking.v1alpha3.PortSelector.number":                               applied,
+	// connectionPool and retryBudget become the cluster's circuit breakers;
+	// outlierDetection its detector (resilience.go).
+	"istio.networking.v1alpha3.ConnectionPoolSettings.tcp":                                      applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.http":                                     applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings.max_connections":              applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings.connect_timeout":              plainTextDials,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings.tcp_keepalive":                plainTextDials,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings.max_connection_duration":      notSupported,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings.idle_timeout":                 {why: "not applied by Breeze: its upstream connections stay open while the cluster has endpoints; ignored"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.http1_max_pending_requests":  applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.http2_max_requests":          applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.max_retries":                 applied,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.max_requests_per_connection": {why: "not supported by Breeze: its upstream connections multiplex requests and are not recycled by count; ignored"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.idle_timeout":                {why: "not applied by Breeze: its upstream connections stay open while the cluster has endpoints; ignored"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.h2_upgrade_policy":           httpOnly,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.use_client_protocol":         httpOnly,
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings.max_concurrent_streams":      httpOnly,
+	"istio.networking.v1alpha3.OutlierDetection.consecutive_5xx_errors":                         applied,
+	"istio.networking.v1alpha3.OutlierDetection.consecutive_gateway_errors":                     applied,
+	"istio.networking.v1alpha3.OutlierDetection.split_external_local_origin_errors":             applied,
+	"istio.networking.v1alpha3.OutlierDetection.consecutive_local_origin_failures":              applied,
+	"istio.networking.v1alpha3.OutlierDetection.interval":                                       applied,
+	"istio.networking.v1alpha3.OutlierDetection.base_ejection_time":                             applied,
+	"istio.networking.v1alpha3.OutlierDetection.max_ejection_percent":                           applied,
+	"istio.networking.v1alpha3.OutlierDetection.consecutive_errors":                             {why: "deprecated, and ignored by Istio since 1.7: use consecutive5xxErrors or consecutiveGatewayErrors; ignored"},
+	"istio.networking.v1alpha3.OutlierDetection.min_health_percent":                             {why: "not supported by Breeze: it has no panic mode (maxEjectionPercent bounds the endpoints ejected); ignored"},
+	"istio.networking.v1alpha3.TrafficPolicy.RetryBudget.percent":                               applied,
+	"istio.networking.v1alpha3.TrafficPolicy.RetryBudget.min_retry_concurrency":                 applied,
 	// checkLB reports what depends on the value: PASSTHROUGH, and a
 	// consistentHash without a key.
 	"istio.networking.v1alpha3.LoadBalancerSettings.simple":                                      applied,
@@ -146,7 +178,7 @@ func (t *translator) unapplied(o *Object) {
 				t.problem(o, f, true, "not applied by Breeze; ignored")
 			case u.why != "":
 				t.problem(o, f, true, "%s", u.why)
-			case !u.applied || fd.Message() == nil:
+			case !u.applied || fd.Message() == nil || wellKnown(fd.Message()):
 			case fd.IsList():
 				l := m.Get(fd).List()
 				for j := range l.Len() {
@@ -170,4 +202,10 @@ func (t *translator) unapplied(o *Object) {
 		}
 	}
 	walk(o.Spec.ProtoReflect(), "spec")
+}
+
+// wellKnown reports whether md is one of protobuf's own types (Duration,
+// UInt32Value...): a value, with no fields of the API's to look into.
+func wellKnown(md protoreflect.MessageDescriptor) bool {
+	return md.ParentFile().Package() == "google.protobuf"
 }

@@ -58,8 +58,10 @@ func TestFieldsNotAppliedAreWarned(t *testing.T) {
     loadBalancer:
       simple: ROUND_ROBIN
       localityLbSetting: {enabled: true}
-    connectionPool: {tcp: {maxConnections: 10, connectTimeout: 30ms}}
-    outlierDetection: {baseEjectionTime: 15m}
+    connectionPool:
+      tcp: {maxConnections: 10, connectTimeout: 30ms, tcpKeepalive: {time: 7200s}, maxConnectionDuration: 1h, idleTimeout: 1h}
+      http: {http1MaxPendingRequests: 5, maxRequestsPerConnection: 10, idleTimeout: 1h, h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 100}
+    outlierDetection: {baseEjectionTime: 15m, consecutiveErrors: 5, minHealthPercent: 50}
     tls: {mode: ISTIO_MUTUAL}
     tunnel: {protocol: CONNECT, targetHost: x, targetPort: 1}
     proxyProtocol: {version: V1}
@@ -91,14 +93,20 @@ func TestFieldsNotAppliedAreWarned(t *testing.T) {
 		sen + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
 		sen + "spec.subjectAltNames: not applied by Breeze: its upstream connections take the TLS of Envoy's plainText cluster, which authenticates peers as mesh members; ignored",
 		dr + "spec.trafficPolicy.loadBalancer.localityLbSetting: not supported by Breeze; ignored",
-		dr + "spec.trafficPolicy.connectionPool: not supported by Breeze yet; ignored",
-		dr + "spec.trafficPolicy.outlierDetection: not supported by Breeze yet; ignored",
+		dr + "spec.trafficPolicy.connectionPool.tcp.connectTimeout: not applied by Breeze: Envoy's plainText cluster dials its upstream connections, with its own settings; ignored",
+		dr + "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: not applied by Breeze: Envoy's plainText cluster dials its upstream connections, with its own settings; ignored",
+		dr + "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration: not supported by Breeze; ignored",
+		dr + "spec.trafficPolicy.connectionPool.tcp.idleTimeout: not applied by Breeze: its upstream connections stay open while the cluster has endpoints; ignored",
+		dr + "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: not supported by Breeze: its upstream connections multiplex requests and are not recycled by count; ignored",
+		dr + "spec.trafficPolicy.connectionPool.http.idleTimeout: not applied by Breeze: its upstream connections stay open while the cluster has endpoints; ignored",
+		dr + "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: an HTTP setting, nothing for Breeze's protocols; ignored",
+		dr + "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: an HTTP setting, nothing for Breeze's protocols; ignored",
+		dr + "spec.trafficPolicy.outlierDetection.consecutiveErrors: deprecated, and ignored by Istio since 1.7: use consecutive5xxErrors or consecutiveGatewayErrors; ignored",
+		dr + "spec.trafficPolicy.outlierDetection.minHealthPercent: not supported by Breeze: it has no panic mode (maxEjectionPercent bounds the endpoints ejected); ignored",
 		dr + "spec.trafficPolicy.tls: not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored",
-		dr + "spec.trafficPolicy.portLevelSettings[0].outlierDetection: not supported by Breeze yet; ignored",
 		dr + "spec.trafficPolicy.portLevelSettings[0].tls: not applied by Breeze: the sidecar's own TLS settings carry its upstream connections; ignored",
 		dr + "spec.trafficPolicy.tunnel: not supported by Breeze; ignored",
 		dr + "spec.trafficPolicy.proxyProtocol: not supported by Breeze; ignored",
-		dr + "spec.trafficPolicy.retryBudget: not supported by Breeze yet; ignored",
 		dr + "spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.minimumRingSize: Breeze's rings have a fixed size; ignored",
 		dr + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
 		dr + "spec.workloadSelector: not used: Breeze's clusters apply to every proxy that asks; ignored",

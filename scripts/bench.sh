@@ -34,6 +34,13 @@
 #               configs are the working tree's, and so are the Go benchmark
 #               and bench/internal (copied over the base's bench/ tests).
 #   GOBENCH_TIME=20000x GOBENCH_COUNT=3   GOBENCH=0 skips the Go benchmarks
+#   VARIANT=FILE  the working tree's Breeze on bench/configs/breeze.yaml
+#               ("base") against the same binary on FILE ("current"), a
+#               variant of it with the same listener, routes and endpoints
+#               (e.g. bench/configs/breeze-resilience.yaml: features
+#               configured, never triggered), interleaved as COMPARE does;
+#               Dubbo only, no Go benchmarks (BenchmarkProxyDubboResilience
+#               is the Go side of the resilience variant).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -48,6 +55,12 @@ export CGO_ENABLED=1 GODEBUG=cgocheck=0
 ENVOY_VERSION=1.36.2
 COMPARE=${COMPARE:-}
 COMPARE_ALL=${COMPARE_ALL:-0}
+VARIANT=${VARIANT:-}
+if [ -n "$VARIANT" ]; then
+  [ -f "$VARIANT" ] || { echo "VARIANT=$VARIANT: no such file"; exit 1; }
+  [ -z "$COMPARE" ] || { echo "VARIANT and COMPARE exclude each other"; exit 1; }
+  COMPARE=VARIANT PROTOS=dubbo GOBENCH=0
+fi
 if [ "${QUICK:-0}" = 1 ]; then
   # Given durations and repeats win over QUICK's.
   REPEAT=${REPEAT:-1} SCALING=0 IDLE_CONNS=0 DURATION=${DURATION:-8s} WARMUP=${WARMUP:-2s}
@@ -84,6 +97,10 @@ use_proto() {
     thrift) base=21100 breeze_config=bench/configs/breeze-thrift.yaml ;;
     *) echo "unknown protocol $proto (PROTOS: dubbo, thrift)"; exit 1 ;;
   esac
+  # COMPARE runs the base on the same config; VARIANT runs the same binary
+  # on both configs.
+  base_config=$breeze_config
+  [ -n "$VARIANT" ] && breeze_config=$VARIANT
   envoy_config=bench/configs/envoy-$proto.yaml
   peer=envoy-$proto
   ECHO_PORTS=($((base + 1)) $((base + 2)) $((base + 3)))
@@ -105,7 +122,11 @@ go build -o "$bin/breeze" ./cmd/breeze
 go build -o "$bin/" ./bench/cmd/breeze-load ./bench/cmd/breeze-echo ./bench/cmd/breeze-relay ./bench/cmd/breeze-report
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/breeze-bench
-if [ -n "$COMPARE" ]; then
+if [ -n "$VARIANT" ]; then
+  cp "$bin/breeze" "$bin/breeze-base"
+  base_desc="bench/configs/breeze.yaml"
+  current_desc="$VARIANT"
+elif [ -n "$COMPARE" ]; then
   base_sha=$(git rev-parse --verify "$COMPARE^{commit}") || { echo "COMPARE=$COMPARE: not a commit"; exit 1; }
   current_desc="working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo '+changes'))"
   base_desc="$COMPARE ($(git rev-parse --short "$base_sha"))"
@@ -193,8 +214,8 @@ start_breeze() {
 start_base() {
   local cfg=$logs/base-$proto.yaml
   sed -e "s/127\.0\.0\.1:$BREEZE_PORT\b/127.0.0.1:$BASE_PORT/" \
-      -e "s/127\.0\.0\.1:$((BREEZE_PORT + 1))\b/127.0.0.1:$((BASE_PORT + 1))/" "$breeze_config" >"$cfg"
-  grep -q "127.0.0.1:$BASE_PORT\b" "$cfg" || { echo "no listener on 127.0.0.1:$BREEZE_PORT in $breeze_config"; exit 1; }
+      -e "s/127\.0\.0\.1:$((BREEZE_PORT + 1))\b/127.0.0.1:$((BASE_PORT + 1))/" "$base_config" >"$cfg"
+  grep -q "127.0.0.1:$BASE_PORT\b" "$cfg" || { echo "no listener on 127.0.0.1:$BREEZE_PORT in $base_config"; exit 1; }
   start breeze-base LISTENING "$bin/breeze-base" run -c "$cfg" -log-level warn
 }
 start_envoy() {

@@ -126,3 +126,64 @@ func TestValidateUsage(t *testing.T) {
 		t.Errorf("a missing file: got %v, want a plain error", err)
 	}
 }
+
+// Circuit breakers and outlier detection are checked where they are
+// written: a runner config's clusters (config.Validate, Breeze's field
+// names) and a DestinationRule (Istio's), each error naming the field and
+// the value.
+func TestValidateResilience(t *testing.T) {
+	demo, err := os.ReadFile("demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := strings.Replace(string(demo), "      lb_policy: ROUND_ROBIN ",
+		"      circuit_breakers: {max_requests: 100, retry_budget: {budget_percent: 150}}\n"+
+			"      outlier_detection: {consecutive_errors: 3, interval: 0s, max_ejection_percent: 120}\n"+
+			"      lb_policy: ROUND_ROBIN ", 1)
+	if runner == string(demo) {
+		t.Fatal("the edit no longer applies to demo.yaml; update this test")
+	}
+	mesh := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: greeter, namespace: demo}
+spec:
+  hosts: [org.breeze.Greeter]
+  ports: [{number: 20880, name: tcp-dubbo}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter, namespace: demo}
+spec:
+  host: org.breeze.Greeter
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: -1}}
+    outlierDetection: {consecutive5xxErrors: 3, baseEjectionTime: 0.5ms, maxEjectionPercent: 101}
+`
+	d := t.TempDir()
+	for name, content := range map[string]string{"runner.yaml": runner, "mesh.yaml": mesh} {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderr, err := runValidate(t, d, filepath.Join(d, "runner.yaml"), filepath.Join(d, "mesh.yaml"))
+	wantOut := `runner.yaml: 3 errors (Breeze runner config)
+mesh.yaml: 3 errors (Kubernetes: ServiceEntry, DestinationRule)
+`
+	wantErr := `error: runner.yaml: listeners[0].proxy.clusters[0].circuit_breakers.retry_budget.budget_percent: 150: must be 0–100
+error: runner.yaml: listeners[0].proxy.clusters[0].outlier_detection.interval: 0s: must be more than 0
+error: runner.yaml: listeners[0].proxy.clusters[0].outlier_detection.max_ejection_percent: 120: must be 0–100
+error: mesh.yaml#2: DestinationRule demo/greeter: spec.trafficPolicy.connectionPool.tcp.maxConnections: -1: must not be negative
+error: mesh.yaml#2: DestinationRule demo/greeter: spec.trafficPolicy.outlierDetection.maxEjectionPercent: 101: must be 0–100
+error: mesh.yaml#2: DestinationRule demo/greeter: spec.trafficPolicy.outlierDetection.baseEjectionTime: 500µs: must be at least 1ms
+`
+	if stdout != wantOut {
+		t.Errorf("stdout:\n%s\nwant:\n%s", stdout, wantOut)
+	}
+	if stderr != wantErr {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, wantErr)
+	}
+	if err == nil || err.Error() != "validate: 6 errors in 2 of 2 files" {
+		t.Errorf("got %v", err)
+	}
+}

@@ -148,8 +148,8 @@ func TestLocalReply(t *testing.T) {
 				v := uint32(reply[len(reply)-2])
 				typ = int32(v>>1) ^ -int32(v&1)
 			}
-			if typ != exc {
-				t.Errorf("%v %v: exception type %d, want %d", f, kind, typ, exc)
+			if typ != exc || got.Code != uint32(exc) {
+				t.Errorf("%v %v: exception type %d, decoded as Code %d, want %d", f, kind, typ, got.Code, exc)
 			}
 			if strings.HasSuffix(f.name, "_nonstrict") && reply[bytes.Index(reply, []byte("Greet"))-4] != 0 {
 				t.Errorf("%v: reply to a non-strict client is strict", f)

@@ -308,6 +308,7 @@ func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
 	}
 	msg.Metadata = msg.Metadata[:0]
 	msg.Status = codecs.StatusOK
+	msg.Code = 0
 	msg.Private = [4]int{}
 	var n int
 	switch tr {
@@ -480,6 +481,7 @@ func (c *codec) finish(f []byte, h msgHeader, r *reader, msg *codecs.Message, tr
 	case msgException:
 		msg.Type = codecs.Response
 		msg.Status = codecs.StatusError
+		msg.Code = r.exceptionType(h.bodyOffset, h.proto)
 	}
 	if h.proto == pBinary && (h.typ == msgCall || h.typ == msgOneway) {
 		c.strict = h.strict

@@ -271,6 +271,94 @@ func (r *reader) replyStatus(off int, p protocol) (codecs.ResponseStatus, error)
 	return codecs.StatusAppError, nil
 }
 
+// exceptionType reads the type (field 2, an i32) of the
+// TApplicationException at off: what retry policies list and outlier
+// detection classifies. 0 when it has none or cannot be read: the frame is
+// relayed all the same, as before it was read.
+func (r *reader) exceptionType(off int, p protocol) uint32 {
+	var typ int32
+	var err error
+	if p == pCompact {
+		typ, err = r.cExceptionType(off)
+	} else {
+		typ, err = r.bExceptionType(off)
+	}
+	if err != nil {
+		return 0
+	}
+	return uint32(typ)
+}
+
+const excFieldType = 2
+
+func (r *reader) bExceptionType(off int) (int32, error) {
+	for {
+		if err := r.has(off, 1); err != nil {
+			return 0, err
+		}
+		ft := r.b[off]
+		if ft == bStop {
+			return 0, nil
+		}
+		if err := r.has(off, 3); err != nil {
+			return 0, err
+		}
+		id := int16(binary.BigEndian.Uint16(r.b[off+1:]))
+		off += 3
+		if id == excFieldType && ft == bI32 {
+			if err := r.has(off, 4); err != nil {
+				return 0, err
+			}
+			return int32(binary.BigEndian.Uint32(r.b[off:])), nil
+		}
+		var err error
+		if off, err = r.bSkip(off, ft, maxDepth-1); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (r *reader) cExceptionType(off int) (int32, error) {
+	var id int16
+	for {
+		if err := r.has(off, 1); err != nil {
+			return 0, err
+		}
+		h := r.b[off]
+		off++
+		if h == cStop {
+			return 0, nil
+		}
+		if delta := h >> 4; delta != 0 {
+			id += int16(delta)
+		} else { // long form: the field id follows as a zigzag i16
+			v, end, err := r.uvarint(off, 3)
+			if err != nil {
+				return 0, err
+			}
+			id, off = int16(zigzag(v)), end
+		}
+		ft := h & 0x0f
+		if ft == cStop || ft > cMaxTypeID {
+			return 0, codecs.Errorf(reasonBadBody, "field type %d at offset %d", ft, off-1)
+		}
+		if id == excFieldType && ft == cI32 {
+			v, _, err := r.uvarint32(off)
+			if err != nil {
+				return 0, err
+			}
+			return int32(zigzag(uint64(v))), nil
+		}
+		var err error
+		if off, err = r.cSkip(off, ft, maxDepth-1, false); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// zigzag decodes a compact protocol integer.
+func zigzag(v uint64) int64 { return int64(v>>1) ^ -int64(v&1) }
+
 // skipStruct skips a struct at off and returns where it ends, reading only
 // lengths: nothing is built and nothing sized by the wire is allocated.
 // Every element takes at least one byte, so a hostile count costs at most

@@ -21,7 +21,12 @@ type Set struct {
 	// HashKey is the request metadata key RING_HASH and MAGLEV hash when
 	// the route names none: the subset's, else the cluster's.
 	HashKey string
-	next    atomic.Uint64
+	// breaker and detector are the limits and outlier detection of the
+	// requests balanced on the set: the subset's own, else the cluster's.
+	breaker  *Breaker
+	detector *detector
+	now      func() time.Time
+	next     atomic.Uint64
 	// Each policy builds only its own structures: ring or maglev for the
 	// hashing policies, schedule (round robin) and cumulative (random)
 	// for the others.
@@ -42,12 +47,17 @@ func (s *Set) Len() int { return len(s.endpoints) }
 // Endpoints lists the set's endpoints.
 func (s *Set) Endpoints() []*Endpoint { return s.endpoints }
 
-func newSet(policy breezev1.Cluster_LbPolicy, hashKey string, eps []*Endpoint) *Set {
-	s := &Set{endpoints: eps, policy: policy, HashKey: hashKey}
+// Breaker is the circuit breaker of the requests balanced on the set: the
+// subset's when the cluster gives the subset circuit breakers of its own,
+// else the cluster's.
+func (s *Set) Breaker() *Breaker { return s.breaker }
+
+func (c *Cluster) newSet(sp subsetPolicy, eps []*Endpoint) *Set {
+	s := &Set{endpoints: eps, policy: sp.policy, HashKey: sp.hashKey, breaker: sp.breaker, detector: sp.detector, now: c.now}
 	if len(eps) == 0 {
 		return s
 	}
-	switch policy {
+	switch s.policy {
 	case breezev1.Cluster_RING_HASH:
 		s.buildRing()
 	case breezev1.Cluster_MAGLEV:
@@ -170,7 +180,7 @@ func (s *Set) Pick(hashValue string, hasHash bool) *Endpoint {
 	if n == 0 {
 		return nil
 	}
-	now := time.Now().UnixNano()
+	now := s.now().UnixNano()
 	switch s.policy {
 	case breezev1.Cluster_RING_HASH, breezev1.Cluster_MAGLEV:
 		// A request without the key hashes a random value, as Envoy does:

@@ -35,6 +35,7 @@ type Endpoint struct {
 	inflight       atomic.Int64
 	unhealthyUntil atomic.Int64 // unix nanos
 	failures       atomic.Int32
+	outlier        outlierState
 }
 
 // Inflight is the number of requests sent and not yet answered.
@@ -45,8 +46,12 @@ func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
 func (e *Endpoint) Begin() int64 { return e.inflight.Add(1) }
 func (e *Endpoint) End()         { e.inflight.Add(-1) }
 
-// Healthy reports whether the endpoint is not in its ejection period.
-func (e *Endpoint) Healthy(now int64) bool { return e.unhealthyUntil.Load() <= now }
+// Healthy reports whether the endpoint is in no ejection period: neither
+// after a connect failure or its announced shutdown, nor by outlier
+// detection.
+func (e *Endpoint) Healthy(now int64) bool {
+	return e.unhealthyUntil.Load() <= now && e.outlier.ejectedUntil.Load() <= now
+}
 
 // Failed ejects the endpoint for a period that doubles with consecutive
 // failures (100ms up to 30s): a dead provider stops receiving new requests
@@ -92,6 +97,7 @@ type Cluster struct {
 
 	state  atomic.Pointer[state]
 	log    *slog.Logger
+	now    func() time.Time
 	stop   context.CancelFunc // guarded by mu
 	dns    *resolver          // STRICT_DNS clusters
 	mu     sync.Mutex         // serialises endpoint updates
@@ -99,15 +105,24 @@ type Cluster struct {
 	byAddr map[string]*Endpoint
 	// subsetKeys are the subsets routes ask for; every update rebuilds their balancers.
 	subsetKeys map[string]map[string]string
+	// defaults are the balancing, limits and outlier detection of the
+	// whole cluster, and of subsets without their own.
+	defaults subsetPolicy
 	// subsetPolicies are the subsets the config gives a policy of their
 	// own, by subset key.
 	subsetPolicies map[string]subsetPolicy
-	onRemove       func([]*Endpoint)
+	// counts are the circuit breakers' counts, the cluster's and each
+	// subset key's: the next version counts on.
+	counts       *breakerCounts
+	subsetCounts map[string]*breakerCounts
+	onRemove     func([]*Endpoint)
 }
 
 type subsetPolicy struct {
-	policy  breezev1.Cluster_LbPolicy
-	hashKey string
+	policy   breezev1.Cluster_LbPolicy
+	hashKey  string
+	breaker  *Breaker
+	detector *detector
 }
 
 // Options are what New needs besides the cluster's config.
@@ -130,8 +145,14 @@ type Options struct {
 	// it drops go to OnRemove. An EDS cluster starts with Previous's
 	// endpoints; a STRICT_DNS cluster too, and New does not wait for its
 	// first resolution (without Previous it does). Previous must not be
-	// updated afterwards; Close it.
+	// updated afterwards; Close it. Circuit breakers keep counting the
+	// requests in flight of Previous.
 	Previous *Cluster
+	// Proxy names the proxy in metrics.
+	Proxy string
+	// Clock is what picks and outlier detection read the time from (nil:
+	// time.Now), so that tests can move it.
+	Clock func() time.Time
 }
 
 type state struct {
@@ -150,26 +171,55 @@ func New(c *breezev1.Cluster, opts Options) (*Cluster, error) {
 		Name:         c.GetName(),
 		Policy:       c.GetLbPolicy(),
 		HashKey:      c.GetHashKey(),
-		ConnsPerHost: int(max(c.GetConnectionsPerEndpoint(), 1)),
+		ConnsPerHost: connsPerHost(c),
 		MaxRequests:  int64(c.GetMaxRequestsPerEndpoint()),
 		log:          log.With("cluster", c.GetName()),
+		now:          opts.Clock,
 		byAddr:       map[string]*Endpoint{},
 		subsetKeys:   maps.Clone(opts.Subsets),
 		onRemove:     opts.OnRemove,
 		stop:         func() {},
+		counts:       &breakerCounts{},
+		subsetCounts: map[string]*breakerCounts{},
+	}
+	if cl.now == nil {
+		cl.now = time.Now
+	}
+	if prev := opts.Previous; prev != nil && prev.counts != nil {
+		// Set once by New: no lock needed to read them.
+		cl.counts = prev.counts
+		maps.Copy(cl.subsetCounts, prev.subsetCounts)
+	}
+	cl.defaults = subsetPolicy{
+		policy:   cl.Policy,
+		hashKey:  cl.HashKey,
+		breaker:  newBreaker(c.GetCircuitBreakers(), cl.counts, opts.Proxy, cl.Name),
+		detector: newDetector(c.GetOutlierDetection(), opts.Proxy, cl.Name, cl.log),
 	}
 	for _, sub := range c.GetSubsets() {
-		sp := subsetPolicy{policy: cl.Policy, hashKey: cl.HashKey}
+		key := SubsetKey(sub.GetLabels())
+		sp := cl.defaults
 		if sub.LbPolicy != nil {
 			sp.policy = sub.GetLbPolicy()
 		}
 		if sub.GetHashKey() != "" {
 			sp.hashKey = sub.GetHashKey()
 		}
+		if cb := sub.GetCircuitBreakers(); cb != nil {
+			n := cl.subsetCounts[key]
+			if n == nil {
+				n = &breakerCounts{}
+				cl.subsetCounts[key] = n
+			}
+			sp.breaker = newBreaker(cb, n, opts.Proxy, cl.Name)
+		}
+		if od := sub.GetOutlierDetection(); od != nil {
+			sp.detector = newDetector(od, opts.Proxy, cl.Name, cl.log.With("subset", sub.GetName()))
+		}
 		if cl.subsetPolicies == nil {
 			cl.subsetPolicies = map[string]subsetPolicy{}
 		}
-		cl.subsetPolicies[SubsetKey(sub.GetLabels())] = sp
+		cl.subsetPolicies[key] = sp
 	}
 	if prev := opts.Previous; prev != nil {
 		prev.mu.Lock()
@@ -285,7 +335,7 @@ func (c *Cluster) Shutdown() {
 	c.mu.Lock()
 	removed := slices.Collect(maps.Values(c.byAddr))
 	c.byAddr = map[string]*Endpoint{}
-	c.state.Store(&state{all: newSet(c.Policy, c.HashKey, nil), subsets: map[string]*Set{}})
+	c.state.Store(&state{all: c.newSet(c.defaults, nil), subsets: map[string]*Set{}})
 	c.mu.Unlock()
 	if len(removed) > 0 && c.onRemove != nil {
 		c.onRemove(removed)
@@ -350,7 +400,7 @@ func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 // publish builds the balancers of eps and swaps them in. Called with c.mu
 // held.
 func (c *Cluster) publish(eps []*Endpoint) {
-	st := &state{all: newSet(c.Policy, c.HashKey, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
+	st := &state{all: c.newSet(c.defaults, eps), subsets: make(map[string]*Set, len(c.subsetKeys))}
 	for key, labels := range c.subsetKeys {
 		var sub []*Endpoint
 		for _, ep := range eps {
@@ -360,9 +410,9 @@ func (c *Cluster) publish(eps []*Endpoint) {
 		}
 		sp, own := c.subsetPolicies[key]
 		if !own {
-			sp = subsetPolicy{policy: c.Policy, hashKey: c.HashKey}
+			sp = c.defaults
 		}
-		st.subsets[key] = newSet(sp.policy, sp.hashKey, sub)
+		st.subsets[key] = c.newSet(sp, sub)
 	}
 	c.state.Store(st)
 }

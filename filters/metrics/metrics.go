@@ -97,3 +97,16 @@ var XDSUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"proxy", "type", "result"})
 
 func init() { Registry.MustRegister(XDSUpdates, ClusterMissing) }
+
+// CircuitBreakerOverflows counts requests and retries a cluster's (or
+// subset's) circuit breaker refused, by the limit that refused them.
+var CircuitBreakerOverflows = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "breeze_circuit_breaker_overflows_total", Help: "Requests or retries refused by a cluster's circuit breaker, by limit: max_requests, max_pending_requests (answered overloaded, flag UO), max_retries, retry_budget (the retry is not made).",
+}, []string{"proxy", "cluster", "limit"})
+
+// OutlierEjections counts endpoints ejected by outlier detection.
+var OutlierEjections = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "breeze_outlier_ejections_total", Help: "Endpoints ejected by outlier detection, by reason: consecutive_errors, consecutive_gateway_errors, consecutive_local_origin_failures.",
+}, []string{"proxy", "cluster", "endpoint", "reason"})
+
+func init() { Registry.MustRegister(CircuitBreakerOverflows, OutlierEjections) }

@@ -42,7 +42,13 @@ type backend struct {
 	onConnect func(c net.Conn)
 	served    chan string
 	// hangAll: receive requests, answer none (a provider stuck before it dies).
-	hangAll    atomic.Bool
+	hangAll atomic.Bool
+	// dropAll: close the connection on each request, after counting it
+	// received (a provider that dies running it).
+	dropAll atomic.Bool
+	// errorCode, when not 0: answer every request with a protocol error
+	// carrying that code (tcodec reads it into Message.Code).
+	errorCode  atomic.Int64
 	received   atomic.Int64
 	heartbeats atomic.Int64
 	// open counts the connections the backend has open now.
@@ -143,8 +149,14 @@ func (b *backend) handle(c net.Conn) {
 		if _, ok := md.Get("hang"); ok || b.hangAll.Load() {
 			continue
 		}
-		if _, ok := md.Get("drop"); ok {
+		if _, ok := md.Get("drop"); ok || b.dropAll.Load() {
 			return
+		}
+		if code := b.errorCode.Load(); code != 0 {
+			write(tencode(tmsg{typ: codecs.Response, id: m.id, status: codecs.StatusError,
+				md: []codecs.KV{{Key: "server", Value: b.name}, {Key: "code", Value: strconv.Itoa(int(code))}}}))
+			b.served <- b.name
+			continue
 		}
 		reply := func() {
 			seen := ""

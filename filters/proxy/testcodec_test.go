@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"strconv"
 
 	"github.com/breeze-mesh/breeze/codecs"
 )
@@ -112,6 +113,10 @@ func (c *tcodec) Decode(buf []byte, m *codecs.Message) (int, error) {
 	}
 	m.Frame = f
 	m.Private[0] = p
+	if v, ok := m.Metadata.Get("code"); ok {
+		code, _ := strconv.Atoi(v)
+		m.Code = uint32(code)
+	}
 	switch v, _ := m.Metadata.Get("panic"); v {
 	case "decode":
 		panic("tframe: asked to panic")
@@ -164,6 +169,10 @@ func (c *tcodec) HeartbeatReply(hb *codecs.Message) []byte {
 func (c *tcodec) Heartbeat(id uint64) []byte {
 	return tencode(tmsg{typ: codecs.Heartbeat, id: id})
 }
+
+// IsGatewayError implements codecs.GatewayErrors: codes 503 and 504, as
+// a test convention.
+func (c *tcodec) IsGatewayError(code uint32) bool { return code == 503 || code == 504 }
 
 // RequestKeys implements codecs.Describer, as Dubbo's codec does.
 func (c *tcodec) RequestKeys() (service, method string) { return "interface", "method" }

@@ -19,6 +19,7 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/retry"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -41,6 +42,8 @@ type Route struct {
 	Timeout time.Duration
 	// HashKey is the metadata key for consistent hashing, "" for the cluster's own.
 	HashKey string
+	// Retry is the route's retry policy, nil for the proxy's default.
+	Retry *retry.Policy
 	// filterConfigs are the per-route configs of L7 filters, parsed by
 	// each filter's factory once per table.
 	filterConfigs map[string]any
@@ -155,6 +158,11 @@ func compileRoute(pr *breezev1.Route) (*Route, error) {
 		Timeout: pr.GetTimeout().AsDuration(),
 		HashKey: pr.GetRoute().GetHashKey(),
 	}
+	rp, err := retry.Compile(pr.GetRetryPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("retry_policy: %w", err)
+	}
+	r.Retry = rp
 	for i, m := range pr.GetMatch().GetMetadata() {
 		c := condition{key: m.GetKey(), invert: m.GetInvert()}
 		switch v := m.GetMatch().(type) {

@@ -1,9 +1,11 @@
 // Package router is the terminal L7 filter: it matches a request to a
 // route (before the other filters run, so they see it), picks a weighted
-// target, balances onto an endpoint of the target's cluster or subset, and
-// hands the request to the upstream layer with the route's timeout. A
-// request whose upstream connection never opened is re-balanced to another
-// endpoint. The route table and clusters are immutable snapshots swapped
+// target, balances onto an endpoint of the target's cluster or subset
+// within its circuit breakers, and hands the request to the upstream layer
+// with the route's timeout. A request whose upstream connection never
+// opened is re-balanced to another endpoint; other failures are retried as
+// the route's retry policy says (retry.go), and every attempt's outcome
+// feeds the cluster's outlier detection. The route table and clusters are immutable snapshots swapped
 // under live connections; clusters come from the proxy config or, at run
 // time, from xDS (SetCluster, RemoveCluster). A route naming a cluster the
 // router does not have gets the protocol's "no healthy upstream" reply.
@@ -24,14 +26,16 @@ import (
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/filters/retry"
 	"github.com/breeze-mesh/breeze/filters/route"
 	"github.com/breeze-mesh/breeze/filters/upstream"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
-// maxAttempts bounds how often a request that never reached an upstream
-// (its connection failed to open) is balanced again.
-const maxAttempts = 3
+// maxRebalances bounds how often a request that never reached an
+// upstream (its connection failed to open) is balanced again at once,
+// without a retry policy: nothing was sent, so nothing can run twice.
+const maxRebalances = 3
 
 // DefaultTimeout is the per-request timeout of routes that set none when
 // the proxy sets no request_timeout either.
@@ -45,7 +49,10 @@ type Router struct {
 	defaultTimeout time.Duration
 	up             *upstream.Manager
 	lookup         func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	snap           atomic.Pointer[snapshot]
+	clock          func() time.Time
+	// defaultRetry is the proxy's retry_policy, for routes without one.
+	defaultRetry *retry.Policy
+	snap         atomic.Pointer[snapshot]
 	// mu serialises changes of the snapshot (routes and clusters arrive
 	// on different goroutines).
 	mu sync.Mutex
@@ -74,12 +81,15 @@ type Options struct {
 	Upstream       *upstream.Manager
 	// Lookup resolves STRICT_DNS clusters' host names (nil: the system's).
 	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// Clock is the clusters' clock (outlier ejections, balancing); nil:
+	// time.Now. Tests advance it by hand.
+	Clock func() time.Time
 }
 
 // New compiles a proxy config's routes and clusters. Endpoints leaving a
 // cluster (static, DNS, EDS) retire their upstream pools.
 func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
-	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream, lookup: opts.Lookup}
+	rt := &Router{name: opts.Proxy, log: opts.Log, defaultTimeout: opts.DefaultTimeout, up: opts.Upstream, lookup: opts.Lookup, clock: opts.Clock}
 	if rt.log == nil {
 		rt.log = slog.Default()
 	}
@@ -90,6 +100,9 @@ func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route_config: %w", err)
 	}
+	if rt.defaultRetry, err = retry.Compile(cfg.GetRetryPolicy()); err != nil {
+		return nil, fmt.Errorf("retry_policy: %w", err)
+	}
 	subsets := subsetsOf(table)
 	snap := &snapshot{routes: table, clusters: map[string]*clusterEntry{}}
 	for _, c := range cfg.GetClusters() {
@@ -98,6 +111,8 @@ func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
 			Log:      rt.log,
 			OnRemove: rt.up.Retire,
 			Lookup:   opts.Lookup,
+			Proxy:    rt.name,
+			Clock:    rt.clock,
 		})
 		if err != nil {
 			snap.close()
@@ -109,6 +124,13 @@ func New(cfg *breezev1.ProxyConfig, opts Options) (*Router, error) {
 	// over xDS (config.Validate allows that only with an xds source).
 	rt.snap.Store(snap)
 	return rt, nil
+}
+
+func (rt *Router) now() time.Time {
+	if rt.clock != nil {
+		return rt.clock()
+	}
+	return time.Now()
 }
 
 // subsetsOf lists, per cluster, the subsets a table's routes target, so
@@ -166,6 +188,8 @@ func (rt *Router) SetCluster(c *breezev1.Cluster, eds []cluster.Spec) error {
 		Log:      rt.log,
 		OnRemove: rt.up.Retire,
 		Lookup:   rt.lookup,
+		Proxy:    rt.name,
+		Clock:    rt.clock,
 	}
 	if prev != nil {
 		opts.Previous = prev.Cluster
@@ -284,6 +308,19 @@ type Call struct {
 	// rerouted: the request was routed again because its cluster was
 	// removed under it (once).
 	rerouted bool
+
+	// set is what the last attempt was balanced on: its breaker counts
+	// the request, its outlier detector hears each attempt's outcome.
+	set *cluster.Set
+	// breaker counts the request as active (max_requests) once admitted,
+	// and one retry in flight (retrying) from its first retry, until
+	// OnDone.
+	breaker          *cluster.Breaker
+	active, retrying bool
+	rebalances       int
+	tried            [4]*cluster.Endpoint
+	ntried           int
+	retryState       // retry.go
 }
 
 // Init ties a call to its stream and the connection's codec.
@@ -319,8 +356,25 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	if c.up.Timeout <= 0 {
 		c.up.Timeout = rt.defaultTimeout
 	}
-	rt.dispatch(c, &s.Request, nil)
+	if !c.up.Oneway {
+		rt.applyRetryPolicy(c)
+	}
+	rt.dispatch(c, &s.Request)
 	return filter.Stop
+}
+
+// OnDone implements filter.Filter: the request leaves the breaker's counts.
+func (rt *Router) OnDone(s *filter.Stream) {
+	c, ok := s.Terminal().(*Call)
+	if !ok {
+		return
+	}
+	if c.active {
+		c.breaker.EndRequest()
+	}
+	if c.retrying {
+		c.breaker.EndRetry()
+	}
 }
 
 // pickCluster picks the request's target of its route and the cluster of
@@ -354,12 +408,13 @@ func (rt *Router) reroute(c *Call) bool {
 	if c.route != nil {
 		c.s.Route = c.route
 	}
+	c.ntried = 0 // another cluster's endpoints
 	return rt.pickCluster(c)
 }
 
-// dispatch balances the request onto an endpoint and sends it. exclude is
-// an endpoint that just failed for it. The caller holds encMu.
-func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint) {
+// dispatch balances the request onto an endpoint it has not tried yet
+// (where the set has one) and sends it. The caller holds encMu.
+func (rt *Router) dispatch(c *Call, m *codecs.Message) {
 	s := c.s
 	set := c.cl.Set(c.target.Subset)
 	// Read after the set: RemoveCluster marks a cluster removed before it
@@ -368,13 +423,22 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 		if !rt.reroute(c) {
 			return
 		}
-		exclude = nil
 		set = c.cl.Set(c.target.Subset)
 	}
 	if set == nil || set.Len() == 0 {
 		s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
 			fmt.Sprintf("cluster %q%s has no endpoints", c.target.Cluster, subsetDesc(c.target)), filter.NoHealthyUpstream, true)
 		return
+	}
+	c.set = set
+	if !c.active {
+		b := set.Breaker()
+		if !b.TryRequest() {
+			s.ReplyAndFinish(codecs.ErrOverloaded,
+				fmt.Sprintf("cluster %q%s is at its max_requests", c.target.Cluster, subsetDesc(c.target)), filter.UpstreamOverflow, true)
+			return
+		}
+		c.breaker, c.active = b, true
 	}
 	hashKey := c.route.HashKey
 	if hashKey == "" {
@@ -386,8 +450,21 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 		hv, hasHash = m.Metadata.Get(hashKey)
 	}
 	ep := set.Pick(hv, hasHash)
-	if ep == exclude && set.Len() > 1 {
+	// Another endpoint than those already tried, where the set has one;
+	// a few draws, since balancers pick with randomness or in turns.
+	for i := 0; i < 3 && c.triedOn(ep) && set.Len() > c.ntried; i++ {
 		ep = set.Pick(hv, hasHash)
+	}
+	if c.triedOn(ep) && set.Len() > c.ntried {
+		// The balancer keeps returning tried ones (a hash, few healthy
+		// endpoints): take the first healthy untried one.
+		now := rt.now().UnixNano()
+		for _, e := range set.Endpoints() {
+			if !c.triedOn(e) && e.Healthy(now) {
+				ep = e
+				break
+			}
+		}
 	}
 	if ep.Inflight() >= c.cl.MaxRequests {
 		s.ReplyAndFinish(codecs.ErrOverloaded,
@@ -400,45 +477,74 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message, exclude *cluster.Endpoint
 		c.cl.metrics.Requests.Inc()
 	}
 	s.Attempts++
+	c.markTried(ep)
 	s.Upstream = ep.Addr
 	s.UpstreamStart = time.Now()
-	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor}, &c.up, m, c.enc)
+	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor, Breaker: set.Breaker()}, &c.up, m, c.enc)
 	switch {
 	case err == nil:
 		if c.up.Oneway && !queued {
 			s.Finish(filter.Outcome{Sent: true})
 		}
 	case errors.Is(err, upstream.ErrUnavailable):
-		rt.retry(c, m, ep)
+		rt.rebalance(c, m, ep)
+	case errors.Is(err, upstream.ErrOverflow):
+		s.ReplyAndFinish(codecs.ErrOverloaded,
+			fmt.Sprintf("cluster %q%s has its max_pending_requests waiting for upstream connections", c.target.Cluster, subsetDesc(c.target)), filter.UpstreamOverflow, true)
 	default:
 		s.ReplyAndFinish(codecs.ErrBadRequest, "breeze: cannot encode request: "+err.Error(), filter.InternalError, true)
 	}
 }
 
-// retry balances a request that never reached its upstream again, or
-// answers it once attempts are exhausted. The caller holds encMu.
-func (rt *Router) retry(c *Call, m *codecs.Message, failed *cluster.Endpoint) {
-	if c.s.Attempts >= maxAttempts || m == nil {
-		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
-			fmt.Sprintf("breeze: no upstream of cluster %q reachable (last tried %s)", c.target.Cluster, failed.Addr),
-			filter.UpstreamConnectionFailure|filter.UpstreamRetryLimitExceeded, true)
-		return
+func (c *Call) triedOn(ep *cluster.Endpoint) bool {
+	for _, t := range c.tried[:min(c.ntried, len(c.tried))] {
+		if t == ep {
+			return true
+		}
 	}
-	rt.dispatch(c, m, failed)
+	return false
 }
 
-// redispatch is retry on an upstream goroutine. It holds the downstream
-// codec (released by a defer, so that a panic leaves the connection
-// usable) before it touches the stream, which its connection may have
-// ended meanwhile (the client gone, a recovered panic): then it does
-// nothing.
+func (c *Call) markTried(ep *cluster.Endpoint) {
+	if c.triedOn(ep) {
+		return
+	}
+	if c.ntried < len(c.tried) {
+		c.tried[c.ntried] = ep
+	}
+	c.ntried++
+}
+
+// rebalance sends a request that never reached its upstream to another
+// endpoint at once (nothing was sent: it cannot run twice), a few times;
+// then it is the retry policy's (connect-failure), or answered. The
+// caller holds encMu.
+func (rt *Router) rebalance(c *Call, m *codecs.Message, failed *cluster.Endpoint) {
+	if c.rebalances < maxRebalances && m != nil {
+		c.rebalances++
+		rt.dispatch(c, m)
+		return
+	}
+	if rt.retryLater(c, retry.ConnectFailure) {
+		return
+	}
+	c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
+		fmt.Sprintf("breeze: no upstream of cluster %q reachable (last tried %s)", c.target.Cluster, failed.Addr),
+		filter.UpstreamConnectionFailure|filter.UpstreamRetryLimitExceeded, true)
+}
+
+// redispatch is rebalance on an upstream goroutine. It holds the
+// downstream codec (released by a defer, so that a panic leaves the
+// connection usable) before it touches the stream, which its connection
+// may have ended meanwhile (the client gone, a recovered panic): then it
+// does nothing.
 func (rt *Router) redispatch(c *Call, m *codecs.Message, failed *cluster.Endpoint) {
 	c.encMu.Lock()
 	defer c.encMu.Unlock()
 	if c.s.Done() {
 		return
 	}
-	rt.retry(c, m, failed)
+	rt.rebalance(c, m, failed)
 }
 
 // Abort withdraws a request waiting for its upstream whose client went
@@ -452,17 +558,23 @@ func (rt *Router) Abort(s *filter.Stream) bool {
 	return true
 }
 
-// Withdraw takes a request waiting for its upstream out of the upstream
-// layer, whose handler will then not be called, and reports whether it
-// was waiting there. The caller finishes the stream.
+// Withdraw takes a request waiting for its upstream (or for the backoff
+// before a retry) out of the upstream layer, whose handler will then not
+// be called, and reports whether it was waiting there. The caller
+// finishes the stream.
 func (rt *Router) Withdraw(s *filter.Stream) bool {
 	c, ok := s.Terminal().(*Call)
-	return ok && rt.up.Cancel(&c.up)
+	if !ok {
+		return false
+	}
+	return c.parked.CompareAndSwap(true, false) || rt.up.Cancel(&c.up)
 }
 
-// OnResponse implements upstream.Handler: relay the response.
-func (c *Call) OnResponse(_ *upstream.Request, m *codecs.Message, codec codecs.Codec) {
+// OnResponse implements upstream.Handler: relay the response, or retry
+// it when it carries a status the retry policy lists.
+func (c *Call) OnResponse(r *upstream.Request, m *codecs.Message, codec codecs.Codec) {
 	cm := c.cl.metrics
+	result := cluster.Success
 	switch m.Status {
 	case codecs.StatusOK:
 		cm.OK.Inc()
@@ -470,8 +582,16 @@ func (c *Call) OnResponse(_ *upstream.Request, m *codecs.Message, codec codecs.C
 		cm.AppError.Inc()
 	default:
 		cm.ErrStatus.Inc()
+		result = cluster.StatusError
+		if g, ok := codec.(codecs.GatewayErrors); ok && g.IsGatewayError(m.Code) {
+			result = cluster.GatewayError
+		}
 	}
 	cm.Latency.Observe(time.Since(c.s.UpstreamStart).Seconds())
+	c.set.Report(r.Endpoint, result)
+	if result != cluster.Success && c.policy.RetriesStatus(m.Code) && c.rt.retryLater(c, retry.Status) {
+		return // the response is dropped; the retry answers
+	}
 	c.s.Respond(m, codec)
 }
 
@@ -479,18 +599,31 @@ func (c *Call) OnResponse(_ *upstream.Request, m *codecs.Message, codec codecs.C
 func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
 	switch f {
 	case upstream.Timeout:
+		c.set.Report(r.Endpoint, cluster.Timeout)
+		if c.rt.retryLater(c, retry.Timeout) {
+			return
+		}
 		c.s.ReplyAndFinish(codecs.ErrTimeout,
 			fmt.Sprintf("breeze: upstream %s of cluster %q did not answer within %v", r.Endpoint.Addr, c.target.Cluster, r.Timeout),
-			filter.UpstreamRequestTimeout, false)
-	case upstream.Closed:
+			filter.UpstreamRequestTimeout|c.exhaustedFlag(), false)
+	case upstream.Closed, upstream.GoneAway:
+		c.set.Report(r.Endpoint, cluster.Reset)
+		on := retry.Reset
+		if f == upstream.GoneAway && c.policy.Retries(retry.GoAway) {
+			on = retry.GoAway
+		}
+		if c.rt.retryLater(c, on) {
+			return
+		}
 		c.s.ReplyAndFinish(codecs.ErrNoHealthyUpstream,
 			fmt.Sprintf("breeze: upstream %s of cluster %q closed the connection before answering", r.Endpoint.Addr, c.cl.Name),
-			filter.UpstreamConnectionTermination, false)
+			filter.UpstreamConnectionTermination|c.exhaustedFlag(), false)
 	case upstream.Internal:
 		c.s.ReplyAndFinish(codecs.ErrInternal,
 			fmt.Sprintf("breeze: internal error on the connection to upstream %s of cluster %q", r.Endpoint.Addr, c.cl.Name),
 			filter.InternalError, false)
 	case upstream.NotSent:
+		c.set.Report(r.Endpoint, cluster.ConnectFailure)
 		c.rt.redispatch(c, r.Message(), r.Endpoint)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
@@ -40,10 +41,11 @@ type conn struct {
 	mu      sync.Mutex
 	state   connState
 	cb      api.ConnectionCallback
-	queue   []*Request // waiting for the connection to open
+	queue   []waiting // waiting for the connection to open
 	pending map[uint64]*Request
 	nextID  uint64
 	byUs    bool // we closed it (drained, shut down, failed): not the endpoint's fault
+	goAway  bool // the upstream announced its shutdown on it
 	// deadlines orders pending requests by deadline; one timer per
 	// connection fires at the earliest (armedAt), instead of one timer per
 	// request.
@@ -67,13 +69,36 @@ type conn struct {
 
 func (uc *conn) proxyName() string { return uc.pool.m.opts.Proxy }
 
+// waiting is a request waiting for its connection to open, and the
+// circuit breaker that counts its wait (TryPending). Each wait is ended
+// once, when the queue is flushed or failed (endWaits): a request that
+// timed out or was cancelled meanwhile still holds its place until then,
+// and the same Request sent again (re-balanced) is another wait.
+type waiting struct {
+	r       *Request
+	breaker *cluster.Breaker
+}
+
+// endWaits ends the waits of a queue taken: in runs, since the requests
+// of a connection mostly share one breaker.
+func endWaits(q []waiting) {
+	for i := 0; i < len(q); {
+		j := i + 1
+		for j < len(q) && q[j].breaker == q[i].breaker {
+			j++
+		}
+		q[i].breaker.EndPending(j - i)
+		i = j
+	}
+}
+
 // Every section under mu unlocks in a defer: a panic recovered on the
 // connection (fail) must find mu free, and so must the downstream
 // goroutines sending on it.
 
 // send runs with the downstream connection's codec (enc) held.
-func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued bool, err error) {
-	queued, open, err := uc.enqueue(r, msg, enc)
+func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec, b *cluster.Breaker) (queued bool, err error) {
+	queued, open, err := uc.enqueue(r, msg, enc, b)
 	if !open {
 		// Lost a race with the connection closing: try another.
 		uc.pool.remove(uc)
@@ -83,13 +108,18 @@ func (uc *conn) send(r *Request, msg *codecs.Message, enc codecs.Codec) (queued 
 }
 
 // enqueue gives r an id on the connection and writes msg, or queues it
-// while the connection opens. open is false when the connection takes no
-// new request.
-func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec) (queued, open bool, err error) {
+// while the connection opens, if b admits one more waiting request
+// (ErrOverflow otherwise). open is false when the connection takes no new
+// request.
+func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec, b *cluster.Breaker) (queued, open bool, err error) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	if uc.state >= draining {
 		return false, false, nil
+	}
+	queued = uc.state == connecting
+	if queued && !b.TryPending() {
+		return false, true, ErrOverflow
 	}
 	clientID := msg.ID
 	id := uc.allocID()
@@ -101,6 +131,9 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec) (queu
 		return enc.Encode(msg)
 	}()
 	if err != nil {
+		if queued {
+			b.EndPending(1)
+		}
 		return false, true, err
 	}
 	r.id = id
@@ -111,7 +144,6 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec) (queu
 		uc.pending[id] = r
 		uc.arm(r)
 	}
-	queued = uc.state == connecting
 	if queued {
 		// Keep the message itself so that a failed connect can re-balance
 		// it with a fresh id, and the bytes to write once open.
@@ -121,7 +153,7 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec) (queu
 		q.Mutations = append(codecs.Metadata(nil), msg.Mutations...)
 		r.queued = &q
 		r.queuedBytes = append([]byte(nil), out...)
-		uc.queue = append(uc.queue, r)
+		uc.queue = append(uc.queue, waiting{r, b})
 	} else {
 		uc.cb.Write(out, false)
 		uc.lastActive.Store(time.Now().UnixNano())
@@ -223,7 +255,8 @@ func (uc *conn) open(cb api.ConnectionCallback) (sent []*Request) {
 	if uc.state == connecting {
 		uc.state = ready
 	}
-	for _, r := range uc.queue {
+	for _, w := range uc.queue {
+		r := w.r
 		if !r.Oneway && uc.pending[r.id] != r {
 			continue // timed out or cancelled while waiting
 		}
@@ -234,6 +267,7 @@ func (uc *conn) open(cb api.ConnectionCallback) (sent []*Request) {
 			sent = append(sent, r)
 		}
 	}
+	endWaits(uc.queue)
 	uc.queue = nil
 	uc.lastActive.Store(time.Now().UnixNano())
 	if _, ok := uc.codec.(codecs.Pinger); ok && Keepalive.Load() > 0 {
@@ -281,7 +315,8 @@ func (uc *conn) takeQueue() (failed []*Request) {
 	defer uc.mu.Unlock()
 	fault.Point("OnPoolFailure", uc.pool.ep.Addr)
 	uc.state = closed
-	for _, r := range uc.queue {
+	for _, w := range uc.queue {
+		r := w.r
 		if !r.Oneway && uc.pending[r.id] != r {
 			continue // timed out or cancelled while waiting
 		}
@@ -290,6 +325,7 @@ func (uc *conn) takeQueue() (failed []*Request) {
 		}
 		failed = append(failed, r)
 	}
+	endWaits(uc.queue)
 	uc.queue = nil
 	return failed
 }
@@ -413,6 +449,7 @@ func (uc *conn) cancel(r *Request) (owned, drained bool) {
 func (uc *conn) drain() (empty bool) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
+	uc.goAway = true
 	if uc.state == ready {
 		uc.state = draining
 	}
@@ -456,7 +493,7 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 		return
 	}
 	pl := uc.pool
-	lost, byUs, learned := uc.closed()
+	lost, byUs, goAway, learned := uc.closed()
 	pl.remove(uc)
 	pl.metrics.Close.Inc()
 	if learned > 0 {
@@ -468,9 +505,13 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 			"event", event, "in_flight", len(lost))
 		pl.failed("closed_in_flight", "")
 	}
+	why := Closed
+	if goAway {
+		why = GoneAway
+	}
 	for _, r := range lost {
 		r.Endpoint.End()
-		uc.notify(r, func(h Handler) { h.OnFailure(r, Closed) })
+		uc.notify(r, func(h Handler) { h.OnFailure(r, why) })
 	}
 }
 
@@ -479,7 +520,7 @@ func (uc *conn) OnEvent(event api.ConnectionEvent) {
 // connection is seen closed (send drops it from the pool then), so that
 // the connection replacing it is kept alive by what it taught: learned is
 // the idle timeout this close confirmed, if any.
-func (uc *conn) closed() (lost []*Request, byUs bool, learned time.Duration) {
+func (uc *conn) closed() (lost []*Request, byUs, goAway bool, learned time.Duration) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	fault.Point("upstream OnEvent", uc.pool.ep.Addr)
@@ -504,7 +545,7 @@ func (uc *conn) closed() (lost []*Request, byUs bool, learned time.Duration) {
 	if uc.timer != nil {
 		uc.timer.Stop()
 	}
-	return uc.takeAll(), uc.byUs, learned
+	return uc.takeAll(), uc.byUs, uc.goAway, learned
 }
 
 // takeAll takes every request the connection carries: those awaiting a
@@ -515,11 +556,12 @@ func (uc *conn) takeAll() []*Request {
 		r.heapIdx = -1
 		all = append(all, r)
 	}
-	for _, r := range uc.queue {
-		if r.Oneway {
-			all = append(all, r)
+	for _, w := range uc.queue {
+		if w.r.Oneway {
+			all = append(all, w.r)
 		}
 	}
+	endWaits(uc.queue)
 	uc.pending = map[uint64]*Request{}
 	uc.deadlines = nil
 	uc.queue = nil

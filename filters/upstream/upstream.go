@@ -29,6 +29,9 @@ const (
 	NotSent Failure = iota + 1
 	// Closed: the connection closed with the request in flight.
 	Closed
+	// GoneAway: as Closed, on a connection whose upstream had announced
+	// its shutdown (GoAway, Dubbo READONLY) before it closed.
+	GoneAway
 	// Timeout: no response within Request.Timeout.
 	Timeout
 	// Internal: the proxy failed with the request in flight: a panic was
@@ -74,11 +77,20 @@ func (r *Request) Message() *codecs.Message { return r.queued }
 // closing; nothing was sent, so the request may go to another endpoint.
 var ErrUnavailable = errors.New("endpoint removed from its cluster or its connection is closing")
 
+// ErrOverflow: the request would wait for a connection still opening, and
+// its circuit breaker's max_pending_requests already wait; nothing was
+// sent. Answer it as overloaded (flag UO).
+var ErrOverflow = errors.New("circuit breaker: too many requests waiting for an upstream connection to open")
+
 // Target is where Send sends.
 type Target struct {
 	Endpoint *cluster.Endpoint
 	Cluster  *cluster.Cluster
 	Metrics  *metrics.Cluster
+	// Breaker counts the request while it waits for a connection to open
+	// (max_pending_requests): the circuit breaker of the set it was
+	// balanced on (cluster.Set.Breaker). Nil: no limit.
+	Breaker *cluster.Breaker
 	// Flavor is the codec's wire variant (codecs.Flavored): one pool each.
 	Flavor string
 }
@@ -166,9 +178,10 @@ func (m *Manager) pool(t Target) *pool {
 // queued says the connection is still opening: a oneway request is then
 // written (OnSent) or fails (OnFailure) later; otherwise a oneway is
 // written when Send returns. An error means nothing was sent and the
-// handler will not be called: ErrUnavailable (try another endpoint) or
-// the codec's encoding error. The caller holds enc (the downstream
-// connection's codec).
+// handler will not be called: ErrUnavailable (try another endpoint),
+// ErrOverflow (too many requests wait for connections to open: answer it
+// as overloaded) or the codec's encoding error. The caller holds enc (the
+// downstream connection's codec).
 func (m *Manager) Send(t Target, r *Request, msg *codecs.Message, enc codecs.Codec) (queued bool, err error) {
 	pl := m.pool(t)
 	if pl == nil {
@@ -178,7 +191,7 @@ func (m *Manager) Send(t Target, r *Request, msg *codecs.Message, enc codecs.Cod
 	if err != nil {
 		return false, err
 	}
-	return uc.send(r, msg, enc)
+	return uc.send(r, msg, enc, t.Breaker)
 }
 
 // Cancel withdraws a request whose client went away. It reports whether

@@ -40,6 +40,10 @@ var clusterFields = map[protoreflect.Name]string{
 	// Breeze's rings have a fixed size.
 	"ring_hash_lb_config": "",
 	"maglev_lb_config":    "",
+	// Read by CircuitBreakers and OutlierDetection, which refuse what
+	// Breeze cannot do by the name of the field inside.
+	"circuit_breakers":  "",
+	"outlier_detection": "",
 }
 
 // EnvoyLbPolicy is the Envoy Cluster lb_policy of each Breeze policy (the
@@ -69,8 +73,12 @@ func breezePolicy(p clusterv3.Cluster_LbPolicy) (breezev1.Cluster_LbPolicy, bool
 //   - lb_policy ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV;
 //   - load_assignment: the endpoints of STATIC (literal IPs) and
 //     STRICT_DNS (host names) clusters, read as Endpoints does;
+//   - circuit_breakers and outlier_detection, as CircuitBreakers and
+//     OutlierDetection read them (one DEFAULT threshold; consecutive
+//     failures);
 //   - typed_extension_protocol_options["breeze"]: a breeze.v1.ClusterOptions
-//     (hash key, connections and requests per endpoint, subset policies);
+//     (hash key, connections and requests per endpoint, subset policies,
+//     a subset's own circuit breakers and outlier detection);
 //   - connect_timeout, lb_subset_config, ring_hash_lb_config and
 //     maglev_lb_config are accepted and have no effect (see clusterFields);
 //     any other field set is an error naming it.
@@ -120,6 +128,18 @@ func Cluster(c *clusterv3.Cluster) (*breezev1.Cluster, error) {
 			host, port, _ := net.SplitHostPort(e.Addr)
 			p, _ := strconv.ParseUint(port, 10, 16)
 			out.Endpoints = append(out.Endpoints, &breezev1.Endpoint{Address: host, Port: uint32(p), Labels: e.Labels, Weight: e.Weight})
+		}
+	}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		var err error
+		if out.CircuitBreakers, err = circuitBreakers(cb, "circuit_breakers."); err != nil {
+			return nil, err
+		}
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		var err error
+		if out.OutlierDetection, err = outlierDetection(od, "outlier_detection."); err != nil {
+			return nil, err
 		}
 	}
 	if a := c.GetTypedExtensionProtocolOptions()[OptionsKey]; a != nil {

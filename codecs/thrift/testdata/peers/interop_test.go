@@ -181,3 +181,52 @@ func TestKitexReadsBreezeTTHeader(t *testing.T) {
 		t.Fatalf("local reply payload: %q %v %d %v", name, typ, seq, err)
 	}
 }
+
+// TestCodeOfApacheExceptions: Breeze reads the type of a
+// TApplicationException Apache Thrift Go writes, in each of its flavors,
+// as the response's Code.
+func TestCodeOfApacheExceptions(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range Captures {
+		if c.Peer != "apache" {
+			continue
+		}
+		for _, typ := range []int32{thrift.UNKNOWN_METHOD, thrift.WRONG_METHOD_NAME, thrift.INTERNAL_ERROR, thrift.PROTOCOL_ERROR, thrift.UNSUPPORTED_CLIENT_TYPE} {
+			p, buf := apacheWriter(c.Flavor)
+			if err := p.WriteMessageBegin(ctx, "Greet", thrift.EXCEPTION, 3); err != nil {
+				t.Fatal(err)
+			}
+			if err := thrift.NewTApplicationException(typ, "failed").Write(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WriteMessageEnd(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			m := decode(t, breeze(t, nil), buf.Bytes())
+			if m.Type != codecs.Response || m.Status != codecs.StatusError || m.Code != uint32(typ) {
+				t.Errorf("%v: exception of type %d decodes as %v %v Code %d", c.Flavor, typ, m.Type, m.Status, m.Code)
+			}
+		}
+	}
+}
+
+// apacheWriter writes the way an Apache Thrift Go server of f does, into
+// the buffer it returns.
+func apacheWriter(f peer.Flavor) (thrift.TProtocol, *thrift.TMemoryBuffer) {
+	conf := peer.Conf(f)
+	buf := thrift.NewTMemoryBuffer()
+	var trans thrift.TTransport = buf
+	switch f.Transport {
+	case "framed":
+		trans = thrift.NewTFramedTransportConf(buf, conf)
+	case "header":
+		return thrift.NewTHeaderProtocolConf(thrift.NewTHeaderTransportConf(buf, conf), conf), buf
+	}
+	if f.Protocol == "compact" {
+		return thrift.NewTCompactProtocolConf(trans, conf), buf
+	}
+	return thrift.NewTBinaryProtocolConf(trans, conf), buf
+}
