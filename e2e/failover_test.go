@@ -203,7 +203,8 @@ func (l *load) firstErrors() string {
 
 // retryConfig: Greet is idempotent and retried on connect failures and
 // resets, twice at most; the cluster balances round robin over the
-// providers in Extra.
+// providers in Extra, and lets 10 requests retry at once (the default
+// budget lets 3, TestRetryBudgetExact).
 const retryConfig = `
 admin_address: "{{.Admin}}"
 listeners:
@@ -220,6 +221,7 @@ listeners:
       - route: {cluster: greeter}
     clusters:
     - name: greeter
+      circuit_breakers: {retry_budget: {min_retry_concurrency: 10}}
       endpoints:
 {{- range $name, $port := .Extra}}
       - {address: 127.0.0.1, port: {{$port}}}
@@ -236,23 +238,46 @@ func clusterOf(t *testing.T, tmpl string, providers ...*harness.Provider) *harne
 	return harness.StartProxyVars(t, tmpl, extra, ports(providers...))
 }
 
-// retries reads breeze_retries_total by result.
+// retries reads breeze_retries_total by result, summed over the reasons.
 func retries(t *testing.T, p *harness.Proxy) map[string]float64 {
 	t.Helper()
 	m := map[string]float64{}
-	for _, result := range []string{"attempted", "budget_exceeded", "exhausted"} {
+	for _, result := range []string{"attempted", "budget_exceeded", "exhausted", "deadline"} {
 		m[result] = p.Metric(t, "breeze_retries_total", `result="`+result+`"`)
 	}
 	return m
+}
+
+// metricLines returns the samples of the named metrics in the proxy's
+// /metrics, for the log.
+func metricLines(t *testing.T, p *harness.Proxy, names ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	text, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, line := range strings.Split(text, "\n") {
+		for _, name := range names {
+			if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+				lines = append(lines, line)
+			}
+		}
+	}
+	return strings.Join(lines, "\n  ")
 }
 
 // TestRetriesProviderKilledUnderLoad: three providers, ten workers calling
 // Greet (idempotent, retried on connect failure and reset) without pause.
 // Provider r2 holds its next three calls; once it holds them it is
 // SIGKILLed, and the load goes on for 400 more calls. No call fails: the
-// three held calls are retried on the providers left, each executed there
-// once, and the calls balanced to r2 after its death are retried or
-// re-balanced. The retries stay within the default budget.
+// three held calls, and those r2 was answering when it died, are retried
+// on the providers left, each held call executed there once; the calls
+// balanced to r2 after its death are retried or re-balanced. Ten workers
+// have at most ten requests retrying at once: the cluster's budget allows
+// that many, and no retry may be refused.
 func TestRetriesProviderKilledUnderLoad(t *testing.T) {
 	harness.BreezeBin(t)
 	r1 := harness.StartProvider(t, harness.ProviderSpec{Name: "r1"})
@@ -286,9 +311,9 @@ func TestRetriesProviderKilledUnderLoad(t *testing.T) {
 	s1, s3 := r1.MustStats(t), r3.MustStats(t)
 	t.Logf("%d calls before the kill, %d after; %d ok, %d failed, %d hung; held on r2 when killed: %v",
 		before, l.calls()-before, l.ok.Load(), l.failed.Load(), l.hung.Load(), heldArgs)
-	t.Logf("breeze_retries_total %v; upstream connect failures %v; executions r1 %d, r3 %d",
-		got, proxy.Metric(t, "breeze_upstream_connection_events_total", `event="connect_failure"`),
-		s1.Executions["Greet"], s3.Executions["Greet"])
+	t.Logf("breeze_retries_total %v; executions r1 %d, r3 %d; metrics:\n  %s",
+		got, s1.Executions["Greet"], s3.Executions["Greet"],
+		metricLines(t, proxy, "breeze_retries_total", "breeze_circuit_breaker_overflows_total", "breeze_local_replies_total", "breeze_upstream_connection_events_total"))
 	if l.failed.Load() != 0 || l.hung.Load() != 0 {
 		t.Errorf("%d calls failed and %d hung; want none with retries; first errors:\n  %s", l.failed.Load(), l.hung.Load(), l.firstErrors())
 	}
@@ -303,6 +328,83 @@ func TestRetriesProviderKilledUnderLoad(t *testing.T) {
 	}
 	if got["budget_exceeded"] != 0 || got["exhausted"] != 0 {
 		t.Errorf("retries over the budget or exhausted: %v; want none", got)
+	}
+}
+
+// TestRetryBudgetExact: the default retry budget lets 3 requests retry at
+// once (20 % of those in flight, at least 3). Providers b1 and b2 share a
+// round-robin cluster, Greet retried on reset. b2 holds every call; of 16
+// concurrent calls, those balanced to b1 are answered, the others (H) wait
+// on b2. Then b1 holds every call too, and b2 is SIGKILLed: its H calls
+// are reset at once. Exactly 3 are retried (and wait on b1, keeping their
+// budget), exactly H-3 fail at once; released, the 3 succeed.
+func TestRetryBudgetExact(t *testing.T) {
+	harness.BreezeBin(t)
+	b1 := harness.StartProvider(t, harness.ProviderSpec{Name: "b1"})
+	b2 := harness.StartProvider(t, harness.ProviderSpec{Name: "b2"})
+	proxy := clusterOf(t, `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: e2e
+    codec: dubbo
+    route_config:
+      routes:
+      - route: {cluster: greeter}
+        retry_policy: {retry_on: reset, num_retries: 2, idempotent: true}
+    clusters:
+    - name: greeter
+      endpoints:
+{{- range $name, $port := .Extra}}
+      - {address: 127.0.0.1, port: {{$port}}}
+{{- end}}
+`, b1, b2)
+	c := newClient(t, proxy.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	const calls, budget = 16, 3
+	b2.Gate(t, "Greet")
+	b := startBatch(ctx, c, calls, calls, greets("budget", nil))
+	s2, err := b2.WaitStats(ctx, "every call held by b2 or ended", func(s harness.ProviderStats) bool { return s.Held+b.Done() == calls })
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, answered := s2.Held, b.Done()
+	if held <= budget {
+		t.Fatalf("b2 holds %d calls (b1 answered %d); the test needs more than %d", held, answered, budget)
+	}
+	b1.Gate(t, "Greet")
+	b2.Proc.KillAndWait(t)
+	s1, err := b1.WaitStats(ctx, "the retries held by b1, the other reset calls ended", func(s harness.ProviderStats) bool {
+		return s.Held+b.Done() == calls
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failedAtOnce := b.Done() - answered
+	got := retries(t, proxy)
+	b1.Release(t, "Greet")
+	outs, err := b.results(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, o := range outs {
+		if o.Err != nil {
+			failed++
+		}
+	}
+	t.Logf("%d calls: %d answered by b1, %d held on b2 when killed; then %d retried (held by b1), %d failed at once; %d failed in all; retries %v; metrics:\n  %s",
+		calls, answered, held, s1.Held, failedAtOnce, failed, got,
+		metricLines(t, proxy, "breeze_retries_total", "breeze_circuit_breaker_overflows_total"))
+	if s1.Held != budget || failedAtOnce != held-budget || failed != held-budget {
+		t.Errorf("of %d reset calls, want exactly %d retried and %d failed", held, budget, held-budget)
+	}
+	if got["attempted"] != budget || got["budget_exceeded"] != float64(held-budget) {
+		t.Errorf("breeze_retries_total %v; want %d attempted, %d budget_exceeded", got, budget, held-budget)
 	}
 }
 
