@@ -563,6 +563,9 @@ listeners:
 	if ended != over || rejected != over || ok != limit || len(overload) != over {
 		t.Errorf("want exactly %d calls rejected with status 100 and %d answered after the release", over, limit)
 	}
+	if n := proxy.Metric(t, "breeze_circuit_breaker_overflows_total", `limit="max_requests"`); n != over {
+		t.Errorf("breeze_circuit_breaker_overflows_total{limit=\"max_requests\"} %v; want %d", n, over)
+	}
 	if s.Held != limit || s.Executions["Greet"] != limit {
 		t.Errorf("the provider held %d calls and executed %d; want %d: the rejected calls must not reach it", s.Held, s.Executions["Greet"], limit)
 	}
@@ -704,6 +707,13 @@ func TestOutlierEjectsErroringProvider(t *testing.T) {
 		greet()
 		back++
 	}
-	t.Logf("%d calls made surely inside an ejection, all answered by ob (%d others); oa called again %d calls later; %v ejections in all",
-		inside, outside, back, ejections())
+	t.Logf("%d calls made surely inside an ejection, all answered by ob (%d others); oa called again %d calls later; metrics:\n  %s",
+		inside, outside, back, metricLines(t, proxy, "breeze_outlier_ejections_total", "breeze_responses_total"))
+	// oa's pattern: its first answer after the ejection is not an error.
+	if n := proxy.Metric(t, "breeze_responses_total", `status="error"`); n != float64(errs) {
+		t.Errorf("breeze_responses_total{status=\"error\"} %v; want the %d status-80 answers the client saw", n, errs)
+	}
+	if n := proxy.Metric(t, "breeze_outlier_ejections_total", `reason="consecutive_errors"`); n < 1 {
+		t.Errorf("no ejection for consecutive_errors (%v)", n)
+	}
 }
