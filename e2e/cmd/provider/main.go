@@ -2,10 +2,10 @@
 // (dubbo protocol, hessian2, no registry) and prints "READY <port>" once it
 // accepts connections. It runs until killed or interrupted.
 //
-//	provider -port 20001 -name v1-a -version 1.0.0 [-control-port 20101]
+//	provider -port 20001 -name v1-a -version 1.0.0 [-control]
 //
-// With -control-port a test counts, holds and fails the calls over HTTP
-// (internal/dubbogo.Behaviour.ServeControl).
+// With -control a test counts, holds and fails the calls over HTTP
+// (internal/dubbogo.Behaviour.ServeControl) at the address it prints.
 package main
 
 import (
@@ -26,7 +26,7 @@ func main() {
 	version := flag.String("version", "", "comma-separated Dubbo service versions to export; empty: the unversioned service")
 	heartbeat := flag.Duration("heartbeat", 0, "heartbeat period towards clients; 0 keeps dubbo-go's default (60s)")
 	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
-	controlPort := flag.Int("control-port", 0, "serve the test's control of the calls (counts, gates, failures) over HTTP on this port (127.0.0.1); 0: none")
+	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
 	flag.Parse()
 	if *name == "" {
 		*name = fmt.Sprintf("provider-%d", *port)
@@ -37,8 +37,13 @@ func main() {
 	}
 	behaviour := dubbogo.NewBehaviour()
 	var err error
-	if *controlPort != 0 {
-		err = behaviour.ServeControl(fmt.Sprintf("127.0.0.1:%d", *controlPort))
+	if *control {
+		// A port the kernel picks: one taken by the test beforehand could
+		// be some other process's by now.
+		var addr string
+		if addr, err = behaviour.ServeControl("127.0.0.1:0"); err == nil {
+			fmt.Printf("CONTROL %s\n", addr)
+		}
 	}
 	if err == nil {
 		err = dubbogo.Serve(dubbogo.ProviderOptions{

@@ -195,11 +195,12 @@ func (b *Behaviour) stats() Stats {
 //	POST /fail?method=M&pattern=P&status=S  M's executions follow pattern P (see failure), status S for 'E'
 //	POST /fail?method=M                  M answers normally again
 //
-// It returns once addr accepts connections.
-func (b *Behaviour) ServeControl(addr string) error {
+// It returns the address it listens on (addr with the port the kernel
+// picked for port 0) once that accepts connections.
+func (b *Behaviour) ServeControl(addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return &ListenError{Addr: addr, Err: osReason(err)}
+		return "", fmt.Errorf("control: cannot listen on %s: %w", addr, osReason(err))
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
@@ -256,5 +257,5 @@ func (b *Behaviour) ServeControl(addr string) error {
 		b.mu.Unlock()
 	})
 	go func() { _ = http.Serve(ln, mux) }()
-	return nil
+	return ln.Addr().String(), nil
 }
