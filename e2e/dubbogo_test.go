@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -244,5 +245,109 @@ func TestDubboGoAnswersServerHeartbeats(t *testing.T) {
 	}
 	if _, err := c.Greet(ctx, "after", nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDubboGoProviderFailures pins down what the test provider answers when
+// told to fail a call, as seen on the wire by a tee: a plain error and a
+// panic in the method both go out as an exception in a status-20 response
+// (dubbo-go v3.3.0 never writes another status itself), and a StatusError
+// with its own status (70, 80, 100), whose text reaches dubbo-go's caller.
+// The connection survives every kind.
+func TestDubboGoProviderFailures(t *testing.T) {
+	p := harness.StartProvider(t, harness.ProviderSpec{Name: "failing"})
+	up := harness.StartTee(t, p.Addr)
+	c := newClient(t, up.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	cases := []struct {
+		pattern string
+		status  byte
+		want    byte // status on the wire
+	}{
+		{"X", 0, 20}, {"P", 0, 20}, {"E", 70, 70}, {"E", 80, 80}, {"E", 100, 100},
+	}
+	for _, tc := range cases {
+		p.Fail(t, "Greet", tc.pattern, tc.status)
+		arg := fmt.Sprintf("fail-%s-%d", tc.pattern, tc.status)
+		r, err := c.Greet(ctx, arg, nil)
+		var ce *harness.CallError
+		if !errors.As(err, &ce) {
+			t.Fatalf("pattern %q status %d: reply %+v, err %v; want a dubbo-go error", tc.pattern, tc.status, r, err)
+		}
+		var frames []harness.TeeFrame
+		if err := up.WaitFor(ctx, "the response to "+arg, func(s harness.TeeState) bool {
+			frames = s.Find(func(f harness.TeeFrame) bool {
+				return f.Dir == harness.Down && !f.Header.IsEvent() && bytes.Contains(f.Raw, []byte(arg))
+			})
+			return len(frames) > 0
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := frames[0].Header.Status; got != tc.want {
+			t.Errorf("pattern %q status %d: the provider answered with status %d, want %d (%s)", tc.pattern, tc.status, got, tc.want, frames[0].Header)
+		}
+		t.Logf("pattern %q: status %d on the wire, dubbo-go error %q", tc.pattern, frames[0].Header.Status, ce.Msg)
+	}
+	p.Fail(t, "Greet", "", 0)
+	if r, err := c.Greet(ctx, "healthy", nil); err != nil || r.Arg != "healthy" {
+		t.Fatalf("after the failures: %+v %v", r, err)
+	}
+	if st := up.State(); st.Conns != 1 {
+		t.Errorf("the client used %d connections; a failure broke one", st.Conns)
+	}
+	s := p.MustStats(t)
+	if s.Executions["Greet"] != len(cases)+1 {
+		t.Errorf("the provider counted %d executions of Greet, want %d: %v", s.Executions["Greet"], len(cases)+1, s.Args)
+	}
+}
+
+// TestDubboGoProviderGate: calls of a gated method wait in the provider,
+// counted, until the test releases them; other methods run meanwhile.
+func TestDubboGoProviderGate(t *testing.T) {
+	p := harness.StartProvider(t, harness.ProviderSpec{Name: "gated"})
+	c := newClient(t, p.Addr, harness.ClientSpec{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	p.Gate(t, "Greet")
+	const n = 8
+	calls := make(chan []callResult, 1)
+	go func() { calls <- runCalls(ctx, c, n, n, greets("held", nil)) }()
+	if _, err := p.WaitStats(ctx, fmt.Sprintf("%d calls held", n), func(s harness.ProviderStats) bool { return s.Held == n }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Whoami(ctx, nil); err != nil {
+		t.Fatalf("Whoami while Greet is gated: %v", err)
+	}
+	select {
+	case outs := <-calls:
+		t.Fatalf("the gated calls ended before the release: %v", outs)
+	default:
+	}
+	p.Release(t, "Greet")
+	count := harness.Served(t, <-calls)
+	s := p.MustStats(t)
+	if count["gated"] != n || s.Held != 0 || s.Executions["Greet"] != n || len(s.Args["Greet"]) != n {
+		t.Errorf("after the release: %v served, stats %+v; want %d calls, each run once, none held", count, s, n)
+	}
+	t.Logf("%d calls held, then released: executions %v", n, s.Executions)
+
+	// GateFirst holds only the next few calls; the others run.
+	p.GateFirst(t, "Greet", 3)
+	go func() { calls <- runCalls(ctx, c, 6, 6, greets("first", nil)) }()
+	s, err := p.WaitStats(ctx, "3 calls held and 3 more executed", func(s harness.ProviderStats) bool {
+		return s.Held == 3 && s.Executions["Greet"] == n+6
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.HeldArgs["Greet"]) != 3 {
+		t.Errorf("held arguments %v, want 3", s.HeldArgs)
+	}
+	p.Release(t, "Greet")
+	if count := harness.Served(t, <-calls); count["gated"] != 6 {
+		t.Errorf("GateFirst: %v served, want 6 calls", count)
 	}
 }

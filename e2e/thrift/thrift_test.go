@@ -55,6 +55,7 @@ type summary struct {
 	Requests  int            `json:"requests"`
 	OK        int            `json:"ok"`
 	AppErrors int            `json:"app_errors"`
+	AppTypes  map[int32]int  `json:"app_types"`
 	Errors    int            `json:"errors"`
 	Results   map[string]int `json:"results"`
 	Messages  []string       `json:"messages"`

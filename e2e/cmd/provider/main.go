@@ -2,7 +2,10 @@
 // (dubbo protocol, hessian2, no registry) and prints "READY <port>" once it
 // accepts connections. It runs until killed or interrupted.
 //
-//	provider -port 20001 -name v1-a -version 1.0.0
+//	provider -port 20001 -name v1-a -version 1.0.0 [-control]
+//
+// With -control a test counts, holds and fails the calls over HTTP
+// (internal/dubbogo.Behaviour.ServeControl) at the address it prints.
 package main
 
 import (
@@ -23,6 +26,7 @@ func main() {
 	version := flag.String("version", "", "comma-separated Dubbo service versions to export; empty: the unversioned service")
 	heartbeat := flag.Duration("heartbeat", 0, "heartbeat period towards clients; 0 keeps dubbo-go's default (60s)")
 	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
+	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
 	flag.Parse()
 	if *name == "" {
 		*name = fmt.Sprintf("provider-%d", *port)
@@ -31,13 +35,26 @@ func main() {
 	if *version != "" {
 		versions = strings.Split(*version, ",")
 	}
-	err := dubbogo.Serve(dubbogo.ProviderOptions{
-		Port:            *port,
-		Name:            *name,
-		Versions:        versions,
-		HeartbeatPeriod: *heartbeat,
-		LogLevel:        *logLevel,
-	})
+	behaviour := dubbogo.NewBehaviour()
+	var err error
+	if *control {
+		// A port the kernel picks: one taken by the test beforehand could
+		// be some other process's by now.
+		var addr string
+		if addr, err = behaviour.ServeControl("127.0.0.1:0"); err == nil {
+			fmt.Printf("CONTROL %s\n", addr)
+		}
+	}
+	if err == nil {
+		err = dubbogo.Serve(dubbogo.ProviderOptions{
+			Port:            *port,
+			Name:            *name,
+			Versions:        versions,
+			HeartbeatPeriod: *heartbeat,
+			LogLevel:        *logLevel,
+			Behaviour:       behaviour,
+		})
+	}
 	var taken *dubbogo.ListenError
 	if errors.As(err, &taken) {
 		fmt.Fprintf(os.Stderr, "provider: %v; stop what holds that port or pick another -port\n", err)

@@ -58,6 +58,9 @@ type ProviderOptions struct {
 	HeartbeatPeriod time.Duration
 	// LogLevel of dubbo-go's logger ("debug", "info", "warn", "error").
 	LogLevel string
+	// Behaviour counts, gates and fails the calls (see Behaviour); nil
+	// answers every call at once.
+	Behaviour *Behaviour
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -66,23 +69,30 @@ type ProviderOptions struct {
 // export an unexported type.
 type Service struct {
 	name, version, ref string
+	behaviour          *Behaviour
 }
 
 // Reference is dubbo-go's key for this service object; one per version.
 func (s *Service) Reference() string { return s.ref }
 
 func (s *Service) Greet(ctx context.Context, name string) (string, error) {
-	return s.reply(ctx, "Greet", name)
+	return s.run(ctx, "Greet", name)
 }
 
 // Slow answers after ms milliseconds: for timeout tests.
 func (s *Service) Slow(ctx context.Context, ms int32) (string, error) {
-	time.Sleep(time.Duration(ms) * time.Millisecond)
-	return s.reply(ctx, "Slow", strconv.Itoa(int(ms)))
+	return s.behaviour.run("Slow", strconv.Itoa(int(ms)), func() (string, error) {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return s.reply(ctx, "Slow", strconv.Itoa(int(ms)))
+	})
 }
 
 func (s *Service) Whoami(ctx context.Context) (string, error) {
-	return s.reply(ctx, "Whoami", "")
+	return s.run(ctx, "Whoami", "")
+}
+
+func (s *Service) run(ctx context.Context, method, arg string) (string, error) {
+	return s.behaviour.run(method, arg, func() (string, error) { return s.reply(ctx, method, arg) })
 }
 
 func (s *Service) reply(ctx context.Context, method, arg string) (string, error) {
@@ -121,9 +131,14 @@ func Serve(o ProviderOptions) error {
 		versions = []string{""}
 	}
 	sort.Strings(versions)
+	behaviour := o.Behaviour
+	if behaviour == nil {
+		behaviour = NewBehaviour()
+	}
+	installStatusCodec()
 	pb := config.NewProviderConfigBuilder()
 	for i, v := range versions {
-		svc := &Service{name: o.Name, version: v, ref: "GreeterProvider" + strconv.Itoa(i)}
+		svc := &Service{name: o.Name, version: v, ref: "GreeterProvider" + strconv.Itoa(i), behaviour: behaviour}
 		config.SetProviderService(svc)
 		pb.AddService(svc.ref, config.NewServiceConfigBuilder().
 			SetInterface(greeter.Interface).

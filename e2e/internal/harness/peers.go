@@ -85,6 +85,8 @@ type Provider struct {
 	Port int
 	Addr string
 	Proc *Proc
+	// Control is the address of its control (see ProviderControl).
+	Control string
 }
 
 // ProviderSpec says how to start a provider.
@@ -101,20 +103,35 @@ type ProviderSpec struct {
 // READY line.
 func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 	t.Helper()
-	port := FreePort(t)
-	args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ",")}
-	if spec.Heartbeat > 0 {
-		args = append(args, "-heartbeat", spec.Heartbeat.String())
+	for attempt := 1; ; attempt++ {
+		port := FreePort(t)
+		args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ","), "-control"}
+		if spec.Heartbeat > 0 {
+			args = append(args, "-heartbeat", spec.Heartbeat.String())
+		}
+		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
+		line, err := p.WaitReady(30 * time.Second)
+		// A port free a moment ago may have become another process's
+		// meanwhile (the source port of any connection on the machine):
+		// try another.
+		if err != nil && attempt < 3 && strings.Contains(p.Output(), "address already in use") {
+			t.Logf("provider %s: port %d taken meanwhile; trying another", spec.Name, port)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("provider %s: %v\n%s", spec.Name, err, p.Output())
+		}
+		if line != "READY "+strconv.Itoa(port) {
+			t.Fatalf("provider %s: READY line %q, want port %d", spec.Name, line, port)
+		}
+		// CONTROL comes before READY on stdout, so it is kept by now.
+		_, rest, ok := strings.Cut(p.Output(), "CONTROL ")
+		control, _, _ := strings.Cut(rest, "\n")
+		if !ok || control == "" {
+			t.Fatalf("provider %s printed no CONTROL line:\n%s", spec.Name, p.Output())
+		}
+		return &Provider{Name: spec.Name, Port: port, Addr: Addr(port), Proc: p, Control: control}
 	}
-	p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
-	line, err := p.WaitReady(30 * time.Second)
-	if err != nil {
-		t.Fatalf("provider %s: %v\n%s", spec.Name, err, p.Output())
-	}
-	if line != "READY "+strconv.Itoa(port) {
-		t.Fatalf("provider %s: READY line %q, want port %d", spec.Name, line, port)
-	}
-	return &Provider{Name: spec.Name, Port: port, Addr: Addr(port), Proc: p}
 }
 
 // Proxy is a running `breeze run -c FILE`.

@@ -15,6 +15,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -70,6 +71,7 @@ func serve(args []string) error {
 	name := fs.String("name", "server", "answered by Whoami and Greet")
 	port := fs.Int("port", 0, "loopback port")
 	echo := fs.String("echo-header", "", "header key whose value Greet appends (THeader key, or Kitex metainfo key)")
+	appExc := fs.Int("app-exception", -1, "apache: answer every two-way call with a TApplicationException of this type (1 unknown method, 6 internal error, 7 protocol error, ...); -1: answer normally")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +80,12 @@ func serve(args []string) error {
 		return err
 	}
 	h := &peer.Handler{Name: *name}
+	if *appExc >= 0 {
+		if *impl != "apache" {
+			return fmt.Errorf("-app-exception needs -impl apache")
+		}
+		h.Middleware = append(h.Middleware, answerAppException(int32(*appExc), *name))
+	}
 	if *echo != "" {
 		key := *echo
 		h.Header = func(ctx context.Context) (string, bool) {
@@ -97,12 +105,50 @@ func serve(args []string) error {
 	return nil
 }
 
+// answerAppException answers every two-way call with a
+// TApplicationException of type typ, the way Apache Thrift's generated
+// processors answer a failed call (arguments read, EXCEPTION message with
+// the call's name and sequence id). Oneway calls run as usual: they have no
+// reply.
+func answerAppException(typ int32, server string) thrift.ProcessorMiddleware {
+	return func(name string, next thrift.TProcessorFunction) thrift.TProcessorFunction {
+		if name == "Fire" {
+			return next
+		}
+		return thrift.WrappedTProcessorFunction{Wrapped: func(ctx context.Context, seqID int32, in, out thrift.TProtocol) (bool, thrift.TException) {
+			if err := in.Skip(ctx, thrift.STRUCT); err != nil {
+				return false, thrift.WrapTException(err)
+			}
+			if err := in.ReadMessageEnd(ctx); err != nil {
+				return false, thrift.WrapTException(err)
+			}
+			x := thrift.NewTApplicationException(typ, fmt.Sprintf("breeze-e2e: %s answers %s with exception type %d", server, name, typ))
+			err := out.WriteMessageBegin(ctx, name, thrift.EXCEPTION, seqID)
+			if err == nil {
+				err = x.Write(ctx, out)
+			}
+			if err == nil {
+				err = out.WriteMessageEnd(ctx)
+			}
+			if err == nil {
+				err = out.Flush(ctx)
+			}
+			if err != nil {
+				return false, thrift.WrapTException(err)
+			}
+			return true, nil
+		}}
+	}
+}
+
 // Summary is what a call run prints.
 type Summary struct {
 	Requests int `json:"requests"`
 	OK       int `json:"ok"`
 	// AppErrors are TApplicationExceptions (from the server or the proxy).
 	AppErrors int `json:"app_errors"`
+	// AppTypes counts the Apache clients' TApplicationExceptions by type.
+	AppTypes map[int32]int `json:"app_types,omitempty"`
 	// Errors are anything else: transport errors, timeouts, wrong answers.
 	Errors int `json:"errors"`
 	// Results counts the answers by value (Whoami: the server name).
@@ -149,6 +195,13 @@ func call(args []string) error {
 			sum.Results[res]++
 		case app:
 			sum.AppErrors++
+			var ae thrift.TApplicationException
+			if errors.As(err, &ae) {
+				if sum.AppTypes == nil {
+					sum.AppTypes = map[int32]int{}
+				}
+				sum.AppTypes[ae.TypeId()]++
+			}
 			if len(sum.Messages) < 5 {
 				sum.Messages = append(sum.Messages, "app: "+msg)
 			}

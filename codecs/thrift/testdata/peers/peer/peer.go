@@ -55,6 +55,10 @@ type Handler struct {
 	OnFire func(event string)
 	// Header, if set, reads a request header for Greet to echo.
 	Header func(ctx context.Context) (string, bool)
+	// Middleware wraps the Apache server's processor functions
+	// (thrift.WrapProcessor), e.g. to answer with a TApplicationException of
+	// a chosen type; Kitex ignores it.
+	Middleware []thrift.ProcessorMiddleware
 }
 
 // ErrBoom is what Greet returns for the name "boom": an undeclared error,
@@ -153,6 +157,9 @@ func ServeApache(ctx context.Context, ln net.Listener, f Flavor, h *Handler) {
 		panic("apache: no transport " + f.Transport)
 	}
 	var proc thrift.TProcessor = echo.NewGreeterProcessor(h)
+	if len(h.Middleware) > 0 {
+		proc = thrift.WrapProcessor(proc, h.Middleware...)
+	}
 	if f.Mux {
 		mux := thrift.NewTMultiplexedProcessor()
 		mux.RegisterProcessor("Greeter", proc)
