@@ -165,7 +165,7 @@ func TestMirrorHangingMirrorNeverDelaysPrimary(t *testing.T) {
 	px := statPrefix("TestMirrorHangingMirrorNeverDelaysPrimary")
 	primary, mirror := newBackend(t, "primary"), newBackend(t, "mirror")
 	mirror.hangAll.Store(true)
-	addr := startProxy(t, strings.Replace(cfg(`  - {match: {metadata: [{key: method, exact: Short}]}, route: {cluster: c, request_mirror_policies: [{cluster: shadow}]}, timeout: 0.05s}
+	addr := startProxy(t, strings.Replace(cfg(`  - {match: {metadata: [{key: method, exact: Short}]}, route: {cluster: c, request_mirror_policies: [{cluster: shadow}]}, timeout: 1s}
   - {route: {cluster: c, request_mirror_policies: [{cluster: shadow}]}, timeout: 3600s}`,
 		"- name: c\n  endpoints:\n"+ep(primary, "")+"\n- name: shadow\n  endpoints:\n"+ep(mirror, "")),
 		"stat_prefix: t", "stat_prefix: "+px, 1))
