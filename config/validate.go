@@ -58,15 +58,19 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //     be empty: an error, not a warning. route.subset together with
 //     weighted_clusters is an error too (it would be ignored: use the
 //     per-cluster subset);
+//   - a route's request_mirror_policies name a cluster (that exists, as
+//     above) and a subset some endpoint carries, as route targets do, and
+//     their percentage is 0–100;
 //   - a RING_HASH or MAGLEV cluster has a hash_key, or every route that
-//     targets it names one (there is no fallback key);
+//     targets it names one (there is no fallback key; a mirror's shadows
+//     without one are spread at random, as Envoy does);
 //   - STATIC endpoints are literal IP addresses without zone, STRICT_DNS
 //     endpoints host names (or IP literals), ports 1–65535;
 //   - EDS clusters list no endpoints (their subsets are not checked: labels
 //     arrive at run time), need xds, and only they set eds_service_name;
 //   - xds has an address host:port and names something to fetch
-//     (route_config_name, an EDS cluster, or a cluster a route names and
-//     the config does not define);
+//     (route_config_name, an EDS cluster, or a cluster a route names or
+//     mirrors to and the config does not define);
 //   - a cluster's subsets have labels, distinct ones, and known policies;
 //   - circuit breakers' retry_budget.budget_percent and outlier detection's
 //     max_ejection_percent are 0–100; outlier detection's interval,
@@ -246,7 +250,7 @@ func (v *validator) xds(c *breezev1.ProxyConfig) {
 		static[cl.GetName()] = true
 	}
 	for _, r := range c.GetRouteConfig().GetRoutes() {
-		for _, name := range targets(r.GetRoute()) {
+		for _, name := range append(targets(r.GetRoute()), mirrors(r.GetRoute())...) {
 			if !static[name] {
 				return // fetched as an xDS cluster
 			}
@@ -304,6 +308,15 @@ func targets(a *breezev1.RouteAction) []string {
 	return nil
 }
 
+// mirrors lists the clusters a route action mirrors to.
+func mirrors(a *breezev1.RouteAction) []string {
+	var names []string
+	for _, m := range a.GetRequestMirrorPolicies() {
+		names = append(names, m.GetCluster())
+	}
+	return names
+}
+
 func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.Cluster, byName map[string]int) {
 	for j, m := range r.GetMatch().GetMetadata() {
 		v.matcher(fmt.Sprintf("%s.match.metadata[%d]", path, j), m)
@@ -359,6 +372,15 @@ func (v *validator) route(path string, r *breezev1.Route, clusters []*breezev1.C
 		}
 	default:
 		v.add(path+".route", unset, "a route needs an action: cluster or weighted_clusters")
+	}
+	for j, m := range a.GetRequestMirrorPolicies() {
+		p := fmt.Sprintf("%s.route.request_mirror_policies[%d]", path, j)
+		clusterRef(p+".cluster", m.GetCluster(), p+".subset", m.GetSubset())
+		if m.Percentage != nil {
+			if pct := m.GetPercentage(); math.IsNaN(pct) || pct < 0 || pct > 100 {
+				v.add(p+".percentage", strconv.FormatFloat(pct, 'g', -1, 64), "must be 0–100 (percent of the route's requests mirrored)")
+			}
+		}
 	}
 }
 

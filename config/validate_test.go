@@ -173,6 +173,18 @@ func TestValidateAcceptsValid(t *testing.T) {
 				OutlierDetection: &breezev1.OutlierDetection{MaxEjectionPercent: proto.Uint32(0)},
 			}}
 		},
+		"mirrors at the bounds": func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{
+				{Cluster: "greeter", Subset: map[string]string{"version": "v2"}, Percentage: proto.Float64(0)},
+				{Cluster: "greeter-canary", Percentage: proto.Float64(100)},
+				{Cluster: "greeter"}, // unset: every request
+			}
+			route(c, 1).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{{Cluster: "greeter", Percentage: proto.Float64(0.0001)}}
+		},
+		"mirror to an xds cluster": func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010"} // names nothing to fetch but the mirror
+			route(c, 0).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{{Cluster: "outbound|20880||shadow"}}
+		},
 		"eds cluster with subsets": func(c *breezev1.ProxyConfig) {
 			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010", NodeId: "n1"}
 			c.Clusters[1].Type = breezev1.Cluster_EDS
@@ -257,6 +269,26 @@ func TestValidateErrors(t *testing.T) {
 		{"mutation without key", func(c *breezev1.ProxyConfig) {
 			route(c, 0).RequestMutation = []*breezev1.KeyValue{{Key: "env", Value: "x"}, {Value: "y"}}
 		}, []string{`route_config.routes[0].request_mutation[1].key: "": required`}},
+		{"mirror to missing cluster", func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{{Cluster: "greeter-shadow"}}
+		}, []string{`route_config.routes[0].route.request_mirror_policies[0].cluster: "greeter-shadow": no such cluster`}},
+		{"mirror without cluster", func(c *breezev1.ProxyConfig) {
+			route(c, 1).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{{Percentage: proto.Float64(5)}}
+		}, []string{`route_config.routes[1].route.request_mirror_policies[0].cluster: "": required`}},
+		{"mirror subset no endpoint has", func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{{Cluster: "greeter"}, {Cluster: "greeter", Subset: map[string]string{"version": "v9"}}}
+		}, []string{`route_config.routes[0].route.request_mirror_policies[1].subset: {"version": "v9"}: no endpoint of cluster "greeter" has these labels`}},
+		{"mirror percentages out of range", func(c *breezev1.ProxyConfig) {
+			route(c, 0).Route.RequestMirrorPolicies = []*breezev1.RequestMirrorPolicy{
+				{Cluster: "greeter", Percentage: proto.Float64(100.5)},
+				{Cluster: "greeter", Percentage: proto.Float64(-1)},
+				{Cluster: "greeter", Percentage: proto.Float64(math.NaN())},
+			}
+		}, []string{
+			`route_config.routes[0].route.request_mirror_policies[0].percentage: 100.5: must be 0–100 (percent of the route's requests mirrored)`,
+			`route_config.routes[0].route.request_mirror_policies[1].percentage: -1: must be 0–100`,
+			`route_config.routes[0].route.request_mirror_policies[2].percentage: NaN: must be 0–100`,
+		}},
 		{"route timeout negative", func(c *breezev1.ProxyConfig) { route(c, 1).Timeout = durationpb.New(-1500 * time.Millisecond) },
 			[]string{`route_config.routes[1].timeout: -1.5s: must not be negative`}},
 		{"cluster without name", func(c *breezev1.ProxyConfig) {

@@ -402,6 +402,7 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		}
 		action, ok := t.action(o, field, r.GetRoute(), port)
 		failed = failed || !ok
+		failed = !t.mirror(o, field, r, port, action) || failed // mirror.go
 		route.Route = action
 		for j, kv := range r.GetRequestMutation() {
 			if kv.GetKey() == "" {

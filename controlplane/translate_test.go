@@ -177,6 +177,7 @@ routes:
       clusters:
       - {name: "outbound|20880||org.example.Greeter", weight: 30, subset: {version: v1}}
       - {name: "outbound|20880||org.example.Greeter", weight: 70, subset: {version: v2}}
+    request_mirror_policies: [{cluster: "outbound|20880||org.example.Greeter", subset: {version: v2}}]
 `, &want)
 	equal(t, "greeter routes", tr.Resources.Routes["org.example.Greeter_20880"], &want)
 
@@ -240,11 +241,8 @@ subsets: [{name: v2, labels: {version: v2}, lb_policy: RING_HASH, hash_key: user
 		proxyView(t, c)
 	}
 
-	wantProblems := []string{
-		d + "/greeter.yaml#3: MetaRouter demo/greeter: spec.routes[1].mirror: not supported by Breeze yet; ignored",
-	}
-	if got := problemStrings(problems); !slices.Equal(got, wantProblems) {
-		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantProblems, "\n"))
+	if got := problemStrings(problems); len(got) != 0 {
+		t.Fatalf("problems:\n%s\nwant none", strings.Join(got, "\n"))
 	}
 	if len(tr.FailedRoutes)+len(tr.FailedClusters)+len(tr.FailedEndpoints) != 0 {
 		t.Fatalf("failed: %v %v %v", tr.FailedRoutes, tr.FailedClusters, tr.FailedEndpoints)
@@ -431,7 +429,7 @@ func TestRouteWarningsOncePerObject(t *testing.T) {
 	_, problems := read(t, d)
 	var got []string
 	for _, p := range problems {
-		if p.Warning && !strings.Contains(p.Error(), "mirror") {
+		if p.Warning {
 			got = append(got, strings.ReplaceAll(p.Error(), d+"/", ""))
 		}
 	}

@@ -38,6 +38,9 @@ type backend struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]bool
 	oneways []string
+	// withKey counts the requests and oneways received carrying each
+	// metadata key.
+	withKey map[string]int
 	// onConnect lets a test make the backend speak first (heartbeat, goaway).
 	onConnect func(c net.Conn)
 	served    chan string
@@ -73,13 +76,28 @@ func newBackendAt(t *testing.T, name, addr string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{t: t, name: name, ln: ln, conns: map[net.Conn]bool{}, served: make(chan string, 10000)}
+	b := &backend{t: t, name: name, ln: ln, conns: map[net.Conn]bool{}, withKey: map[string]int{}, served: make(chan string, 10000)}
 	go b.serve()
 	t.Cleanup(b.kill)
 	return b
 }
 
 func (b *backend) port() uint32 { return uint32(b.ln.Addr().(*net.TCPAddr).Port) }
+
+// receivedWith is how many requests and oneways the backend received
+// carrying metadata key.
+func (b *backend) receivedWith(key string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.withKey[key]
+}
+
+// onewaysReceived is how many oneways the backend received.
+func (b *backend) onewaysReceived() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.oneways)
+}
 
 func (b *backend) serve() {
 	for {
@@ -135,6 +153,13 @@ func (b *backend) handle(c net.Conn) {
 		if err != nil {
 			b.t.Errorf("backend %s: bad frame from proxy: %v", b.name, err)
 			return
+		}
+		if m.typ == codecs.Request || m.typ == codecs.Oneway {
+			b.mu.Lock()
+			for _, kv := range m.md {
+				b.withKey[kv.Key]++
+			}
+			b.mu.Unlock()
 		}
 		switch m.typ {
 		case codecs.Heartbeat:

@@ -71,7 +71,7 @@ func newXDSClusters(p *Proxy, c *xdsclient.Client, cfg *breezev1.ProxyConfig, wa
 	return d
 }
 
-// clusterNames lists the clusters rc's routes name.
+// clusterNames lists the clusters rc's routes name, as targets or mirrors.
 func clusterNames(rc *breezev1.RouteConfiguration) map[string]bool {
 	names := map[string]bool{}
 	for _, r := range rc.GetRoutes() {
@@ -81,6 +81,9 @@ func clusterNames(rc *breezev1.RouteConfiguration) map[string]bool {
 		}
 		for _, w := range a.GetWeightedClusters().GetClusters() {
 			names[w.GetName()] = true
+		}
+		for _, m := range a.GetRequestMirrorPolicies() {
+			names[m.GetCluster()] = true
 		}
 	}
 	return names

@@ -9,6 +9,7 @@ package route
 import (
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -44,6 +45,9 @@ type Route struct {
 	HashKey string
 	// Retry is the route's retry policy, nil for the proxy's default.
 	Retry *retry.Policy
+	// Mirrors are the route's request_mirror_policies: where shadow
+	// copies of a share of its requests go.
+	Mirrors []Mirror
 	// filterConfigs are the per-route configs of L7 filters, parsed by
 	// each filter's factory once per table.
 	filterConfigs map[string]any
@@ -68,6 +72,31 @@ type Target struct {
 	SubsetLabels map[string]string
 	Weight       uint32
 }
+
+// Mirror is one request mirror policy of a route.
+type Mirror struct {
+	Cluster string
+	// Subset and SubsetLabels select the mirror's endpoints, as Target's.
+	Subset       string
+	SubsetLabels map[string]string
+	// PerMillion is the share of requests mirrored, in millionths: the
+	// resolution of Envoy's FractionalPercent (MILLION), in which Aeraki
+	// writes mirrorPercentage.
+	PerMillion uint32
+}
+
+// Sample draws whether this request is mirrored.
+func (m *Mirror) Sample() bool {
+	switch m.PerMillion {
+	case 0:
+		return false
+	case million:
+		return true
+	}
+	return rand.Uint32N(million) < m.PerMillion
+}
+
+const million = 1_000_000
 
 type matchKind uint8
 
@@ -206,6 +235,20 @@ func compileRoute(pr *breezev1.Route) (*Route, error) {
 	}
 	for _, t := range r.Targets {
 		r.totalWeight += t.Weight
+	}
+	for i, mp := range action.GetRequestMirrorPolicies() {
+		if mp.GetCluster() == "" {
+			return nil, fmt.Errorf("route.request_mirror_policies[%d]: no cluster", i)
+		}
+		m := Mirror{Cluster: mp.GetCluster(), Subset: SubsetKey(mp.GetSubset()), SubsetLabels: mp.GetSubset(), PerMillion: million}
+		if mp.Percentage != nil {
+			pct := mp.GetPercentage()
+			if !(pct >= 0 && pct <= 100) { // NaN too
+				return nil, fmt.Errorf("route.request_mirror_policies[%d].percentage: %v is not 0–100", i, pct)
+			}
+			m.PerMillion = uint32(math.Round(pct * (million / 100)))
+		}
+		r.Mirrors = append(r.Mirrors, m)
 	}
 	for _, kv := range pr.GetRequestMutation() {
 		r.Mutations = append(r.Mutations, codecs.KV{Key: kv.GetKey(), Value: kv.GetValue()})

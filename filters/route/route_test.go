@@ -2,6 +2,8 @@ package route
 
 import (
 	"math"
+	"slices"
+	"strconv"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -92,6 +94,43 @@ func TestWeightedPick(t *testing.T) {
 	}
 }
 
+// Mirror percentages become millionths (Envoy's FractionalPercent, as
+// Aeraki writes them); unset is every request; Sample draws each share
+// within 6σ of its binomial mean.
+func TestMirrors(t *testing.T) {
+	tb := mustTable(t, `{"routes":[{"route":{"cluster":"a","requestMirrorPolicies":[
+	  {"cluster":"shadow","subset":{"version":"v2"},"percentage":12.5},
+	  {"cluster":"all"},
+	  {"cluster":"none","percentage":0},
+	  {"cluster":"tiny","percentage":0.0001}]}}]}`)
+	ms := tb.Routes[0].Mirrors
+	got := []string{}
+	for _, m := range ms {
+		got = append(got, m.Cluster+"/"+m.Subset+"/"+strconv.Itoa(int(m.PerMillion)))
+	}
+	want := []string{"shadow/version=v2/125000", "all//1000000", "none//0", "tiny//1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mirrors %v, want %v", got, want)
+	}
+	const n = 100000
+	counts := make([]int, len(ms))
+	for range n {
+		for i := range ms {
+			if ms[i].Sample() {
+				counts[i]++
+			}
+		}
+	}
+	t.Logf("of %d requests sampled: %v", n, counts)
+	sigma := math.Sqrt(n * 0.125 * 0.875)
+	if d := math.Abs(float64(counts[0]) - n*0.125); d > 6*sigma {
+		t.Fatalf("12.5%% mirror sampled %d of %d", counts[0], n)
+	}
+	if counts[1] != n || counts[2] != 0 {
+		t.Fatalf("100%% mirror sampled %d, 0%% sampled %d, of %d", counts[1], counts[2], n)
+	}
+}
+
 func TestSubsetKeyCanonical(t *testing.T) {
 	a := SubsetKey(map[string]string{"version": "v1", "zone": "a"})
 	b := SubsetKey(map[string]string{"zone": "a", "version": "v1"})
@@ -106,6 +145,10 @@ func TestCompileErrors(t *testing.T) {
 		`{"routes":[{"match":{"metadata":[{"key":"m"}]},"route":{"cluster":"a"}}]}`,
 		`{"routes":[{"route":{}}]}`,
 		`{"routes":[{"route":{"weightedClusters":{"clusters":[{"name":"a","weight":0}]}}}]}`,
+		`{"routes":[{"route":{"cluster":"a","requestMirrorPolicies":[{"percentage":5}]}}]}`,
+		`{"routes":[{"route":{"cluster":"a","requestMirrorPolicies":[{"cluster":"b","percentage":100.01}]}}]}`,
+		`{"routes":[{"route":{"cluster":"a","requestMirrorPolicies":[{"cluster":"b","percentage":-1}]}}]}`,
+		`{"routes":[{"route":{"cluster":"a","requestMirrorPolicies":[{"cluster":"b","percentage":"NaN"}]}}]}`,
 	} {
 		rc := &breezev1.RouteConfiguration{}
 		if err := protojson.Unmarshal([]byte(js), rc); err != nil {

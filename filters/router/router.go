@@ -5,9 +5,11 @@
 // with the route's timeout. A request whose upstream connection never
 // opened is re-balanced to another endpoint; other failures are retried as
 // the route's retry policy says (retry.go), and every attempt's outcome
-// feeds the cluster's outlier detection. The route table and clusters are immutable snapshots swapped
-// under live connections; clusters come from the proxy config or, at run
-// time, from xDS (SetCluster, RemoveCluster). A route naming a cluster the
+// feeds the cluster's outlier detection. A route's mirror policies send
+// shadow copies of a share of its requests elsewhere (mirror.go). The
+// route table and clusters are immutable snapshots swapped under live
+// connections; clusters come from the proxy config or, at run time, from
+// xDS (SetCluster, RemoveCluster). A route naming a cluster the
 // router does not have gets the protocol's "no healthy upstream" reply.
 package router
 
@@ -71,6 +73,8 @@ type clusterEntry struct {
 	// an older snapshot is routed again by the current table (which no
 	// longer names it, unless the server removed it).
 	removed atomic.Bool
+	// mirrorStats: breeze_mirror_total of the cluster as a mirror (mirror.go).
+	mirrorStats atomic.Pointer[mirrorStats]
 }
 
 // Options configure a Router.
@@ -133,18 +137,24 @@ func (rt *Router) now() time.Time {
 	return time.Now()
 }
 
-// subsetsOf lists, per cluster, the subsets a table's routes target, so
-// that every one gets a prebuilt balancer.
+// subsetsOf lists, per cluster, the subsets a table's routes target or
+// mirror to, so that every one gets a prebuilt balancer.
 func subsetsOf(table *route.Table) map[string]map[string]map[string]string {
 	subsets := map[string]map[string]map[string]string{}
+	add := func(cluster, subset string, labels map[string]string) {
+		if subsets[cluster] == nil {
+			subsets[cluster] = map[string]map[string]string{}
+		}
+		if subset != "" {
+			subsets[cluster][subset] = labels
+		}
+	}
 	for _, r := range table.Routes {
 		for _, t := range r.Targets {
-			if subsets[t.Cluster] == nil {
-				subsets[t.Cluster] = map[string]map[string]string{}
-			}
-			if t.Subset != "" {
-				subsets[t.Cluster][t.Subset] = t.SubsetLabels
-			}
+			add(t.Cluster, t.Subset, t.SubsetLabels)
+		}
+		for _, m := range r.Mirrors {
+			add(m.Cluster, m.Subset, m.SubsetLabels)
 		}
 	}
 	return subsets
@@ -273,12 +283,16 @@ func (rt *Router) Wake() {
 	}
 }
 
-// ClusterNames lists the clusters the current route table names.
+// ClusterNames lists the clusters the current route table names, as
+// targets or mirrors.
 func (rt *Router) ClusterNames() map[string]bool {
 	names := map[string]bool{}
 	for _, r := range rt.snap.Load().routes.Routes {
 		for _, t := range r.Targets {
 			names[t.Cluster] = true
+		}
+		for _, m := range r.Mirrors {
+			names[m.Cluster] = true
 		}
 	}
 	return names
@@ -356,10 +370,20 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	if c.up.Timeout <= 0 {
 		c.up.Timeout = rt.defaultTimeout
 	}
+	var shadows *shadow
+	if len(c.route.Mirrors) > 0 {
+		shadows = rt.drawShadows(c) // mirror.go
+	}
 	if !c.up.Oneway {
 		rt.applyRetryPolicy(c)
 	}
+	enc, flavor := c.enc, c.flavor
 	rt.dispatch(c, &s.Request)
+	// After the primary, which never waits for them; the stream may be
+	// finished by now: shadows need nothing of it.
+	if shadows != nil {
+		rt.sendShadows(shadows, enc, flavor)
+	}
 	return filter.Stop
 }
 

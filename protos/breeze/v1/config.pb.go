@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -940,9 +940,15 @@ type RouteAction struct {
 	Subset map[string]string `protobuf:"bytes,3,rep,name=subset,proto3" json:"subset,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Metadata key whose value drives consistent hashing (RING_HASH / MAGLEV
 	// clusters). Unset: the cluster's hash_key.
-	HashKey       string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HashKey string `protobuf:"bytes,4,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
+	// Shadow copies of a share of the route's requests, each to a cluster
+	// (or subset) of its own, as Envoy's RouteAction.request_mirror_policies
+	// and Aeraki's MetaRoute mirror/mirrorPercentage. A shadow's reply is
+	// dropped; it is never retried; a slow or dead mirror neither delays
+	// nor fails the request it copies (filters/router/README.md, Mirroring).
+	RequestMirrorPolicies []*RequestMirrorPolicy `protobuf:"bytes,5,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RouteAction) Reset() {
@@ -1014,6 +1020,13 @@ func (x *RouteAction) GetHashKey() string {
 	return ""
 }
 
+func (x *RouteAction) GetRequestMirrorPolicies() []*RequestMirrorPolicy {
+	if x != nil {
+		return x.RequestMirrorPolicies
+	}
+	return nil
+}
+
 type isRouteAction_ClusterSpecifier interface {
 	isRouteAction_ClusterSpecifier()
 }
@@ -1030,6 +1043,74 @@ func (*RouteAction_Cluster) isRouteAction_ClusterSpecifier() {}
 
 func (*RouteAction_WeightedClusters) isRouteAction_ClusterSpecifier() {}
 
+// RequestMirrorPolicy mirrors a share of a route's requests to a cluster.
+type RequestMirrorPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mirror cluster; defined in the config, or fetched over xDS.
+	Cluster string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Endpoint labels selecting a subset of the mirror cluster's endpoints.
+	Subset map[string]string `protobuf:"bytes,2,rep,name=subset,proto3" json:"subset,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Percent of the route's requests mirrored, 0–100, fractions allowed
+	// (0.5 is one request in 200); drawn for each request, with a resolution
+	// of a millionth (Envoy's FractionalPercent MILLION, as Aeraki writes
+	// mirrorPercentage). Unset: 100, every request (Envoy's and Aeraki's
+	// default). 0 mirrors nothing.
+	Percentage    *float64 `protobuf:"fixed64,3,opt,name=percentage,proto3,oneof" json:"percentage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestMirrorPolicy) Reset() {
+	*x = RequestMirrorPolicy{}
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestMirrorPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestMirrorPolicy) ProtoMessage() {}
+
+func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
+func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RequestMirrorPolicy) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RequestMirrorPolicy) GetSubset() map[string]string {
+	if x != nil {
+		return x.Subset
+	}
+	return nil
+}
+
+func (x *RequestMirrorPolicy) GetPercentage() float64 {
+	if x != nil && x.Percentage != nil {
+		return *x.Percentage
+	}
+	return 0
+}
+
 type WeightedClusters struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Clusters      []*ClusterWeight       `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
@@ -1039,7 +1120,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1132,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1145,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1085,7 +1166,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1178,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1191,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1144,7 +1225,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1237,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1250,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1226,7 +1307,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1319,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1332,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cluster) GetName() string {
@@ -1369,7 +1450,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1462,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1475,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1446,7 +1527,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1539,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1552,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1525,7 +1606,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1618,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1631,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -1626,7 +1707,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1719,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1732,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1716,7 +1797,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1809,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1822,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1786,7 +1867,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1879,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1892,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1854,7 +1935,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1947,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1960,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1908,7 +1989,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2001,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2014,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Listener) GetName() string {
@@ -2026,16 +2107,27 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x05regex\x18\x04 \x01(\tH\x00R\x05regex\x12\x1a\n" +
 	"\apresent\x18\x05 \x01(\bH\x00R\apresent\x12\x16\n" +
 	"\x06invert\x18\x06 \x01(\bR\x06invertB\a\n" +
-	"\x05match\"\x9c\x02\n" +
+	"\x05match\"\xf4\x02\n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12J\n" +
 	"\x11weighted_clusters\x18\x02 \x01(\v2\x1b.breeze.v1.WeightedClustersH\x00R\x10weightedClusters\x12:\n" +
 	"\x06subset\x18\x03 \x03(\v2\".breeze.v1.RouteAction.SubsetEntryR\x06subset\x12\x19\n" +
-	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x1a9\n" +
+	"\bhash_key\x18\x04 \x01(\tR\ahashKey\x12V\n" +
+	"\x17request_mirror_policies\x18\x05 \x03(\v2\x1e.breeze.v1.RequestMirrorPolicyR\x15requestMirrorPolicies\x1a9\n" +
 	"\vSubsetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x13\n" +
-	"\x11cluster_specifier\"H\n" +
+	"\x11cluster_specifier\"\xe2\x01\n" +
+	"\x13RequestMirrorPolicy\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12B\n" +
+	"\x06subset\x18\x02 \x03(\v2*.breeze.v1.RequestMirrorPolicy.SubsetEntryR\x06subset\x12#\n" +
+	"\n" +
+	"percentage\x18\x03 \x01(\x01H\x00R\n" +
+	"percentage\x88\x01\x01\x1a9\n" +
+	"\vSubsetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
+	"\v_percentage\"H\n" +
 	"\x10WeightedClusters\x124\n" +
 	"\bclusters\x18\x01 \x03(\v2\x18.breeze.v1.ClusterWeightR\bclusters\"\xb4\x01\n" +
 	"\rClusterWeight\x12\x12\n" +
@@ -2146,7 +2238,7 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
@@ -2160,80 +2252,84 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*RouteMatch)(nil),          // 9: breeze.v1.RouteMatch
 	(*MetadataMatcher)(nil),     // 10: breeze.v1.MetadataMatcher
 	(*RouteAction)(nil),         // 11: breeze.v1.RouteAction
-	(*WeightedClusters)(nil),    // 12: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 13: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 14: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 15: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 16: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 17: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 18: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 19: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 20: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 21: breeze.v1.Endpoint
-	(*Runner)(nil),              // 22: breeze.v1.Runner
-	(*Listener)(nil),            // 23: breeze.v1.Listener
-	nil,                         // 24: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 25: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 26: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 27: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 28: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 29: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 31: google.protobuf.Any
+	(*RequestMirrorPolicy)(nil), // 12: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 13: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 14: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 15: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 16: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 17: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 18: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 19: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 20: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 21: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 22: breeze.v1.Endpoint
+	(*Runner)(nil),              // 23: breeze.v1.Runner
+	(*Listener)(nil),            // 24: breeze.v1.Listener
+	nil,                         // 25: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 26: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 27: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 28: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 29: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 30: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 31: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 32: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 33: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	24, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	25, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
 	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	15, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	30, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	30, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	16, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	32, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	32, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
 	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
 	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
 	7,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	31, // 8: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	30, // 9: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	33, // 8: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	32, // 9: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
 	6,  // 10: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
 	9,  // 11: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
 	11, // 12: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	14, // 13: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	30, // 14: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	25, // 15: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	15, // 13: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	32, // 14: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	26, // 15: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
 	7,  // 16: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	30, // 17: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	32, // 17: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
 	8,  // 18: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	30, // 19: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	30, // 20: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	32, // 19: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	32, // 20: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
 	10, // 21: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	12, // 22: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	26, // 23: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	13, // 24: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	27, // 25: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 26: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 27: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	21, // 28: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	30, // 29: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	30, // 30: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	19, // 31: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	16, // 32: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	18, // 33: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	17, // 34: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	30, // 35: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	30, // 36: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	30, // 37: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	28, // 38: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 39: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	16, // 40: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	18, // 41: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	19, // 42: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	29, // 43: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	23, // 44: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 45: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	31, // 46: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	13, // 22: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	27, // 23: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	12, // 24: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	28, // 25: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	14, // 26: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	29, // 27: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 28: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 29: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	22, // 30: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	32, // 31: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	32, // 32: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	20, // 33: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	17, // 34: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	19, // 35: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	18, // 36: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	32, // 37: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	32, // 38: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	32, // 39: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	30, // 40: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 41: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	17, // 42: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	19, // 43: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	20, // 44: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	31, // 45: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	24, // 46: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 47: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	33, // 48: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2252,16 +2348,17 @@ func file_breeze_v1_config_proto_init() {
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
