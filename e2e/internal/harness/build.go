@@ -84,6 +84,13 @@ func ConsumerBin(t testing.TB) string { buildPeers(t); return filepath.Join(binD
 
 func buildPeers(t testing.TB) {
 	t.Helper()
+	buildPeersOnce()
+	if peersErr != nil {
+		t.Fatalf("build test peers: %v", peersErr)
+	}
+}
+
+func buildPeersOnce() {
 	peersOnce.Do(func() {
 		d, err := dir()
 		if err != nil {
@@ -106,15 +113,20 @@ func buildPeers(t testing.TB) {
 			}
 		}
 	})
-	if peersErr != nil {
-		t.Fatalf("build test peers: %v", peersErr)
-	}
 }
 
 // ThriftPeerBin is the built Thrift peer (thrift/cmd/thriftpeer: Apache
 // Thrift Go and Kitex servers and clients).
 func ThriftPeerBin(t testing.TB) string {
 	t.Helper()
+	buildThriftOnce()
+	if thriftErr != nil {
+		t.Fatalf("build the Thrift peer: %v", thriftErr)
+	}
+	return filepath.Join(binDir, "thriftpeer")
+}
+
+func buildThriftOnce() {
 	thriftOnce.Do(func() {
 		d, err := dir()
 		if err != nil {
@@ -123,10 +135,6 @@ func ThriftPeerBin(t testing.TB) string {
 		}
 		thriftErr = goBuild(e2eDir(), filepath.Join(d, "thriftpeer"), "./thrift/cmd/thriftpeer")
 	})
-	if thriftErr != nil {
-		t.Fatalf("build the Thrift peer: %v", thriftErr)
-	}
-	return filepath.Join(binDir, "thriftpeer")
 }
 
 // BreezeBin returns the proxy binary, building it on first use. A test that
@@ -134,6 +142,14 @@ func ThriftPeerBin(t testing.TB) string {
 // unless BREEZE_E2E_REQUIRE_PROXY=1.
 func BreezeBin(t testing.TB) string {
 	t.Helper()
+	buildBreezeOnce()
+	if breezeErr != nil {
+		t.Fatalf("build the Breeze proxy: %v", breezeErr)
+	}
+	return breezeBin
+}
+
+func buildBreezeOnce() {
 	breezeOnce.Do(func() {
 		if bin := os.Getenv(EnvBreezeBin); bin != "" {
 			if _, err := os.Stat(bin); err != nil {
@@ -154,8 +170,23 @@ func BreezeBin(t testing.TB) string {
 		breezeBin = filepath.Join(d, "breeze")
 		breezeErr = goBuild(RepoDir(), breezeBin, BreezePackage, extra...)
 	})
-	if breezeErr != nil {
-		t.Fatalf("build the Breeze proxy: %v", breezeErr)
+}
+
+// BuildAll builds the dubbo-go peers, the Thrift peer and the proxy side by
+// side (each still once per test binary): a test that runs all of them
+// waits for the slowest build rather than for the sum.
+func BuildAll(t testing.TB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, build := range []func(){buildPeersOnce, buildThriftOnce, buildBreezeOnce} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			build()
+		}()
 	}
-	return breezeBin
+	wg.Wait()
+	buildPeers(t)
+	ThriftPeerBin(t)
+	BreezeBin(t)
 }

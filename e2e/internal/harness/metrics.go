@@ -72,7 +72,19 @@ func (p *Proxy) WaitMetric(ctx context.Context, what, name string, cond func(flo
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s (%s%v = %v): %w", what, name, labels, SumMetric(text, name, labels...), ctx.Err())
+			return fmt.Errorf("waiting for %s (%s%v = %v): %w; its samples:\n%s", what, name, labels, SumMetric(text, name, labels...), ctx.Err(), samples(text, name))
 		}
 	}
+}
+
+// samples returns the lines of text that are samples of the metric name (or
+// of its histogram series).
+func samples(text, name string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, name) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

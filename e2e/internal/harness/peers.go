@@ -197,14 +197,40 @@ func StartProxy(t testing.TB, tmpl string, ports map[string]int) *Proxy {
 // StartProxyVars is StartProxy with extra template values ({{.Extra}}).
 func StartProxyVars(t testing.TB, tmpl string, extra map[string]interface{}, ports map[string]int) *Proxy {
 	t.Helper()
+	return StartProxyWith(t, tmpl, ProxyOptions{Extra: extra}, ports)
+}
+
+// ProxyOptions are StartProxyWith's options.
+type ProxyOptions struct {
+	// Extra values for the template ({{index .Extra "k"}}).
+	Extra map[string]interface{}
+	// Env is added to the proxy process's environment: what a sidecar's
+	// environment tells the proxy (ISTIO_META_WORKLOAD_NAME, POD_NAMESPACE...).
+	Env []string
+	// Listen and Admin are the listener and admin addresses ({{.Listen}},
+	// {{.Admin}}); empty: a free loopback port each. A test gives Admin when
+	// something must know it before the proxy starts (a Prometheus scrape
+	// config).
+	Listen, Admin string
+}
+
+// StartProxyWith is StartProxy with options.
+func StartProxyWith(t testing.TB, tmpl string, o ProxyOptions, ports map[string]int) *Proxy {
+	t.Helper()
 	bin := BreezeBin(t)
-	vars := ProxyVars{Listen: Addr(FreePort(t)), Admin: Addr(FreePort(t)), Extra: extra}
+	vars := ProxyVars{Listen: o.Listen, Admin: o.Admin, Extra: o.Extra}
+	if vars.Listen == "" {
+		vars.Listen = Addr(FreePort(t))
+	}
+	if vars.Admin == "" {
+		vars.Admin = Addr(FreePort(t))
+	}
 	cfg := RenderConfig(t, tmpl, vars, ports)
 	file := filepath.Join(t.TempDir(), "breeze.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := Start(t, "breeze", bin, "run", "-c", file)
+	p := StartWith(t, ProcOptions{Env: o.Env}, "breeze", bin, "run", "-c", file)
 	if err := WaitAccepting(vars.Listen, p, 30*time.Second); err != nil {
 		t.Fatalf("breeze run -c %s: %v\nconfig:\n%s\noutput:\n%s", file, err, cfg, p.Output())
 	}

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ type ProcOptions struct {
 	// OnLine sees every stdout line first; a false result keeps the line out
 	// of Output.
 	OnLine func(line string) (keep bool)
+	// Env is added to the test's environment ("KEY=value"; a later entry
+	// wins over the inherited one of the same key).
+	Env []string
 }
 
 const maxLines = 400
@@ -58,6 +62,9 @@ func Start(t testing.TB, name, bin string, args ...string) *Proc {
 func StartWith(t testing.TB, o ProcOptions, name, bin string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, cmd: exec.Command(bin, args...), notify: make(chan struct{}), exited: make(chan struct{}), onLine: o.OnLine}
+	if len(o.Env) > 0 {
+		p.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	if o.Stdin {
 		w, err := p.cmd.StdinPipe()
 		if err != nil {
