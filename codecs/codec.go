@@ -127,11 +127,11 @@ func (k ErrorKind) Text() string {
 func ErrorKindByName(name string) (ErrorKind, bool) {
 	for k := ErrorKind(1); ; k++ {
 		s := k.String()
-		if s == name {
-			return k, true
-		}
 		if s == fmt.Sprintf("error(%d)", uint8(k)) {
 			return 0, false // past the last kind
+		}
+		if s == name {
+			return k, true
 		}
 	}
 }
