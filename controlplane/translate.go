@@ -362,6 +362,9 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		key := t.hashKey(host, "", port)
 		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
 			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
+		if !t.localRateLimit(o, mr, rc) {
+			return nil, false
+		}
 		return rc, true
 	}
 	before := len(t.out.Problems)
@@ -404,6 +407,7 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		}
 		rc.Routes = append(rc.Routes, route)
 	}
+	failed = !t.localRateLimit(o, mr, rc) || failed
 	// Problems of this MetaRouter were reported for an earlier port: keep
 	// one copy.
 	t.dedupe(before)
