@@ -15,9 +15,7 @@ package localratelimit
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +24,6 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/filter"
-	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/route"
 	localratelimitv1 "github.com/breeze-mesh/breeze/protos/breeze/filters/local_ratelimit/v1"
@@ -241,7 +238,6 @@ func build(cfg proto.Message, ctx filter.BuildContext) (filter.Filter, error) {
 	f := &Filter{
 		proxy:  ctx.ProxyName,
 		limits: l,
-		plog:   logs.New(slog.Default().With("proxy", ctx.ProxyName, "filter", Name), logs.Options{}),
 	}
 	if !l.empty() {
 		f.binding = l.bind(ctx.ProxyName, "filter")
@@ -255,7 +251,6 @@ type Filter struct {
 	proxy   string
 	limits  *limits
 	binding *binding // nil when the filter's own config limits nothing
-	plog    *logs.Logger
 }
 
 var _ filter.Filter = (*Filter)(nil)
@@ -291,24 +286,9 @@ func (f *Filter) OnRequest(s *filter.Stream) filter.Status {
 		b.ok.Inc()
 		return filter.Continue
 	}
+	// The proxy logs the reply (sampled, with the detail naming the scope)
+	// and counts it; the counters here say which scope refused.
 	b.limited.Inc()
-	f.plog.Warn("over_limit", "request over the local rate limit", "scope", b.scope, "bucket", g.sp.String(), "descriptor", describe(g, s.Request.Metadata))
 	s.Reply(codecs.ErrOverloaded, b.detail, filter.RateLimited)
 	return filter.Stop
-}
-
-// describe names the descriptor values of a refused request, for the log.
-func describe(g *group, md codecs.Metadata) string {
-	if g.descriptorKeys == nil {
-		return ""
-	}
-	var sb strings.Builder
-	for i, k := range g.descriptorKeys {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		v, _ := md.Get(k)
-		sb.WriteString(k + "=" + v)
-	}
-	return sb.String()
 }
