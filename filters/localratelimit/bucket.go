@@ -79,7 +79,6 @@ const defaultMaxBuckets = 1024
 // in the registry, not in a config, so that route table and proxy config
 // updates with the same settings keep them.
 type group struct {
-	key   string // registry key
 	sp    spec
 	epoch int64 // clock reading the intervals count from
 	// descriptorKeys: nil for a single bucket.
@@ -100,8 +99,8 @@ type group struct {
 	holders atomic.Int32
 }
 
-func newGroup(key string, sp spec, keys []string, maxBuckets int, now int64) *group {
-	g := &group{key: key, sp: sp, epoch: now, descriptorKeys: keys, maxBuckets: maxBuckets}
+func newGroup(sp spec, keys []string, maxBuckets int, now int64) *group {
+	g := &group{sp: sp, epoch: now, descriptorKeys: keys, maxBuckets: maxBuckets}
 	if g.maxBuckets <= 0 {
 		g.maxBuckets = defaultMaxBuckets
 	}

@@ -204,12 +204,12 @@ func (l *limits) bind(proxy, defaultScope string) *binding {
 	if l.dflt != nil {
 		keys = append(keys, prefix+l.dfltID)
 	}
-	gs := acquire(b, keys, func(i int, key string, now int64) *group {
+	gs := acquire(b, keys, func(i int, now int64) *group {
 		if i < len(l.conds) {
 			c := &l.conds[i]
-			return newGroup(key, c.sp, c.keys, c.maxBuckets, now)
+			return newGroup(c.sp, c.keys, c.maxBuckets, now)
 		}
-		return newGroup(key, *l.dflt, nil, 0, now)
+		return newGroup(*l.dflt, nil, 0, now)
 	})
 	b.conds = gs[:len(l.conds)]
 	if l.dflt != nil {

@@ -19,7 +19,7 @@ var registry = struct {
 
 // acquire returns the groups of keys (made by mk when missing) for b, and
 // has them counted as held until b is garbage.
-func acquire(b *binding, keys []string, mk func(i int, key string, now int64) *group) []*group {
+func acquire(b *binding, keys []string, mk func(i int, now int64) *group) []*group {
 	now := clock()
 	registry.Lock()
 	defer registry.Unlock()
@@ -28,7 +28,7 @@ func acquire(b *binding, keys []string, mk func(i int, key string, now int64) *g
 	for i, k := range keys {
 		g := registry.groups[k]
 		if g == nil {
-			g = mk(i, k, now)
+			g = mk(i, now)
 			registry.groups[k] = g
 		}
 		g.holders.Add(1)
