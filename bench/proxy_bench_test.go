@@ -18,6 +18,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/bench/internal/echo"
 	"github.com/breeze-mesh/breeze/bench/internal/wire"
+	_ "github.com/breeze-mesh/breeze/builtin"       // the L7 filters, as breeze run links them
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"  // registers "dubbo"
 	_ "github.com/breeze-mesh/breeze/codecs/thrift" // registers "thrift"
 	"github.com/breeze-mesh/breeze/config"
@@ -63,6 +64,13 @@ func BenchmarkProxyDubbo(b *testing.B) {
 // run both in one `go test -bench 'ProxyDubbo'` to compare them.
 func BenchmarkProxyDubboResilience(b *testing.B) {
 	benchProxy(b, "dubbo", "configs/breeze-resilience.yaml", 21001)
+}
+
+// BenchmarkProxyDubboFilters is BenchmarkProxyDubbo with the
+// local_ratelimit and fault filters on every request, never refusing,
+// delaying or aborting one: what they cost idle.
+func BenchmarkProxyDubboFilters(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-filters.yaml", 21001)
 }
 
 func BenchmarkProxyThrift(b *testing.B) {

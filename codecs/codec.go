@@ -123,6 +123,27 @@ func (k ErrorKind) Text() string {
 	return k.String()
 }
 
+// ErrorKindByName returns the kind whose String is name ("overloaded").
+func ErrorKindByName(name string) (ErrorKind, bool) {
+	for k := ErrorKind(1); ; k++ {
+		s := k.String()
+		if s == fmt.Sprintf("error(%d)", uint8(k)) {
+			return 0, false // past the last kind
+		}
+		if s == name {
+			return k, true
+		}
+	}
+}
+
+// ReplyStatuses is implemented by codecs whose error replies carry a
+// status in the protocol's own numbers (Dubbo's response status, Thrift's
+// TApplicationException type): ReplyStatus is the one LocalReply writes
+// for kind, so that a config can name a reply by the status a client sees.
+type ReplyStatuses interface {
+	ReplyStatus(kind ErrorKind) uint32
+}
+
 // KV is one routable key/value.
 type KV struct {
 	Key, Value string

@@ -606,6 +606,10 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	return responseFrame(req.ID, kindStatus(kind), text.String())
 }
 
+// ReplyStatus implements codecs.ReplyStatuses: the response status of
+// LocalReply's reply for kind.
+func (c *codec) ReplyStatus(kind codecs.ErrorKind) uint32 { return uint32(kindStatus(kind)) }
+
 // kindStatus maps an ErrorKind to a Dubbo status. ErrNoHealthyUpstream is a
 // SERVER_ERROR (80), as Envoy's dubbo_proxy answers it, rather than
 // SERVICE_NOT_FOUND (60): the service is known, its providers are down.

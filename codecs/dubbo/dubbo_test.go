@@ -300,6 +300,9 @@ func TestLocalReply(t *testing.T) {
 		if m.Type != codecs.Response || m.Status != codecs.StatusError || m.ID != req.ID {
 			t.Errorf("%v: decodes as %v %v id %d", kind, m.Type, m.Status, m.ID)
 		}
+		if got := c.(codecs.ReplyStatuses).ReplyStatus(kind); got != uint32(status) {
+			t.Errorf("%v: ReplyStatus %d, but the reply carries %d", kind, got, status)
+		}
 		// Java reads the body with readUTF, dubbo-go as a string.
 		v, err := hessian.NewDecoder(f[headerLen:]).Decode()
 		text, _ := v.(string)

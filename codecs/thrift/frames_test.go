@@ -151,6 +151,9 @@ func TestLocalReply(t *testing.T) {
 			if typ != exc || got.Code != uint32(exc) {
 				t.Errorf("%v %v: exception type %d, decoded as Code %d, want %d", f, kind, typ, got.Code, exc)
 			}
+			if rs := codecs.ReplyStatuses(c).ReplyStatus(kind); rs != uint32(typ) {
+				t.Errorf("%v %v: ReplyStatus %d, but the reply carries %d", f, kind, rs, typ)
+			}
 			if strings.HasSuffix(f.name, "_nonstrict") && reply[bytes.Index(reply, []byte("Greet"))-4] != 0 {
 				t.Errorf("%v: reply to a non-strict client is strict", f)
 			}

@@ -60,6 +60,10 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 // multiplexed calls).
 func (c *codec) RequestKeys() (service, method string) { return keyService, keyMethod }
 
+// ReplyStatus implements codecs.ReplyStatuses: the TApplicationException
+// type of LocalReply's exception for kind.
+func (c *codec) ReplyStatus(kind codecs.ErrorKind) uint32 { return uint32(excType(kind)) }
+
 func excType(kind codecs.ErrorKind) int32 {
 	switch kind {
 	case codecs.ErrNoRoute:

@@ -75,7 +75,9 @@ type Stream struct {
 	reply     codecs.ErrorKind
 	replyWhy  string
 	replyFlag Flag
-	terminal  any
+	// flags are what AddFlags recorded, added to the outcome's.
+	flags    Flag
+	terminal any
 
 	// Inline storage: requests with few keys need no allocation of their own.
 	mdBuf  [16]codecs.KV
@@ -139,6 +141,12 @@ func (s *Stream) RouteConfig(filter string) any {
 	}
 	return s.Route.FilterConfig(filter)
 }
+
+// AddFlags records flags the outcome will carry however the request ends,
+// for what a filter did to a request it let go on (DI: a delay was
+// injected). Call it inside OnRequest only: a paused stream may be
+// finished at any time by its client going away.
+func (s *Stream) AddFlags(f Flag) { s.flags |= f }
 
 // Done reports whether the stream has finished.
 func (s *Stream) Done() bool { return s.done.Load() }
@@ -360,6 +368,7 @@ func (s *Stream) Finish(o Outcome) {
 
 func (s *Stream) finished() {
 	s.End = time.Now()
+	s.Outcome.Flags |= s.flags
 	for i := range s.chain.Filters {
 		s.onDone(i)
 	}

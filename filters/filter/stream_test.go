@@ -203,6 +203,35 @@ func TestReply(t *testing.T) {
 	}
 }
 
+// Flags a filter adds to a request it lets go on end up in the outcome,
+// with the upstream's response (a delay that was injected: DI), with a
+// reply, and when the client went away first.
+func TestAddFlags(t *testing.T) {
+	for _, how := range []string{"responded", "replied", "client gone"} {
+		conn := newFakeConn()
+		f := &funcFilter{onRequest: func(s *Stream) Status {
+			s.AddFlags(DelayInjected)
+			switch how {
+			case "replied":
+				s.Reply(codecs.ErrOverloaded, "fault", FaultInjected)
+				return Stop
+			case "client gone":
+				conn.closed.Store(true)
+				go s.Resume()
+				return Pause
+			}
+			return Continue
+		}}
+		start(t, conn, f)
+		s := waitDone(t, conn)
+		want := map[string]Flag{"responded": DelayInjected, "replied": DelayInjected | FaultInjected,
+			"client gone": DelayInjected | DownstreamConnectionTermination}[how]
+		if s.Outcome.Flags != want {
+			t.Errorf("%s: flags %v, want %v (outcome %+v)", how, s.Outcome.Flags, want, s.Outcome)
+		}
+	}
+}
+
 // A filter that stops without answering is a bug: the client gets an
 // internal error rather than waiting forever.
 func TestStopWithoutReplyIsAnswered(t *testing.T) {
