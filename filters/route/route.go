@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -32,7 +30,7 @@ type Table struct {
 // Route is one compiled route.
 type Route struct {
 	Name       string
-	conditions []condition
+	conditions Conditions
 	// Targets are the clusters (and subsets) the route sends to; one
 	// target, or several for a weighted split.
 	Targets     []Target
@@ -69,53 +67,15 @@ type Target struct {
 	Weight       uint32
 }
 
-type matchKind uint8
-
-const (
-	matchExact matchKind = iota
-	matchPrefix
-	matchRegex
-	matchPresent
-)
-
-type condition struct {
-	key     string
-	kind    matchKind
-	value   string
-	re      *regexp.Regexp
-	present bool
-	invert  bool
-}
-
-func (c *condition) holds(md codecs.Metadata) bool {
-	v, ok := md.Get(c.key)
-	var r bool
-	switch c.kind {
-	case matchPresent:
-		r = ok == c.present
-	case matchExact:
-		r = ok && v == c.value
-	case matchPrefix:
-		r = ok && strings.HasPrefix(v, c.value)
-	case matchRegex:
-		r = ok && c.re.MatchString(v)
-	}
-	return r != c.invert
-}
-
 // Match returns the first route whose conditions all hold, or nil.
 func (t *Table) Match(md codecs.Metadata) *Route {
 	if t == nil {
 		return nil
 	}
-next:
 	for _, r := range t.Routes {
-		for i := range r.conditions {
-			if !r.conditions[i].holds(md) {
-				continue next
-			}
+		if r.conditions.Hold(md) {
+			return r
 		}
-		return r
 	}
 	return nil
 }
@@ -163,26 +123,11 @@ func compileRoute(pr *breezev1.Route) (*Route, error) {
 		return nil, fmt.Errorf("retry_policy: %w", err)
 	}
 	r.Retry = rp
-	for i, m := range pr.GetMatch().GetMetadata() {
-		c := condition{key: m.GetKey(), invert: m.GetInvert()}
-		switch v := m.GetMatch().(type) {
-		case *breezev1.MetadataMatcher_Exact:
-			c.kind, c.value = matchExact, v.Exact
-		case *breezev1.MetadataMatcher_Prefix:
-			c.kind, c.value = matchPrefix, v.Prefix
-		case *breezev1.MetadataMatcher_Regex:
-			re, err := regexp.Compile("^(?:" + v.Regex + ")$")
-			if err != nil {
-				return nil, fmt.Errorf("match.metadata[%d].regex: %w", i, err)
-			}
-			c.kind, c.re = matchRegex, re
-		case *breezev1.MetadataMatcher_Present:
-			c.kind, c.present = matchPresent, v.Present
-		default:
-			return nil, fmt.Errorf("match.metadata[%d]: no match kind (exact, prefix, regex or present)", i)
-		}
-		r.conditions = append(r.conditions, c)
+	conds, err := CompileConditions(pr.GetMatch().GetMetadata())
+	if err != nil {
+		return nil, fmt.Errorf("match.metadata%w", err)
 	}
+	r.conditions = conds
 	action := pr.GetRoute()
 	switch {
 	case action.GetCluster() != "":
