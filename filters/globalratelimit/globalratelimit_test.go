@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -81,7 +82,37 @@ func startAutoRLS(t *testing.T, code *rlsv3.RateLimitResponse_Code) *fakeRLS {
 	rlsv3.RegisterRateLimitServiceServer(srv, f)
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
+	awaitConnected(t, f.addr)
 	return f
+}
+
+// awaitConnected waits until the process's connection to addr is ready.
+// The port of a server stopped by an earlier test may come back here: its
+// connection, kept for the process, would fail calls until its reconnect
+// backoff ran out (up to 2s) — a service restarted on its address does the
+// same to real requests, which deny_on_fail then decides.
+func awaitConnected(t *testing.T, addr string) {
+	t.Helper()
+	svc, err := serviceAt(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for {
+		st := svc.conn.GetState()
+		switch st {
+		case connectivity.Ready:
+			return
+		case connectivity.TransientFailure:
+			svc.conn.ResetConnectBackoff()
+		case connectivity.Idle:
+			svc.conn.Connect()
+		}
+		if !svc.conn.WaitForStateChange(ctx, st) {
+			t.Fatalf("the connection to %s is still %s after %s", addr, st, wait)
+		}
+	}
 }
 
 func (f *fakeRLS) next(t *testing.T) *heldCall {
@@ -233,8 +264,18 @@ func limit(addr string) *globalratelimitv1.GlobalRateLimit {
 	}
 }
 
-func count(proxy, result string) float64 {
-	return testutil.ToFloat64(metrics.GlobalRateLimit.WithLabelValues(proxy, result))
+// counter reads breeze_global_ratelimit_total of proxy by result, counted
+// since it was made (the counters are the process's, and -count=N runs a
+// test again in the same process).
+func counter(proxy string) func(result string) float64 {
+	read := func(result string) float64 {
+		return testutil.ToFloat64(metrics.GlobalRateLimit.WithLabelValues(proxy, result))
+	}
+	base := map[string]float64{}
+	for _, r := range []string{"ok", "over_limit", "error_allowed", "error_denied"} {
+		base[r] = read(r)
+	}
+	return func(result string) float64 { return read(result) - base[result] }
 }
 
 // describe prints a call's descriptors as domain: key=value,key=value | ...
@@ -256,6 +297,7 @@ func describe(req *rlsv3.RateLimitRequest) string {
 func TestPausedUntilTheServiceAnswers(t *testing.T) {
 	rls := startRLS(t)
 	f := newFilter(t, t.Name(), limit(rls.addr))
+	count := counter(t.Name())
 
 	r := send(f, nil, "tenant", "gold")
 	call := rls.next(t)
@@ -269,7 +311,7 @@ func TestPausedUntilTheServiceAnswers(t *testing.T) {
 	if got := r.end(t); got != "passed" {
 		t.Errorf("after OK: %s, want passed", got)
 	}
-	if n := count(t.Name(), "ok"); n != 1 {
+	if n := count("ok"); n != 1 {
 		t.Errorf("ok counted %v times, want 1", n)
 	}
 }
@@ -278,6 +320,7 @@ func TestPausedUntilTheServiceAnswers(t *testing.T) {
 func TestOverLimitRefuses(t *testing.T) {
 	rls := startRLS(t)
 	f := newFilter(t, t.Name(), limit(rls.addr))
+	count := counter(t.Name())
 	r := send(f, nil, "tenant", "gold", "method", "Greet")
 	call := rls.next(t)
 	if got, want := describe(call.req), "d: tenant=gold,kind=fixed | m=Greet"; got != want {
@@ -287,7 +330,7 @@ func TestOverLimitRefuses(t *testing.T) {
 	if got, want := r.end(t), "overloaded reply, flags RL"; got != want {
 		t.Errorf("after OVER_LIMIT: %s, want %s", got, want)
 	}
-	if n := count(t.Name(), "over_limit"); n != 1 {
+	if n := count("over_limit"); n != 1 {
 		t.Errorf("over_limit counted %v times, want 1", n)
 	}
 }
@@ -332,6 +375,7 @@ func TestFailedCalls(t *testing.T) {
 				cfg.DenyOnFail = deny
 				fail := tc.setup(t, cfg)
 				f := newFilter(t, t.Name(), cfg)
+				count := counter(t.Name())
 				r := send(f, nil, "tenant", "gold")
 				fail(t)
 				want, result := "passed", "error_allowed"
@@ -341,7 +385,7 @@ func TestFailedCalls(t *testing.T) {
 				if got := r.end(t); got != want {
 					t.Errorf("%s, want %s", got, want)
 				}
-				if n := count(t.Name(), result); n != 1 {
+				if n := count(result); n != 1 {
 					t.Errorf("%s counted %v times, want 1", result, n)
 				}
 			})
@@ -430,9 +474,10 @@ func TestMaxCallsInFlight(t *testing.T) {
 	cfg.MaxCallsInFlight = 2
 	cfg.DenyOnFail = true
 	f := newFilter(t, t.Name(), cfg)
+	count := counter(t.Name())
 
 	a, b := send(f, nil), send(f, nil)
-	ca, cb := rls.next(t), rls.next(t)
+	first, second := rls.next(t), rls.next(t) // in either order
 	over := send(f, nil)
 	if !over.finished() {
 		t.Fatal("the third request waits: it should have been refused at once")
@@ -440,17 +485,27 @@ func TestMaxCallsInFlight(t *testing.T) {
 	if got, want := over.end(t), "overloaded reply, flags RL"; got != want {
 		t.Errorf("third request: %s, want %s", got, want)
 	}
-	if n := count(t.Name(), "error_denied"); n != 1 {
+	if n := count("error_denied"); n != 1 {
 		t.Errorf("error_denied counted %v times, want 1", n)
 	}
-	ca.answer <- nil
-	if got := a.end(t); got != "passed" {
-		t.Errorf("first request: %s, want passed", got)
+	// One answer frees one slot, once its request has gone on.
+	first.answer <- nil
+	var freed, waiting *request
+	select {
+	case <-a.c.done:
+		freed, waiting = a, b
+	case <-b.c.done:
+		freed, waiting = b, a
+	case <-time.After(wait):
+		t.Fatalf("neither held request ended within %s of an answer", wait)
+	}
+	if got := freed.end(t); got != "passed" {
+		t.Errorf("the answered request: %s, want passed", got)
 	}
 	again := send(f, nil)
 	rls.next(t).answer <- nil
-	cb.answer <- nil
-	for name, r := range map[string]*request{"second": b, "fourth": again} {
+	second.answer <- nil
+	for name, r := range map[string]*request{"the other held": waiting, "the fourth": again} {
 		if got := r.end(t); got != "passed" {
 			t.Errorf("%s request: %s, want passed", name, got)
 		}
@@ -487,6 +542,7 @@ func TestConcurrentCalls(t *testing.T) {
 	over := rlsv3.RateLimitResponse_OVER_LIMIT
 	rls := startAutoRLS(t, &over)
 	f := newFilter(t, t.Name(), limit(rls.addr))
+	count := counter(t.Name())
 	off := routeConfig(t, &globalratelimitv1.GlobalRateLimit{Disabled: true})
 	const n = 200
 	var wg sync.WaitGroup
@@ -510,7 +566,7 @@ func TestConcurrentCalls(t *testing.T) {
 			t.Errorf("request %d: %s, want %s", i, g, want)
 		}
 	}
-	if n := count(t.Name(), "over_limit"); n != 100 {
+	if n := count("over_limit"); n != 100 {
 		t.Errorf("over_limit counted %v times, want 100", n)
 	}
 }
@@ -562,6 +618,28 @@ func TestValidate(t *testing.T) {
 		}
 		if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 			t.Errorf("%s: got\n  %s\nwant\n  %s", tc.name, strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+		}
+	}
+}
+
+// The cost of the filter on a request no config selects, which is what
+// every request pays where the filter sits in the chain unconfigured:
+//
+//	go test -run '^$' -bench Unselected ./filters/globalratelimit/
+func BenchmarkUnselected(b *testing.B) {
+	factory, _ := filter.Lookup(Name)
+	f, err := factory.Build(&globalratelimitv1.GlobalRateLimit{}, filter.BuildContext{ProxyName: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &filter.Stream{}
+	s.Init(&filter.Chain{Filters: []filter.Filter{f}, Names: []string{Name}}, &conn{done: make(chan struct{})},
+		&codecs.Message{Type: codecs.Request, Metadata: codecs.Metadata{{Key: "method", Value: "Greet"}}}, time.Now())
+	s.Route = matched{}
+	b.ReportAllocs()
+	for b.Loop() {
+		if f.OnRequest(s) != filter.Continue {
+			b.Fatal("a request no config selects was not let through")
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 // addresses of a process's configs are few.)
 type service struct {
 	addr   string
+	conn   *grpc.ClientConn
 	client rlsv3.RateLimitServiceClient
 	// inFlight counts the calls in flight from the whole process.
 	inFlight atomic.Int64
@@ -55,7 +56,7 @@ func serviceAt(addr string) (*service, error) {
 		return nil, err
 	}
 	conn.Connect()
-	s := &service{addr: addr, client: rlsv3.NewRateLimitServiceClient(conn)}
+	s := &service{addr: addr, conn: conn, client: rlsv3.NewRateLimitServiceClient(conn)}
 	if services.byAddr == nil {
 		services.byAddr = map[string]*service{}
 	}
