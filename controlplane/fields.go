@@ -46,7 +46,7 @@ var fields = map[protoreflect.FullName]use{
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.routes":                           applied,
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.gateways":                         {why: "not supported: Breeze serves the route tables of sidecars, not of gateways; ignored"},
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.local_rate_limit":                 applied, // localratelimit.go
-	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.global_rate_limit":                notYet,
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.global_rate_limit":                applied, // globalratelimit.go
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.export_to":                        allProxies,
 	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.name":                              applied,
 	"metaprotocol.aeraki.io.v1alpha1.MetaRoute.match":                             applied,
@@ -68,6 +68,14 @@ var fields = map[protoreflect.FullName]use{
 	"metaprotocol.aeraki.io.v1alpha1.Percent.value":                               applied,
 	"metaprotocol.aeraki.io.v1alpha1.KeyValue.key":                                applied,
 	"metaprotocol.aeraki.io.v1alpha1.KeyValue.value":                              applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.match":                       applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.domain":                      applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.request_timeout":             applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.deny_on_fail":                applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.rate_limit_service":          applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.descriptors":                 applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.Descriptor.property":         applied,
+	"metaprotocol.aeraki.io.v1alpha1.GlobalRateLimit.Descriptor.descriptor_key":   applied,
 	"istio.networking.v1alpha3.DestinationRule.host":                              applied,
 	"istio.networking.v1alpha3.DestinationRule.traffic_policy":                    applied,
 	"istio.networking.v1alpha3.DestinationRule.subsets":                           applied,

@@ -360,9 +360,9 @@ func (answerCodec) HeartbeatReply(*codecs.Message) []byte                       
 type outcomeConn struct{ o filter.Outcome }
 
 func (c *outcomeConn) LocalReply(*filter.Stream, codecs.ErrorKind, string, bool) {}
-func (c *outcomeConn) Write([]byte)                                             {}
-func (c *outcomeConn) Resume(s *filter.Stream)                                  { go s.Continue() }
-func (c *outcomeConn) Done(s *filter.Stream)                                    { c.o = s.Outcome }
+func (c *outcomeConn) Write([]byte)                                              {}
+func (c *outcomeConn) Resume(s *filter.Stream)                                   { go s.Continue() }
+func (c *outcomeConn) Done(s *filter.Stream)                                     { c.o = s.Outcome }
 func (c *outcomeConn) Panicked(_ *filter.Stream, where string, v any, _ []byte) {
 	panic(fmt.Sprint(where, v))
 }

@@ -272,7 +272,7 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 				t.out.FailedEndpoints[name] = true
 			}
 			rname := RouteConfigName(host, p.GetNumber())
-			if rc, ok := t.routes(host, p.GetNumber()); ok {
+			if rc, ok := t.routes(host, p.GetNumber()); ok && t.globalRateLimit(host, rc) {
 				t.out.Resources.Routes[rname] = rc
 			} else {
 				t.out.FailedRoutes[rname] = true

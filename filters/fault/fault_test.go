@@ -311,8 +311,8 @@ func TestMatchAndRoutes(t *testing.T) {
 		}
 		name := fmt.Sprint("r", i)
 		rc.Routes = append(rc.Routes, &breezev1.Route{Name: name,
-			Match: &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{{Key: "route", Match: &breezev1.MetadataMatcher_Exact{Exact: name}}}},
-			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "c"}},
+			Match:                &breezev1.RouteMatch{Metadata: []*breezev1.MetadataMatcher{{Key: "route", Match: &breezev1.MetadataMatcher_Exact{Exact: name}}}},
+			Route:                &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "c"}},
 			TypedPerFilterConfig: map[string]*anypb.Any{Name: a}})
 	}
 	tb, err := route.Compile(rc)
