@@ -177,6 +177,14 @@ type Message struct {
 	// A frame with nowhere to carry them (see each codec's README) is sent
 	// without them or refused, never half-changed.
 	Mutations Metadata
+	// Removals are keys the codec deletes from the frame when encoding
+	// (Dubbo attachments, Thrift headers), before it applies Mutations: a
+	// key both removed and mutated goes out with the mutation's value. A
+	// key the frame does not carry, or a frame with nowhere to carry keys,
+	// is sent as it is (never counted as an ignored mutation). What a
+	// codec cannot remove is in its README (Dubbo: a key whose value is a
+	// list, map or object).
+	Removals []string
 	// Frame is the frame's bytes. The message owns them: the codec may patch them in place.
 	Frame []byte
 	// Private is codec scratch space (offsets of parts of Frame), so that
@@ -192,6 +200,7 @@ func (m *Message) Reset() {
 	m.Code = 0
 	m.Metadata = m.Metadata[:0]
 	m.Mutations = m.Mutations[:0]
+	m.Removals = m.Removals[:0]
 	m.Frame = nil
 	m.Private = [4]int{}
 }
