@@ -72,6 +72,22 @@ type GatewayErrors interface {
 	IsGatewayError(code uint32) bool
 }
 
+// ReplyCoder is implemented by codecs that say which status, in the
+// protocol's own numbers (as Message.Code has them), their LocalReply of
+// each kind carries: what metrics report as the response code of a
+// request the proxy answered itself.
+type ReplyCoder interface {
+	ReplyCode(kind ErrorKind) uint32
+}
+
+// KeyCarrier is implemented by codecs some of whose frames have nowhere
+// to carry Mutations (Thrift's framed and unframed transports):
+// CarriesKeys reports whether Encode writes m's Mutations into its frame.
+// A codec that does not implement it carries them in every request.
+type KeyCarrier interface {
+	CarriesKeys(m *Message) bool
+}
+
 // ErrorKind is the reason for a reply the proxy builds itself.
 type ErrorKind uint8
 

@@ -627,6 +627,10 @@ func kindStatus(kind codecs.ErrorKind) byte {
 	return statusServerError
 }
 
+// ReplyCode implements codecs.ReplyCoder: the status LocalReply answers
+// kind with.
+func (c *codec) ReplyCode(kind codecs.ErrorKind) uint32 { return uint32(kindStatus(kind)) }
+
 // IsGatewayError implements codecs.GatewayErrors: a provider timing out
 // (31) or out of threads (100), which is also what Breeze and Envoy's
 // dubbo_proxy answer for an upstream timeout and an overload.

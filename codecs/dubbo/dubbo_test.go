@@ -296,6 +296,9 @@ func TestLocalReply(t *testing.T) {
 		if f[2] != hessian2ID || f[3] != status {
 			t.Errorf("%v: flag %#x status %d, want flag 2 status %d", kind, f[2], f[3], status)
 		}
+		if got := c.(codecs.ReplyCoder).ReplyCode(kind); got != uint32(status) {
+			t.Errorf("%v: ReplyCode = %d, the reply's status is %d", kind, got, status)
+		}
 		m := decode(t, c, f)
 		if m.Type != codecs.Response || m.Status != codecs.StatusError || m.ID != req.ID {
 			t.Errorf("%v: decodes as %v %v id %d", kind, m.Type, m.Status, m.ID)

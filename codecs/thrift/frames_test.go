@@ -152,6 +152,13 @@ func TestLocalReply(t *testing.T) {
 			if typ != exc || got.Code != uint32(exc) {
 				t.Errorf("%v %v: exception type %d, decoded as Code %d, want %d", f, kind, typ, got.Code, exc)
 			}
+			if rc := c.ReplyCode(kind); rc != got.Code {
+				t.Errorf("%v %v: ReplyCode = %d, the reply decodes with Code %d", f, kind, rc, got.Code)
+			}
+			// Only header transports carry keys.
+			if want := f.transport == "header" || f.transport == "ttheader"; c.CarriesKeys(req) != want {
+				t.Errorf("%v: CarriesKeys = %v, want %v", f, !want, want)
+			}
 			if strings.HasSuffix(f.name, "_nonstrict") && reply[bytes.Index(reply, []byte("Greet"))-4] != 0 {
 				t.Errorf("%v: reply to a non-strict client is strict", f)
 			}
