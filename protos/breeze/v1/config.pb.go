@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -176,7 +176,13 @@ type ProxyConfig struct {
 	// Retry policy of routes that set none (filters/router/README.md,
 	// "Retries"). Unset: requests are not retried, except those that provably
 	// never reached an upstream, which are re-balanced automatically.
-	RetryPolicy   *RetryPolicy `protobuf:"bytes,12,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RetryPolicy *RetryPolicy `protobuf:"bytes,12,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Serve this process's Prometheus metrics (every breeze_* and istio_*
+	// series) over HTTP. Envoy gives Go network filters no stats API, so the
+	// plugin serves them itself: one server per process, however many
+	// proxies (listeners, filter chains, config versions) name it
+	// (filters/proxy/README.md, "Metrics").
+	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +301,64 @@ func (x *ProxyConfig) GetRetryPolicy() *RetryPolicy {
 	return nil
 }
 
+func (x *ProxyConfig) GetMetrics() *Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// Metrics is the plugin's own Prometheus endpoint.
+type Metrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port to serve GET /metrics on, e.g. 127.0.0.1:15093 (for
+	// istio-agent's metrics merging, which scrapes localhost). The first
+	// address a config names wins for the process; a config naming another
+	// is served all the same, and the conflict is logged once and counted
+	// (breeze_metrics_address_conflicts_total). A new config version naming
+	// the same address keeps the server. Port 0 picks a free port (tests).
+	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metrics) Reset() {
+	*x = Metrics{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metrics) ProtoMessage() {}
+
+func (x *Metrics) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
+func (*Metrics) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Metrics) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 // Filter names a registered L7 filter and carries its config.
 type Filter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -310,7 +374,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +386,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +399,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Filter) GetName() string {
@@ -377,7 +441,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +453,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +466,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -444,7 +508,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +520,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +533,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -506,7 +570,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +582,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +595,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Route) GetName() string {
@@ -624,7 +688,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +700,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +713,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -708,7 +772,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +784,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +797,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -760,7 +824,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +836,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +849,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -814,7 +878,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +890,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +903,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -947,7 +1011,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1023,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1036,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1039,7 +1103,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1115,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1128,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1085,7 +1149,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1161,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1174,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1144,7 +1208,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1220,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1233,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1226,7 +1290,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1302,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1315,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cluster) GetName() string {
@@ -1369,7 +1433,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1445,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1458,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1446,7 +1510,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1522,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1535,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1525,7 +1589,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1601,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1614,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -1626,7 +1690,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1702,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1715,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1716,7 +1780,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1792,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1805,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1786,7 +1850,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1862,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1875,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1854,7 +1918,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1930,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1943,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1908,7 +1972,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +1984,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +1997,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Listener) GetName() string {
@@ -1961,7 +2025,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xaf\x05\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x05\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -1976,10 +2040,13 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\afilters\x18\n" +
 	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
 	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x129\n" +
-	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x1a>\n" +
+	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x12,\n" +
+	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\aMetrics\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\"\xb9\x01\n" +
@@ -2146,94 +2213,96 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*Filter)(nil),              // 3: breeze.v1.Filter
-	(*XdsSource)(nil),           // 4: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 5: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 6: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 7: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 8: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 9: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 10: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 11: breeze.v1.RouteAction
-	(*WeightedClusters)(nil),    // 12: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 13: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 14: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 15: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 16: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 17: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 18: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 19: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 20: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 21: breeze.v1.Endpoint
-	(*Runner)(nil),              // 22: breeze.v1.Runner
-	(*Listener)(nil),            // 23: breeze.v1.Listener
-	nil,                         // 24: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 25: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 26: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 27: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 28: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 29: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 30: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 31: google.protobuf.Any
+	(*Metrics)(nil),             // 3: breeze.v1.Metrics
+	(*Filter)(nil),              // 4: breeze.v1.Filter
+	(*XdsSource)(nil),           // 5: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 6: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 7: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 8: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 9: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 10: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 11: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 12: breeze.v1.RouteAction
+	(*WeightedClusters)(nil),    // 13: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 14: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 15: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 16: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 17: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 18: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 19: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 20: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 21: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 22: breeze.v1.Endpoint
+	(*Runner)(nil),              // 23: breeze.v1.Runner
+	(*Listener)(nil),            // 24: breeze.v1.Listener
+	nil,                         // 25: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 26: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 27: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 28: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 29: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 30: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 32: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	24, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	15, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	30, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	30, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	7,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	31, // 8: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	30, // 9: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	6,  // 10: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	9,  // 11: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	11, // 12: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	14, // 13: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	30, // 14: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	25, // 15: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	7,  // 16: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	30, // 17: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	8,  // 18: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	30, // 19: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	30, // 20: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	10, // 21: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	12, // 22: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	26, // 23: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	13, // 24: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	27, // 25: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 26: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 27: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	21, // 28: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	30, // 29: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	30, // 30: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	19, // 31: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	16, // 32: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	18, // 33: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	17, // 34: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	30, // 35: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	30, // 36: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	30, // 37: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	28, // 38: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 39: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	16, // 40: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	18, // 41: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	19, // 42: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	29, // 43: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	23, // 44: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 45: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	31, // 46: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	25, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	6,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	16, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	31, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	31, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	5,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	4,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	8,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	3,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	32, // 9: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	31, // 10: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	7,  // 11: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	10, // 12: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	12, // 13: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	15, // 14: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	31, // 15: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	26, // 16: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	8,  // 17: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	31, // 18: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	9,  // 19: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	31, // 20: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	31, // 21: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	11, // 22: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	13, // 23: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	27, // 24: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	14, // 25: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	28, // 26: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 27: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 28: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	22, // 29: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	31, // 30: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	31, // 31: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	20, // 32: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	17, // 33: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	19, // 34: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	18, // 35: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	31, // 36: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	31, // 37: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	31, // 38: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	29, // 39: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 40: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	17, // 41: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	19, // 42: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	20, // 43: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	30, // 44: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	24, // 45: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 46: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	32, // 47: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2241,27 +2310,27 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[8].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
