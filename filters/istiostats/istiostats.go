@@ -217,6 +217,11 @@ func build(cfg *istiostatsv1.IstioStats, ctx filter.BuildContext, local Identity
 		exchange:  !cfg.GetDisablePeerMetadata(),
 		peerValue: encodePeer(local),
 	}
+	if f.outbound && local == (Identity{}) {
+		// Outside a mesh (no sidecar environment) there is nothing to
+		// tell the server: its app would only see one more key.
+		f.exchange = false
+	}
 	st := static{reporter: "destination", local: sideOf(local), protocol: orUnknown(ctx.Codec),
 		security: orUnknown(cfg.GetConnectionSecurityPolicy())}
 	if f.outbound {

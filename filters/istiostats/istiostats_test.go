@@ -335,6 +335,17 @@ func thriftRequest(t *testing.T, file string) *codecs.Message {
 	return m
 }
 
+// Without a local identity (no sidecar environment) there is nothing to
+// send.
+func TestNoPeerMetadataOutsideAMesh(t *testing.T) {
+	out := newFilter(t, &istiostatsv1.IstioStats{Reporter: istiostatsv1.IstioStats_SOURCE}, "dubbo", Identity{})
+	r := &router{cluster: "c", code: 20}
+	run(out, r, request())
+	if len(r.seen.Mutations) != 0 {
+		t.Errorf("outbound mutations %v without a local identity", r.seen.Mutations)
+	}
+}
+
 func TestDisablePeerMetadata(t *testing.T) {
 	out := newFilter(t, &istiostatsv1.IstioStats{Reporter: istiostatsv1.IstioStats_SOURCE, DisablePeerMetadata: true}, "dubbo", client)
 	r := &router{cluster: "c", code: 20}
