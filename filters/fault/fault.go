@@ -255,7 +255,7 @@ func statusKinds(codec string) map[uint32]codecs.ErrorKind {
 	if err != nil {
 		return out
 	}
-	rs, ok := c.(codecs.ReplyStatuses)
+	rs, ok := c.(codecs.ReplyCoder)
 	if !ok {
 		return out
 	}
@@ -263,7 +263,7 @@ func statusKinds(codec string) map[uint32]codecs.ErrorKind {
 		if _, ok := codecs.ErrorKindByName(k.String()); !ok {
 			break
 		}
-		out[rs.ReplyStatus(k)] = k
+		out[rs.ReplyCode(k)] = k
 	}
 	return out
 }

@@ -15,6 +15,9 @@ var Fields = []struct{ Key, Means string }{
 	{"host", "a host name a STRICT_DNS cluster resolves"},
 	{"filter", "an L7 filter, by its registered name"},
 	{"codec", "a proxy's codec, by its registered name"},
+	{"address", "an address the process listens on, host:port (the plugin's metrics server)"},
+	{"serving_on", "the address the process's metrics server already serves on, when a config names another"},
+	{"path", "an HTTP path the metrics server serves"},
 	// What a request asked for, and how it ended.
 	{"service", "the service a request called (codecs.Describe)"},
 	{"method", "the method a request called (codecs.Describe)"},
