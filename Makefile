@@ -35,9 +35,12 @@ demo:
 test: test-deps vet test-unit test-peers check-plugin check-glibc test-deploy test-e2e
 
 # gcc, a JDK and Maven, from Debian's packages when missing: no test skips
-# for a missing tool, so they must be there.
+# for a missing tool, so they must be there. Redis and Envoy's rate-limit
+# service for the global rate limit's tests: the service is built once per
+# machine, into a cache outside the clone (scripts/ratelimit-peer.sh).
 test-deps:
 	bash scripts/install-test-deps.sh
+	bash scripts/ratelimit-peer.sh install
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.

@@ -18,8 +18,8 @@ import (
 
 	"github.com/breeze-mesh/breeze/bench/internal/echo"
 	"github.com/breeze-mesh/breeze/bench/internal/wire"
-	_ "github.com/breeze-mesh/breeze/codecs/dubbo"  // registers "dubbo"
-	_ "github.com/breeze-mesh/breeze/codecs/thrift" // registers "thrift"
+	// Every codec and L7 filter Breeze ships (istio_stats among them).
+	_ "github.com/breeze-mesh/breeze/builtin"
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/proxy"
 	"github.com/breeze-mesh/breeze/host"
@@ -45,7 +45,7 @@ import (
 // This file is self-contained on purpose: `make bench COMPARE=ref` copies it
 // (with bench/internal) into the base ref's tree to measure both refs with
 // the same client. It uses only proxy.Register and proxy.PluginName of the
-// proxy package.
+// proxy package, and links the builtin codecs and filters.
 
 const (
 	benchConns    = 8
@@ -63,6 +63,21 @@ func BenchmarkProxyDubbo(b *testing.B) {
 // run both in one `go test -bench 'ProxyDubbo'` to compare them.
 func BenchmarkProxyDubboResilience(b *testing.B) {
 	benchProxy(b, "dubbo", "configs/breeze-resilience.yaml", 21001)
+}
+
+// BenchmarkProxyDubboFilters is BenchmarkProxyDubbo with the
+// local_ratelimit and fault filters on every request, never refusing,
+// delaying or aborting one: what they cost idle.
+func BenchmarkProxyDubboFilters(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-filters.yaml", 21001)
+}
+
+// BenchmarkProxyDubboIstioStats is BenchmarkProxyDubbo with Istio's
+// standard request series recorded for every request (the istio_stats
+// filter) and the plugin's metrics server: run both in one
+// `go test -bench 'ProxyDubbo'` to compare metrics on and off.
+func BenchmarkProxyDubboIstioStats(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-istio-stats.yaml", 21001)
 }
 
 func BenchmarkProxyThrift(b *testing.B) {

@@ -11,6 +11,10 @@ import (
 
 	// L7 filters register themselves by name (filter.Register); the router
 	// is not listed: it is always the last filter of every chain.
+	_ "github.com/breeze-mesh/breeze/filters/fault"
+	_ "github.com/breeze-mesh/breeze/filters/globalratelimit"
+	_ "github.com/breeze-mesh/breeze/filters/istiostats"
+	_ "github.com/breeze-mesh/breeze/filters/localratelimit"
 	_ "github.com/breeze-mesh/breeze/filters/mutation"
 	_ "github.com/breeze-mesh/breeze/filters/require"
 )

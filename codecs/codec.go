@@ -72,6 +72,23 @@ type GatewayErrors interface {
 	IsGatewayError(code uint32) bool
 }
 
+// ReplyCoder is implemented by codecs that say which status, in the
+// protocol's own numbers (as Message.Code has them), their LocalReply of
+// each kind carries: what metrics report as the response code of a
+// request the proxy answered itself, and how a config names a reply by
+// the status a client sees (fault aborts).
+type ReplyCoder interface {
+	ReplyCode(kind ErrorKind) uint32
+}
+
+// KeyCarrier is implemented by codecs some of whose frames have nowhere
+// to carry Mutations (Thrift's framed and unframed transports):
+// CarriesKeys reports whether Encode writes m's Mutations into its frame.
+// A codec that does not implement it carries them in every request.
+type KeyCarrier interface {
+	CarriesKeys(m *Message) bool
+}
+
 // ErrorKind is the reason for a reply the proxy builds itself.
 type ErrorKind uint8
 
@@ -121,6 +138,19 @@ func (k ErrorKind) Text() string {
 		return "internal error"
 	}
 	return k.String()
+}
+
+// ErrorKindByName returns the kind whose String is name ("overloaded").
+func ErrorKindByName(name string) (ErrorKind, bool) {
+	for k := ErrorKind(1); ; k++ {
+		s := k.String()
+		if s == fmt.Sprintf("error(%d)", uint8(k)) {
+			return 0, false // past the last kind
+		}
+		if s == name {
+			return k, true
+		}
+	}
 }
 
 // KV is one routable key/value.
@@ -177,6 +207,14 @@ type Message struct {
 	// A frame with nowhere to carry them (see each codec's README) is sent
 	// without them or refused, never half-changed.
 	Mutations Metadata
+	// Removals are keys the codec deletes from the frame when encoding
+	// (Dubbo attachments, Thrift headers), before it applies Mutations: a
+	// key both removed and mutated goes out with the mutation's value. A
+	// key the frame does not carry, or a frame with nowhere to carry keys,
+	// is sent as it is (never counted as an ignored mutation). What a
+	// codec cannot remove is in its README (Dubbo: a key whose value is a
+	// list, map or object).
+	Removals []string
 	// Frame is the frame's bytes. The message owns them: the codec may patch them in place.
 	Frame []byte
 	// Private is codec scratch space (offsets of parts of Frame), so that
@@ -192,6 +230,7 @@ func (m *Message) Reset() {
 	m.Code = 0
 	m.Metadata = m.Metadata[:0]
 	m.Mutations = m.Mutations[:0]
+	m.Removals = m.Removals[:0]
 	m.Frame = nil
 	m.Private = [4]int{}
 }

@@ -22,6 +22,19 @@ func TestErrorKindText(t *testing.T) {
 	}
 }
 
+func TestErrorKindByName(t *testing.T) {
+	for k := ErrNoRoute; k <= ErrInternal; k++ {
+		if got, ok := ErrorKindByName(k.String()); !ok || got != k {
+			t.Errorf("ErrorKindByName(%q) = %v, %v", k.String(), got, ok)
+		}
+	}
+	for _, name := range []string{"", "error(7)", "Overloaded", "no route"} {
+		if got, ok := ErrorKindByName(name); ok {
+			t.Errorf("ErrorKindByName(%q) = %v, want none", name, got)
+		}
+	}
+}
+
 // plain is a codec that does not say how its requests are named.
 type plain struct{}
 

@@ -62,6 +62,8 @@ func TestGoldenMessages(t *testing.T) {
 			`breeze.yaml: listeners[1].address: ":20880": listeners[0] (dubbo-demo) already listens on 127.0.0.1:20880: the second bind would fail with "address already in use"; give each listener an address of its own`},
 		{"the admin server on a listener's address", "admin_address: 127.0.0.1:15000", "admin_address: 0.0.0.0:20880",
 			`breeze.yaml: admin_address: "0.0.0.0:20880": listeners[0] (dubbo-demo) already listens on 127.0.0.1:20880: the second bind would fail with "address already in use"; give each listener an address of its own`},
+		{"the plugin's metrics server on the admin address", "    codec: dubbo\n", "    codec: dubbo\n    metrics: {address: '127.0.0.1:15000'}\n",
+			`breeze.yaml: listeners[0].proxy.metrics.address: "127.0.0.1:15000": admin_address already listens on 127.0.0.1:15000: the second bind would fail with "address already in use"; give each listener an address of its own`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := goldenRunner + tc.new

@@ -131,6 +131,14 @@ func (v *validator) sharedAddresses(r *breezev1.Runner) {
 	if a := r.GetAdminAddress(); a != "" {
 		check("admin_address", "", a)
 	}
+	// Proxies naming the same metrics address share one server.
+	metrics := map[string]bool{}
+	for i, l := range r.GetListeners() {
+		if a := l.GetProxy().GetMetrics().GetAddress(); a != "" && !metrics[a] {
+			metrics[a] = true
+			check(fmt.Sprintf("listeners[%d].proxy.metrics.address", i), "", a)
+		}
+	}
 }
 
 // hostsClash reports whether listening on hosts a and b at one port

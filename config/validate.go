@@ -143,6 +143,9 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	v.duration("request_timeout", c.GetRequestTimeout())
 	v.retryPolicy("retry_policy", c.GetRetryPolicy())
 	v.xds(c)
+	if m := c.GetMetrics(); m != nil && v.required("metrics.address", m.GetAddress()) {
+		v.listenAddress("metrics.address", m.GetAddress())
+	}
 	v.filters(c)
 	v.discovered = c.GetXds() != nil
 

@@ -49,7 +49,6 @@ func TestEveryFieldHasAUse(t *testing.T) {
 func TestFieldsNotAppliedAreWarned(t *testing.T) {
 	router := metaRouter + `  gateways: [istio-system/ingress]
   exportTo: ["."]
-  localRateLimit: {tokenBucket: {maxTokens: 10, fillInterval: 1s}}
 `
 	// Applied: no warning.
 	router = strings.Replace(router, "    mirror: {host: org.example.Greeter, subset: v2}\n", "    mirror: {host: org.example.Greeter, subset: v2}\n    mirrorPercentage: {value: 10}\n", 1)
@@ -112,7 +111,6 @@ func TestFieldsNotAppliedAreWarned(t *testing.T) {
 		dr + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
 		dr + "spec.workloadSelector: not used: Breeze's clusters apply to every proxy that asks; ignored",
 		mr + "spec.gateways: not supported: Breeze serves the route tables of sidecars, not of gateways; ignored",
-		mr + "spec.localRateLimit: not supported by Breeze yet; ignored",
 		mr + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
 	}
 	if !slices.Equal(got, want) {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,7 +272,7 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 				t.out.FailedEndpoints[name] = true
 			}
 			rname := RouteConfigName(host, p.GetNumber())
-			if rc, ok := t.routes(host, p.GetNumber()); ok {
+			if rc, ok := t.routes(host, p.GetNumber()); ok && t.globalRateLimit(host, rc) {
 				t.out.Resources.Routes[rname] = rc
 			} else {
 				t.out.FailedRoutes[rname] = true
@@ -363,6 +362,9 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		key := t.hashKey(host, "", port)
 		rc.Routes = []*breezev1.Route{{Name: "default", Route: &breezev1.RouteAction{
 			ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: ClusterName(host, port)}, HashKey: key}}}
+		if !t.localRateLimit(o, mr, rc) {
+			return nil, false
+		}
 		return rc, true
 	}
 	before := len(t.out.Problems)
@@ -370,35 +372,10 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 	for i, r := range mr.GetRoutes() {
 		field := fmt.Sprintf("spec.routes[%d]", i)
 		route := &breezev1.Route{Name: r.GetName()}
-		for _, k := range slices.Sorted(maps.Keys(r.GetMatch().GetAttributes())) {
-			m, f := r.GetMatch().GetAttributes()[k], fmt.Sprintf("%s.match.attributes[%q]", field, k)
-			mm := &breezev1.MetadataMatcher{Key: k}
-			switch s := m.GetMatchType().(type) {
-			case *metaprotocolv1alpha1.StringMatch_Exact:
-				mm.Match = &breezev1.MetadataMatcher_Exact{Exact: s.Exact}
-			case *metaprotocolv1alpha1.StringMatch_Prefix:
-				mm.Match = &breezev1.MetadataMatcher_Prefix{Prefix: s.Prefix}
-			case *metaprotocolv1alpha1.StringMatch_Regex:
-				if s.Regex == "*" {
-					// Not RE2: Aeraki (as Istio for headers) reads it as
-					// "present, any value".
-					mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
-					break
-				}
-				if _, err := regexp.Compile(s.Regex); err != nil {
-					t.problem(o, f+".regex", false, "%q: %v", s.Regex, err)
-					failed = true
-				}
-				mm.Match = &breezev1.MetadataMatcher_Regex{Regex: s.Regex}
-			default:
-				// No operator ({}): "presence of the attribute is
-				// checked" (MetaRouteMatch.attributes in Aeraki's API).
-				mm.Match = &breezev1.MetadataMatcher_Present{Present: true}
-			}
-			if route.Match == nil {
-				route.Match = &breezev1.RouteMatch{}
-			}
-			route.Match.Metadata = append(route.Match.Metadata, mm)
+		matchers, ok := t.attributeMatchers(o, field+".match", r.GetMatch())
+		failed = failed || !ok
+		if len(matchers) > 0 {
+			route.Match = &breezev1.RouteMatch{Metadata: matchers}
 		}
 		action, ok := t.action(o, field, r.GetRoute(), port)
 		failed = failed || !ok
@@ -431,6 +408,7 @@ func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfigurat
 		}
 		rc.Routes = append(rc.Routes, route)
 	}
+	failed = !t.localRateLimit(o, mr, rc) || failed
 	// Problems of this MetaRouter were reported for an earlier port: keep
 	// one copy.
 	t.dedupe(before)

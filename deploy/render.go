@@ -3,9 +3,11 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -252,6 +254,7 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 		MaxFrameSize:   s.Outbound.GetMaxFrameSize(),
 		RequestTimeout: s.Outbound.GetRequestTimeout(),
 		IdleTimeout:    s.Outbound.GetIdleTimeout(),
+		Metrics:        s.Outbound.GetMetrics(),
 		RouteConfig: &breezev1.RouteConfiguration{Name: s.Name + "-inbound", Routes: []*breezev1.Route{{
 			Name:  "local-app",
 			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "local-app"}},
@@ -383,5 +386,64 @@ func RenderFile(name string, data []byte) ([]byte, error) {
 		header += fmt.Sprintf("# Outbound routes and clusters come from the xDS server at %s,\n"+
 			"# route table %q: these EnvoyFilters stay the same when they change.\n", x.GetAddress(), table)
 	}
+	if a := PodAnnotations(s); a != nil {
+		if r, err := Resolve(s); err == nil {
+			header += podAnnotationsComment(r, a)
+		}
+	}
 	return append([]byte(header), y...), nil
+}
+
+// PodAnnotations are the annotations that make istio-agent merge the
+// plugin's metrics (ProxyConfig.metrics) into the sidecar's
+// :15020/stats/prometheus: prometheus.io/scrape, port and path, which the
+// injector reads when it injects the sidecar (so they belong on the pod
+// template). Nil when the service description names no metrics address.
+func PodAnnotations(s *Service) map[string]string {
+	addr := s.Outbound.GetMetrics().GetAddress()
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   port,
+		"prometheus.io/path":   "/metrics",
+	}
+}
+
+// podAnnotationsComment says which pods take the annotations, as a
+// comment heading the rendered file (render makes no workload objects).
+func podAnnotationsComment(s *Service, a map[string]string) string {
+	var pods []string
+	if s.Direction != Inbound {
+		pods = append(pods, "the clients' ("+selectorText(s.Clients, "every pod of namespace "+s.Namespace)+")")
+	}
+	if s.Direction != Outbound {
+		pods = append(pods, "the service's ("+selectorText(s.Selector, "")+")")
+	}
+	return fmt.Sprintf("# Breeze serves its metrics (breeze_*, istio_*) on %s inside Envoy. For istio-agent\n"+
+		"# to merge them into :15020/stats/prometheus, add to the pod template of %s pods\n"+
+		"# (read when the sidecar is injected; one app endpoint per pod: see deploy/README.md#metrics):\n"+
+		"#   prometheus.io/scrape: %q\n#   prometheus.io/port: %q\n#   prometheus.io/path: %s\n",
+		s.Outbound.GetMetrics().GetAddress(), strings.Join(pods, " and "),
+		a["prometheus.io/scrape"], a["prometheus.io/port"], a["prometheus.io/path"])
+}
+
+func selectorText(sel map[string]string, empty string) string {
+	if len(sel) == 0 {
+		return empty
+	}
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + sel[k]
+	}
+	return strings.Join(keys, ",")
 }

@@ -305,3 +305,56 @@ func TestPlainTextClusterConfig(t *testing.T) {
 		t.Error("want an error for an unknown mode")
 	}
 }
+
+// A metrics address goes into both directions' plugin_config, and the
+// rendered file says which pod annotations make istio-agent merge it.
+func TestRenderMetrics(t *testing.T) {
+	desc := `host: greeter.demo.svc.cluster.local
+vip: 10.96.0.20
+port: 20880
+protocol: dubbo
+direction: both
+upstream_tls: none
+clients: {app: consumer}
+selector: {app: greeter}
+metrics: {address: "127.0.0.1:15093"}
+clusters:
+- name: greeter
+  endpoints: [{address: 10.1.0.1, port: 20880}]
+`
+	efs, err := renderString(t, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ef := range efs {
+		m, _ := pluginConfig(t, ef)["metrics"].(map[string]any)
+		if m["address"] != "127.0.0.1:15093" {
+			t.Errorf("%s: plugin_config metrics %v, want address 127.0.0.1:15093", ef.Name, m)
+		}
+	}
+	s, err := ParseService([]byte(desc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15093", "prometheus.io/path": "/metrics"}
+	if got := PodAnnotations(s); len(got) != 3 || got["prometheus.io/scrape"] != "true" || got["prometheus.io/port"] != "15093" || got["prometheus.io/path"] != "/metrics" {
+		t.Errorf("PodAnnotations = %v, want %v", got, want)
+	}
+	y, err := RenderFile("greeter.yaml", []byte(desc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"#   prometheus.io/scrape: \"true\"\n", "#   prometheus.io/port: \"15093\"\n", "#   prometheus.io/path: /metrics\n",
+		"the clients' (app=consumer) and the service's (app=greeter) pods",
+	} {
+		if !bytes.Contains(y, []byte(line)) {
+			t.Errorf("rendered file lacks %q:\n%s", line, y)
+		}
+	}
+	// Without a metrics address, no annotations.
+	y, err = RenderFile("greeter.yaml", []byte(minimalService))
+	if err != nil || bytes.Contains(y, []byte("prometheus.io")) || PodAnnotations(&Service{}) != nil {
+		t.Errorf("annotations without a metrics address (%v):\n%s", err, y)
+	}
+}

@@ -72,7 +72,7 @@ type Service struct {
 	// catch-all route goes to the first cluster. With xds, no routes or
 	// clusters: the xDS server serves them (see Resolve). The inbound
 	// proxy takes its timeouts, codec_params and max_frame_size (the wire
-	// is the same on both sides), not its filters.
+	// is the same on both sides) and metrics, not its filters.
 	Outbound *breezev1.ProxyConfig
 	// LibraryPath of breeze.so in the sidecar; default DefaultLibraryPath.
 	LibraryPath string
@@ -103,6 +103,7 @@ type serviceFile struct {
 	CodecParams    json.RawMessage   `json:"codec_params"`
 	MaxFrameSize   json.RawMessage   `json:"max_frame_size"`
 	Filters        json.RawMessage   `json:"filters"`
+	Metrics        json.RawMessage   `json:"metrics"`
 	Routes         json.RawMessage   `json:"routes"`
 	Clusters       json.RawMessage   `json:"clusters"`
 	XDS            json.RawMessage   `json:"xds"`
@@ -115,6 +116,7 @@ var proxyKeys = map[string]string{
 	"codec_params":    "codec_params",
 	"max_frame_size":  "max_frame_size",
 	"filters":         "filters",
+	"metrics":         "metrics",
 	"routes":          "route_config",
 	"clusters":        "clusters",
 	"xds":             "xds",

@@ -40,7 +40,9 @@
 #               (e.g. bench/configs/breeze-resilience.yaml: features
 #               configured, never triggered), interleaved as COMPARE does;
 #               Dubbo only, no Go benchmarks (BenchmarkProxyDubboResilience
-#               is the Go side of the resilience variant).
+#               is the Go side of the resilience variant,
+#               BenchmarkProxyDubboIstioStats of breeze-istio-stats.yaml:
+#               Istio's standard series recorded, the metrics server on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -29,7 +29,9 @@ var demoConfig []byte
 const runUsage = `Serves the listeners of a runner config with Breeze's proxy, on a host that
 drives Envoy's own Go shim (the plugin's code path, without Envoy). Prints
 "LISTENING <name> <address>" for each listener once it accepts, and
-"ADMIN <address>" for /metrics and /ready. SIGINT or SIGTERM stop it.
+"ADMIN <address>" for /metrics and /ready, and "METRICS <address>" when a
+listener's proxy names metrics.address (the plugin's own /metrics, as inside
+Envoy). SIGINT or SIGTERM stop it.
 `
 
 func run(args []string) error {
@@ -104,6 +106,11 @@ func run(args []string) error {
 		}()
 		defer srv.Close()
 		fmt.Printf("ADMIN %s\n", ln.Addr())
+	}
+	if a := proxy.MetricsAddress(); a != "" {
+		// A listener's proxy.metrics: the plugin's own metrics server,
+		// serving the same registry as the admin address.
+		fmt.Printf("METRICS %s\n", a)
 	}
 	if *pprofAddr != "" {
 		ln, err := net.Listen("tcp", *pprofAddr)

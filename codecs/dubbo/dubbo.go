@@ -573,15 +573,19 @@ func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
 		return nil, fmt.Errorf("dubbo: encode: message has a %d-byte frame, not a decoded Dubbo frame", len(f))
 	}
 	binary.BigEndian.PutUint64(f[4:], msg.ID)
-	if len(msg.Mutations) == 0 {
+	if len(msg.Mutations) == 0 && len(msg.Removals) == 0 {
 		return f, nil
 	}
-	if msg.Private[privAttEnd] == 0 || msg.Private[privResultType] != 0 && c.respAtt < 0 {
+	noMap := msg.Private[privResultType] != 0 // a response without attachments (result type 0-2)
+	if msg.Private[privAttEnd] == 0 || noMap && (c.respAtt < 0 || len(msg.Mutations) == 0) {
 		// Heartbeats, events and error responses carry no attachments; a
 		// response without them (result type 0-2) gets them only if the
 		// client can read result types 3-5: not when this connection's
 		// requests said otherwise. Mutations do not apply: counted, dropped.
-		ignoredMutations.Add(1)
+		// Removals have nothing to remove there.
+		if len(msg.Mutations) > 0 {
+			ignoredMutations.Add(1)
+		}
 		return f, nil
 	}
 	return c.mergeAttachments(msg)
@@ -622,6 +626,10 @@ func kindStatus(kind codecs.ErrorKind) byte {
 	}
 	return statusServerError
 }
+
+// ReplyCode implements codecs.ReplyCoder: the status LocalReply answers
+// kind with.
+func (c *codec) ReplyCode(kind codecs.ErrorKind) uint32 { return uint32(kindStatus(kind)) }
 
 // IsGatewayError implements codecs.GatewayErrors: a provider timing out
 // (31) or out of threads (100), which is also what Breeze and Envoy's

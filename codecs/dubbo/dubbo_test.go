@@ -296,6 +296,9 @@ func TestLocalReply(t *testing.T) {
 		if f[2] != hessian2ID || f[3] != status {
 			t.Errorf("%v: flag %#x status %d, want flag 2 status %d", kind, f[2], f[3], status)
 		}
+		if got := c.(codecs.ReplyCoder).ReplyCode(kind); got != uint32(status) {
+			t.Errorf("%v: ReplyCode = %d, the reply's status is %d", kind, got, status)
+		}
 		m := decode(t, c, f)
 		if m.Type != codecs.Response || m.Status != codecs.StatusError || m.ID != req.ID {
 			t.Errorf("%v: decodes as %v %v id %d", kind, m.Type, m.Status, m.ID)
@@ -635,5 +638,101 @@ func TestIgnoredMutationsCounted(t *testing.T) {
 		if _, err := c.Encode(m); err != nil || IgnoredMutations() != before {
 			t.Errorf("%s: Encode without mutations counted", f)
 		}
+	}
+}
+
+// remove decodes f, asks Encode to remove keys, and returns the encoded
+// frame and what it decodes as.
+func remove(t *testing.T, f []byte, keys ...string) (*codecs.Message, []byte) {
+	t.Helper()
+	c := newCodec(t, codecs.Options{})
+	m := decode(t, c, f)
+	m.Removals = append(m.Removals, keys...)
+	out, err := c.Encode(m)
+	if err != nil {
+		t.Fatalf("Encode: %v", err)
+	}
+	out = bytes.Clone(out)
+	return decode(t, newCodec(t, codecs.Options{}), out), out
+}
+
+func TestRemovals(t *testing.T) {
+	t.Run("a removed attachment is gone, the others stay", func(t *testing.T) {
+		in := testdata(t, "request.bin")
+		before := decode(t, newCodec(t, codecs.Options{}), bytes.Clone(in))
+		if _, ok := before.Metadata.Get("env"); !ok {
+			t.Fatal("request.bin has no env attachment to remove")
+		}
+		m, out := remove(t, in, "env")
+		if v, ok := m.Metadata.Get("env"); ok {
+			t.Errorf("env = %q after its removal", v)
+		}
+		if bytes.Contains(out, []byte("\x03env")) {
+			t.Error("the key env is still in the frame")
+		}
+		got := fullDecode(t, out[headerLen:])
+		atts := got[len(got)-1].(map[any]any)
+		if _, ok := atts["env"]; ok || atts["tenant"] == nil || atts["group"] != "blue" {
+			t.Errorf("attachments as dubbo-go-hessian2 reads them: %v", atts)
+		}
+		if u, ok := got[5].(*User); !ok || u.Name != "Alex Example" {
+			t.Errorf("first argument: %#v", got[5])
+		}
+	})
+	t.Run("removed and mutated: the mutation's value", func(t *testing.T) {
+		c := newCodec(t, codecs.Options{})
+		m := decode(t, c, testdata(t, "request.bin"))
+		m.Removals = []string{"env"}
+		m.Mutations = codecs.Metadata{{Key: "env", Value: "canary"}}
+		out, err := c.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := decode(t, newCodec(t, codecs.Options{}), bytes.Clone(out))
+		if v, _ := got.Metadata.Get("env"); v != "canary" || bytes.Count(out, []byte("\x03env")) != 1 {
+			t.Errorf("env = %q, %d times in the frame; want canary, once", v, bytes.Count(out, []byte("\x03env")))
+		}
+	})
+	t.Run("a key the frame lacks changes nothing but the map's bytes", func(t *testing.T) {
+		in := testdata(t, "request.bin")
+		want := decode(t, newCodec(t, codecs.Options{}), bytes.Clone(in))
+		m, _ := remove(t, in, "absent")
+		if len(m.Metadata) != len(want.Metadata) {
+			t.Errorf("metadata %v, want %v", m.Metadata, want.Metadata)
+		}
+	})
+	t.Run("a list value stays", func(t *testing.T) {
+		atts := cat([]byte{'H'}, hess("k", []string{"x"}, "ref", "v"), []byte{'Z'})
+		_, out := remove(t, frame(reqFlag, 0, 1, requestBody("", "greet", "", nil, atts)), "k", "ref")
+		got := fullDecode(t, out[headerLen:])
+		a := got[len(got)-1].(map[any]any)
+		if _, ok := a["ref"]; ok || a["k"] == nil {
+			t.Errorf("attachments %v; want ref removed, the list k kept", a)
+		}
+	})
+	t.Run("response with attachments", func(t *testing.T) {
+		in := testdata(t, "response.bin")
+		before := decode(t, newCodec(t, codecs.Options{}), bytes.Clone(in))
+		if len(before.Metadata) == 0 {
+			t.Fatal("response.bin has no attachments")
+		}
+		key := before.Metadata[0].Key
+		m, _ := remove(t, in, key)
+		if _, ok := m.Metadata.Get(key); ok || m.Status != codecs.StatusOK {
+			t.Errorf("%s still there (status %v)", key, m.Status)
+		}
+	})
+	// Frames without an attachments map: nothing to remove, the frame as
+	// it was (no result type upgraded), nothing counted as ignored.
+	for _, f := range []string{"response_plain.bin", "response_error.bin", "heartbeat.bin", "heartbeat_reply.bin"} {
+		t.Run("nothing to remove in "+f, func(t *testing.T) {
+			in := testdata(t, f)
+			ignored := IgnoredMutations()
+			_, out := remove(t, in, "k")
+			if !bytes.Equal(out, in) || IgnoredMutations() != ignored {
+				t.Errorf("frame changed %v, ignored mutations counted %d; want the frame as is, nothing counted",
+					!bytes.Equal(out, in), IgnoredMutations()-ignored)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -111,4 +112,46 @@ func checkDecode(t *testing.T, data []byte) {
 	if v, _ := got.Metadata.Get("fuzz-key"); v != "fuzz-value" || got.Type != msg.Type || got.ID != msg.ID {
 		t.Fatalf("mutated frame %x decodes as %v id %d, fuzz-key %q", out, got.Type, got.ID, v)
 	}
+
+	// Removing every key the frame showed must give a frame that decodes
+	// without those whose values were scalars (all the codec offers are).
+	msg.Mutations = nil
+	for _, kv := range msg.Metadata {
+		msg.Removals = append(msg.Removals, kv.Key)
+	}
+	msg.Removals = append(msg.Removals, "fuzz-key")
+	// The codec may have patched the frame in place: start from the input.
+	var again codecs.Message
+	if _, err := c.Decode(bytes.Clone(data[:n]), &again); err != nil {
+		t.Fatalf("second decode: %v", err)
+	}
+	again.Removals = msg.Removals
+	out, err = c.Encode(&again)
+	if err != nil {
+		var pe *codecs.ProtocolError
+		if errors.As(err, &pe) && pe.Reason == reasonTooLarge {
+			return
+		}
+		t.Fatalf("Encode with removals: %v", err)
+	}
+	got.Reset()
+	if m, err := c.Decode(bytes.Clone(out), &got); err != nil || m != len(out) {
+		t.Fatalf("frame with removals %x: Decode = %d, %v", out, m, err)
+	}
+	for _, kv := range got.Metadata {
+		if slices.Contains(again.Removals, kv.Key) && attachmentKey(kv.Key) {
+			t.Fatalf("frame with removals %x still shows %q = %q", out, kv.Key, kv.Value)
+		}
+	}
+}
+
+// attachmentKey reports whether a metadata key may come from attachments
+// only: the body's fields (dubbo, interface, version, method,
+// parameter_types) are not attachments and stay.
+func attachmentKey(k string) bool {
+	switch k {
+	case keyDubbo, keyInterface, keyVersion, keyMethod, keyParamTypes:
+		return false
+	}
+	return true
 }

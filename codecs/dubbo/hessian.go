@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	hessian "github.com/apache/dubbo-go-hessian2"
@@ -137,14 +138,15 @@ func responseFrame(id uint64, status byte, text string) []byte {
 }
 
 // mergeAttachments builds a new frame whose attachments are the old ones
-// with msg.Mutations added or overwritten; everything else (arguments,
-// result, trailing bytes) is copied unchanged.
+// without msg.Removals, with msg.Mutations added or overwritten; everything
+// else (arguments, result, trailing bytes) is copied unchanged.
 //
 // Untouched pairs are copied as bytes, never decoded and re-encoded, so
 // values the proxy cannot represent (objects of Java classes) survive. An
-// overwritten pair is dropped when its value is a scalar; a list, map or
-// object value stays (dropping it would renumber later hessian2 references)
-// and the new pair follows it: Java's HashMap and dubbo-go keep the last.
+// overwritten or removed pair is dropped when its value is a scalar; a
+// list, map or object value stays (dropping it would renumber later
+// hessian2 references): an overwritten one is followed by the new pair
+// (Java's HashMap and dubbo-go keep the last), a removed one is kept.
 func (c *codec) mergeAttachments(msg *codecs.Message) ([]byte, error) {
 	f := msg.Frame
 	start, end := msg.Private[privAttStart], msg.Private[privAttEnd]
@@ -212,7 +214,7 @@ func (c *codec) appendAttachments(out []byte, msg *codecs.Message, learnClasses 
 			if err != nil {
 				return nil, err
 			}
-			if !isScalar(body[kEnd]) || !c.mutated(r, msg.Mutations) {
+			if !isScalar(body[kEnd]) || !c.replaced(r, msg) {
 				out = append(out, body[r:vEnd]...)
 			}
 			r = vEnd
@@ -230,8 +232,9 @@ func (c *codec) appendAttachments(out []byte, msg *codecs.Message, learnClasses 
 	return append(out, 'Z'), nil
 }
 
-// mutated reports whether the key at body offset off is set by a mutation.
-func (c *codec) mutated(off int, muts codecs.Metadata) bool {
+// replaced reports whether the key at body offset off is set by one of
+// msg's mutations or named by one of its removals.
+func (c *codec) replaced(off int, msg *codecs.Message) bool {
 	if !isStringTag(c.sc.b[off]) {
 		return false
 	}
@@ -240,8 +243,14 @@ func (c *codec) mutated(off int, muts codecs.Metadata) bool {
 		return false
 	}
 	if v.ascii {
-		for _, m := range muts {
-			if string(c.sc.b[v.data:v.end]) == m.Key { // compared, not allocated
+		key := c.sc.b[v.data:v.end]
+		for _, m := range msg.Mutations {
+			if string(key) == m.Key { // compared, not allocated
+				return true
+			}
+		}
+		for _, r := range msg.Removals {
+			if string(key) == r {
 				return true
 			}
 		}
@@ -251,8 +260,8 @@ func (c *codec) mutated(off int, muts codecs.Metadata) bool {
 	if err != nil {
 		return false
 	}
-	_, ok := muts.Get(key)
-	return ok
+	_, ok := msg.Mutations.Get(key)
+	return ok || slices.Contains(msg.Removals, key)
 }
 
 // overridden reports whether a later mutation sets the same key as muts[i].

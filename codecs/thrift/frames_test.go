@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,6 +152,13 @@ func TestLocalReply(t *testing.T) {
 			if typ != exc || got.Code != uint32(exc) {
 				t.Errorf("%v %v: exception type %d, decoded as Code %d, want %d", f, kind, typ, got.Code, exc)
 			}
+			if rc := c.ReplyCode(kind); rc != got.Code {
+				t.Errorf("%v %v: ReplyCode = %d, the reply decodes with Code %d", f, kind, rc, got.Code)
+			}
+			// Only header transports carry keys.
+			if want := f.transport == "header" || f.transport == "ttheader"; c.CarriesKeys(req) != want {
+				t.Errorf("%v: CarriesKeys = %v, want %v", f, !want, want)
+			}
 			if strings.HasSuffix(f.name, "_nonstrict") && reply[bytes.Index(reply, []byte("Greet"))-4] != 0 {
 				t.Errorf("%v: reply to a non-strict client is strict", f)
 			}
@@ -224,6 +232,71 @@ func TestCompactSeqidGrowth(t *testing.T) {
 }
 
 const math32 = 1<<32 - 1
+
+// TestHeaderRemovals: removed header keys are gone (string keys, TTHeader
+// integer keys by name), the others stay; a key both removed and mutated
+// takes the mutation's value; headerless frames go out as they came.
+func TestHeaderRemovals(t *testing.T) {
+	for _, tc := range []struct {
+		file      string
+		removals  []string
+		muts      codecs.Metadata
+		gone      []string
+		want      map[string]string
+		unchanged bool
+	}{
+		{file: "apache_header_binary_request.bin", removals: []string{"env"},
+			gone: []string{"env"}, want: map[string]string{"tenant": "gold"}},
+		{file: "apache_header_compact_request.bin", removals: []string{"env", "absent"},
+			gone: []string{"env"}},
+		{file: "apache_header_binary_request.bin", removals: []string{"env", "tenant"}, muts: codecs.Metadata{{Key: "tenant", Value: "new"}},
+			gone: []string{"env"}, want: map[string]string{"tenant": "new"}},
+		{file: "kitex_ttheader_binary_request.bin", removals: []string{"RPC_TRANSIT_tenant", "to_method"},
+			gone: []string{"RPC_TRANSIT_tenant", "to_method"}},
+		{file: "apache_framed_binary_request.bin", removals: []string{"env"}, unchanged: true},
+	} {
+		c := newCodec(t, codecs.Options{})
+		in := testdata(t, tc.file)
+		before := asMap(decode(t, newCodec(t, codecs.Options{}), bytes.Clone(in)).Metadata)
+		m := decode(t, c, bytes.Clone(in))
+		m.Removals, m.Mutations = tc.removals, tc.muts
+		ignored := IgnoredMutations()
+		out, err := c.Encode(m)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		if tc.unchanged {
+			if !bytes.Equal(out, in) || IgnoredMutations() != ignored {
+				t.Errorf("%s: frame changed %v, ignored mutations counted %d; want it as it came, nothing counted",
+					tc.file, !bytes.Equal(out, in), IgnoredMutations()-ignored)
+			}
+			continue
+		}
+		md := asMap(decode(t, newCodec(t, codecs.Options{}), out).Metadata)
+		for _, k := range tc.gone {
+			if _, was := before[k]; !was {
+				t.Fatalf("%s: no header %s to remove in %v", tc.file, k, before)
+			}
+			if v, ok := md[k]; ok {
+				t.Errorf("%s: %s = %q after its removal", tc.file, k, v)
+			}
+		}
+		for k, v := range tc.want {
+			if md[k] != v {
+				t.Errorf("%s: %s = %q, want %q", tc.file, k, md[k], v)
+			}
+		}
+		// Every other header and the call stay.
+		for k, v := range before {
+			if slices.Contains(tc.removals, k) {
+				continue
+			}
+			if md[k] != v {
+				t.Errorf("%s: %s = %q, was %q", tc.file, k, md[k], v)
+			}
+		}
+	}
+}
 
 func TestIgnoredMutations(t *testing.T) {
 	c := newCodec(t, codecs.Options{})

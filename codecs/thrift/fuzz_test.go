@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,6 +111,7 @@ func checkDecode(t *testing.T, params map[string]string, data []byte) {
 		if tr == tHeader || tr == tTTHeader {
 			check(t, params, out, &msg, "fuzz-value")
 		}
+		checkRemovals(t, params, c, &msg, frame)
 		rest = rest[n:]
 	}
 }
@@ -136,5 +138,48 @@ func check(t *testing.T, params map[string]string, out []byte, msg *codecs.Messa
 	b, _ := msg.Metadata.Get("method")
 	if a != b && !strings.Contains(b, ":") {
 		t.Fatalf("method %q became %q", b, a)
+	}
+}
+
+// checkRemovals removes every key msg shows, and one it does not: the
+// frame must decode without the headers among them (the codec's own keys
+// and a TTHeader ACL token stay), or, without headers, be the frame as it
+// was.
+func checkRemovals(t *testing.T, params map[string]string, c codecs.Codec, msg *codecs.Message, frame []byte) {
+	t.Helper()
+	msg.Mutations = nil
+	msg.Removals = []string{"fuzz-key"}
+	for _, kv := range msg.Metadata {
+		msg.Removals = append(msg.Removals, kv.Key)
+	}
+	out, err := c.Encode(msg)
+	if err != nil {
+		var pe *codecs.ProtocolError
+		if errors.As(err, &pe) && (pe.Reason == reasonTooLarge || pe.Reason == reasonMutation) {
+			return
+		}
+		t.Fatalf("Encode with removals: %v", err)
+	}
+	tr, _, _, _ := unpackFlags(msg.Private[privFlags])
+	if tr != tHeader && tr != tTTHeader {
+		if !bytes.Equal(out, frame) {
+			t.Fatalf("removals on a %v frame changed it: %x, want %x", tr, out, frame)
+		}
+		return
+	}
+	check(t, params, out, msg, "")
+	var got codecs.Message
+	c2, _ := New(codecs.Options{MaxFrameSize: 1 << 21, Params: params})
+	if _, err := c2.Decode(bytes.Clone(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range got.Metadata {
+		switch kv.Key {
+		case keyMethod, keyService, keyMessageType, keyTransport, keyProtocol, aclTokenKey:
+			continue
+		}
+		if slices.Contains(msg.Removals, kv.Key) {
+			t.Fatalf("frame with removals %x still shows %q = %q", out, kv.Key, kv.Value)
+		}
 	}
 }

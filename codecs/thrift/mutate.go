@@ -13,8 +13,13 @@ type hdrPair struct {
 	intKey int    // TTHeader integer key, or -1
 	key    []byte // string keys
 	val    []byte
-	mut    int // 1 + the index of the mutation that overwrites it, or 0
+	// mut is 1 + the index of the mutation that overwrites the pair, 0
+	// when none does, dropped when a removal names it and no mutation.
+	mut int
 }
+
+// dropped marks a pair a removal deletes.
+const dropped = -1
 
 // pairs lists the key/values of a parsed header layout.
 func pairs(ps []hdrPair, f []byte, lay *hdrLayout, tr transport) []hdrPair {
@@ -58,12 +63,14 @@ func pairs(ps []hdrPair, f []byte, lay *hdrLayout, tr transport) []hdrPair {
 	return ps
 }
 
-// mutate rebuilds a THeader or TTHeader frame with msg.Mutations applied to
-// its header key/values and msg.ID as its seqid. Header entries whose key a
-// mutation names get the new value (every occurrence); other mutations are
-// appended to the first key/value block of their kind, or to a new block.
-// Everything else (flags, protocol id, unknown info blocks, the message) is
-// copied unchanged.
+// mutate rebuilds a THeader or TTHeader frame with msg.Removals and
+// msg.Mutations applied to its header key/values and msg.ID as its seqid.
+// Header entries whose key a removal names are dropped (every occurrence;
+// not a TTHeader ACL token, which has a block of its own), unless a
+// mutation names it too; entries whose key a mutation names get the new
+// value (every occurrence); other mutations are appended to the first
+// key/value block of their kind, or to a new block. Everything else (flags,
+// protocol id, unknown info blocks, the message) is copied unchanged.
 func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int, hdrSeq bool) ([]byte, error) {
 	f := msg.Frame
 	end := msg.Private[privHeaderEnd]
@@ -113,6 +120,11 @@ func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int
 		muts = append(muts, mu)
 	}
 	for i := range ps {
+		for _, r := range msg.Removals {
+			if ps[i].matches(r, tr) && lay.blocks[ps[i].block].typ != infoACLToken {
+				ps[i].mut = dropped
+			}
+		}
 		for j := range muts {
 			same := ps[i].intKey >= 0 && ps[i].intKey == muts[j].intKey ||
 				ps[i].intKey < 0 && muts[j].intKey < 0 && string(ps[i].key) == muts[j].key
@@ -180,11 +192,11 @@ func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int
 		binary.BigEndian.PutUint32(out[hdrSeqOff:], id)
 	}
 
-	// blockLen counts the pairs of block bi.
+	// blockLen counts the pairs of block bi that are kept.
 	blockLen := func(bi int) int {
 		n := 0
 		for i := range ps {
-			if ps[i].block == bi {
+			if ps[i].block == bi && ps[i].mut != dropped {
 				n++
 			}
 		}
@@ -199,7 +211,7 @@ func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int
 			out = appendUvarint(out, infoKeyValue)
 			out = appendUvarint(out, uint64(blockLen(bi)+len(add)))
 			for i := range ps {
-				if ps[i].block == bi {
+				if ps[i].block == bi && ps[i].mut != dropped {
 					out = vstring(out, &ps[i])
 				}
 			}
@@ -245,7 +257,7 @@ func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int
 				out = append(out, bl.typ)
 				out = binary.BigEndian.AppendUint16(out, uint16(n))
 				for i := range ps {
-					if ps[i].block == bi {
+					if ps[i].block == bi && ps[i].mut != dropped {
 						out = ttpair(out, &ps[i])
 					}
 				}
@@ -297,6 +309,19 @@ func (c *codec) mutate(msg *codecs.Message, tr transport, p protocol, seqLen int
 		return nil, err
 	}
 	return out, nil
+}
+
+// matches reports whether the pair's key is name: a string key equal to
+// it, or a TTHeader integer key it names (to_cluster, ttheader_int_300).
+func (p *hdrPair) matches(name string, tr transport) bool {
+	if p.intKey < 0 {
+		return string(p.key) == name
+	}
+	if tr != tTTHeader {
+		return false
+	}
+	k, ok := intKeyOf(name)
+	return ok && int(k) == p.intKey
 }
 
 func appendUvarint(b []byte, v uint64) []byte {

@@ -55,6 +55,17 @@ func (c *codec) LocalReply(req *codecs.Message, kind codecs.ErrorKind, detail st
 	return exceptionFrame(tr, p, strict, inner, uint32(req.ID), method, text.String(), excType(kind))
 }
 
+// ReplyCode implements codecs.ReplyCoder: the TApplicationException type
+// LocalReply answers kind with.
+func (c *codec) ReplyCode(kind codecs.ErrorKind) uint32 { return uint32(excType(kind)) }
+
+// CarriesKeys implements codecs.KeyCarrier: only THeader and TTHeader
+// frames have headers to write mutations into.
+func (c *codec) CarriesKeys(m *codecs.Message) bool {
+	tr, _, _, _ := unpackFlags(m.Private[privFlags])
+	return tr == tHeader || tr == tTTHeader
+}
+
 // RequestKeys implements codecs.Describer: the method is the message name
 // without its multiplexing prefix, the service that prefix (present only for
 // multiplexed calls).

@@ -572,11 +572,15 @@ func (c *codec) Encode(msg *codecs.Message) ([]byte, error) {
 	}
 	id := uint32(msg.ID)
 	if msg.Private[privFlags]&flagZlib != 0 {
-		if len(msg.Mutations) == 0 && id == uint32(msg.Private[privSeqOff]) {
+		if len(msg.Mutations) == 0 && len(msg.Removals) == 0 && id == uint32(msg.Private[privSeqOff]) {
 			return f, nil
 		}
 		return c.mutate(msg, tr, p, seqLen, hdrSeq)
 	}
+	if (tr == tHeader || tr == tTTHeader) && len(msg.Removals) > 0 {
+		return c.mutate(msg, tr, p, seqLen, hdrSeq)
+	}
+	// Removals on a headerless transport have nothing to remove.
 	if len(msg.Mutations) > 0 {
 		switch tr {
 		case tHeader, tTTHeader:

@@ -19,9 +19,11 @@ type RouteEntry interface {
 
 // Outcome is how a request ended.
 type Outcome struct {
-	// Responded: an upstream response was relayed; Status is its status.
+	// Responded: an upstream response was relayed; Status is its status,
+	// Code its status in the protocol's own numbers (codecs.Message.Code).
 	Responded bool
 	Status    codecs.ResponseStatus
+	Code      uint32
 	// Sent: a oneway request was written upstream.
 	Sent bool
 	// LocalReply is the kind of error the proxy answered with itself, 0
@@ -53,6 +55,10 @@ type Stream struct {
 	// Cluster and Upstream name where the router sent the request (the
 	// cluster, and the endpoint's ip:port of the last attempt).
 	Cluster, Upstream string
+	// UpstreamLabels are the labels of that endpoint (the cluster's
+	// config, DNS or EDS): who served the request, for metrics. Shared:
+	// read only.
+	UpstreamLabels map[string]string
 	// Attempts counts the endpoints the request was sent or re-balanced to.
 	Attempts int
 	// Start is when the request was decoded; UpstreamStart when it was
@@ -75,11 +81,14 @@ type Stream struct {
 	reply     codecs.ErrorKind
 	replyWhy  string
 	replyFlag Flag
-	terminal  any
+	// flags are what AddFlags recorded, added to the outcome's.
+	flags    Flag
+	terminal any
 
 	// Inline storage: requests with few keys need no allocation of their own.
 	mdBuf  [16]codecs.KV
 	mutBuf [4]codecs.KV
+	rmBuf  [2]string
 }
 
 const (
@@ -122,6 +131,7 @@ func (s *Stream) Init(c *Chain, conn Conn, m *codecs.Message, now time.Time) {
 	s.Request = *m
 	s.Request.Metadata = append(s.mdBuf[:0], m.Metadata...)
 	s.Request.Mutations = append(s.mutBuf[:0], m.Mutations...)
+	s.Request.Removals = append(s.rmBuf[:0], m.Removals...)
 	s.Start = now
 	s.BytesIn = len(m.Frame)
 }
@@ -139,6 +149,12 @@ func (s *Stream) RouteConfig(filter string) any {
 	}
 	return s.Route.FilterConfig(filter)
 }
+
+// AddFlags records flags the outcome will carry however the request ends,
+// for what a filter did to a request it let go on (DI: a delay was
+// injected). Call it inside OnRequest only: a paused stream may be
+// finished at any time by its client going away.
+func (s *Stream) AddFlags(f Flag) { s.flags |= f }
 
 // Done reports whether the stream has finished.
 func (s *Stream) Done() bool { return s.done.Load() }
@@ -310,7 +326,7 @@ func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
 	} else {
 		s.conn.Write(out)
 		s.BytesOut = len(out)
-		s.Outcome = Outcome{Responded: true, Status: m.Status}
+		s.Outcome = Outcome{Responded: true, Status: m.Status, Code: m.Code}
 	}
 	s.finished()
 	if p != nil {
@@ -360,6 +376,7 @@ func (s *Stream) Finish(o Outcome) {
 
 func (s *Stream) finished() {
 	s.End = time.Now()
+	s.Outcome.Flags |= s.flags
 	for i := range s.chain.Filters {
 		s.onDone(i)
 	}

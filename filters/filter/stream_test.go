@@ -70,7 +70,7 @@ type terminal struct {
 
 func (t *terminal) OnRequest(s *Stream) Status {
 	t.reached.Add(1)
-	resp := &codecs.Message{Type: codecs.Response, Frame: []byte("resp")}
+	resp := &codecs.Message{Type: codecs.Response, Status: codecs.StatusError, Code: 31, Frame: []byte("resp")}
 	s.Respond(resp, echoCodec{})
 	return Stop
 }
@@ -203,6 +203,35 @@ func TestReply(t *testing.T) {
 	}
 }
 
+// Flags a filter adds to a request it lets go on end up in the outcome,
+// with the upstream's response (a delay that was injected: DI), with a
+// reply, and when the client went away first.
+func TestAddFlags(t *testing.T) {
+	for _, how := range []string{"responded", "replied", "client gone"} {
+		conn := newFakeConn()
+		f := &funcFilter{onRequest: func(s *Stream) Status {
+			s.AddFlags(DelayInjected)
+			switch how {
+			case "replied":
+				s.Reply(codecs.ErrOverloaded, "fault", FaultInjected)
+				return Stop
+			case "client gone":
+				conn.closed.Store(true)
+				go s.Resume()
+				return Pause
+			}
+			return Continue
+		}}
+		start(t, conn, f)
+		s := waitDone(t, conn)
+		want := map[string]Flag{"responded": DelayInjected, "replied": DelayInjected | FaultInjected,
+			"client gone": DelayInjected | DownstreamConnectionTermination}[how]
+		if s.Outcome.Flags != want {
+			t.Errorf("%s: flags %v, want %v (outcome %+v)", how, s.Outcome.Flags, want, s.Outcome)
+		}
+	}
+}
+
 // A filter that stops without answering is a bug: the client gets an
 // internal error rather than waiting forever.
 func TestStopWithoutReplyIsAnswered(t *testing.T) {
@@ -324,5 +353,30 @@ func TestFailPaused(t *testing.T) {
 	s.Reply(codecs.ErrOverloaded, "late", RateLimited)
 	if term.reached.Load() != 0 || conn.replies.Load() != 1 || f.dones.Load() != 1 {
 		t.Fatalf("after Fail: terminal reached %d times, %d replies, OnDone %d times", term.reached.Load(), conn.replies.Load(), f.dones.Load())
+	}
+}
+
+// The outcome of a relayed response carries its status and code, and
+// BytesOut what was written.
+func TestRespondOutcome(t *testing.T) {
+	conn := newFakeConn()
+	s, _ := start(t, conn)
+	if o := s.Outcome; !o.Responded || o.Status != codecs.StatusError || o.Code != 31 || s.BytesOut != len("resp") {
+		t.Errorf("outcome %+v, %d bytes out; want responded, status error, code 31, 4 bytes", o, s.BytesOut)
+	}
+}
+
+// Removals a filter appends live in the stream: up to two without an
+// allocation of their own.
+func TestRemovalsInline(t *testing.T) {
+	s := &Stream{}
+	m := &codecs.Message{Type: codecs.Request, Frame: []byte("f")}
+	c := &Chain{}
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Init(c, nil, m, time.Time{})
+		s.Request.Removals = append(s.Request.Removals, "x-a", "x-b")
+	})
+	if allocs != 0 || len(s.Request.Removals) != 2 {
+		t.Errorf("%v allocations per request, removals %v; want 0 and [x-a x-b]", allocs, s.Request.Removals)
 	}
 }

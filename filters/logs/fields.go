@@ -13,12 +13,18 @@ var Fields = []struct{ Key, Means string }{
 	{"endpoint", "an upstream endpoint, ip:port"},
 	{"remote", "the client's address, ip:port"},
 	{"host", "a host name a STRICT_DNS cluster resolves"},
+	{"filter", "an L7 filter, by its registered name"},
+	{"codec", "a proxy's codec, by its registered name"},
+	{"address", "an address the process listens on, host:port (the plugin's metrics server)"},
+	{"serving_on", "the address the process's metrics server already serves on, when a config names another"},
+	{"path", "an HTTP path the metrics server serves"},
 	// What a request asked for, and how it ended.
 	{"service", "the service a request called (codecs.Describe)"},
 	{"method", "the method a request called (codecs.Describe)"},
 	{"id", "the request id, as the client sent it"},
 	{"flags", "Envoy's response flags: NR, UH, UF, UO, URX, UT, UC, DC, DI, FI, RL, UAEX, IE, comma-separated"},
 	{"detail", "the text of the error reply the client got"},
+	{"status", "a response status in the protocol's own numbers (codecs.Message.Code: Dubbo's status byte, Thrift's TApplicationException type)"},
 	// Why.
 	{"reason", "why, as a token from a fixed set: the value of the matching metric's reason label where there is one"},
 	{"err", "the error, as text (for a failed connect, the OS's: connection refused)"},

@@ -110,3 +110,16 @@ var OutlierEjections = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"proxy", "cluster", "endpoint", "reason"})
 
 func init() { Registry.MustRegister(CircuitBreakerOverflows, OutlierEjections) }
+
+// MetricsAddressConflicts counts proxy configs naming a metrics address
+// other than the one the process already serves metrics on.
+var MetricsAddressConflicts = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "breeze_metrics_address_conflicts_total", Help: "Proxy configs whose metrics.address differs from the address the process already serves metrics on (the first named wins; their metrics are served there).",
+})
+
+// MetricsServerErrors counts failures of the plugin's metrics server.
+var MetricsServerErrors = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "breeze_metrics_server_errors_total", Help: "Failures to listen on, or serve, metrics.address; traffic is served all the same.",
+})
+
+func init() { Registry.MustRegister(MetricsAddressConflicts, MetricsServerErrors) }

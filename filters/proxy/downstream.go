@@ -271,7 +271,9 @@ func (st *stream) LocalReply(s *filter.Stream, kind codecs.ErrorKind, detail str
 		d.mu.Lock()
 		defer d.mu.Unlock()
 	}
-	d.write(d.localReply(&s.Request, kind, detail))
+	b := d.localReply(&s.Request, kind, detail)
+	s.BytesOut = len(b)
+	d.write(b)
 }
 
 // localReply builds the codec's error reply to req, with d.mu held. A

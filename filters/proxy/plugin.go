@@ -57,6 +57,11 @@ func (ps *parser) ParseConfig(a *anypb.Any) (result interface{}) {
 	if err != nil {
 		return rejected(err)
 	}
+	if a := cfg.GetMetrics().GetAddress(); a != "" {
+		// Every parse, cached or not: the first config naming an address
+		// may have failed to listen on it.
+		procMetrics.ensure(a, slog.Default())
+	}
 	// Key on the parsed config: the same config may arrive serialized
 	// differently (a TypedStruct's map order is not stable).
 	canonical, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)

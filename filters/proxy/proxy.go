@@ -18,6 +18,8 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/globalratelimit"
+	"github.com/breeze-mesh/breeze/filters/localratelimit"
 	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/mutation"
@@ -145,13 +147,20 @@ const defaultMaxInFlight = 10000
 // Tests replace it.
 var dnsLookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 
-// buildChain builds the configured filters in order, the mutation filter
-// (which applies routes' request_mutation) before the router unless
-// listed, and the router last.
+// implicitFilters join every chain that does not list them, in this
+// order before the router, with their default (empty) config: they act on
+// routes' configs alone, which the control plane sets from MetaRouters
+// (localRateLimit, globalRateLimit, request and response mutations)
+// without the proxy config having to name them. Each costs an idle request
+// one lookup of its route config.
+var implicitFilters = []string{localratelimit.Name, globalratelimit.Name, mutation.Name}
+
+// buildChain builds the configured filters in order, the implicit ones
+// not listed, and the router last.
 func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router) (*filter.Chain, error) {
 	c := &filter.Chain{}
 	ctx := filter.BuildContext{ProxyName: cfg.GetStatPrefix(), Codec: cfg.GetCodec()}
-	hasMutation := false
+	listed := map[string]bool{}
 	for i, fc := range cfg.GetFilters() {
 		if fc.GetName() == filter.RouterName {
 			continue // validated to be last
@@ -170,16 +179,19 @@ func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router) (*filter.Chain, er
 		}
 		c.Filters = append(c.Filters, inst)
 		c.Names = append(c.Names, fc.GetName())
-		hasMutation = hasMutation || fc.GetName() == mutation.Name
+		listed[fc.GetName()] = true
 	}
-	if !hasMutation {
-		f, _ := filter.Lookup(mutation.Name)
+	for _, name := range implicitFilters {
+		if listed[name] {
+			continue
+		}
+		f, _ := filter.Lookup(name)
 		inst, err := f.Build(f.Config(), ctx)
 		if err != nil {
 			return nil, err
 		}
 		c.Filters = append(c.Filters, inst)
-		c.Names = append(c.Names, mutation.Name)
+		c.Names = append(c.Names, name)
 	}
 	c.Filters = append(c.Filters, rt)
 	c.Names = append(c.Names, filter.RouterName)

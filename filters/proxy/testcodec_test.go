@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"slices"
 	"strconv"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -144,11 +145,16 @@ func (c *tcodec) Encode(m *codecs.Message) ([]byte, error) {
 	if v, _ := m.Metadata.Get("panic"); v == "encode" {
 		panic("tframe: asked to panic encoding")
 	}
-	if len(m.Mutations) == 0 {
+	if len(m.Mutations) == 0 && len(m.Removals) == 0 {
 		binary.BigEndian.PutUint64(m.Frame[5:], m.ID)
 		return m.Frame, nil
 	}
-	md := append(codecs.Metadata(nil), m.Metadata...)
+	var md codecs.Metadata
+	for _, kv := range m.Metadata {
+		if !slices.Contains(m.Removals, kv.Key) {
+			md = append(md, kv)
+		}
+	}
 	for _, kv := range m.Mutations {
 		md.Set(kv.Key, kv.Value)
 	}

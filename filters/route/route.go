@@ -33,7 +33,7 @@ type Table struct {
 // Route is one compiled route.
 type Route struct {
 	Name       string
-	conditions []condition
+	conditions Matcher
 	// Targets are the clusters (and subsets) the route sends to; one
 	// target, or several for a weighted split.
 	Targets     []Target
@@ -137,14 +137,10 @@ func (t *Table) Match(md codecs.Metadata) *Route {
 	if t == nil {
 		return nil
 	}
-next:
 	for _, r := range t.Routes {
-		for i := range r.conditions {
-			if !r.conditions[i].holds(md) {
-				continue next
-			}
+		if r.conditions.Matches(md) {
+			return r
 		}
-		return r
 	}
 	return nil
 }
@@ -192,25 +188,8 @@ func compileRoute(pr *breezev1.Route) (*Route, error) {
 		return nil, fmt.Errorf("retry_policy: %w", err)
 	}
 	r.Retry = rp
-	for i, m := range pr.GetMatch().GetMetadata() {
-		c := condition{key: m.GetKey(), invert: m.GetInvert()}
-		switch v := m.GetMatch().(type) {
-		case *breezev1.MetadataMatcher_Exact:
-			c.kind, c.value = matchExact, v.Exact
-		case *breezev1.MetadataMatcher_Prefix:
-			c.kind, c.value = matchPrefix, v.Prefix
-		case *breezev1.MetadataMatcher_Regex:
-			re, err := regexp.Compile("^(?:" + v.Regex + ")$")
-			if err != nil {
-				return nil, fmt.Errorf("match.metadata[%d].regex: %w", i, err)
-			}
-			c.kind, c.re = matchRegex, re
-		case *breezev1.MetadataMatcher_Present:
-			c.kind, c.present = matchPresent, v.Present
-		default:
-			return nil, fmt.Errorf("match.metadata[%d]: no match kind (exact, prefix, regex or present)", i)
-		}
-		r.conditions = append(r.conditions, c)
+	if r.conditions, err = CompileMatcher(pr.GetMatch().GetMetadata()); err != nil {
+		return nil, fmt.Errorf("match.metadata%w", err)
 	}
 	action := pr.GetRoute()
 	switch {

@@ -502,7 +502,7 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message) {
 	}
 	s.Attempts++
 	c.markTried(ep)
-	s.Upstream = ep.Addr
+	s.Upstream, s.UpstreamLabels = ep.Addr, ep.Labels
 	s.UpstreamStart = time.Now()
 	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor, Breaker: set.Breaker()}, &c.up, m, c.enc)
 	switch {

@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -176,7 +176,13 @@ type ProxyConfig struct {
 	// Retry policy of routes that set none (filters/router/README.md,
 	// "Retries"). Unset: requests are not retried, except those that provably
 	// never reached an upstream, which are re-balanced automatically.
-	RetryPolicy   *RetryPolicy `protobuf:"bytes,12,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RetryPolicy *RetryPolicy `protobuf:"bytes,12,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Serve this process's Prometheus metrics (every breeze_* and istio_*
+	// series) over HTTP. Envoy gives Go network filters no stats API, so the
+	// plugin serves them itself: one server per process, however many
+	// proxies (listeners, filter chains, config versions) name it
+	// (filters/proxy/README.md, "Metrics").
+	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +301,64 @@ func (x *ProxyConfig) GetRetryPolicy() *RetryPolicy {
 	return nil
 }
 
+func (x *ProxyConfig) GetMetrics() *Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// Metrics is the plugin's own Prometheus endpoint.
+type Metrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port to serve GET /metrics on, e.g. 127.0.0.1:15093 (for
+	// istio-agent's metrics merging, which scrapes localhost). The first
+	// address a config names wins for the process; a config naming another
+	// is served all the same, and the conflict is logged once and counted
+	// (breeze_metrics_address_conflicts_total). A new config version naming
+	// the same address keeps the server. Port 0 picks a free port (tests).
+	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metrics) Reset() {
+	*x = Metrics{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metrics) ProtoMessage() {}
+
+func (x *Metrics) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
+func (*Metrics) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Metrics) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 // Filter names a registered L7 filter and carries its config.
 type Filter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -310,7 +374,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +386,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +399,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Filter) GetName() string {
@@ -377,7 +441,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +453,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +466,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -444,7 +508,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +520,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +533,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -506,7 +570,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +582,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +595,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Route) GetName() string {
@@ -624,7 +688,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +700,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +713,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -708,7 +772,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +784,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +797,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -760,7 +824,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +836,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +849,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -814,7 +878,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +890,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +903,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -953,7 +1017,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1029,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1042,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1062,7 +1126,7 @@ type RequestMirrorPolicy struct {
 
 func (x *RequestMirrorPolicy) Reset() {
 	*x = RequestMirrorPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1138,7 @@ func (x *RequestMirrorPolicy) String() string {
 func (*RequestMirrorPolicy) ProtoMessage() {}
 
 func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1151,7 @@ func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
 func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestMirrorPolicy) GetCluster() string {
@@ -1120,7 +1184,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1196,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1209,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1166,7 +1230,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1242,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1255,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1225,7 +1289,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1301,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1314,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1307,7 +1371,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1383,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1396,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Cluster) GetName() string {
@@ -1450,7 +1514,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1526,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1539,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1527,7 +1591,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1603,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1616,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1606,7 +1670,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1682,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1695,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -1707,7 +1771,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1783,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1796,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1797,7 +1861,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1873,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +1886,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1867,7 +1931,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1943,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +1956,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1935,7 +1999,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2011,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2024,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -1989,7 +2053,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2065,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2078,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Listener) GetName() string {
@@ -2042,7 +2106,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xaf\x05\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x05\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -2057,10 +2121,13 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\afilters\x18\n" +
 	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
 	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x129\n" +
-	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x1a>\n" +
+	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x12,\n" +
+	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\aMetrics\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\"\xb9\x01\n" +
@@ -2238,98 +2305,100 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*Filter)(nil),              // 3: breeze.v1.Filter
-	(*XdsSource)(nil),           // 4: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 5: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 6: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 7: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 8: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 9: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 10: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 11: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 12: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 13: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 14: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 15: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 16: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 17: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 18: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 19: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 20: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 21: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 22: breeze.v1.Endpoint
-	(*Runner)(nil),              // 23: breeze.v1.Runner
-	(*Listener)(nil),            // 24: breeze.v1.Listener
-	nil,                         // 25: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 26: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 27: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 28: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 29: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 30: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 31: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 32: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 33: google.protobuf.Any
+	(*Metrics)(nil),             // 3: breeze.v1.Metrics
+	(*Filter)(nil),              // 4: breeze.v1.Filter
+	(*XdsSource)(nil),           // 5: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 6: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 7: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 8: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 9: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 10: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 11: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 12: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 13: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 14: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 15: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 16: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 17: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 18: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 19: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 20: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 21: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 22: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 23: breeze.v1.Endpoint
+	(*Runner)(nil),              // 24: breeze.v1.Runner
+	(*Listener)(nil),            // 25: breeze.v1.Listener
+	nil,                         // 26: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 27: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 28: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 29: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 30: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 31: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 32: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 33: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 34: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	25, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	5,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	16, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	32, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	32, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	4,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	3,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	7,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	33, // 8: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	32, // 9: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	6,  // 10: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	9,  // 11: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	11, // 12: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	15, // 13: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	32, // 14: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	26, // 15: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	7,  // 16: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	32, // 17: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	8,  // 18: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	32, // 19: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	32, // 20: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	10, // 21: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	13, // 22: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	27, // 23: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	12, // 24: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	28, // 25: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	14, // 26: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	29, // 27: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 28: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 29: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	22, // 30: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	32, // 31: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	32, // 32: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	20, // 33: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	17, // 34: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	19, // 35: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	18, // 36: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	32, // 37: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	32, // 38: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	32, // 39: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	30, // 40: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 41: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	17, // 42: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	19, // 43: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	20, // 44: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	31, // 45: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	24, // 46: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 47: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	33, // 48: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	26, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	6,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	17, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	33, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	33, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	5,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	4,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	8,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	3,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	34, // 9: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	33, // 10: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	7,  // 11: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	10, // 12: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	12, // 13: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	16, // 14: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	33, // 15: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	27, // 16: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	8,  // 17: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	33, // 18: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	9,  // 19: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	33, // 20: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	33, // 21: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	11, // 22: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	14, // 23: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	28, // 24: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	13, // 25: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	29, // 26: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	15, // 27: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	30, // 28: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 29: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 30: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	23, // 31: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	33, // 32: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	33, // 33: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	21, // 34: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	18, // 35: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	20, // 36: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	19, // 37: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	33, // 38: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	33, // 39: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	33, // 40: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	31, // 41: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 42: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	18, // 43: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	20, // 44: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	21, // 45: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	32, // 46: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	25, // 47: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 48: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	34, // 49: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2337,28 +2406,28 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[5].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[8].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
