@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -400,7 +401,10 @@ func checkCompose(t *testing.T, compose, bootstrap, dockerfile []byte) []error {
 	return errs
 }
 
-// checkPrometheus wants prometheus.yml to scrape Envoy's admin.
+// checkPrometheus wants prometheus.yml to scrape Envoy's admin and the
+// Breeze plugin's metrics endpoint of every plugin config that names one
+// (metrics.address), reachable from Prometheus's own container: not a
+// loopback address, which only Envoy's network namespace could reach.
 func checkPrometheus(data, bootstrap []byte) error {
 	bs, f := CheckBootstrap(bootstrap)
 	if err := f.Err(); err != nil {
@@ -410,22 +414,105 @@ func checkPrometheus(data, bootstrap []byte) error {
 	if err != nil {
 		return err
 	}
-	want := fmt.Sprintf("envoy:%d", bs.GetAdmin().GetAddress().GetSocketAddress().GetPortValue())
+	// Every target, by metrics path ("/metrics" when a job names none, as
+	// Prometheus defaults it).
+	scraped := map[string][]string{}
 	jobs, _ := v.(map[string]any)["scrape_configs"].([]any)
 	for _, j := range jobs {
 		job, _ := j.(map[string]any)
-		if job["metrics_path"] != "/stats/prometheus" {
-			continue
+		path, _ := job["metrics_path"].(string)
+		if path == "" {
+			path = "/metrics"
 		}
-		for _, sc := range job["static_configs"].([]any) {
-			for _, tg := range sc.(map[string]any)["targets"].([]any) {
-				if tg == want {
-					return nil
+		scs, _ := job["static_configs"].([]any)
+		for _, sc := range scs {
+			tgs, _ := sc.(map[string]any)["targets"].([]any)
+			for _, tg := range tgs {
+				if s, ok := tg.(string); ok {
+					scraped[path] = append(scraped[path], s)
 				}
 			}
 		}
 	}
-	return fmt.Errorf("no scrape config with metrics_path /stats/prometheus and target %s (envoy.yaml's admin)", want)
+	var errs []error
+	admin := fmt.Sprintf("envoy:%d", bs.GetAdmin().GetAddress().GetSocketAddress().GetPortValue())
+	if !slices.Contains(scraped["/stats/prometheus"], admin) {
+		errs = append(errs, fmt.Errorf("no scrape config with metrics_path /stats/prometheus and target %s (envoy.yaml's admin)", admin))
+	}
+	named := 0
+	for _, pc := range bootstrapBreezeConfigs(bs) {
+		addr := pc.GetMetrics().GetAddress()
+		if addr == "" {
+			continue
+		}
+		named++
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("envoy.yaml: %s metrics.address %q: %v", pc.GetStatPrefix(), addr, err))
+			continue
+		}
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			errs = append(errs, fmt.Errorf("envoy.yaml: %s metrics.address %q: a loopback address, which Prometheus's container cannot reach: bind 0.0.0.0", pc.GetStatPrefix(), addr))
+		}
+		if want := "envoy:" + port; !slices.Contains(scraped["/metrics"], want) {
+			errs = append(errs, fmt.Errorf("no scrape config with metrics_path /metrics and target %s (envoy.yaml's Breeze metrics.address %s)", want, addr))
+		}
+	}
+	if named == 0 {
+		errs = append(errs, errors.New("envoy.yaml: no Breeze plugin config names metrics.address: Breeze's series would not be served"))
+	}
+	return errors.Join(errs...)
+}
+
+// bootstrapBreezeConfigs are the Breeze plugin configs of a bootstrap's
+// static listeners.
+func bootstrapBreezeConfigs(bs *bootstrapv3.Bootstrap) []*breezev1.ProxyConfig {
+	var out []*breezev1.ProxyConfig
+	for _, l := range bs.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, flt := range fc.GetFilters() {
+				gc := &golangv3alpha.Config{}
+				if flt.GetTypedConfig().MessageName() != "envoy.extensions.filters.network.golang.v3alpha.Config" ||
+					proto.Unmarshal(flt.GetTypedConfig().GetValue(), gc) != nil {
+					continue
+				}
+				if pc, err := config.ParseAny(gc.GetPluginConfig()); err == nil {
+					out = append(out, pc)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// The Prometheus check catches the mistakes a compose demo can make.
+func TestPrometheusMistakes(t *testing.T) {
+	prom := string(readFile(t, filepath.Join(envoyConfigDir, "prometheus.yml")))
+	bootstrap := string(readFile(t, filepath.Join(envoyConfigDir, "envoy.yaml")))
+	for _, tc := range []struct{ file, old, new, want string }{
+		{"prometheus.yml", `"envoy:15093"`, `"envoy:15094"`, "no scrape config with metrics_path /metrics and target envoy:15093"},
+		{"prometheus.yml", "metrics_path: /metrics", "metrics_path: /stats", "target envoy:15093"},
+		{"prometheus.yml", `"envoy:9901"`, `"envoy:9902"`, "target envoy:9901 (envoy.yaml's admin)"},
+		{"envoy.yaml", `metrics: {address: "0.0.0.0:15093"}`, `metrics: {address: "127.0.0.1:15093"}`, "a loopback address"},
+		{"envoy.yaml", `metrics: {address: "0.0.0.0:15093"}`, `metrics: {address: "0.0.0.0:15095"}`, "target envoy:15095"},
+		{"envoy.yaml", `metrics: {address: "0.0.0.0:15093"}`, ``, "no Breeze plugin config names metrics.address"},
+	} {
+		t.Run(tc.file+": "+tc.new, func(t *testing.T) {
+			p, b := prom, bootstrap
+			target := &p
+			if tc.file == "envoy.yaml" {
+				target = &b
+			}
+			bad := strings.Replace(*target, tc.old, tc.new, 1)
+			if bad == *target {
+				t.Fatalf("%q not in %s", tc.old, tc.file)
+			}
+			*target = bad
+			if err := checkPrometheus([]byte(p), []byte(b)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
 }
 
 func TestComposeMistakes(t *testing.T) {

@@ -34,18 +34,17 @@ var istioLabels = []string{
 	"request_protocol", "response_code", "response_flags", "connection_security_policy",
 }
 
-// Istio's default buckets: request duration in milliseconds, sizes in bytes.
-var (
-	istioDurationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
-	istioBytesBuckets    = []float64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}
-)
+// Envoy's default histogram buckets, which Istio's stats filter records
+// every one of its histograms with, durations in milliseconds and sizes in
+// bytes alike (filters/istiostats/README.md).
+var istioBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
 // checkIstioSeries: istio_requests_total summed by outcome and destination
 // equals what the test caused, on both sides, with every Istio label and the
 // local and remote workloads' values; the histograms count every request
 // with Istio's buckets.
 func (m *mesh) checkIstioSeries(ctx context.Context, t *testing.T, w window) {
-	out, in := m.out.Admin, m.in.Admin
+	out, in := m.outMetrics, m.inMetrics
 	atOut, atIn := w.to[out], w.to[in]
 	by := []string{"reporter", "request_protocol", "response_code", "response_flags", "destination_workload", "destination_service"}
 	sum := "sum by (" + strings.Join(by, ", ") + ") (istio_requests_total{instance=%q})"
@@ -124,9 +123,9 @@ func (m *mesh) checkIstioSeries(ctx context.Context, t *testing.T, w window) {
 		name    string
 		buckets []float64
 	}{
-		{"istio_request_duration_milliseconds", istioDurationBuckets},
-		{"istio_request_bytes", istioBytesBuckets},
-		{"istio_response_bytes", istioBytesBuckets},
+		{"istio_request_duration_milliseconds", istioBuckets},
+		{"istio_request_bytes", istioBuckets},
+		{"istio_response_bytes", istioBuckets},
 	} {
 		for _, side := range []struct {
 			addr string
@@ -277,7 +276,7 @@ func checkQuantiles(t *testing.T, what string, p50, p90, p99 harness.Vector, p99
 // irate()s cover exactly the measured round.
 func (m *mesh) checkIstioDashboards(ctx context.Context, t *testing.T, w window, measured outcomes) {
 	svc, wl := loadDashboard(t, istioServiceDashboard), loadDashboard(t, istioWorkloadDashboard)
-	out, in := m.out.Admin, m.in.Admin
+	out, in := m.outMetrics, m.inMetrics
 	secsOut, secsIn := w.to[out].Sub(w.from[out]).Seconds(), w.to[in].Sub(w.from[in]).Seconds()
 	// The timed-out calls (8% of each protocol's measured calls) lasted
 	// at least 200 ms: the P99 of the outbound side is in the bucket
@@ -292,6 +291,14 @@ func (m *mesh) checkIstioDashboards(ctx context.Context, t *testing.T, w window,
 		t.Logf("%s: %v (want %v)", title, v[0].Value, wantV)
 	}
 
+	// Istio's success rate is the share of response codes not matching
+	// "5.*": HTTP's server errors. Dubbo's and Thrift's statuses never
+	// match it (Dubbo's 31 timeout and 60 no route, Thrift's exception
+	// types 1 and 6), so the panels read 1 whatever failed: shown here next
+	// to the share of calls that succeeded.
+	t.Logf("calls that succeeded: %d of %d (%.3g); Istio's non-5xx success rate of them: dubbo %.3g, thrift %.3g",
+		measured.ok, measured.total(), float64(measured.ok)/float64(measured.total()),
+		nonFiveShare(dubboCodes, measured), nonFiveShare(thriftCodes, measured))
 	for _, p := range []struct {
 		service string
 		c       codes
@@ -349,7 +356,7 @@ func (m *mesh) checkIstioDashboards(ctx context.Context, t *testing.T, w window,
 	// destination service and response code (without mTLS: queries B, E,
 	// F, H).
 	vars := map[string]string{"namespace": consumerSidecar.Namespace, "workload": consumerSidecar.Workload, "qrep": "source",
-		"dstsvc": regexp.QuoteMeta(dubboService) + "|" + regexp.QuoteMeta(thriftService)}
+		"dstsvc": grafana.MultiValue(dubboService, thriftService)}
 	q := func(title, ref string) harness.Vector {
 		return m.query(ctx, t, m.panelQuery(t, wl, title, ref, vars), w.to[out])
 	}
@@ -376,7 +383,7 @@ func (m *mesh) checkIstioDashboards(ctx context.Context, t *testing.T, w window,
 // end of the measured window, per side.
 func (m *mesh) checkBreezeDashboard(ctx context.Context, t *testing.T, w window, measured outcomes) {
 	d := loadDashboard(t, breezeDashboard)
-	out, in := m.out.Admin, m.in.Admin
+	out, in := m.outMetrics, m.inMetrics
 	secsOut, secsIn := w.to[out].Sub(w.from[out]).Seconds(), w.to[in].Sub(w.from[in]).Seconds()
 	outVars := map[string]string{"proxy": "outbound_dubbo|outbound_thrift", "cluster": ".*"}
 	inVars := map[string]string{"proxy": "inbound_dubbo|inbound_thrift", "cluster": ".*"}
@@ -454,17 +461,47 @@ func (m *mesh) checkBreezeDashboard(ctx context.Context, t *testing.T, w window,
 	}
 	sameSamples(t, "Circuit breaker overflows (outbound)", q("Circuit breaker overflows", "A", outVars, w.to[out]), overflows, 0, pcl...)
 	// Nothing of these happened: no mirror, retry policy, outlier
-	// detection, protocol error, panic or xDS.
+	// detection, rate limit, fault, protocol error, panic, full istio_stats
+	// table or xDS.
 	for _, e := range []struct{ title, ref string }{
 		{"Mirrored requests", "A"}, {"Retries", "A"}, {"Outlier ejections", "A"},
+		{"Local rate limits", "A"}, {"Local rate limits", "B"}, {"Global rate limit", "A"}, {"Faults injected", "A"},
+		{"Metrics not recorded as labelled", "A"},
 		{"Protocol errors", "A"}, {"Panics, rejected configs, missing clusters", "A"},
 		{"Panics, rejected configs, missing clusters", "C"}, {"xDS updates", "A"},
 	} {
-		sameSamples(t, e.title+" "+e.ref, q(e.title, e.ref, outVars, w.to[out]), want{}, 0)
+		v := q(e.title, e.ref, outVars, w.to[out])
+		for _, s := range v {
+			if s.Value != 0 {
+				t.Errorf("%s %s: %s; want none but zeros", e.title, e.ref, v)
+				break
+			}
+		}
+		t.Logf("%s %s: %d series, all 0", e.title, e.ref, len(v))
 	}
-	rejected := q("Panics, rejected configs, missing clusters", "B", outVars, w.to[out])
-	if len(rejected) != 1 || rejected[0].Value != 0 {
-		t.Errorf("configs rejected: %s; want one sample, 0", rejected)
+	for _, e := range []struct{ title, ref string }{
+		{"Panics, rejected configs, missing clusters", "B"},
+		{"Metrics not recorded as labelled", "B"}, {"Metrics not recorded as labelled", "C"},
+	} {
+		if v := q(e.title, e.ref, outVars, w.to[out]); len(v) != 1 || v[0].Value != 0 {
+			t.Errorf("%s %s: %s; want one sample, 0", e.title, e.ref, v)
+		}
+	}
+	// Every call that reached the inbound proxy carried the consumer's
+	// identity: Dubbo attachments and THeader headers both can.
+	peers := want{}
+	for _, s := range q("Istio peer metadata", "A", inVars, w.to[in]) {
+		peers[key(s.Labels, "result")] += s.Value
+	}
+	readRate := float64(2*(measured.ok+measured.timeout)) / secsIn
+	for r, v := range peers {
+		if r == `result="read"` && math.Abs(v-readRate) > 1e-9 || r != `result="read"` && v != 0 {
+			t.Errorf("Istio peer metadata: %v; want read %v, nothing else", peers, readRate)
+			break
+		}
+	}
+	if _, ok := peers[`result="read"`]; !ok {
+		t.Errorf("Istio peer metadata: %v; want read %v", peers, readRate)
 	}
 
 	pce := []string{"proxy", "cluster", "event"}
@@ -488,12 +525,8 @@ func (m *mesh) checkBreezeDashboard(ctx context.Context, t *testing.T, w window,
 	// How many connections the proxy itself closed depends on when each
 	// Thrift client's close arrived: shown, not checked.
 	t.Logf("Downstream connections closed by the proxy (outbound):\n%s", q("Downstream connections", "C", outVars, w.to[out]))
-	// The dubbo-go client heartbeats every second: its proxy answers them.
-	hb := want{}
-	for _, s := range q("Heartbeats answered", "A", outVars, w.to[out]) {
-		hb[key(s.Labels, pr[0], "side")] = s.Value
-	}
-	if v := hb[row([]string{"proxy", "side"}, "outbound_dubbo", "downstream")]; !(v > 0) {
-		t.Errorf("Heartbeats answered (outbound): %v; want the dubbo-go client's (one a second), > 0", hb)
-	}
+	// Heartbeats come when a connection has been idle for a while (the
+	// dubbo-go client's period is 1 s): how many fall in the window is
+	// timing, so the panel is run and shown, not checked.
+	t.Logf("Heartbeats answered (outbound):\n%s", q("Heartbeats answered", "A", outVars, w.to[out]))
 }

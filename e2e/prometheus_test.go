@@ -46,9 +46,10 @@ func (s sidecar) env() []string {
 }
 
 // endpointLabels are the labels an endpoint of s carries in a cluster (what
-// Istio's EDS tells about a pod): the outbound proxy's destination labels.
+// Istio's EDS tells about a pod; breeze.io/* what pod labels do not carry):
+// the outbound proxy's destination labels.
 func (s sidecar) endpointLabels() string {
-	return fmt.Sprintf(`{app: %s, version: %s, "service.istio.io/canonical-name": %s, "service.istio.io/canonical-revision": %s, "istio.io/workload": %s, "istio.io/namespace": %s, "topology.istio.io/cluster": %s}`,
+	return fmt.Sprintf(`{app: %s, version: %s, "service.istio.io/canonical-name": %s, "service.istio.io/canonical-revision": %s, "breeze.io/workload": %s, "breeze.io/namespace": %s, "breeze.io/cluster": %s}`,
 		s.App, s.Version, s.App, s.Version, s.Workload, s.Namespace, s.Cluster)
 }
 
@@ -80,6 +81,7 @@ listeners:
   proxy:
     stat_prefix: outbound_dubbo
     codec: dubbo
+    metrics: {address: "{{index .Extra "metrics"}}"}
     {{index .Extra "dubboFilters"}}
     route_config:
       routes:
@@ -96,6 +98,7 @@ listeners:
   proxy:
     stat_prefix: outbound_thrift
     codec: thrift
+    metrics: {address: "{{index .Extra "metrics"}}"}
     request_timeout: 3s
     {{index .Extra "thriftFilters"}}
     route_config:
@@ -122,6 +125,7 @@ listeners:
   proxy:
     stat_prefix: inbound_dubbo
     codec: dubbo
+    metrics: {address: "{{index .Extra "metrics"}}"}
     {{index .Extra "dubboFilters"}}
     route_config:
       routes:
@@ -134,6 +138,7 @@ listeners:
   proxy:
     stat_prefix: inbound_thrift
     codec: thrift
+    metrics: {address: "{{index .Extra "metrics"}}"}
     request_timeout: 3s
     {{index .Extra "thriftFilters"}}
     route_config:
@@ -171,11 +176,16 @@ var (
 // `breeze run` between a dubbo-go client and provider and Apache Thrift
 // clients and servers; and what the test made happen so far.
 type mesh struct {
-	t        *testing.T
-	prom     *harness.Prometheus
-	out, in  *harness.Proxy
-	provider *harness.Provider
-	client   *harness.Client
+	t       *testing.T
+	prom    *harness.Prometheus
+	out, in *harness.Proxy
+	// outMetrics and inMetrics are where Prometheus scrapes each proxy:
+	// the metrics server of the proxy config (metrics.address), the one
+	// the plugin runs inside Envoy; the test reads the admin's /metrics,
+	// the same registry, directly.
+	outMetrics, inMetrics string
+	provider              *harness.Provider
+	client                *harness.Client
 	// outThrift is the outbound proxy's Thrift listener.
 	outThrift string
 	// dubbo and thrift are every call's outcome so far, per protocol.
@@ -183,13 +193,13 @@ type mesh struct {
 }
 
 func startMesh(t *testing.T) *mesh {
-	outAdmin, inAdmin := harness.Addr(harness.FreePort(t)), harness.Addr(harness.FreePort(t))
+	outMetrics, inMetrics := harness.Addr(harness.FreePort(t)), harness.Addr(harness.FreePort(t))
 	// First: Prometheus takes up to 5 s to start scraping new targets.
 	prom := harness.StartPrometheus(t, scrapeEvery,
-		harness.ScrapeTarget{Job: "outbound", Addr: outAdmin},
-		harness.ScrapeTarget{Job: "inbound", Addr: inAdmin})
+		harness.ScrapeTarget{Job: "outbound", Addr: outMetrics},
+		harness.ScrapeTarget{Job: "inbound", Addr: inMetrics})
 	harness.BuildAll(t)
-	m := &mesh{t: t, prom: prom}
+	m := &mesh{t: t, prom: prom, outMetrics: outMetrics, inMetrics: inMetrics}
 	m.provider = harness.StartProvider(t, harness.ProviderSpec{Name: "greeter-v1"})
 	ports := map[string]int{
 		"provider":   m.provider.Port,
@@ -199,18 +209,18 @@ func startMesh(t *testing.T) *mesh {
 		"out-thrift": harness.FreePort(t),
 	}
 	m.in = harness.StartProxyWith(t, meshInboundConfig, harness.ProxyOptions{
-		Admin: inAdmin,
-		Env:   greeterSidecar.env(),
+		Env: greeterSidecar.env(),
 		Extra: map[string]interface{}{
+			"metrics":       inMetrics,
 			"dubboFilters":  istioStats("DESTINATION", dubboService),
 			"thriftFilters": istioStats("DESTINATION", thriftService),
 		},
 	}, ports)
 	ports["in-dubbo"] = portOf(t, m.in.Addr)
 	m.out = harness.StartProxyWith(t, meshOutboundConfig, harness.ProxyOptions{
-		Admin: outAdmin,
-		Env:   consumerSidecar.env(),
+		Env: consumerSidecar.env(),
 		Extra: map[string]interface{}{
+			"metrics":       outMetrics,
 			"dubboFilters":  istioStats("SOURCE", dubboService),
 			"thriftFilters": istioStats("SOURCE", thriftService),
 			"labels":        greeterSidecar.endpointLabels(),
@@ -461,7 +471,7 @@ func (m *mesh) quietWindow(ctx context.Context, after time.Time, need time.Durat
 func (m *mesh) measuredRound(ctx context.Context, r outcomes) window {
 	t := m.t
 	t.Helper()
-	targets := []string{m.out.Admin, m.in.Admin}
+	targets := []string{m.outMetrics, m.inMetrics}
 	after := time.Now()
 	for try := 1; try <= 3; try++ {
 		from := m.quietWindow(ctx, after, m.prom.Interval/3, targets...)

@@ -179,3 +179,35 @@ func Duration(d time.Duration) string {
 	}
 	return fmt.Sprintf("%dms", d.Milliseconds())
 }
+
+// regexMeta are the characters Grafana's Prometheus data source escapes in
+// a multi-value variable's values.
+const regexMeta = `$^*{}[]'+?.()|`
+
+// MultiValue is how Grafana's Prometheus data source fills in a variable
+// with several values selected (or All without an all value): each value
+// with its regular expression characters escaped for a PromQL string
+// (a backslash written as two), joined as (a|b). One value is escaped the
+// same way, without the parentheses.
+func MultiValue(values ...string) string {
+	esc := make([]string, len(values))
+	for i, v := range values {
+		var b strings.Builder
+		for _, r := range v {
+			switch {
+			case r == '\\':
+				b.WriteString(`\\\\`)
+			case strings.ContainsRune(regexMeta, r):
+				b.WriteString(`\\`)
+				b.WriteRune(r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+		esc[i] = b.String()
+	}
+	if len(esc) == 1 {
+		return esc[0]
+	}
+	return "(" + strings.Join(esc, "|") + ")"
+}

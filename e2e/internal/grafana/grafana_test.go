@@ -69,3 +69,14 @@ func TestIstioDashboardsPanels(t *testing.T) {
 		}
 	}
 }
+
+// As Grafana's Prometheus data source writes a multi-value selection into
+// a query: regex characters escaped with a PromQL-escaped backslash.
+func TestMultiValue(t *testing.T) {
+	if got, want := MultiValue("org.breeze.Greeter", "echo.backend.svc.cluster.local"), `(org\\.breeze\\.Greeter|echo\\.backend\\.svc\\.cluster\\.local)`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if got, want := MultiValue(`a\b`), `a\\\\b`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
