@@ -153,6 +153,11 @@ listeners:
       endpoints: [{address: 127.0.0.1, port: {{port "echo-slow"}}}]
 `
 
+// peerMetadataKey is the Dubbo attachment and THeader key that carries the
+// caller's identity from the outbound to the inbound proxy
+// (filters/istiostats).
+const peerMetadataKey = "x-breeze-peer"
+
 // outcomes counts how one protocol's calls ended.
 type outcomes struct{ ok, noRoute, timeout int }
 
@@ -262,8 +267,11 @@ func thriftServer(t *testing.T, name string) int {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		port := harness.FreePort(t)
+		// Greet answers with the peer metadata header appended, if it got
+		// one: the inbound proxy must have removed it.
 		p := harness.Start(t, "thrift server "+name, harness.ThriftPeerBin(t),
-			"serve", "-impl", "apache", "-transport", "header", "-name", name, "-port", strconv.Itoa(port))
+			"serve", "-impl", "apache", "-transport", "header", "-name", name, "-port", strconv.Itoa(port),
+			"-echo-header", peerMetadataKey)
 		_, err := p.WaitReady(30 * time.Second)
 		// A port free a moment ago may have become another connection's
 		// source port meanwhile: try another.
@@ -334,7 +342,16 @@ func (m *mesh) round(ctx context.Context, name string, r outcomes) {
 	// Dubbo: the provider holds Slow until every Slow call has timed out
 	// at the outbound proxy.
 	m.provider.Gate(t, "Slow")
-	harness.Served(t, runCalls(ctx, m.client, r.ok, 4, greets(name, nil)))
+	for _, o := range runCalls(ctx, m.client, r.ok, 4, greets(name, nil)) {
+		if o.Err != nil {
+			t.Fatalf("Greet: %v", o.Err)
+		}
+		// The provider echoes the attachments it got: the outbound proxy
+		// added the consumer's identity, the inbound one removed it.
+		if v, ok := o.Reply.Attachments[peerMetadataKey]; ok {
+			t.Fatalf("the provider received the peer metadata attachment %s=%q: the inbound proxy must remove it", peerMetadataKey, v)
+		}
+	}
 	for _, o := range runCalls(ctx, m.client, r.noRoute, r.noRoute, func(i int) callSpec {
 		return callSpec{Method: "Whoami"}
 	}) {
