@@ -65,9 +65,10 @@ const (
 )
 
 // istioStats is the filter list of a listener reporting Istio's standard
-// series as reporter ("SOURCE": outbound, "DESTINATION": inbound).
-func istioStats(reporter, service string) string {
-	return fmt.Sprintf(`filters: [{name: istio_stats, typed_config: {"@type": type.googleapis.com/breeze.filters.istiostats.v1.IstioStats, reporter: %s, connection_security_policy: none, destination_service: %q}}]`, reporter, service)
+// series as reporter ("SOURCE": outbound, "DESTINATION": inbound), with
+// response codes as codes says ("PROTOCOL" or "HTTP").
+func istioStats(reporter, service, codes string) string {
+	return fmt.Sprintf(`filters: [{name: istio_stats, typed_config: {"@type": type.googleapis.com/breeze.filters.istiostats.v1.IstioStats, reporter: %s, connection_security_policy: none, destination_service: %q, response_codes: %s}}]`, reporter, service, codes)
 }
 
 // The outbound proxy: the consumer's sidecar. Greet goes to the greeter's
@@ -166,15 +167,16 @@ func (o outcomes) plus(p outcomes) outcomes {
 }
 func (o outcomes) total() int { return o.ok + o.noRoute + o.timeout }
 
-// codes are a protocol's response_code values for the three outcomes: the
-// protocol's status (Dubbo's status byte; Thrift's 0 for a reply, else the
-// TApplicationException type) with Breeze's local replies as Breeze answers
-// them.
+// codes are a protocol's response_code values for the three outcomes.
+// Dubbo's listeners report the protocol's status (response_codes PROTOCOL,
+// the default: Dubbo's status byte, with Breeze's local replies as Breeze
+// answers them); Thrift's report the HTTP status Envoy gives the same
+// outcome (response_codes HTTP), which Istio's 5xx-based success rates read.
 type codes struct{ protocol, ok, noRoute, timeout string }
 
 var (
-	dubboCodes  = codes{"dubbo", "20", "60", "31"} // OK, SERVICE_NOT_FOUND, SERVER_TIMEOUT
-	thriftCodes = codes{"thrift", "0", "1", "6"}   // reply, UNKNOWN_METHOD, INTERNAL_ERROR
+	dubboCodes  = codes{"dubbo", "20", "60", "31"}     // OK, SERVICE_NOT_FOUND, SERVER_TIMEOUT
+	thriftCodes = codes{"thrift", "200", "404", "504"} // response, no route, timeout
 )
 
 // mesh is the test's world: Prometheus scraping an outbound and an inbound
@@ -217,8 +219,8 @@ func startMesh(t *testing.T) *mesh {
 		Env: greeterSidecar.env(),
 		Extra: map[string]interface{}{
 			"metrics":       inMetrics,
-			"dubboFilters":  istioStats("DESTINATION", dubboService),
-			"thriftFilters": istioStats("DESTINATION", thriftService),
+			"dubboFilters":  istioStats("DESTINATION", dubboService, "PROTOCOL"),
+			"thriftFilters": istioStats("DESTINATION", thriftService, "HTTP"),
 		},
 	}, ports)
 	ports["in-dubbo"] = portOf(t, m.in.Addr)
@@ -226,8 +228,8 @@ func startMesh(t *testing.T) *mesh {
 		Env: consumerSidecar.env(),
 		Extra: map[string]interface{}{
 			"metrics":       outMetrics,
-			"dubboFilters":  istioStats("SOURCE", dubboService),
-			"thriftFilters": istioStats("SOURCE", thriftService),
+			"dubboFilters":  istioStats("SOURCE", dubboService, "PROTOCOL"),
+			"thriftFilters": istioStats("SOURCE", thriftService, "HTTP"),
 			"labels":        greeterSidecar.endpointLabels(),
 		},
 	}, ports)

@@ -207,6 +207,9 @@ type Filter struct {
 	svc     *service
 	carrier codecs.KeyCarrier
 	replies codecs.ReplyCoder
+	gateway codecs.GatewayErrors
+	// httpCodes: response_codes HTTP (httpCode).
+	httpCodes bool
 }
 
 var _ filter.Filter = (*Filter)(nil)
@@ -216,6 +219,7 @@ func build(cfg *istiostatsv1.IstioStats, ctx filter.BuildContext, local Identity
 		outbound:  cfg.GetReporter() == istiostatsv1.IstioStats_SOURCE,
 		exchange:  !cfg.GetDisablePeerMetadata(),
 		peerValue: encodePeer(local),
+		httpCodes: cfg.GetResponseCodes() == istiostatsv1.IstioStats_HTTP,
 	}
 	if f.outbound && local == (Identity{}) {
 		// Outside a mesh (no sidecar environment) there is nothing to
@@ -242,6 +246,7 @@ func build(cfg *istiostatsv1.IstioStats, ctx filter.BuildContext, local Identity
 		if c, err := factory(codecs.Options{}); err == nil {
 			f.carrier, _ = c.(codecs.KeyCarrier)
 			f.replies, _ = c.(codecs.ReplyCoder)
+			f.gateway, _ = c.(codecs.GatewayErrors)
 		}
 	}
 	return f, nil
@@ -372,6 +377,9 @@ func (f *Filter) service(s *filter.Stream) *service {
 // oneway, a client gone), as Istio reports a stream without one.
 func (f *Filter) code(s *filter.Stream) uint32 {
 	o := &s.Outcome
+	if f.httpCodes {
+		return f.httpCode(s)
+	}
 	switch {
 	case o.Responded:
 		if o.Code > maxCode {
@@ -383,6 +391,40 @@ func (f *Filter) code(s *filter.Stream) uint32 {
 			return codeUnknown
 		}
 		return f.replies.ReplyCode(o.LocalReply)
+	}
+	return 0
+}
+
+// httpCode is the HTTP status Envoy reports for the same outcome
+// (response_codes HTTP), so that success rates computed from 5xx codes
+// (Istio's dashboards, Kiali) see Dubbo's and Thrift's failures; 0 when
+// the client got no response, as code.
+func (f *Filter) httpCode(s *filter.Stream) uint32 {
+	o := &s.Outcome
+	switch {
+	case o.Responded:
+		if o.Status != codecs.StatusError {
+			return 200 // an application exception is a response, as gRPC's are
+		}
+		if f.gateway != nil && f.gateway.IsGatewayError(o.Code) {
+			return 503
+		}
+		return 500
+	case o.LocalReply != 0 && s.Request.Type != codecs.Oneway:
+		if o.Flags&filter.RateLimited != 0 {
+			return 429
+		}
+		switch o.LocalReply {
+		case codecs.ErrNoRoute:
+			return 404
+		case codecs.ErrNoHealthyUpstream, codecs.ErrOverloaded:
+			return 503
+		case codecs.ErrTimeout:
+			return 504
+		case codecs.ErrBadRequest:
+			return 400
+		}
+		return 500
 	}
 	return 0
 }

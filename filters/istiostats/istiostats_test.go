@@ -248,6 +248,44 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
+// response_codes HTTP: every outcome as the HTTP status Envoy reports for
+// it, so that Istio's 5xx-based success rates see Dubbo's failures.
+func TestHTTPResponseCodes(t *testing.T) {
+	local := client
+	local.Workload = "http-codes"
+	f := newFilter(t, &istiostatsv1.IstioStats{Reporter: istiostatsv1.IstioStats_SOURCE, ResponseCodes: istiostatsv1.IstioStats_HTTP}, "dubbo", local)
+	for _, tc := range []struct {
+		name        string
+		r           *router
+		oneway      bool
+		code, flags string
+	}{
+		{"success", &router{cluster: "c", code: 20}, false, "200", "-"},
+		{"provider timeout status (gateway)", &router{cluster: "c", code: 31}, false, "503", "-"},
+		{"thread pool exhausted (gateway)", &router{cluster: "c", code: 100}, false, "503", "-"},
+		{"service error", &router{cluster: "c", code: 70}, false, "500", "-"},
+		{"no route", &router{localKind: codecs.ErrNoRoute, flags: filter.NoRoute}, false, "404", "NR"},
+		{"no healthy upstream", &router{localKind: codecs.ErrNoHealthyUpstream, flags: filter.NoHealthyUpstream}, false, "503", "UH"},
+		{"timeout", &router{localKind: codecs.ErrTimeout, flags: filter.UpstreamRequestTimeout}, false, "504", "UT"},
+		{"overflow", &router{localKind: codecs.ErrOverloaded, flags: filter.UpstreamOverflow}, false, "503", "UO"},
+		{"rate limited", &router{localKind: codecs.ErrOverloaded, flags: filter.RateLimited}, false, "429", "RL"},
+		{"internal", &router{localKind: codecs.ErrInternal, flags: filter.InternalError}, false, "500", "IE"},
+		{"oneway sent", &router{cluster: "c"}, true, "0", "-"},
+	} {
+		want := map[string]string{"source_workload": "http-codes", "response_code": tc.code, "response_flags": tc.flags}
+		before := count(t, want)
+		req := request("method", "m")
+		if tc.oneway {
+			req.Type = codecs.Oneway
+		}
+		run(f, tc.r, req)
+		if got := count(t, want); got != before+1 {
+			_, all := gathered(t, "istio_requests_total", map[string]string{"source_workload": "http-codes"})
+			t.Errorf("%s: %v more requests with response_code %s, response_flags %s; series:\n%s", tc.name, got-before, tc.code, tc.flags, all)
+		}
+	}
+}
+
 // Inbound (reporter destination): the caller's identity comes from the
 // peer metadata its outbound proxy added, which is removed before the
 // request goes on; local labels are the destination's, destination_service

@@ -79,6 +79,63 @@ func (IstioStats_Reporter) EnumDescriptor() ([]byte, []int) {
 	return file_breeze_filters_istiostats_v1_istiostats_proto_rawDescGZIP(), []int{0, 0}
 }
 
+type IstioStats_ResponseCodes int32
+
+const (
+	// The protocol's own status: Dubbo's status byte (20, 31, 60, 100…),
+	// Thrift's 0 for a reply or the TApplicationException type; for a
+	// reply Breeze built, the status it carries.
+	IstioStats_PROTOCOL IstioStats_ResponseCodes = 0
+	// The HTTP status Envoy reports for the same outcome: 200 for a
+	// response (an application exception too, as gRPC's are), 503 for a
+	// protocol error status the codec calls a gateway error and 500 for
+	// another; for Breeze's own replies 404 no route, 503 no healthy
+	// upstream or overloaded, 429 rate limited, 504 timeout, 400 bad
+	// request, 500 internal. Istio's dashboards and Kiali compute success
+	// rates and health from 5xx codes: with PROTOCOL they read every
+	// Dubbo or Thrift failure as a success.
+	IstioStats_HTTP IstioStats_ResponseCodes = 1
+)
+
+// Enum value maps for IstioStats_ResponseCodes.
+var (
+	IstioStats_ResponseCodes_name = map[int32]string{
+		0: "PROTOCOL",
+		1: "HTTP",
+	}
+	IstioStats_ResponseCodes_value = map[string]int32{
+		"PROTOCOL": 0,
+		"HTTP":     1,
+	}
+)
+
+func (x IstioStats_ResponseCodes) Enum() *IstioStats_ResponseCodes {
+	p := new(IstioStats_ResponseCodes)
+	*p = x
+	return p
+}
+
+func (x IstioStats_ResponseCodes) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IstioStats_ResponseCodes) Descriptor() protoreflect.EnumDescriptor {
+	return file_breeze_filters_istiostats_v1_istiostats_proto_enumTypes[1].Descriptor()
+}
+
+func (IstioStats_ResponseCodes) Type() protoreflect.EnumType {
+	return &file_breeze_filters_istiostats_v1_istiostats_proto_enumTypes[1]
+}
+
+func (x IstioStats_ResponseCodes) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IstioStats_ResponseCodes.Descriptor instead.
+func (IstioStats_ResponseCodes) EnumDescriptor() ([]byte, []int) {
+	return file_breeze_filters_istiostats_v1_istiostats_proto_rawDescGZIP(), []int{0, 1}
+}
+
 type IstioStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
@@ -100,8 +157,10 @@ type IstioStats struct {
 	// not added to requests; inbound, the caller's is not read (source
 	// labels are then "unknown") nor removed.
 	DisablePeerMetadata bool `protobuf:"varint,6,opt,name=disable_peer_metadata,json=disablePeerMetadata,proto3" json:"disable_peer_metadata,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Unset: PROTOCOL.
+	ResponseCodes IstioStats_ResponseCodes `protobuf:"varint,7,opt,name=response_codes,json=responseCodes,proto3,enum=breeze.filters.istiostats.v1.IstioStats_ResponseCodes" json:"response_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IstioStats) Reset() {
@@ -176,11 +235,18 @@ func (x *IstioStats) GetDisablePeerMetadata() bool {
 	return false
 }
 
+func (x *IstioStats) GetResponseCodes() IstioStats_ResponseCodes {
+	if x != nil {
+		return x.ResponseCodes
+	}
+	return IstioStats_PROTOCOL
+}
+
 var File_breeze_filters_istiostats_v1_istiostats_proto protoreflect.FileDescriptor
 
 const file_breeze_filters_istiostats_v1_istiostats_proto_rawDesc = "" +
 	"\n" +
-	"-breeze/filters/istiostats/v1/istiostats.proto\x12\x1cbreeze.filters.istiostats.v1\"\xbf\x03\n" +
+	"-breeze/filters/istiostats/v1/istiostats.proto\x12\x1cbreeze.filters.istiostats.v1\"\xc7\x04\n" +
 	"\n" +
 	"IstioStats\x12M\n" +
 	"\breporter\x18\x01 \x01(\x0e21.breeze.filters.istiostats.v1.IstioStats.ReporterR\breporter\x12<\n" +
@@ -188,12 +254,16 @@ const file_breeze_filters_istiostats_v1_istiostats_proto_rawDesc = "" +
 	"\x13destination_service\x18\x03 \x01(\tR\x12destinationService\x128\n" +
 	"\x18destination_service_name\x18\x04 \x01(\tR\x16destinationServiceName\x12B\n" +
 	"\x1ddestination_service_namespace\x18\x05 \x01(\tR\x1bdestinationServiceNamespace\x122\n" +
-	"\x15disable_peer_metadata\x18\x06 \x01(\bR\x13disablePeerMetadata\"A\n" +
+	"\x15disable_peer_metadata\x18\x06 \x01(\bR\x13disablePeerMetadata\x12]\n" +
+	"\x0eresponse_codes\x18\a \x01(\x0e26.breeze.filters.istiostats.v1.IstioStats.ResponseCodesR\rresponseCodes\"A\n" +
 	"\bReporter\x12\x18\n" +
 	"\x14REPORTER_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SOURCE\x10\x01\x12\x0f\n" +
-	"\vDESTINATION\x10\x02BPZNgithub.com/breeze-mesh/breeze/protos/breeze/filters/istiostats/v1;istiostatsv1b\x06proto3"
+	"\vDESTINATION\x10\x02\"'\n" +
+	"\rResponseCodes\x12\f\n" +
+	"\bPROTOCOL\x10\x00\x12\b\n" +
+	"\x04HTTP\x10\x01BPZNgithub.com/breeze-mesh/breeze/protos/breeze/filters/istiostats/v1;istiostatsv1b\x06proto3"
 
 var (
 	file_breeze_filters_istiostats_v1_istiostats_proto_rawDescOnce sync.Once
@@ -207,19 +277,21 @@ func file_breeze_filters_istiostats_v1_istiostats_proto_rawDescGZIP() []byte {
 	return file_breeze_filters_istiostats_v1_istiostats_proto_rawDescData
 }
 
-var file_breeze_filters_istiostats_v1_istiostats_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_breeze_filters_istiostats_v1_istiostats_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_breeze_filters_istiostats_v1_istiostats_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_breeze_filters_istiostats_v1_istiostats_proto_goTypes = []any{
-	(IstioStats_Reporter)(0), // 0: breeze.filters.istiostats.v1.IstioStats.Reporter
-	(*IstioStats)(nil),       // 1: breeze.filters.istiostats.v1.IstioStats
+	(IstioStats_Reporter)(0),      // 0: breeze.filters.istiostats.v1.IstioStats.Reporter
+	(IstioStats_ResponseCodes)(0), // 1: breeze.filters.istiostats.v1.IstioStats.ResponseCodes
+	(*IstioStats)(nil),            // 2: breeze.filters.istiostats.v1.IstioStats
 }
 var file_breeze_filters_istiostats_v1_istiostats_proto_depIdxs = []int32{
 	0, // 0: breeze.filters.istiostats.v1.IstioStats.reporter:type_name -> breeze.filters.istiostats.v1.IstioStats.Reporter
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 1: breeze.filters.istiostats.v1.IstioStats.response_codes:type_name -> breeze.filters.istiostats.v1.IstioStats.ResponseCodes
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_breeze_filters_istiostats_v1_istiostats_proto_init() }
@@ -232,7 +304,7 @@ func file_breeze_filters_istiostats_v1_istiostats_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_filters_istiostats_v1_istiostats_proto_rawDesc), len(file_breeze_filters_istiostats_v1_istiostats_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
