@@ -215,7 +215,10 @@ func TestLocalRepliesAreASampleOfTheLog(t *testing.T) {
 	if _, err := c.call(1001, "x", "interface", "other", "method", "Get"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the 1001st counted", func() bool { return testutil.ToFloat64(replies) == 1001 })
+	// The line is written after the counter: wait for both.
+	eventually(t, "the 1001st counted and logged", func() bool {
+		return testutil.ToFloat64(replies) == 1001 && len(log.lines("proxy=noroute")) > testBurst
+	})
 	sameLines(t, "an interval later", log.lines("proxy=noroute")[testBurst:], []string{line(1001, " suppressed=997")})
 }
 
@@ -261,7 +264,10 @@ func TestDroppedOnewayLine(t *testing.T) {
 	c := dial(t, addr)
 	dropped := metrics.Dropped.WithLabelValues("owlog", "oneway_no_route")
 	c.send(codecs.Oneway, 7, "x", "interface", "other", "method", "Tell")
-	eventually(t, "the oneway dropped", func() bool { return testutil.ToFloat64(dropped) == 1 })
+	// The line is written after the counter: wait for both.
+	eventually(t, "the oneway dropped and logged", func() bool {
+		return testutil.ToFloat64(dropped) == 1 && len(log.lines("proxy=owlog")) > 0
+	})
 	sameLines(t, "a oneway with no route", log.lines("proxy=owlog"), []string{
 		`level=WARN msg="oneway dropped" proxy=owlog reason=no_route flags=NR service=other method=Tell detail="breeze: no route matches for service \"other\" method \"Tell\"" id=7`,
 	})
