@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,7 +17,7 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/deploy"
-	"github.com/breeze-mesh/breeze/internal/buildinfo"
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 // What the test stamps into the binary, as the Makefile does.
@@ -200,7 +199,8 @@ func TestFlagsAfterArguments(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	want := "breeze " + testVersion + " (commit " + testCommit + ") for Envoy Go API " + envoyAPI(t) + " (Istio 1.28), " + runtime.Version() + "\n"
+	r := built(t)
+	want := "breeze " + testVersion + " (commit " + testCommit + ") for Envoy Go API " + r.EnvoyGoAPI + " (Istio " + r.Istio + "), " + runtime.Version() + "\n"
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
 		stdout, stderr, code := breeze(t, args...)
 		if code != exitOK || stdout != want || stderr != "" {
@@ -209,26 +209,23 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// envoyAPI is the Envoy Go API version go.mod requires.
-func envoyAPI(t *testing.T) string {
+// built is the build target (go.mod, or the -modfile in GOFLAGS, which
+// the go build of breezeBin uses too) this test and the binary are built
+// for.
+func built(t *testing.T) release.Release {
 	t.Helper()
-	mod, err := os.ReadFile("../../go.mod")
-	if err != nil {
-		t.Fatal(err)
+	r, ok := release.Built()
+	if !ok {
+		t.Fatalf("this test binary links no Envoy Go API of a build target (%s)", release.Names())
 	}
-	m := regexp.MustCompile(`(?m)^\s*github\.com/envoyproxy/envoy (v\S+)`).FindSubmatch(mod)
-	if m == nil {
-		t.Fatal("go.mod requires no github.com/envoyproxy/envoy")
-	}
-	return string(m[1])
+	return r
 }
 
 // The Istio release `breeze version` names is the one render pins the
 // EnvoyFilters to.
 func TestVersionsIstioIsRendersProxyVersion(t *testing.T) {
-	istio := buildinfo.IstioFor(envoyAPI(t))
-	if ok, _ := regexp.MatchString(deploy.DefaultProxyVersion, istio+".0"); !ok {
-		t.Errorf("Envoy %s runs in Istio %s, but render pins proxyVersion %q", envoyAPI(t), istio, deploy.DefaultProxyVersion)
+	if r := built(t); r == release.Default() && deploy.DefaultProxyVersion != r.ProxyVersion() {
+		t.Errorf("breeze is built for Istio %s, but render pins proxyVersion %q", r.Istio, deploy.DefaultProxyVersion)
 	}
 }
 
@@ -266,7 +263,7 @@ func TestLogFormatJSON(t *testing.T) {
 				}
 				msg, _ := rec["msg"].(string)
 				msgs = append(msgs, msg)
-				if msg == tc.running && (rec["version"] != testVersion || rec["commit"] != testCommit || rec["istio"] != "1.28") {
+				if msg == tc.running && (rec["version"] != testVersion || rec["commit"] != testCommit || rec["istio"] != built(t).Istio) {
 					t.Errorf("startup line without the version: %s", l)
 				}
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/codecs/dubbo"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/internal/release"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -29,24 +30,44 @@ const (
 	stampCommit  = "github.com/breeze-mesh/breeze/internal/buildinfo.commit=0123456789abcdef0123456789abcdef01234567"
 )
 
-// TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped
-// and loads it the way Envoy does (dlopen with RTLD_LAZY) from a small C
+// TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped,
+// for every build target (one per Envoy Go API, internal/release), and
+// loads each the way Envoy does (dlopen with RTLD_LAZY) from a small C
 // program that implements Envoy's C API for Go network filters. That
 // exercises what the Go host cannot: the library's init, its cgo exports
 // and its calls back into C.
 func TestSharedObjectThroughItsCExports(t *testing.T) {
 	dir := t.TempDir()
-	so := filepath.Join(dir, "breeze.so")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building breeze.so: %v\n%s", err, out)
-	}
 	fake := filepath.Join(dir, "fakeenvoy")
 	if out, err := exec.Command("gcc", "-rdynamic", "-o", fake, "testdata/fakeenvoy.c", "-ldl").CombinedOutput(); err != nil {
 		t.Fatalf("building fakeenvoy: %v\n%s", err, out)
 	}
+	for _, r := range release.All {
+		t.Run("Envoy "+r.Envoy, func(t *testing.T) {
+			testSharedObject(t, r, fake, buildPlugin(t, r))
+		})
+	}
+}
 
+// buildPlugin builds breeze.so for target r, as `make plugin ENVOY=...`
+// does: with r's go.mod, whatever GOFLAGS says.
+func buildPlugin(t *testing.T, r release.Release) string {
+	t.Helper()
+	so := filepath.Join(t.TempDir(), "breeze.so")
+	modfile, err := filepath.Abs(filepath.Join("../../..", r.Modfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-modfile="+modfile, "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1", "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building breeze.so for %s: %v\n%s", r, err, out)
+	}
+	return so
+}
+
+func testSharedObject(t *testing.T, r release.Release, fake, so string) {
+	dir := t.TempDir()
 	cfg := &breezev1.ProxyConfig{
 		StatPrefix: "so", Codec: "dubbo",
 		RouteConfig: &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{
@@ -97,7 +118,7 @@ func TestSharedObjectThroughItsCExports(t *testing.T) {
 	// in Envoy's log at info (spdlog level 2).
 	t.Run("version in Envoy's log", func(t *testing.T) {
 		lines := runFake(t, nil, fake, so, writeAny(t, dir, ts))
-		want := "2 breeze plugin loaded version=v9.9.9-sotest commit=0123456789abcdef0123456789abcdef01234567 envoy_go_api=v1.36.2 istio=1.28 go=" + runtime.Version()
+		want := "2 breeze plugin loaded version=v9.9.9-sotest commit=0123456789abcdef0123456789abcdef01234567 envoy_go_api=" + r.EnvoyGoAPI + " istio=" + r.Istio + " go=" + runtime.Version()
 		var got []string
 		for _, l := range field(lines, "log") {
 			if strings.Contains(l, "breeze plugin loaded") {
