@@ -96,8 +96,8 @@ func TestHelp(t *testing.T) {
 	synopsis := map[string]string{
 		"":         "usage: breeze <command> [flags] [arguments]",
 		"run":      "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
-		"render":   "usage: breeze render envoyfilter [-o OUT] FILE",
-		"validate": "usage: breeze validate FILE|DIR...",
+		"render":   "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
+		"validate": "usage: breeze validate [--istio RELEASE] FILE|DIR...",
 		"xds":      "usage: breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":  "usage: breeze version",
 		"help":     "usage: breeze <command> [flags] [arguments]",
@@ -130,7 +130,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
 	xds := usageOf("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
-	render := usageOf("render", "breeze render envoyfilter [-o OUT] FILE")
+	render := usageOf("render", "breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -154,7 +154,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},
 		{[]string{"render", "envoyfilter", "-x", "greeter.yaml"}, "breeze render: flag provided but not defined: -x\n" + render},
-		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate FILE|DIR...")},
+		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate [--istio RELEASE] FILE|DIR...")},
 		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
 		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
 	} {
@@ -222,10 +222,53 @@ func built(t *testing.T) release.Release {
 }
 
 // The Istio release `breeze version` names is the one render pins the
-// EnvoyFilters to.
-func TestVersionsIstioIsRendersProxyVersion(t *testing.T) {
-	if r := built(t); r == release.Default() && deploy.DefaultProxyVersion != r.ProxyVersion() {
-		t.Errorf("breeze is built for Istio %s, but render pins proxyVersion %q", r.Istio, deploy.DefaultProxyVersion)
+// EnvoyFilters to unless told otherwise, and whose types check them.
+func TestVersionsIstioIsRendersDefault(t *testing.T) {
+	if r := built(t); deploy.DefaultIstio() != r.Istio {
+		t.Errorf("breeze is built for Envoy %s (Istio %s), but renders for Istio %s by default", r.EnvoyGoAPI, r.Istio, deploy.DefaultIstio())
+	}
+}
+
+// --istio picks the release render pins to and validate checks the pins
+// against; a release of another build says whose types checked the files.
+func TestIstioFlag(t *testing.T) {
+	r := built(t)
+	desc := filepath.Join(t.TempDir(), "svc.yaml")
+	if err := os.WriteFile(desc, []byte("host: greeter.demo.svc.cluster.local\nvip: 10.96.0.20\nport: 20880\nprotocol: dubbo\nclusters: [{name: greeter, endpoints: [{address: 10.1.0.1, port: 20880}]}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range release.All {
+		t.Run(want.Istio, func(t *testing.T) {
+			stdout, stderr, code := breeze(t, "render", "envoyfilter", "--istio", want.Istio, desc)
+			if code != exitOK || !strings.Contains(stdout, "proxyVersion: "+want.ProxyVersion()+"\n") {
+				t.Fatalf("render --istio %s: exit %d, stderr %q; want EnvoyFilters pinned %s:\n%s", want.Istio, code, stderr, want.ProxyVersion(), stdout)
+			}
+			note := ""
+			if want != r {
+				arg := ""
+				if want != release.Default() {
+					arg = " ENVOY=" + want.Envoy
+				}
+				note = "note: checked with the API types of " + r.String() + ", which this breeze is built for; for " + want.String() + "'s own: make build" + arg + "\n"
+			}
+			if stderr != note {
+				t.Errorf("render --istio %s: stderr %q, want %q", want.Istio, stderr, note)
+			}
+			efs := filepath.Join(t.TempDir(), "efs.yaml")
+			os.WriteFile(efs, []byte(stdout), 0o644)
+			for _, other := range release.All {
+				_, stderr, code := breeze(t, "validate", "--istio", other.Istio, efs)
+				if ok := other == want; (code == exitOK) != ok || ok != !strings.Contains(stderr, "does not select Istio "+other.Istio+" sidecars") {
+					t.Errorf("EnvoyFilters for Istio %s, validate --istio %s: exit %d, stderr %q", want.Istio, other.Istio, code, stderr)
+				}
+			}
+		})
+	}
+	if _, stderr, code := breeze(t, "render", "envoyfilter", "--istio", "1.29", desc); code != exitUsage || !strings.Contains(stderr, `--istio: no Breeze build for Istio "1.29"`) {
+		t.Errorf("render --istio 1.29: exit %d, stderr %q; want a usage error", code, stderr)
+	}
+	if _, stderr, code := breeze(t, "validate", "--istio", "1.30", desc); code != exitUsage || !strings.Contains(stderr, `--istio: no Breeze build for Istio "1.30"`) {
+		t.Errorf("validate --istio 1.30: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
 
