@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -43,6 +44,9 @@ func ProxyVersion(istio string) (string, error) {
 // default target if it cannot tell).
 func builtRelease() release.Release {
 	if r, ok := release.Built(); ok {
+		return r
+	}
+	if r, ok := release.ForFunc(release.EnvoyAPITypes, (*clusterv3.Cluster).Reset); ok {
 		return r
 	}
 	return release.Default()

@@ -10,7 +10,9 @@ package release
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strings"
 )
@@ -128,6 +130,30 @@ func Built() (Release, bool) {
 		return Release{}, false
 	}
 	return builtFrom(bi.Deps)
+}
+
+// ForFunc is the target whose version of module holds fn (a function or
+// method value), read from the source path Go records for it:
+// ".../pkg/mod/github.com/envoyproxy/envoy@v1.39.0/contrib/...", or
+// "github.com/envoyproxy/envoy@v1.39.0/contrib/..." built with -trimpath.
+// It works where Built cannot: a test binary of a package that is not main
+// records no modules. false for a module replaced by a directory.
+func ForFunc(module string, fn any) (Release, bool) {
+	v := reflect.ValueOf(fn)
+	if v.Kind() != reflect.Func || v.IsNil() {
+		return Release{}, false
+	}
+	f := runtime.FuncForPC(v.Pointer())
+	if f == nil {
+		return Release{}, false
+	}
+	file, _ := f.FileLine(f.Entry())
+	_, after, ok := strings.Cut(file, module+"@")
+	if !ok {
+		return Release{}, false
+	}
+	version, _, _ := strings.Cut(after, "/")
+	return ForEnvoy(version)
 }
 
 func builtFrom(deps []*debug.Module) (Release, bool) {

@@ -195,3 +195,12 @@ func ReadmeRow(r Release) string {
 	}
 	return "| " + cmd + " | `" + EnvoyModule + " " + r.EnvoyGoAPI + "` (`" + r.Modfile + "`) | `" + r.EnvoyImage + "` | Istio " + r.Istio + ": `" + r.IstioProxyImage + "` (Envoy " + r.Envoy + ") | " + r.MaxGlibc + " |"
 }
+
+func TestForFunc(t *testing.T) {
+	if r, ok := ForFunc("github.com/no/such", TestForFunc); ok {
+		t.Errorf("ForFunc of a module that holds no such function: %v", r)
+	}
+	if r, ok := ForFunc(EnvoyModule, nil); ok {
+		t.Errorf("ForFunc(nil): %v", r)
+	}
+}

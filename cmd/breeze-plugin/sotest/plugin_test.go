@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -49,19 +50,65 @@ func TestSharedObjectThroughItsCExports(t *testing.T) {
 	}
 }
 
+// The filter-state read path (internal/filterstate) against the shim's real
+// C API calls, for every build target: testdata/fsprobe reads "peer", which
+// the C side holds per connection, in OnNewConnection and OnData, sets a key
+// with the shim's SetString and reads it back. Every string arrives intact,
+// on each of many connections (the C side exits on a wrapper it does not
+// know: the read passes the connection's own). GOGC=1 keeps the collector
+// busy meanwhile.
+func TestFilterStateThroughCExports(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fakeenvoy")
+	if out, err := exec.Command("gcc", "-rdynamic", "-o", fake, "testdata/fakeenvoy.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("building fakeenvoy: %v\n%s", err, out)
+	}
+	noConfig := filepath.Join(dir, "none.any")
+	frame := filepath.Join(dir, "frame")
+	os.WriteFile(noConfig, nil, 0o644)
+	os.WriteFile(frame, []byte("x"), 0o644)
+	const conns = 500
+	for _, r := range release.All {
+		t.Run("Envoy "+r.Envoy, func(t *testing.T) {
+			so := buildSharedObject(t, r, "./testdata/fsprobe", "fsprobe.so")
+			lines := runFake(t, []string{"FAKEENVOY_CONNS=" + strconv.Itoa(conns), "GOGC=1"}, fake, so, noConfig, frame, frame)
+			writes := field(lines, "write")
+			if len(writes) != 2*conns {
+				t.Fatalf("want %d writes (2 per connection), got %d: %v", 2*conns, len(writes), lines)
+			}
+			for i, w := range writes {
+				b, err := hex.DecodeString(w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				peer := "spiffe://fake/conn-" + strconv.Itoa(i/2)
+				if want := peer + "|" + peer + "|set-" + peer; string(b) != want {
+					t.Fatalf("connection %d wrote %q, want %q", i/2, b, want)
+				}
+			}
+		})
+	}
+}
+
 // buildPlugin builds breeze.so for target r, as `make plugin ENVOY=...`
 // does: with r's go.mod, whatever GOFLAGS says.
 func buildPlugin(t *testing.T, r release.Release) string {
 	t.Helper()
-	so := filepath.Join(t.TempDir(), "breeze.so")
+	return buildSharedObject(t, r, "..", "breeze.so")
+}
+
+// buildSharedObject builds the c-shared library of pkg for target r.
+func buildSharedObject(t *testing.T, r release.Release, pkg, name string) string {
+	t.Helper()
+	so := filepath.Join(t.TempDir(), name)
 	modfile, err := filepath.Abs(filepath.Join("../../..", r.Modfile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	build := exec.Command("go", "build", "-modfile="+modfile, "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, "..")
+	build := exec.Command("go", "build", "-modfile="+modfile, "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, pkg)
 	build.Env = append(os.Environ(), "CGO_ENABLED=1", "GOFLAGS=-buildvcs=false")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building breeze.so for %s: %v\n%s", r, err, out)
+		t.Fatalf("building %s for %s: %v\n%s", name, r, err, out)
 	}
 	return so
 }
