@@ -9,15 +9,26 @@
 #   docker build --target envoy       -t breeze-envoy:dev .
 #   docker build --target istio-proxy -t REGISTRY/breeze/proxyv2:1.28.3-breeze .
 #
-# A Go plugin is built against one Envoy Go API: this one against Envoy 1.36
-# (github.com/envoyproxy/envoy v1.36.2 in go.mod), which the contrib image
-# v1.36.x and Istio 1.28.x (Envoy 1.36) run. Any other pairing is unsupported.
-# breeze.so must not need a newer glibc than the images it is loaded into:
-# the contrib image is Ubuntu 22.04 (glibc 2.35), proxyv2 1.28 Ubuntu 24.04
-# (2.39). So it is built on Ubuntu 22.04, with the Go toolchain copied from the
-# official image (golang:*-bookworm itself is glibc 2.36).
+# A Go plugin is built against one Envoy Go API, and works only in that
+# Envoy. ENVOY picks the build target (the README's version table,
+# internal/release): 1.36 (go.mod: github.com/envoyproxy/envoy v1.36.2) for
+# the contrib image v1.36.x and Istio 1.28.x, the default; 1.39
+# (envoy-1.39.mod: v1.39.0) for contrib v1.39.x and Istio 1.31.x:
+#
+#   docker build --target istio-proxy --build-arg ENVOY=1.39 \
+#     --build-arg ISTIO_PROXY_IMAGE=istio/proxyv2:1.31.4 -t REGISTRY/breeze/proxyv2:1.31.4-breeze .
+#   docker build --target envoy --build-arg ENVOY=1.39 \
+#     --build-arg ENVOY_IMAGE=envoyproxy/envoy:contrib-v1.39.0 -t breeze-envoy:1.39 .
+#
+# The envoy and istio-proxy stages refuse a base image whose Envoy is not
+# ENVOY's. breeze.so must not need a newer glibc than the images it is
+# loaded into: the contrib images (1.36 and 1.39) are Ubuntu 22.04 (glibc
+# 2.35), proxyv2 1.28 and 1.31 Ubuntu 24.04 (2.39). So it is built on
+# Ubuntu 22.04, with the Go toolchain copied from the official image
+# (golang:*-bookworm itself is glibc 2.36).
 
 ARG GO_VERSION=1.26
+ARG ENVOY=1.36
 ARG ENVOY_IMAGE=envoyproxy/envoy:contrib-v1.36.2
 ARG ISTIO_PROXY_IMAGE=istio/proxyv2:1.28.3
 
@@ -37,9 +48,13 @@ COPY . .
 # and BREEZE_VERSION=v0.4.0 for a release.
 ARG BREEZE_VERSION=
 ARG BREEZE_COMMIT=
+# The build target's go.mod: go.mod for 1.36, envoy-<ENVOY>.mod otherwise.
+ARG ENVOY
 RUN --mount=type=cache,target=/root/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -buildmode=c-shared \
+    modfile=go.mod; if [ "${ENVOY}" != 1.36 ]; then modfile="envoy-${ENVOY}.mod"; fi \
+ && test -f "$modfile" || { echo "ENVOY=${ENVOY}: no $modfile; Breeze builds for the targets of the README's version table"; exit 1; } \
+ && go build -modfile="$modfile" -trimpath -buildmode=c-shared \
       -ldflags "-X github.com/breeze-mesh/breeze/internal/buildinfo.version=${BREEZE_VERSION} -X github.com/breeze-mesh/breeze/internal/buildinfo.commit=${BREEZE_COMMIT}" \
       -o /out/breeze.so ./cmd/breeze-plugin \
  && bash scripts/check-plugin.sh /out/breeze.so 2.35
@@ -61,11 +76,19 @@ COPY --from=build-plugin /out/breeze.so /breeze.so
 
 # Not under /etc/istio/proxy: the sidecar mounts an emptyDir there.
 FROM ${ISTIO_PROXY_IMAGE} AS istio-proxy
+ARG ENVOY
+# "envoy  version: <sha>/1.39.1-dev/Clean/RELEASE/BoringSSL": a plugin built
+# for another Envoy would be loaded and misbehave, so the image is refused.
+RUN envoy --version | grep -q "/${ENVOY}\." \
+ || { echo "$(envoy --version): not Envoy ${ENVOY}, which breeze.so is built for (--build-arg ENVOY, ISTIO_PROXY_IMAGE)"; exit 1; }
 COPY --from=build-plugin /out/breeze.so /usr/local/lib/breeze/breeze.so
 # Envoy must run Go plugins with it; pilot-agent passes its environment on.
 ENV GODEBUG=cgocheck=0
 
 FROM ${ENVOY_IMAGE} AS envoy
+ARG ENVOY
+RUN envoy --version | grep -q "/${ENVOY}\." \
+ || { echo "$(envoy --version): not Envoy ${ENVOY}, which breeze.so is built for (--build-arg ENVOY, ENVOY_IMAGE)"; exit 1; }
 COPY --from=build-plugin /out/breeze.so /usr/local/lib/breeze/breeze.so
 COPY envoy-config/envoy.yaml /etc/envoy/envoy.yaml
 ENV GODEBUG=cgocheck=0

@@ -6,9 +6,31 @@ export CGO_ENABLED := 1
 # Envoy requires it for Go plugins; the standalone host passes Go pointers the same way.
 export GODEBUG := cgocheck=0
 
-.PHONY: all build plugin demo test test-deps test-unit test-peers test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
+.PHONY: all build plugin plugins demo test test-deps test-unit test-envoy-targets test-peers test-e2e check-plugin check-glibc test-deploy fuzz vet protos clean bench
 
 all: build plugin
+
+# Which Envoy Go API breeze.so (and breeze, whose `validate` checks configs
+# with that Envoy's and Istio's API types) is built against: one target per
+# Istio release, each with its own go.mod (internal/release lists them; the
+# README's version table too). ENVOY=1.36 is go.mod itself, the default;
+# every other target has envoy-<ENVOY>.mod, passed as -modfile. What a
+# default target builds goes to bin/, another target's to bin/envoy-<ENVOY>/.
+ENVOY          ?= 1.36
+ENVOY_TARGETS  := 1.36 1.39
+ENVOY_DEFAULT  := 1.36
+# The glibc ceiling per target: the oldest glibc of the images that load it
+# (contrib Envoy images are Ubuntu 22.04, 2.35; istio/proxyv2 is Ubuntu
+# 24.04, 2.39), or Envoy's dlopen fails with "GLIBC_x not found".
+MAX_GLIBC_1.36 := 2.35
+MAX_GLIBC_1.39 := 2.35
+ifeq ($(filter $(ENVOY),$(ENVOY_TARGETS)),)
+$(error ENVOY=$(ENVOY): Breeze builds for $(ENVOY_TARGETS) (see docs/adding-a-release.md))
+endif
+# modflag T: the go command's flag selecting target T's go.mod.
+modflag = $(if $(filter $(1),$(ENVOY_DEFAULT)),,-modfile=$(CURDIR)/envoy-$(1).mod)
+# outdir T: where target T's binaries go.
+outdir  = $(if $(filter $(1),$(ENVOY_DEFAULT)),$(BIN),$(BIN)/envoy-$(1))
 
 # Which Breeze a binary is: `breeze version` prints it, the plugin logs it
 # when Envoy loads it. Go's own VCS stamping records nothing in a git
@@ -21,18 +43,24 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell test -z "$$(git stat
 LDFLAGS   := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/breeze ./cmd/breeze
+	$(GO) build $(call modflag,$(ENVOY)) -ldflags '$(LDFLAGS)' -o $(call outdir,$(ENVOY))/breeze ./cmd/breeze
 
 # The Envoy plugin: a shared object Envoy's Go network filter loads.
+# make plugin: bin/breeze.so for Envoy 1.36 (Istio 1.28); make plugin
+# ENVOY=1.39: bin/envoy-1.39/breeze.so for Envoy 1.39 (Istio 1.31).
 plugin:
-	$(GO) build -ldflags '$(LDFLAGS)' -buildmode=c-shared -o $(BIN)/breeze.so ./cmd/breeze-plugin
+	$(GO) build $(call modflag,$(ENVOY)) -ldflags '$(LDFLAGS)' -buildmode=c-shared -o $(call outdir,$(ENVOY))/breeze.so ./cmd/breeze-plugin
+
+# breeze.so for every target.
+plugins:
+	@set -e; for e in $(ENVOY_TARGETS); do $(MAKE) --no-print-directory plugin ENVOY=$$e; done
 
 # Two dubbo-go providers (v1, v2), the standalone runner on its embedded
 # default config, and a consumer that prints where its requests went.
 demo:
 	bash scripts/demo.sh
 
-test: test-deps vet test-unit test-peers check-plugin check-glibc test-deploy test-e2e
+test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-glibc test-deploy test-e2e
 
 # gcc, a JDK and Maven, from Debian's packages when missing: no test skips
 # for a missing tool, so they must be there. Redis and Envoy's rate-limit
@@ -52,9 +80,35 @@ vet:
 	@for m in $(TIDY_MODULES); do \
 	  (cd $$m && $(GO) mod tidy -diff) || { echo "go.mod of $$m is not tidy: run (cd $$m && $(GO) mod tidy)"; exit 1; }; \
 	done
+	@# Every other target's go.mod follows go.mod (scripts/envoy-modfile.sh).
+	@set -e; for e in $(filter-out $(ENVOY_DEFAULT),$(ENVOY_TARGETS)); do \
+	  bash scripts/envoy-modfile.sh check $$e; \
+	  $(GO) vet -modfile=envoy-$$e.mod ./...; \
+	done
 
 test-unit:
 	$(GO) test $(RACE) -count=1 ./...
+
+# Everything that links Envoy's Go shim or checks configs with Envoy's and
+# Istio's API types, again against every other target's go.mod: the host
+# (Envoy's real Go shim, driven from Go) and the tests that run the proxy
+# through it, the plugin's Envoy glue, the deploy checks and the CLI. The
+# rest of the tree does not depend on which Envoy it is built for. Only the
+# host runs with -race here (it is where the shim's threads meet ours; the
+# default pass runs everything with -race). GOFLAGS, so that the go builds
+# these tests make (the breeze binary of cmd/breeze's) use the same go.mod.
+# cmd/breeze-plugin/sotest builds and loads every target's breeze.so in the
+# default pass.
+ENVOY_TARGET_PKGS := ./filters/proxy/... ./filters/upstream/... ./internal/... ./cmd/breeze/... ./deploy/...
+test-envoy-targets:
+	@set -e; for e in $(filter-out $(ENVOY_DEFAULT),$(ENVOY_TARGETS)); do $(MAKE) --no-print-directory test-envoy-target ENVOY=$$e; done
+
+.PHONY: test-envoy-target
+test-envoy-target: export GOFLAGS += $(call modflag,$(ENVOY))
+test-envoy-target:
+	@echo "== Envoy $(ENVOY): $(call modflag,$(ENVOY))"
+	$(GO) test $(RACE) -count=1 ./host/...
+	$(GO) test -count=1 $(ENVOY_TARGET_PKGS)
 
 # The Thrift interop tests with real Apache Thrift Go and Kitex peers: separate
 # modules (codecs/thrift/testdata/peers/README.md), so that their dependencies
@@ -66,15 +120,20 @@ test-peers:
 	cd $(THRIFT_PEERS)/peer && $(GO) vet ./...
 	cd $(THRIFT_PEERS) && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
-# The plugin must export Envoy's entry points.
-check-plugin: plugin
-	bash scripts/check-plugin.sh $(BIN)/breeze.so
+# Every target's plugin must export Envoy's entry points...
+check-plugin: plugins
+	@set -e; for e in $(ENVOY_TARGETS); do $(MAKE) -s --no-print-directory check-plugin-target ENVOY=$$e; done
 
-# ...and need no newer glibc than the images that load it: 2.35 is
-# envoyproxy/envoy:contrib-v1.36.2's (Ubuntu 22.04); istio/proxyv2:1.28 has 2.39.
-MAX_GLIBC ?= 2.35
-check-glibc: plugin
-	bash scripts/check-plugin.sh $(BIN)/breeze.so $(MAX_GLIBC)
+# ...and need no newer glibc than the images that load it: MAX_GLIBC_<target>
+# above; MAX_GLIBC=x.y overrides them all.
+MAX_GLIBC ?=
+check-glibc: plugins
+	@set -e; for e in $(ENVOY_TARGETS); do $(MAKE) -s --no-print-directory check-plugin-target ENVOY=$$e GLIBC=1; done
+
+.PHONY: check-plugin-target
+check-plugin-target:
+	@echo "== Envoy $(ENVOY): $(call outdir,$(ENVOY))/breeze.so"
+	@bash scripts/check-plugin.sh $(call outdir,$(ENVOY))/breeze.so $(if $(GLIBC),$(or $(MAX_GLIBC),$(MAX_GLIBC_$(ENVOY))))
 
 # Shipped deployment files against Kubernetes', Istio's client, Compose's and
 # BuildKit's own schemas: a separate module (deploy/schemas), so that their

@@ -9,9 +9,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
-// CheckBootstrap checks an Envoy bootstrap (YAML or JSON) the way Envoy
-// 1.36 with breeze.so would load it: parsed with go-control-plane's v1.36
-// types (unknown fields and unresolvable Any types are errors, as in
+// CheckBootstrap checks an Envoy bootstrap (YAML or JSON) the way the
+// Envoy this binary is built for (1.36, or 1.39 with envoy-1.39.mod) with
+// breeze.so would load it: parsed with go-control-plane's types of that
+// Envoy (unknown fields and unresolvable Any types are errors, as in
 // Envoy's static config), validated with their protoc-gen-validate rules,
 // every Go filter checked with Breeze's rules and its plugin_config parsed
 // and validated by Breeze's own config package, and the plainText cluster

@@ -13,6 +13,7 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 // Kind is what a file holds.
@@ -132,7 +133,37 @@ func Check(files ...File) Findings {
 // the file of the object it names. Every Error names its file (and
 // resource).
 func CheckFiles(files ...File) []FileResult {
+	return CheckFilesWith(Options{}, files...)
+}
+
+// Options tune CheckFilesWith.
+type Options struct {
+	// Istio is the Istio release (1.28, 1.31) the files are for, as in
+	// `breeze validate --istio 1.31`: every Breeze patch must be pinned to
+	// its sidecars (proxyVersion), and service descriptions are rendered
+	// for it. Unset: a Breeze patch may be pinned to any release Breeze is
+	// built for, and a description is rendered for its own istio. An
+	// unknown release is an error in every file.
+	Istio string
+}
+
+// CheckFilesWith is CheckFiles with options. The API types the files are
+// checked with are always those this binary links: the Envoy and Istio
+// release it is built for (DefaultIstio).
+func CheckFilesWith(o Options, files ...File) []FileResult {
 	results := make([]FileResult, len(files))
+	var want *release.Release
+	if o.Istio != "" {
+		r, err := release.ForIstio(o.Istio)
+		if err != nil {
+			for i, file := range files {
+				results[i] = FileResult{Name: file.Name, Kind: Detect(file.Data)}
+				results[i].Errors = []error{&Error{Doc: file.Name, Msg: err.Error()}}
+			}
+			return results
+		}
+		want = &r
+	}
 	var uses []istioUse
 	for i, file := range files {
 		var f Findings
@@ -165,6 +196,12 @@ func CheckFiles(files ...File) []FileResult {
 			f = checkProxyConfigFile(file.Data)
 		case KindService:
 			s, err := ParseService(file.Data)
+			if err == nil && want != nil {
+				if s.Istio != "" && minorRelease(s.Istio) != want.Istio {
+					err = errorf("istio", "%q: the description is for Istio %s, not %s (--istio)", s.Istio, s.Istio, want.Istio)
+				}
+				s.Istio = want.Istio
+			}
 			if err == nil {
 				_, err = Render(s)
 			}
@@ -185,6 +222,13 @@ func CheckFiles(files ...File) []FileResult {
 	}
 	checkIstioSet(uses, func(u *istioUse, e error) {
 		results[u.file].Errors = append(results[u.file].Errors, e)
+	})
+	checkPins(uses, want, func(u *istioUse, e error, warning bool) {
+		if warning {
+			results[u.file].Warnings = append(results[u.file].Warnings, e)
+		} else {
+			results[u.file].Errors = append(results[u.file].Errors, e)
+		}
 	})
 	return results
 }
@@ -246,6 +290,13 @@ func inDoc(f Findings, doc string) Findings {
 func CheckEnvoyFilters(data []byte) ([]*EnvoyFilter, Findings) {
 	efs, f, uses, _ := parseManifests(data, "")
 	checkIstioSet(uses, func(_ *istioUse, e error) { f.Errors = append(f.Errors, e) })
+	checkPins(uses, nil, func(_ *istioUse, e error, warning bool) {
+		if warning {
+			f.Warnings = append(f.Warnings, e)
+		} else {
+			f.Errors = append(f.Errors, e)
+		}
+	})
 	return efs, f
 }
 

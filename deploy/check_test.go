@@ -3,6 +3,7 @@ package deploy
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -424,4 +425,49 @@ func TestDurationsAsTheirReadersTakeThem(t *testing.T) {
 		{name: "Go duration in Envoy's own field", old: "connect_timeout: 1s", new: "connect_timeout: 1000ms",
 			want: `static_resources.clusters[0].connect_timeout: "1000ms": Envoy reads durations only as seconds with an "s": write "1s"`},
 	})
+}
+
+// A Breeze patch must select the sidecars of a release Breeze is built
+// for; with an Istio release to check for (validate --istio), that one's.
+func TestProxyVersionPins(t *testing.T) {
+	shipped := string(readFile(t, filepath.Join(envoyConfigDir, "istio", "greeter-envoyfilters.yaml")))
+	const pin = `proxyVersion: ^1\.28\.`
+	if strings.Count(shipped, pin) != 4 {
+		t.Fatalf("the shipped EnvoyFilters have %d patches pinned %q, want 4: adjust this test", strings.Count(shipped, pin), pin)
+	}
+	const path = "greeter-envoyfilters.yaml: EnvoyFilter greeter-breeze-outbound: spec.configPatches[0].match.proxy.proxyVersion: "
+	pinned := func(pv string) string { return strings.ReplaceAll(shipped, pin, "proxyVersion: "+pv) }
+	for _, tc := range []struct {
+		name, files, istio string
+		errs, warns        []string // the first finding of each, in the file's order
+	}{
+		{name: "shipped, any release", files: shipped},
+		{name: "shipped, for 1.28", files: shipped, istio: "1.28"},
+		{name: "shipped, for 1.31", files: shipped, istio: "1.31",
+			errs: []string{path + `"^1\\.28\\." does not select Istio 1.31 sidecars, which these files are checked for (--istio 1.31): pin "^1\\.31\\."`}},
+		{name: "pinned to 1.31, for 1.31", files: pinned(`^1\.31\.`), istio: "1.31"},
+		{name: "pinned to 1.31, any release", files: pinned(`^1\.31\.`)},
+		{name: "pinned to a release without a build", files: pinned(`^1\.29\.`),
+			errs: []string{path + `"^1\\.29\\." selects the sidecars of no Istio release Breeze is built for (Istio 1.28 (Envoy 1.36), Istio 1.31 (Envoy 1.39)): breeze.so works only in the Envoy it was built for; pin "^1\\.28\\." (Istio 1.28: Envoy 1.36) or "^1\\.31\\." (Istio 1.31: Envoy 1.39)`}},
+		{name: "pinned to both, for 1.31", files: pinned(`^1\.(28|31)\.`), istio: "1.31",
+			warns: []string{path + `"^1\\.(28|31)\\." also selects the sidecars of Istio 1.28 (Envoy 1.36): each needs breeze.so built for its own Envoy at this library_path; pin "^1\\.31\\." to patch Istio 1.31's only`}},
+		{name: "unknown release", files: shipped, istio: "1.29",
+			errs: []string{`greeter-envoyfilters.yaml: no Breeze build for Istio "1.29": Breeze is built for Istio 1.28 (Envoy 1.36), Istio 1.31 (Envoy 1.39)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := CheckFilesWith(Options{Istio: tc.istio}, File{Name: "greeter-envoyfilters.yaml", Data: []byte(tc.files)})
+			first := func(es []error) []string {
+				if len(es) == 0 {
+					return nil
+				}
+				return []string{es[0].Error()}
+			}
+			if got := first(rs[0].Errors); !slices.Equal(got, tc.errs) {
+				t.Errorf("first error %q\nwant %q\n(all: %q)", got, tc.errs, rs[0].Errors)
+			}
+			if got := first(rs[0].Warnings); !slices.Equal(got, tc.warns) {
+				t.Errorf("first warning %q\nwant %q\n(all: %q)", got, tc.warns, rs[0].Warnings)
+			}
+		})
+	}
 }

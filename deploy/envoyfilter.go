@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 // Istio's names for the EnvoyFilter resource (networking.istio.io; Istio
@@ -162,6 +163,8 @@ type istioUse struct {
 type istioBreeze struct {
 	path    string
 	inbound bool
+	// proxyVersion is the patch's match.proxy.proxyVersion.
+	proxyVersion string
 }
 
 type istioPlainText struct {
@@ -415,13 +418,14 @@ func checkPatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, raw a
 	}
 	inbound := match.GetContext() == networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND
 	for _, b := range found {
-		if pv := match.GetProxy().GetProxyVersion(); pv == "" {
-			f.warnf(joinPath(cpath, "match.proxy.proxyVersion"), "unset: pin Breeze patches to the Istio release whose Envoy the plugin was built for (Istio 1.28: Envoy 1.36), e.g. %q", DefaultProxyVersion)
+		pv := match.GetProxy().GetProxyVersion()
+		if pv == "" {
+			f.warnf(joinPath(cpath, "match.proxy.proxyVersion"), "unset: pin Breeze patches to the Istio release whose Envoy the plugin was built for: %s", pinExamples())
 		}
 		if inbound && b.proxy != nil {
 			checkLoopbackEndpoints(b, f)
 		}
-		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound})
+		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound, proxyVersion: pv})
 	}
 }
 
@@ -502,8 +506,64 @@ func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
 			for _, o := range all {
 				if sameScope(u.namespace, o.u.namespace) && !disjoint(u.selector, o.u.selector) && isIstioMTLS(o.p.cluster) {
 					add(&u, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
-						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy 1.36's Go filter has one upstream cluster per pod: a pod runs either inbound Breeze or outbound Breeze with mTLS", PlainTextCluster, o.u.doc, o.p.path)})
+						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy's Go filter has one upstream cluster per pod: a pod runs either inbound Breeze or outbound Breeze with mTLS", PlainTextCluster, o.u.doc, o.p.path)})
 				}
+			}
+		}
+	}
+}
+
+// pinExamples is the proxyVersion of every release Breeze is built for:
+// `"^1\\.28\\." (Istio 1.28: Envoy 1.36) or ...`.
+func pinExamples() string {
+	s := make([]string, len(release.All))
+	for i, r := range release.All {
+		s[i] = fmt.Sprintf("%q (Istio %s: Envoy %s)", r.ProxyVersion(), r.Istio, r.Envoy)
+	}
+	return strings.Join(s, " or ")
+}
+
+// checkPins checks the proxyVersion of every Breeze patch: breeze.so is
+// built for one Envoy Go API, so a patch must select the sidecars of a
+// release Breeze is built for; with want, that release's (an error when it
+// does not, a warning when it selects another release's sidecars too: they
+// need their own build at the same library_path). An unset pin has its
+// warning from checkPatch. Findings go to add, with the EnvoyFilter they
+// name.
+func checkPins(uses []istioUse, want *release.Release, add func(u *istioUse, e error, warning bool)) {
+	for i := range uses {
+		u := &uses[i]
+		for _, b := range u.breezes {
+			pv := b.proxyVersion
+			if pv == "" {
+				continue
+			}
+			if _, err := regexp.Compile(pv); err != nil {
+				continue // checkPatch reported it
+			}
+			path := joinPath(b.path, "match.proxy.proxyVersion")
+			var selects []release.Release
+			for _, r := range release.All {
+				if r.ProxyVersionMatches(pv) {
+					selects = append(selects, r)
+				}
+			}
+			switch {
+			case want != nil && !want.ProxyVersionMatches(pv):
+				add(u, &Error{Doc: u.doc, Path: path, Msg: fmt.Sprintf(
+					"%q does not select Istio %s sidecars, which these files are checked for (--istio %s): pin %q", pv, want.Istio, want.Istio, want.ProxyVersion())}, false)
+			case len(selects) == 0:
+				add(u, &Error{Doc: u.doc, Path: path, Msg: fmt.Sprintf(
+					"%q selects the sidecars of no Istio release Breeze is built for (%s): breeze.so works only in the Envoy it was built for; pin %s", pv, release.Names(), pinExamples())}, false)
+			case want != nil && len(selects) > 1:
+				var others []string
+				for _, r := range selects {
+					if r != *want {
+						others = append(others, r.String())
+					}
+				}
+				add(u, &Error{Doc: u.doc, Path: path, Msg: fmt.Sprintf(
+					"%q also selects the sidecars of %s: each needs breeze.so built for its own Envoy at this library_path; pin %q to patch Istio %s's only", pv, strings.Join(others, ", "), want.ProxyVersion(), want.Istio)}, true)
 			}
 		}
 	}

@@ -12,19 +12,47 @@ import (
 	"strings"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/internal/release"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
-// DefaultProxyVersion pins the patches to Istio 1.28 proxies, which run
-// Envoy 1.36, the Go API breeze.so is built against: another Envoy would
-// load the plugin and fail in ways no config check can foresee.
-const DefaultProxyVersion = `^1\.28\.`
+// DefaultIstio is the Istio release a Service is rendered for unless it
+// names one: the one this binary is built for (its Envoy API types, see
+// internal/release), whose types the rendered EnvoyFilters are checked
+// with.
+func DefaultIstio() string { return builtRelease().Istio }
+
+// ProxyVersion is the proxyVersion pin of an Istio release's sidecars
+// (^1\.28\. for Istio 1.28, which runs Envoy 1.36): breeze.so is built
+// against one Envoy Go API, and another Envoy would load it and fail in
+// ways no config check can foresee. An error names the releases Breeze is
+// built for.
+func ProxyVersion(istio string) (string, error) {
+	r, err := release.ForIstio(istio)
+	if err != nil {
+		return "", err
+	}
+	return r.ProxyVersion(), nil
+}
+
+// builtRelease is the release whose API types this binary links (the
+// default target if it cannot tell).
+func builtRelease() release.Release {
+	if r, ok := release.Built(); ok {
+		return r
+	}
+	if r, ok := release.ForFunc(release.EnvoyAPITypes, (*clusterv3.Cluster).Reset); ok {
+		return r
+	}
+	return release.Default()
+}
 
 // upstreamConnectTimeout is the plainText cluster's connect timeout, an
 // upper bound for every Breeze cluster of the pod: each Breeze cluster's
@@ -155,14 +183,25 @@ func Resolve(in *Service) (*Service, error) {
 	if !path.IsAbs(s.LibraryPath) {
 		bad("library_path", "%q: want an absolute path", s.LibraryPath)
 	}
+	if s.Istio == "" {
+		s.Istio = DefaultIstio()
+	}
+	rel, err := release.ForIstio(s.Istio)
+	if err != nil {
+		bad("istio", "%v", err)
+	} else {
+		s.Istio = rel.Istio
+	}
 	switch s.ProxyVersion {
 	case "":
-		s.ProxyVersion = DefaultProxyVersion
+		s.ProxyVersion = rel.ProxyVersion()
 	case "-":
 		s.ProxyVersion = ""
 	default:
 		if _, err := regexp.Compile(s.ProxyVersion); err != nil {
 			bad("proxy_version", "%q: %v", s.ProxyVersion, err)
+		} else if rel.Istio != "" && !rel.ProxyVersionMatches(s.ProxyVersion) {
+			bad("proxy_version", "%q does not select Istio %s proxies, which the patches are for (istio: %q); leave it out for %q", s.ProxyVersion, rel.Istio, rel.Istio, rel.ProxyVersion())
 		}
 	}
 	if s.Direction != Inbound {
@@ -200,7 +239,7 @@ func Resolve(in *Service) (*Service, error) {
 	}
 	if s.Direction == Both && s.UpstreamTLS == UpstreamIstioMTLS && (len(s.Clients) == 0 || !disjoint(s.Clients, s.Selector)) {
 		bad("clients", "%v: with direction both and upstream_tls istio, the clients must be pods other than the service's own (a selector disjoint from selector %v): "+
-			"Envoy 1.36's Go filter has one upstream cluster per pod, and the inbound side needs it in plain text", s.Clients, s.Selector)
+			"Envoy's Go filter has one upstream cluster per pod, and the inbound side needs it in plain text", s.Clients, s.Selector)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -363,9 +402,26 @@ func serviceProxyErrors(err error) error {
 // RenderFile parses a service description and renders its EnvoyFilters as
 // a YAML stream, headed by a comment naming the description (name).
 func RenderFile(name string, data []byte) ([]byte, error) {
+	return RenderFileFor("", name, data)
+}
+
+// RenderFileFor is RenderFile for the sidecars of an Istio release
+// (`breeze render envoyfilter --istio 1.31`): istio stands for the
+// description's own istio, which, when set, must say the same. "" keeps
+// the description's, or DefaultIstio().
+func RenderFileFor(istio, name string, data []byte) ([]byte, error) {
 	s, err := ParseService(data)
 	if err != nil {
 		return nil, err
+	}
+	if istio != "" {
+		if s.Istio != "" && minorRelease(s.Istio) != minorRelease(istio) {
+			return nil, errorf("istio", "%q: the description is for Istio %s, not %s: change it, or render without --istio", s.Istio, s.Istio, istio)
+		}
+		s.Istio = istio
+	}
+	if s.Istio == "" {
+		s.Istio = DefaultIstio()
 	}
 	efs, err := Render(s)
 	if err != nil {
@@ -375,9 +431,14 @@ func RenderFile(name string, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	rel, err := release.ForIstio(s.Istio)
+	if err != nil {
+		return nil, err // Resolve has checked it
+	}
 	header := fmt.Sprintf("# Rendered by `breeze render envoyfilter %s`: edit that file and render again.\n"+
-		"# Needs Istio 1.28 sidecars (Envoy 1.36) carrying breeze.so at its library_path, with\n"+
-		"# GODEBUG=cgocheck=0 (see the README's \"Run in Istio\").\n", name)
+		"# Needs Istio %s sidecars (Envoy %s) carrying breeze.so built for them (make plugin%s)\n"+
+		"# at its library_path, with GODEBUG=cgocheck=0 (see the README's \"Run in Istio\").\n",
+		name, rel.Istio, rel.Envoy, makeEnvoyArg(rel))
 	if x := s.Outbound.GetXds(); x != nil && s.Direction != Inbound {
 		table := x.GetRouteConfigName()
 		if table == "" {
@@ -446,4 +507,20 @@ func selectorText(sel map[string]string, empty string) string {
 		keys[i] = k + "=" + sel[k]
 	}
 	return strings.Join(keys, ",")
+}
+
+// makeEnvoyArg is what `make plugin` needs to build for r.
+func makeEnvoyArg(r release.Release) string {
+	if r == release.Default() {
+		return ""
+	}
+	return " ENVOY=" + r.Envoy
+}
+
+// minorRelease is "1.31" of "1.31.4".
+func minorRelease(v string) string {
+	if r, err := release.ForIstio(v); err == nil {
+		return r.Istio
+	}
+	return v
 }

@@ -62,8 +62,10 @@ func TestRenderDefaults(t *testing.T) {
 	if got := lp.GetMatch().GetListener().GetName(); got != "10.96.0.20_20880" {
 		t.Errorf("listener %q", got)
 	}
-	if got := lp.GetMatch().GetProxy().GetProxyVersion(); got != DefaultProxyVersion {
-		t.Errorf("proxyVersion %q", got)
+	// Pinned to the release this binary is built for (go.mod: Istio 1.28;
+	// envoy-1.39.mod: Istio 1.31), whose API types checked the result.
+	if want, _ := ProxyVersion(DefaultIstio()); lp.GetMatch().GetProxy().GetProxyVersion() != want {
+		t.Errorf("proxyVersion %q, want %q", lp.GetMatch().GetProxy().GetProxyVersion(), want)
 	}
 	// One catch-all route to the only cluster.
 	routes := lp.GetPatch().GetValue().AsMap()["typed_config"].(map[string]any)["plugin_config"].(map[string]any)["value"].(map[string]any)["route_config"].(map[string]any)["routes"].([]any)
@@ -130,6 +132,18 @@ func TestRenderVariants(t *testing.T) {
 					t.Errorf("inbound filters %v, want none", in["filters"])
 				}
 			}},
+		{"istio 1.31", minimalService + "istio: '1.31'\n", func(t *testing.T, efs []*EnvoyFilter) {
+			for _, cp := range efs[0].Spec.GetConfigPatches() {
+				if got := cp.GetMatch().GetProxy().GetProxyVersion(); got != `^1\.31\.` {
+					t.Errorf("%s patch: proxyVersion %q, want Istio 1.31's", cp.GetApplyTo(), got)
+				}
+			}
+		}},
+		{"istio patch release", minimalService + "istio: '1.28.3'\n", func(t *testing.T, efs []*EnvoyFilter) {
+			if got := efs[0].Spec.GetConfigPatches()[0].GetMatch().GetProxy().GetProxyVersion(); got != `^1\.28\.` {
+				t.Errorf("proxyVersion %q, want Istio 1.28's", got)
+			}
+		}},
 		{"no proxy version pin", minimalService + "proxy_version: '-'\n", func(t *testing.T, efs []*EnvoyFilter) {
 			if efs[0].Spec.GetConfigPatches()[0].GetMatch().GetProxy() != nil {
 				t.Error("want no proxy match")
@@ -172,6 +186,9 @@ func TestRenderMistakes(t *testing.T) {
 		{"upstream tls", minimalService + "upstream_tls: mtls\n", `upstream_tls: "mtls"`},
 		{"library path", minimalService + "library_path: breeze.so\n", `library_path: "breeze.so": want an absolute path`},
 		{"proxy version", minimalService + "proxy_version: '('\n", `proxy_version: "("`},
+		{"istio without a build", minimalService + "istio: '1.29'\n", `istio: no Breeze build for Istio "1.29": Breeze is built for Istio 1.28 (Envoy 1.36), Istio 1.31 (Envoy 1.39)`},
+		{"istio unquoted", minimalService + "istio: 1.30\n", `istio: 1.3: want the release as a string, quoted ("1.31"): YAML reads an unquoted 1.30 as the number 1.3`},
+		{"proxy version of another release", minimalService + "istio: '1.31'\nproxy_version: '^1\\.28\\.'\n", `proxy_version: "^1\\.28\\." does not select Istio 1.31 proxies, which the patches are for (istio: "1.31"); leave it out for "^1\\.31\\."`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderString(t, tc.desc)
@@ -356,5 +373,33 @@ clusters:
 	y, err = RenderFile("greeter.yaml", []byte(minimalService))
 	if err != nil || bytes.Contains(y, []byte("prometheus.io")) || PodAnnotations(&Service{}) != nil {
 		t.Errorf("annotations without a metrics address (%v):\n%s", err, y)
+	}
+}
+
+// RenderFileFor renders a description for the Istio release asked for, and
+// says so in the header; a description that names another one is refused.
+func TestRenderFileForIstio(t *testing.T) {
+	y, err := RenderFileFor("1.31", "greeter.yaml", []byte(minimalService))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"# Needs Istio 1.31 sidecars (Envoy 1.39) carrying breeze.so built for them (make plugin ENVOY=1.39)\n",
+		`proxyVersion: ^1\.31\.`,
+	} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("rendered for 1.31: no %q in\n%s", want, y)
+		}
+	}
+	if strings.Contains(string(y), `1\.28`) {
+		t.Errorf("rendered for 1.31, pins 1.28 somewhere:\n%s", y)
+	}
+	y, err = RenderFileFor("1.28", "greeter.yaml", []byte(minimalService+"istio: '1.28'\n"))
+	if err != nil || !strings.Contains(string(y), "(make plugin)\n") {
+		t.Errorf("rendered for 1.28: %v\n%s", err, y)
+	}
+	_, err = RenderFileFor("1.31", "greeter.yaml", []byte(minimalService+"istio: '1.28'\n"))
+	if err == nil || err.Error() != `istio: "1.28": the description is for Istio 1.28, not 1.31: change it, or render without --istio` {
+		t.Errorf("description for 1.28 rendered --istio 1.31: got %v", err)
 	}
 }

@@ -76,9 +76,14 @@ type Service struct {
 	Outbound *breezev1.ProxyConfig
 	// LibraryPath of breeze.so in the sidecar; default DefaultLibraryPath.
 	LibraryPath string
+	// Istio is the Istio release whose sidecars the patches are for, 1.28
+	// or 1.31 (a patch release such as 1.31.4 names its minor release):
+	// breeze.so is built per release (make plugin ENVOY=...), and the
+	// patches are pinned to it. Default: DefaultIstio().
+	Istio string
 	// ProxyVersion is the regex the patches match Istio's proxy version
-	// with; default DefaultProxyVersion. Breeze is built against one Envoy
-	// Go API; "-" matches every version.
+	// with; default: Istio's, ProxyVersion(Istio) (^1\.31\.). "-" matches
+	// every version. Breeze is built against one Envoy Go API per release.
 	ProxyVersion string
 }
 
@@ -97,6 +102,7 @@ type serviceFile struct {
 	Selector       map[string]string `json:"selector"`
 	UpstreamTLS    UpstreamTLS       `json:"upstream_tls"`
 	LibraryPath    string            `json:"library_path"`
+	Istio          istioRelease      `json:"istio"`
 	ProxyVersion   string            `json:"proxy_version"`
 	RequestTimeout json.RawMessage   `json:"request_timeout"`
 	IdleTimeout    json.RawMessage   `json:"idle_timeout"`
@@ -157,7 +163,7 @@ func ParseService(data []byte) (*Service, error) {
 		Host: sf.Host, Name: sf.Name, Namespace: sf.Namespace, VIP: sf.VIP,
 		Port: sf.Port, TargetPort: sf.TargetPort, Protocol: sf.Protocol,
 		Direction: sf.Direction, Clients: sf.Clients, Selector: sf.Selector,
-		UpstreamTLS: sf.UpstreamTLS, LibraryPath: sf.LibraryPath, ProxyVersion: sf.ProxyVersion,
+		UpstreamTLS: sf.UpstreamTLS, LibraryPath: sf.LibraryPath, Istio: string(sf.Istio), ProxyVersion: sf.ProxyVersion,
 	}
 	pj := map[string]any{}
 	for k, pk := range proxyKeys {
@@ -211,4 +217,17 @@ func jsonFields(v any) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// istioRelease is the service description's istio: a string. YAML reads an
+// unquoted 1.30 as the number 1.3, so numbers are refused with that reason.
+type istioRelease string
+
+func (r *istioRelease) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errorf("istio", "%s: want the release as a string, quoted (\"1.31\"): YAML reads an unquoted 1.30 as the number 1.3", b)
+	}
+	*r = istioRelease(s)
+	return nil
 }

@@ -122,7 +122,7 @@ func decodeStrict(v any, m proto.Message, path string, by reader) error {
 }
 
 // resolveType finds the message type a type URL names, among the types
-// Envoy 1.36 (and istiod) can resolve. Breeze's own types are linked into
+// this binary's Envoy (DefaultIstio's) and istiod can resolve. Breeze's own types are linked into
 // this binary but known to neither, so they do not count.
 func resolveType(typeURL string) (protoreflect.MessageType, error) {
 	name := typeURL[strings.LastIndexByte(typeURL, '/')+1:]
@@ -134,7 +134,7 @@ func resolveType(typeURL string) (protoreflect.MessageType, error) {
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
 	if err != nil {
-		return nil, fmt.Errorf("unknown type %q: not an Envoy v1.36 API type (misspelt, or an extension breeze validate does not link)", typeURL)
+		return nil, fmt.Errorf("unknown type %q: not an Envoy v%s API type (misspelt, or an extension breeze validate does not link)", typeURL, builtRelease().Envoy)
 	}
 	return mt, nil
 }

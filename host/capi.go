@@ -95,17 +95,30 @@ func filterStateWrapper(f unsafe.Pointer) unsafe.Pointer {
 	return *(*unsafe.Pointer)(f)
 }
 
-// GetFilterState is broken in v1.36.2: cgoApiImpl.GetFilterState casts the
-// *filterState to *connectionCallback and locks a mutex and a WaitGroup that lie
-// past the end of the 24-byte filterState object, corrupting the Go heap. The host
-// refuses loudly instead of returning a value a test could come to rely on.
+// GetFilterState is cgoApiImpl.GetFilterState, which takes f for the
+// *connectionCallback. The shim's own FilterState().GetString passes its
+// *filterState instead (v1.36.2 and v1.39.0): cgoApiImpl then locks a mutex
+// and a WaitGroup that lie past the end of the 24-byte object, corrupting the
+// Go heap. The host tells the two apart (both start with the wrapper) and
+// refuses that call loudly, instead of returning a value a test could come to
+// rely on; internal/filterstate.Get passes the callback and is answered.
 func (dispatcher) GetFilterState(f unsafe.Pointer, key string) string {
-	if v, ok := registry.Load(filterStateWrapper(f)); ok {
-		e := v.(*endpoint)
-		e.h.st.wouldAbort.Add(1)
-		e.h.log.Error("host: FilterState().GetString called; in Envoy v1.36.2 it corrupts Go memory", "key", key)
+	e := lookup(filterStateWrapper(f), "GetFilterState")
+	if e == nil {
+		return ""
 	}
-	panic("host: FilterState().GetString is unusable with Envoy v1.36.2 (it corrupts Go memory); do not call it")
+	switch e.classify(f) {
+	case shimCallback:
+		return e.getFilterState(key)
+	case shimFilterStateObj:
+		e.h.st.wouldAbort.Add(1)
+		e.h.log.Error("host: FilterState().GetString called; in Envoy (v1.36.2, v1.39.0) it corrupts Go memory", "key", key)
+		panic("host: FilterState().GetString is unusable with Envoy v1.36.2 and v1.39.0 (it corrupts Go memory); use internal/filterstate.Get")
+	default:
+		e.h.st.wouldAbort.Add(1)
+		e.h.log.Error("host: filter state read before the shim stored the connection's filter (from CreateFilter?): the host cannot tell the callback from FilterState().GetString's object there; read it from OnNewConnection or later", "key", key)
+		panic("host: filter state read from CreateFilter; read it from OnNewConnection or later")
+	}
 }
 
 func (dispatcher) SetFilterState(f unsafe.Pointer, key string, value string, stateType api.StateType, lifeSpan api.LifeSpan, streamSharing api.StreamSharing) {

@@ -16,6 +16,15 @@ func (h *Host) serveDownstream(l *listener, nc net.Conn) {
 	// initializeReadFilterCallbacks) and serves Info from those strings.
 	e.localAddr = nc.LocalAddr().String()
 	e.remoteAddr = nc.RemoteAddr().String()
+	// What earlier filters of the chain put in the filter state.
+	if fs := h.opts.FilterState; fs != nil {
+		for k, v := range fs(e.remoteAddr) {
+			if e.state == nil {
+				e.state = make(map[string]stateEntry)
+			}
+			e.state[k] = stateEntry{value: v}
+		}
+	}
 	if !h.addEndpoint(e) {
 		_ = nc.Close()
 		e.retire()
@@ -31,6 +40,7 @@ func (e *endpoint) runDownstream(l *listener) {
 	defer h.untrack()
 	defer h.st.downOpen.Add(-1)
 	defer e.teardown()
+	e.loopGoroutine.Store(goroutineID())
 
 	// Envoy: FilterManagerImpl::initializeReadFilters -> Filter::onNewConnection,
 	// before the first read. Its status only decides whether later read filters

@@ -43,7 +43,7 @@ type endpoint struct {
 	finalized  bool
 	localAddr  string
 	remoteAddr string
-	state      map[string]api.StateType // filter state keys set, and their type
+	state      map[string]stateEntry // the connection's filter state
 
 	wake      chan struct{}
 	halfClose atomic.Bool // upstream only: set from any goroutine, read by the loop
@@ -64,6 +64,9 @@ type endpoint struct {
 	readPaused bool           // downstream: write buffer above its high watermark, reads wait
 	// unfinalizable: the filter is zero-size, so the shim's finalizer never runs.
 	unfinalizable bool
+	// loopGoroutine is the id of the loop goroutine (downstream only): the
+	// host's worker thread of the connection (see getFilterState).
+	loopGoroutine atomic.Uint64
 }
 
 type readResult struct {
@@ -563,27 +566,6 @@ func (e *endpoint) enableHalfClose(on bool) {
 		return
 	}
 	e.halfClose.Store(on)
-}
-
-// setFilterState records key. Envoy stores a string accessor in the connection's
-// filter state; nothing in the Go API can read it back (GetString is broken), so
-// the value itself is not kept. Setting a read-only key twice throws in Envoy,
-// which aborts.
-func (e *endpoint) setFilterState(key, value string, t api.StateType) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.gone {
-		return // CAPIFilterIsDestroy
-	}
-	if old, ok := e.state[key]; ok && old == api.StateTypeReadOnly {
-		e.h.st.wouldAbort.Add(1)
-		e.h.log.Error("host: read-only filter state set twice; Envoy throws and aborts", "key", key)
-		return
-	}
-	if e.state == nil {
-		e.state = make(map[string]api.StateType)
-	}
-	e.state[key] = t
 }
 
 func boolInt(b bool) int {

@@ -44,6 +44,12 @@ type Options struct {
 	// bound is the standalone host's own. Default 1 MiB (Envoy's default limit);
 	// negative: no limit, as inside Envoy.
 	WriteBufferLimit int
+	// FilterState, if set, gives each downstream connection, by the client's
+	// address, the strings earlier filters of Envoy's chain would have put
+	// in its filter state before Breeze's (e.g. set_filter_state storing
+	// the caller's SPIFFE id), for the plugin to read with
+	// internal/filterstate.Get. It runs on the accepting goroutine.
+	FilterState func(remoteAddr string) map[string]string
 }
 
 const (

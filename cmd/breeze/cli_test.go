@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,7 +17,7 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/deploy"
-	"github.com/breeze-mesh/breeze/internal/buildinfo"
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 // What the test stamps into the binary, as the Makefile does.
@@ -97,8 +96,8 @@ func TestHelp(t *testing.T) {
 	synopsis := map[string]string{
 		"":         "usage: breeze <command> [flags] [arguments]",
 		"run":      "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
-		"render":   "usage: breeze render envoyfilter [-o OUT] FILE",
-		"validate": "usage: breeze validate FILE|DIR...",
+		"render":   "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
+		"validate": "usage: breeze validate [--istio RELEASE] FILE|DIR...",
 		"xds":      "usage: breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":  "usage: breeze version",
 		"help":     "usage: breeze <command> [flags] [arguments]",
@@ -131,7 +130,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
 	xds := usageOf("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
-	render := usageOf("render", "breeze render envoyfilter [-o OUT] FILE")
+	render := usageOf("render", "breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -155,7 +154,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},
 		{[]string{"render", "envoyfilter", "-x", "greeter.yaml"}, "breeze render: flag provided but not defined: -x\n" + render},
-		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate FILE|DIR...")},
+		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate [--istio RELEASE] FILE|DIR...")},
 		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
 		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
 	} {
@@ -200,7 +199,8 @@ func TestFlagsAfterArguments(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	want := "breeze " + testVersion + " (commit " + testCommit + ") for Envoy Go API " + envoyAPI(t) + " (Istio 1.28), " + runtime.Version() + "\n"
+	r := built(t)
+	want := "breeze " + testVersion + " (commit " + testCommit + ") for Envoy Go API " + r.EnvoyGoAPI + " (Istio " + r.Istio + "), " + runtime.Version() + "\n"
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
 		stdout, stderr, code := breeze(t, args...)
 		if code != exitOK || stdout != want || stderr != "" {
@@ -209,26 +209,66 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// envoyAPI is the Envoy Go API version go.mod requires.
-func envoyAPI(t *testing.T) string {
+// built is the build target (go.mod, or the -modfile in GOFLAGS, which
+// the go build of breezeBin uses too) this test and the binary are built
+// for.
+func built(t *testing.T) release.Release {
 	t.Helper()
-	mod, err := os.ReadFile("../../go.mod")
-	if err != nil {
-		t.Fatal(err)
+	r, ok := release.Built()
+	if !ok {
+		t.Fatalf("this test binary links no Envoy Go API of a build target (%s)", release.Names())
 	}
-	m := regexp.MustCompile(`(?m)^\s*github\.com/envoyproxy/envoy (v\S+)`).FindSubmatch(mod)
-	if m == nil {
-		t.Fatal("go.mod requires no github.com/envoyproxy/envoy")
-	}
-	return string(m[1])
+	return r
 }
 
 // The Istio release `breeze version` names is the one render pins the
-// EnvoyFilters to.
-func TestVersionsIstioIsRendersProxyVersion(t *testing.T) {
-	istio := buildinfo.IstioFor(envoyAPI(t))
-	if ok, _ := regexp.MatchString(deploy.DefaultProxyVersion, istio+".0"); !ok {
-		t.Errorf("Envoy %s runs in Istio %s, but render pins proxyVersion %q", envoyAPI(t), istio, deploy.DefaultProxyVersion)
+// EnvoyFilters to unless told otherwise, and whose types check them.
+func TestVersionsIstioIsRendersDefault(t *testing.T) {
+	if r := built(t); deploy.DefaultIstio() != r.Istio {
+		t.Errorf("breeze is built for Envoy %s (Istio %s), but renders for Istio %s by default", r.EnvoyGoAPI, r.Istio, deploy.DefaultIstio())
+	}
+}
+
+// --istio picks the release render pins to and validate checks the pins
+// against; a release of another build says whose types checked the files.
+func TestIstioFlag(t *testing.T) {
+	r := built(t)
+	desc := filepath.Join(t.TempDir(), "svc.yaml")
+	if err := os.WriteFile(desc, []byte("host: greeter.demo.svc.cluster.local\nvip: 10.96.0.20\nport: 20880\nprotocol: dubbo\nclusters: [{name: greeter, endpoints: [{address: 10.1.0.1, port: 20880}]}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range release.All {
+		t.Run(want.Istio, func(t *testing.T) {
+			stdout, stderr, code := breeze(t, "render", "envoyfilter", "--istio", want.Istio, desc)
+			if code != exitOK || !strings.Contains(stdout, "proxyVersion: "+want.ProxyVersion()+"\n") {
+				t.Fatalf("render --istio %s: exit %d, stderr %q; want EnvoyFilters pinned %s:\n%s", want.Istio, code, stderr, want.ProxyVersion(), stdout)
+			}
+			note := ""
+			if want != r {
+				arg := ""
+				if want != release.Default() {
+					arg = " ENVOY=" + want.Envoy
+				}
+				note = "note: checked with the API types of " + r.String() + ", which this breeze is built for; for " + want.String() + "'s own: make build" + arg + "\n"
+			}
+			if stderr != note {
+				t.Errorf("render --istio %s: stderr %q, want %q", want.Istio, stderr, note)
+			}
+			efs := filepath.Join(t.TempDir(), "efs.yaml")
+			os.WriteFile(efs, []byte(stdout), 0o644)
+			for _, other := range release.All {
+				_, stderr, code := breeze(t, "validate", "--istio", other.Istio, efs)
+				if ok := other == want; (code == exitOK) != ok || ok != !strings.Contains(stderr, "does not select Istio "+other.Istio+" sidecars") {
+					t.Errorf("EnvoyFilters for Istio %s, validate --istio %s: exit %d, stderr %q", want.Istio, other.Istio, code, stderr)
+				}
+			}
+		})
+	}
+	if _, stderr, code := breeze(t, "render", "envoyfilter", "--istio", "1.29", desc); code != exitUsage || !strings.Contains(stderr, `--istio: no Breeze build for Istio "1.29"`) {
+		t.Errorf("render --istio 1.29: exit %d, stderr %q; want a usage error", code, stderr)
+	}
+	if _, stderr, code := breeze(t, "validate", "--istio", "1.30", desc); code != exitUsage || !strings.Contains(stderr, `--istio: no Breeze build for Istio "1.30"`) {
+		t.Errorf("validate --istio 1.30: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
 
@@ -266,7 +306,7 @@ func TestLogFormatJSON(t *testing.T) {
 				}
 				msg, _ := rec["msg"].(string)
 				msgs = append(msgs, msg)
-				if msg == tc.running && (rec["version"] != testVersion || rec["commit"] != testCommit || rec["istio"] != "1.28") {
+				if msg == tc.running && (rec["version"] != testVersion || rec["commit"] != testCommit || rec["istio"] != built(t).Istio) {
 					t.Errorf("startup line without the version: %s", l)
 				}
 			}

@@ -8,12 +8,17 @@ import (
 
 	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/deploy"
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 const validateUsage = `Checks Envoy bootstraps, Istio EnvoyFilters (and the sidecar annotations of
 workloads in the same manifests), Breeze runner configs, plugin_configs and
-service descriptions: with Envoy 1.36's and Istio 1.28's own API types and
-validation rules, and Breeze's own parser and rules. A directory stands for
+service descriptions: with the own API types and validation rules of the
+Envoy and Istio release this breeze is built for (breeze version; make
+build ENVOY=1.39 builds one for Istio 1.31), and Breeze's own parser and
+rules. Breeze patches must be pinned (proxyVersion) to the sidecars of a
+release Breeze is built for; with --istio, to that release's, and service
+descriptions are rendered for it. A directory stands for
 its *.yaml, *.yml and *.json files. All files are also checked together, as
 a mesh: EnvoyFilters across files, and MetaRouters, DestinationRules and
 ServiceEntries as breeze xds translates them (a route to a subset no
@@ -24,21 +29,28 @@ there are no errors (warnings only), 1 with errors, 2 for a usage mistake.
 `
 
 func validate(args []string) error {
-	fs := newFlags("validate", "breeze validate FILE|DIR...", validateUsage)
+	fs := newFlags("validate", "breeze validate [--istio RELEASE] FILE|DIR...", validateUsage)
+	istio := fs.String("istio", "", "the Istio `RELEASE` the files are for: "+istioReleases())
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
+	if *istio != "" {
+		if _, err := release.ForIstio(*istio); err != nil {
+			return fs.usageErrorf("--istio: %v", err)
+		}
+		schemaNote(os.Stderr, *istio)
+	}
 	if len(args) == 0 {
 		return fs.usageErrorf("no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/")
 	}
-	return validateTo(args, os.Stdout, os.Stderr)
+	return validateTo(deploy.Options{Istio: *istio}, args, os.Stdout, os.Stderr)
 }
 
 // validateTo checks the files and directories paths name, writing each
 // finding to stderr (errors first, then warnings) and each file's verdict
 // to stdout, file by file. It fails when there is an error.
-func validateTo(paths []string, stdout, stderr io.Writer) error {
+func validateTo(o deploy.Options, paths []string, stdout, stderr io.Writer) error {
 	files, err := controlplane.ReadPaths(paths...)
 	if err != nil {
 		return err
@@ -47,7 +59,7 @@ func validateTo(paths []string, stdout, stderr io.Writer) error {
 	for i, f := range files {
 		dfiles[i] = deploy.File{Name: f.Name, Data: f.Data}
 	}
-	results := deploy.CheckFiles(dfiles...)
+	results := deploy.CheckFilesWith(o, dfiles...)
 	byName := map[string]*deploy.FileResult{}
 	for i := range results {
 		byName[results[i].Name] = &results[i]

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/breeze-mesh/breeze/deploy"
 )
 
 // runValidate runs validate on paths and returns its output, with dir
@@ -14,7 +16,7 @@ import (
 func runValidate(t *testing.T, dir string, paths ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err = validateTo(paths, &out, &errOut)
+	err = validateTo(deploy.Options{}, paths, &out, &errOut)
 	clean := func(s string) string { return strings.ReplaceAll(s, dir+string(filepath.Separator), "") }
 	return clean(out.String()), clean(errOut.String()), err
 }

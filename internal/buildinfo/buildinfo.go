@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"strings"
+
+	"github.com/breeze-mesh/breeze/internal/release"
 )
 
 // Stamped at build time by the Makefile and the Dockerfile:
@@ -24,14 +25,7 @@ var version, commit string
 // EnvoyModule is the module of Envoy's Go API. A plugin works only in the
 // Envoy whose Go API it was built against, so its version is part of
 // Breeze's: read from the module information Go embeds.
-const EnvoyModule = "github.com/envoyproxy/envoy"
-
-// istioForEnvoy names the Istio release whose proxies run each Envoy
-// minor release (istio/proxy's ENVOY_VERSION.txt). A test fails when go.mod
-// moves to an Envoy not listed here.
-var istioForEnvoy = map[string]string{
-	"1.36": "1.28",
-}
+const EnvoyModule = release.EnvoyModule
 
 // Info identifies a build.
 type Info struct {
@@ -96,14 +90,11 @@ func get(bi *debug.BuildInfo, version, commit string) Info {
 }
 
 // IstioFor is the Istio release whose proxies run the Envoy of an Envoy Go
-// API version (v1.36.2 → 1.28), "unknown" if not known.
+// API version (v1.36.2 → 1.28), "unknown" if Breeze has no build target
+// for it (internal/release).
 func IstioFor(envoyVersion string) string {
-	v := strings.TrimPrefix(envoyVersion, "v")
-	if major, rest, ok := strings.Cut(v, "."); ok {
-		minor, _, _ := strings.Cut(rest, ".")
-		if r, ok := istioForEnvoy[major+"."+minor]; ok {
-			return r
-		}
+	if r, ok := release.ForEnvoy(envoyVersion); ok {
+		return r.Istio
 	}
 	return "unknown"
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/codecs/dubbo"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/internal/release"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -29,24 +31,90 @@ const (
 	stampCommit  = "github.com/breeze-mesh/breeze/internal/buildinfo.commit=0123456789abcdef0123456789abcdef01234567"
 )
 
-// TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped
-// and loads it the way Envoy does (dlopen with RTLD_LAZY) from a small C
+// TestSharedObjectThroughItsCExports builds breeze.so exactly as shipped,
+// for every build target (one per Envoy Go API, internal/release), and
+// loads each the way Envoy does (dlopen with RTLD_LAZY) from a small C
 // program that implements Envoy's C API for Go network filters. That
 // exercises what the Go host cannot: the library's init, its cgo exports
 // and its calls back into C.
 func TestSharedObjectThroughItsCExports(t *testing.T) {
 	dir := t.TempDir()
-	so := filepath.Join(dir, "breeze.so")
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building breeze.so: %v\n%s", err, out)
-	}
 	fake := filepath.Join(dir, "fakeenvoy")
 	if out, err := exec.Command("gcc", "-rdynamic", "-o", fake, "testdata/fakeenvoy.c", "-ldl").CombinedOutput(); err != nil {
 		t.Fatalf("building fakeenvoy: %v\n%s", err, out)
 	}
+	for _, r := range release.All {
+		t.Run("Envoy "+r.Envoy, func(t *testing.T) {
+			testSharedObject(t, r, fake, buildPlugin(t, r))
+		})
+	}
+}
 
+// The filter-state read path (internal/filterstate) against the shim's real
+// C API calls, for every build target: testdata/fsprobe reads "peer", which
+// the C side holds per connection, in OnNewConnection and OnData, sets a key
+// with the shim's SetString and reads it back. Every string arrives intact,
+// on each of many connections (the C side exits on a wrapper it does not
+// know: the read passes the connection's own). GOGC=1 keeps the collector
+// busy meanwhile.
+func TestFilterStateThroughCExports(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fakeenvoy")
+	if out, err := exec.Command("gcc", "-rdynamic", "-o", fake, "testdata/fakeenvoy.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("building fakeenvoy: %v\n%s", err, out)
+	}
+	noConfig := filepath.Join(dir, "none.any")
+	frame := filepath.Join(dir, "frame")
+	os.WriteFile(noConfig, nil, 0o644)
+	os.WriteFile(frame, []byte("x"), 0o644)
+	const conns = 500
+	for _, r := range release.All {
+		t.Run("Envoy "+r.Envoy, func(t *testing.T) {
+			so := buildSharedObject(t, r, "./testdata/fsprobe", "fsprobe.so")
+			lines := runFake(t, []string{"FAKEENVOY_CONNS=" + strconv.Itoa(conns), "GOGC=1"}, fake, so, noConfig, frame, frame)
+			writes := field(lines, "write")
+			if len(writes) != 2*conns {
+				t.Fatalf("want %d writes (2 per connection), got %d: %v", 2*conns, len(writes), lines)
+			}
+			for i, w := range writes {
+				b, err := hex.DecodeString(w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				peer := "spiffe://fake/conn-" + strconv.Itoa(i/2)
+				if want := peer + "|" + peer + "|set-" + peer; string(b) != want {
+					t.Fatalf("connection %d wrote %q, want %q", i/2, b, want)
+				}
+			}
+		})
+	}
+}
+
+// buildPlugin builds breeze.so for target r, as `make plugin ENVOY=...`
+// does: with r's go.mod, whatever GOFLAGS says.
+func buildPlugin(t *testing.T, r release.Release) string {
+	t.Helper()
+	return buildSharedObject(t, r, "..", "breeze.so")
+}
+
+// buildSharedObject builds the c-shared library of pkg for target r.
+func buildSharedObject(t *testing.T, r release.Release, pkg, name string) string {
+	t.Helper()
+	so := filepath.Join(t.TempDir(), name)
+	modfile, err := filepath.Abs(filepath.Join("../../..", r.Modfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-modfile="+modfile, "-buildmode=c-shared", "-ldflags", "-X "+stampVersion+" -X "+stampCommit, "-o", so, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=1", "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %s for %s: %v\n%s", name, r, err, out)
+	}
+	return so
+}
+
+func testSharedObject(t *testing.T, r release.Release, fake, so string) {
+	dir := t.TempDir()
 	cfg := &breezev1.ProxyConfig{
 		StatPrefix: "so", Codec: "dubbo",
 		RouteConfig: &breezev1.RouteConfiguration{Routes: []*breezev1.Route{{
@@ -97,7 +165,7 @@ func TestSharedObjectThroughItsCExports(t *testing.T) {
 	// in Envoy's log at info (spdlog level 2).
 	t.Run("version in Envoy's log", func(t *testing.T) {
 		lines := runFake(t, nil, fake, so, writeAny(t, dir, ts))
-		want := "2 breeze plugin loaded version=v9.9.9-sotest commit=0123456789abcdef0123456789abcdef01234567 envoy_go_api=v1.36.2 istio=1.28 go=" + runtime.Version()
+		want := "2 breeze plugin loaded version=v9.9.9-sotest commit=0123456789abcdef0123456789abcdef01234567 envoy_go_api=" + r.EnvoyGoAPI + " istio=" + r.Istio + " go=" + runtime.Version()
 		var got []string
 		for _, l := range field(lines, "log") {
 			if strings.Contains(l, "breeze plugin loaded") {
