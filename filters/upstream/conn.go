@@ -492,6 +492,7 @@ func (uc *conn) write(b []byte) {
 	defer uc.mu.Unlock()
 	if len(b) > 0 && (uc.state == ready || uc.state == draining) {
 		uc.cb.Write(b, false)
+		uc.lastWrite = time.Now().UnixNano()
 	}
 }
 
@@ -727,6 +728,7 @@ func (uc *conn) ping() {
 	if idle >= every {
 		uc.cb.Write(uc.codec.(codecs.Pinger).Heartbeat(uc.allocID()), false)
 		uc.lastActive.Store(t.UnixNano())
+		uc.lastWrite = t.UnixNano()
 		idle = 0
 	}
 	uc.keepalive.Reset(every - idle)
