@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -34,6 +35,8 @@ func init() {
 		testPeerState.Store(ip, map[string]string{"io.istio.peer_principal": uri})
 	}
 }
+
+var authzRuns atomic.Int32
 
 const authzPolicies = `
     policies:
@@ -67,6 +70,9 @@ clusters:
   endpoints:
 %s
 `, authzPolicies, ep(b, "")))
+	// The recorder keeps outcomes by case for the whole process: cases of
+	// this run are its own under -count=N.
+	run := authzRuns.Add(1)
 	abortsBefore := testHost.Stats().EnvoyWouldAbort
 	clients := map[string]*client{}
 	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP, twoSANsIP} {
@@ -106,7 +112,7 @@ clusters:
 		{"spoofing attachments, no identity", anonIP, "com.pay.Ledger", "Post", spoof, noAllow},
 		{"two URI SANs are no identity", twoSANsIP, "com.pay.Ledger", "Post", nil, noAllow},
 	} {
-		caseKey := "authz: " + c.name
+		caseKey := fmt.Sprintf("authz %d: %s", run, c.name)
 		reqMD := append([]string{"case", caseKey, "interface", c.service, "method", c.method}, c.extra...)
 		servedBefore := b.received.Load()
 		m, err := clients[c.from].call(0, "x", reqMD...)
