@@ -11,6 +11,7 @@ import (
 
 	// L7 filters register themselves by name (filter.Register); the router
 	// is not listed: it is always the last filter of every chain.
+	_ "github.com/breeze-mesh/breeze/filters/authz"
 	_ "github.com/breeze-mesh/breeze/filters/fault"
 	_ "github.com/breeze-mesh/breeze/filters/globalratelimit"
 	_ "github.com/breeze-mesh/breeze/filters/istiostats"

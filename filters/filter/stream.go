@@ -68,6 +68,10 @@ type Stream struct {
 	BytesIn, BytesOut int
 	// Outcome is set before OnDone.
 	Outcome Outcome
+	// Peer is the caller of the request's connection, shared by every
+	// request of it: read only. The proxy fills it only for a chain with a
+	// PeerReader; nil outside the proxy.
+	Peer *Peer
 
 	conn  Conn
 	chain *Chain

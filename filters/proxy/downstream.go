@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/router"
+	"github.com/breeze-mesh/breeze/internal/filterstate"
 )
 
 // downConn is the filter instance of one downstream connection. Envoy
@@ -36,6 +38,10 @@ type downConn struct {
 	actMu     sync.Mutex
 	active    *stream
 	inFlightN int // streams in active
+
+	// peer is the caller, read once when the connection opens (readPeer)
+	// and only read after: every stream points to it.
+	peer filter.Peer
 
 	closed atomic.Bool
 	ended  atomic.Bool // the close event came: the connection is gone
@@ -85,6 +91,9 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	d.counted.Store(true)
 	d.p.connOpened()
 	d.touch()
+	if d.p.peerKey != "" {
+		d.readPeer()
+	}
 	if d.p.idleTimeout > 0 {
 		// The timer must not hold d strongly: d -> timer -> d would be a
 		// cycle through the object Envoy's shim set a finalizer on, and Go
@@ -97,6 +106,34 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 		})
 	}
 	return api.NetworkFilterContinue
+}
+
+// readPeer reads who the caller is, from what Envoy established of the
+// connection alone: its remote address, and the URI SAN of its client
+// certificate that a set_filter_state filter before Breeze stored in the
+// connection's filter state (filterstate.Get: on Envoy's callback, as
+// here). Nothing a request carries can change it.
+func (d *downConn) readPeer() {
+	// remote, not DownstreamRemoteAddress, which the shim leaves
+	// unimplemented (it panics).
+	if ap, err := netip.ParseAddrPort(d.remote()); err == nil {
+		d.peer.IP = ap.Addr().Unmap()
+	}
+	uri, err := filterstate.Get(d.cb, d.p.peerKey)
+	if err != nil {
+		d.p.log.Debug("no filter state to read the caller's identity from", "err", err)
+		return
+	}
+	if uri == "" {
+		return // a plaintext connection, or no set_filter_state before Breeze
+	}
+	principal, ns, ok := filter.ParsePeerURI(uri)
+	if !ok {
+		d.p.plog.Warn("peer_identity_invalid", "caller's identity is not one SPIFFE URI: the connection has none",
+			"key", d.p.peerKey, "value", uri)
+		return
+	}
+	d.peer.Principal, d.peer.Namespace = principal, ns
 }
 
 func (d *downConn) touch() { d.lastActive.Store(time.Now().UnixNano()) }
@@ -200,6 +237,7 @@ func (d *downConn) handle(m *codecs.Message) {
 		}
 		st := &stream{d: d}
 		st.Init(d.p.chain, st, m, time.Now())
+		st.Peer = &d.peer
 		st.call.Init(&st.Stream, d.codec, &d.mu)
 		d.link(st)
 		fault.Point("OnData", d.p.name)

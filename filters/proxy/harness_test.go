@@ -324,7 +324,10 @@ func startProxy(t *testing.T, yamlCfg string) string {
 	t.Helper()
 	testHostOnce.Do(func() {
 		Register()
-		testHost = host.New(host.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		testHost = host.New(host.Options{
+			Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			FilterState: testFilterState,
+		})
 	})
 	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
 	if err != nil {
@@ -350,6 +353,35 @@ func startProxy(t *testing.T, yamlCfg string) string {
 	testListeners = append(testListeners, ln)
 	testListenersMu.Unlock()
 	return ln.Addr().String()
+}
+
+// testPeerState holds, by client IP, what Envoy's filters before Breeze
+// would have put in a downstream connection's filter state (as
+// set_filter_state does with the peer certificate's URI SAN). Tests give
+// their clients addresses of their own in 127/8 (dialFrom).
+var testPeerState sync.Map // string -> map[string]string
+
+func testFilterState(remoteAddr string) map[string]string {
+	ip, _, _ := net.SplitHostPort(remoteAddr)
+	if v, ok := testPeerState.Load(ip); ok {
+		return v.(map[string]string)
+	}
+	return nil
+}
+
+// dialFrom connects to addr from the loopback address ip, so that the
+// proxy sees the connection come from there.
+func dialFrom(t *testing.T, addr, ip string) *client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &client{c: c, waiters: map[uint64]chan tmsg{}, closed: make(chan struct{}), extra: make(chan tmsg, 16)}
+	go cl.read()
+	t.Cleanup(func() { c.Close() })
+	return cl
 }
 
 var (

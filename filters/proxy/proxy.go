@@ -53,7 +53,11 @@ type Proxy struct {
 
 	chain  *filter.Chain
 	router *router.Router
-	up     *upstream.Manager
+	// peerKey is the filter-state key of the caller's URI SAN, "" when no
+	// filter of the chain reads Stream.Peer (filter.PeerReader): then
+	// connections do not read their peer at all.
+	peerKey string
+	up      *upstream.Manager
 
 	// err is set when the configuration was rejected: every connection is
 	// then refused with a log line, instead of crashing Envoy.
@@ -123,6 +127,11 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	if p.chain, err = buildChain(cfg, rt); err != nil {
 		rt.Close()
 		return nil, err
+	}
+	for _, f := range p.chain.Filters {
+		if r, ok := f.(filter.PeerReader); ok && p.peerKey == "" {
+			p.peerKey = r.PeerPrincipalKey()
+		}
 	}
 	if err := p.startXDS(true); err != nil {
 		rt.Close()
