@@ -18,6 +18,8 @@ var Fields = []struct{ Key, Means string }{
 	{"address", "an address the process listens on, host:port (the plugin's metrics server)"},
 	{"serving_on", "the address the process's metrics server already serves on, when a config names another"},
 	{"path", "an HTTP path the metrics server serves"},
+	{"filter_state_key", "the key of a connection's filter state Breeze reads (the caller's identity)"},
+	{"identity", "a caller's identity as it came (a URI SAN such as spiffe://td/ns/x/sa/y)"},
 	// What a request asked for, and how it ended.
 	{"service", "the service a request called (codecs.Describe)"},
 	{"method", "the method a request called (codecs.Describe)"},

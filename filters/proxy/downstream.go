@@ -130,7 +130,7 @@ func (d *downConn) readPeer() {
 	principal, ns, ok := filter.ParsePeerURI(uri)
 	if !ok {
 		d.p.plog.Warn("peer_identity_invalid", "caller's identity is not one SPIFFE URI: the connection has none",
-			"key", d.p.peerKey, "value", uri)
+			"filter_state_key", d.p.peerKey, "identity", uri)
 		return
 	}
 	d.peer.Principal, d.peer.Namespace = principal, ns
