@@ -234,6 +234,9 @@ func Resolve(in *Service) (*Service, error) {
 				"so that the EnvoyFilter stays the same when they change", strings.Join(names, ", "))
 		}
 	}
+	if s.Direction == Outbound && len(s.InboundFilters) > 0 {
+		bad("inbound_filters", "direction %s: there is no inbound proxy for them; say direction: inbound or both", s.Direction)
+	}
 	if s.Direction != Outbound && len(s.Selector) == 0 {
 		bad("selector", "required for inbound: the labels of the service's pods (without it every pod of the namespace gets Breeze on port %d)", s.TargetPort)
 	}
@@ -294,6 +297,7 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 		RequestTimeout: s.Outbound.GetRequestTimeout(),
 		IdleTimeout:    s.Outbound.GetIdleTimeout(),
 		Metrics:        s.Outbound.GetMetrics(),
+		Filters:        s.InboundFilters,
 		RouteConfig: &breezev1.RouteConfiguration{Name: s.Name + "-inbound", Routes: []*breezev1.Route{{
 			Name:  "local-app",
 			Route: &breezev1.RouteAction{ClusterSpecifier: &breezev1.RouteAction_Cluster{Cluster: "local-app"}},
@@ -304,8 +308,17 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 		}},
 	}
 	if err := config.Validate(pc); err != nil {
-		return nil, serviceProxyErrors(err)
+		return nil, renameField(serviceProxyErrors(err), "filters", "inbound_filters")
 	}
+	rel, err := release.ForIstio(s.Istio)
+	if err != nil {
+		return nil, err // Resolve has checked it
+	}
+	before, filters, err := inboundIdentity(rel, pc.GetFilters())
+	if err != nil {
+		return nil, err
+	}
+	pc.Filters = filters
 	return s.envoyFilter(Inbound, networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND, s.Selector,
 		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
 			Name: virtualInbound,
@@ -313,13 +326,14 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 				DestinationPort: s.TargetPort,
 				Filter:          &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
 			},
-		}, pc, UpstreamPlaintext)
+		}, pc, UpstreamPlaintext, before...)
 }
 
 // envoyFilter is one direction's resource: the Go filter in place of
-// tcp_proxy, and the plainText cluster for the same pods.
+// tcp_proxy, and the plainText cluster for the same pods; the network
+// filters before, in order, in front of it.
 func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_PatchContext, selector map[string]string,
-	lm *networkingv1alpha3.EnvoyFilter_ListenerMatch, pc *breezev1.ProxyConfig, tls UpstreamTLS,
+	lm *networkingv1alpha3.EnvoyFilter_ListenerMatch, pc *breezev1.ProxyConfig, tls UpstreamTLS, before ...*structpb.Struct,
 ) (*EnvoyFilter, error) {
 	flt, err := GolangFilter(s.LibraryPath, pc)
 	if err != nil {
@@ -355,6 +369,22 @@ func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_
 			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_ADD, Value: cv},
 		}},
 	}
+	// Inserted before tcp_proxy ahead of the patch that replaces it: istiod
+	// applies one EnvoyFilter's patches in order, so they end up in front
+	// of the Go filter, in this order.
+	var inserts []*networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch
+	for _, b := range before {
+		inserts = append(inserts, &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch{
+			ApplyTo: networkingv1alpha3.EnvoyFilter_NETWORK_FILTER,
+			Match: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch{
+				Context:     ctx,
+				Proxy:       s.proxyMatch(),
+				ObjectTypes: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: lm},
+			},
+			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_INSERT_BEFORE, Value: b},
+		})
+	}
+	spec.ConfigPatches = append(inserts, spec.ConfigPatches...)
 	if len(selector) > 0 {
 		spec.WorkloadSelector = &networkingv1alpha3.WorkloadSelector{Labels: selector}
 	}

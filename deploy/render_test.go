@@ -30,10 +30,15 @@ func renderString(t *testing.T, desc string) ([]*EnvoyFilter, error) {
 }
 
 // pluginConfig is the ProxyConfig (the TypedStruct's value) of an
-// EnvoyFilter's Go filter patch.
+// EnvoyFilter's Go filter patch (the one that replaces tcp_proxy).
 func pluginConfig(t *testing.T, ef *EnvoyFilter) map[string]any {
 	t.Helper()
-	v := ef.Spec.GetConfigPatches()[0].GetPatch().GetValue().AsMap()
+	var v map[string]any
+	for _, cp := range ef.Spec.GetConfigPatches() {
+		if cp.GetApplyTo() == networkingv1alpha3.EnvoyFilter_NETWORK_FILTER && cp.GetPatch().GetOperation() == networkingv1alpha3.EnvoyFilter_Patch_REPLACE {
+			v = cp.GetPatch().GetValue().AsMap()
+		}
+	}
 	tc, _ := v["typed_config"].(map[string]any)
 	pc, _ := tc["plugin_config"].(map[string]any)
 	value, ok := pc["value"].(map[string]any)

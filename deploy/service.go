@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -81,6 +82,13 @@ type Service struct {
 	// breeze.so is built per release (make plugin ENVOY=...), and the
 	// patches are pinned to it. Default: DefaultIstio().
 	Istio string
+	// InboundFilters are the L7 filters of the inbound proxy (the
+	// service's side), e.g. authz: its policies judge the callers. On
+	// Istio 1.31 the caller's principal reaches them through
+	// set_filter_state; on 1.28, where it does not, caller-only authz
+	// policies become Envoy's network RBAC in front of Breeze and policies
+	// needing both the caller and the request are refused (see Render).
+	InboundFilters []*breezev1.Filter
 	// ProxyVersion is the regex the patches match Istio's proxy version
 	// with; default: Istio's, ProxyVersion(Istio) (^1\.31\.). "-" matches
 	// every version. Breeze is built against one Envoy Go API per release.
@@ -109,6 +117,7 @@ type serviceFile struct {
 	CodecParams    json.RawMessage   `json:"codec_params"`
 	MaxFrameSize   json.RawMessage   `json:"max_frame_size"`
 	Filters        json.RawMessage   `json:"filters"`
+	InboundFilters json.RawMessage   `json:"inbound_filters"`
 	Metrics        json.RawMessage   `json:"metrics"`
 	Routes         json.RawMessage   `json:"routes"`
 	Clusters       json.RawMessage   `json:"clusters"`
@@ -174,6 +183,13 @@ func ParseService(data []byte) (*Service, error) {
 			pj[pk] = val
 		}
 	}
+	if v, ok := obj["inbound_filters"]; ok {
+		pc, err := parseProxyFragment(map[string]any{"filters": v})
+		if err != nil {
+			return nil, renameField(err, "filters", "inbound_filters")
+		}
+		s.InboundFilters = pc.GetFilters()
+	}
 	if len(pj) > 0 {
 		pc, err := parseProxyFragment(pj)
 		if err != nil {
@@ -205,6 +221,21 @@ func parseProxyFragment(pj map[string]any) (*breezev1.ProxyConfig, error) {
 		return nil, serviceProxyErrors(err)
 	}
 	return pc, nil
+}
+
+// renameField names errors at field (and under it) by another name: the
+// inbound filters are parsed as a ProxyConfig's filters.
+func renameField(err error, field, to string) error {
+	var out []error
+	for _, e := range unjoin(err) {
+		if fe, ok := e.(*Error); ok && (fe.Path == field || strings.HasPrefix(fe.Path, field+".") || strings.HasPrefix(fe.Path, field+"[")) {
+			c := *fe
+			c.Path = to + strings.TrimPrefix(fe.Path, field)
+			e = &c
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
 }
 
 // jsonFields lists the JSON names of a struct's fields.
