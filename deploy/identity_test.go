@@ -188,6 +188,11 @@ func TestRenderIstio128RefusesWhatNeedsTheIdentityInGo(t *testing.T) {
 			}
 		})
 	}
+	// breeze validate, given the description itself, says the same.
+	err := Check(File{Name: "greeter.yaml", Data: []byte(inboundService + "istio: '1.28'\n" + authzFilter("", callerAndMethod))}).Err()
+	if err == nil || !strings.Contains(err.Error(), "it needs the Istio 1.31 build") {
+		t.Errorf("validate of a 1.28 description with a caller-and-method policy: got %v", err)
+	}
 	// Request-only policies need nothing of Envoy: Breeze keeps them.
 	y, err := renderAndValidate(t, "1.28", inboundService+authzFilter("", methodOnlyAllow, methodOnlyDeny))
 	if err != nil {
@@ -202,6 +207,14 @@ func TestInboundFiltersNeedAnInboundProxy(t *testing.T) {
 	_, err := renderString(t, minimalService+authzFilter("", methodOnlyDeny))
 	if err == nil || !strings.Contains(err.Error(), "inbound_filters: direction outbound: there is no inbound proxy for them") {
 		t.Errorf("outbound service with inbound_filters: got %v", err)
+	}
+}
+
+// Errors in the inbound filters name the service file's key.
+func TestInboundFiltersErrorsNameTheirKey(t *testing.T) {
+	_, err := renderString(t, inboundService+authzFilter("", `{name: x, rules: [{to: [{operation: {methods: ["a*b"]}}]}]}`))
+	if err == nil || !strings.HasPrefix(err.Error(), "inbound_filters[0]") {
+		t.Errorf("invalid authz pattern in inbound_filters: got %v, want an error at inbound_filters[0]", err)
 	}
 }
 

@@ -226,12 +226,20 @@ func parseProxyFragment(pj map[string]any) (*breezev1.ProxyConfig, error) {
 // renameField names errors at field (and under it) by another name: the
 // inbound filters are parsed as a ProxyConfig's filters.
 func renameField(err error, field, to string) error {
+	under := func(p string) bool {
+		return p == field || strings.HasPrefix(p, field+".") || strings.HasPrefix(p, field+"[") || strings.HasPrefix(p, field+":")
+	}
 	var out []error
 	for _, e := range unjoin(err) {
-		if fe, ok := e.(*Error); ok && (fe.Path == field || strings.HasPrefix(fe.Path, field+".") || strings.HasPrefix(fe.Path, field+"[")) {
-			c := *fe
-			c.Path = to + strings.TrimPrefix(fe.Path, field)
-			e = &c
+		if fe, ok := e.(*Error); ok {
+			if under(fe.Path) {
+				c := *fe
+				c.Path = to + strings.TrimPrefix(fe.Path, field)
+				e = &c
+			}
+		} else if msg := e.Error(); under(msg) {
+			// Some of config's errors carry their path in the text alone.
+			e = errors.New(to + strings.TrimPrefix(msg, field))
 		}
 		out = append(out, e)
 	}
