@@ -424,6 +424,7 @@ func checkPatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, raw a
 		}
 		if inbound && b.proxy != nil {
 			checkLoopbackEndpoints(b, f)
+			checkIdentityReach(b, pv, f)
 		}
 		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound, proxyVersion: pv})
 	}

@@ -419,3 +419,36 @@ func inboundIdentity(rel release.Release, filters []*breezev1.Filter) (before []
 	// DENY before ALLOW, as Istio evaluates them.
 	return append(denies, allows...), out, nil
 }
+
+// checkIdentityReach reports authz policies on the caller's identity in an
+// inbound Breeze pinned (proxyVersion pv) to sidecars whose Go filter gets
+// no principal: there every caller is without identity, so such a policy
+// would silently never (or, negated, always) match.
+func checkIdentityReach(b breezeFilter, pv string, f *Findings) {
+	var blind []string
+	for _, r := range release.All {
+		if pv != "" && r.ProxyVersionMatches(pv) && !peerIdentityReachesGo(r) {
+			blind = append(blind, r.String())
+		}
+	}
+	if len(blind) == 0 {
+		return
+	}
+	for i, flt := range b.proxy.GetFilters() {
+		if flt.GetName() != authz.Name {
+			continue
+		}
+		c := &authzv1.Authz{}
+		if config.UnpackFilterConfig(flt.GetTypedConfig(), c) != nil {
+			continue // the Breeze config checks report it
+		}
+		for j, p := range c.GetPolicies() {
+			if identity, _ := policyNeeds(p); identity {
+				f.errorf(joinPath(b.configPath, fmt.Sprintf("plugin_config.value.filters[%d].typed_config.policies[%d]", i, j)),
+					"policy %q looks at the caller's principal or namespace, which the Go filter of %s never gets: there it would judge every caller as without identity. "+
+						"Put caller-only policies in an envoy.filters.network.rbac before Breeze (breeze render envoyfilter does, from inbound_filters), or use the Istio 1.31 build",
+					p.GetName(), strings.Join(blind, ", "))
+			}
+		}
+	}
+}

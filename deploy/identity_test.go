@@ -249,3 +249,30 @@ func TestNamespacePatterns(t *testing.T) {
 		}
 	}
 }
+
+// breeze validate refuses a hand-written inbound Breeze for Istio 1.28
+// whose authz policies look at the caller's identity: its Go filter never
+// gets one. The same file pinned to 1.31 passes (on a build that can check
+// 1.31 files).
+func TestValidateRefusesIdentityPoliciesWhereGoIsBlind(t *testing.T) {
+	y, err := RenderFileFor("1.28", "greeter.yaml", []byte(inboundService+authzFilter("", methodOnlyDeny)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handWritten := strings.NewReplacer("- to:", "- from:", "- operation:", "- source:", "methods:", "namespaces:", "Delete*", "legacy").Replace(string(y))
+	if !strings.Contains(handWritten, "namespaces:") {
+		t.Fatalf("the rendered policy is not where the test expects it:\n%s", y)
+	}
+	err = Check(File{Name: "hand.yaml", Data: []byte(handWritten)}).Err()
+	want := `policy "no-delete" looks at the caller's principal or namespace, which the Go filter of Istio 1.28 (Envoy 1.36) never gets`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("validate of a 1.28 inbound Breeze with a namespace policy: got %v, want %q", err, want)
+	}
+	if !buildKnowsHandshakeHook() {
+		return
+	}
+	for131 := strings.ReplaceAll(handWritten, `^1\.28\.`, `^1\.31\.`)
+	if err := Check(File{Name: "hand.yaml", Data: []byte(for131)}).Err(); err != nil {
+		t.Errorf("the same inbound Breeze pinned to Istio 1.31: %v", err)
+	}
+}
