@@ -20,6 +20,7 @@ import (
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 )
 
@@ -329,18 +330,7 @@ func startProxy(t *testing.T, yamlCfg string) string {
 			FilterState: testFilterState,
 		})
 	})
-	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &breezev1.ProxyConfig{}
-	if err := protojson.Unmarshal(js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	a, err := config.ToTypedStruct(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := typedConfig(t, yamlCfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -420,7 +410,29 @@ func TestMain(m *testing.M) {
 // (identical configs share one).
 func proxyFor(t *testing.T, yamlCfg string) *Proxy {
 	t.Helper()
+	p := parsedProxy(t, yamlCfg)
+	if p.err != nil {
+		t.Fatalf("no proxy for config: %v", p.err)
+	}
+	return p
+}
+
+// parsedProxy is what the shim's config parser made of yamlCfg, a Proxy
+// or one carrying the config's error.
+func parsedProxy(t *testing.T, yamlCfg string) *Proxy {
+	t.Helper()
 	Register()
+	p, ok := network.GetNetworkFilterConfigParser().ParseConfig(typedConfig(t, yamlCfg)).(*Proxy)
+	if !ok {
+		t.Fatal("the parser made no *Proxy")
+	}
+	return p
+}
+
+// typedConfig is yamlCfg (a breeze.v1.ProxyConfig) as the TypedStruct an
+// EnvoyFilter carries.
+func typedConfig(t *testing.T, yamlCfg string) *anypb.Any {
+	t.Helper()
 	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
 	if err != nil {
 		t.Fatal(err)
@@ -433,9 +445,5 @@ func proxyFor(t *testing.T, yamlCfg string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, ok := network.GetNetworkFilterConfigParser().ParseConfig(a).(*Proxy)
-	if !ok || p.err != nil {
-		t.Fatalf("no proxy for config: %v", p.err)
-	}
-	return p
+	return a
 }

@@ -7,14 +7,9 @@ import (
 	"testing"
 
 	"github.com/breeze-mesh/breeze/codecs"
-	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/upstream"
-	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
-	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 )
 
 // retries reads breeze_retries_total of a proxy's cluster.
@@ -184,24 +179,7 @@ func TestRetryBudgetBoundsRetries(t *testing.T) {
 // or nil.
 func proxyErr(t *testing.T, yamlCfg string) error {
 	t.Helper()
-	Register()
-	js, err := yaml.YAMLToJSON([]byte(yamlCfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &breezev1.ProxyConfig{}
-	if err := protojson.Unmarshal(js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	a, err := config.ToTypedStruct(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, ok := network.GetNetworkFilterConfigParser().ParseConfig(a).(*Proxy)
-	if !ok {
-		t.Fatal("the parser made no *Proxy")
-	}
-	return p.err
+	return parsedProxy(t, yamlCfg).err
 }
 
 // max_requests N with N+k requests at once: exactly k get the overload
