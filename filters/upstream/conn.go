@@ -273,22 +273,7 @@ func (uc *conn) open(cb api.ConnectionCallback) (sent []*Request) {
 	if uc.state == connecting {
 		uc.state = ready
 	}
-	for _, w := range uc.queue {
-		r := w.r
-		if !r.Oneway && uc.pending[r.id] != r {
-			continue // timed out or cancelled while waiting
-		}
-		cb.Write(r.queuedBytes, false)
-		r.queuedBytes, r.queued = nil, nil
-		if r.Oneway {
-			r.Endpoint.End()
-			sent = append(sent, r)
-		}
-	}
-	endWaits(uc.queue)
-	uc.queue = nil
-	uc.lastActive.Store(time.Now().UnixNano())
-	uc.lastWrite = uc.lastActive.Load()
+	sent = uc.flushQueue()
 	if _, ok := uc.codec.(codecs.Pinger); ok && Keepalive.Load() > 0 {
 		uc.keepalive = time.AfterFunc(uc.pool.keepaliveEvery(), uc.ping)
 	}
@@ -320,11 +305,7 @@ func (uc *conn) OnPoolFailure(reason api.PoolFailureReason, transportFailure str
 	}
 	failed := uc.takeQueue()
 	pl.remove(uc)
-	for _, r := range failed {
-		r.Endpoint.End()
-		r.queuedBytes = nil
-		uc.notify(r, func(h Handler) { h.OnFailure(r, NotSent) })
-	}
+	uc.notSent(failed)
 }
 
 // takeQueue closes a connection that never opened and takes the requests
@@ -334,19 +315,7 @@ func (uc *conn) takeQueue() (failed []*Request) {
 	defer uc.mu.Unlock()
 	fault.Point("OnPoolFailure", uc.pool.ep.Addr)
 	uc.state = closed
-	for _, w := range uc.queue {
-		r := w.r
-		if !r.Oneway && uc.pending[r.id] != r {
-			continue // timed out or cancelled while waiting
-		}
-		if !r.Oneway {
-			uc.remove(r)
-		}
-		failed = append(failed, r)
-	}
-	endWaits(uc.queue)
-	uc.queue = nil
-	return failed
+	return uc.takeQueued()
 }
 
 func (uc *conn) OnData(data []byte, endOfStream bool) {
@@ -848,7 +817,13 @@ func (uc *conn) probed(id uint64) (sent []*Request) {
 		return nil
 	}
 	uc.probeID = 0
-	t := time.Now().UnixNano()
+	return uc.flushQueue()
+}
+
+// flushQueue writes the requests that waited (for the connection to open,
+// or for a probe's answer) and returns the oneways among them, now sent.
+// Called with mu held and cb set.
+func (uc *conn) flushQueue() (sent []*Request) {
 	for _, w := range uc.queue {
 		r := w.r
 		if !r.Oneway && uc.pending[r.id] != r {
@@ -861,20 +836,22 @@ func (uc *conn) probed(id uint64) (sent []*Request) {
 			sent = append(sent, r)
 		}
 	}
+	endWaits(uc.queue)
 	uc.queue = nil
+	t := time.Now().UnixNano()
 	uc.lastActive.Store(t)
 	uc.lastWrite = t
 	return sent
 }
 
-// takeQueued takes the requests a probe holds back, still waiting (mu
-// held).
+// takeQueued takes the requests still waiting in the queue (for the
+// connection to open, or for a probe's answer): never written (mu held).
 func (uc *conn) takeQueued() (unsent []*Request) {
 	for _, w := range uc.queue {
 		r := w.r
 		if !r.Oneway {
 			if uc.pending[r.id] != r {
-				continue
+				continue // timed out or cancelled while waiting
 			}
 			uc.remove(r)
 		}
@@ -885,8 +862,9 @@ func (uc *conn) takeQueued() (unsent []*Request) {
 	return unsent
 }
 
-// notSent fails requests that were never written (held back by a probe)
-// as NotSent: their handlers send them elsewhere.
+// notSent fails requests that were never written (their connection never
+// opened, or a probe held them back) as NotSent: their handlers send them
+// elsewhere.
 func (uc *conn) notSent(rs []*Request) {
 	for _, r := range rs {
 		r.Endpoint.End()
