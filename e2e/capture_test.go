@@ -50,22 +50,25 @@ func TestCaptureRealFrames(t *testing.T) {
 
 	st := tee.State()
 	files := map[string][]byte{}
-	responseTo := func(f harness.TeeFrame) []byte {
+	// response finds the frame answering f, if the capture has it.
+	response := func(f harness.TeeFrame) ([]byte, bool) {
 		for _, g := range st.Frames {
 			if g.Conn == f.Conn && g.Dir != f.Dir && !g.Header.IsRequest() && g.Header.ID == f.Header.ID {
-				return g.Raw
+				return g.Raw, true
 			}
 		}
-		t.Fatalf("no response to %s", f)
-		return nil
+		return nil, false
+	}
+	responseTo := func(f harness.TeeFrame) []byte {
+		raw, ok := response(f)
+		if !ok {
+			t.Fatalf("no response to %s", f)
+		}
+		return raw
 	}
 	answered := func(f harness.TeeFrame) bool {
-		for _, g := range st.Frames {
-			if g.Conn == f.Conn && g.Dir != f.Dir && !g.Header.IsRequest() && g.Header.ID == f.Header.ID {
-				return true
-			}
-		}
-		return false
+		_, ok := response(f)
+		return ok
 	}
 	for _, f := range st.Frames {
 		h := f.Header
