@@ -408,26 +408,6 @@ listeners:
 	}
 }
 
-// noRetryConfig: no retry policy anywhere; round robin.
-const noRetryConfig = `
-admin_address: "{{.Admin}}"
-listeners:
-- name: dubbo
-  address: "{{.Listen}}"
-  proxy:
-    stat_prefix: e2e
-    codec: dubbo
-    route_config:
-      routes:
-      - route: {cluster: greeter}
-    clusters:
-    - name: greeter
-      endpoints:
-{{- range $name, $port := .Extra}}
-      - {address: 127.0.0.1, port: {{$port}}}
-{{- end}}
-`
-
 // TestNoRetryNeverDuplicates: without a retry policy, a call that reached
 // a provider is never sent again. Provider n1 holds its next five calls;
 // every other call of the batch ends; then n1 is SIGKILLed with exactly
@@ -438,7 +418,7 @@ func TestNoRetryNeverDuplicates(t *testing.T) {
 	harness.BreezeBin(t)
 	n1 := harness.StartProvider(t, harness.ProviderSpec{Name: "n1"})
 	n2 := harness.StartProvider(t, harness.ProviderSpec{Name: "n2"})
-	proxy := clusterOf(t, noRetryConfig, n1, n2)
+	proxy := clusterOf(t, roundRobinConfig, n1, n2)
 	c := newClient(t, proxy.Addr, harness.ClientSpec{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
