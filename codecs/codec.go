@@ -348,5 +348,21 @@ func Register(name string, f Factory) {
 // Lookup returns the factory registered under name.
 func Lookup(name string) (Factory, bool) { return byName.Lookup(name) }
 
+// Instance makes an instance of the named codec with default options, for
+// asking what it can do (its optional interfaces: Describer, ReplyCoder,
+// KeyCarrier, GatewayErrors); nil when no such codec is registered or it
+// cannot be made so.
+func Instance(name string) Codec {
+	factory, ok := Lookup(name)
+	if !ok {
+		return nil
+	}
+	c, err := factory(Options{})
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
 // Names lists the registered codecs, sorted.
 func Names() []string { return byName.Names() }

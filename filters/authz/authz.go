@@ -106,12 +106,8 @@ func parse(c *authzv1.Authz, k keys) ([]*policy, error) {
 func build(cfg proto.Message, ctx filter.BuildContext) (filter.Filter, error) {
 	c := cfg.(*authzv1.Authz)
 	var k keys
-	if newCodec, ok := codecs.Lookup(ctx.Codec); ok {
-		if codec, err := newCodec(codecs.Options{}); err == nil {
-			if d, ok := codec.(codecs.Describer); ok {
-				k.service, k.method = d.RequestKeys()
-			}
-		}
+	if d, ok := codecs.Instance(ctx.Codec).(codecs.Describer); ok {
+		k.service, k.method = d.RequestKeys()
 	}
 	policies, err := parse(c, k)
 	if err != nil {

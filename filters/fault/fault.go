@@ -247,15 +247,7 @@ func (f *Filter) abortReply(fl *faults) (codecs.ErrorKind, string) {
 // no_healthy_upstream) is kept.
 func statusKinds(codec string) map[uint32]codecs.ErrorKind {
 	out := map[uint32]codecs.ErrorKind{}
-	factory, ok := codecs.Lookup(codec)
-	if !ok {
-		return out
-	}
-	c, err := factory(codecs.Options{})
-	if err != nil {
-		return out
-	}
-	rs, ok := c.(codecs.ReplyCoder)
+	rs, ok := codecs.Instance(codec).(codecs.ReplyCoder)
 	if !ok {
 		return out
 	}

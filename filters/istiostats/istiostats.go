@@ -242,13 +242,10 @@ func build(cfg *istiostatsv1.IstioStats, ctx filter.BuildContext, local Identity
 			f.svc = unknownService
 		}
 	}
-	if factory, found := codecs.Lookup(ctx.Codec); found {
-		if c, err := factory(codecs.Options{}); err == nil {
-			f.carrier, _ = c.(codecs.KeyCarrier)
-			f.replies, _ = c.(codecs.ReplyCoder)
-			f.gateway, _ = c.(codecs.GatewayErrors)
-		}
-	}
+	c := codecs.Instance(ctx.Codec)
+	f.carrier, _ = c.(codecs.KeyCarrier)
+	f.replies, _ = c.(codecs.ReplyCoder)
+	f.gateway, _ = c.(codecs.GatewayErrors)
 	return f, nil
 }
 
