@@ -11,4 +11,3 @@ var Retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"proxy", "cluster", "reason", "result"})
 
 func init() { Registry.MustRegister(Retries) }
-
