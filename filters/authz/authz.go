@@ -9,6 +9,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -44,9 +45,66 @@ func init() {
 	filter.Register(&filter.Factory{
 		Name:     Name,
 		Config:   func() proto.Message { return &authzv1.Authz{} },
-		Validate: func(cfg proto.Message) error { _, err := parse(cfg.(*authzv1.Authz), anyCodec); return err },
+		Validate: Validate,
 		Build:    build,
+		// A route's config (what the control plane makes of the mesh's
+		// policies for the route's host) replaces the filter's policies
+		// for the route's requests; the principal's filter-state key
+		// stays the filter's (the identity is read once per connection).
+		RouteConfig:   func() proto.Message { return &authzv1.Authz{} },
+		ValidateRoute: Validate,
+		ParseRoute:    parseRoute,
 	})
+}
+
+// Validate checks an Authz config (the filter's or a route's); errors name
+// the field path and value.
+func Validate(cfg proto.Message) error { _, err := parse(cfg.(*authzv1.Authz), anyCodec); return err }
+
+// parseRoute builds a route's policy set. The proxy's codec is unknown
+// here: the rules are parsed as if it named services and methods, and the
+// set records whether it needs them, so that a proxy whose codec does not
+// denies rather than evaluating rules it cannot (which would let a DENY
+// on a method through).
+func parseRoute(cfg proto.Message) (any, error) {
+	c := cfg.(*authzv1.Authz)
+	ps, err := parse(c, anyCodec)
+	if err != nil {
+		return nil, err
+	}
+	set := newPolicySet(ps)
+	for _, p := range c.GetPolicies() {
+		for _, r := range p.GetRules() {
+			for _, to := range r.GetTo() {
+				op := to.GetOperation()
+				set.needService = set.needService || len(op.GetServices())+len(op.GetNotServices()) > 0
+				set.needMethod = set.needMethod || len(op.GetMethods())+len(op.GetNotMethods()) > 0
+			}
+		}
+	}
+	return set, nil
+}
+
+// policySet is the policies one request is decided by: the filter's own,
+// or its route's.
+type policySet struct {
+	deny, allow []*policy
+	// needService, needMethod: a route's rules name services or methods
+	// (the filter's own are refused at build when its codec cannot).
+	needService, needMethod bool
+}
+
+func newPolicySet(ps []*policy) *policySet {
+	set := &policySet{}
+	for _, p := range ps {
+		if p.deny {
+			p.detail = fmt.Sprintf("%s: DENY policy %q matched", deniedText, p.name)
+			set.deny = append(set.deny, p)
+		} else {
+			set.allow = append(set.allow, p)
+		}
+	}
+	return set
 }
 
 // anyCodec: validating without the proxy's codec, assume it names both.
@@ -120,24 +178,39 @@ func build(cfg proto.Message, ctx filter.BuildContext) (filter.Filter, error) {
 	f := &Filter{
 		key:  c.GetPrincipalFilterStateKey(),
 		keys: k,
+		own:  newPolicySet(policies),
 		// "none", as Envoy's RBAC says when no policy matched.
 		allowedNoPolicy: metrics.Authz.WithLabelValues(ctx.ProxyName, "allowed", "none"),
 		deniedNoMatch:   metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", "none"),
+		deniedNoKeys:    metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", "codec"),
+		proxy:           ctx.ProxyName,
 	}
 	if f.key == "" {
 		f.key = DefaultPrincipalKey
 	}
 	for _, p := range policies {
-		if p.deny {
-			p.hits = metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", p.name)
-			p.detail = fmt.Sprintf("%s: DENY policy %q matched", deniedText, p.name)
-			f.deny = append(f.deny, p)
-		} else {
-			p.hits = metrics.Authz.WithLabelValues(ctx.ProxyName, "allowed", p.name)
-			f.allow = append(f.allow, p)
-		}
+		p.hits = f.counter(p)
 	}
 	return f, nil
+}
+
+// counter is the breeze_authz_total counter of p's decisions in this
+// proxy. A route's policies are parsed without knowing the proxy: their
+// counters are made on first use and kept, so a request costs a lookup,
+// never an allocation.
+func (f *Filter) counter(p *policy) prometheus.Counter {
+	if p.hits != nil {
+		return p.hits
+	}
+	if c, ok := f.routeHits.Load(p); ok {
+		return c.(prometheus.Counter)
+	}
+	result := "allowed"
+	if p.deny {
+		result = "denied"
+	}
+	c, _ := f.routeHits.LoadOrStore(p, metrics.Authz.WithLabelValues(f.proxy, result, p.name))
+	return c.(prometheus.Counter)
 }
 
 // Filter decides each request by its policies.
@@ -145,9 +218,14 @@ type Filter struct {
 	filter.Base // OnResponse, OnDone: nothing to do
 	key         string
 	keys        keys
-	deny, allow []*policy
+	own         *policySet
+	proxy       string
+	// routeHits: the counters of routes' policies, by *policy. Route
+	// tables are replaced, not edited: the entries of an old table's
+	// policies stay (a few per table version, as its counters would).
+	routeHits sync.Map
 
-	allowedNoPolicy, deniedNoMatch prometheus.Counter
+	allowedNoPolicy, deniedNoMatch, deniedNoKeys prometheus.Counter
 }
 
 var (
@@ -162,23 +240,37 @@ func (f *Filter) PeerPrincipalKey() string { return f.key }
 // deniedNoAllow is the detail of a request no ALLOW policy matched.
 const deniedNoAllow = deniedText + ": no ALLOW policy matched"
 
+// deniedNoKeysText is the detail of a request whose route's policies name
+// services or methods the proxy's codec does not.
+const deniedNoKeysText = deniedText + ": the route's policies match services or methods, which this proxy's codec does not name"
+
 // OnRequest applies Istio's order: any matching DENY policy denies; then,
-// if there are ALLOW policies, one of them must match.
+// if there are ALLOW policies, one of them must match. The route's
+// policies, when it has some, replace the filter's.
 func (f *Filter) OnRequest(s *filter.Stream) filter.Status {
-	for _, p := range f.deny {
+	set := f.own
+	if rs, ok := s.RouteConfig(Name).(*policySet); ok {
+		set = rs
+		if (rs.needService && f.keys.service == "") || (rs.needMethod && f.keys.method == "") {
+			f.deniedNoKeys.Inc()
+			s.Reply(DenyKind, deniedNoKeysText, filter.UnauthorizedExternalService)
+			return filter.Stop
+		}
+	}
+	for _, p := range set.deny {
 		if p.match(s, f.keys) {
-			p.hits.Inc()
+			f.counter(p).Inc()
 			s.Reply(DenyKind, p.detail, filter.UnauthorizedExternalService)
 			return filter.Stop
 		}
 	}
-	if len(f.allow) == 0 {
+	if len(set.allow) == 0 {
 		f.allowedNoPolicy.Inc()
 		return filter.Continue
 	}
-	for _, p := range f.allow {
+	for _, p := range set.allow {
 		if p.match(s, f.keys) {
-			p.hits.Inc()
+			f.counter(p).Inc()
 			return filter.Continue
 		}
 	}
