@@ -85,7 +85,7 @@ func TestAerakiDubboAuthzSamples(t *testing.T) {
   from: [{source: {namespaces: [dev]}}],
   to: [{operation: {services: ["*"], methods: ["*"]}}]}]}`
 	for host, want := range map[string]string{
-		dubboDemoService:           "{policies: [" + allow + ", " + deny + "]}",
+		dubboDemoService:      "{policies: [" + allow + ", " + deny + "]}",
 		"org.example.Greeter": "{policies: [" + allow + "]}",
 	} {
 		rc := tr.Resources.Routes[host+"_20880"]
@@ -218,4 +218,3 @@ func TestDubboAuthzKeepsLastGood(t *testing.T) {
 		t.Errorf("Lint: %q, want a problem with %q", lint, want)
 	}
 }
-

@@ -16,9 +16,9 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/authz"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
-	"github.com/breeze-mesh/breeze/filters/authz"
 	"github.com/breeze-mesh/breeze/filters/globalratelimit"
 	"github.com/breeze-mesh/breeze/filters/localratelimit"
 	"github.com/breeze-mesh/breeze/filters/logs"
