@@ -9,7 +9,7 @@ package authz
 import (
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -118,6 +118,14 @@ type policy struct {
 	// denial's text: both made once, not per request.
 	hits   prometheus.Counter
 	detail string
+	// routeHits: for a route's policy (parsed without knowing the
+	// proxy), its counter in the last proxy that counted it.
+	routeHits atomic.Pointer[proxyCounter]
+}
+
+type proxyCounter struct {
+	proxy string
+	c     prometheus.Counter
 }
 
 func (p *policy) match(s *filter.Stream, k keys) bool {
@@ -196,21 +204,24 @@ func build(cfg proto.Message, ctx filter.BuildContext) (filter.Filter, error) {
 
 // counter is the breeze_authz_total counter of p's decisions in this
 // proxy. A route's policies are parsed without knowing the proxy: their
-// counters are made on first use and kept, so a request costs a lookup,
-// never an allocation.
+// counter is looked up on first use and kept on the policy (so it goes
+// with its route table), and a request costs a string comparison, no
+// allocation. A table shared by several proxies would look it up again
+// whenever the proxy changes: slower, still right.
 func (f *Filter) counter(p *policy) prometheus.Counter {
 	if p.hits != nil {
 		return p.hits
 	}
-	if c, ok := f.routeHits.Load(p); ok {
-		return c.(prometheus.Counter)
+	if pc := p.routeHits.Load(); pc != nil && pc.proxy == f.proxy {
+		return pc.c
 	}
 	result := "allowed"
 	if p.deny {
 		result = "denied"
 	}
-	c, _ := f.routeHits.LoadOrStore(p, metrics.Authz.WithLabelValues(f.proxy, result, p.name))
-	return c.(prometheus.Counter)
+	c := metrics.Authz.WithLabelValues(f.proxy, result, p.name)
+	p.routeHits.Store(&proxyCounter{proxy: f.proxy, c: c})
+	return c
 }
 
 // Filter decides each request by its policies.
@@ -220,10 +231,6 @@ type Filter struct {
 	keys        keys
 	own         *policySet
 	proxy       string
-	// routeHits: the counters of routes' policies, by *policy. Route
-	// tables are replaced, not edited: the entries of an old table's
-	// policies stay (a few per table version, as its counters would).
-	routeHits sync.Map
 
 	allowedNoPolicy, deniedNoMatch, deniedNoKeys prometheus.Counter
 }
