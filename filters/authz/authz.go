@@ -130,7 +130,7 @@ type proxyCounter struct {
 
 func (p *policy) match(s *filter.Stream, k keys) bool {
 	for i := range p.rules {
-		if p.rules[i].match(s, k) {
+		if p.rules[i].match(s, k, p.deny) {
 			return true
 		}
 	}

@@ -23,6 +23,9 @@ const (
 	anonIP    = "127.0.0.14" // plaintext: no identity
 	evilIP    = "127.0.0.15" // spiffe://cluster.local/ns/evil/sa/mallory
 	twoSANsIP = "127.0.0.16" // two URI SANs: no identity
+	// unhookedIP comes through a chain that hands Breeze no certificate:
+	// its identity is unknown.
+	unhookedIP = "127.0.0.17"
 )
 
 func init() {
@@ -32,8 +35,9 @@ func init() {
 		evilIP:    "spiffe://cluster.local/ns/evil/sa/mallory",
 		twoSANsIP: "spiffe://cluster.local/ns/pay/sa/billing,spiffe://cluster.local/ns/evil/sa/mallory",
 	} {
-		testPeerState.Store(ip, map[string]string{"io.istio.peer_principal": uri})
+		testPeerState.Store(ip, uri)
 	}
+	testPeerState.Store(anonIP, "")
 }
 
 var authzRuns atomic.Int32
@@ -75,7 +79,7 @@ clusters:
 	run := authzRuns.Add(1)
 	abortsBefore := testHost.Stats().EnvoyWouldAbort
 	clients := map[string]*client{}
-	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP, twoSANsIP} {
+	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP, twoSANsIP, unhookedIP} {
 		clients[ip] = dialFrom(t, addr, ip)
 	}
 	const noAllow = "RBAC: access denied: no ALLOW policy matched"
@@ -111,6 +115,8 @@ clusters:
 		{"spoofing attachments, other namespace", evilIP, "com.shop.Catalog", "GetItem", spoof, noAllow},
 		{"spoofing attachments, no identity", anonIP, "com.pay.Ledger", "Post", spoof, noAllow},
 		{"two URI SANs are no identity", twoSANsIP, "com.pay.Ledger", "Post", nil, noAllow},
+		{"identity unknown: an ALLOW on callers admits none", unhookedIP, "com.pay.Ledger", "Post", spoof, noAllow},
+		{"identity unknown: DENY on operations still decides", unhookedIP, "com.pay.Ledger", "DeleteAll", nil, `RBAC: access denied: DENY policy "deny-delete" matched`},
 	} {
 		caseKey := fmt.Sprintf("authz %d: %s", run, c.name)
 		reqMD := append([]string{"case", caseKey, "interface", c.service, "method", c.method}, c.extra...)
@@ -140,7 +146,7 @@ clusters:
 			t.Errorf("%s: denied, yet the backend received %d requests", c.name, got)
 		}
 	}
-	for rp, want := range map[string]float64{"denied/deny-delete": 1, "denied/none": 9, "allowed/shop-reads": 1, "allowed/billing": 1, "allowed/local-health": 1} {
+	for rp, want := range map[string]float64{"denied/deny-delete": 2, "denied/none": 10, "allowed/shop-reads": 1, "allowed/billing": 1, "allowed/local-health": 1} {
 		result, policy, _ := strings.Cut(rp, "/")
 		if got := counter(result, policy) - before[rp]; got != want {
 			t.Errorf(`breeze_authz_total{proxy="authz1",result=%q,policy=%q} rose by %v, want %v`, result, policy, got, want)
