@@ -110,7 +110,8 @@ func TestAerakiDubboAuthzSamples(t *testing.T) {
 // The samples' table, applied by the authz filter as a proxy builds it
 // implicitly (empty config): the consumer may call sayHello and nothing
 // else; another caller nothing; a caller from dev is denied by the DENY
-// policy even for what the ALLOW policy would let through.
+// policy even for what the ALLOW policy would let through, and so is a
+// caller whose identity is unknown.
 func TestAerakiDubboAuthzSamplesApplied(t *testing.T) {
 	d := dir(t, map[string]string{"se.yaml": nsEntry("dubbo", dubboDemoService, 20880), "allow.yaml": aerakiAuthzAllow, "deny.yaml": aerakiAuthzDeny})
 	tr, problems := read(t, d)
@@ -127,8 +128,8 @@ func TestAerakiDubboAuthzSamplesApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	chain := &filter.Chain{Filters: []filter.Filter{inst, answer{}}, Names: []string{authz.Name, filter.RouterName}}
-	consumer := &filter.Peer{Principal: "cluster.local/ns/dubbo/sa/dubbo-consumer", Namespace: "dubbo"}
-	devConsumer := &filter.Peer{Principal: "cluster.local/ns/dev/sa/dubbo-consumer", Namespace: "dev"}
+	consumer := &filter.Peer{Principal: "cluster.local/ns/dubbo/sa/dubbo-consumer", Namespace: "dubbo", IdentityKnown: true}
+	devConsumer := &filter.Peer{Principal: "cluster.local/ns/dev/sa/dubbo-consumer", Namespace: "dev", IdentityKnown: true}
 	for _, c := range []struct {
 		peer    *filter.Peer
 		method  string
@@ -137,7 +138,10 @@ func TestAerakiDubboAuthzSamplesApplied(t *testing.T) {
 	}{
 		{consumer, "sayHello", true, ""},
 		{consumer, "sayGoodbye", false, "RBAC: access denied: no ALLOW policy matched"},
-		{&filter.Peer{}, "sayHello", false, "RBAC: access denied: no ALLOW policy matched"},
+		{&filter.Peer{IdentityKnown: true}, "sayHello", false, "RBAC: access denied: no ALLOW policy matched"},
+		// Where nothing hands Breeze the caller's certificate (an Istio
+		// 1.28 sidecar) the DENY on callers denies: never fail open.
+		{&filter.Peer{}, "sayHello", false, `RBAC: access denied: DENY policy "dubbo/demo" matched`},
 		{devConsumer, "sayHello", false, `RBAC: access denied: DENY policy "dubbo/demo" matched`},
 	} {
 		conn := &outcomeConn{}
