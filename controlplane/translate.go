@@ -100,6 +100,7 @@ func Translate(objs []Object) Translation {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	t.index(objs)
+	t.indexAuthz(objs) // authz.go
 	for i := range objs {
 		if t.used(&objs[i]) {
 			t.unapplied(&objs[i])
@@ -131,6 +132,8 @@ type translator struct {
 	// declare), and by host; EnvoyFilters (Lint).
 	kubeServices, envoyFilters []Object
 	declared                   map[string]*Object
+	// authz: the DubboAuthorizationPolicies by namespace (authz.go).
+	authz map[string]*authzScope
 }
 
 func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
@@ -272,7 +275,7 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 				t.out.FailedEndpoints[name] = true
 			}
 			rname := RouteConfigName(host, p.GetNumber())
-			if rc, ok := t.routes(host, p.GetNumber()); ok && t.globalRateLimit(host, rc) {
+			if rc, ok := t.routes(host, p.GetNumber()); ok && t.globalRateLimit(host, rc) && t.authzRoutes(host, rc) {
 				t.out.Resources.Routes[rname] = rc
 			} else {
 				t.out.FailedRoutes[rname] = true

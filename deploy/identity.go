@@ -21,6 +21,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/authz"
+	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/internal/release"
 	authzv1 "github.com/breeze-mesh/breeze/protos/breeze/filters/authz/v1"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -59,7 +60,8 @@ func buildKnowsHandshakeHook() bool {
 
 // PeerPrincipalFilter is the set_filter_state filter that, placed before
 // Breeze on an inbound chain, stores the caller's certificate URI SAN under
-// key (an envoy.string) once the TLS handshake is done. Plain-text
+// key (an envoy.string) once the TLS handshake is done, and marks every
+// connection with filter.IdentityHookKey when it opens. Plain-text
 // connections (PERMISSIVE) store nothing: omit_empty_values makes the
 // value empty and skip_if_empty skips it, so they have no identity rather
 // than "-". It is built as JSON rather than typed: the field is Envoy >=
@@ -69,6 +71,17 @@ func PeerPrincipalFilter(key string) (*structpb.Struct, error) {
 		"name": SetFilterStateFilterName,
 		"typed_config": map[string]any{
 			"@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
+			// The mark that tells Breeze this chain hands it the
+			// caller's certificate, so that a connection without a SAN
+			// is a caller without identity, not an unknown one
+			// (filter.Peer.IdentityKnown).
+			"on_new_connection": []any{map[string]any{
+				"object_key":  filter.IdentityHookKey,
+				"factory_key": "envoy.string",
+				"format_string": map[string]any{
+					"text_format_source": map[string]any{"inline_string": "tls_handshake"},
+				},
+			}},
 			"on_downstream_tls_handshake": []any{map[string]any{
 				"object_key":    key,
 				"factory_key":   "envoy.string",

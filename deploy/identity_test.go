@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+
+	"github.com/breeze-mesh/breeze/filters/filter"
 )
 
 const inboundService = `host: greeter.demo.svc.cluster.local
@@ -99,6 +101,8 @@ func TestRenderPeerPrincipalForIstio131(t *testing.T) {
 	for _, s := range []string{
 		"on_downstream_tls_handshake:", "object_key: example.peer", "factory_key: envoy.string",
 		"inline_string: '%DOWNSTREAM_PEER_URI_SAN%'", "skip_if_empty: true", "omit_empty_values: true",
+		// The mark that makes a SAN-less caller one without identity.
+		"on_new_connection:", "object_key: " + filter.IdentityHookKey, "inline_string: tls_handshake",
 	} {
 		if !strings.Contains(string(y), s) {
 			t.Errorf("rendered for 1.31: no %q in\n%s", s, y)

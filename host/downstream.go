@@ -78,6 +78,13 @@ func (e *endpoint) runDownstream(l *listener) {
 		e.closeSocket(api.LocalClose)
 		return
 	}
+	// The TLS handshake completes now: after onNewConnection, before any
+	// data (see Options.HandshakeFilterState).
+	if fs := h.opts.HandshakeFilterState; fs != nil {
+		for k, v := range fs(e.remoteAddr) {
+			e.setFilterState(k, v, api.StateTypeMutable)
+		}
+	}
 	e.start()
 	e.run()
 }

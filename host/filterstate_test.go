@@ -267,3 +267,21 @@ func TestFilterStateRefusesOtherCallbacks(t *testing.T) {
 
 type fakeCallback struct{ api.ConnectionCallback }
 type fakeCallbackPtr struct{ api.ConnectionCallback }
+
+// What set_filter_state stores at the TLS handshake (on a TLS connection,
+// Envoy's Connected event) is not there yet in OnNewConnection and is
+// there from the first data on: READ answers "|<peer>|...".
+func TestFilterStateAtHandshake(t *testing.T) {
+	opts := host.Options{HandshakeFilterState: func(remote string) map[string]string {
+		return map[string]string{"peer": peerOf(remote)}
+	}}
+	h, _, addr := start(t, opts, "fstate", "")
+	c := dial(t, addr)
+	r := bufio.NewReader(c)
+	c.Write([]byte("READ\n"))
+	peer := peerOf(c.LocalAddr().String())
+	if got, err := r.ReadString('\n'); got != "|"+peer+"|set-"+peer+"\n" {
+		t.Errorf("READ: got %q (%v), want the peer absent at OnNewConnection and present at the first data", got, err)
+	}
+	noAborts(t, h)
+}

@@ -50,6 +50,14 @@ type Options struct {
 	// the caller's SPIFFE id), for the plugin to read with
 	// internal/filterstate.Get. It runs on the accepting goroutine.
 	FilterState func(remoteAddr string) map[string]string
+	// HandshakeFilterState is FilterState for what earlier filters store
+	// when the downstream TLS handshake completes (set_filter_state's
+	// on_downstream_tls_handshake, e.g. the peer's URI SAN): in Envoy that
+	// is the connection's Connected event, after every filter's
+	// onNewConnection and before the first onData (the TLS transport
+	// socket delivers no data before it). The host sets it there, so a
+	// plugin that reads it in OnNewConnection sees nothing, as in Envoy.
+	HandshakeFilterState func(remoteAddr string) map[string]string
 }
 
 const (

@@ -9,6 +9,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -44,9 +45,66 @@ func init() {
 	filter.Register(&filter.Factory{
 		Name:     Name,
 		Config:   func() proto.Message { return &authzv1.Authz{} },
-		Validate: func(cfg proto.Message) error { _, err := parse(cfg.(*authzv1.Authz), anyCodec); return err },
+		Validate: Validate,
 		Build:    build,
+		// A route's config (what the control plane makes of the mesh's
+		// policies for the route's host) replaces the filter's policies
+		// for the route's requests; the principal's filter-state key
+		// stays the filter's (the identity is read once per connection).
+		RouteConfig:   func() proto.Message { return &authzv1.Authz{} },
+		ValidateRoute: Validate,
+		ParseRoute:    parseRoute,
 	})
+}
+
+// Validate checks an Authz config (the filter's or a route's); errors name
+// the field path and value.
+func Validate(cfg proto.Message) error { _, err := parse(cfg.(*authzv1.Authz), anyCodec); return err }
+
+// parseRoute builds a route's policy set. The proxy's codec is unknown
+// here: the rules are parsed as if it named services and methods, and the
+// set records whether it needs them, so that a proxy whose codec does not
+// denies rather than evaluating rules it cannot (which would let a DENY
+// on a method through).
+func parseRoute(cfg proto.Message) (any, error) {
+	c := cfg.(*authzv1.Authz)
+	ps, err := parse(c, anyCodec)
+	if err != nil {
+		return nil, err
+	}
+	set := newPolicySet(ps)
+	for _, p := range c.GetPolicies() {
+		for _, r := range p.GetRules() {
+			for _, to := range r.GetTo() {
+				op := to.GetOperation()
+				set.needService = set.needService || len(op.GetServices())+len(op.GetNotServices()) > 0
+				set.needMethod = set.needMethod || len(op.GetMethods())+len(op.GetNotMethods()) > 0
+			}
+		}
+	}
+	return set, nil
+}
+
+// policySet is the policies one request is decided by: the filter's own,
+// or its route's.
+type policySet struct {
+	deny, allow []*policy
+	// needService, needMethod: a route's rules name services or methods
+	// (the filter's own are refused at build when its codec cannot).
+	needService, needMethod bool
+}
+
+func newPolicySet(ps []*policy) *policySet {
+	set := &policySet{}
+	for _, p := range ps {
+		if p.deny {
+			p.detail = fmt.Sprintf("%s: DENY policy %q matched", deniedText, p.name)
+			set.deny = append(set.deny, p)
+		} else {
+			set.allow = append(set.allow, p)
+		}
+	}
+	return set
 }
 
 // anyCodec: validating without the proxy's codec, assume it names both.
@@ -60,11 +118,19 @@ type policy struct {
 	// denial's text: both made once, not per request.
 	hits   prometheus.Counter
 	detail string
+	// routeHits: for a route's policy (parsed without knowing the
+	// proxy), its counter in the last proxy that counted it.
+	routeHits atomic.Pointer[proxyCounter]
+}
+
+type proxyCounter struct {
+	proxy string
+	c     prometheus.Counter
 }
 
 func (p *policy) match(s *filter.Stream, k keys) bool {
 	for i := range p.rules {
-		if p.rules[i].match(s, k) {
+		if p.rules[i].match(s, k, p.deny) {
 			return true
 		}
 	}
@@ -116,24 +182,42 @@ func build(cfg proto.Message, ctx filter.BuildContext) (filter.Filter, error) {
 	f := &Filter{
 		key:  c.GetPrincipalFilterStateKey(),
 		keys: k,
+		own:  newPolicySet(policies),
 		// "none", as Envoy's RBAC says when no policy matched.
 		allowedNoPolicy: metrics.Authz.WithLabelValues(ctx.ProxyName, "allowed", "none"),
 		deniedNoMatch:   metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", "none"),
+		deniedNoKeys:    metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", "codec"),
+		proxy:           ctx.ProxyName,
 	}
 	if f.key == "" {
 		f.key = DefaultPrincipalKey
 	}
 	for _, p := range policies {
-		if p.deny {
-			p.hits = metrics.Authz.WithLabelValues(ctx.ProxyName, "denied", p.name)
-			p.detail = fmt.Sprintf("%s: DENY policy %q matched", deniedText, p.name)
-			f.deny = append(f.deny, p)
-		} else {
-			p.hits = metrics.Authz.WithLabelValues(ctx.ProxyName, "allowed", p.name)
-			f.allow = append(f.allow, p)
-		}
+		p.hits = f.counter(p)
 	}
 	return f, nil
+}
+
+// counter is the breeze_authz_total counter of p's decisions in this
+// proxy. A route's policies are parsed without knowing the proxy: their
+// counter is looked up on first use and kept on the policy (so it goes
+// with its route table), and a request costs a string comparison, no
+// allocation. A table shared by several proxies would look it up again
+// whenever the proxy changes: slower, still right.
+func (f *Filter) counter(p *policy) prometheus.Counter {
+	if p.hits != nil {
+		return p.hits
+	}
+	if pc := p.routeHits.Load(); pc != nil && pc.proxy == f.proxy {
+		return pc.c
+	}
+	result := "allowed"
+	if p.deny {
+		result = "denied"
+	}
+	c := metrics.Authz.WithLabelValues(f.proxy, result, p.name)
+	p.routeHits.Store(&proxyCounter{proxy: f.proxy, c: c})
+	return c
 }
 
 // Filter decides each request by its policies.
@@ -141,9 +225,10 @@ type Filter struct {
 	filter.Base // OnResponse, OnDone: nothing to do
 	key         string
 	keys        keys
-	deny, allow []*policy
+	own         *policySet
+	proxy       string
 
-	allowedNoPolicy, deniedNoMatch prometheus.Counter
+	allowedNoPolicy, deniedNoMatch, deniedNoKeys prometheus.Counter
 }
 
 var (
@@ -158,23 +243,37 @@ func (f *Filter) PeerPrincipalKey() string { return f.key }
 // deniedNoAllow is the detail of a request no ALLOW policy matched.
 const deniedNoAllow = deniedText + ": no ALLOW policy matched"
 
+// deniedNoKeysText is the detail of a request whose route's policies name
+// services or methods the proxy's codec does not.
+const deniedNoKeysText = deniedText + ": the route's policies match services or methods, which this proxy's codec does not name"
+
 // OnRequest applies Istio's order: any matching DENY policy denies; then,
-// if there are ALLOW policies, one of them must match.
+// if there are ALLOW policies, one of them must match. The route's
+// policies, when it has some, replace the filter's.
 func (f *Filter) OnRequest(s *filter.Stream) filter.Status {
-	for _, p := range f.deny {
+	set := f.own
+	if rs, ok := s.RouteConfig(Name).(*policySet); ok {
+		set = rs
+		if (rs.needService && f.keys.service == "") || (rs.needMethod && f.keys.method == "") {
+			f.deniedNoKeys.Inc()
+			s.Reply(DenyKind, deniedNoKeysText, filter.UnauthorizedExternalService)
+			return filter.Stop
+		}
+	}
+	for _, p := range set.deny {
 		if p.match(s, f.keys) {
-			p.hits.Inc()
+			f.counter(p).Inc()
 			s.Reply(DenyKind, p.detail, filter.UnauthorizedExternalService)
 			return filter.Stop
 		}
 	}
-	if len(f.allow) == 0 {
+	if len(set.allow) == 0 {
 		f.allowedNoPolicy.Inc()
 		return filter.Continue
 	}
-	for _, p := range f.allow {
+	for _, p := range set.allow {
 		if p.match(s, f.keys) {
-			p.hits.Inc()
+			f.counter(p).Inc()
 			return filter.Continue
 		}
 	}

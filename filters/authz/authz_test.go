@@ -124,9 +124,9 @@ func (*replyConn) Done(*filter.Stream)                          {}
 func (*replyConn) Panicked(*filter.Stream, string, any, []byte) {}
 
 var (
-	cart    = &filter.Peer{Principal: "cluster.local/ns/shop/sa/cart", Namespace: "shop", IP: netip.MustParseAddr("10.1.2.3")}
-	billing = &filter.Peer{Principal: "cluster.local/ns/pay/sa/billing", Namespace: "pay", IP: netip.MustParseAddr("192.168.0.9")}
-	anon    = &filter.Peer{IP: netip.MustParseAddr("10.9.9.9")}
+	cart    = &filter.Peer{Principal: "cluster.local/ns/shop/sa/cart", Namespace: "shop", IP: netip.MustParseAddr("10.1.2.3"), IdentityKnown: true}
+	billing = &filter.Peer{Principal: "cluster.local/ns/pay/sa/billing", Namespace: "pay", IP: netip.MustParseAddr("192.168.0.9"), IdentityKnown: true}
+	anon    = &filter.Peer{IP: netip.MustParseAddr("10.9.9.9"), IdentityKnown: true}
 )
 
 func TestDecisions(t *testing.T) {
@@ -156,7 +156,7 @@ func TestDecisions(t *testing.T) {
 		{"when not_values", anon, []string{"tier", "gold-trial"}, "bad_request: RBAC: access denied: no ALLOW policy matched"},
 		{"when, key absent", anon, nil, "bad_request: RBAC: access denied: no ALLOW policy matched"},
 		{"not_principals * needs no identity", cart, []string{"tier", "gold"}, "bad_request: RBAC: access denied: no ALLOW policy matched"},
-		{"no peer at all is no identity", nil, []string{"tier", "gold"}, "allow"},
+		{"no peer: identity unknown, an ALLOW on callers admits none", nil, []string{"tier", "gold"}, "bad_request: RBAC: access denied: no ALLOW policy matched"},
 		{"no peer matches no principal", nil, []string{"interface", "x", "method", "Anything"}, "bad_request: RBAC: access denied: no ALLOW policy matched"},
 	} {
 		if got := decide(f, c.peer, c.md...); got != c.want {
@@ -169,8 +169,50 @@ func TestDecisions(t *testing.T) {
 	if got := count("unit", "allowed", "shop-reads") - before[1]; got != 1 {
 		t.Errorf(`breeze_authz_total{proxy="unit",result="allowed",policy="shop-reads"} increased by %v, want 1`, got)
 	}
-	if got := count("unit", "denied", "none") - before[2]; got != 8 {
-		t.Errorf(`breeze_authz_total{proxy="unit",result="denied",policy="none"} increased by %v, want 8`, got)
+	if got := count("unit", "denied", "none") - before[2]; got != 9 {
+		t.Errorf(`breeze_authz_total{proxy="unit",result="denied",policy="none"} increased by %v, want 9`, got)
+	}
+}
+
+// Where nothing hands Breeze the caller's certificate (IdentityKnown
+// false), identity fields are taken the way that denies more: a DENY
+// policy on callers denies every caller its other fields match, an ALLOW
+// policy on callers admits none; fields not on the identity still decide.
+func TestIdentityUnknownDeniesMore(t *testing.T) {
+	deny := newFilter(t, "unknown-deny", `{"policies": [
+	  {"name": "no-mallory", "action": "DENY", "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/evil/sa/mallory"]}}], "to": [{"operation": {"methods": ["Get*"]}}]}]},
+	  {"name": "no-plaintext", "action": "DENY", "rules": [{"from": [{"source": {"not_principals": ["*"], "ip_blocks": ["10.9.0.0/16"]}}]}]}
+	]}`)
+	allow := newFilter(t, "unknown-allow", `{"policies": [
+	  {"name": "shop", "rules": [{"from": [{"source": {"namespaces": ["shop"]}}]}]},
+	  {"name": "lan-health", "rules": [{"from": [{"source": {"ip_blocks": ["10.0.0.0/8"]}}], "to": [{"operation": {"methods": ["Health"]}}]}]}
+	]}`)
+	unknown := func(p *filter.Peer) *filter.Peer {
+		q := *p
+		q.Principal, q.Namespace, q.IdentityKnown = "", "", false
+		return &q
+	}
+	const noAllow = "bad_request: RBAC: access denied: no ALLOW policy matched"
+	for _, c := range []struct {
+		name string
+		f    *Filter
+		peer *filter.Peer
+		md   []string
+		want string
+	}{
+		{"deny on a principal, known other caller", deny, cart, []string{"method", "GetItem"}, "allow"},
+		{"deny on a principal, unknown caller", deny, unknown(cart), []string{"method", "GetItem"}, `bad_request: RBAC: access denied: DENY policy "no-mallory" matched`},
+		{"deny on a principal, unknown caller, other method", deny, unknown(cart), []string{"method", "PutItem"}, "allow"},
+		{"deny plaintext, known plaintext caller in the block", deny, anon, []string{"method", "PutItem"}, `bad_request: RBAC: access denied: DENY policy "no-plaintext" matched`},
+		{"deny plaintext, unknown caller outside the block", deny, unknown(cart), []string{"method", "PutItem"}, "allow"},
+		{"allow on a namespace, known", allow, cart, []string{"method", "Anything"}, "allow"},
+		{"allow on a namespace, unknown", allow, unknown(cart), []string{"method", "Anything"}, noAllow},
+		{"allow on addresses only, unknown", allow, unknown(cart), []string{"method", "Health"}, "allow"},
+		{"no peer at all", allow, nil, []string{"method", "Anything"}, noAllow},
+	} {
+		if got := decide(c.f, c.peer, c.md...); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
+		}
 	}
 }
 

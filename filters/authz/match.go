@@ -102,15 +102,37 @@ type source struct {
 	ipBlocks, notIPBlocks     []netip.Prefix
 }
 
-func (s *source) match(p *filter.Peer) bool {
+// match: deny says the source is a DENY policy's. Where the caller's
+// identity is unknown (filter.Peer.IdentityKnown: nothing on the chain
+// hands Breeze the certificate), its identity fields cannot be evaluated,
+// and are taken the way that denies more, as Istio does with fields a
+// proxy cannot evaluate (a DENY rule is applied without them, an ALLOW
+// rule never matches): a DENY policy on callers then denies every caller
+// its other fields match, an ALLOW policy on callers admits none. A
+// policy never fails open for want of the identity.
+func (s *source) match(p *filter.Peer, deny bool) bool {
 	var principal, ns string
 	var ip netip.Addr
+	known := false
 	if p != nil {
-		principal, ns, ip = p.Principal, p.Namespace, p.IP
+		principal, ns, ip, known = p.Principal, p.Namespace, p.IP, p.IdentityKnown
+	}
+	if !(len(s.ipBlocks) == 0 || inBlocks(s.ipBlocks, ip)) || !(len(s.notIPBlocks) == 0 || !inBlocks(s.notIPBlocks, ip)) {
+		return false
+	}
+	if !s.identity() {
+		return true
+	}
+	if !known {
+		return deny
 	}
 	return positive(s.principals, principal, principal != "") && negative(s.notPrincipals, principal, principal != "") &&
-		positive(s.namespaces, ns, ns != "") && negative(s.notNamespaces, ns, ns != "") &&
-		(len(s.ipBlocks) == 0 || inBlocks(s.ipBlocks, ip)) && (len(s.notIPBlocks) == 0 || !inBlocks(s.notIPBlocks, ip))
+		positive(s.namespaces, ns, ns != "") && negative(s.notNamespaces, ns, ns != "")
+}
+
+// identity says s has fields on the caller's identity.
+func (s *source) identity() bool {
+	return len(s.principals)+len(s.notPrincipals)+len(s.namespaces)+len(s.notNamespaces) > 0
 }
 
 func inBlocks(blocks []netip.Prefix, ip netip.Addr) bool {
@@ -184,11 +206,11 @@ type rule struct {
 	when []condition
 }
 
-func (r *rule) match(s *filter.Stream, k keys) bool {
+func (r *rule) match(s *filter.Stream, k keys, deny bool) bool {
 	if len(r.from) > 0 {
 		ok := false
 		for i := range r.from {
-			if r.from[i].match(s.Peer) {
+			if r.from[i].match(s.Peer, deny) {
 				ok = true
 				break
 			}

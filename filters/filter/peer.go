@@ -17,7 +17,20 @@ type Peer struct {
 	Namespace string
 	// IP is the downstream peer's address; invalid when unknown.
 	IP netip.Addr
+	// IdentityKnown says the connection's chain hands Breeze the caller's
+	// certificate (IdentityHookKey was set): an empty Principal then
+	// means the caller has none (plaintext). When false, Principal is
+	// empty because nothing could tell: policies on the caller's identity
+	// must not read that as "no identity" (see filters/authz).
+	IdentityKnown bool
 }
+
+// IdentityHookKey is the filter-state key that the set_filter_state filter
+// which hands Breeze the caller's certificate also sets, to any non-empty
+// value, on every connection it sees (on_new_connection), so that Breeze
+// can tell "the caller has no certificate" from "nothing here would have
+// told". breeze render and the controller put both on inbound chains.
+const IdentityHookKey = "io.breeze.peer_identity_hook"
 
 // PeerReader is implemented by a filter that reads Stream.Peer. The proxy
 // then reads the caller's identity once per downstream connection, when

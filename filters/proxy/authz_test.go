@@ -23,6 +23,9 @@ const (
 	anonIP    = "127.0.0.14" // plaintext: no identity
 	evilIP    = "127.0.0.15" // spiffe://cluster.local/ns/evil/sa/mallory
 	twoSANsIP = "127.0.0.16" // two URI SANs: no identity
+	// unhookedIP comes through a chain that hands Breeze no certificate:
+	// its identity is unknown.
+	unhookedIP = "127.0.0.17"
 )
 
 func init() {
@@ -32,8 +35,9 @@ func init() {
 		evilIP:    "spiffe://cluster.local/ns/evil/sa/mallory",
 		twoSANsIP: "spiffe://cluster.local/ns/pay/sa/billing,spiffe://cluster.local/ns/evil/sa/mallory",
 	} {
-		testPeerState.Store(ip, map[string]string{"io.istio.peer_principal": uri})
+		testPeerState.Store(ip, uri)
 	}
+	testPeerState.Store(anonIP, "")
 }
 
 var authzRuns atomic.Int32
@@ -75,7 +79,7 @@ clusters:
 	run := authzRuns.Add(1)
 	abortsBefore := testHost.Stats().EnvoyWouldAbort
 	clients := map[string]*client{}
-	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP, twoSANsIP} {
+	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP, twoSANsIP, unhookedIP} {
 		clients[ip] = dialFrom(t, addr, ip)
 	}
 	const noAllow = "RBAC: access denied: no ALLOW policy matched"
@@ -111,6 +115,8 @@ clusters:
 		{"spoofing attachments, other namespace", evilIP, "com.shop.Catalog", "GetItem", spoof, noAllow},
 		{"spoofing attachments, no identity", anonIP, "com.pay.Ledger", "Post", spoof, noAllow},
 		{"two URI SANs are no identity", twoSANsIP, "com.pay.Ledger", "Post", nil, noAllow},
+		{"identity unknown: an ALLOW on callers admits none", unhookedIP, "com.pay.Ledger", "Post", spoof, noAllow},
+		{"identity unknown: DENY on operations still decides", unhookedIP, "com.pay.Ledger", "DeleteAll", nil, `RBAC: access denied: DENY policy "deny-delete" matched`},
 	} {
 		caseKey := fmt.Sprintf("authz %d: %s", run, c.name)
 		reqMD := append([]string{"case", caseKey, "interface", c.service, "method", c.method}, c.extra...)
@@ -140,7 +146,7 @@ clusters:
 			t.Errorf("%s: denied, yet the backend received %d requests", c.name, got)
 		}
 	}
-	for rp, want := range map[string]float64{"denied/deny-delete": 1, "denied/none": 9, "allowed/shop-reads": 1, "allowed/billing": 1, "allowed/local-health": 1} {
+	for rp, want := range map[string]float64{"denied/deny-delete": 2, "denied/none": 10, "allowed/shop-reads": 1, "allowed/billing": 1, "allowed/local-health": 1} {
 		result, policy, _ := strings.Cut(rp, "/")
 		if got := counter(result, policy) - before[rp]; got != want {
 			t.Errorf(`breeze_authz_total{proxy="authz1",result=%q,policy=%q} rose by %v, want %v`, result, policy, got, want)
@@ -175,5 +181,85 @@ clusters:
 	}
 	if got := testutil.ToFloat64(metrics.Authz.WithLabelValues("authz2", "allowed", "none")) - before; got != 2 {
 		t.Errorf(`breeze_authz_total{proxy="authz2",result="allowed",policy="none"} rose by %v, want 2`, got)
+	}
+}
+
+// The route table as the control plane serves it for Aeraki's
+// DubboAuthorizationPolicy samples (controlplane/authz.go: the policies
+// as the authz config of each route of the host's table), with the
+// identities of this file's callers. The proxy lists no authz filter: it
+// joins implicitly, and a route's policies decide its requests; a route
+// without any lets everything through.
+func TestAuthzRoutePoliciesThroughHost(t *testing.T) {
+	b := newBackend(t, "b")
+	addr := startProxy(t, fmt.Sprintf(`stat_prefix: authz3
+codec: tframe
+filters: [{name: test.record}]
+route_config:
+  routes:
+  - name: demo
+    match: {metadata: [{key: interface, exact: org.apache.dubbo.samples.basic.api.DemoService}]}
+    route: {cluster: b}
+    typed_per_filter_config:
+      authz:
+        "@type": type.googleapis.com/breeze.filters.authz.v1.Authz
+        policies:
+        - name: istio-system/demo
+          rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/cart]}}],
+                   to: [{operation: {services: [org.apache.dubbo.samples.basic.api.DemoService], methods: [sayHello]}}]}]
+        - name: dubbo/demo
+          action: DENY
+          rules: [{from: [{source: {namespaces: [evil]}}], to: [{operation: {services: ["*"], methods: ["*"]}}]}]
+  - name: open
+    route: {cluster: b}
+clusters:
+- name: b
+  endpoints:
+%s
+`, ep(b, "")))
+	const demo = "org.apache.dubbo.samples.basic.api.DemoService"
+	run := authzRuns.Add(1)
+	clients := map[string]*client{}
+	for _, ip := range []string{cartIP, billingIP, anonIP, evilIP} {
+		clients[ip] = dialFrom(t, addr, ip)
+	}
+	const noAllow = "RBAC: access denied: no ALLOW policy matched"
+	deniedBefore := testutil.ToFloat64(metrics.Authz.WithLabelValues("authz3", "denied", "dubbo/demo"))
+	for _, c := range []struct {
+		name, from, service, method string
+		denied                      string // "" allowed
+	}{
+		{"allowed principal and method", cartIP, demo, "sayHello", ""},
+		{"allowed principal, other method", cartIP, demo, "sayGoodbye", noAllow},
+		{"other principal", billingIP, demo, "sayHello", noAllow},
+		{"no identity", anonIP, demo, "sayHello", noAllow},
+		{"denied namespace", evilIP, demo, "sayHello", `RBAC: access denied: DENY policy "dubbo/demo" matched`},
+		{"route without policies", anonIP, "com.other.Service", "anything", ""},
+		{"route without policies, denied namespace", evilIP, "com.other.Service", "sayHello", ""},
+	} {
+		caseKey := fmt.Sprintf("authz %d: %s", run, c.name)
+		servedBefore := b.received.Load()
+		m, err := clients[c.from].call(0, "x", "case", caseKey, "interface", c.service, "method", c.method)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if c.denied == "" {
+			if m.status != codecs.StatusOK || md(m, "server") != "b" {
+				t.Errorf("%s: want the backend's answer, got status %v, metadata %v, body %q", c.name, m.status, m.md, m.body)
+			}
+			continue
+		}
+		if m.status != codecs.StatusError || md(m, "error") != "bad_request" || m.body != c.denied {
+			t.Errorf("%s: want the error reply bad_request %q, got status %v, metadata %v, body %q", c.name, c.denied, m.status, m.md, m.body)
+		}
+		if o := rec.outcomes(caseKey); len(o) != 1 || o[0].Flags != filter.UnauthorizedExternalService {
+			t.Errorf("%s: outcomes %+v, want one with flags UAEX", c.name, o)
+		}
+		if got := b.received.Load() - servedBefore; got != 0 {
+			t.Errorf("%s: denied, yet the backend received %d requests", c.name, got)
+		}
+	}
+	if got := testutil.ToFloat64(metrics.Authz.WithLabelValues("authz3", "denied", "dubbo/demo")) - deniedBefore; got != 1 {
+		t.Errorf(`breeze_authz_total{proxy="authz3",result="denied",policy="dubbo/demo"} rose by %v, want 1 (the route's policy counted)`, got)
 	}
 }

@@ -39,9 +39,11 @@ type downConn struct {
 	active    *stream
 	inFlightN int // streams in active
 
-	// peer is the caller, read once when the connection opens (readPeer)
+	// peer is the caller, read once, before the first request (readPeer);
+	// peerRead says it was (guarded by mu, as OnData is).
 	// and only read after: every stream points to it.
-	peer filter.Peer
+	peer     filter.Peer
+	peerRead bool
 
 	closed atomic.Bool
 	ended  atomic.Bool // the close event came: the connection is gone
@@ -91,9 +93,6 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	d.counted.Store(true)
 	d.p.connOpened()
 	d.touch()
-	if d.p.peerKey != "" {
-		d.readPeer()
-	}
 	if d.p.idleTimeout > 0 {
 		// The timer must not hold d strongly: d -> timer -> d would be a
 		// cycle through the object Envoy's shim set a finalizer on, and Go
@@ -112,19 +111,25 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 // connection alone: its remote address, and the URI SAN of its client
 // certificate that a set_filter_state filter before Breeze stored in the
 // connection's filter state (filterstate.Get: on Envoy's callback, as
-// here). Nothing a request carries can change it.
+// here). Nothing a request carries can change it. The identity counts as
+// known (a missing SAN then means a caller without one) only where the
+// same filter also marked the connection (filter.IdentityHookKey): else
+// nothing hands Breeze the caller's certificate, and a missing SAN says
+// nothing about the caller.
 func (d *downConn) readPeer() {
 	// remote, not DownstreamRemoteAddress, which the shim leaves
 	// unimplemented (it panics).
 	if ap, err := netip.ParseAddrPort(d.remote()); err == nil {
 		d.peer.IP = ap.Addr().Unmap()
 	}
-	uri, err := filterstate.Get(d.cb, d.p.peerKey)
+	hook, err := filterstate.Get(d.cb, filter.IdentityHookKey)
 	if err != nil {
 		d.p.log.Debug("no filter state to read the caller's identity from", "err", err)
 		return
 	}
-	if uri == "" {
+	d.peer.IdentityKnown = hook != ""
+	uri, err := filterstate.Get(d.cb, d.p.peerKey)
+	if err != nil || uri == "" {
 		return // a plaintext connection, or no set_filter_state before Breeze
 	}
 	principal, ns, ok := filter.ParsePeerURI(uri)
@@ -172,6 +177,15 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 	defer d.mu.Unlock()
 	// Envoy hands us a Go copy we may keep: use it directly when nothing is
 	// buffered, which is the common case of whole frames per read.
+	if !d.peerRead && d.p.peerKey != "" {
+		// Not in OnNewConnection: on a TLS connection set_filter_state's
+		// on_downstream_tls_handshake stores the caller's URI SAN at the
+		// Connected event, after every onNewConnection and before the
+		// first data (envoy/source/extensions/filters/network/
+		// set_filter_state/config.cc, onEvent).
+		d.peerRead = true
+		d.readPeer()
+	}
 	if len(d.buf) == 0 {
 		d.buf = data
 	} else {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/host"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
@@ -326,8 +327,9 @@ func startProxy(t *testing.T, yamlCfg string) string {
 	testHostOnce.Do(func() {
 		Register()
 		testHost = host.New(host.Options{
-			Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			FilterState: testFilterState,
+			Logger:               slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			FilterState:          testFilterState,
+			HandshakeFilterState: testHandshakeState,
 		})
 	})
 	a := typedConfig(t, yamlCfg)
@@ -345,16 +347,35 @@ func startProxy(t *testing.T, yamlCfg string) string {
 	return ln.Addr().String()
 }
 
-// testPeerState holds, by client IP, what Envoy's filters before Breeze
-// would have put in a downstream connection's filter state (as
-// set_filter_state does with the peer certificate's URI SAN). Tests give
-// their clients addresses of their own in 127/8 (dialFrom).
-var testPeerState sync.Map // string -> map[string]string
+// testPeerState holds, by client IP, the URI SAN that Envoy's
+// set_filter_state would store at the TLS handshake ("": a plaintext
+// connection). The IPs in it are on a chain with that filter, which also
+// marks each connection with filter.IdentityHookKey when it opens; other
+// IPs come through no such filter. Tests give their clients addresses of
+// their own in 127/8 (dialFrom).
+var testPeerState sync.Map // string -> string
 
-func testFilterState(remoteAddr string) map[string]string {
+func testPeerURI(remoteAddr string) (string, bool) {
 	ip, _, _ := net.SplitHostPort(remoteAddr)
-	if v, ok := testPeerState.Load(ip); ok {
-		return v.(map[string]string)
+	v, ok := testPeerState.Load(ip)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
+}
+
+// testFilterState is what is there when the connection opens: the mark.
+func testFilterState(remoteAddr string) map[string]string {
+	if _, ok := testPeerURI(remoteAddr); ok {
+		return map[string]string{filter.IdentityHookKey: "tls_handshake"}
+	}
+	return nil
+}
+
+// testHandshakeState is what the handshake adds: the peer's URI SAN.
+func testHandshakeState(remoteAddr string) map[string]string {
+	if uri, _ := testPeerURI(remoteAddr); uri != "" {
+		return map[string]string{"io.istio.peer_principal": uri}
 	}
 	return nil
 }

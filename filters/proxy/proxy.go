@@ -16,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/authz"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/filters/globalratelimit"
@@ -159,10 +160,17 @@ var dnsLookup func(ctx context.Context, network, host string) ([]netip.Addr, err
 // implicitFilters join every chain that does not list them, in this
 // order before the router, with their default (empty) config: they act on
 // routes' configs alone, which the control plane sets from MetaRouters
-// (localRateLimit, globalRateLimit, request and response mutations)
-// without the proxy config having to name them. Each costs an idle request
-// one lookup of its route config.
-var implicitFilters = []string{localratelimit.Name, globalratelimit.Name, mutation.Name}
+// (localRateLimit, globalRateLimit, request and response mutations, the
+// mesh's authorization policies) without the proxy config having to name
+// them. Each costs an idle request one lookup of its route config.
+//
+// authz comes first, so that a denied request takes no rate-limit token.
+// It is safe implicit: its empty config has no policy, which allows every
+// request. And it must be: a mesh policy the control plane put on a route
+// would otherwise be silently ignored by a proxy that does not list it.
+// Its cost: every proxy reads the caller's identity from the connection's
+// filter state once per connection (filter.PeerReader).
+var implicitFilters = []string{authz.Name, localratelimit.Name, globalratelimit.Name, mutation.Name}
 
 // buildChain builds the configured filters in order, the implicit ones
 // not listed, and the router last.
