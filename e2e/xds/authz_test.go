@@ -56,8 +56,8 @@ func TestDubboAuthorizationPolicy(t *testing.T) {
 	cp := startControlPlane(t, t.TempDir(), "")
 	// The greeter in namespace dubbo: the DENY sample's namespace (the
 	// ALLOW sample is the root namespace's and applies to every host).
-	cp.write("greeter-se.yaml", strings.Replace(serviceEntry(prov), "metadata: {name: greeter}", "metadata: {name: greeter, namespace: dubbo}", 1))
-	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.addr}, nil)
+	cp.Write("greeter-se.yaml", strings.Replace(serviceEntry(prov), "metadata: {name: greeter}", "metadata: {name: greeter, namespace: dubbo}", 1))
+	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.Addr}, nil)
 	var clients []*harness.Client
 	for range 2 {
 		clients = append(clients, harness.StartClient(t, proxy.Addr, harness.ClientSpec{Heartbeat: time.Second}))
@@ -82,7 +82,7 @@ func TestDubboAuthorizationPolicy(t *testing.T) {
 				return ce
 			}
 		}
-		t.Fatalf("%s was not denied with %q within 20s; last outcome: %v\nbreeze xds:\n%s", method, want, last, cp.proc.Output())
+		t.Fatalf("%s was not denied with %q within 20s; last outcome: %v\nbreeze xds:\n%s", method, want, last, cp.Proc.Output())
 		return nil
 	}
 	waitAllowed := func(t *testing.T, method string) {
@@ -113,7 +113,7 @@ func TestDubboAuthorizationPolicy(t *testing.T) {
 
 	t.Run("Aeraki's ALLOW sample on a principal: unknown identity, denied", func(t *testing.T) {
 		before := denied("none")
-		cp.write("authz-allow.yaml", aerakiAuthzSample(t, "allow.yaml"))
+		cp.Write("authz-allow.yaml", aerakiAuthzSample(t, "allow.yaml"))
 		ce := waitDenied(t, "Greet", "RBAC: access denied: no ALLOW policy matched")
 		t.Logf("dubbo-go error: %s", ce.Msg)
 		if !strings.Contains(ce.Msg, "bad request for "+host+".Greet") {
@@ -127,22 +127,18 @@ func TestDubboAuthorizationPolicy(t *testing.T) {
 		if n := denied("none"); n < before+2 {
 			t.Errorf(`breeze_authz_total{result="denied",policy="none"} went from %v to %v, want 2 more at least`, before, n)
 		}
-		if err := os.Remove(filepath.Join(cp.dir, "authz-allow.yaml")); err != nil {
-			t.Fatal(err)
-		}
+		cp.Remove("authz-allow.yaml")
 		waitAllowed(t, "Greet")
 	})
 
 	t.Run("Aeraki's DENY sample on a namespace: unknown identity, denied", func(t *testing.T) {
-		cp.write("authz-deny.yaml", aerakiAuthzSample(t, "deny.yaml"))
+		cp.Write("authz-deny.yaml", aerakiAuthzSample(t, "deny.yaml"))
 		ce := waitDenied(t, "Whoami", `RBAC: access denied: DENY policy "dubbo/demo" matched`)
 		t.Logf("dubbo-go error: %s", ce.Msg)
 		if n := denied("dubbo/demo"); n < 1 {
 			t.Errorf(`breeze_authz_total{result="denied",policy="dubbo/demo"} = %v, want 1 at least`, n)
 		}
-		if err := os.Remove(filepath.Join(cp.dir, "authz-deny.yaml")); err != nil {
-			t.Fatal(err)
-		}
+		cp.Remove("authz-deny.yaml")
 		waitAllowed(t, "Whoami")
 	})
 
@@ -156,7 +152,7 @@ func TestDubboAuthorizationPolicy(t *testing.T) {
 		var prop []time.Duration
 		for i := 1; i <= 20; i++ {
 			start := time.Now()
-			cp.write("authz-method.yaml", denyMethod(i, "Slow"))
+			cp.Write("authz-method.yaml", denyMethod(i, "Slow"))
 			waitDenied(t, "Slow", fmt.Sprintf(`RBAC: access denied: DENY policy "dubbo/deny-slow-%d" matched`, i))
 			prop = append(prop, time.Since(start))
 		}
