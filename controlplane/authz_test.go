@@ -16,47 +16,21 @@ import (
 	authzv1 "github.com/breeze-mesh/breeze/protos/breeze/filters/authz/v1"
 )
 
-// Aeraki's published DubboAuthorizationPolicy samples, verbatim (the
-// comment markers dropped): the two examples of
-// dubbo/v1alpha1/dubbo_authorization_policy.proto in
-// github.com/aeraki-mesh/api v1.4.1 (the module this control plane reads
-// them with; the same text is api/dubbo/v1alpha1/... in
-// github.com/aeraki-mesh/aeraki before de31358). Aeraki's repository at
-// 56e4de0 has no sample manifest of this kind.
-const (
-	aerakiAuthzAllow = `apiVersion: dubbo.aeraki.io/v1alpha1
-kind: DubboAuthorizationPolicy
-metadata:
-  name: demo
-  namespace: istio-system
-spec:
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals: ["cluster.local/ns/dubbo/sa/dubbo-consumer"]
-    to:
-    - operation:
-        interfaces: ["org.apache.dubbo.samples.basic.api.DemoService"]
-        methods: ["sayHello"]
-`
-	aerakiAuthzDeny = `apiVersion: dubbo.aeraki.io/v1alpha1
-kind: DubboAuthorizationPolicy
-metadata:
-  name: demo
-  namespace: dubbo
-spec:
-  action: DENY
-  rules:
-  - from:
-    - source:
-        namespaces: ["dev"]
-    to:
-    - operation:
-        interfaces: ["*"]
-        methods: ["*"]
-`
+// Aeraki's published DubboAuthorizationPolicy samples, verbatim, in
+// testdata/aeraki-authz (README.md there says where they come from; the
+// e2e tests apply the same files to dubbo-go peers).
+var (
+	aerakiAuthzAllow = sample("allow.yaml")
+	aerakiAuthzDeny  = sample("deny.yaml")
 )
+
+func sample(name string) string {
+	b, err := os.ReadFile(filepath.Join("testdata", "aeraki-authz", name))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 const dubboDemoService = "org.apache.dubbo.samples.basic.api.DemoService"
 

@@ -24,7 +24,7 @@ commands:
   run       serve the listeners of a runner config (-c FILE; the embedded demo config without it)
   render    print the Istio EnvoyFilters of a service description (render envoyfilter FILE)
   validate  check Envoy bootstraps, EnvoyFilters, runner and plugin configs, and a mesh's
-            MetaRouters, DestinationRules and ServiceEntries together (validate FILE|DIR...)
+            MetaRouters, DestinationRules, ServiceEntries and policies together (validate FILE|DIR...)
   xds       serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
   version   print the version, the commit, and the Envoy Go API and Istio release built for
   help      print a command's help (help COMMAND, or breeze COMMAND --help)

@@ -20,8 +20,8 @@ rules. Breeze patches must be pinned (proxyVersion) to the sidecars of a
 release Breeze is built for; with --istio, to that release's, and service
 descriptions are rendered for it. A directory stands for
 its *.yaml, *.yml and *.json files. All files are also checked together, as
-a mesh: EnvoyFilters across files, and MetaRouters, DestinationRules and
-ServiceEntries as breeze xds translates them (a route to a subset no
+a mesh: EnvoyFilters across files, and MetaRouters, DestinationRules,
+ServiceEntries and authorization policies as breeze xds translates them (a route to a subset no
 DestinationRule defines, a host no ServiceEntry or Service declares, ...),
 EnvoyFilters against the Services and ServiceEntries. Errors name the file,
 the object and the field; every file gets a verdict. Exit status: 0 when

@@ -17,14 +17,16 @@ import (
 )
 
 const xdsUsage = `Serves routes, clusters and endpoints over ADS (xDS over gRPC) from a directory
-of Aeraki MetaRouter and Istio DestinationRule and ServiceEntry YAML, read again
+of Aeraki MetaRouter and Istio DestinationRule and ServiceEntry YAML, with the
+authorization policies (Aeraki DubboAuthorizationPolicy, Breeze
+AuthorizationPolicy of security.breeze.io) on the routes, read again
 whenever it changes. Prints "LISTENING xds <address>" once it serves what the
 directory holds. SIGINT or SIGTERM stop it.
 `
 
 // xds runs the control plane: it watches a directory of MetaRouter,
-// DestinationRule and ServiceEntry YAML and serves what they translate to
-// over ADS.
+// DestinationRule, ServiceEntry and authorization policy YAML and serves
+// what they translate to over ADS.
 func xds(args []string) error {
 	f := newFlags("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]", xdsUsage)
 	dir := f.String("dir", "", "`DIR` of the MetaRouter, DestinationRule and ServiceEntry YAML to serve (required)")

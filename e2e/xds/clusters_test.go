@@ -135,9 +135,9 @@ func startProviders(t *testing.T, names ...string) map[string]*harness.Provider 
 // waitServing waits until the control plane's last snapshot line says
 // counts ("clusters=2 endpoint_sets=2 problems=0").
 func (cp *controlPlane) waitServing(l *load, counts string) {
-	cp.t.Helper()
+	l.t.Helper()
 	l.waitFor("the control plane to serve "+counts, 10*time.Second, func() bool {
-		out := cp.proc.Output()
+		out := cp.Proc.Output()
 		i := strings.LastIndex(out, "msg=serving ")
 		if i < 0 {
 			return false
@@ -251,10 +251,10 @@ func TestXDSClusters(t *testing.T) {
 
 	log := &whoamiLog{kinds: map[int]whoamiTo{0: toGreeter}, seen: map[int]map[string]map[string]int{}}
 	cp := startControlPlane(t, t.TempDir(), "")
-	cp.write("greeter-se.yaml", serviceEntry(v1, v2))
-	cp.write("greeter-router.yaml", clustersRouter(0, toGreeter))
+	cp.Write("greeter-se.yaml", serviceEntry(v1, v2))
+	cp.Write("greeter-router.yaml", clustersRouter(0, toGreeter))
 
-	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.addr}, nil)
+	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.Addr}, nil)
 	var clients []*harness.Client
 	for range 2 {
 		clients = append(clients, harness.StartClient(t, proxy.Addr, harness.ClientSpec{Heartbeat: time.Second}))
@@ -281,7 +281,7 @@ func TestXDSClusters(t *testing.T) {
 	changes, writes, version := 0, 0, 0
 	write := func(name, content string) {
 		t.Helper()
-		cp.write(name, content)
+		cp.Write(name, content)
 		writes++
 	}
 	// route writes the next MetaRouter version and waits for its first
@@ -371,7 +371,7 @@ func TestXDSClusters(t *testing.T) {
 		l.waitFor(step("the other cluster's upstream connections closed"), 10*time.Second, func() bool {
 			return upstream("close") == upstream("connect")
 		})
-		if err := os.Remove(filepath.Join(cp.dir, "other.yaml")); err != nil {
+		if err := os.Remove(filepath.Join(cp.Dir, "other.yaml")); err != nil {
 			t.Fatal(err)
 		}
 		writes++

@@ -146,10 +146,10 @@ func TestIstioCircuitBreakingExample(t *testing.T) {
 	httpbinRule := istioExample(t, "httpbin-circuit-breaking.yaml")
 	reviewsRule := istioExample(t, "reviews-cb-policy.yaml")
 	cp := startControlPlane(t, t.TempDir(), "")
-	cp.write("httpbin-se.yaml", exampleEntry("httpbin", httpbinHost, httpbinPort, tees["h1"].Port(), tees["h2"].Port()))
-	cp.write("httpbin-circuit-breaking.yaml", httpbinRule)
-	cp.write("reviews-se.yaml", exampleEntry("reviews", reviewsHost, reviewsPort, r1.Port, r2.Port))
-	cp.write("reviews-cb-policy.yaml", reviewsRule)
+	cp.Write("httpbin-se.yaml", exampleEntry("httpbin", httpbinHost, httpbinPort, tees["h1"].Port(), tees["h2"].Port()))
+	cp.Write("httpbin-circuit-breaking.yaml", httpbinRule)
+	cp.Write("reviews-se.yaml", exampleEntry("reviews", reviewsHost, reviewsPort, r1.Port, r2.Port))
+	cp.Write("reviews-cb-policy.yaml", reviewsRule)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -158,18 +158,18 @@ func TestIstioCircuitBreakingExample(t *testing.T) {
 	notApplied := func(file, rule string) string {
 		return file + ": DestinationRule default/" + rule + ": spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: not supported by Breeze"
 	}
-	waitOutput(ctx, t, cp.proc, "both examples served, maxRequestsPerConnection warned about", func(out string) bool {
+	waitOutput(ctx, t, cp.Proc, "both examples served, maxRequestsPerConnection warned about", func(out string) bool {
 		i := strings.LastIndex(out, "msg=serving ")
 		return i >= 0 && strings.Contains(out[i:], "clusters=2 endpoint_sets=2 problems=2") &&
 			strings.Contains(out, notApplied("httpbin-circuit-breaking.yaml", "httpbin")) &&
 			strings.Contains(out, notApplied("reviews-cb-policy.yaml", "reviews-cb-policy"))
 	})
-	if strings.Contains(cp.proc.Output(), "rejected:") {
-		t.Fatalf("the control plane rejected part of the examples:\n%s", cp.proc.Output())
+	if strings.Contains(cp.Proc.Output(), "rejected:") {
+		t.Fatalf("the control plane rejected part of the examples:\n%s", cp.Proc.Output())
 	}
 
 	reviewsAddr := harness.Addr(harness.FreePort(t))
-	proxy := harness.StartProxyVars(t, examplesConfig, map[string]interface{}{"xds": cp.addr, "reviews": reviewsAddr}, nil)
+	proxy := harness.StartProxyVars(t, examplesConfig, map[string]interface{}{"xds": cp.Addr, "reviews": reviewsAddr}, nil)
 	if err := harness.WaitAccepting(reviewsAddr, proxy.Proc, 30*time.Second); err != nil {
 		t.Fatalf("the reviews listener: %v\n%s", err, proxy.Proc.Output())
 	}

@@ -33,37 +33,13 @@ const (
 	tableKey  = "x-breeze-table" // attachment each MetaRouter version adds
 )
 
-// controlPlane is a `breeze xds` process watching dir.
-type controlPlane struct {
-	t    *testing.T
-	dir  string
-	addr string
-	proc *harness.Proc
-}
+// controlPlane is a `breeze xds` process watching its directory
+// (harness.ControlPlane), with this package's helpers.
+type controlPlane struct{ *harness.ControlPlane }
 
 func startControlPlane(t *testing.T, dir, addr string) *controlPlane {
 	t.Helper()
-	if addr == "" {
-		addr = harness.Addr(harness.FreePort(t))
-	}
-	p := harness.Start(t, "breeze xds", harness.BreezeBin(t), "xds", "-dir", dir, "-listen", addr)
-	if err := harness.WaitAccepting(addr, p, 30*time.Second); err != nil {
-		t.Fatalf("breeze xds: %v\n%s", err, p.Output())
-	}
-	return &controlPlane{t: t, dir: dir, addr: addr, proc: p}
-}
-
-// write replaces a file of the watched directory the way editors and
-// kubelet do: written aside, renamed into place.
-func (cp *controlPlane) write(name, content string) {
-	cp.t.Helper()
-	tmp := filepath.Join(cp.dir, "."+name+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		cp.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(cp.dir, name)); err != nil {
-		cp.t.Fatal(err)
-	}
+	return &controlPlane{harness.StartControlPlane(t, dir, addr)}
 }
 
 func serviceEntry(ps ...*harness.Provider) string {
@@ -308,11 +284,11 @@ func TestXDS(t *testing.T) {
 	v1, v2, v3 := provs["v1"], provs["v2"], provs["v3"]
 
 	cp := startControlPlane(t, t.TempDir(), "")
-	cp.write("greeter-se.yaml", serviceEntry(v1, v2))
-	cp.write("greeter-dr.yaml", destinationRule)
-	cp.write("greeter-router.yaml", metaRouter(0))
+	cp.Write("greeter-se.yaml", serviceEntry(v1, v2))
+	cp.Write("greeter-dr.yaml", destinationRule)
+	cp.Write("greeter-router.yaml", metaRouter(0))
 
-	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.addr}, nil)
+	proxy := harness.StartProxyVars(t, runnerConfig, map[string]interface{}{"xds": cp.Addr}, nil)
 	var clients []*harness.Client
 	for range 2 {
 		clients = append(clients, harness.StartClient(t, proxy.Addr, harness.ClientSpec{Heartbeat: time.Second}))
@@ -361,7 +337,7 @@ func TestXDS(t *testing.T) {
 		var prop []time.Duration
 		for i := 1; i <= 100; i++ {
 			start := time.Now()
-			cp.write("greeter-router.yaml", metaRouter(i))
+			cp.Write("greeter-router.yaml", metaRouter(i))
 			l.waitFor(fmt.Sprintf("MetaRouter %d", i), 10*time.Second, func() bool { return counter(&seen, i).Load() > 0 })
 			prop = append(prop, time.Since(start))
 			l.waitFor(fmt.Sprintf("10 replies under MetaRouter %d", i), 10*time.Second, func() bool { return counter(&seen, i).Load() >= 10 })
@@ -378,9 +354,9 @@ func TestXDS(t *testing.T) {
 	t.Run("invalid MetaRouter rejected, last good kept", func(t *testing.T) {
 		last := 100
 		bad := strings.Replace(metaRouter(101), "subset: v2}", "subset: v9}", 1)
-		cp.write("greeter-router.yaml", bad)
+		cp.Write("greeter-router.yaml", bad)
 		msg := regexp.MustCompile(`rejected: \S*greeter-router.yaml: MetaRouter default/greeter: spec.routes\[0\].route\[0\].destination.subset: \\?"v9\\?": \S*greeter-dr.yaml: DestinationRule default/greeter defines no such subset`)
-		l.waitFor("the control plane to reject the MetaRouter", 10*time.Second, func() bool { return msg.MatchString(cp.proc.Output()) })
+		l.waitFor("the control plane to reject the MetaRouter", 10*time.Second, func() bool { return msg.MatchString(cp.Proc.Output()) })
 		before := counter(&seen, last).Load()
 		l.barrier()
 		l.barrier()
@@ -394,7 +370,7 @@ func TestXDS(t *testing.T) {
 
 	t.Run("endpoints added and removed", func(t *testing.T) {
 		// No MetaRouter: the default route to every endpoint.
-		if err := os.Remove(filepath.Join(cp.dir, "greeter-router.yaml")); err != nil {
+		if err := os.Remove(filepath.Join(cp.Dir, "greeter-router.yaml")); err != nil {
 			t.Fatal(err)
 		}
 		checkTables.Store(false)
@@ -404,7 +380,7 @@ func TestXDS(t *testing.T) {
 		steps := [][]*harness.Provider{{v1, v2, v3}, {v2, v3}, {v3}, {v1, v3}, {v1, v2}}
 		for _, step := range steps {
 			n := applied()
-			cp.write("greeter-se.yaml", serviceEntry(step...))
+			cp.Write("greeter-se.yaml", serviceEntry(step...))
 			l.waitFor("the endpoints applied", 10*time.Second, func() bool { return applied() > n })
 			base := map[string]int64{}
 			for _, p := range step {
@@ -437,7 +413,7 @@ func TestXDS(t *testing.T) {
 	test := t
 	t.Run("control plane restarted", func(t *testing.T) {
 		for round := range 2 {
-			cp.proc.KillAndWait(t)
+			cp.Proc.KillAndWait(t)
 			l.barrier()
 			l.barrier() // traffic flows meanwhile
 			// Started for the whole test: the proxy stays connected to it
@@ -445,9 +421,9 @@ func TestXDS(t *testing.T) {
 			// fails. The new process answers nobody before it has read
 			// the directory: an empty cluster set would make the proxy
 			// drop its cluster (full state), and calls would fail.
-			cp = startControlPlane(test, cp.dir, cp.addr)
+			cp = startControlPlane(test, cp.Dir, cp.Addr)
 			i := 200 + round
-			cp.write("greeter-router.yaml", metaRouter(i))
+			cp.Write("greeter-router.yaml", metaRouter(i))
 			l.waitFor(fmt.Sprintf("MetaRouter %d from the restarted control plane", i), 20*time.Second, func() bool { return counter(&seen, i).Load() > 0 })
 		}
 	})

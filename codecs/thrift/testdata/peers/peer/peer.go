@@ -204,7 +204,30 @@ func DialApache(addr string, f Flavor) (*ApacheClient, error) {
 	if f.Mux {
 		oproto = thrift.NewTMultiplexedProtocol(proto, "Greeter")
 	}
-	return &ApacheClient{GreeterClient: echo.NewGreeterClient(thrift.NewTStandardClient(proto, oproto)), trans: trans}, nil
+	var client thrift.TClient = thrift.NewTStandardClient(proto, oproto)
+	if hp, ok := proto.(*thrift.THeaderProtocol); ok && f.Mux {
+		client = muxHeaderClient{TClient: client, hp: hp}
+	}
+	return &ApacheClient{GreeterClient: echo.NewGreeterClient(client), trans: trans}, nil
+}
+
+// muxHeaderClient writes a call's THeader headers (WithHeaders), which
+// TStandardClient writes only when its output protocol is the
+// THeaderProtocol itself: multiplexed, it is a TMultiplexedProtocol
+// wrapping it, and Apache Thrift Go v0.22 sends no headers.
+type muxHeaderClient struct {
+	thrift.TClient
+	hp *thrift.THeaderProtocol
+}
+
+func (c muxHeaderClient) Call(ctx context.Context, method string, args, result thrift.TStruct) (thrift.ResponseMeta, error) {
+	c.hp.ClearWriteHeaders()
+	for _, k := range thrift.GetWriteHeaderList(ctx) {
+		if v, ok := thrift.GetHeader(ctx, k); ok {
+			c.hp.SetWriteHeader(k, v)
+		}
+	}
+	return c.TClient.Call(ctx, method, args, result)
 }
 
 // WithHeaders adds THeader key/values to ctx for an Apache client call.
