@@ -17,6 +17,9 @@ type Peer struct {
 	Namespace string
 	// IP is the downstream peer's address; invalid when unknown.
 	IP netip.Addr
+	// Addr is its address and port, for the access log
+	// (%DOWNSTREAM_REMOTE_ADDRESS%); invalid when unknown.
+	Addr netip.AddrPort
 }
 
 // PeerReader is implemented by a filter that reads Stream.Peer. The proxy

@@ -91,7 +91,7 @@ func (d *downConn) OnNewConnection() (status api.FilterStatus) {
 	d.counted.Store(true)
 	d.p.connOpened()
 	d.touch()
-	if d.p.peerKey != "" {
+	if d.p.peerKey != "" || d.p.readAddr {
 		d.readPeer()
 	}
 	if d.p.idleTimeout > 0 {
@@ -118,6 +118,10 @@ func (d *downConn) readPeer() {
 	// unimplemented (it panics).
 	if ap, err := netip.ParseAddrPort(d.remote()); err == nil {
 		d.peer.IP = ap.Addr().Unmap()
+		d.peer.Addr = netip.AddrPortFrom(d.peer.IP, ap.Port())
+	}
+	if d.p.peerKey == "" {
+		return // only the address was asked for
 	}
 	uri, err := filterstate.Get(d.cb, d.p.peerKey)
 	if err != nil {
