@@ -14,8 +14,8 @@ import (
 
 type route string
 
-func (r route) RouteName() string       { return string(r) }
-func (route) FilterConfig(string) any    { return nil }
+func (r route) RouteName() string     { return string(r) }
+func (route) FilterConfig(string) any { return nil }
 
 var start = time.Date(2026, 11, 30, 12, 34, 56, 789_000_000, time.UTC)
 
