@@ -16,7 +16,8 @@ import (
 
 // accessLogConfig: Greet and Slow are routed (Slow with a 200ms
 // timeout), Whoami is not; calls with test-fault: yes are answered by the
-// fault filter. Every request gets a JSON line in {{index .Extra "log"}}.
+// fault filter. Every request gets a JSON line in {{index .Extra "log"}},
+// and a line in the default text format in {{index .Extra "text"}}.
 const accessLogConfig = `
 admin_address: "{{.Admin}}"
 listeners:
@@ -51,6 +52,7 @@ listeners:
           downstream: "%DOWNSTREAM_REMOTE_ADDRESS%"
           bytes_in: "%BYTES_RECEIVED%"
           bytes_out: "%BYTES_SENT%"
+    - path: "{{index .Extra "text"}}"
     route_config:
       routes:
       - name: greet
@@ -73,7 +75,8 @@ func TestAccessLog(t *testing.T) {
 	harness.BreezeBin(t)
 	p := harness.StartProvider(t, harness.ProviderSpec{Name: "logged"})
 	logPath := filepath.Join(t.TempDir(), "access.json")
-	proxy := harness.StartProxyVars(t, accessLogConfig, map[string]interface{}{"log": logPath}, ports(p))
+	textPath := filepath.Join(t.TempDir(), "access.log")
+	proxy := harness.StartProxyVars(t, accessLogConfig, map[string]interface{}{"log": logPath, "text": textPath}, ports(p))
 	c := newClient(t, proxy.Addr, harness.ClientSpec{Connections: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -103,14 +106,17 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 
+	// Lines are written after the calls ended, by the sinks' writers: wait
+	// for them, polling the files.
 	lines := map[string]map[string]any{}
-	var raw []byte
+	var raw, text []byte
 	deadline := time.Now().Add(10 * time.Second)
-	for len(lines) < len(calls) {
+	for len(lines) < len(calls) || strings.Count(string(text), "\n") < len(calls) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d access log lines after 10s, want %d:\n%s", len(lines), len(calls), raw)
+			t.Fatalf("after 10s, %d JSON lines, want %d:\n%s\ntext:\n%s", len(lines), len(calls), raw, text)
 		}
 		time.Sleep(10 * time.Millisecond)
+		text, _ = os.ReadFile(textPath)
 		raw, _ = os.ReadFile(logPath)
 		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 			var m map[string]any
@@ -162,6 +168,20 @@ func TestAccessLog(t *testing.T) {
 		}
 		if _, err := time.Parse("2006-01-02T15:04:05.000Z", fmt.Sprint(l["start_time"])); err != nil {
 			t.Errorf("%s: start_time %v: %v", tc.name, l["start_time"], err)
+		}
+	}
+	// The default format: one line per call, in the calls' order, each
+	// with the call's method and Dubbo status where Envoy's has the HTTP
+	// method and status.
+	t.Logf("default format:\n%s", text)
+	tl := strings.Split(strings.TrimSuffix(string(text), "\n"), "\n")
+	if len(tl) != len(calls) {
+		t.Fatalf("%d default-format lines, want %d", len(tl), len(calls))
+	}
+	for i, want := range []string{`"Greet org.breeze.Greeter dubbo" 20 - `, `"Whoami org.breeze.Greeter dubbo" 60 NR `,
+		`"Slow org.breeze.Greeter dubbo" 31 UT `, `"Greet org.breeze.Greeter dubbo" 100 FI `} {
+		if !strings.Contains(tl[i], want) {
+			t.Errorf("default-format line %d: %q, want it to hold %q", i, tl[i], want)
 		}
 	}
 	if d, _ := lines["timeout"]["duration"].(float64); d < 200 {

@@ -39,6 +39,8 @@ func accessLogLines(t *testing.T, path string) map[string]map[string]any {
 func TestAccessLogOutcomes(t *testing.T) {
 	b := newBackend(t, "b")
 	path := filepath.Join(t.TempDir(), "access.json")
+	// A second log, in the default text format, of the failures alone.
+	textPath := filepath.Join(t.TempDir(), "access.log")
 	addr := startProxy(t, cfg(`
   - name: ok
     match: {metadata: [{key: method, exact: A}]}
@@ -76,7 +78,9 @@ func TestAccessLogOutcomes(t *testing.T) {
       bytes_in: "%%BYTES_RECEIVED%%"
       bytes_out: "%%BYTES_SENT%%"
       downstream: "%%DOWNSTREAM_REMOTE_ADDRESS%%"
-      attempts: "%%UPSTREAM_REQUEST_ATTEMPT_COUNT%%"`, path)))
+      attempts: "%%UPSTREAM_REQUEST_ATTEMPT_COUNT%%"
+- path: %s
+  filter: {errors_only: true}`, path, textPath)))
 	c := dial(t, addr)
 	call := func(id uint64, md ...string) tmsg {
 		t.Helper()
@@ -146,6 +150,25 @@ func TestAccessLogOutcomes(t *testing.T) {
 		}
 		if s, _ := l["start_time"].(string); len(s) != len("2026-11-30T12:34:56.789Z") || !strings.HasSuffix(s, "Z") {
 			t.Errorf("%s: start_time %q", tc.name, s)
+		}
+	}
+	// The default format: Envoy's fields where Envoy has them, the five
+	// failures only (errors_only), "-" for what a request has none of.
+	var text []string
+	eventually(t, "five lines in the default format", func() bool {
+		b, _ := os.ReadFile(textPath)
+		text = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		return len(text) == 5
+	})
+	t.Logf("default format, errors_only:\n%s", strings.Join(text, "\n"))
+	for _, l := range text {
+		var ts, method, service, protocol, flags, remote, rid, trace, upstream, cluster, route string
+		var code string
+		var in, out, ms int
+		n, err := fmt.Sscanf(l, "[%s \"%s %s %s %s %s %d %d %d %s %s %s %s %s %s",
+			&ts, &method, &service, &protocol, &code, &flags, &in, &out, &ms, &remote, &rid, &trace, &upstream, &cluster, &route)
+		if err != nil || n != 15 || protocol != tframeName+"\"" || flags == "-" || remote != `"`+local+`"` || in <= 0 || out <= 0 {
+			t.Errorf("default-format line %q: read %d fields (%v): protocol %s, flags %s, remote %s", l, n, err, protocol, flags, remote)
 		}
 	}
 	if d := lines["timeout"]["duration"].(float64); d < 200 {
