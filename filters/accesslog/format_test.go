@@ -237,3 +237,26 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// Formatting alone, into a reused buffer: no allocation.
+func BenchmarkFormat(b *testing.B) {
+	text, _ := parseFormat(DefaultFormat)
+	js, _ := parseJSONFormat(map[string]string{
+		"start_time": "%START_TIME%", "duration": "%DURATION%", "code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%",
+		"service": "%SERVICE%", "method": "%METHOD%", "upstream": "%UPSTREAM_HOST%", "trace_id": "%TRACE_ID%",
+		"downstream": "%DOWNSTREAM_REMOTE_ADDRESS%", "bytes_sent": "%BYTES_SENT%"})
+	s := answered()
+	buf := make([]byte, 0, 1024)
+	b.Run("default", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = text.appendText(buf[:0], s, dubboEnv)
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = js.appendJSON(buf[:0], s, dubboEnv)
+		}
+	})
+}
