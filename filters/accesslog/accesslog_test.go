@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/filter"
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -247,6 +249,35 @@ func TestReopensRotatedFile(t *testing.T) {
 	eventually(t, "line 2 in a new file at the path", func() bool { return read(path) == "2\n" })
 	if got := read(path + ".1"); got != "1\n" {
 		t.Errorf("rotated file holds %q, want line 1 alone", got)
+	}
+}
+
+// A panic in the writer (a bug) is recovered and counted: the lines of
+// that batch are lost and counted, the next are written.
+func TestWriterPanicRecovered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "panic.log")
+	var once sync.Once
+	defer fault.Set(func(where, key string) {
+		if key == path {
+			once.Do(func() { panic("injected") })
+		}
+	})()
+	panics := testutil.ToFloat64(metrics.Panics.WithLabelValues(panicWhere))
+	f, err := New([]*breezev1.AccessLog{{Path: path, LogFormat: &breezev1.AccessLogFormat{TextFormat: "%REQUEST_ID%"}}},
+		Options{Proxy: "panicky", Codec: "dubbo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := answered()
+	s.Request.ID = 1
+	f.OnDone(s)
+	eventually(t, "the line of the panicking batch counted lost", func() bool { return dropped("panicky", "write_error") == 1 })
+	s.Request.ID = 2
+	f.OnDone(s)
+	eventually(t, "line 2 written", func() bool { b, _ := os.ReadFile(path); return string(b) == "2\n" })
+	if got := testutil.ToFloat64(metrics.Panics.WithLabelValues(panicWhere)) - panics; got != 1 {
+		t.Errorf("breeze_panics_total{where=%q} rose by %v, want 1", panicWhere, got)
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/logs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 )
@@ -142,7 +144,12 @@ func (k *sink) run() {
 
 var errNotOpen = errors.New("the file is not open")
 
-// flush writes what is queued, in one call.
+// panicWhere names the writer in breeze_panics_total{where}.
+const panicWhere = "access_log writer"
+
+// flush writes what is queued, in one call. A panic there (a bug) must
+// not take the process down: the lines of the batch are counted lost, and
+// the writer goes on with the next.
 func (k *sink) flush() {
 	k.mu.Lock()
 	k.buf, k.spare = k.spare[:0], k.buf
@@ -151,6 +158,18 @@ func (k *sink) flush() {
 	if len(k.spare) == 0 {
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			metrics.Panics.WithLabelValues(panicWhere).Inc()
+			for _, q := range k.spareLines {
+				q.d.writeError.Inc()
+			}
+			clear(k.spareLines)
+			k.log.Error("access_log_panic", "panic recovered writing the access log: its lines are dropped",
+				"where", panicWhere, "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	fault.Point(panicWhere, k.path)
 	if k.reopen {
 		k.reopenIfMoved()
 	}
