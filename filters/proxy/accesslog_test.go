@@ -3,10 +3,13 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/breeze-mesh/breeze/codecs"
 	_ "github.com/breeze-mesh/breeze/filters/fault"
@@ -177,4 +180,78 @@ func TestAccessLogOutcomes(t *testing.T) {
 	if d := lines["timeout"]["details"].(string); strings.Contains(d, " ") || d == "" {
 		t.Errorf("timeout: details %q, want Envoy's form (no spaces)", d)
 	}
+}
+
+// unacceptingListener returns the port of a listening socket whose accept
+// queue is full: the kernel drops further SYNs, so a connect to it stays
+// "opening" until the dialer gives up (a provider too busy to accept).
+func unacceptingListener(t *testing.T) uint32 {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	// Fill the queue until a connect no longer completes.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 300*time.Millisecond)
+		if err != nil {
+			return uint32(port)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 16 {
+			t.Skip("the kernel accepts connections past a listen backlog of 0: cannot hold a connect open")
+		}
+	}
+}
+
+// max_pending_requests: while a request waits for its upstream connection
+// to open, a second one is refused (UO); the first ends when its route's
+// timeout fires (UT). Both lines are matched to their requests.
+func TestAccessLogOverloadPending(t *testing.T) {
+	port := unacceptingListener(t)
+	path := filepath.Join(t.TempDir(), "access.json")
+	yamlCfg := cfg(`
+  - name: busy
+    route: {cluster: busy}
+    timeout: 0.3s`,
+		fmt.Sprintf("- name: busy\n  circuit_breakers: {max_pending_requests: 1}\n  endpoints:\n  - {address: 127.0.0.1, port: %d}", port),
+		fmt.Sprintf(`access_log:
+- path: %s
+  log_format:
+    json_format: {case: "%%REQ(case)%%", flags: "%%RESPONSE_FLAGS%%", details: "%%RESPONSE_CODE_DETAILS%%", upstream: "%%UPSTREAM_HOST%%", cluster: "%%UPSTREAM_CLUSTER%%", duration: "%%DURATION%%"}`, path))
+	addr := startProxy(t, yamlCfg)
+	c := dial(t, addr)
+	waiting := c.send(codecs.Request, 1, "x", "case", "waiting")
+	breaker := proxyFor(t, yamlCfg).Cluster("busy").Set("").Breaker()
+	eventually(t, "one request pending on the busy cluster", func() bool { _, pending, _ := breaker.Counts(); return pending == 1 })
+	refused, err := c.call(2, "x", "case", "refused")
+	if err != nil || refused.status == 0 {
+		t.Fatalf("second request: %+v, %v; want an overloaded reply", refused, err)
+	}
+	<-waiting
+	var lines map[string]map[string]any
+	eventually(t, "two access log lines", func() bool { lines = accessLogLines(t, path); return len(lines) == 2 })
+	// The router had picked the endpoint when the breaker refused: the
+	// line names it, as the endpoint the request would have waited for.
+	busy := fmt.Sprintf("127.0.0.1:%d", port)
+	if l := lines["refused"]; l["flags"] != "UO" || l["cluster"] != "busy" || l["upstream"] != busy ||
+		!strings.Contains(fmt.Sprint(l["details"]), "max_pending_requests") {
+		t.Errorf("refused: %v, want UO at the busy cluster's max_pending_requests, upstream %s", l, busy)
+	}
+	if l := lines["waiting"]; l["flags"] != "UT" || l["cluster"] != "busy" || l["duration"].(float64) < 300 {
+		t.Errorf("waiting: %v, want UT after the route's 300ms", l)
+	}
+	t.Logf("lines: refused %v; waiting %v", lines["refused"], lines["waiting"])
 }
