@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -75,7 +76,7 @@ func Validate(c *breezev1.AccessLog) error {
 			add("log_format.text_format", strconv.Quote(t), "%v", err)
 		}
 	}
-	keys := slices.Sorted(mapKeys(lf.GetJsonFormat()))
+	keys := slices.Sorted(maps.Keys(lf.GetJsonFormat()))
 	for _, k := range keys {
 		v := lf.GetJsonFormat()[k]
 		if k == "" {
@@ -105,16 +106,6 @@ func Validate(c *breezev1.AccessLog) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func mapKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Options say what an access log may know of its proxy.
