@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/breeze-mesh/breeze/codecs"
 	_ "github.com/breeze-mesh/breeze/filters/fault"
 )
@@ -203,16 +205,22 @@ func unacceptingListener(t *testing.T) uint32 {
 		t.Fatal(err)
 	}
 	port := sa.(*syscall.SockaddrInet4).Port
-	// Fill the queue until a connect no longer completes.
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 300*time.Millisecond)
+	// Fill the accept queue: Linux drops a SYN once the queue holds more
+	// than the backlog (sk_ack_backlog > sk_max_ack_backlog), which
+	// TCP_INFO of a listener reports as unacked and sacked.
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Unacked > info.Sacked {
 			return uint32(port)
 		}
-		t.Cleanup(func() { c.Close() })
-		if i == 16 {
-			t.Skip("the kernel accepts connections past a listen backlog of 0: cannot hold a connect open")
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+		if err != nil {
+			t.Fatalf("filling the accept queue (%d of %d): %v", info.Unacked, info.Sacked, err)
 		}
+		t.Cleanup(func() { c.Close() })
 	}
 }
 
