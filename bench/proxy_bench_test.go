@@ -80,6 +80,14 @@ func BenchmarkProxyDubboIstioStats(b *testing.B) {
 	benchProxy(b, "dubbo", "configs/breeze-istio-stats.yaml", 21001)
 }
 
+// BenchmarkProxyDubboAccessLog is BenchmarkProxyDubbo with an access log
+// line in the default format written for every request (to /dev/null:
+// the proxy's cost, not the disk's): run both in one
+// `go test -bench 'ProxyDubbo'` to compare the access log on and off.
+func BenchmarkProxyDubboAccessLog(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-accesslog.yaml", 21001)
+}
+
 func BenchmarkProxyThrift(b *testing.B) {
 	benchProxy(b, "thrift", "configs/breeze-thrift.yaml", 21101)
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/filters/accesslog"
 	"github.com/breeze-mesh/breeze/filters/retry"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -76,6 +77,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 //     max_ejection_percent are 0–100; outlier detection's interval,
 //     base_ejection_time and max_ejection_time are more than 0 (of the
 //     cluster and of each subset);
+//   - each access_log has a path (absolute, or /dev/stdout, /dev/stderr),
+//     one format whose operators are known, known response flags and a
+//     sample_percentage of 0–100 (accesslog.Validate);
 //   - durations are valid and not negative.
 func Validate(c *breezev1.ProxyConfig) error {
 	if c == nil {
@@ -147,6 +151,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 		v.listenAddress("metrics.address", m.GetAddress())
 	}
 	v.filters(c)
+	v.accessLogs(c.GetAccessLog())
 	v.discovered = c.GetXds() != nil
 
 	clusters := v.clusters("clusters", c.GetClusters(), c.GetXds() != nil)
@@ -583,4 +588,20 @@ func validHost(s string) bool {
 		}
 	}
 	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}
+
+// accessLogs checks each access log (accesslog.Validate), its errors
+// placed under access_log[i].
+func (v *validator) accessLogs(logs []*breezev1.AccessLog) {
+	for i, al := range logs {
+		p := fmt.Sprintf("access_log[%d].", i)
+		for _, err := range splitErrors(accesslog.Validate(al)) {
+			var fe *accesslog.FieldError
+			if errors.As(err, &fe) {
+				v.addErr(p+fe.Path, fe.Value, fe.Err)
+			} else if err != nil {
+				v.addErr(p[:len(p)-1], "", err)
+			}
+		}
+	}
 }

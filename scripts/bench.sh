@@ -42,7 +42,9 @@
 #               Dubbo only, no Go benchmarks (BenchmarkProxyDubboResilience
 #               is the Go side of the resilience variant,
 #               BenchmarkProxyDubboIstioStats of breeze-istio-stats.yaml:
-#               Istio's standard series recorded, the metrics server on).
+#               Istio's standard series recorded, the metrics server on;
+#               BenchmarkProxyDubboAccessLog of breeze-accesslog.yaml: an
+#               access log line per request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -23,6 +23,9 @@ type Peer struct {
 	// empty because nothing could tell: policies on the caller's identity
 	// must not read that as "no identity" (see filters/authz).
 	IdentityKnown bool
+	// Addr is its address and port, for the access log
+	// (%DOWNSTREAM_REMOTE_ADDRESS%); invalid when unknown.
+	Addr netip.AddrPort
 }
 
 // IdentityHookKey is the filter-state key that the set_filter_state filter

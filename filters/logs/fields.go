@@ -20,6 +20,7 @@ var Fields = []struct{ Key, Means string }{
 	{"path", "an HTTP path the metrics server serves"},
 	{"filter_state_key", "the key of a connection's filter state Breeze reads (the caller's identity)"},
 	{"identity", "a caller's identity as it came (a URI SAN such as spiffe://td/ns/x/sa/y)"},
+	{"access_log", "an access log's destination: its path (access_log[].path), /dev/stdout or /dev/stderr"},
 	// What a request asked for, and how it ended.
 	{"service", "the service a request called (codecs.Describe)"},
 	{"method", "the method a request called (codecs.Describe)"},
@@ -41,6 +42,7 @@ var Fields = []struct{ Key, Means string }{
 	{"subset", "a subset of a cluster, by its name (a DestinationRule subset)"},
 	{"failures", "the failed attempts of an outage that just ended"},
 	{"in_flight", "requests in flight on a connection"},
+	{"lines", "how many access log lines one failed write lost"},
 	{"event", "an Envoy connection event: RemoteClose, LocalClose"},
 	{"idle", "how long a connection had been idle"},
 	{"idle_timeout", "an upstream's idle timeout, as learned from its closes"},

@@ -125,6 +125,8 @@ clusters:
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
+		// OnDone runs after the reply is written: the client may read it first.
+		eventually(t, "OnDone of "+caseKey, func() bool { return len(rec.outcomes(caseKey)) > 0 })
 		outcomes := rec.outcomes(caseKey)
 		if len(outcomes) != 1 {
 			t.Fatalf("%s: OnDone ran %d times, want once", c.name, len(outcomes))

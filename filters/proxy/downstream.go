@@ -121,6 +121,10 @@ func (d *downConn) readPeer() {
 	// unimplemented (it panics).
 	if ap, err := netip.ParseAddrPort(d.remote()); err == nil {
 		d.peer.IP = ap.Addr().Unmap()
+		d.peer.Addr = netip.AddrPortFrom(d.peer.IP, ap.Port())
+	}
+	if d.p.peerKey == "" {
+		return // only the address was asked for
 	}
 	hook, err := filterstate.Get(d.cb, filter.IdentityHookKey)
 	if err != nil {
@@ -177,7 +181,7 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 	defer d.mu.Unlock()
 	// Envoy hands us a Go copy we may keep: use it directly when nothing is
 	// buffered, which is the common case of whole frames per read.
-	if !d.peerRead && d.p.peerKey != "" {
+	if !d.peerRead && (d.p.peerKey != "" || d.p.readAddr) {
 		// Not in OnNewConnection: on a TLS connection set_filter_state's
 		// on_downstream_tls_handshake stores the caller's URI SAN at the
 		// Connected event, after every onNewConnection and before the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/config"
+	"github.com/breeze-mesh/breeze/filters/accesslog"
 	"github.com/breeze-mesh/breeze/filters/authz"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/filter"
@@ -58,7 +59,12 @@ type Proxy struct {
 	// filter of the chain reads Stream.Peer (filter.PeerReader): then
 	// connections do not read their peer at all.
 	peerKey string
-	up      *upstream.Manager
+	// readAddr: connections read their caller's address before the first request,
+	// for the access log (%DOWNSTREAM_REMOTE_ADDRESS%).
+	readAddr bool
+	// accessLog is the chain's access log filter, nil without access_log.
+	accessLog *accesslog.Filter
+	up        *upstream.Manager
 
 	// err is set when the configuration was rejected: every connection is
 	// then refused with a log line, instead of crashing Envoy.
@@ -134,8 +140,23 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 			p.peerKey = r.PeerPrincipalKey()
 		}
 	}
+	if len(cfg.GetAccessLog()) > 0 {
+		// The access log is the proxy's, as Envoy's is its connection
+		// manager's: no filter entry to list, and none in the chain when
+		// unset, so that a proxy without one pays nothing. First in the
+		// chain, though any place would do: it acts in OnDone alone.
+		al, err := accesslog.New(cfg.GetAccessLog(), accesslog.Options{Proxy: p.name, Codec: cfg.GetCodec(), Log: p.log})
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		p.accessLog, p.readAddr = al, true
+		p.chain.Filters = append([]filter.Filter{al}, p.chain.Filters...)
+		p.chain.Names = append([]string{"access_log"}, p.chain.Names...)
+	}
 	if err := p.startXDS(true); err != nil {
 		rt.Close()
+		p.accessLog.Close()
 		return nil, err
 	}
 	// A config Envoy parsed but never gives a connection must not keep
@@ -242,5 +263,8 @@ func (p *Proxy) Close() {
 	}
 	if p.up != nil {
 		p.up.Close()
+	}
+	if p.accessLog != nil {
+		p.accessLog.Close()
 	}
 }

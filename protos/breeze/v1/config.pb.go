@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -182,7 +182,13 @@ type ProxyConfig struct {
 	// plugin serves them itself: one server per process, however many
 	// proxies (listeners, filter chains, config versions) name it
 	// (filters/proxy/README.md, "Metrics").
-	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Metrics *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// Access logs: one line per request, however it ended (response, local
+	// reply, oneway sent or dropped, client gone), written after it ended and
+	// never on the request's path (filters/accesslog/README.md). Each entry is
+	// one log with its own sink, format and filter. Unset: no access log, and
+	// no cost.
+	AccessLog     []*AccessLog `protobuf:"bytes,14,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +314,276 @@ func (x *ProxyConfig) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *ProxyConfig) GetAccessLog() []*AccessLog {
+	if x != nil {
+		return x.AccessLog
+	}
+	return nil
+}
+
+// AccessLog is one access log of a proxy, in the shape of Envoy's file
+// access log (envoy.access_loggers.file with its AccessLogFilter).
+type AccessLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the lines go: an absolute file path (opened for appending,
+	// created if missing, reopened when something renamed or removed it, as
+	// logrotate does), or "/dev/stdout" or "/dev/stderr" (the process's own
+	// streams, never reopened). Required. Logs of every proxy of the process
+	// naming the same path share one writer.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Unset: the default text format (Envoy's, adapted to RPC).
+	LogFormat *AccessLogFormat `protobuf:"bytes,2,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
+	// Unset: every request is logged.
+	Filter        *AccessLogFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLog) Reset() {
+	*x = AccessLog{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLog) ProtoMessage() {}
+
+func (x *AccessLog) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
+func (*AccessLog) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AccessLog) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *AccessLog) GetLogFormat() *AccessLogFormat {
+	if x != nil {
+		return x.LogFormat
+	}
+	return nil
+}
+
+func (x *AccessLog) GetFilter() *AccessLogFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// AccessLogFormat is the shape of a line (Envoy's SubstitutionFormatString):
+// one of text_format and json_format.
+type AccessLogFormat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A format string with command operators (%DURATION%, %REQUEST_PROPERTY(key)%...,
+	// filters/accesslog/README.md); a line ends with a newline, added if the
+	// format has none.
+	TextFormat string `protobuf:"bytes,1,opt,name=text_format,json=textFormat,proto3" json:"text_format,omitempty"`
+	// One JSON object per line: each key's value is a format string, written
+	// as a JSON string, or as a number when it is one numeric operator alone
+	// (%DURATION%); null when its only operator has no value. Keys are written
+	// sorted.
+	JsonFormat    map[string]string `protobuf:"bytes,2,rep,name=json_format,json=jsonFormat,proto3" json:"json_format,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLogFormat) Reset() {
+	*x = AccessLogFormat{}
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLogFormat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLogFormat) ProtoMessage() {}
+
+func (x *AccessLogFormat) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLogFormat.ProtoReflect.Descriptor instead.
+func (*AccessLogFormat) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AccessLogFormat) GetTextFormat() string {
+	if x != nil {
+		return x.TextFormat
+	}
+	return ""
+}
+
+func (x *AccessLogFormat) GetJsonFormat() map[string]string {
+	if x != nil {
+		return x.JsonFormat
+	}
+	return nil
+}
+
+// AccessLogFilter chooses the requests that are logged: those that pass
+// every condition set.
+type AccessLogFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only requests that did not end with a successful response: a local
+	// reply, an error or application-exception status, any response flag.
+	ErrorsOnly bool `protobuf:"varint,1,opt,name=errors_only,json=errorsOnly,proto3" json:"errors_only,omitempty"`
+	// Only requests whose %RESPONSE_CODE% (the protocol's status, 0 for no
+	// response) is one of these.
+	StatusCodes []uint32 `protobuf:"varint,2,rep,packed,name=status_codes,json=statusCodes,proto3" json:"status_codes,omitempty"`
+	// Only requests that took at least this long (%DURATION%).
+	MinDuration *durationpb.Duration `protobuf:"bytes,3,opt,name=min_duration,json=minDuration,proto3" json:"min_duration,omitempty"`
+	// Only requests with one of these response flags (Envoy's letters: NR,
+	// UH, UF, UO, URX, UT, UC, DC, DI, FI, RL, UAEX, IE); set but empty:
+	// requests with any flag.
+	ResponseFlagFilter *ResponseFlagFilter `protobuf:"bytes,4,opt,name=response_flag_filter,json=responseFlagFilter,proto3" json:"response_flag_filter,omitempty"`
+	// Percent of the requests that pass the other conditions that are
+	// logged, drawn at random per request, 0–100. Unset: 100.
+	SamplePercentage *float64 `protobuf:"fixed64,5,opt,name=sample_percentage,json=samplePercentage,proto3,oneof" json:"sample_percentage,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AccessLogFilter) Reset() {
+	*x = AccessLogFilter{}
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLogFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLogFilter) ProtoMessage() {}
+
+func (x *AccessLogFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLogFilter.ProtoReflect.Descriptor instead.
+func (*AccessLogFilter) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AccessLogFilter) GetErrorsOnly() bool {
+	if x != nil {
+		return x.ErrorsOnly
+	}
+	return false
+}
+
+func (x *AccessLogFilter) GetStatusCodes() []uint32 {
+	if x != nil {
+		return x.StatusCodes
+	}
+	return nil
+}
+
+func (x *AccessLogFilter) GetMinDuration() *durationpb.Duration {
+	if x != nil {
+		return x.MinDuration
+	}
+	return nil
+}
+
+func (x *AccessLogFilter) GetResponseFlagFilter() *ResponseFlagFilter {
+	if x != nil {
+		return x.ResponseFlagFilter
+	}
+	return nil
+}
+
+func (x *AccessLogFilter) GetSamplePercentage() float64 {
+	if x != nil && x.SamplePercentage != nil {
+		return *x.SamplePercentage
+	}
+	return 0
+}
+
+// ResponseFlagFilter is Envoy's: the flags a request must have one of.
+type ResponseFlagFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flags         []string               `protobuf:"bytes,1,rep,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseFlagFilter) Reset() {
+	*x = ResponseFlagFilter{}
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseFlagFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseFlagFilter) ProtoMessage() {}
+
+func (x *ResponseFlagFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseFlagFilter.ProtoReflect.Descriptor instead.
+func (*ResponseFlagFilter) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResponseFlagFilter) GetFlags() []string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
 // Metrics is the plugin's own Prometheus endpoint.
 type Metrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -324,7 +600,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +612,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +625,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Metrics) GetAddress() string {
@@ -374,7 +650,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +662,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +675,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Filter) GetName() string {
@@ -441,7 +717,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +729,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +742,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -508,7 +784,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +796,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +809,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -570,7 +846,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +858,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +871,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Route) GetName() string {
@@ -688,7 +964,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +976,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +989,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -772,7 +1048,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1060,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1073,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -824,7 +1100,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1112,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1125,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -878,7 +1154,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1166,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1179,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -1017,7 +1293,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1305,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1318,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1126,7 +1402,7 @@ type RequestMirrorPolicy struct {
 
 func (x *RequestMirrorPolicy) Reset() {
 	*x = RequestMirrorPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1414,7 @@ func (x *RequestMirrorPolicy) String() string {
 func (*RequestMirrorPolicy) ProtoMessage() {}
 
 func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1427,7 @@ func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
 func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestMirrorPolicy) GetCluster() string {
@@ -1184,7 +1460,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1472,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1485,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1230,7 +1506,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1518,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1531,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1289,7 +1565,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1577,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1590,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1371,7 +1647,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1659,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1672,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Cluster) GetName() string {
@@ -1514,7 +1790,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1802,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1815,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1591,7 +1867,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1879,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1892,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1670,7 +1946,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1958,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1971,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -1771,7 +2047,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2059,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2072,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1861,7 +2137,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2149,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2162,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1931,7 +2207,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2219,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2232,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1999,7 +2275,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2287,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2300,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -2053,7 +2329,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2341,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2354,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Listener) GetName() string {
@@ -2106,7 +2382,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x05\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\x92\x06\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -2122,10 +2398,35 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
 	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x129\n" +
 	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x12,\n" +
-	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x1a>\n" +
+	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x123\n" +
+	"\n" +
+	"access_log\x18\x0e \x03(\v2\x14.breeze.v1.AccessLogR\taccessLog\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\tAccessLog\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x129\n" +
+	"\n" +
+	"log_format\x18\x02 \x01(\v2\x1a.breeze.v1.AccessLogFormatR\tlogFormat\x122\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1a.breeze.v1.AccessLogFilterR\x06filter\"\xbe\x01\n" +
+	"\x0fAccessLogFormat\x12\x1f\n" +
+	"\vtext_format\x18\x01 \x01(\tR\n" +
+	"textFormat\x12K\n" +
+	"\vjson_format\x18\x02 \x03(\v2*.breeze.v1.AccessLogFormat.JsonFormatEntryR\n" +
+	"jsonFormat\x1a=\n" +
+	"\x0fJsonFormatEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
+	"\x0fAccessLogFilter\x12\x1f\n" +
+	"\verrors_only\x18\x01 \x01(\bR\n" +
+	"errorsOnly\x12!\n" +
+	"\fstatus_codes\x18\x02 \x03(\rR\vstatusCodes\x12<\n" +
+	"\fmin_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vminDuration\x12O\n" +
+	"\x14response_flag_filter\x18\x04 \x01(\v2\x1d.breeze.v1.ResponseFlagFilterR\x12responseFlagFilter\x120\n" +
+	"\x11sample_percentage\x18\x05 \x01(\x01H\x00R\x10samplePercentage\x88\x01\x01B\x14\n" +
+	"\x12_sample_percentage\"*\n" +
+	"\x12ResponseFlagFilter\x12\x14\n" +
+	"\x05flags\x18\x01 \x03(\tR\x05flags\"#\n" +
 	"\aMetrics\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
@@ -2305,100 +2606,111 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*Metrics)(nil),             // 3: breeze.v1.Metrics
-	(*Filter)(nil),              // 4: breeze.v1.Filter
-	(*XdsSource)(nil),           // 5: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 6: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 7: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 8: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 9: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 10: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 11: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 12: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 13: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 14: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 15: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 16: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 17: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 18: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 19: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 20: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 21: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 22: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 23: breeze.v1.Endpoint
-	(*Runner)(nil),              // 24: breeze.v1.Runner
-	(*Listener)(nil),            // 25: breeze.v1.Listener
-	nil,                         // 26: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 27: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 28: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 29: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 30: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 31: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 32: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 33: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 34: google.protobuf.Any
+	(*AccessLog)(nil),           // 3: breeze.v1.AccessLog
+	(*AccessLogFormat)(nil),     // 4: breeze.v1.AccessLogFormat
+	(*AccessLogFilter)(nil),     // 5: breeze.v1.AccessLogFilter
+	(*ResponseFlagFilter)(nil),  // 6: breeze.v1.ResponseFlagFilter
+	(*Metrics)(nil),             // 7: breeze.v1.Metrics
+	(*Filter)(nil),              // 8: breeze.v1.Filter
+	(*XdsSource)(nil),           // 9: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 10: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 11: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 12: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 13: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 14: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 15: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 16: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 17: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 18: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 19: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 20: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 21: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 22: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 23: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 24: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 25: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 26: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 27: breeze.v1.Endpoint
+	(*Runner)(nil),              // 28: breeze.v1.Runner
+	(*Listener)(nil),            // 29: breeze.v1.Listener
+	nil,                         // 30: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 31: breeze.v1.AccessLogFormat.JsonFormatEntry
+	nil,                         // 32: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 33: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 34: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 35: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 36: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 37: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 38: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 39: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	26, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	6,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	17, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	33, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	33, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	5,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	4,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	8,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	3,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
-	34, // 9: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	33, // 10: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	7,  // 11: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	10, // 12: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	12, // 13: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	16, // 14: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	33, // 15: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	27, // 16: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	8,  // 17: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	33, // 18: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	9,  // 19: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	33, // 20: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	33, // 21: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	11, // 22: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	14, // 23: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	28, // 24: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	13, // 25: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	29, // 26: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	15, // 27: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	30, // 28: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 29: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 30: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	23, // 31: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	33, // 32: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	33, // 33: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	21, // 34: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	18, // 35: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	20, // 36: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	19, // 37: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	33, // 38: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	33, // 39: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	33, // 40: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	31, // 41: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 42: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	18, // 43: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	20, // 44: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	21, // 45: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	32, // 46: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	25, // 47: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 48: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	34, // 49: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	30, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	10, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	21, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	38, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	38, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	9,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	8,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	12, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	7,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	3,  // 9: breeze.v1.ProxyConfig.access_log:type_name -> breeze.v1.AccessLog
+	4,  // 10: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
+	5,  // 11: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
+	31, // 12: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
+	38, // 13: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
+	6,  // 14: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
+	39, // 15: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	38, // 16: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	11, // 17: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	14, // 18: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	16, // 19: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	20, // 20: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	38, // 21: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	32, // 22: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	12, // 23: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	38, // 24: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	13, // 25: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	38, // 26: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	38, // 27: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	15, // 28: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	18, // 29: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	33, // 30: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	17, // 31: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	34, // 32: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	19, // 33: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	35, // 34: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 35: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 36: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	27, // 37: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	38, // 38: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	38, // 39: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	25, // 40: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	22, // 41: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	24, // 42: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	23, // 43: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	38, // 44: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	38, // 45: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	38, // 46: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	36, // 47: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 48: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	22, // 49: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	24, // 50: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	25, // 51: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	37, // 52: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	29, // 53: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 54: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	39, // 55: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2406,28 +2718,29 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[13].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[14].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[22].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
