@@ -1,0 +1,263 @@
+package zookeeper
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/zookeeper/zktest"
+)
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	os.Exit(m.Run())
+}
+
+const greeter = "org.apache.dubbo.samples.api.GreetingsService"
+
+// providerURL is a provider URL in the form Dubbo 3.3 Java writes (see
+// registry/testdata for those captured from the real providers), for
+// address and version.
+func providerURL(addr, version string) string {
+	return "dubbo://" + addr + "/" + greeter + "?anyhost=true&application=greeter&deprecated=false&dubbo=2.0.2" +
+		"&dynamic=true&generic=false&interface=" + greeter + "&methods=sayHi&release=3.3.0&revision=" + version +
+		"&side=provider&timestamp=1764500000000&version=" + version
+}
+
+// provider registers under its own ZooKeeper session, as a Dubbo provider
+// does: an ephemeral node that lives as long as the session.
+type provider struct {
+	conn *zk.Conn
+	node string
+}
+
+func register(t *testing.T, servers []string, sessionTimeout time.Duration, rawURL string) *provider {
+	t.Helper()
+	conn, _, err := zk.Connect(servers, sessionTimeout, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	dir := "/dubbo/" + greeter + "/providers"
+	for _, p := range []string{"/dubbo", "/dubbo/" + greeter, dir} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	node := dir + "/" + url.QueryEscape(rawURL)
+	if _, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatalf("create %s: %v", node, err)
+	}
+	return &provider{conn: conn, node: node}
+}
+
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
+
+// follow runs a Registry on servers and keeps its last update.
+type follower struct {
+	mu      sync.Mutex
+	last    registry.Update
+	updates int
+}
+
+func follow(t *testing.T, servers []string) *follower {
+	t.Helper()
+	f := &follower{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	r := &Registry{Servers: servers, SessionTimeout: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
+	go func() {
+		done <- r.Run(ctx, func(u registry.Update) {
+			f.mu.Lock()
+			f.last, f.updates = u, f.updates+1
+			f.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return f
+}
+
+// state describes the last update: "stale" or "fresh", and the endpoints.
+func (f *follower) state() (stale bool, endpoints []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, in := range f.last.Instances {
+		endpoints = append(endpoints, fmt.Sprintf("%s:%d/%s", in.Address, in.Port, in.Params["version"]))
+	}
+	slices.Sort(endpoints)
+	return f.last.Stale, endpoints
+}
+
+func (f *follower) String() string {
+	stale, eps := f.state()
+	return fmt.Sprintf("stale=%v endpoints=%v", stale, eps)
+}
+
+// waitFor waits until the last update is want ("stale=false endpoints=[...]").
+func (f *follower) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for f.String() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %q, the registry's last update is %q", want, f.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestProvidersComeAndGo(t *testing.T) {
+	zs := zktest.Start(t)
+	servers := []string{zs.Addr}
+	a := register(t, servers, 10*time.Second, providerURL("10.0.0.1:20880", "1.0.0"))
+	f := follow(t, servers)
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+
+	b := register(t, servers, 10*time.Second, providerURL("10.0.0.2:20881", "2.0.0"))
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0 10.0.0.2:20881/2.0.0]")
+
+	// A provider that stops cleanly closes its session: its node goes.
+	a.conn.Close()
+	f.waitFor(t, "stale=false endpoints=[10.0.0.2:20881/2.0.0]")
+
+	// A provider disabled by governance (dubbo-admin rewrites its URL).
+	if err := b.conn.Delete(b.node, -1); err != nil {
+		t.Fatal(err)
+	}
+	disabled := strings.Replace(providerURL("10.0.0.2:20881", "2.0.0"), "anyhost=true", "anyhost=true&enabled=false", 1)
+	if _, err := b.conn.Create("/dubbo/"+greeter+"/providers/"+url.QueryEscape(disabled), nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, "stale=false endpoints=[10.0.0.2:20881/2.0.0]")
+	f.mu.Lock()
+	entries := registry.ServiceEntries(f.last.Instances, "default")
+	f.mu.Unlock()
+	if len(entries) != 0 {
+		t.Errorf("a disabled provider's interface has ServiceEntries %v, want none", entries)
+	}
+}
+
+// A provider whose process dies (its connection cut, no clean close)
+// loses its ephemeral node when ZooKeeper expires its session.
+func TestProviderSessionExpiry(t *testing.T) {
+	zs := zktest.Start(t)
+	cut := newCuttableProxy(t, zs.Addr)
+	register(t, []string{zs.Addr}, 10*time.Second, providerURL("10.0.0.1:20880", "1.0.0"))
+	register(t, []string{cut.addr()}, 4*zktest.TickTime, providerURL("10.0.0.9:20880", "1.0.0"))
+	f := follow(t, []string{zs.Addr})
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0 10.0.0.9:20880/1.0.0]")
+	cut.cut()
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+}
+
+// ZooKeeper down: the last known set is kept and marked stale. Up again:
+// the watches are back (a provider added afterwards is seen) and no
+// provider was lost.
+func TestZooKeeperRestart(t *testing.T) {
+	zs := zktest.Start(t)
+	servers := []string{zs.Addr}
+	// Sessions outlive the restart (ZooKeeper keeps them in its data).
+	register(t, servers, 60*time.Second, providerURL("10.0.0.1:20880", "1.0.0"))
+	f := follow(t, servers)
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+
+	zs.Stop()
+	f.waitFor(t, "stale=true endpoints=[10.0.0.1:20880/1.0.0]")
+
+	zs.Restart()
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+	register(t, servers, 60*time.Second, providerURL("10.0.0.2:20880", "2.0.0"))
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0 10.0.0.2:20880/2.0.0]")
+}
+
+// Nodes Dubbo 3 keeps under the root besides interfaces, and an
+// interface with no providers node yet, publish no endpoints; a providers
+// node created later is followed.
+func TestNotInterfacesAndLateProviders(t *testing.T) {
+	zs := zktest.Start(t)
+	conn, _, err := zk.Connect([]string{zs.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, p := range []string{"/dubbo", "/dubbo/mapping", "/dubbo/mapping/" + greeter, "/dubbo/metadata", "/dubbo/config", "/dubbo/" + greeter, "/dubbo/" + greeter + "/consumers"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	f := follow(t, []string{zs.Addr})
+	f.waitFor(t, "stale=false endpoints=[]")
+	register(t, []string{zs.Addr}, 10*time.Second, providerURL("10.0.0.3:20880", "1.0.0"))
+	f.waitFor(t, "stale=false endpoints=[10.0.0.3:20880/1.0.0]")
+}
+
+// cuttableProxy forwards TCP to a server until cut, then refuses and
+// drops every connection: a provider host that vanished.
+type cuttableProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	dead  bool
+}
+
+func newCuttableProxy(t *testing.T, target string) *cuttableProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttableProxy{ln: ln}
+	t.Cleanup(p.cut)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			p.mu.Lock()
+			if err != nil || p.dead {
+				p.mu.Unlock()
+				c.Close()
+				if s != nil {
+					s.Close()
+				}
+				continue
+			}
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cuttableProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cuttableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dead = true
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
