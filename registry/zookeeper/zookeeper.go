@@ -73,6 +73,7 @@ type watcher struct {
 	// each one's providers by node name (the URL).
 	interfaces map[string]bool
 	providers  map[string]map[string]registry.Instance
+	app        appState
 }
 
 // Run implements registry.Registry.
@@ -85,6 +86,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		pending: map[string]bool{}, watching: map[string]bool{},
 		wake:       make(chan struct{}, 1),
 		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{},
+		app: newAppState(),
 	}
 	if w.log == nil {
 		w.log = slog.Default()
@@ -108,6 +110,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	defer conn.Close()
 	w.conn = conn
 	w.pending[w.root] = true
+	w.pending[servicesRoot] = true
 
 	var (
 		published, stale bool
@@ -133,6 +136,13 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 				w.pending[w.root] = true
 				for iface := range w.interfaces {
 					w.pending[w.providersPath(iface)] = true
+				}
+				w.pending[servicesRoot] = true
+				for app, insts := range w.app.apps {
+					w.pending[path.Join(servicesRoot, app)] = true
+					for inst := range insts {
+						w.pending[path.Join(servicesRoot, app, inst)] = true
+					}
 				}
 			}
 			if !hasSession || len(w.pending) == 0 {
@@ -206,6 +216,15 @@ func (w *watcher) providersPath(iface string) string {
 func (w *watcher) read(p string) (bool, error) {
 	if p == w.root {
 		return w.readRoot()
+	}
+	if inst, ok := w.app.metaWaiters[p]; ok {
+		// A MetadataInfo awaited was written: read its instance again.
+		delete(w.app.metaWaiters, p)
+		w.mark(inst)
+		return false, nil
+	}
+	if isAppPath(p) {
+		return w.readApp(p)
 	}
 	iface := path.Base(path.Dir(p))
 	if !w.interfaces[iface] {
@@ -339,13 +358,27 @@ func (w *watcher) mark(p string) {
 	w.poke()
 }
 
-// instances lists every provider, by interface and node name.
+// instances lists every provider: interface-level ones, then the
+// application-level ones that no interface-level node announces too (a
+// provider with registry-type "all" registers both ways; its URL has the
+// richer parameters).
 func (w *watcher) instances() []registry.Instance {
 	var out []registry.Instance
+	seen := map[string]bool{}
+	key := func(in registry.Instance) string {
+		return fmt.Sprintf("%s|%s|%d|%s|%s", in.Interface, in.Address, in.Port, in.Params["version"], in.Params["group"])
+	}
 	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
 		byNode := w.providers[iface]
 		for _, n := range slices.Sorted(maps.Keys(byNode)) {
 			out = append(out, byNode[n])
+			seen[key(byNode[n])] = true
+		}
+	}
+	w.pruneMetadata()
+	for _, in := range w.appInstances() {
+		if !seen[key(in)] {
+			out = append(out, in)
 		}
 	}
 	return out

@@ -261,3 +261,100 @@ func (p *cuttableProxy) cut() {
 		c.Close()
 	}
 }
+
+// capture reads a file captured from a real dubbo-go provider (see
+// e2e/registry.TestCaptureDubboGoRegistrations).
+func capture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/dubbo-go-3.3.0/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(strings.TrimSpace(string(b)))
+}
+
+// Application-level discovery with what dubbo-go 3.3 writes: the instance
+// under /services, its MetadataInfo (by revision) from the metadata
+// report under the root. The MetadataInfo may come after the instance.
+func TestApplicationLevel(t *testing.T) {
+	zs := zktest.Start(t)
+	conn, _, err := zk.Connect([]string{zs.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	create := func(p string, data []byte, flags int32) {
+		t.Helper()
+		parts := strings.Split(strings.Trim(p, "/"), "/")
+		for i := 1; i < len(parts); i++ {
+			if _, err := conn.Create("/"+strings.Join(parts[:i], "/"), nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+				t.Fatal(err)
+			}
+		}
+		if _, err := conn.Create(p, data, flags, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	// As captured: instance 127.0.0.1:37627 of greeter-app, revision
+	// 19263519102, one service org.breeze.Greeter version 2.0.0.
+	f := follow(t, []string{zs.Addr})
+	f.waitFor(t, "stale=false endpoints=[]")
+	create("/services/greeter-app/127.0.0.1:37627", capture(t, "instance.json"), zk.FlagEphemeral)
+	// No MetadataInfo yet: nothing to serve for it.
+	f.waitFor(t, "stale=false endpoints=[]")
+	create("/dubbo/greeter-app/19263519102", capture(t, "metadata-info.json"), 0)
+	f.waitFor(t, "stale=false endpoints=[127.0.0.1:37627/2.0.0]")
+
+	f.mu.Lock()
+	entries := registry.ServiceEntries(f.last.Instances, "default")
+	f.mu.Unlock()
+	if len(entries) != 1 || len(entries[0].Spec.Endpoints) != 1 {
+		t.Fatalf("ServiceEntries %v, want one with one endpoint", entries)
+	}
+	labels := entries[0].Spec.Endpoints[0].Labels
+	for k, want := range map[string]string{"version": "2.0.0", "application": "greeter-app", "dubbo.metadata.revision": "19263519102", "serialization": "hessian2"} {
+		if labels[k] != want {
+			t.Errorf("label %s = %q, want %q (labels %v)", k, labels[k], want, labels)
+		}
+	}
+	if entries[0].Spec.Hosts[0] != "org.breeze.Greeter" || entries[0].Spec.Endpoints[0].Ports[registry.PortName] != 37627 {
+		t.Errorf("ServiceEntry %v, want host org.breeze.Greeter, port 37627", entries[0].Spec)
+	}
+
+	// The same provider also registered interface-level (registry-type
+	// all): one endpoint, not two.
+	f.mu.Lock()
+	before := f.updates
+	f.mu.Unlock()
+	node := "/dubbo/org.breeze.Greeter/providers/" + url.QueryEscape("dubbo://127.0.0.1:37627/org.breeze.Greeter?application=greeter-app&version=2.0.0&side=provider")
+	create(node, nil, zk.FlagEphemeral)
+	// The node's arrival is an update (of equal endpoints).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.mu.Lock()
+		n, updates := len(f.last.Instances), f.updates
+		f.mu.Unlock()
+		if updates > before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no update within 30s of an interface-level node for the same provider (%d instances)", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.mu.Lock()
+	n := len(f.last.Instances)
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d instances for a provider registered both ways, want 1", n)
+	}
+
+	// The instance goes: so does its endpoint.
+	if err := conn.Delete(node, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Delete("/services/greeter-app/127.0.0.1:37627", -1); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, "stale=false endpoints=[]")
+}
