@@ -5,18 +5,19 @@
 #   scripts/zookeeper-peer.sh install
 #       Debian's zookeeperd (ZooKeeper 3.8 and its jars; the JRE comes with
 #       install-test-deps.sh) when missing, with apt-get as root or with sudo;
-#       its service is not started. Where apt cannot install it, Apache
-#       ZooKeeper's binary distribution from Maven Central, downloaded once
-#       per version into ${XDG_CACHE_HOME:-~/.cache}/breeze-peers/zookeeper-<version>/,
-#       outside the clone. Prints ZOOKEEPER_CLASSPATH=... (the jars and the
-#       log4j/logback configuration directory).
+#       its service is not started (~1 min cold). Where apt cannot install
+#       it, Apache ZooKeeper's jars and their dependencies from Maven Central
+#       (with mvn, ~15 s cold), downloaded once per version into
+#       ${XDG_CACHE_HOME:-~/.cache}/breeze-peers/zookeeper-<version>/, outside
+#       the clone. Prints ZOOKEEPER_CLASSPATH=... (the jars and the logging
+#       configuration directory).
 #   scripts/zookeeper-peer.sh server CONFIG
 #       Runs ZooKeeper in the foreground with CONFIG (a zoo.cfg the test
 #       writes: clientPortAddress=127.0.0.1, a free clientPort, a temporary
 #       dataDir). exec: killing the caller's process stops the server.
 set -euo pipefail
 
-# Maven Central's fallback: the version Debian bookworm ships.
+# Maven Central's fallback (Debian bookworm ships 3.8.0).
 ZOOKEEPER_VERSION=3.8.4
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/breeze-peers/zookeeper-$ZOOKEEPER_VERSION"
 debian_jars=/usr/share/java/zookeeper.jar
@@ -52,28 +53,49 @@ install() {
 			$sudo chmod +x "$policy"
 			trap '$sudo rm -f "$policy"' EXIT
 		fi
-		if ! { $sudo apt-get update -qq >&2 &&
-			DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends zookeeperd >&2; }; then
-			download
-		fi
+		{ $sudo apt-get update -qq >&2 &&
+			DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends zookeeperd >&2; } ||
+			echo "apt-get could not install zookeeperd; trying Maven Central" >&2
+		classpath >/dev/null || download
 	fi
 	echo "ZOOKEEPER_CLASSPATH=$(classpath)"
 }
 
-# download fetches Apache ZooKeeper's binary distribution from Maven
-# Central (org.apache.zookeeper:zookeeper:<version>:tar.gz:bin) with Maven
-# itself into the cache: a temporary directory, then a rename, so that an
-# interrupted download never leaves half a server there.
+# download fetches Apache ZooKeeper's server jar and its runtime
+# dependencies (org.apache.zookeeper:zookeeper:<version>) from Maven
+# Central with Maven itself, into the cache: a temporary directory, then a
+# rename, so that an interrupted download never leaves half a server there.
 download() {
 	echo "downloading: Apache ZooKeeper $ZOOKEEPER_VERSION into $cache" >&2
 	mkdir -p "$(dirname "$cache")"
 	local tmp
 	tmp="$(mktemp -d "$(dirname "$cache")/.zookeeper.XXXXXX")"
 	trap 'rm -rf "$tmp"' RETURN
-	mvn -q dependency:copy -Dartifact="org.apache.zookeeper:zookeeper:$ZOOKEEPER_VERSION:tar.gz:bin" \
-		-DoutputDirectory="$tmp" -Dmdep.stripVersion=true >&2
-	tar -xzf "$tmp"/zookeeper-*.tar.gz -C "$tmp" --strip-components=1
-	rm -f "$tmp"/zookeeper-*.tar.gz
+	cat >"$tmp/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>breeze</groupId><artifactId>zookeeper-peer</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.zookeeper</groupId><artifactId>zookeeper</artifactId><version>$ZOOKEEPER_VERSION</version></dependency>
+    <!-- provided-scope in ZooKeeper's pom, shipped in its distribution; the server needs them -->
+    <dependency><groupId>io.dropwizard.metrics</groupId><artifactId>metrics-core</artifactId><version>4.1.12.1</version></dependency>
+    <dependency><groupId>org.xerial.snappy</groupId><artifactId>snappy-java</artifactId><version>1.1.10.5</version></dependency>
+  </dependencies>
+</project>
+POM
+	mvn -q -f "$tmp/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp/lib" >&2
+	rm "$tmp/pom.xml"
+	# Logback logs everything at debug without a configuration.
+	mkdir -p "$tmp/conf"
+	cat >"$tmp/conf/logback.xml" <<'XML'
+<configuration>
+  <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%d{ISO8601} %-5p [%t] %c{1} - %m%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="CONSOLE"/></root>
+</configuration>
+XML
 	mv "$tmp" "$cache"
 }
 
