@@ -2,12 +2,15 @@ package registry
 
 import (
 	"cmp"
+	"encoding/json"
 	"maps"
 	"regexp"
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+	"sigs.k8s.io/yaml"
 )
 
 // Naming of what a registry's interfaces become. One ServiceEntry per
@@ -126,4 +129,25 @@ func labelString(l map[string]string) string {
 		b.WriteString(k + "=" + l[k] + ",")
 	}
 	return b.String()
+}
+
+// YAML is an Entry as a Kubernetes manifest (networking.istio.io/v1
+// ServiceEntry): the spec in protobuf's JSON mapping, which Istio's CRDs
+// take.
+func YAML(e Entry) ([]byte, error) {
+	spec, err := protojson.Marshal(e.Spec)
+	if err != nil {
+		return nil, err
+	}
+	obj := map[string]any{
+		"apiVersion": "networking.istio.io/v1",
+		"kind":       "ServiceEntry",
+		"metadata":   map[string]any{"name": e.Name, "namespace": e.Namespace},
+		"spec":       json.RawMessage(spec),
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(js)
 }

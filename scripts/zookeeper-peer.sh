@@ -5,7 +5,7 @@
 #   scripts/zookeeper-peer.sh install
 #       Debian's zookeeperd (ZooKeeper 3.8 and its jars; the JRE comes with
 #       install-test-deps.sh) when missing, with apt-get as root or with sudo;
-#       its service is not started (~1 min cold). Where apt cannot install
+#       its service is not started. Where apt cannot install
 #       it, Apache ZooKeeper's jars and their dependencies from Maven Central
 #       (with mvn, ~15 s cold), downloaded once per version into
 #       ${XDG_CACHE_HOME:-~/.cache}/breeze-peers/zookeeper-<version>/, outside

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/registry"
 	"github.com/breeze-mesh/breeze/registry/zookeeper"
@@ -98,7 +94,7 @@ func registryCmd(args []string) error {
 // writeEntries writes entries as a YAML stream.
 func writeEntries(w io.Writer, entries []registry.Entry) error {
 	for _, e := range entries {
-		b, err := entryYAML(e)
+		b, err := registry.YAML(e)
 		if err != nil {
 			return err
 		}
@@ -115,7 +111,7 @@ func writeEntries(w io.Writer, entries []registry.Entry) error {
 func writeDir(dir string, entries []registry.Entry) error {
 	keep := map[string]bool{}
 	for _, e := range entries {
-		b, err := entryYAML(e)
+		b, err := registry.YAML(e)
 		if err != nil {
 			return err
 		}
@@ -141,24 +137,4 @@ func writeDir(dir string, entries []registry.Entry) error {
 		}
 	}
 	return nil
-}
-
-// entryYAML is a ServiceEntry as a Kubernetes manifest: the spec in
-// protobuf's JSON mapping (what Istio's CRDs take), as YAML.
-func entryYAML(e registry.Entry) ([]byte, error) {
-	spec, err := protojson.Marshal(e.Spec)
-	if err != nil {
-		return nil, err
-	}
-	obj := map[string]any{
-		"apiVersion": "networking.istio.io/v1",
-		"kind":       "ServiceEntry",
-		"metadata":   map[string]any{"name": e.Name, "namespace": e.Namespace},
-		"spec":       json.RawMessage(spec),
-	}
-	js, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	return yaml.JSONToYAML(js)
 }
