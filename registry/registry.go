@@ -32,6 +32,10 @@ type Instance struct {
 	Params map[string]string
 	// Protocol is the URL's scheme: "dubbo", "tri"...
 	Protocol string
+	// ID, when set, identifies the instance with all it says: equal IDs,
+	// equal instances (ZooKeeper: the node's URL). Source translates an
+	// interface again only when the IDs of its instances change.
+	ID string
 }
 
 // Update is the whole content of a registry at one time.

@@ -141,3 +141,40 @@ func TestParseURLErrors(t *testing.T) {
 		}
 	}
 }
+
+// Source translates again only the interfaces whose instances changed;
+// the others keep their objects (and versions), and the result equals a
+// whole translation.
+func TestSourceSnapshotReuse(t *testing.T) {
+	node := capture(t, "dubbo-go-3.3.0/interface-provider.txt")
+	parse := func(s string) Instance {
+		t.Helper()
+		in, err := ParseURL(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.ID = s
+		return in
+	}
+	a := parse(node)
+	b := parse(strings.Replace(node, "org.breeze.Greeter", "org.breeze.Other", -1))
+	b2 := parse(strings.Replace(strings.Replace(node, "org.breeze.Greeter", "org.breeze.Other", -1), "127.0.0.1", "10.0.0.2", 1))
+	s := &Source{}
+	first := s.snapshot("zk", "default", []Instance{a, b})
+	second := s.snapshot("zk", "default", []Instance{a, b, b2})
+	if len(first.Objects) != 2 || len(second.Objects) != 2 {
+		t.Fatalf("%d and %d objects, want 2 and 2", len(first.Objects), len(second.Objects))
+	}
+	if first.Objects[0].Spec != second.Objects[0].Spec {
+		t.Errorf("%s: translated again though its instances did not change", first.Objects[0].Name)
+	}
+	if first.Objects[1].Version == second.Objects[1].Version {
+		t.Errorf("%s: same version %s after a provider was added", first.Objects[1].Name, first.Objects[1].Version)
+	}
+	whole := Snapshot("zk", ServiceEntries([]Instance{a, b, b2}, "default"))
+	for i := range whole.Objects {
+		if whole.Objects[i].Name != second.Objects[i].Name || whole.Objects[i].Version != second.Objects[i].Version {
+			t.Errorf("object %d: %s@%s, a whole translation gives %s@%s", i, second.Objects[i].Name, second.Objects[i].Version, whole.Objects[i].Name, whole.Objects[i].Version)
+		}
+	}
+}

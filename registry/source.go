@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,6 +22,16 @@ type Source struct {
 	// Namespace of the ServiceEntries; "default" when empty.
 	Namespace string
 	Log       *slog.Logger
+
+	// byHost: the last object of each host and the IDs it came from, so
+	// that an update translates (and digests) only the interfaces that
+	// changed: with 1,000 interfaces, one provider more is one ServiceEntry.
+	byHost map[string]cachedObject
+}
+
+type cachedObject struct {
+	key string
+	obj controlplane.Object
 }
 
 // Run implements controlplane.Source.
@@ -43,8 +56,48 @@ func (s *Source) Run(ctx context.Context, update func(controlplane.Snapshot)) er
 				log.Info("registry fresh again", "registry", name, "instances", len(u.Instances))
 			}
 		}
-		update(Snapshot(name, ServiceEntries(u.Instances, ns)))
+		update(s.snapshot(name, ns, u.Instances))
 	})
+}
+
+// snapshot is Snapshot(origin, ServiceEntries(instances, ns)), reusing
+// the objects of interfaces whose instances' IDs did not change.
+func (s *Source) snapshot(origin, ns string, instances []Instance) controlplane.Snapshot {
+	byHost := map[string][]Instance{}
+	for _, in := range instances {
+		h := Host(in.Interface)
+		byHost[h] = append(byHost[h], in)
+	}
+	next := make(map[string]cachedObject, len(byHost))
+	var snap controlplane.Snapshot
+	for _, h := range slices.Sorted(maps.Keys(byHost)) {
+		group := byHost[h]
+		key := idKey(group)
+		if c, ok := s.byHost[h]; ok && key != "" && c.key == key {
+			next[h] = c
+			snap.Objects = append(snap.Objects, c.obj)
+			continue
+		}
+		for _, o := range Snapshot(origin, ServiceEntries(group, ns)).Objects {
+			next[h] = cachedObject{key: key, obj: o}
+			snap.Objects = append(snap.Objects, o)
+		}
+	}
+	s.byHost = next
+	return snap
+}
+
+// idKey is the sorted IDs of instances, "" if one has none.
+func idKey(instances []Instance) string {
+	ids := make([]string, len(instances))
+	for i, in := range instances {
+		if in.ID == "" {
+			return ""
+		}
+		ids[i] = in.ID
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, "\n")
 }
 
 // Snapshot wraps entries as control plane objects from origin.

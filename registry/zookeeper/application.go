@@ -326,6 +326,8 @@ func (w *watcher) appInstances() []registry.Instance {
 				if _, ok := params["application"]; !ok {
 					params["application"] = app
 				}
+				// No ID: translated again on every update (an instance
+				// node's data may change without its name).
 				out = append(out, registry.Instance{Interface: s.Name, Address: in.address, Port: port, Params: params, Protocol: protocol})
 			}
 		}

@@ -253,6 +253,7 @@ func (w *watcher) read(p string) (bool, error) {
 			continue
 		}
 		in.Interface = iface // the node it is filed under
+		in.ID = c
 		next[c] = in
 	}
 	if len(next) == len(old) && maps.EqualFunc(next, old, func(registry.Instance, registry.Instance) bool { return true }) {
