@@ -178,3 +178,28 @@ func TestSourceSnapshotReuse(t *testing.T) {
 		}
 	}
 }
+
+// A provider node as Dubbo Java 3.3.6's ZooKeeper registry names it.
+func TestParseDubboJavaProvider(t *testing.T) {
+	in, err := ParseURL(capture(t, "dubbo-java-3.3.6/interface-provider.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The captured provider listened on 127.0.0.1:38367.
+	got := fmt.Sprintf("%s %s %s:%d enabled=%v weight=%d", in.Protocol, in.Interface, in.Address, in.Port, in.Enabled(), in.Weight())
+	if want := "dubbo org.breeze.Greeter 127.0.0.1:38367 enabled=true weight=100"; got != want {
+		t.Errorf("parsed %s, want %s", got, want)
+	}
+	labels := Labels(in.Params)
+	for k, want := range map[string]string{
+		"version": "1.0.0", "application": "java-iface", "side": "provider", "release": "3.3.6", "dubbo": "2.0.2",
+		"revision": "1.0.0", "prefer.serialization": "hessian2", "methods": "Greet_Mirror_Slow_Whoami", "timestamp": "1796041186928",
+	} {
+		if labels[k] != want {
+			t.Errorf("label %s = %q, want %q (labels %v)", k, labels[k], want, labels)
+		}
+	}
+	if len(labels) != len(in.Params) {
+		t.Errorf("%d parameters, %d labels: %v", len(in.Params), len(labels), labels)
+	}
+}

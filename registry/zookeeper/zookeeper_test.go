@@ -358,3 +358,59 @@ func TestApplicationLevel(t *testing.T) {
 	}
 	f.waitFor(t, "stale=false endpoints=[]")
 }
+
+// capturedTree reads the ZooKeeper nodes captured from real Dubbo Java
+// providers ("path = data" lines, see e2e/javainterop).
+func capturedTree(t *testing.T, name string) map[string][]byte {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string][]byte{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, data, ok := strings.Cut(line, " = "); ok {
+			nodes[p] = []byte(data)
+		}
+	}
+	return nodes
+}
+
+// Application-level discovery with what Dubbo Java 3.3.6 writes: the
+// instance under /services, its MetadataInfo in the metadata report under
+// /dubbo/metadata/<application>/<revision>.
+func TestApplicationLevelJava(t *testing.T) {
+	tree := capturedTree(t, "dubbo-java-3.3.6/tree.txt")
+	zs := zktest.Start(t)
+	conn, _, err := zk.Connect([]string{zs.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	f := follow(t, []string{zs.Addr})
+	f.waitFor(t, "stale=false endpoints=[]")
+	// Parents first, as the capture lists them; the instance ephemeral.
+	var paths []string
+	for p := range tree {
+		if strings.HasPrefix(p, "/services/") || strings.HasPrefix(p, "/dubbo/metadata/java-app") {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	for _, p := range []string{"/services", "/dubbo", "/dubbo/metadata"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range paths {
+		var flags int32
+		if strings.Count(p, "/") == 3 && strings.HasPrefix(p, "/services/") {
+			flags = zk.FlagEphemeral
+		}
+		if _, err := conn.Create(p, tree[p], flags, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	// As captured: instance 127.0.0.1:44257 of java-app, version 2.0.0.
+	f.waitFor(t, "stale=false endpoints=[127.0.0.1:44257/2.0.0]")
+}
