@@ -173,7 +173,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		}
 		if changed || !published || nowStale != stale {
 			if nowStale != stale && nowStale {
-				w.log.Warn("ZooKeeper unreachable: its providers are stale, the last known set is kept", "interfaces", len(w.providers))
+				w.log.Warn("ZooKeeper unreachable (or failing reads): its providers are stale, the last known set is kept", "interfaces", len(w.providers))
 			}
 			published, stale = true, nowStale
 			publish(registry.Update{Instances: w.instances(), Stale: stale})
@@ -187,14 +187,15 @@ func (w *watcher) sessionEvent(ev zk.Event) {
 	if ev.Type != zk.EventSession {
 		return
 	}
+	has := ev.State == zk.StateHasSession
 	w.mu.Lock()
 	was := w.hasSession
-	w.hasSession = ev.State == zk.StateHasSession
-	if w.hasSession && !was {
+	w.hasSession = has
+	if has && !was {
 		w.resync = true
 	}
 	w.mu.Unlock()
-	if w.hasSession != was {
+	if has != was {
 		w.log.Info("ZooKeeper session", "state", ev.State.String())
 		w.poke()
 	}
