@@ -1,6 +1,7 @@
 package javainterop
 
 import (
+	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -25,7 +26,10 @@ func (quiet) Printf(string, ...any) {}
 // ZooKeeper registry, interface-level and application-level (with
 // ZooKeeper as the metadata report): what they write is compared with (or,
 // with BREEZE_CAPTURE=1, written to) registry/testdata/dubbo-java-3.3.6/,
-// and `breeze registry export` finds both providers in it.
+// `breeze registry export` finds both providers in it, and dubbo-go
+// consumers reach each through `breeze run` fed by `breeze xds
+// -zookeeper` (version subsets on the registry's labels, no static
+// endpoint).
 func TestJavaZooKeeperRegistrations(t *testing.T) {
 	zkServer := harness.StartZooKeeper(t)
 	ps := launchJavaProviders(t,
@@ -107,7 +111,66 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 			t.Errorf("breeze registry export wrote no %q:\n%s\nZooKeeper holds:\n%s", want, out, tree.String())
 		}
 	}
+
+	rulesDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(rulesDir, "greeter.yaml"), []byte(versionRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xdsAddr := harness.Addr(harness.FreePort(t))
+	xds := harness.Start(t, "breeze xds", harness.BreezeBin(t), "xds", "-dir", rulesDir, "-zookeeper", zkServer.Addr, "-listen", xdsAddr)
+	if err := harness.WaitAccepting(xdsAddr, xds, 60*time.Second); err != nil {
+		t.Fatalf("breeze xds: %v\n%s", err, xds.Output())
+	}
+	proxy := harness.StartProxyVars(t, registryRunnerConfig, map[string]interface{}{"xds": xdsAddr}, nil)
+	for _, c := range []struct{ version, provider string }{{"1.0.0", "java-iface"}, {"2.0.0", "java-app"}} {
+		client := harness.StartClient(t, proxy.Addr, harness.ClientSpec{Version: c.version})
+		for i := range 20 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r, err := client.Whoami(ctx, nil)
+			cancel()
+			if err != nil || r.Provider != c.provider {
+				t.Fatalf("version %s, call %d: answered by %q (%v), want %s", c.version, i+1, r.Provider, err, c.provider)
+			}
+		}
+	}
 }
+
+// registryRunnerConfig names only the xDS server and the route table.
+const registryRunnerConfig = `
+admin_address: "{{.Admin}}"
+listeners:
+- name: dubbo
+  address: "{{.Listen}}"
+  proxy:
+    stat_prefix: registry
+    codec: dubbo
+    xds:
+      address: "{{index .Extra "xds"}}"
+      node_id: e2e
+      route_config_name: ` + greeter.Interface + `_20880
+      initial_fetch_timeout: 20s
+`
+
+// versionRules: calls for version 2.0.0 to the registry's version=2.0.0
+// providers, the rest to version=1.0.0.
+const versionRules = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter}
+spec:
+  host: ` + greeter.Interface + `
+  subsets:
+  - {name: v1, labels: {version: 1.0.0}}
+  - {name: v2, labels: {version: 2.0.0}}
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: greeter}
+spec:
+  hosts: [` + greeter.Interface + `]
+  routes:
+  - {name: v2, match: {attributes: {version: {exact: 2.0.0}}}, route: [{destination: {host: ` + greeter.Interface + `, subset: v2}}]}
+  - {name: v1, route: [{destination: {host: ` + greeter.Interface + `, subset: v1}}]}
+`
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
