@@ -8,6 +8,7 @@ require (
 	github.com/apache/thrift v0.22.0
 	github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer v0.0.0-00010101000000-000000000000
 	github.com/bytedance/gopkg v0.1.4
+	github.com/go-zookeeper/zk v1.0.4
 )
 
 require (
@@ -33,6 +34,7 @@ require (
 	github.com/cloudwego/thriftgo v0.4.1 // indirect
 	github.com/creasty/defaults v1.5.2 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+	github.com/dubbogo/go-zookeeper v1.0.4-0.20211212162352-f9d2183d89d5 // indirect
 	github.com/dubbogo/gost v1.14.0 // indirect
 	github.com/dubbogo/grpc-go v1.42.10 // indirect
 	github.com/dubbogo/triple v1.2.2-rc4 // indirect
@@ -49,6 +51,7 @@ require (
 	github.com/google/pprof v0.0.0-20240727154555-813a5fbdbec8 // indirect
 	github.com/google/uuid v1.3.0 // indirect
 	github.com/gorilla/websocket v1.4.2 // indirect
+	github.com/hashicorp/golang-lru v0.5.4 // indirect
 	github.com/iancoleman/strcase v0.2.0 // indirect
 	github.com/influxdata/tdigest v0.0.1 // indirect
 	github.com/jhump/protoreflect v1.8.2 // indirect

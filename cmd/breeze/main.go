@@ -26,6 +26,9 @@ commands:
   validate  check Envoy bootstraps, EnvoyFilters, runner and plugin configs, and a mesh's
             MetaRouters, DestinationRules, ServiceEntries and policies together (validate FILE|DIR...)
   xds       serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
+            and from Dubbo service registries (-zookeeper HOST:PORT)
+  registry  export the ServiceEntries of a Dubbo service registry's providers as YAML
+            (registry export -zookeeper HOST:PORT [-watch] [-o DIR])
   version   print the version, the commit, and the Envoy Go API and Istio release built for
   help      print a command's help (help COMMAND, or breeze COMMAND --help)
 
@@ -39,6 +42,7 @@ var commands = map[string]func(args []string) error{
 	"render":   render,
 	"validate": validate,
 	"xds":      xds,
+	"registry": registryCmd,
 	"version":  versionCmd,
 }
 

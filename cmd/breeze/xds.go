@@ -14,22 +14,28 @@ import (
 
 	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/internal/buildinfo"
+	"github.com/breeze-mesh/breeze/registry"
 )
 
 const xdsUsage = `Serves routes, clusters and endpoints over ADS (xDS over gRPC) from a directory
 of Aeraki MetaRouter and Istio DestinationRule and ServiceEntry YAML, with the
 authorization policies (Aeraki DubboAuthorizationPolicy, Breeze
-AuthorizationPolicy of security.breeze.io) on the routes, read again
-whenever it changes. Prints "LISTENING xds <address>" once it serves what the
-directory holds. SIGINT or SIGTERM stop it.
+AuthorizationPolicy of security.breeze.io) on the routes, read again whenever
+it changes, and from the Dubbo providers of a ZooKeeper registry (one
+ServiceEntry per interface, see registry/README.md), followed with watches. At
+least one of -dir and -zookeeper. Prints "LISTENING xds <address>" once it
+serves what every source holds. SIGINT or SIGTERM stop it.
 `
+
+const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule, ServiceEntry and authorization policy YAML and serves
 // what they translate to over ADS.
 func xds(args []string) error {
-	f := newFlags("xds", "breeze xds -dir DIR [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]", xdsUsage)
-	dir := f.String("dir", "", "`DIR` of the MetaRouter, DestinationRule and ServiceEntry YAML to serve (required)")
+	f := newFlags("xds", xdsSynopsis, xdsUsage)
+	dir := f.String("dir", "", "`DIR` of the MetaRouter, DestinationRule and ServiceEntry YAML to serve")
+	regf := addRegistryFlags(f)
 	listen := f.String("listen", "127.0.0.1:15010", "serve ADS on this `ADDR` (host:port; port 0 picks a free one)")
 	debounce := f.Duration("debounce", 50*time.Millisecond, "after a change, wait until the directory was quiet this long (a `DURATION`: 50ms, 1s) before reading it again")
 	logf := addLogFlags(f)
@@ -40,22 +46,24 @@ func xds(args []string) error {
 	if err := f.noArgs(args, func(a string) string { return "to serve a directory, name it with -dir: breeze xds -dir " + a }); err != nil {
 		return err
 	}
-	if *dir == "" {
-		return f.usageErrorf("-dir is required: the directory of MetaRouter, DestinationRule and ServiceEntry YAML to serve")
+	if *dir == "" && !regf.set() {
+		return f.usageErrorf("nothing to serve: name the directory of MetaRouter, DestinationRule and ServiceEntry YAML with -dir, a ZooKeeper registry with -zookeeper, or both")
 	}
-	if fi, err := os.Stat(*dir); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("-dir %q: no such directory", *dir)
-	} else if err != nil {
-		return fmt.Errorf("-dir: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("-dir %q is a file: want the directory holding it", *dir)
+	if *dir != "" {
+		if fi, err := os.Stat(*dir); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("-dir %q: no such directory", *dir)
+		} else if err != nil {
+			return fmt.Errorf("-dir: %w", err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("-dir %q is a file: want the directory holding it", *dir)
+		}
 	}
 	log := logf.logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	log.Info("breeze xds running", append([]any{"dir", *dir}, buildinfo.Get().LogAttrs()...)...)
+	log.Info("breeze xds running", append([]any{"dir", *dir, "zookeeper", regf.zookeeper}, buildinfo.Get().LogAttrs()...)...)
 	srv := controlplane.NewServer(log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -67,7 +75,14 @@ func xds(args []string) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer srv.Stop()
 
-	src := &controlplane.DirSource{Dir: *dir, Debounce: *debounce, Log: log}
+	var sources []controlplane.Source
+	if *dir != "" {
+		sources = append(sources, &controlplane.DirSource{Dir: *dir, Debounce: *debounce, Log: log})
+	}
+	for _, r := range regf.registries(log) {
+		sources = append(sources, &registry.Source{Registry: r, Log: log})
+	}
+	src := controlplane.Sources(sources...)
 	runErr := make(chan error, 1)
 	var first sync.Once
 	go func() {

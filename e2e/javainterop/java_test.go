@@ -250,6 +250,10 @@ type javaProviderSpec struct {
 	Heartbeat time.Duration
 	// ShutdownWait bounds Dubbo's graceful shutdown (0: Dubbo's 10s).
 	ShutdownWait time.Duration
+	// ZooKeeper: register there through Dubbo's own ZooKeeper registry,
+	// with RegisterMode (interface, instance, all), Application and
+	// MetadataType (local, remote).
+	ZooKeeper, RegisterMode, Application, MetadataType string
 }
 
 // startJavaProviders starts the providers and waits for their READY lines.
@@ -277,6 +281,9 @@ func launchJavaProviders(t testing.TB, specs ...javaProviderSpec) []*javaProvide
 		}
 		if s.ShutdownWait > 0 {
 			args = append(args, "--shutdown-wait", strconv.FormatInt(s.ShutdownWait.Milliseconds(), 10))
+		}
+		if s.ZooKeeper != "" {
+			args = append(args, "--zookeeper", s.ZooKeeper, "--register-mode", s.RegisterMode, "--application", s.Application, "--metadata-type", s.MetadataType)
 		}
 		lines := newLineLog()
 		p := harness.StartWith(t, harness.ProcOptions{OnLine: lines.see}, "java provider "+s.Name, javaBin,

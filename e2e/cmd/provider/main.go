@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/breeze-mesh/breeze/e2e/internal/dubbogo"
 )
@@ -27,6 +28,10 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 0, "heartbeat period towards clients; 0 keeps dubbo-go's default (60s)")
 	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
 	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
+	zookeeper := flag.String("zookeeper", "", "register in the ZooKeeper at this host:port with dubbo-go's own registry")
+	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
+	registryTimeout := flag.Duration("registry-timeout", 10*time.Second, "with -zookeeper: the ZooKeeper session timeout")
+	application := flag.String("application", "", "dubbo-go application name (default breeze-e2e-provider)")
 	flag.Parse()
 	if *name == "" {
 		*name = fmt.Sprintf("provider-%d", *port)
@@ -53,6 +58,10 @@ func main() {
 			HeartbeatPeriod: *heartbeat,
 			LogLevel:        *logLevel,
 			Behaviour:       behaviour,
+			ZooKeeper:       *zookeeper,
+			RegistryType:    *registryType,
+			Application:     *application,
+			RegistryTimeout: *registryTimeout,
 		})
 	}
 	var taken *dubbogo.ListenError

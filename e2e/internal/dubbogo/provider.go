@@ -8,6 +8,7 @@
 package dubbogo
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,12 @@ import (
 	_ "dubbo.apache.org/dubbo-go/v3/protocol/dubbo"
 	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/protocol" // else dubbo-go logs an error at start
+	// dubbo-go's own ZooKeeper registry, interface- and application-level,
+	// with ZooKeeper as the metadata report (the registry tests).
+	_ "dubbo.apache.org/dubbo-go/v3/metadata/mapping/metadata"
+	_ "dubbo.apache.org/dubbo-go/v3/metadata/report/zookeeper"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/servicediscovery"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/zookeeper"
 
 	"github.com/breeze-mesh/breeze/e2e/internal/greeter"
 )
@@ -61,6 +68,19 @@ type ProviderOptions struct {
 	// Behaviour counts, gates and fails the calls (see Behaviour); nil
 	// answers every call at once.
 	Behaviour *Behaviour
+	// ZooKeeper, if set, is the address of a ZooKeeper the provider
+	// registers in, through dubbo-go's own registry; none: no registry.
+	ZooKeeper string
+	// RegistryType is dubbo-go's registry-type: "interface" (when
+	// empty), "service" (application-level) or "all".
+	RegistryType string
+	// Application names the dubbo-go application; "breeze-e2e-provider"
+	// when empty.
+	Application string
+	// RegistryTimeout is the provider's ZooKeeper session timeout (dubbo-go's
+	// registry "timeout"): how long a killed provider's nodes outlive it;
+	// 10s when zero.
+	RegistryTimeout time.Duration
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -145,7 +165,7 @@ func Serve(o ProviderOptions) error {
 			SetProtocolIDs("dubbo").
 			SetSerialization(constant.Hessian2Serialization).
 			SetVersion(v).
-			SetNotRegister(true).
+			SetNotRegister(o.ZooKeeper == "").
 			Build())
 	}
 	proto := config.NewProtocolConfigBuilder().
@@ -158,8 +178,25 @@ func Serve(o ProviderOptions) error {
 		params["heartbeat-period"] = o.HeartbeatPeriod.String()
 	}
 	proto.Params = params
-	root := config.NewRootConfigBuilder().
-		SetApplication(application("breeze-e2e-provider")).
+	app := o.Application
+	if app == "" {
+		app = "breeze-e2e-provider"
+	}
+	rb := config.NewRootConfigBuilder()
+	if o.ZooKeeper != "" {
+		kind := o.RegistryType
+		if kind == "" {
+			kind = "interface"
+		}
+		rb.AddRegistry("zk", config.NewRegistryConfigBuilder().
+			SetProtocol("zookeeper").
+			SetAddress(o.ZooKeeper).
+			SetTimeout(cmp.Or(o.RegistryTimeout, 10*time.Second).String()).
+			SetRegistryType(kind).
+			Build())
+	}
+	root := rb.
+		SetApplication(application(app)).
 		SetProvider(pb.Build()).
 		AddProtocol("dubbo", proto).
 		SetLogger(loggerConfig(o.LogLevel)).

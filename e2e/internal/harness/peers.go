@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -97,6 +98,11 @@ type ProviderSpec struct {
 	// Heartbeat is the provider's heartbeat period to its clients; 0 keeps
 	// dubbo-go's default.
 	Heartbeat time.Duration
+	// ZooKeeper: register there with dubbo-go's own ZooKeeper registry,
+	// RegistryType "interface" (when empty), "service" or "all", under
+	// Application, with a session of RegistryTimeout.
+	ZooKeeper, RegistryType, Application string
+	RegistryTimeout                      time.Duration
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -108,6 +114,12 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 		args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ","), "-control"}
 		if spec.Heartbeat > 0 {
 			args = append(args, "-heartbeat", spec.Heartbeat.String())
+		}
+		if spec.ZooKeeper != "" {
+			args = append(args, "-zookeeper", spec.ZooKeeper, "-registry-type", cmp.Or(spec.RegistryType, "interface"), "-application", spec.Application)
+			if spec.RegistryTimeout > 0 {
+				args = append(args, "-registry-timeout", spec.RegistryTimeout.String())
+			}
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
 		line, err := p.WaitReady(30 * time.Second)

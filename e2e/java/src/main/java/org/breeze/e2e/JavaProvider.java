@@ -22,7 +22,12 @@ import org.breeze.Greeter;
  *
  * <pre>
  * JavaProvider --port 20001 --name java-v1 [--version 1.0.0] [--heartbeat MS] [--shutdown-wait MS]
+ *              [--zookeeper HOST:PORT --register-mode interface|instance|all --application NAME
+ *               --metadata-type local|remote --session MS]
  * </pre>
+ *
+ * <p>With --zookeeper it registers through Dubbo's own ZooKeeper registry
+ * (Curator), with ZooKeeper as its metadata report too.
  *
  * <p>Each Slow call prints "START Slow MS" when it begins and "END Slow MS" when
  * it returns, so that a test can wait for calls to be in flight. SIGTERM runs
@@ -107,10 +112,11 @@ public final class JavaProvider {
         // Dubbo's graceful shutdown waits this long at most for clients to leave.
         System.setProperty("dubbo.service.shutdown.wait", f.getOrDefault("shutdown-wait", "10000"));
 
-        ApplicationConfig app = new ApplicationConfig("breeze-e2e-java-provider");
+        String zookeeper = f.getOrDefault("zookeeper", "");
+        ApplicationConfig app = new ApplicationConfig(f.getOrDefault("application", "breeze-e2e-java-provider"));
         app.setQosEnable(false); // else every JVM wants port 22222
-        app.setRegisterMode("interface");
-        app.setMetadataType("local");
+        app.setRegisterMode(f.getOrDefault("register-mode", "interface"));
+        app.setMetadataType(f.getOrDefault("metadata-type", "local"));
 
         ProtocolConfig proto = new ProtocolConfig("dubbo", port);
         proto.setHost("127.0.0.1");
@@ -126,12 +132,18 @@ public final class JavaProvider {
         if (!version.isEmpty()) {
             svc.setVersion(version);
         }
-        svc.setRegister(false);
+        svc.setRegister(!zookeeper.isEmpty());
+        RegistryConfig registry = new RegistryConfig(RegistryConfig.NO_AVAILABLE);
+        if (!zookeeper.isEmpty()) {
+            registry = new RegistryConfig("zookeeper://" + zookeeper);
+            // The ZooKeeper session: how long a killed provider's nodes outlive it.
+            registry.setSession(Integer.parseInt(f.getOrDefault("session", "60000")));
+        }
 
         Runtime.getRuntime().addShutdownHook(new Thread(() -> Peers.println("SIGNALLED"), "breeze-signalled"));
         DubboBootstrap boot = DubboBootstrap.getInstance()
                 .application(app)
-                .registry(new RegistryConfig(RegistryConfig.NO_AVAILABLE))
+                .registry(registry)
                 .protocol(proto)
                 .service(svc)
                 .start();

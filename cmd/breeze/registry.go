@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/zookeeper"
+)
+
+// registryFlags are the flags naming service registries, shared by
+// `breeze xds` and `breeze registry export`.
+type registryFlags struct {
+	zookeeper, zookeeperRoot string
+}
+
+func addRegistryFlags(f *cmdFlags) *registryFlags {
+	r := &registryFlags{}
+	f.StringVar(&r.zookeeper, "zookeeper", "", "follow the Dubbo providers of the ZooKeeper ensemble at `HOST:PORT[,HOST:PORT]`")
+	f.StringVar(&r.zookeeperRoot, "zookeeper-root", "/dubbo", "Dubbo's root `PATH` in ZooKeeper (Dubbo's registry group)")
+	return r
+}
+
+func (r *registryFlags) set() bool { return r.zookeeper != "" }
+
+func (r *registryFlags) registries(log *slog.Logger) []registry.Registry {
+	var out []registry.Registry
+	if r.zookeeper != "" {
+		out = append(out, &zookeeper.Registry{Servers: strings.Split(r.zookeeper, ","), Root: r.zookeeperRoot, Log: log})
+	}
+	return out
+}
+
+const registryUsage = `Writes the Istio ServiceEntries a Dubbo service registry's providers translate
+to (one per interface; see registry/README.md) as YAML: to standard output, or
+one file per ServiceEntry into -o DIR (files of interfaces gone are removed).
+Once, or with -watch after every change until SIGINT or SIGTERM.
+`
+
+const registrySynopsis = "breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]"
+
+// registryCmd: `breeze registry export`.
+func registryCmd(args []string) error {
+	f := newFlags("registry", registrySynopsis, registryUsage)
+	regf := addRegistryFlags(f)
+	watch := f.Bool("watch", false, "keep following the registry, writing the ServiceEntries again after every change")
+	namespace := f.String("namespace", "default", "the `NS` of the ServiceEntries")
+	out := f.String("o", "", "write one file per ServiceEntry into `DIR` (default: all to standard output)")
+	logf := addLogFlags(f)
+	args, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 || args[0] != "export" {
+		return f.usageErrorf("want the subcommand export, as in breeze registry export -zookeeper 127.0.0.1:2181")
+	}
+	if !regf.set() {
+		return f.usageErrorf("-zookeeper is required: the registry to export")
+	}
+	if *out != "" {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+	}
+	log := logf.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := regf.registries(log)[0]
+	var writeErr error
+	err = r.Run(ctx, func(u registry.Update) {
+		entries := registry.ServiceEntries(u.Instances, *namespace)
+		if *out == "" {
+			writeErr = writeEntries(os.Stdout, entries)
+		} else {
+			writeErr = writeDir(*out, entries)
+		}
+		if writeErr != nil || !*watch {
+			cancel()
+		}
+	})
+	return errors.Join(err, writeErr)
+}
+
+// writeEntries writes entries as a YAML stream.
+func writeEntries(w io.Writer, entries []registry.Entry) error {
+	for _, e := range entries {
+		b, err := registry.YAML(e)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "---\n%s", b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDir writes one file per entry, <name>.yaml, each replaced whole
+// (a temporary file renamed), and removes the *.yaml files of entries
+// that are gone.
+func writeDir(dir string, entries []registry.Entry) error {
+	keep := map[string]bool{}
+	for _, e := range entries {
+		b, err := registry.YAML(e)
+		if err != nil {
+			return err
+		}
+		name := e.Name + ".yaml"
+		keep[name] = true
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	old, err := filepath.Glob(filepath.Join(dir, "dubbo-*.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, p := range old {
+		if !keep[filepath.Base(p)] {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/breeze-mesh/breeze/registry/zookeeper/zktest"
+)
+
+type quietZK struct{}
+
+func (quietZK) Printf(string, ...any) {}
+
+// registerProvider creates a provider node as Dubbo does (ephemeral, under
+// conn's session).
+func registerProvider(t *testing.T, conn *zk.Conn, iface, addr string) {
+	t.Helper()
+	for _, p := range []string{"/dubbo", "/dubbo/" + iface, "/dubbo/" + iface + "/providers"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+			t.Fatal(err)
+		}
+	}
+	u := "dubbo://" + addr + "/" + iface + "?application=a&side=provider&version=1.0.0&methods=x,y"
+	if _, err := conn.Create("/dubbo/"+iface+"/providers/"+url.QueryEscape(u), nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// breeze registry export: once to standard output, once into a directory
+// (replacing what is gone), and with -watch.
+func TestRegistryExport(t *testing.T) {
+	zs := zktest.Start(t)
+	conn, _, err := zk.Connect([]string{zs.Addr}, 10*time.Second, zk.WithLogger(quietZK{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	registerProvider(t, conn, "org.breeze.Greeter", "10.0.0.1:20880")
+
+	stdout, stderr, code := breeze(t, "registry", "export", "-zookeeper", zs.Addr, "-namespace", "dubbo", "-log-level", "error")
+	want := `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: dubbo-org.breeze.greeter
+  namespace: dubbo
+spec:
+  endpoints:
+  - address: 10.0.0.1
+    labels:
+      application: a
+      methods: x_y
+      side: provider
+      version: 1.0.0
+    ports:
+      tcp-dubbo: 20880
+    weight: 100
+  hosts:
+  - org.breeze.Greeter
+  location: MESH_INTERNAL
+  ports:
+  - name: tcp-dubbo
+    number: 20880
+    protocol: TCP
+  resolution: STATIC
+`
+	if code != 0 || stdout != want {
+		t.Errorf("breeze registry export: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, stderr, stdout, want)
+	}
+
+	dir := t.TempDir()
+	for _, name := range []string{"dubbo-org.breeze.gone.yaml", "mine.yaml"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, stderr, code := breeze(t, "registry", "export", "-zookeeper", zs.Addr, "-namespace", "dubbo", "-o", dir, "-log-level", "error"); code != 0 {
+		t.Fatalf("breeze registry export -o: exit %d: %s", code, stderr)
+	}
+	if got := files(t, dir); !slices.Equal(got, []string{"dubbo-org.breeze.greeter.yaml", "mine.yaml"}) {
+		t.Errorf("-o %s holds %v, want the interface's file and mine.yaml (an interface gone is removed, other files kept)", dir, got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "dubbo-org.breeze.greeter.yaml")); "---\n"+string(b) != want {
+		t.Errorf("dubbo-org.breeze.greeter.yaml:\n%s\nwant:\n%s", b, strings.TrimPrefix(want, "---\n"))
+	}
+
+	// -watch: a new interface's file appears.
+	watchDir := t.TempDir()
+	cmd := exec.Command(breezeBin(t), "registry", "export", "-watch", "-zookeeper", zs.Addr, "-o", watchDir, "-log-level", "error")
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitFiles := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !slices.Equal(files(t, watchDir), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("-watch -o %s holds %v, want %v (stderr: %s)", watchDir, files(t, watchDir), want, errOut.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFiles("dubbo-org.breeze.greeter.yaml")
+	registerProvider(t, conn, "org.breeze.Other", "10.0.0.2:20880")
+	waitFiles("dubbo-org.breeze.greeter.yaml", "dubbo-org.breeze.other.yaml")
+}
+
+// files lists a directory's names, dot-files left out.
+func files(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}

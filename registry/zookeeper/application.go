@@ -1,0 +1,349 @@
+package zookeeper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"strings"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/breeze-mesh/breeze/registry"
+)
+
+// Application-level discovery (Dubbo 3's default in new deployments):
+//
+//	/services/<application>/<ip:port>   the instance (Curator's ServiceInstance JSON)
+//	metadata report: the instance's MetadataInfo by revision, its interfaces
+//
+// Every application under /services is followed (Breeze serves every
+// interface, so the interface→application mapping under /dubbo/mapping,
+// which tells a consumer which applications to follow, is not needed).
+// The MetadataInfo of revision R of application A is read where the
+// metadata report in ZooKeeper keeps it: /dubbo/metadata/A/R (Dubbo Java),
+// or <root>/A/R (dubbo-go 3.3's report writes it under the registry root).
+
+// servicesRoot is where Dubbo keeps application instances.
+const servicesRoot = "/services"
+
+// appInstance is what one instance node says.
+type appInstance struct {
+	address  string
+	port     uint32
+	revision string
+	// endpoints: the port of each protocol (metadata "dubbo.endpoints").
+	endpoints map[string]uint32
+	metadata  map[string]string
+}
+
+// serviceInfo is one service of a MetadataInfo.
+type serviceInfo struct {
+	Name     string            `json:"name"`
+	Group    string            `json:"group"`
+	Version  string            `json:"version"`
+	Protocol string            `json:"protocol"`
+	Port     uint32            `json:"port"`
+	Path     string            `json:"path"`
+	Params   map[string]string `json:"params"`
+}
+
+// appState is the application-level part of a watcher (Run goroutine only).
+type appState struct {
+	apps map[string]map[string]*appInstance // application → instance node → instance
+	// metadata by "application/revision"; nil: not in the report (yet).
+	metadata map[string][]serviceInfo
+	// metaWaiters: a MetadataInfo node watched for its creation → the
+	// instance node to read again when it appears.
+	metaWaiters map[string]string
+	// missingLogged: revisions whose absence was logged.
+	missingLogged map[string]bool
+}
+
+func newAppState() appState {
+	return appState{apps: map[string]map[string]*appInstance{}, metadata: map[string][]serviceInfo{},
+		metaWaiters: map[string]string{}, missingLogged: map[string]bool{}}
+}
+
+// isAppPath reports whether p is an application-level node.
+func isAppPath(p string) bool {
+	return p == servicesRoot || strings.HasPrefix(p, servicesRoot+"/")
+}
+
+// readApp reads an application-level node: /services, an application, or
+// an instance.
+func (w *watcher) readApp(p string) (bool, error) {
+	rest := strings.TrimPrefix(strings.TrimPrefix(p, servicesRoot), "/")
+	switch parts := strings.Split(rest, "/"); {
+	case rest == "":
+		return w.readApps()
+	case len(parts) == 1:
+		return w.readInstances(parts[0])
+	default:
+		return w.readInstance(parts[0], parts[1])
+	}
+}
+
+func (w *watcher) readApps() (bool, error) {
+	children, err := w.children(servicesRoot)
+	if errors.Is(err, zk.ErrNoNode) {
+		err = w.exists(servicesRoot)
+		children = nil
+	}
+	if err != nil {
+		return false, err
+	}
+	next := map[string]bool{}
+	for _, c := range children {
+		next[c] = true
+	}
+	changed := false
+	for app, insts := range w.app.apps {
+		if !next[app] {
+			changed = changed || len(insts) > 0
+			delete(w.app.apps, app)
+		}
+	}
+	for app := range next {
+		if _, ok := w.app.apps[app]; !ok {
+			w.app.apps[app] = map[string]*appInstance{}
+			w.mark(path.Join(servicesRoot, app))
+		}
+	}
+	return changed, nil
+}
+
+func (w *watcher) readInstances(app string) (bool, error) {
+	insts, ok := w.app.apps[app]
+	if !ok {
+		return false, nil // gone since
+	}
+	p := path.Join(servicesRoot, app)
+	children, err := w.children(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		return false, nil // the /services watch says when it is back
+	}
+	if err != nil {
+		return false, err
+	}
+	next := map[string]bool{}
+	for _, c := range children {
+		next[c] = true
+	}
+	changed := false
+	for inst := range insts {
+		if !next[inst] {
+			changed = true
+			delete(insts, inst)
+		}
+	}
+	for inst := range next {
+		if _, ok := insts[inst]; !ok {
+			w.mark(path.Join(p, inst))
+		}
+	}
+	return changed, nil
+}
+
+// readInstance reads an instance node (its data, with a watch: Dubbo
+// rewrites it when the instance's revision changes) and the MetadataInfo
+// of its revision.
+func (w *watcher) readInstance(app, inst string) (bool, error) {
+	insts, ok := w.app.apps[app]
+	if !ok {
+		return false, nil
+	}
+	p := path.Join(servicesRoot, app, inst)
+	data, err := w.get(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		_, had := insts[inst]
+		delete(insts, inst)
+		return had, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	in, err := parseInstance(data)
+	if err != nil {
+		w.log.Warn("an application instance node that is not a Dubbo service instance; ignored", "node", p, "err", err)
+		_, had := insts[inst]
+		delete(insts, inst)
+		return had, nil
+	}
+	key := app + "/" + in.revision
+	if _, known := w.app.metadata[key]; !known && in.revision != "" {
+		svcs, err := w.readMetadata(app, in.revision, p)
+		if err != nil {
+			return false, err
+		}
+		if svcs != nil {
+			w.app.metadata[key] = svcs
+		}
+	}
+	old := insts[inst]
+	insts[inst] = in
+	return old == nil || old.revision != in.revision || old.address != in.address || !maps.Equal(old.metadata, in.metadata), nil
+}
+
+// metadataPaths are where the MetadataInfo of app's revision may be.
+func (w *watcher) metadataPaths(app, revision string) []string {
+	return []string{path.Join("/dubbo/metadata", app, revision), path.Join(w.root, app, revision)}
+}
+
+// readMetadata reads a MetadataInfo; nil when no report holds it, in which
+// case its nodes are watched for their creation (then instance is read
+// again).
+func (w *watcher) readMetadata(app, revision, instance string) ([]serviceInfo, error) {
+	paths := w.metadataPaths(app, revision)
+	for _, p := range paths {
+		data, _, err := w.conn.Get(p)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		svcs, err := parseMetadataInfo(data)
+		if err != nil {
+			w.log.Warn("a MetadataInfo that cannot be read; the instance's interfaces are not served", "node", p, "err", err)
+			return []serviceInfo{}, nil
+		}
+		return svcs, nil
+	}
+	key := app + "/" + revision
+	if !w.app.missingLogged[key] {
+		w.app.missingLogged[key] = true
+		w.log.Warn("no MetadataInfo in the metadata report for this revision: its interfaces are not served until one is written "+
+			"(a provider with metadata-type local answers only through its MetadataService, which Breeze does not call)",
+			"application", app, "revision", revision, "looked_in", strings.Join(paths, ","))
+	}
+	for _, p := range paths {
+		w.app.metaWaiters[p] = instance
+		if err := w.exists(p); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// get reads p's data, setting a watch unless one is set.
+func (w *watcher) get(p string) ([]byte, error) {
+	if w.isWatching(p) {
+		b, _, err := w.conn.Get(p)
+		return b, err
+	}
+	b, _, ch, err := w.conn.GetW(p)
+	if err != nil {
+		return nil, err
+	}
+	w.follow(p, ch)
+	return b, nil
+}
+
+// parseInstance reads an instance node: Curator's ServiceInstance JSON as
+// Dubbo Java and dubbo-go write it.
+func parseInstance(data []byte) (*appInstance, error) {
+	var raw struct {
+		Address string `json:"address"`
+		Port    uint32 `json:"port"`
+		Payload struct {
+			Metadata map[string]string `json:"metadata"`
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	if raw.Address == "" {
+		return nil, errors.New("no address")
+	}
+	md := raw.Payload.Metadata
+	in := &appInstance{address: raw.Address, port: raw.Port, revision: md["dubbo.metadata.revision"], metadata: md, endpoints: map[string]uint32{}}
+	if eps := md["dubbo.endpoints"]; eps != "" {
+		var list []struct {
+			Port     uint32 `json:"port"`
+			Protocol string `json:"protocol"`
+		}
+		if err := json.Unmarshal([]byte(eps), &list); err != nil {
+			return nil, fmt.Errorf("dubbo.endpoints: %w", err)
+		}
+		for _, e := range list {
+			in.endpoints[e.Protocol] = e.Port
+		}
+	}
+	return in, nil
+}
+
+// parseMetadataInfo reads a MetadataInfo (JSON, as the metadata report
+// stores it).
+func parseMetadataInfo(data []byte) ([]serviceInfo, error) {
+	var raw struct {
+		Services map[string]serviceInfo `json:"services"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make([]serviceInfo, 0, len(raw.Services))
+	for _, s := range raw.Services {
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// appInstances lists the providers of every application instance whose
+// MetadataInfo is known: one per service of the instance's revision. The
+// labels are the service's parameters, its version and group, and the
+// instance's metadata (but dubbo.endpoints, the ports it already gave).
+func (w *watcher) appInstances() []registry.Instance {
+	var out []registry.Instance
+	for app, insts := range w.app.apps {
+		for _, in := range insts {
+			for _, s := range w.app.metadata[app+"/"+in.revision] {
+				protocol := s.Protocol
+				if protocol == "" {
+					protocol = registry.ProtocolDubbo
+				}
+				port := s.Port
+				if port == 0 {
+					port = in.endpoints[protocol]
+				}
+				if port == 0 {
+					port = in.port
+				}
+				params := make(map[string]string, len(s.Params)+len(in.metadata)+2)
+				for k, v := range in.metadata {
+					if k != "dubbo.endpoints" {
+						params[k] = v
+					}
+				}
+				maps.Copy(params, s.Params)
+				if s.Version != "" {
+					params["version"] = s.Version
+				}
+				if s.Group != "" {
+					params["group"] = s.Group
+				}
+				if _, ok := params["application"]; !ok {
+					params["application"] = app
+				}
+				// No ID: translated again on every update (an instance
+				// node's data may change without its name).
+				out = append(out, registry.Instance{Interface: s.Name, Address: in.address, Port: port, Params: params, Protocol: protocol})
+			}
+		}
+	}
+	return out
+}
+
+// pruneMetadata forgets the MetadataInfo of revisions no instance has any
+// more.
+func (w *watcher) pruneMetadata() {
+	used := map[string]bool{}
+	for app, insts := range w.app.apps {
+		for _, in := range insts {
+			used[app+"/"+in.revision] = true
+		}
+	}
+	maps.DeleteFunc(w.app.metadata, func(k string, _ []serviceInfo) bool { return !used[k] })
+	maps.DeleteFunc(w.app.missingLogged, func(k string, _ bool) bool { return !used[k] })
+}

@@ -1,0 +1,393 @@
+// Package zookeeper follows the Dubbo providers a ZooKeeper registry holds,
+// as Dubbo 2/3 Java and dubbo-go register them (interface-level discovery):
+//
+//	/dubbo/<interface>/providers/<URL-encoded dubbo://ip:port/interface?...>
+//
+// with ZooKeeper watches, not polling, through github.com/go-zookeeper/zk.
+// consumers/, configurators/ and routers/ are not read (see the README).
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/breeze-mesh/breeze/registry"
+)
+
+// Registry is a ZooKeeper ensemble holding Dubbo providers.
+type Registry struct {
+	// Servers are the ensemble's host:port addresses.
+	Servers []string
+	// Root is Dubbo's root node; "/dubbo" when empty.
+	Root string
+	// SessionTimeout of Breeze's own session (it creates no node, so it
+	// only bounds how long ZooKeeper keeps its watches while it is away);
+	// 15s when zero.
+	SessionTimeout time.Duration
+	// RetryInterval: how long to wait before reading a node again after a
+	// read failed while the session was up; 1s when zero.
+	RetryInterval time.Duration
+	Log           *slog.Logger
+}
+
+// Nodes under the root that are not interfaces: Dubbo 3 keeps its
+// interface→application mapping, its metadata report and its config
+// center there.
+var notInterfaces = map[string]bool{"mapping": true, "metadata": true, "config": true}
+
+// Name implements registry.Registry.
+func (r *Registry) Name() string { return "zookeeper " + strings.Join(r.Servers, ",") }
+
+// watcher is the state of one Run.
+type watcher struct {
+	r    *Registry
+	log  *slog.Logger
+	conn *zk.Conn
+	root string
+
+	// mu guards what watch goroutines and the session callback write.
+	mu sync.Mutex
+	// pending: nodes to read again (their watch fired, or a read failed).
+	pending map[string]bool
+	// watching: nodes with a watch set that has not fired yet; a node is
+	// read without setting another one (go-zookeeper would deliver every
+	// watch set on a path, and they would pile up).
+	watching   map[string]bool
+	hasSession bool
+	// resync: a session was (re-)established: read every node again, in
+	// case a change was missed while away.
+	resync bool
+	wake   chan struct{}
+
+	// Only the Run goroutine: the interfaces seen under the root, and
+	// each one's providers by node name (the URL).
+	interfaces map[string]bool
+	providers  map[string]map[string]registry.Instance
+	app        appState
+}
+
+// Run implements registry.Registry.
+func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error {
+	if len(r.Servers) == 0 {
+		return errors.New("zookeeper: no servers")
+	}
+	w := &watcher{
+		r: r, log: r.Log, root: r.Root,
+		pending: map[string]bool{}, watching: map[string]bool{},
+		wake:       make(chan struct{}, 1),
+		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{},
+		app: newAppState(),
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	w.log = w.log.With("registry", r.Name())
+	if w.root == "" {
+		w.root = "/dubbo"
+	}
+	timeout := r.SessionTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	retry := r.RetryInterval
+	if retry <= 0 {
+		retry = time.Second
+	}
+	conn, _, err := zk.Connect(r.Servers, timeout, zk.WithLogger(zkLogger{w.log}), zk.WithEventCallback(w.sessionEvent))
+	if err != nil {
+		return fmt.Errorf("zookeeper: %w", err)
+	}
+	defer conn.Close()
+	w.conn = conn
+	w.pending[w.root] = true
+	w.pending[servicesRoot] = true
+
+	var (
+		published, stale bool
+		retryTimer       = time.NewTimer(time.Hour)
+	)
+	retryTimer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.wake:
+		case <-retryTimer.C:
+		}
+		// Read what is pending until nothing is: a new interface under the
+		// root makes its providers pending, and a set is published whole.
+		changed, failed := false, false
+		var hasSession bool
+		for !failed {
+			w.mu.Lock()
+			hasSession = w.hasSession
+			if hasSession && w.resync {
+				w.resync = false
+				w.pending[w.root] = true
+				for iface := range w.interfaces {
+					w.pending[w.providersPath(iface)] = true
+				}
+				w.pending[servicesRoot] = true
+				for app, insts := range w.app.apps {
+					w.pending[path.Join(servicesRoot, app)] = true
+					for inst := range insts {
+						w.pending[path.Join(servicesRoot, app, inst)] = true
+					}
+				}
+			}
+			if !hasSession || len(w.pending) == 0 {
+				w.mu.Unlock()
+				break
+			}
+			todo := slices.Sorted(maps.Keys(w.pending))
+			clear(w.pending)
+			w.mu.Unlock()
+			for _, p := range todo {
+				c, err := w.read(p)
+				changed = changed || c
+				if err != nil {
+					failed = true
+					w.log.Warn("reading a ZooKeeper node; keeping what it held before", "node", p, "err", err)
+					w.mu.Lock()
+					w.pending[p] = true
+					w.mu.Unlock()
+				}
+			}
+		}
+		if failed {
+			retryTimer.Reset(retry)
+		}
+		nowStale := !hasSession || failed
+		if !published && nowStale {
+			continue // the first set is a whole one
+		}
+		if changed || !published || nowStale != stale {
+			if nowStale != stale && nowStale {
+				w.log.Warn("ZooKeeper unreachable (or failing reads): its providers are stale, the last known set is kept", "interfaces", len(w.providers))
+			}
+			published, stale = true, nowStale
+			publish(registry.Update{Instances: w.instances(), Stale: stale})
+		}
+	}
+}
+
+// sessionEvent records the session's state (go-zookeeper calls it on its
+// connection goroutine: it only records and wakes).
+func (w *watcher) sessionEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	has := ev.State == zk.StateHasSession
+	w.mu.Lock()
+	was := w.hasSession
+	w.hasSession = has
+	if has && !was {
+		w.resync = true
+	}
+	w.mu.Unlock()
+	if has != was {
+		w.log.Info("ZooKeeper session", "state", ev.State.String())
+		w.poke()
+	}
+}
+
+func (w *watcher) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) providersPath(iface string) string {
+	return path.Join(w.root, iface, "providers")
+}
+
+// read reads node p again (setting a watch on it unless one is set) and
+// reports whether what is served changed.
+func (w *watcher) read(p string) (bool, error) {
+	if p == w.root {
+		return w.readRoot()
+	}
+	if inst, ok := w.app.metaWaiters[p]; ok {
+		// A MetadataInfo awaited was written: read its instance again.
+		delete(w.app.metaWaiters, p)
+		w.mark(inst)
+		return false, nil
+	}
+	if isAppPath(p) {
+		return w.readApp(p)
+	}
+	iface := path.Base(path.Dir(p))
+	if !w.interfaces[iface] {
+		return false, nil // gone since
+	}
+	children, err := w.children(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		// The interface's node is there but not its providers yet:
+		// watch for the node to be created.
+		err = w.exists(p)
+		children = nil
+	}
+	if err != nil {
+		return false, err
+	}
+	old := w.providers[iface]
+	next := make(map[string]registry.Instance, len(children))
+	for _, c := range children {
+		if in, ok := old[c]; ok {
+			next[c] = in
+			continue
+		}
+		in, err := registry.ParseURL(c)
+		if err != nil {
+			w.log.Warn("a provider node that is not a provider URL; ignored", "node", path.Join(p, c), "err", err)
+			continue
+		}
+		in.Interface = iface // the node it is filed under
+		in.ID = c
+		next[c] = in
+	}
+	if len(next) == len(old) && maps.EqualFunc(next, old, func(registry.Instance, registry.Instance) bool { return true }) {
+		return false, nil
+	}
+	w.providers[iface] = next
+	return true, nil
+}
+
+// readRoot reads the interfaces under the root.
+func (w *watcher) readRoot() (bool, error) {
+	children, err := w.children(w.root)
+	if errors.Is(err, zk.ErrNoNode) {
+		err = w.exists(w.root)
+		children = nil
+	}
+	if err != nil {
+		return false, err
+	}
+	next := map[string]bool{}
+	for _, c := range children {
+		if !notInterfaces[c] {
+			next[c] = true
+		}
+	}
+	changed := false
+	for iface := range w.interfaces {
+		if !next[iface] {
+			changed = changed || len(w.providers[iface]) > 0
+			delete(w.providers, iface)
+		}
+	}
+	w.mu.Lock()
+	for iface := range next {
+		if !w.interfaces[iface] {
+			w.pending[w.providersPath(iface)] = true
+		}
+	}
+	w.mu.Unlock()
+	w.interfaces = next
+	if changed {
+		return true, nil
+	}
+	// New interfaces change nothing served until their providers are read.
+	return false, nil
+}
+
+// children lists p's children, setting a watch unless one is set.
+func (w *watcher) children(p string) ([]string, error) {
+	if w.isWatching(p) {
+		c, _, err := w.conn.Children(p)
+		return c, err
+	}
+	c, _, ch, err := w.conn.ChildrenW(p)
+	if err != nil {
+		return nil, err
+	}
+	w.follow(p, ch)
+	return c, nil
+}
+
+// exists watches p, which was not there, for its creation.
+func (w *watcher) exists(p string) error {
+	if w.isWatching(p) {
+		return nil
+	}
+	ok, _, ch, err := w.conn.ExistsW(p)
+	if err != nil {
+		return err
+	}
+	w.follow(p, ch)
+	if ok {
+		w.mark(p) // created meanwhile: read it
+	}
+	return nil
+}
+
+func (w *watcher) isWatching(p string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.watching[p]
+}
+
+// follow waits for a watch on p to fire (a change, or the session's end),
+// then has p read again.
+func (w *watcher) follow(p string, ch <-chan zk.Event) {
+	w.mu.Lock()
+	w.watching[p] = true
+	w.mu.Unlock()
+	go func() {
+		<-ch // go-zookeeper sends one event, then closes it (Close included)
+		w.mu.Lock()
+		delete(w.watching, p)
+		w.mu.Unlock()
+		w.mark(p)
+	}()
+}
+
+func (w *watcher) mark(p string) {
+	w.mu.Lock()
+	w.pending[p] = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+// instances lists every provider: interface-level ones, then the
+// application-level ones that no interface-level node announces too (a
+// provider with registry-type "all" registers both ways; its URL has the
+// richer parameters).
+func (w *watcher) instances() []registry.Instance {
+	var out []registry.Instance
+	seen := map[string]bool{}
+	key := func(in registry.Instance) string {
+		return fmt.Sprintf("%s|%s|%d|%s|%s", in.Interface, in.Address, in.Port, in.Params["version"], in.Params["group"])
+	}
+	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
+		byNode := w.providers[iface]
+		for _, n := range slices.Sorted(maps.Keys(byNode)) {
+			out = append(out, byNode[n])
+			seen[key(byNode[n])] = true
+		}
+	}
+	w.pruneMetadata()
+	for _, in := range w.appInstances() {
+		if !seen[key(in)] {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// zkLogger sends go-zookeeper's logs (connection attempts, mostly) to slog
+// at debug level: the session's state is logged by the watcher.
+type zkLogger struct{ log *slog.Logger }
+
+func (l zkLogger) Printf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
