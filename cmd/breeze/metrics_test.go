@@ -88,12 +88,22 @@ listeners:
 	}
 
 	for _, which := range []string{"ADMIN", "METRICS"} {
-		body := get(t, "http://"+addrs[which]+"/metrics")
+		// The request is recorded at its end (OnDone), which may come
+		// after the client has read the reply: scrape until it is there.
+		var body string
 		var found []string
-		for _, l := range strings.Split(body, "\n") {
-			if strings.HasPrefix(l, "istio_requests_total{") {
-				found = append(found, l)
+		recorded := func() bool {
+			body = get(t, "http://"+addrs[which]+"/metrics")
+			found = found[:0]
+			for _, l := range strings.Split(body, "\n") {
+				if strings.HasPrefix(l, "istio_requests_total{") {
+					found = append(found, l)
+				}
 			}
+			return len(found) == 1 && strings.HasSuffix(found[0], " 1")
+		}
+		for deadline := time.Now().Add(10 * time.Second); !recorded() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond) // polling the condition, not timing it
 		}
 		want := []string{`reporter="source"`, `source_workload="reviews-v2"`, `source_workload_namespace="bookinfo"`, `source_app="reviews"`,
 			`source_version="v2"`, `source_canonical_service="reviews"`, `source_canonical_revision="v2"`, `source_cluster="Kubernetes"`,
