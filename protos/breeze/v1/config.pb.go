@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -182,7 +182,12 @@ type ProxyConfig struct {
 	// plugin serves them itself: one server per process, however many
 	// proxies (listeners, filter chains, config versions) name it
 	// (filters/proxy/README.md, "Metrics").
-	Metrics       *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Metrics *Metrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// Field 14 is the access log's (issue 17 item 1).
+	// OpenTelemetry tracing: a server span per request, a client span per
+	// upstream attempt, exported over OTLP/gRPC (filters/tracing/README.md).
+	// Unset: no tracing, at no cost per request.
+	Tracing       *Tracing `protobuf:"bytes,15,opt,name=tracing,proto3" json:"tracing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +313,140 @@ func (x *ProxyConfig) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *ProxyConfig) GetTracing() *Tracing {
+	if x != nil {
+		return x.Tracing
+	}
+	return nil
+}
+
+// Tracing configures OpenTelemetry tracing of one proxy. The three
+// sampling knobs are Aeraki's (Envoy's tracing config): a request is
+// traced when its client sampled it (unless ignore_client_sampled), or
+// else by random_sampling_percentage; max_spans_per_second caps both.
+type Tracing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port of an OTLP/gRPC collector, e.g. 127.0.0.1:4317 (plaintext);
+	// required.
+	Collector string `protobuf:"bytes,1,opt,name=collector,proto3" json:"collector,omitempty"`
+	// service.name of the spans' resource; unset: "breeze".
+	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// Share of requests without a sampled parent that start a trace, 0 to
+	// 100 (fractions allowed, e.g. 0.5).
+	RandomSamplingPercentage float64 `protobuf:"fixed64,3,opt,name=random_sampling_percentage,json=randomSamplingPercentage,proto3" json:"random_sampling_percentage,omitempty"`
+	// By default a request whose W3C traceparent has the sampled flag is
+	// always traced (the client decided); set to sample those by
+	// random_sampling_percentage too.
+	IgnoreClientSampled bool `protobuf:"varint,4,opt,name=ignore_client_sampled,json=ignoreClientSampled,proto3" json:"ignore_client_sampled,omitempty"`
+	// At most this many requests traced per second (a token bucket with a
+	// burst of one second's worth), whatever decided them; 0: no cap.
+	MaxSpansPerSecond uint32 `protobuf:"varint,5,opt,name=max_spans_per_second,json=maxSpansPerSecond,proto3" json:"max_spans_per_second,omitempty"`
+	// Spans waiting for export; beyond, new spans are dropped and counted
+	// (breeze_tracing_spans_dropped_total). 0: 2048.
+	MaxQueueSize uint32 `protobuf:"varint,6,opt,name=max_queue_size,json=maxQueueSize,proto3" json:"max_queue_size,omitempty"`
+	// Spans per OTLP export request; 0: 512.
+	MaxExportBatchSize uint32 `protobuf:"varint,7,opt,name=max_export_batch_size,json=maxExportBatchSize,proto3" json:"max_export_batch_size,omitempty"`
+	// Longest a span waits for its batch to fill; unset: 5s.
+	BatchTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=batch_timeout,json=batchTimeout,proto3" json:"batch_timeout,omitempty"`
+	// Longest one export may take before it is abandoned; unset: 10s.
+	ExportTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=export_timeout,json=exportTimeout,proto3" json:"export_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tracing) Reset() {
+	*x = Tracing{}
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tracing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tracing) ProtoMessage() {}
+
+func (x *Tracing) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
+func (*Tracing) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Tracing) GetCollector() string {
+	if x != nil {
+		return x.Collector
+	}
+	return ""
+}
+
+func (x *Tracing) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *Tracing) GetRandomSamplingPercentage() float64 {
+	if x != nil {
+		return x.RandomSamplingPercentage
+	}
+	return 0
+}
+
+func (x *Tracing) GetIgnoreClientSampled() bool {
+	if x != nil {
+		return x.IgnoreClientSampled
+	}
+	return false
+}
+
+func (x *Tracing) GetMaxSpansPerSecond() uint32 {
+	if x != nil {
+		return x.MaxSpansPerSecond
+	}
+	return 0
+}
+
+func (x *Tracing) GetMaxQueueSize() uint32 {
+	if x != nil {
+		return x.MaxQueueSize
+	}
+	return 0
+}
+
+func (x *Tracing) GetMaxExportBatchSize() uint32 {
+	if x != nil {
+		return x.MaxExportBatchSize
+	}
+	return 0
+}
+
+func (x *Tracing) GetBatchTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BatchTimeout
+	}
+	return nil
+}
+
+func (x *Tracing) GetExportTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ExportTimeout
+	}
+	return nil
+}
+
 // Metrics is the plugin's own Prometheus endpoint.
 type Metrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -324,7 +463,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +475,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[1]
+	mi := &file_breeze_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +488,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Metrics) GetAddress() string {
@@ -374,7 +513,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +525,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[2]
+	mi := &file_breeze_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +538,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Filter) GetName() string {
@@ -441,7 +580,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +592,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[3]
+	mi := &file_breeze_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +605,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -508,7 +647,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +659,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[4]
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +672,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -570,7 +709,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +721,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +734,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Route) GetName() string {
@@ -688,7 +827,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +839,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +852,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -772,7 +911,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +923,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +936,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -824,7 +963,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +975,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +988,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -878,7 +1017,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1029,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1042,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -1017,7 +1156,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1168,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1181,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1126,7 +1265,7 @@ type RequestMirrorPolicy struct {
 
 func (x *RequestMirrorPolicy) Reset() {
 	*x = RequestMirrorPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1277,7 @@ func (x *RequestMirrorPolicy) String() string {
 func (*RequestMirrorPolicy) ProtoMessage() {}
 
 func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1290,7 @@ func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
 func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestMirrorPolicy) GetCluster() string {
@@ -1184,7 +1323,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1335,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1348,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1230,7 +1369,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1381,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1394,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1289,7 +1428,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1440,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1453,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1371,7 +1510,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1522,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1535,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Cluster) GetName() string {
@@ -1514,7 +1653,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1665,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1678,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1591,7 +1730,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1742,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1755,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1670,7 +1809,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1821,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1834,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -1771,7 +1910,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1922,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1935,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -1861,7 +2000,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2012,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2025,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -1931,7 +2070,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2082,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2095,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1999,7 +2138,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2150,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2163,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -2053,7 +2192,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2204,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2217,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Listener) GetName() string {
@@ -2106,7 +2245,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x05\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\x8b\x06\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -2122,10 +2261,21 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	" \x03(\v2\x11.breeze.v1.FilterR\afilters\x123\n" +
 	"\x16max_requests_in_flight\x18\v \x01(\rR\x13maxRequestsInFlight\x129\n" +
 	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x12,\n" +
-	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x1a>\n" +
+	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x12,\n" +
+	"\atracing\x18\x0f \x01(\v2\x12.breeze.v1.TracingR\atracing\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x03\n" +
+	"\aTracing\x12\x1c\n" +
+	"\tcollector\x18\x01 \x01(\tR\tcollector\x12!\n" +
+	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12<\n" +
+	"\x1arandom_sampling_percentage\x18\x03 \x01(\x01R\x18randomSamplingPercentage\x122\n" +
+	"\x15ignore_client_sampled\x18\x04 \x01(\bR\x13ignoreClientSampled\x12/\n" +
+	"\x14max_spans_per_second\x18\x05 \x01(\rR\x11maxSpansPerSecond\x12$\n" +
+	"\x0emax_queue_size\x18\x06 \x01(\rR\fmaxQueueSize\x121\n" +
+	"\x15max_export_batch_size\x18\a \x01(\rR\x12maxExportBatchSize\x12>\n" +
+	"\rbatch_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fbatchTimeout\x12@\n" +
+	"\x0eexport_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\rexportTimeout\"#\n" +
 	"\aMetrics\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
@@ -2305,100 +2455,104 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
 	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*Metrics)(nil),             // 3: breeze.v1.Metrics
-	(*Filter)(nil),              // 4: breeze.v1.Filter
-	(*XdsSource)(nil),           // 5: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 6: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 7: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 8: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 9: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 10: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 11: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 12: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 13: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 14: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 15: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 16: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 17: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 18: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 19: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 20: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 21: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 22: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 23: breeze.v1.Endpoint
-	(*Runner)(nil),              // 24: breeze.v1.Runner
-	(*Listener)(nil),            // 25: breeze.v1.Listener
-	nil,                         // 26: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 27: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 28: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 29: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 30: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 31: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 32: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 33: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 34: google.protobuf.Any
+	(*Tracing)(nil),             // 3: breeze.v1.Tracing
+	(*Metrics)(nil),             // 4: breeze.v1.Metrics
+	(*Filter)(nil),              // 5: breeze.v1.Filter
+	(*XdsSource)(nil),           // 6: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 7: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 8: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 9: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 10: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 11: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 12: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 13: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 14: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 15: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 16: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 17: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 18: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 19: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 20: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 21: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 22: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 23: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 24: breeze.v1.Endpoint
+	(*Runner)(nil),              // 25: breeze.v1.Runner
+	(*Listener)(nil),            // 26: breeze.v1.Listener
+	nil,                         // 27: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 28: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 29: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 30: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 31: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 32: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 33: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 34: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 35: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	26, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	6,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	17, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	33, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	33, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	5,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	4,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	8,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	3,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
-	34, // 9: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	33, // 10: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	7,  // 11: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	10, // 12: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	12, // 13: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	16, // 14: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	33, // 15: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	27, // 16: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	8,  // 17: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	33, // 18: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	9,  // 19: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	33, // 20: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	33, // 21: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	11, // 22: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	14, // 23: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	28, // 24: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	13, // 25: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	29, // 26: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	15, // 27: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	30, // 28: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 29: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 30: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	23, // 31: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	33, // 32: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	33, // 33: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	21, // 34: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	18, // 35: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	20, // 36: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	19, // 37: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	33, // 38: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	33, // 39: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	33, // 40: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	31, // 41: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 42: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	18, // 43: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	20, // 44: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	21, // 45: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	32, // 46: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	25, // 47: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 48: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	34, // 49: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	27, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	7,  // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	18, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	34, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	34, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	6,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	5,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	9,  // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	4,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	3,  // 9: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
+	34, // 10: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
+	34, // 11: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
+	35, // 12: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	34, // 13: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	8,  // 14: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	11, // 15: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	13, // 16: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	17, // 17: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	34, // 18: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	28, // 19: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	9,  // 20: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	34, // 21: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	10, // 22: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	34, // 23: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	34, // 24: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	12, // 25: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	15, // 26: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	29, // 27: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	14, // 28: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	30, // 29: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	16, // 30: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	31, // 31: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 32: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 33: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	24, // 34: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	34, // 35: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	34, // 36: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	22, // 37: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	19, // 38: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	21, // 39: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	20, // 40: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	34, // 41: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	34, // 42: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	34, // 43: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	32, // 44: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 45: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	19, // 46: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	21, // 47: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	22, // 48: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	33, // 49: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	26, // 50: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 51: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	35, // 52: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2406,28 +2560,28 @@ func file_breeze_v1_config_proto_init() {
 	if File_breeze_v1_config_proto != nil {
 		return
 	}
-	file_breeze_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[9].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[7].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[12].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
