@@ -8,6 +8,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/breeze-mesh/breeze/codecs"
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
@@ -114,3 +115,5 @@ func attr(s tracetest.SpanStub, key string) string {
 }
 
 var _ sdktrace.SpanExporter = (*tracetest.InMemoryExporter)(nil)
+
+func durationpbOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

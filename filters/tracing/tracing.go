@@ -24,6 +24,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breeze-mesh/breeze/codecs"
@@ -74,7 +75,11 @@ type Options struct {
 	Now func() time.Time
 	// Rand draws the random sampling decisions (uniform 64-bit numbers).
 	Rand func() uint64
-	// pipeline replaces the shared OTLP one (tests export to memory).
+	// Exporter, when set, replaces the OTLP exporter: spans go through
+	// the same bounded queue and batch processor to it (tests export to
+	// memory). Each filter built so gets a pipeline of its own.
+	Exporter sdktrace.SpanExporter
+	// pipeline replaces the whole pipeline (this package's tests).
 	pipeline *pipeline
 }
 
@@ -94,6 +99,9 @@ type Filter struct {
 // New builds the tracing filter of a proxy from its validated config.
 func New(cfg *breezev1.Tracing, ctx filter.BuildContext, log *slog.Logger, o Options) (*Filter, error) {
 	p := o.pipeline
+	if p == nil && o.Exporter != nil {
+		p = newPipeline(o.Exporter, settingsOf(cfg))
+	}
 	if p == nil {
 		var err error
 		if p, err = sharedPipeline(cfg, log); err != nil {
