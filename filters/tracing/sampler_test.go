@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-func seeded(seed uint64) func() uint64 { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)).Uint64 }
+func seeded(seed uint64) func() uint64 {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)).Uint64
+}
 
 // TestRandomSampling draws 25% of 100,000 requests with a seeded source:
 // the count must be within 5σ of 25,000.

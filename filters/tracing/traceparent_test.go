@@ -21,14 +21,14 @@ func TestTraceparentRoundTrip(t *testing.T) {
 func TestTraceparentRejects(t *testing.T) {
 	for _, v := range []string{
 		"",
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",                  // short
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",           // version 00 with more
-		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",                 // version ff
-		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",                 // zero trace id
-		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",                 // zero span id
-		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",                 // upper case
-		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",                 // separator
-		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",                // later version, no dash after flags
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",        // short
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", // version 00 with more
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",       // version ff
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",       // zero trace id
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",       // zero span id
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",       // upper case
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",       // separator
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",      // later version, no dash after flags
 	} {
 		if _, _, _, ok := parseTraceparent(v); ok {
 			t.Errorf("parse(%q) accepted it", v)

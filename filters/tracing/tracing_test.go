@@ -15,7 +15,7 @@ import (
 
 const (
 	clientTrace  = "4bf92f3577b34da6a3ce929d0e0e4736"
-	clientSpanID   = "00f067aa0ba902b7"
+	clientSpanID = "00f067aa0ba902b7"
 	clientParent = "00-" + clientTrace + "-" + clientSpanID + "-01"
 	clientState  = "vendor=opaque"
 )
