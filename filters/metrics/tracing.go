@@ -3,6 +3,12 @@ package metrics
 import "github.com/prometheus/client_golang/prometheus"
 
 var (
+	// TracingSpans counts spans started, by kind: server (one per traced
+	// request) and client (one per upstream attempt of one).
+	TracingSpans = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "breeze_tracing_spans_total",
+		Help: "Spans started, by kind: server (one per traced request), client (one per upstream attempt of a traced request).",
+	}, []string{"kind"})
 	// TracingSpansDropped counts finished spans that were not exported
 	// because the export queue was full (a slow or absent collector):
 	// tracing sheds spans, never requests.
@@ -18,4 +24,4 @@ var (
 	})
 )
 
-func init() { Registry.MustRegister(TracingSpansDropped, TracingExportErrors) }
+func init() { Registry.MustRegister(TracingSpans, TracingSpansDropped, TracingExportErrors) }

@@ -69,6 +69,12 @@ func rpcSystem(codec string) string {
 	return codec
 }
 
+// Counters of spans started, resolved once.
+var (
+	serverSpans = metrics.TracingSpans.WithLabelValues("server")
+	clientSpans = metrics.TracingSpans.WithLabelValues("client")
+)
+
 // Options are what tests replace; zero values are production's.
 type Options struct {
 	// Now is the clock of the sampler's cap.
@@ -172,6 +178,7 @@ func (f *Filter) OnRequest(s *filter.Stream) filter.Status {
 			attribute.String(attrProxy, f.proxy),
 			attribute.String(attrPropagation, propagation),
 		))
+	serverSpans.Inc()
 	if s.Peer != nil && s.Peer.IP.IsValid() {
 		span.SetAttributes(attribute.String(attrClientAddr, s.Peer.IP.String()))
 	}
@@ -282,6 +289,7 @@ func (r *request) StartAttempt(s *filter.Stream, m *codecs.Message) {
 	}
 	attrs = appendAddr(attrs, s.Upstream)
 	_, span := r.f.tracer.Start(r.ctx, spanName(r.service, r.method), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	clientSpans.Inc()
 	if old := r.client.Swap(&clientSpan{span}); old != nil {
 		old.span.End() // not reported: never expected, but never leaked
 	}

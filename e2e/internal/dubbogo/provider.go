@@ -61,6 +61,10 @@ type ProviderOptions struct {
 	// Behaviour counts, gates and fails the calls (see Behaviour); nil
 	// answers every call at once.
 	Behaviour *Behaviour
+	// OTLP, when set, turns on dubbo-go's OpenTelemetry tracing (a server
+	// span per call, its parent read from the traceparent attachment),
+	// exported to this OTLP/gRPC collector address.
+	OTLP string
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -137,6 +141,9 @@ func Serve(o ProviderOptions) error {
 	}
 	installStatusCodec()
 	pb := config.NewProviderConfigBuilder()
+	if o.OTLP != "" {
+		pb.SetFilter(otelServerFilter)
+	}
 	for i, v := range versions {
 		svc := &Service{name: o.Name, version: v, ref: "GreeterProvider" + strconv.Itoa(i), behaviour: behaviour}
 		config.SetProviderService(svc)
@@ -158,13 +165,16 @@ func Serve(o ProviderOptions) error {
 		params["heartbeat-period"] = o.HeartbeatPeriod.String()
 	}
 	proto.Params = params
-	root := config.NewRootConfigBuilder().
+	rb := config.NewRootConfigBuilder().
 		SetApplication(application("breeze-e2e-provider")).
 		SetProvider(pb.Build()).
 		AddProtocol("dubbo", proto).
 		SetLogger(loggerConfig(o.LogLevel)).
-		SetShutDown(noSignalShutdown()).
-		Build()
+		SetShutDown(noSignalShutdown())
+	if o.OTLP != "" {
+		rb.SetOtel(otelConfig(o.OTLP, "always"))
+	}
+	root := rb.Build()
 	// dubbo-go binds the port inside config.Load and, when it cannot, getty
 	// panics there (server.RunEventLoop) with a stack for a message. Binding
 	// first says why in one line; load's recover covers a port taken since.

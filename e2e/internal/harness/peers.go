@@ -97,6 +97,9 @@ type ProviderSpec struct {
 	// Heartbeat is the provider's heartbeat period to its clients; 0 keeps
 	// dubbo-go's default.
 	Heartbeat time.Duration
+	// OTLP, when set, traces the calls with dubbo-go's OpenTelemetry
+	// filter, exporting to this collector.
+	OTLP string
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -108,6 +111,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 		args := []string{"-port", strconv.Itoa(port), "-name", spec.Name, "-version", strings.Join(spec.Versions, ","), "-control"}
 		if spec.Heartbeat > 0 {
 			args = append(args, "-heartbeat", spec.Heartbeat.String())
+		}
+		if spec.OTLP != "" {
+			args = append(args, "-otlp", spec.OTLP)
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
 		line, err := p.WaitReady(30 * time.Second)
