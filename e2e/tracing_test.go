@@ -242,8 +242,8 @@ func TestTracingSampling(t *testing.T) {
 
 // TestTracingCollectorDown: Breeze traces every call to a collector
 // address where nothing listens. Every call succeeds; the spans that do
-// not fit the queue are dropped and counted; the proxy's memory does not
-// grow with the calls (40,000 spans held would take tens of MiB).
+// not fit the queue are dropped and counted; the proxy's resident memory
+// grows by less than 16 MiB over 20,000 traced calls (some 40,000 spans).
 func TestTracingCollectorDown(t *testing.T) {
 	p := harness.StartProvider(t, harness.ProviderSpec{Name: "traced"})
 	dead := harness.Addr(harness.FreePort(t))
