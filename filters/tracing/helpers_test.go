@@ -38,7 +38,7 @@ func spans(t *testing.T, p *pipeline, exp *tracetest.InMemoryExporter) tracetest
 	return exp.GetSpans()
 }
 
-func newFilter(t *testing.T, codec string, cfg *breezev1.Tracing, p *pipeline) *Filter {
+func newFilter(t testing.TB, codec string, cfg *breezev1.Tracing, p *pipeline) *Filter {
 	t.Helper()
 	f, err := New(cfg, filter.BuildContext{ProxyName: "test", Codec: codec}, nil, Options{pipeline: p})
 	if err != nil {
@@ -47,7 +47,7 @@ func newFilter(t *testing.T, codec string, cfg *breezev1.Tracing, p *pipeline) *
 	return f
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -57,7 +57,7 @@ func readFile(t *testing.T, path string) []byte {
 }
 
 // decodeFrame decodes one whole frame with a fresh instance of codec.
-func decodeFrame(t *testing.T, codec string, frame []byte) *codecs.Message {
+func decodeFrame(t testing.TB, codec string, frame []byte) *codecs.Message {
 	t.Helper()
 	c := codecs.Instance(codec)
 	m := &codecs.Message{}
@@ -70,7 +70,7 @@ func decodeFrame(t *testing.T, codec string, frame []byte) *codecs.Message {
 
 // withKeys re-encodes a frame with key/values added (as a client that
 // sends them would have written it) and returns the new frame.
-func withKeys(t *testing.T, codec string, frame []byte, kv ...codecs.KV) []byte {
+func withKeys(t testing.TB, codec string, frame []byte, kv ...codecs.KV) []byte {
 	t.Helper()
 	c := codecs.Instance(codec)
 	m := &codecs.Message{}
