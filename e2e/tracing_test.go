@@ -121,7 +121,9 @@ func TestTracingDubboGo(t *testing.T) {
 		}
 		if len(sample) == 0 {
 			sample = append(sample, fmt.Sprintf("trace %s: consumer client %s (%s) → Breeze server %s (%s) → Breeze client %s (%s)",
-				cc.TraceID, cc.SpanID, cc.Name, bs.SpanID, bs.Name, bc.SpanID, bc.Name))
+				cc.TraceID, cc.SpanID, cc.Name, bs.SpanID, bs.Name, bc.SpanID, bc.Name),
+				fmt.Sprintf("Breeze server span attributes: %v", bs.Attributes),
+				fmt.Sprintf("Breeze client span attributes: %v", bc.Attributes))
 		}
 	}
 	t.Log(strings.Join(sample, "\n"))

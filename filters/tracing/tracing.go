@@ -221,7 +221,7 @@ func (f *Filter) OnDone(s *filter.Stream) {
 	sp := r.server
 	o := &s.Outcome
 	attrs := make([]attribute.KeyValue, 0, 6)
-	if s.Route != nil {
+	if s.Route != nil && s.Route.RouteName() != "" {
 		attrs = append(attrs, attribute.String(attrRoute, s.Route.RouteName()))
 	}
 	if s.Cluster != "" {
