@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -135,24 +136,39 @@ func (p *pipeline) shutdown(ctx context.Context) error { return p.provider.Shutd
 
 // boundedProcessor is the queue in front of the SDK's batch processor.
 type boundedProcessor struct {
-	next    sdktrace.SpanProcessor
-	queue   chan sdktrace.ReadOnlySpan
-	done    chan struct{}
-	stop    sync.Once
+	next  sdktrace.SpanProcessor
+	queue chan queued
+	// stopped: Shutdown was called; later spans are dropped. The queue is
+	// never closed, so that a span ending meanwhile cannot panic.
+	stopped atomic.Bool
 	dropped func()
 }
 
+// queued is a finished span, or a marker: the feeder closes flushed when
+// it reaches it, every span queued before it handed on, and ends there
+// if stop is set.
+type queued struct {
+	span    sdktrace.ReadOnlySpan
+	flushed chan struct{}
+	stop    bool
+}
+
 func newBoundedProcessor(next sdktrace.SpanProcessor, size int) *boundedProcessor {
-	p := &boundedProcessor{next: next, queue: make(chan sdktrace.ReadOnlySpan, size), done: make(chan struct{}),
-		dropped: metrics.TracingSpansDropped.Inc}
+	p := &boundedProcessor{next: next, queue: make(chan queued, size), dropped: metrics.TracingSpansDropped.Inc}
 	go p.feed()
 	return p
 }
 
 func (p *boundedProcessor) feed() {
-	defer close(p.done)
-	for s := range p.queue {
-		p.next.OnEnd(s)
+	for q := range p.queue {
+		if q.flushed != nil {
+			close(q.flushed)
+			if q.stop {
+				return
+			}
+			continue
+		}
+		p.next.OnEnd(q.span)
 	}
 }
 
@@ -161,8 +177,11 @@ func (p *boundedProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 // OnEnd queues a finished span, or drops and counts it when the queue is
 // full: it runs on the request's path and never waits.
 func (p *boundedProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
+	if p.stopped.Load() {
+		return
+	}
 	select {
-	case p.queue <- s:
+	case p.queue <- queued{span: s}:
 	default:
 		p.dropped()
 	}
@@ -171,24 +190,41 @@ func (p *boundedProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
 // Shutdown stops taking spans, lets the queue drain into the SDK's
 // processor and shuts that down (which exports what it holds).
 func (p *boundedProcessor) Shutdown(ctx context.Context) error {
-	p.stop.Do(func() { close(p.queue) })
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if p.stopped.Swap(true) {
+		return nil
+	}
+	if err := p.mark(ctx, true); err != nil {
+		return err
 	}
 	return p.next.Shutdown(ctx)
 }
 
-// ForceFlush exports what was queued before the call: it waits until the
-// queue has been handed on, then flushes the SDK's processor.
+// mark queues a marker behind the spans queued so far (waiting for room,
+// unlike a span: it is never on a request's path) and waits until the
+// feeder has handed them all on.
+func (p *boundedProcessor) mark(ctx context.Context, stop bool) error {
+	flushed := make(chan struct{})
+	select {
+	case p.queue <- queued{flushed: flushed, stop: stop}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-flushed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ForceFlush exports what was queued before the call: once the feeder
+// has handed those spans on, the SDK's processor is flushed.
 func (p *boundedProcessor) ForceFlush(ctx context.Context) error {
-	for len(p.queue) > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
+	if p.stopped.Load() {
+		return nil
+	}
+	if err := p.mark(ctx, false); err != nil {
+		return err
 	}
 	return p.next.ForceFlush(ctx)
 }
