@@ -52,6 +52,17 @@ type AttemptWatcher interface {
 	EndAttempt(s *Stream, end AttemptEnd)
 }
 
+// ShadowWatcher is implemented by an AttemptWatcher that also sees the
+// request's mirrored copies (route request_mirror_policies).
+type ShadowWatcher interface {
+	// StartShadow runs before a shadow copy m of the request is handed to
+	// the upstream layer, towards endpoint (ip:port) of cluster, with the
+	// connection's codec held; it may add Mutations to m. The request
+	// itself may have ended by then. The function it returns (nil for
+	// none) is called once, from any goroutine, with the shadow's outcome.
+	StartShadow(m *codecs.Message, cluster, endpoint string) (end func(AttemptEnd))
+}
+
 // AttemptEnd is how one upstream attempt ended: a response, a oneway
 // written, or a failure.
 type AttemptEnd struct {

@@ -112,3 +112,55 @@ func children(ss tracetest.SpanStubs, p tracetest.SpanStub) []tracetest.SpanStub
 	}
 	return out
 }
+
+// TestTracingMirror: a traced request mirrored elsewhere gets a client
+// span for its shadow too (breeze.mirror), child of the server span, and
+// the shadow carries a traceparent.
+func TestTracingMirror(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	old := tracingOptions
+	tracingOptions = tracing.Options{Exporter: exp}
+	t.Cleanup(func() { tracingOptions = old })
+
+	primary, mirror := newBackend(t, "primary"), newBackend(t, "mirror")
+	addr := startProxy(t, strings.Replace(cfg(`  - {route: {cluster: c, request_mirror_policies: [{cluster: shadow}]}}`,
+		"- name: c\n  endpoints:\n"+ep(primary, "")+"\n- name: shadow\n  endpoints:\n"+ep(mirror, ""),
+		"tracing: {collector: '127.0.0.1:1', random_sampling_percentage: 100, batch_timeout: 0.01s}"), "stat_prefix: t", "stat_prefix: tracing_mirror", 1))
+	c := dial(t, addr)
+	m := <-c.send(codecs.Request, 0, "x")
+	if m.status != codecs.StatusOK || md(m, "server") != "primary" {
+		t.Fatalf("call: %+v; want an answer from primary", m)
+	}
+	var got tracetest.SpanStubs
+	eventually(t, "a server span and its two client spans", func() bool {
+		got = exp.GetSpans()
+		return len(got) == 3
+	})
+	var srv tracetest.SpanStub
+	for _, s := range got {
+		if s.SpanKind.String() == "server" {
+			srv = s
+		}
+	}
+	kids := children(got, srv)
+	mirrors := 0
+	for _, k := range kids {
+		for _, a := range k.Attributes {
+			if a.Key == "breeze.mirror" && a.Value.AsBool() {
+				mirrors++
+			}
+		}
+	}
+	eventually(t, "the mirror to receive the shadow", func() bool { return mirror.received.Load() == 1 })
+	mirror.mu.Lock()
+	withParent := mirror.withKey[tracing.TraceparentKey]
+	mirror.mu.Unlock()
+	t.Logf("server span %s: %d client spans, %d of them the mirror's; the mirror received %d request with a traceparent; primary saw %q",
+		srv.SpanContext.SpanID(), len(kids), mirrors, withParent, md(m, "seen"))
+	if len(kids) != 2 || mirrors != 1 || withParent != 1 {
+		t.Errorf("want 2 client spans, 1 of them the mirror's, and the shadow carrying a traceparent")
+	}
+	if !strings.Contains(md(m, "seen"), tracing.TraceparentKey+"=00-"+srv.SpanContext.TraceID().String()) {
+		t.Errorf("primary saw %q, want a traceparent of trace %s", md(m, "seen"), srv.SpanContext.TraceID())
+	}
+}

@@ -56,6 +56,7 @@ const (
 	attrFailure     = "breeze.failure"
 	attrLocalReply  = "breeze.local_reply"
 	attrPropagation = "breeze.trace_context"
+	attrMirror      = "breeze.mirror"
 )
 
 // rpcSystem names the protocol as the RPC conventions do.
@@ -298,6 +299,29 @@ func (r *request) StartAttempt(s *filter.Stream, m *codecs.Message) {
 	}
 }
 
+// StartShadow implements filter.ShadowWatcher: a client span of its own
+// for a mirrored copy of the request (breeze.mirror: true), child of the
+// server span, whose context the copy carries.
+func (r *request) StartShadow(m *codecs.Message, cluster, endpoint string) func(filter.AttemptEnd) {
+	defer recoverPanic("tracing_start_shadow")
+	attrs := []attribute.KeyValue{r.f.system,
+		attribute.String(attrRPCService, r.service),
+		attribute.String(attrRPCMethod, r.method),
+		attribute.String(attrCluster, cluster),
+		attribute.Bool(attrMirror, true),
+	}
+	attrs = appendAddr(attrs, endpoint)
+	_, span := r.f.tracer.Start(r.ctx, spanName(r.service, r.method), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	clientSpans.Inc()
+	if r.carried && (r.f.carrier == nil || r.f.carrier.CarriesKeys(m)) {
+		m.Mutations.Set(r.keys.parent, formatTraceparent(span.SpanContext()))
+	}
+	return func(end filter.AttemptEnd) {
+		defer recoverPanic("tracing_end_shadow")
+		endClientSpan(span, end)
+	}
+}
+
 // appendAddr adds server.address/port and network.peer.* of an ip:port.
 func appendAddr(attrs []attribute.KeyValue, addr string) []attribute.KeyValue {
 	host, port := addr, 0
@@ -323,7 +347,11 @@ func (r *request) EndAttempt(s *filter.Stream, end filter.AttemptEnd) {
 	if c == nil {
 		return
 	}
-	sp := c.span
+	endClientSpan(c.span, end)
+}
+
+// endClientSpan records how an attempt ended on its span and ends it.
+func endClientSpan(sp trace.Span, end filter.AttemptEnd) {
 	switch {
 	case end.Response != nil:
 		sp.SetAttributes(attribute.String(attrStatusCode, strconv.FormatUint(uint64(end.Response.Code), 10)))
