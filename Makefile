@@ -65,12 +65,14 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # gcc, a JDK and Maven, from Debian's packages when missing: no test skips
 # for a missing tool, so they must be there. Redis and Envoy's rate-limit
 # service for the global rate limit's tests: the service is built once per
-# machine, into a cache outside the clone (scripts/ratelimit-peer.sh).
+# machine, into a cache outside the clone (scripts/ratelimit-peer.sh); so is
+# the OpenTelemetry Collector of the tracing tests (scripts/otelcol-peer.sh).
 # ZooKeeper for the registry tests: Debian's zookeeperd, else Apache's
 # distribution from Maven Central, cached by version (scripts/zookeeper-peer.sh).
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
+	bash scripts/otelcol-peer.sh install
 	bash scripts/zookeeper-peer.sh install
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`

@@ -88,6 +88,20 @@ func BenchmarkProxyDubboAccessLog(b *testing.B) {
 	benchProxy(b, "dubbo", "configs/breeze-accesslog.yaml", 21001)
 }
 
+// BenchmarkProxyDubboTracing1 and BenchmarkProxyDubboTracing100 are
+// BenchmarkProxyDubbo with OpenTelemetry tracing at 1% and 100% random
+// sampling, exporting to 127.0.0.1:21035: run the collector of
+// configs/otelcol.yaml there (scripts/otelcol-peer.sh run
+// bench/configs/otelcol.yaml), or the spans are dropped after failed
+// exports, a cheaper path than a working export.
+func BenchmarkProxyDubboTracing1(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-tracing-1.yaml", 21001)
+}
+
+func BenchmarkProxyDubboTracing100(b *testing.B) {
+	benchProxy(b, "dubbo", "configs/breeze-tracing-100.yaml", 21001)
+}
+
 func BenchmarkProxyThrift(b *testing.B) {
 	benchProxy(b, "thrift", "configs/breeze-thrift.yaml", 21101)
 }

@@ -150,6 +150,7 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 	if m := c.GetMetrics(); m != nil && v.required("metrics.address", m.GetAddress()) {
 		v.listenAddress("metrics.address", m.GetAddress())
 	}
+	v.tracing(c.GetTracing())
 	v.filters(c)
 	v.accessLogs(c.GetAccessLog())
 	v.discovered = c.GetXds() != nil
@@ -604,4 +605,20 @@ func (v *validator) accessLogs(logs []*breezev1.AccessLog) {
 			}
 		}
 	}
+}
+
+// tracing checks the tracing config: a collector to dial, a sampling
+// percentage of 0–100, valid durations.
+func (v *validator) tracing(t *breezev1.Tracing) {
+	if t == nil {
+		return
+	}
+	if v.required("tracing.collector", t.GetCollector()) {
+		v.dialAddress("tracing.collector", t.GetCollector())
+	}
+	if p := t.GetRandomSamplingPercentage(); !(p >= 0 && p <= 100) {
+		v.add("tracing.random_sampling_percentage", fmt.Sprint(p), "must be 0–100")
+	}
+	v.duration("tracing.batch_timeout", t.GetBatchTimeout())
+	v.duration("tracing.export_timeout", t.GetExportTimeout())
 }

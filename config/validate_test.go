@@ -387,6 +387,16 @@ func TestValidateErrors(t *testing.T) {
 			[]string{`metrics.address: "": required`}},
 		{"metrics bad address", func(c *breezev1.ProxyConfig) { c.Metrics = &breezev1.Metrics{Address: "15093"} },
 			[]string{`metrics.address: "15093": want host:port: missing port in address`}},
+		{"tracing without collector", func(c *breezev1.ProxyConfig) { c.Tracing = &breezev1.Tracing{} },
+			[]string{`tracing.collector: "": required`}},
+		{"tracing bad settings", func(c *breezev1.ProxyConfig) {
+			c.Tracing = &breezev1.Tracing{Collector: "otel:4317", RandomSamplingPercentage: 101, BatchTimeout: durationpb.New(-time.Second)}
+		}, []string{
+			`tracing.random_sampling_percentage: 101: must be 0–100`,
+			`tracing.batch_timeout: -1s: must not be negative`,
+		}},
+		{"tracing collector without port", func(c *breezev1.ProxyConfig) { c.Tracing = &breezev1.Tracing{Collector: "otel"} },
+			[]string{`tracing.collector: "otel": want host:port: missing port in address`}},
 		{"xds without address", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{RouteConfigName: "r"} },
 			[]string{`xds.address: "": required`}},
 		{"xds bad addresses", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "127.0.0.1", RouteConfigName: "r"} },

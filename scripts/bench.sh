@@ -45,6 +45,10 @@
 #               Istio's standard series recorded, the metrics server on;
 #               BenchmarkProxyDubboAccessLog of breeze-accesslog.yaml: an
 #               access log line per request).
+#               A variant with `tracing:` (breeze-tracing-1.yaml,
+#               breeze-tracing-100.yaml) gets the tests' OpenTelemetry
+#               Collector (scripts/otelcol-peer.sh, bench/configs/otelcol.yaml)
+#               on 127.0.0.1:21035 for the whole run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -205,6 +209,13 @@ stop() {
   unset "pid[$1]"
 }
 
+# A tracing variant exports its spans to a real collector, as in
+# production: started once, before either Breeze, for the whole run.
+start_collector() {
+  bash scripts/otelcol-peer.sh install >/dev/null
+  start otelcol "Everything is ready" bash scripts/otelcol-peer.sh run bench/configs/otelcol.yaml
+}
+
 start_relay() {
   start relay LISTENING "$bin/breeze-relay" -listen "127.0.0.1:$RELAY_PORT" \
     -upstream "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
@@ -248,6 +259,10 @@ load() {
 }
 
 profiled=0
+if [ -n "$VARIANT" ] && grep -q '^ *tracing:' "$VARIANT"; then
+  echo "== $VARIANT traces: starting the OpenTelemetry Collector of bench/configs/otelcol.yaml"
+  start_collector
+fi
 for proto in $PROTOS; do
   use_proto "$proto"
   if [ -n "$COMPARE" ]; then

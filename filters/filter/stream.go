@@ -35,6 +35,49 @@ type Outcome struct {
 	Flags  Flag
 }
 
+// AttemptWatcher sees the upstream attempts of one request: the first,
+// every retry and every re-balance after a connect failure. Attempts of a
+// request never overlap: each StartAttempt is followed by one EndAttempt
+// before the next StartAttempt, unless the request ends first (the client
+// gone while an attempt is in flight): the watcher closes what is open in
+// OnDone. Both run on whichever goroutine holds the request at the time
+// and must not block.
+type AttemptWatcher interface {
+	// StartAttempt runs before the attempt is handed to the upstream
+	// layer, with the connection's codec held: it may add Mutations to m,
+	// the request as this attempt sends it. s.Upstream and
+	// s.UpstreamLabels name the endpoint.
+	StartAttempt(s *Stream, m *codecs.Message)
+	// EndAttempt says how the attempt ended.
+	EndAttempt(s *Stream, end AttemptEnd)
+}
+
+// ShadowWatcher is implemented by an AttemptWatcher that also sees the
+// request's mirrored copies (route request_mirror_policies).
+type ShadowWatcher interface {
+	// StartShadow runs before a shadow copy m of the request is handed to
+	// the upstream layer, towards endpoint (ip:port) of cluster, with the
+	// connection's codec held; it may add Mutations to m. The request
+	// itself may have ended by then. The function it returns (nil for
+	// none) is called once, from any goroutine, with the shadow's outcome.
+	StartShadow(m *codecs.Message, cluster, endpoint string) (end func(AttemptEnd))
+}
+
+// AttemptEnd is how one upstream attempt ended: a response, a oneway
+// written, or a failure.
+type AttemptEnd struct {
+	// Response is the upstream's response, nil when none came. Valid
+	// during EndAttempt only.
+	Response *codecs.Message
+	// Sent: a oneway was written upstream.
+	Sent bool
+	// Failure says why no response came, as a token ("timeout", "reset",
+	// "goaway", "connect_failure", "overflow", "internal", "encode_error"),
+	// with the flag the request would carry if it ended so.
+	Failure string
+	Flag    Flag
+}
+
 // ClientGone is the outcome of a request whose client's connection closed
 // before it ended (DC).
 var ClientGone = Outcome{Detail: "downstream connection closed", Flags: DownstreamConnectionTermination}
@@ -72,6 +115,10 @@ type Stream struct {
 	// request of it: read only. The proxy fills it only for a chain with a
 	// PeerReader; nil outside the proxy.
 	Peer *Peer
+	// AttemptWatcher, when a filter sets it in OnRequest (tracing, for a traced
+	// request only), sees each upstream attempt the router makes. Nil
+	// costs the router one comparison per attempt.
+	AttemptWatcher AttemptWatcher
 
 	conn  Conn
 	chain *Chain

@@ -26,6 +26,7 @@ import (
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/mutation"
 	"github.com/breeze-mesh/breeze/filters/router"
+	"github.com/breeze-mesh/breeze/filters/tracing"
 	"github.com/breeze-mesh/breeze/filters/upstream"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
@@ -131,7 +132,7 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p.router = rt
-	if p.chain, err = buildChain(cfg, rt); err != nil {
+	if p.chain, err = buildChain(cfg, rt, p.log); err != nil {
 		rt.Close()
 		return nil, err
 	}
@@ -178,6 +179,9 @@ const defaultMaxInFlight = 10000
 // Tests replace it.
 var dnsLookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 
+// tracingOptions are the tracing filter's; tests replace them.
+var tracingOptions tracing.Options
+
 // implicitFilters join every chain that does not list them, in this
 // order before the router, with their default (empty) config: they act on
 // routes' configs alone, which the control plane sets from MetaRouters
@@ -195,9 +199,19 @@ var implicitFilters = []string{authz.Name, localratelimit.Name, globalratelimit.
 
 // buildChain builds the configured filters in order, the implicit ones
 // not listed, and the router last.
-func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router) (*filter.Chain, error) {
+func buildChain(cfg *breezev1.ProxyConfig, rt *router.Router, log *slog.Logger) (*filter.Chain, error) {
 	c := &filter.Chain{}
 	ctx := filter.BuildContext{ProxyName: cfg.GetStatPrefix(), Codec: cfg.GetCodec()}
+	if t := cfg.GetTracing(); t != nil {
+		// First, so that its server span covers what every other filter
+		// does, and its OnDone sees the outcome they produced.
+		f, err := tracing.New(t, ctx, log, tracingOptions)
+		if err != nil {
+			return nil, err
+		}
+		c.Filters = append(c.Filters, f)
+		c.Names = append(c.Names, tracing.Name)
+	}
 	listed := map[string]bool{}
 	for i, fc := range cfg.GetFilters() {
 		if fc.GetName() == filter.RouterName {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/filters/metrics"
 	"github.com/breeze-mesh/breeze/filters/route"
 	"github.com/breeze-mesh/breeze/filters/upstream"
@@ -41,6 +42,25 @@ type shadow struct {
 	// ended: the outcome was counted and the breaker released (a handler
 	// that panicked is called again with Internal).
 	ended atomic.Bool
+	// watcher sees the shadow (tracing: a client span of its own), nil
+	// for an untraced request; end is its span's end while one is open.
+	watcher filter.ShadowWatcher
+	end     func(filter.AttemptEnd)
+}
+
+// startSpan and endSpan tell the request's watcher, if any, about the
+// shadow's send to ep and its outcome.
+func (sh *shadow) startSpan(ep *cluster.Endpoint) {
+	if sh.watcher != nil {
+		sh.end = sh.watcher.StartShadow(&sh.msg, sh.cl.Name, ep.Addr)
+	}
+}
+
+func (sh *shadow) endSpan(end filter.AttemptEnd) {
+	if f := sh.end; f != nil {
+		sh.end = nil
+		f(end)
+	}
 }
 
 // mirrorStats are breeze_mirror_total's counters of one mirror cluster.
@@ -120,6 +140,7 @@ func (rt *Router) newShadow(c *Call, m *route.Mirror) *shadow {
 		sh.hashKey = c.route.HashKey
 	}
 	sh.up.Handler = sh
+	sh.watcher, _ = c.s.AttemptWatcher.(filter.ShadowWatcher)
 	sh.up.Oneway = c.up.Oneway
 	sh.up.Timeout = c.up.Timeout // the route's, before any per-try timeout
 	sh.msg = c.s.Request
@@ -165,6 +186,7 @@ func (rt *Router) sendShadow(sh *shadow, enc codecs.Codec, flavor string) {
 			sh.release()
 			return
 		}
+		sh.startSpan(ep)
 		t := upstream.Target{Endpoint: ep, Cluster: sh.cl.Cluster, Metrics: sh.cl.metrics, Flavor: flavor, Breaker: sh.breaker}
 		queued, err := rt.up.Send(t, &sh.up, &sh.msg, enc)
 		if err != nil && sh.marked && !errors.Is(err, upstream.ErrUnavailable) && !errors.Is(err, upstream.ErrOverflow) {
@@ -177,16 +199,19 @@ func (rt *Router) sendShadow(sh *shadow, enc codecs.Codec, flavor string) {
 		switch {
 		case err == nil:
 			sh.stats.sent.Inc()
-			if sh.up.Oneway && !queued {
-				sh.release() // written: no handler call follows
+			if sh.up.Oneway && !queued && sh.release() { // written: no handler call follows
+				sh.endSpan(filter.AttemptEnd{Sent: true})
 			}
 			return
 		case errors.Is(err, upstream.ErrUnavailable):
+			sh.endSpan(filter.AttemptEnd{Failure: "connect_failure", Flag: filter.UpstreamConnectionFailure})
 			continue
 		case errors.Is(err, upstream.ErrOverflow):
 			sh.stats.overflow.Inc()
+			sh.endSpan(filter.AttemptEnd{Failure: "overflow", Flag: filter.UpstreamOverflow})
 		default:
 			sh.stats.encodeError.Inc()
+			sh.endSpan(filter.AttemptEnd{Failure: "encode_error", Flag: filter.InternalError})
 		}
 		sh.release()
 		return
@@ -212,6 +237,7 @@ func (sh *shadow) OnResponse(r *upstream.Request, m *codecs.Message, codec codec
 	}
 	sh.set.Report(r.Endpoint, responseResult(m, codec))
 	sh.stats.answered.Inc()
+	sh.endSpan(filter.AttemptEnd{Response: m})
 }
 
 // OnFailure implements upstream.Handler: counted, and reported to the
@@ -226,20 +252,28 @@ func (sh *shadow) OnFailure(r *upstream.Request, f upstream.Failure) {
 	case upstream.Timeout:
 		sh.set.Report(r.Endpoint, cluster.Timeout)
 		sh.stats.timeout.Inc()
+		sh.endSpan(filter.AttemptEnd{Failure: "timeout", Flag: filter.UpstreamRequestTimeout})
 	case upstream.Closed, upstream.GoneAway:
 		sh.set.Report(r.Endpoint, cluster.Reset)
 		sh.stats.reset.Inc()
+		sh.endSpan(filter.AttemptEnd{Failure: "reset", Flag: filter.UpstreamConnectionTermination})
 	case upstream.NotSent:
 		sh.set.Report(r.Endpoint, cluster.ConnectFailure)
 		sh.stats.connectFailure.Inc()
+		sh.endSpan(filter.AttemptEnd{Failure: "connect_failure", Flag: filter.UpstreamConnectionFailure})
 	default:
 		sh.stats.internal.Inc()
+		sh.endSpan(filter.AttemptEnd{Failure: "internal", Flag: filter.InternalError})
 	}
 }
 
 // OnSent implements upstream.Handler: a oneway shadow that waited for its
 // connection was written.
-func (sh *shadow) OnSent(*upstream.Request) { sh.release() }
+func (sh *shadow) OnSent(*upstream.Request) {
+	if sh.release() {
+		sh.endSpan(filter.AttemptEnd{Sent: true})
+	}
+}
 
 // responseResult is what a response tells outlier detection.
 func responseResult(m *codecs.Message, codec codecs.Codec) cluster.Result {

@@ -504,19 +504,34 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message) {
 	c.markTried(ep)
 	s.Upstream, s.UpstreamLabels = ep.Addr, ep.Labels
 	s.UpstreamStart = time.Now()
+	if w := s.AttemptWatcher; w != nil {
+		w.StartAttempt(s, m)
+	}
 	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor, Breaker: set.Breaker()}, &c.up, m, c.enc)
 	switch {
 	case err == nil:
 		if c.up.Oneway && !queued {
+			c.endAttempt(filter.AttemptEnd{Sent: true})
 			s.Finish(filter.Outcome{Sent: true})
 		}
 	case errors.Is(err, upstream.ErrUnavailable):
+		c.endAttempt(filter.AttemptEnd{Failure: "connect_failure", Flag: filter.UpstreamConnectionFailure})
 		rt.rebalance(c, m, ep)
 	case errors.Is(err, upstream.ErrOverflow):
+		c.endAttempt(filter.AttemptEnd{Failure: "overflow", Flag: filter.UpstreamOverflow})
 		s.ReplyAndFinish(codecs.ErrOverloaded,
 			fmt.Sprintf("cluster %q%s has its max_pending_requests waiting for upstream connections", c.target.Cluster, subsetDesc(c.target)), filter.UpstreamOverflow, true)
 	default:
+		c.endAttempt(filter.AttemptEnd{Failure: "encode_error", Flag: filter.InternalError})
 		s.ReplyAndFinish(codecs.ErrBadRequest, "breeze: cannot encode request: "+err.Error(), filter.InternalError, true)
+	}
+}
+
+// endAttempt tells the stream's attempt watcher (tracing) how the
+// attempt in flight ended.
+func (c *Call) endAttempt(end filter.AttemptEnd) {
+	if w := c.s.AttemptWatcher; w != nil {
+		w.EndAttempt(c.s, end)
 	}
 }
 
@@ -612,6 +627,7 @@ func (c *Call) OnResponse(r *upstream.Request, m *codecs.Message, codec codecs.C
 		}
 	}
 	cm.Latency.Observe(time.Since(c.s.UpstreamStart).Seconds())
+	c.endAttempt(filter.AttemptEnd{Response: m})
 	c.set.Report(r.Endpoint, result)
 	if result != cluster.Success && c.policy.RetriesStatus(m.Code) && c.rt.retryLater(c, retry.Status) {
 		return // the response is dropped; the retry answers
@@ -623,6 +639,7 @@ func (c *Call) OnResponse(r *upstream.Request, m *codecs.Message, codec codecs.C
 func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
 	switch f {
 	case upstream.Timeout:
+		c.endAttempt(filter.AttemptEnd{Failure: "timeout", Flag: filter.UpstreamRequestTimeout})
 		c.set.Report(r.Endpoint, cluster.Timeout)
 		if c.rt.retryLater(c, retry.Timeout) {
 			return
@@ -631,6 +648,11 @@ func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
 			fmt.Sprintf("breeze: upstream %s of cluster %q did not answer within %v", r.Endpoint.Addr, c.target.Cluster, r.Timeout),
 			filter.UpstreamRequestTimeout|c.exhaustedFlag(), false)
 	case upstream.Closed, upstream.GoneAway:
+		if f == upstream.GoneAway {
+			c.endAttempt(filter.AttemptEnd{Failure: "goaway", Flag: filter.UpstreamConnectionTermination})
+		} else {
+			c.endAttempt(filter.AttemptEnd{Failure: "reset", Flag: filter.UpstreamConnectionTermination})
+		}
 		c.set.Report(r.Endpoint, cluster.Reset)
 		on := retry.Reset
 		if f == upstream.GoneAway && c.policy.Retries(retry.GoAway) {
@@ -643,17 +665,22 @@ func (c *Call) OnFailure(r *upstream.Request, f upstream.Failure) {
 			fmt.Sprintf("breeze: upstream %s of cluster %q closed the connection before answering", r.Endpoint.Addr, c.cl.Name),
 			filter.UpstreamConnectionTermination|c.exhaustedFlag(), false)
 	case upstream.Internal:
+		c.endAttempt(filter.AttemptEnd{Failure: "internal", Flag: filter.InternalError})
 		c.s.ReplyAndFinish(codecs.ErrInternal,
 			fmt.Sprintf("breeze: internal error on the connection to upstream %s of cluster %q", r.Endpoint.Addr, c.cl.Name),
 			filter.InternalError, false)
 	case upstream.NotSent:
+		c.endAttempt(filter.AttemptEnd{Failure: "connect_failure", Flag: filter.UpstreamConnectionFailure})
 		c.set.Report(r.Endpoint, cluster.ConnectFailure)
 		c.rt.redispatch(c, r.Message(), r.Endpoint)
 	}
 }
 
 // OnSent implements upstream.Handler: a oneway that waited was written.
-func (c *Call) OnSent(*upstream.Request) { c.s.Finish(filter.Outcome{Sent: true}) }
+func (c *Call) OnSent(*upstream.Request) {
+	c.endAttempt(filter.AttemptEnd{Sent: true})
+	c.s.Finish(filter.Outcome{Sent: true})
+}
 
 func subsetDesc(t *route.Target) string {
 	if t.Subset == "" {

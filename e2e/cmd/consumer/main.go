@@ -70,6 +70,8 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 0, "dubbo-go heartbeat period; 0 keeps its default (30s)")
 	connections := flag.Int("connections", 0, "TCP connections to -addr; 0 keeps dubbo-go's default (16)")
 	logLevel := flag.String("log-level", "error", "dubbo-go log level")
+	otlp := flag.String("otlp", "", "trace with dubbo-go's OpenTelemetry filter, exporting to this OTLP/gRPC collector host:port")
+	otlpSample := flag.String("otlp-sample", "always", "with -otlp: dubbo-go's sample mode, always or never")
 	quiet := flag.Bool("quiet", false, "print only the SUMMARY line")
 	serveMode := flag.Bool("serve", false, "make the calls read as JSON lines on stdin (see the package doc)")
 	attach := attachFlag{}
@@ -87,7 +89,7 @@ func main() {
 		}
 	}
 
-	if err := dubbogo.Setup(dubbogo.ConsumerOptions{HeartbeatPeriod: *heartbeat, Connections: *connections, LogLevel: *logLevel}); err != nil {
+	if err := dubbogo.Setup(dubbogo.ConsumerOptions{HeartbeatPeriod: *heartbeat, Connections: *connections, LogLevel: *logLevel, OTLP: *otlp, OTLPSampleMode: *otlpSample}); err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		os.Exit(2)
 	}

@@ -2,7 +2,7 @@
 // (dubbo protocol, hessian2, no registry) and prints "READY <port>" once it
 // accepts connections. It runs until killed or interrupted.
 //
-//	provider -port 20001 -name v1-a -version 1.0.0 [-control]
+//	provider -port 20001 -name v1-a -version 1.0.0 [-control] [-otlp 127.0.0.1:4317]
 //
 // With -control a test counts, holds and fails the calls over HTTP
 // (internal/dubbogo.Behaviour.ServeControl) at the address it prints.
@@ -27,6 +27,7 @@ func main() {
 	version := flag.String("version", "", "comma-separated Dubbo service versions to export; empty: the unversioned service")
 	heartbeat := flag.Duration("heartbeat", 0, "heartbeat period towards clients; 0 keeps dubbo-go's default (60s)")
 	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
+	otlp := flag.String("otlp", "", "trace with dubbo-go's OpenTelemetry filter, exporting to this OTLP/gRPC collector host:port")
 	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
 	zookeeper := flag.String("zookeeper", "", "register in the ZooKeeper at this host:port with dubbo-go's own registry")
 	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
@@ -62,6 +63,7 @@ func main() {
 			RegistryType:    *registryType,
 			Application:     *application,
 			RegistryTimeout: *registryTimeout,
+			OTLP:            *otlp,
 		})
 	}
 	var taken *dubbogo.ListenError

@@ -25,12 +25,21 @@ type ConsumerOptions struct {
 	Connections int
 	// LogLevel of dubbo-go's logger; "" means "warn".
 	LogLevel string
+	// OTLP, when set, turns on dubbo-go's OpenTelemetry tracing (a client
+	// span per call, its context sent in the traceparent attachment),
+	// exported to this OTLP/gRPC collector address.
+	OTLP string
+	// OTLPSampleMode is dubbo-go's sample mode with OTLP: "always"
+	// (default) or "never" (the context travels unsampled).
+	OTLPSampleMode string
 }
 
 var (
 	setupOnce sync.Once
 	setupErr  error
 	rootCfg   *config.RootConfig
+	// traced: Setup turned on OpenTelemetry; references get its filter.
+	traced bool
 )
 
 // Setup loads dubbo-go's process-wide consumer configuration. dubbo-go reads
@@ -49,13 +58,22 @@ func Setup(o ConsumerOptions) error {
 			params["connection-number"] = o.Connections
 		}
 		proto.Params = params
-		rootCfg = config.NewRootConfigBuilder().
+		cb := config.NewConsumerConfigBuilder().SetCheck(false)
+		rb := config.NewRootConfigBuilder().
 			SetApplication(application("breeze-e2e-consumer")).
-			SetConsumer(config.NewConsumerConfigBuilder().SetCheck(false).Build()).
 			AddProtocol("dubbo", proto).
 			SetLogger(loggerConfig(o.LogLevel)).
-			SetShutDown(noSignalShutdown()).
-			Build()
+			SetShutDown(noSignalShutdown())
+		if o.OTLP != "" {
+			traced = true
+			cb.SetFilter(otelClientFilter)
+			mode := o.OTLPSampleMode
+			if mode == "" {
+				mode = "always"
+			}
+			rb.SetOtel(otelConfig(o.OTLP, mode))
+		}
+		rootCfg = rb.SetConsumer(cb.Build()).Build()
 		if err := config.Load(config.WithRootConfig(rootCfg)); err != nil {
 			setupErr = fmt.Errorf("load dubbo-go consumer config: %w", err)
 		}
@@ -104,7 +122,7 @@ func NewClient(addr string, o ClientOptions) (*Client, error) {
 	if timeout == 0 {
 		timeout = 3 * time.Second
 	}
-	rc := config.NewReferenceConfigBuilder().
+	rb := config.NewReferenceConfigBuilder().
 		SetInterface(greeter.Interface).
 		SetProtocol("dubbo").
 		SetURL("dubbo://" + addr).
@@ -112,8 +130,11 @@ func NewClient(addr string, o ClientOptions) (*Client, error) {
 		SetCluster("failfast").
 		SetRetries("0").
 		SetVersion(o.Version).
-		SetRequestTimeout(timeout.String()).
-		Build()
+		SetRequestTimeout(timeout.String())
+	if traced {
+		rb.SetFilter(otelClientFilter)
+	}
+	rc := rb.Build()
 	if err := rc.Init(rootCfg); err != nil {
 		return nil, fmt.Errorf("reference to %s at %s: %w", greeter.Interface, addr, err)
 	}

@@ -81,6 +81,10 @@ type ProviderOptions struct {
 	// registry "timeout"): how long a killed provider's nodes outlive it;
 	// 10s when zero.
 	RegistryTimeout time.Duration
+	// OTLP, when set, turns on dubbo-go's OpenTelemetry tracing (a server
+	// span per call, its parent read from the traceparent attachment),
+	// exported to this OTLP/gRPC collector address.
+	OTLP string
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -157,6 +161,9 @@ func Serve(o ProviderOptions) error {
 	}
 	installStatusCodec()
 	pb := config.NewProviderConfigBuilder()
+	if o.OTLP != "" {
+		pb.SetFilter(otelServerFilter)
+	}
 	for i, v := range versions {
 		svc := &Service{name: o.Name, version: v, ref: "GreeterProvider" + strconv.Itoa(i), behaviour: behaviour}
 		config.SetProviderService(svc)
@@ -195,13 +202,15 @@ func Serve(o ProviderOptions) error {
 			SetRegistryType(kind).
 			Build())
 	}
-	root := rb.
-		SetApplication(application(app)).
+	rb.SetApplication(application(app)).
 		SetProvider(pb.Build()).
 		AddProtocol("dubbo", proto).
 		SetLogger(loggerConfig(o.LogLevel)).
-		SetShutDown(noSignalShutdown()).
-		Build()
+		SetShutDown(noSignalShutdown())
+	if o.OTLP != "" {
+		rb.SetOtel(otelConfig(o.OTLP, "always"))
+	}
+	root := rb.Build()
 	// dubbo-go binds the port inside config.Load and, when it cannot, getty
 	// panics there (server.RunEventLoop) with a stack for a message. Binding
 	// first says why in one line; load's recover covers a port taken since.

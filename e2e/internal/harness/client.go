@@ -31,6 +31,10 @@ type ClientSpec struct {
 	Heartbeat time.Duration
 	// Connections to addr; 0 means 1 (dubbo-go itself defaults to 16).
 	Connections int
+	// OTLP, when set, traces the calls with dubbo-go's OpenTelemetry
+	// filter, exporting to this collector (OTLPSample: "always", the
+	// default, or "never").
+	OTLP, OTLPSample string
 }
 
 // callResult is the client process's RESULT line.
@@ -55,6 +59,12 @@ func StartClient(t testing.TB, addr string, spec ClientSpec) *Client {
 	}
 	if spec.Heartbeat > 0 {
 		args = append(args, "-heartbeat", spec.Heartbeat.String())
+	}
+	if spec.OTLP != "" {
+		args = append(args, "-otlp", spec.OTLP)
+		if spec.OTLPSample != "" {
+			args = append(args, "-otlp-sample", spec.OTLPSample)
+		}
 	}
 	c.Proc = StartWith(t, ProcOptions{Stdin: true, OnLine: c.calls.OnLine}, "client of "+addr, ConsumerBin(t), args...)
 	c.calls.Proc = c.Proc

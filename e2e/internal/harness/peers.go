@@ -103,6 +103,9 @@ type ProviderSpec struct {
 	// Application, with a session of RegistryTimeout.
 	ZooKeeper, RegistryType, Application string
 	RegistryTimeout                      time.Duration
+	// OTLP, when set, traces the calls with dubbo-go's OpenTelemetry
+	// filter, exporting to this collector.
+	OTLP string
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -120,6 +123,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 			if spec.RegistryTimeout > 0 {
 				args = append(args, "-registry-timeout", spec.RegistryTimeout.String())
 			}
+		}
+		if spec.OTLP != "" {
+			args = append(args, "-otlp", spec.OTLP)
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
 		line, err := p.WaitReady(30 * time.Second)

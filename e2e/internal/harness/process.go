@@ -222,3 +222,22 @@ func (p *Proc) WaitReady(within time.Duration) (string, error) {
 		}
 	}
 }
+
+// RSS is the process's resident memory in bytes (Linux /proc), for tests
+// that bound a process's memory from outside.
+func (p *Proc) RSS(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
+	return 0
+}

@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -188,7 +188,11 @@ type ProxyConfig struct {
 	// never on the request's path (filters/accesslog/README.md). Each entry is
 	// one log with its own sink, format and filter. Unset: no access log, and
 	// no cost.
-	AccessLog     []*AccessLog `protobuf:"bytes,14,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	AccessLog []*AccessLog `protobuf:"bytes,14,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	// OpenTelemetry tracing: a server span per request, a client span per
+	// upstream attempt, exported over OTLP/gRPC (filters/tracing/README.md).
+	// Unset: no tracing, at no cost per request.
+	Tracing       *Tracing `protobuf:"bytes,15,opt,name=tracing,proto3" json:"tracing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +321,13 @@ func (x *ProxyConfig) GetMetrics() *Metrics {
 func (x *ProxyConfig) GetAccessLog() []*AccessLog {
 	if x != nil {
 		return x.AccessLog
+	}
+	return nil
+}
+
+func (x *ProxyConfig) GetTracing() *Tracing {
+	if x != nil {
+		return x.Tracing
 	}
 	return nil
 }
@@ -584,6 +595,133 @@ func (x *ResponseFlagFilter) GetFlags() []string {
 	return nil
 }
 
+// Tracing configures OpenTelemetry tracing of one proxy. The three
+// sampling knobs are Aeraki's (Envoy's tracing config): a request is
+// traced when its client sampled it (unless ignore_client_sampled), or
+// else by random_sampling_percentage; max_spans_per_second caps both.
+type Tracing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port of an OTLP/gRPC collector, e.g. 127.0.0.1:4317 (plaintext);
+	// required.
+	Collector string `protobuf:"bytes,1,opt,name=collector,proto3" json:"collector,omitempty"`
+	// service.name of the spans' resource; unset: "breeze".
+	ServiceName string `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// Share of requests without a sampled parent that start a trace, 0 to
+	// 100 (fractions allowed, e.g. 0.5).
+	RandomSamplingPercentage float64 `protobuf:"fixed64,3,opt,name=random_sampling_percentage,json=randomSamplingPercentage,proto3" json:"random_sampling_percentage,omitempty"`
+	// By default a request whose W3C traceparent has the sampled flag is
+	// always traced (the client decided); set to sample those by
+	// random_sampling_percentage too.
+	IgnoreClientSampled bool `protobuf:"varint,4,opt,name=ignore_client_sampled,json=ignoreClientSampled,proto3" json:"ignore_client_sampled,omitempty"`
+	// At most this many requests traced per second (a token bucket with a
+	// burst of one second's worth), whatever decided them; 0: no cap.
+	MaxSpansPerSecond uint32 `protobuf:"varint,5,opt,name=max_spans_per_second,json=maxSpansPerSecond,proto3" json:"max_spans_per_second,omitempty"`
+	// Spans waiting for export; beyond, new spans are dropped and counted
+	// (breeze_tracing_spans_dropped_total). 0: 2048.
+	MaxQueueSize uint32 `protobuf:"varint,6,opt,name=max_queue_size,json=maxQueueSize,proto3" json:"max_queue_size,omitempty"`
+	// Spans per OTLP export request; 0: 512.
+	MaxExportBatchSize uint32 `protobuf:"varint,7,opt,name=max_export_batch_size,json=maxExportBatchSize,proto3" json:"max_export_batch_size,omitempty"`
+	// Longest a span waits for its batch to fill; unset: 5s.
+	BatchTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=batch_timeout,json=batchTimeout,proto3" json:"batch_timeout,omitempty"`
+	// Longest one export may take before it is abandoned; unset: 10s.
+	ExportTimeout *durationpb.Duration `protobuf:"bytes,9,opt,name=export_timeout,json=exportTimeout,proto3" json:"export_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tracing) Reset() {
+	*x = Tracing{}
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tracing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tracing) ProtoMessage() {}
+
+func (x *Tracing) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
+func (*Tracing) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Tracing) GetCollector() string {
+	if x != nil {
+		return x.Collector
+	}
+	return ""
+}
+
+func (x *Tracing) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *Tracing) GetRandomSamplingPercentage() float64 {
+	if x != nil {
+		return x.RandomSamplingPercentage
+	}
+	return 0
+}
+
+func (x *Tracing) GetIgnoreClientSampled() bool {
+	if x != nil {
+		return x.IgnoreClientSampled
+	}
+	return false
+}
+
+func (x *Tracing) GetMaxSpansPerSecond() uint32 {
+	if x != nil {
+		return x.MaxSpansPerSecond
+	}
+	return 0
+}
+
+func (x *Tracing) GetMaxQueueSize() uint32 {
+	if x != nil {
+		return x.MaxQueueSize
+	}
+	return 0
+}
+
+func (x *Tracing) GetMaxExportBatchSize() uint32 {
+	if x != nil {
+		return x.MaxExportBatchSize
+	}
+	return 0
+}
+
+func (x *Tracing) GetBatchTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BatchTimeout
+	}
+	return nil
+}
+
+func (x *Tracing) GetExportTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ExportTimeout
+	}
+	return nil
+}
+
 // Metrics is the plugin's own Prometheus endpoint.
 type Metrics struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -600,7 +738,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +750,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[5]
+	mi := &file_breeze_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +763,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Metrics) GetAddress() string {
@@ -650,7 +788,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +800,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[6]
+	mi := &file_breeze_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +813,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Filter) GetName() string {
@@ -717,7 +855,7 @@ type XdsSource struct {
 
 func (x *XdsSource) Reset() {
 	*x = XdsSource{}
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +867,7 @@ func (x *XdsSource) String() string {
 func (*XdsSource) ProtoMessage() {}
 
 func (x *XdsSource) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[7]
+	mi := &file_breeze_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +880,7 @@ func (x *XdsSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XdsSource.ProtoReflect.Descriptor instead.
 func (*XdsSource) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *XdsSource) GetAddress() string {
@@ -784,7 +922,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +934,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[8]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +947,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -846,7 +984,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +996,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1009,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Route) GetName() string {
@@ -964,7 +1102,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1114,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1127,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -1048,7 +1186,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1198,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1211,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -1100,7 +1238,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1250,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1263,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -1154,7 +1292,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1304,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1317,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -1293,7 +1431,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1443,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1456,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1402,7 +1540,7 @@ type RequestMirrorPolicy struct {
 
 func (x *RequestMirrorPolicy) Reset() {
 	*x = RequestMirrorPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1552,7 @@ func (x *RequestMirrorPolicy) String() string {
 func (*RequestMirrorPolicy) ProtoMessage() {}
 
 func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1565,7 @@ func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
 func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RequestMirrorPolicy) GetCluster() string {
@@ -1460,7 +1598,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1610,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1623,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1506,7 +1644,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1656,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1669,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1565,7 +1703,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1715,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1728,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1647,7 +1785,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1797,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1810,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Cluster) GetName() string {
@@ -1790,7 +1928,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1940,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1953,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -1867,7 +2005,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2017,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2030,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -1946,7 +2084,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2096,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2109,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -2047,7 +2185,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2197,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2210,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -2137,7 +2275,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[24]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2287,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[24]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2300,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -2207,7 +2345,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[25]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2357,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[25]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2370,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -2275,7 +2413,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[26]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2425,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[26]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2438,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -2329,7 +2467,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[27]
+	mi := &file_breeze_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2479,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[27]
+	mi := &file_breeze_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2492,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Listener) GetName() string {
@@ -2382,7 +2520,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\x92\x06\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc0\x06\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -2400,7 +2538,8 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\fretry_policy\x18\f \x01(\v2\x16.breeze.v1.RetryPolicyR\vretryPolicy\x12,\n" +
 	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x123\n" +
 	"\n" +
-	"access_log\x18\x0e \x03(\v2\x14.breeze.v1.AccessLogR\taccessLog\x1a>\n" +
+	"access_log\x18\x0e \x03(\v2\x14.breeze.v1.AccessLogR\taccessLog\x12,\n" +
+	"\atracing\x18\x0f \x01(\v2\x12.breeze.v1.TracingR\atracing\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
@@ -2426,7 +2565,17 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x11sample_percentage\x18\x05 \x01(\x01H\x00R\x10samplePercentage\x88\x01\x01B\x14\n" +
 	"\x12_sample_percentage\"*\n" +
 	"\x12ResponseFlagFilter\x12\x14\n" +
-	"\x05flags\x18\x01 \x03(\tR\x05flags\"#\n" +
+	"\x05flags\x18\x01 \x03(\tR\x05flags\"\xc8\x03\n" +
+	"\aTracing\x12\x1c\n" +
+	"\tcollector\x18\x01 \x01(\tR\tcollector\x12!\n" +
+	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12<\n" +
+	"\x1arandom_sampling_percentage\x18\x03 \x01(\x01R\x18randomSamplingPercentage\x122\n" +
+	"\x15ignore_client_sampled\x18\x04 \x01(\bR\x13ignoreClientSampled\x12/\n" +
+	"\x14max_spans_per_second\x18\x05 \x01(\rR\x11maxSpansPerSecond\x12$\n" +
+	"\x0emax_queue_size\x18\x06 \x01(\rR\fmaxQueueSize\x121\n" +
+	"\x15max_export_batch_size\x18\a \x01(\rR\x12maxExportBatchSize\x12>\n" +
+	"\rbatch_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\fbatchTimeout\x12@\n" +
+	"\x0eexport_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\rexportTimeout\"#\n" +
 	"\aMetrics\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
@@ -2606,7 +2755,7 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
@@ -2615,102 +2764,106 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*AccessLogFormat)(nil),     // 4: breeze.v1.AccessLogFormat
 	(*AccessLogFilter)(nil),     // 5: breeze.v1.AccessLogFilter
 	(*ResponseFlagFilter)(nil),  // 6: breeze.v1.ResponseFlagFilter
-	(*Metrics)(nil),             // 7: breeze.v1.Metrics
-	(*Filter)(nil),              // 8: breeze.v1.Filter
-	(*XdsSource)(nil),           // 9: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 10: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 11: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 12: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 13: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 14: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 15: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 16: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 17: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 18: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 19: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 20: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 21: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 22: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 23: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 24: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 25: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 26: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 27: breeze.v1.Endpoint
-	(*Runner)(nil),              // 28: breeze.v1.Runner
-	(*Listener)(nil),            // 29: breeze.v1.Listener
-	nil,                         // 30: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 31: breeze.v1.AccessLogFormat.JsonFormatEntry
-	nil,                         // 32: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 33: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 34: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 35: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 36: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 37: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 38: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 39: google.protobuf.Any
+	(*Tracing)(nil),             // 7: breeze.v1.Tracing
+	(*Metrics)(nil),             // 8: breeze.v1.Metrics
+	(*Filter)(nil),              // 9: breeze.v1.Filter
+	(*XdsSource)(nil),           // 10: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 11: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 12: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 13: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 14: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 15: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 16: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 17: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 18: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 19: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 20: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 21: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 22: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 23: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 24: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 25: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 26: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 27: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 28: breeze.v1.Endpoint
+	(*Runner)(nil),              // 29: breeze.v1.Runner
+	(*Listener)(nil),            // 30: breeze.v1.Listener
+	nil,                         // 31: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 32: breeze.v1.AccessLogFormat.JsonFormatEntry
+	nil,                         // 33: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 34: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 35: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 36: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 37: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 38: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 39: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 40: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	30, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	10, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	21, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	38, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	38, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	9,  // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	8,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	12, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	7,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	31, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	11, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	22, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	39, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	39, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	10, // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	9,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	13, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	8,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
 	3,  // 9: breeze.v1.ProxyConfig.access_log:type_name -> breeze.v1.AccessLog
-	4,  // 10: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
-	5,  // 11: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
-	31, // 12: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
-	38, // 13: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
-	6,  // 14: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
-	39, // 15: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	38, // 16: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	11, // 17: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	14, // 18: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	16, // 19: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	20, // 20: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	38, // 21: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	32, // 22: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	12, // 23: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	38, // 24: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	13, // 25: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	38, // 26: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	38, // 27: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	15, // 28: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	18, // 29: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	33, // 30: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	17, // 31: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	34, // 32: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	19, // 33: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	35, // 34: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 35: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 36: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	27, // 37: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	38, // 38: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	38, // 39: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	25, // 40: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	22, // 41: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	24, // 42: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	23, // 43: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	38, // 44: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	38, // 45: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	38, // 46: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	36, // 47: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 48: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	22, // 49: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	24, // 50: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	25, // 51: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	37, // 52: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	29, // 53: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 54: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	39, // 55: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	7,  // 10: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
+	4,  // 11: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
+	5,  // 12: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
+	32, // 13: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
+	39, // 14: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
+	6,  // 15: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
+	39, // 16: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
+	39, // 17: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
+	40, // 18: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	39, // 19: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	12, // 20: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	15, // 21: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	17, // 22: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	21, // 23: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	39, // 24: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	33, // 25: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	13, // 26: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	39, // 27: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	14, // 28: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	39, // 29: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	39, // 30: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	16, // 31: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	19, // 32: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	34, // 33: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	18, // 34: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	35, // 35: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	20, // 36: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	36, // 37: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 38: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 39: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	28, // 40: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	39, // 41: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	39, // 42: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	26, // 43: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	23, // 44: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 45: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	24, // 46: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	39, // 47: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	39, // 48: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	39, // 49: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	37, // 50: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 51: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	23, // 52: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 53: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	26, // 54: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	38, // 55: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	30, // 56: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 57: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	40, // 58: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2719,28 +2872,28 @@ func file_breeze_v1_config_proto_init() {
 		return
 	}
 	file_breeze_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[13].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[14].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[14].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[22].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -30,8 +30,35 @@ import (
 	"github.com/apache/thrift/lib/go/thrift"
 	"github.com/bytedance/gopkg/cloud/metainfo"
 
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/cloudwego/kitex/server"
+	"github.com/kitex-contrib/obs-opentelemetry/provider"
+	"github.com/kitex-contrib/obs-opentelemetry/tracing"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/breeze-mesh/breeze/codecs/thrift/testdata/peers/peer"
 )
+
+// kitexTracing installs kitex-contrib/obs-opentelemetry's provider (the
+// global tracer provider and W3C propagator) exporting spans over
+// OTLP/gRPC in plaintext to addr, every call sampled; the function it
+// returns flushes and stops it.
+func kitexTracing(addr, service string) func() {
+	p := provider.NewOpenTelemetryProvider(provider.WithServiceName(service), provider.WithExportEndpoint(addr),
+		provider.WithInsecure(), provider.WithEnableMetrics(false))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// The provider's Shutdown (v0.2.9) stops the exporter without
+		// flushing the batch processor: spans still batched would be lost.
+		if tp, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
+			_ = tp.ForceFlush(ctx)
+		}
+		_ = p.Shutdown(ctx)
+	}
+}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -71,6 +98,7 @@ func serve(args []string) error {
 	name := fs.String("name", "server", "answered by Whoami and Greet")
 	port := fs.Int("port", 0, "loopback port")
 	echo := fs.String("echo-header", "", "header key whose value Greet appends (THeader key, or Kitex metainfo key)")
+	otlp := fs.String("otlp", "", "kitex: trace with kitex-contrib/obs-opentelemetry's server suite, exporting to this OTLP/gRPC collector host:port")
 	appExc := fs.Int("app-exception", -1, "apache: answer every two-way call with a TApplicationException of this type (1 unknown method, 6 internal error, 7 protocol error, ...); -1: answer normally")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -99,7 +127,13 @@ func serve(args []string) error {
 	defer stop()
 	fmt.Printf("READY %d\n", ln.Addr().(*net.TCPAddr).Port)
 	if *impl == "kitex" {
-		return peer.ServeKitex(ctx, ln, h)
+		var opts []server.Option
+		if *otlp != "" {
+			defer kitexTracing(*otlp, "kitex-e2e-server")()
+			opts = append(opts, server.WithSuite(tracing.NewServerSuite()),
+				server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "kitex-e2e-server"}))
+		}
+		return peer.ServeKitex(ctx, ln, h, opts...)
 	}
 	peer.ServeApache(ctx, ln, flavor(), h)
 	return nil
@@ -169,8 +203,16 @@ func call(args []string) error {
 	headers := fs.String("headers", "", "k=v,k2=v2: THeader headers (apache) or metainfo values (kitex)")
 	timeout := fs.Duration("timeout", 5*time.Second, "per call")
 	progress := fs.Int("progress", 0, "print PROGRESS once this many calls succeeded")
+	otlp := fs.String("otlp", "", "kitex: trace with kitex-contrib/obs-opentelemetry's client suite, exporting to this OTLP/gRPC collector host:port (flushed before SUMMARY)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var kitexOpts []client.Option
+	flush := func() {}
+	if *otlp != "" {
+		flush = kitexTracing(*otlp, "kitex-e2e-client")
+		kitexOpts = append(kitexOpts, client.WithSuite(tracing.NewClientSuite()),
+			client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "kitex-e2e-client"}))
 	}
 	var kv []string
 	if *headers != "" {
@@ -221,7 +263,7 @@ func call(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, closeFn, err := dial(*impl, *addr, flavor(), *timeout)
+			c, closeFn, err := dial(*impl, *addr, flavor(), *timeout, kitexOpts...)
 			if err != nil {
 				for range *n {
 					record("", err, 0)
@@ -275,6 +317,7 @@ func call(args []string) error {
 		}()
 	}
 	wg.Wait()
+	flush()
 	b, _ := json.Marshal(sum)
 	fmt.Printf("SUMMARY %s\n", b)
 	return nil
@@ -282,9 +325,9 @@ func call(args []string) error {
 
 type caller func(ctx context.Context, method, arg string) (string, error)
 
-func dial(impl, addr string, f peer.Flavor, timeout time.Duration) (caller, func(), error) {
+func dial(impl, addr string, f peer.Flavor, timeout time.Duration, kitexOpts ...client.Option) (caller, func(), error) {
 	if impl == "kitex" {
-		c, err := peer.DialKitex(addr, f.Transport)
+		c, err := peer.DialKitex(addr, f.Transport, kitexOpts...)
 		if err != nil {
 			return nil, nil, err
 		}

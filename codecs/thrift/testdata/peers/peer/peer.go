@@ -241,11 +241,12 @@ func WithHeaders(ctx context.Context, kv ...string) context.Context {
 }
 
 // ServeKitex serves h on ln with Kitex until ctx ends. A Kitex server
-// detects TTHeader and framed by itself.
-func ServeKitex(ctx context.Context, ln net.Listener, h *Handler) error {
-	srv := greeter.NewServer(&kitexHandler{h}, server.WithListener(ln),
+// detects TTHeader and framed by itself. opts come after the defaults
+// (a tracing suite, say).
+func ServeKitex(ctx context.Context, ln net.Listener, h *Handler, opts ...server.Option) error {
+	srv := greeter.NewServer(&kitexHandler{h}, append([]server.Option{server.WithListener(ln),
 		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
-		server.WithExitWaitTime(100*time.Millisecond))
+		server.WithExitWaitTime(100 * time.Millisecond)}, opts...)...)
 	go func() {
 		<-ctx.Done()
 		_ = srv.Stop()
@@ -282,15 +283,16 @@ func KitexUser() *kecho.User {
 	}
 }
 
-// DialKitex makes a Kitex client of addr over TTHeader or framed.
-func DialKitex(addr, trans string) (greeter.Client, error) {
+// DialKitex makes a Kitex client of addr over TTHeader or framed. opts
+// come after the defaults (a tracing suite, say).
+func DialKitex(addr, trans string, opts ...client.Option) (greeter.Client, error) {
 	proto := transport.TTHeader
 	if trans == "framed" {
 		proto = transport.Framed
 	}
-	return greeter.NewClient("echo", client.WithHostPorts(addr), client.WithTransportProtocol(proto),
+	return greeter.NewClient("echo", append([]client.Option{client.WithHostPorts(addr), client.WithTransportProtocol(proto),
 		client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
-		client.WithRPCTimeout(10*time.Second), client.WithConnectTimeout(5*time.Second))
+		client.WithRPCTimeout(10 * time.Second), client.WithConnectTimeout(5 * time.Second)}, opts...)...)
 }
 
 // WithKitexHeaders adds transient metainfo values (TTHeader string
