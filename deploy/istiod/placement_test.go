@@ -223,3 +223,24 @@ func TestShippedIstioDemoFiles(t *testing.T) {
 	}
 
 }
+
+// A Breeze service declared by a ServiceEntry (address, port, target port,
+// workloadSelector) rather than a Kubernetes Service: the same placement,
+// on the ServiceEntry's address and on the pods it selects.
+func TestServiceEntryHost(t *testing.T) {
+	ss := services(t, "testdata/catalog.yaml")
+	in := Inputs{
+		Kubernetes: readFile(t, "testdata/mesh.yaml") + "\n---\n" + readFile(t, "testdata/catalog-pod.yaml"),
+		Istio:      readFile(t, "testdata/catalog-serviceentry.yaml"),
+	}
+	catalogPod := Workload{Name: "catalog-0", Namespace: "demo", IP: "10.0.0.7", Labels: map[string]string{"app": "catalog"}}
+	changes := CheckPlacement(t, in, render(t, ss...), []Workload{consumer, catalogPod, otherClient, greeterPod}, ss)
+	logChanges(t, changes)
+	got := changedPlacements(changes)
+	want := map[string][]string{consumer.Name: {"catalog outbound"}, catalogPod.Name: {"catalog inbound"}}
+	for _, name := range []string{consumer.Name, catalogPod.Name, otherClient.Name, greeterPod.Name} {
+		if !slices.Equal(got[name], want[name]) {
+			t.Errorf("%s: Breeze placed for %v, want %v", name, got[name], want[name])
+		}
+	}
+}
