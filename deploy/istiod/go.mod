@@ -17,6 +17,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 	istio.io/api v1.28.3
 	istio.io/istio v0.0.0-20260114100434-4c1f845d839e
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -164,7 +165,6 @@ require (
 	sigs.k8s.io/mcs-api v0.2.0 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.0 // indirect
-	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
 // Breeze requires contrib v1.36.0, which no longer has the squash filter that

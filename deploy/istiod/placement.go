@@ -179,9 +179,16 @@ func (c Change) String() string {
 // applied (tcp_proxy replaced by the Before filters and Breeze on the
 // chains each selects, the plainText cluster added). A placement whose
 // listener or chain the baseline lacks is an error: it would prove
-// nothing. It returns what changed, for the test log.
+// nothing. Workloads nil: every Pod of in.Kubernetes (WorkloadsOf). It
+// returns what changed, for the test log.
 func CheckPlacement(t testing.TB, in Inputs, envoyFilters string, workloads []Workload, services []*deploy.Service) []Change {
 	t.Helper()
+	if workloads == nil {
+		var err error
+		if workloads, err = WorkloadsOf(in.Kubernetes); err != nil {
+			t.Fatalf("the Pods of the Kubernetes objects: %v", err)
+		}
+	}
 	placements, err := Expect(services...)
 	if err != nil {
 		t.Fatalf("rendering the expected placements: %v", err)

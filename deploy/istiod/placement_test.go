@@ -212,7 +212,11 @@ func TestShippedIstioDemoFiles(t *testing.T) {
 	v1 := Workload{Name: "greeter-v1-0", Namespace: "breeze-demo", IP: "10.1.0.2", Labels: map[string]string{"app": "greeter", "version": "v1"}}
 	v2 := Workload{Name: "greeter-v2-0", Namespace: "breeze-demo", IP: "10.1.0.3", Labels: map[string]string{"app": "greeter", "version": "v2"}}
 
-	changes := CheckPlacement(t, in, shipped, []Workload{consumer, v1, v2}, ss)
+	// Every Pod of the inputs: the three above.
+	if ws, err := WorkloadsOf(in.Kubernetes); err != nil || len(ws) != 3 {
+		t.Fatalf("WorkloadsOf the demo: %v, %v; want its 3 Pods", ws, err)
+	}
+	changes := CheckPlacement(t, in, shipped, nil, ss)
 	logChanges(t, changes)
 	got := changedPlacements(changes)
 	want := map[string][]string{consumer.Name: {"greeter outbound"}, v1.Name: {"greeter inbound"}, v2.Name: {"greeter inbound"}}
