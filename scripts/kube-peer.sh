@@ -24,7 +24,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/breeze-peers/kube-$KUBE_VERSION"
 build_apiserver() {
 	local tmp
 	tmp="$(mktemp -d "$cache/.build-apiserver.XXXXXX")"
-	trap 'rm -rf "$tmp"' RETURN
+	trap 'rm -rf "${tmp:-}"; trap - RETURN' RETURN
 	echo "building: k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION into $cache" >&2
 	(
 		cd "$tmp"
@@ -66,7 +66,7 @@ install_etcd() {
 	fi
 	local tmp
 	tmp="$(mktemp -d "$cache/.build-etcd.XXXXXX")"
-	trap 'rm -rf "$tmp"' RETURN
+	trap 'rm -rf "${tmp:-}"; trap - RETURN' RETURN
 	echo "building: go.etcd.io/etcd/server/v3@$ETCD_VERSION into $cache" >&2
 	(
 		cd "$tmp"

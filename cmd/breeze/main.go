@@ -26,6 +26,8 @@ commands:
   validate  check Envoy bootstraps, EnvoyFilters, runner and plugin configs, and a mesh's
             MetaRouters, DestinationRules and ServiceEntries together (validate FILE|DIR...)
   xds       serve routes and endpoints over xDS from a directory of Istio/Aeraki YAML (-dir DIR)
+  controller  in Kubernetes: write Breeze's EnvoyFilters for Services and ServiceEntries and
+            serve their routes and endpoints over xDS from Istio/Aeraki resources
   version   print the version, the commit, and the Envoy Go API and Istio release built for
   help      print a command's help (help COMMAND, or breeze COMMAND --help)
 
@@ -35,11 +37,12 @@ Exit status: 0 success, 1 failure, 2 usage error (unknown command, bad flag or a
 
 // commands maps a command to its function, which parses its own flags.
 var commands = map[string]func(args []string) error{
-	"run":      run,
-	"render":   render,
-	"validate": validate,
-	"xds":      xds,
-	"version":  versionCmd,
+	"run":        run,
+	"render":     render,
+	"validate":   validate,
+	"xds":        xds,
+	"controller": controllerCmd,
+	"version":    versionCmd,
 }
 
 func main() {
