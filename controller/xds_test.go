@@ -313,5 +313,3 @@ func TestOnlyChangedResourcesSent(t *testing.T) {
 }
 
 func nodeOf(id string) *corev3.Node { return &corev3.Node{Id: id} }
-
-
