@@ -66,9 +66,15 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # for a missing tool, so they must be there. Redis and Envoy's rate-limit
 # service for the global rate limit's tests: the service is built once per
 # machine, into a cache outside the clone (scripts/ratelimit-peer.sh).
+# A real kube-apiserver (built from k8s.io/kubernetes) and etcd (Debian's
+# etcd-server) for the controller's envtest, likewise once per machine
+# (scripts/kube-peer.sh); the tests find them through KUBEBUILDER_ASSETS.
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
+	bash scripts/kube-peer.sh install
+
+export KUBEBUILDER_ASSETS ?= $(shell bash scripts/kube-peer.sh assets)
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.

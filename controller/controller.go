@@ -224,7 +224,7 @@ func (c *Controller) reconcileFeed(ctx context.Context, _ reconcile.Request) (re
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	res := m.compute(c.settings)
+	res := m.compute(c.settings, false)
 	c.feed.Push(res.snapshot)
 	snapshots.Inc()
 	return reconcile.Result{}, nil
@@ -244,7 +244,7 @@ func (c *Controller) reconcileWrites(ctx context.Context, _ reconcile.Request) (
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	res := m.compute(c.settings)
+	res := m.compute(c.settings, true)
 	errs := []error{c.syncFilters(ctx, &res)}
 	tr := controlplane.Translate(res.snapshot.Objects)
 	problems := append(slices.Clone(res.snapshot.Problems), tr.Problems...)

@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/breeze-mesh/breeze/deploy"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	xdsclient "github.com/breeze-mesh/breeze/xds/client"
 )
 
 // envoyFilters lists the EnvoyFilters of a namespace, by name.
@@ -292,6 +294,19 @@ spec:
 	if efs := envoyFilters(t, ns); len(efs) != 0 {
 		t.Errorf("EnvoyFilters %v for a port Breeze has no codec for, want none", slices.Sorted(maps.Keys(efs)))
 	}
+
+	// An Aeraki ApplicationProtocol that maps the protocol to a codec
+	// Breeze has makes the port Breeze's.
+	apply(t, `
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: ApplicationProtocol
+metadata: {name: brpc, namespace: `+ns+`}
+spec: {protocol: brpc, codec: aeraki.meta_protocol.codec.dubbo}
+`)
+	efs := waitFilters(t, ns, "odd-9000-breeze-inbound", "odd-9000-breeze-outbound")
+	if got, _ := find(patch(t, efs["odd-9000-breeze-outbound"], 0)["patch"], "codec"); got != "dubbo" {
+		t.Errorf("plugin config codec %v, want dubbo (the ApplicationProtocol's)", got)
+	}
 }
 
 // waitEvent waits for an Event with reason on an object.
@@ -366,6 +381,43 @@ spec:
 	}
 	checkOwner(t, efs["calc-9090-breeze-outbound"], "ServiceEntry", se)
 	checkOwner(t, efs["calc-9090-breeze-inbound"], "ServiceEntry", se)
+
+	// Its endpoints are the WorkloadEntries its workloadSelector selects;
+	// the hidden one's are served too (exportTo decides where its
+	// EnvoyFilters go, not what a plugin that asks may fetch).
+	apply(t, `
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: calc-vm, namespace: `+ns+`}
+spec:
+  address: 10.2.0.1
+  labels: {app: calc}
+  ports: {tcp-metaprotocol-thrift-calc: 9095}
+`)
+	apply(t, `
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other-vm, namespace: `+ns+`}
+spec:
+  address: 10.2.0.2
+  labels: {app: other}
+`)
+	c, err := xdsclient.New(xdsclient.Options{Address: env.xds, NodeID: "test-" + ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var calc, hidden latest[*endpointv3.ClusterLoadAssignment]
+	defer c.WatchEndpoints("outbound|9090||calc.example.com", func(cla *endpointv3.ClusterLoadAssignment) error { return calc.apply(cla) })()
+	defer c.WatchEndpoints("outbound|9090||hidden.example.com", func(cla *endpointv3.ClusterLoadAssignment) error { return hidden.apply(cla) })()
+	eventually(t, "calc's endpoints: the selected WorkloadEntry", func() (bool, string) {
+		cla, _ := calc.get()
+		return endpointAddrs(cla) == "10.2.0.1:9095", endpointAddrs(cla)
+	})
+	eventually(t, "hidden's endpoints", func() (bool, string) {
+		cla, _ := hidden.get()
+		return endpointAddrs(cla) == "10.9.0.1:9090", endpointAddrs(cla)
+	})
 
 	if err := env.client.Delete(context.Background(), se); err != nil {
 		t.Fatal(err)

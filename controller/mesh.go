@@ -259,9 +259,10 @@ type result struct {
 	metaRouterRefs, refs map[string]*unstructured.Unstructured
 }
 
-// compute builds the control plane's snapshot and the EnvoyFilters the
-// mesh asks for. It is a pure function of m and s.
-func (m *mesh) compute(s settings) result {
+// compute builds the control plane's snapshot and, withFilters, the
+// EnvoyFilters the mesh asks for (the xDS feed does not need them, and
+// rendering them is most of the work). It is a pure function of its input.
+func (m *mesh) compute(s settings, withFilters bool) result {
 	res := result{metaRouterRefs: map[string]*unstructured.Unstructured{}, refs: map[string]*unstructured.Unstructured{}}
 	r := m.resolver(s)
 	for i := range m.services {
@@ -278,6 +279,9 @@ func (m *mesh) compute(s settings) result {
 			Kind: "ServiceEntry", Namespace: svc.Namespace, Name: svc.Name, Origin: "Service " + svc.Namespace + "/" + svc.Name,
 			Spec: se, Version: svc.ResourceVersion,
 		})
+		if !withFilters {
+			continue
+		}
 		owner := ownerRef("v1", "Service", svc)
 		var vip string
 		if len(se.Addresses) > 0 {
@@ -300,7 +304,7 @@ func (m *mesh) compute(s settings) result {
 		}
 	}
 	for i := range m.serviceEntries {
-		m.serviceEntry(&m.serviceEntries[i], s, r, &res)
+		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters)
 	}
 	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters} {
 		for i := range list {
@@ -328,7 +332,7 @@ func decode(u *unstructured.Unstructured) (controlplane.Object, []controlplane.P
 // serviceEntry adds what a ServiceEntry gives: the object to translate
 // (with the WorkloadEntries its workloadSelector selects as endpoints) and
 // its EnvoyFilters.
-func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result) {
+func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result, withFilters bool) {
 	o, problems := decode(u)
 	res.refs[o.Ref()] = u
 	res.snapshot.Problems = append(res.snapshot.Problems, problems...)
@@ -345,7 +349,7 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 		se.WorkloadSelector = nil
 	}
 	res.snapshot.Objects = append(res.snapshot.Objects, o)
-	if !exportedHere(se.GetExportTo(), u.GetNamespace()) {
+	if !withFilters || !exportedHere(se.GetExportTo(), u.GetNamespace()) {
 		return
 	}
 	owner := ownerRef(u.GetAPIVersion(), u.GetKind(), u)
