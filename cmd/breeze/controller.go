@@ -23,9 +23,11 @@ MetaRouter status. Prints "LISTENING xds <address>" once it serves what the API
 server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
 `
 
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
+
 // controllerCmd runs `breeze controller`.
 func controllerCmd(args []string) error {
-	f := newFlags("controller", "breeze controller [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-address ADDR] [-health ADDR] [-metrics ADDR] [-leader-elect]", controllerUsage)
+	f := newFlags("controller", controllerSynopsis, controllerUsage)
 	kubeconfig := f.String("kubeconfig", "", "`FILE` to reach the API server with (default: in the cluster, the pod's service account; else $KUBECONFIG)")
 	namespaces := f.String("namespaces", "", "comma-separated `NAMESPACES` to watch (default: all)")
 	xdsListen := f.String("xds-listen", ":15010", "serve ADS (xDS over gRPC, plaintext) on this `ADDR`")
