@@ -211,6 +211,10 @@ spec:
 	}
 	checkOwner(t, out, "Service", svc)
 	checkOwner(t, in, "Service", svc)
+	// Without breeze.io/clients, the outbound side lands on the
+	// service's own pods too: said on the Service.
+	ev := waitEvent(t, ns, "Service", "greeter", "ClientsOverlapProviders")
+	t.Logf("event: %s %s: %s", ev.Type, ev.Reason, ev.Message)
 
 	// A new selector is a new shape: the inbound EnvoyFilter follows, the
 	// outbound one is left as it was.
@@ -422,5 +426,49 @@ spec:
 	if err := env.client.Delete(context.Background(), se); err != nil {
 		t.Fatal(err)
 	}
+	waitFilters(t, ns)
+}
+
+// TestClientsAnnotation: breeze.io/clients selects the client pods of the
+// outbound EnvoyFilter, and both sides are rendered together with
+// deploy's check that no pod gets both.
+func TestClientsAnnotation(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	apply(t, `
+apiVersion: v1
+kind: Service
+metadata:
+  name: greeter
+  namespace: `+ns+`
+  annotations: {breeze.io/clients: app=consumer}
+spec:
+  selector: {app: greeter}
+  ports:
+  - {name: tcp-dubbo, port: 20880}
+`)
+	efs := waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound")
+	if got := str(efs["greeter-20880-breeze-outbound"], "spec", "workloadSelector", "labels"); got != "map[app:consumer]" {
+		t.Errorf("outbound workloadSelector.labels %s, want map[app:consumer] (the annotation)", got)
+	}
+	if got := str(efs["greeter-20880-breeze-inbound"], "spec", "workloadSelector", "labels"); got != "map[app:greeter]" {
+		t.Errorf("inbound workloadSelector.labels %s, want map[app:greeter]", got)
+	}
+	// Clients that overlap the providers: deploy refuses, the Service
+	// says why, and nothing half-made stays.
+	apply(t, `
+apiVersion: v1
+kind: Service
+metadata:
+  name: greeter
+  namespace: `+ns+`
+  annotations: {breeze.io/clients: app=greeter}
+spec:
+  selector: {app: greeter}
+  ports:
+  - {name: tcp-dubbo, port: 20880}
+`)
+	ev := waitEvent(t, ns, "Service", "greeter", "RenderFailed")
+	t.Logf("event: %s", ev.Message)
 	waitFilters(t, ns)
 }

@@ -473,20 +473,43 @@ func render(s settings, in renderInput) ([]*unstructured.Unstructured, []issue) 
 			out = append(out, u)
 		}
 	}
-	if in.vip != "" {
-		o := base
-		o.Direction, o.VIP, o.Clients = deploy.Outbound, in.vip, clients
-		o.Outbound = &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: s.XDSAddress, RouteConfigName: deploy.RouteConfigName(in.host, in.port.port)}}
-		add(o)
+	outbound := func(svc deploy.Service) deploy.Service {
+		svc.VIP, svc.Clients = in.vip, clients
+		svc.Outbound = &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: s.XDSAddress, RouteConfigName: deploy.RouteConfigName(in.host, in.port.port)}}
+		return svc
 	}
-	if len(in.selector) > 0 {
-		if in.port.targetPort == 0 {
-			bad("TargetPortUnresolved", "port %d (%s): targetPort %q names a container port no EndpointSlice resolves yet: the inbound EnvoyFilter follows once one does",
-				in.port.port, in.port.name, in.port.targetNamed)
-		} else {
+	inbound := len(in.selector) > 0
+	if inbound && in.port.targetPort == 0 {
+		inbound = false
+		bad("TargetPortUnresolved", "port %d (%s): targetPort %q names a container port no EndpointSlice resolves yet: the inbound EnvoyFilter follows once one does",
+			in.port.port, in.port.name, in.port.targetNamed)
+	}
+	mtls := s.UpstreamTLS == "" || s.UpstreamTLS == deploy.UpstreamIstioMTLS
+	switch {
+	case in.vip != "" && inbound && (clients != nil || !mtls):
+		// Both sides, with deploy's check that one pod does not get
+		// both an mTLS and a plain-text plainText cluster.
+		b := outbound(base)
+		b.Direction, b.Selector = deploy.Both, in.selector
+		add(b)
+	default:
+		if in.vip != "" {
+			o := outbound(base)
+			o.Direction = deploy.Outbound
+			add(o)
+		}
+		if inbound {
 			i := base
 			i.Direction, i.Selector = deploy.Inbound, in.selector
 			add(i)
+		}
+		if in.vip != "" && inbound && mtls {
+			// Envoy's Go filter dials through one plainText cluster per
+			// pod: the service's own pods get the outbound one (mTLS)
+			// and the inbound one (plain text), and istiod keeps one.
+			bad("ClientsOverlapProviders", "port %d (%s): the outbound EnvoyFilter applies to every pod of namespace %s, this service's own pods too, which run inbound Breeze; "+
+				"a pod can run only one of them with Istio mTLS: set annotation %s to the client pods' labels (k=v,...), disjoint from the selector",
+				in.port.port, in.port.name, in.namespace, AnnotationClients)
 		}
 	}
 	return out, issues
