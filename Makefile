@@ -78,7 +78,7 @@ export KUBEBUILDER_ASSETS ?= $(shell bash scripts/kube-peer.sh assets)
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.
-TIDY_MODULES := . e2e deploy/schemas
+TIDY_MODULES := . e2e e2e/controller deploy/schemas
 
 vet:
 	$(GO) vet ./...
@@ -148,8 +148,12 @@ check-plugin-target:
 test-deploy:
 	cd deploy/schemas && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
+# e2e/controller is a module of its own (the Kubernetes client libraries
+# stay out of the e2e module and its dubbo-go peers): `breeze controller`
+# against envtest's kube-apiserver, with `breeze run` and dubbo-go peers.
 test-e2e:
 	cd e2e && $(GO) test $(RACE) -count=1 -timeout 20m ./...
+	cd e2e/controller && $(GO) test $(RACE) -count=1 -timeout 10m ./...
 
 # Longer fuzzing than the seed-corpus run in `make test`: FUZZTIME per target.
 FUZZTIME ?= 2m

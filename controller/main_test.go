@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -198,8 +199,16 @@ func apply(t *testing.T, manifest string) *unstructured.Unstructured {
 	cur := &unstructured.Unstructured{}
 	cur.SetGroupVersionKind(u.GroupVersionKind())
 	if err := env.client.Get(ctx, client.ObjectKeyFromObject(u), cur); err == nil {
-		u.SetResourceVersion(cur.GetResourceVersion())
-		if err := env.client.Update(ctx, u); err != nil {
+		// The controller writes MetaRouter statuses: another version may
+		// come between the read and the write.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := env.client.Get(ctx, client.ObjectKeyFromObject(u), cur); err != nil {
+				return err
+			}
+			u.SetResourceVersion(cur.GetResourceVersion())
+			return env.client.Update(ctx, u)
+		})
+		if err != nil {
 			t.Fatalf("updating %s %s: %v", u.GetKind(), u.GetName(), err)
 		}
 		return u

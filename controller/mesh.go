@@ -199,25 +199,33 @@ func (m *mesh) serviceEntryOf(svc *corev1.Service, ports []breezePort) *networki
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 				continue
 			}
+			ports := map[string]uint32{}
+			var key strings.Builder
+			for _, p := range es.Ports {
+				if p.Name != nil && p.Port != nil && names[*p.Name] {
+					ports[*p.Name] = uint32(*p.Port)
+					fmt.Fprintf(&key, " %s=%d", *p.Name, *p.Port)
+				}
+			}
 			for _, addr := range ep.Addresses {
-				we := seen[addr]
-				if we == nil {
-					we = &networkingv1alpha3.WorkloadEntry{Address: addr, Ports: map[string]uint32{}}
-					if ep.Zone != nil {
-						we.Locality = *ep.Zone
-					}
-					seen[addr] = we
-					se.Endpoints = append(se.Endpoints, we)
+				// One endpoint per address and ports: the endpoint
+				// controller may list an address in two slices while it
+				// moves it, and two slices may give one address other
+				// ports.
+				k := addr + key.String()
+				if seen[k] != nil {
+					continue
 				}
-				for _, p := range es.Ports {
-					if p.Name != nil && p.Port != nil && names[*p.Name] {
-						we.Ports[*p.Name] = uint32(*p.Port)
-					}
+				we := &networkingv1alpha3.WorkloadEntry{Address: addr, Ports: maps.Clone(ports)}
+				if ep.Zone != nil {
+					we.Locality = *ep.Zone
 				}
+				seen[k] = we
+				se.Endpoints = append(se.Endpoints, we)
 			}
 		}
 	}
-	slices.SortFunc(se.Endpoints, func(a, b *networkingv1alpha3.WorkloadEntry) int { return strings.Compare(a.Address, b.Address) })
+	slices.SortStableFunc(se.Endpoints, func(a, b *networkingv1alpha3.WorkloadEntry) int { return strings.Compare(a.Address, b.Address) })
 	return se
 }
 
