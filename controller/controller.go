@@ -219,7 +219,12 @@ func (c *Controller) list(ctx context.Context, gvk schema.GroupVersionKind, opts
 }
 
 // reconcileFeed hands the mesh's snapshot to the xDS server.
-func (c *Controller) reconcileFeed(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+func (c *Controller) reconcileFeed(ctx context.Context, _ reconcile.Request) (_ reconcile.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
 	m, err := c.read(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
