@@ -69,15 +69,21 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # the OpenTelemetry Collector of the tracing tests (scripts/otelcol-peer.sh).
 # ZooKeeper for the registry tests: Debian's zookeeperd, else Apache's
 # distribution from Maven Central, cached by version (scripts/zookeeper-peer.sh).
+# A real kube-apiserver (built from k8s.io/kubernetes) and etcd (Debian's
+# etcd-server) for the controller's envtest, likewise once per machine
+# (scripts/kube-peer.sh); the tests find them through KUBEBUILDER_ASSETS.
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
 	bash scripts/otelcol-peer.sh install
 	bash scripts/zookeeper-peer.sh install
+	bash scripts/kube-peer.sh install
+
+export KUBEBUILDER_ASSETS ?= $(shell bash scripts/kube-peer.sh assets)
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.
-TIDY_MODULES := . e2e deploy/schemas deploy/istiod
+TIDY_MODULES := . e2e e2e/controller deploy/schemas deploy/istiod
 
 vet:
 	$(GO) vet ./...
@@ -156,8 +162,12 @@ test-deploy:
 test-istiod:
 	cd deploy/istiod && $(GO) vet -mod=mod $(RACE) ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
+# e2e/controller is a module of its own (the Kubernetes client libraries
+# stay out of the e2e module and its dubbo-go peers): `breeze controller`
+# against envtest's kube-apiserver, with `breeze run` and dubbo-go peers.
 test-e2e:
 	cd e2e && $(GO) test $(RACE) -count=1 -timeout 20m ./...
+	cd e2e/controller && $(GO) test $(RACE) -count=1 -timeout 10m ./...
 
 # Longer fuzzing than the seed-corpus run in `make test`: FUZZTIME per target.
 FUZZTIME ?= 2m

@@ -94,14 +94,15 @@ func firstLine(s string) string {
 // status 0, its synopsis first.
 func TestHelp(t *testing.T) {
 	synopsis := map[string]string{
-		"":         "usage: breeze <command> [flags] [arguments]",
-		"run":      "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
-		"render":   "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
-		"validate": "usage: breeze validate [--istio RELEASE] FILE|DIR...",
-		"xds":      "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
-		"registry": "usage: breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
-		"version":  "usage: breeze version",
-		"help":     "usage: breeze <command> [flags] [arguments]",
+		"":           "usage: breeze <command> [flags] [arguments]",
+		"run":        "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
+		"render":     "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
+		"validate":   "usage: breeze validate [--istio RELEASE] FILE|DIR...",
+		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
+		"registry":   "usage: breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
+		"version":    "usage: breeze version",
+		"controller": "usage: " + controllerSynopsis,
+		"help":       "usage: breeze <command> [flags] [arguments]",
 	}
 	for cmd, want := range synopsis {
 		var asks [][]string
@@ -158,6 +159,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},
 		{[]string{"render", "envoyfilter", "-x", "greeter.yaml"}, "breeze render: flag provided but not defined: -x\n" + render},
 		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate [--istio RELEASE] FILE|DIR...")},
+		{[]string{"controller"}, "breeze controller: -xds-address is required: the address the sidecars' Breeze reaches this controller's xDS server at\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "nowhere"}, `breeze controller: -xds-address "nowhere": want host:port` + "\n" + usageOf("controller", controllerSynopsis)},
 		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
 		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
 	} {

@@ -29,6 +29,8 @@ commands:
             and from Dubbo service registries (-zookeeper HOST:PORT)
   registry  export the ServiceEntries of a Dubbo service registry's providers as YAML
             (registry export -zookeeper HOST:PORT [-watch] [-o DIR])
+  controller  in Kubernetes: write Breeze's EnvoyFilters for Services and ServiceEntries and
+            serve their routes and endpoints over xDS from Istio/Aeraki resources
   version   print the version, the commit, and the Envoy Go API and Istio release built for
   help      print a command's help (help COMMAND, or breeze COMMAND --help)
 
@@ -38,12 +40,13 @@ Exit status: 0 success, 1 failure, 2 usage error (unknown command, bad flag or a
 
 // commands maps a command to its function, which parses its own flags.
 var commands = map[string]func(args []string) error{
-	"run":      run,
-	"render":   render,
-	"validate": validate,
-	"xds":      xds,
-	"registry": registryCmd,
-	"version":  versionCmd,
+	"run":        run,
+	"render":     render,
+	"validate":   validate,
+	"xds":        xds,
+	"registry":   registryCmd,
+	"controller": controllerCmd,
+	"version":    versionCmd,
 }
 
 func main() {

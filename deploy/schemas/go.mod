@@ -11,8 +11,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 	istio.io/api v1.28.3
 	istio.io/client-go v1.28.3
-	k8s.io/api v0.34.1
-	k8s.io/apimachinery v0.34.1
+	k8s.io/api v0.34.4
+	k8s.io/apimachinery v0.34.4
 	sigs.k8s.io/yaml v1.6.0
 )
 

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/breeze-mesh/breeze/controller"
+	"github.com/breeze-mesh/breeze/deploy"
+	"github.com/breeze-mesh/breeze/internal/buildinfo"
+)
+
+const controllerUsage = `Runs Breeze's Kubernetes controller: watches Services, EndpointSlices, Istio
+ServiceEntries, DestinationRules and WorkloadEntries and Aeraki MetaRouters and
+ApplicationProtocols; writes the EnvoyFilters that put Breeze on the listeners
+of services whose ports are Breeze protocols (tcp-metaprotocol-<codec>-...,
+or appProtocol); serves their routes, clusters and endpoints over xDS; writes
+MetaRouter status. Prints "LISTENING xds <address>" once it serves what the API
+server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
+`
+
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
+
+// controllerCmd runs `breeze controller`.
+func controllerCmd(args []string) error {
+	f := newFlags("controller", controllerSynopsis, controllerUsage)
+	kubeconfig := f.String("kubeconfig", "", "`FILE` to reach the API server with (default: in the cluster, the pod's service account; else $KUBECONFIG)")
+	namespaces := f.String("namespaces", "", "comma-separated `NAMESPACES` to watch (default: all)")
+	xdsListen := f.String("xds-listen", ":15010", "serve ADS (xDS over gRPC, plaintext) on this `ADDR`")
+	xdsAddress := f.String("xds-address", "", "the `ADDR` (host:port) sidecars reach the xDS server at, written into the EnvoyFilters (required: e.g. breeze-controller.breeze-system.svc.cluster.local:15010)")
+	health := f.String("health", ":8081", "serve /healthz and /readyz on this `ADDR` (0: off)")
+	metrics := f.String("metrics", ":8080", "serve Prometheus /metrics on this `ADDR` (0: off)")
+	leaderElect := f.Bool("leader-elect", false, "elect one writer among several replicas with a Lease (every replica serves xDS)")
+	leaderNS := f.String("leader-election-namespace", "", "`NAMESPACE` of the Lease (default: the pod's own)")
+	upstreamTLS := f.String("upstream-tls", string(deploy.UpstreamIstioMTLS), "`TLS` of the clients' upstream connections: istio (the sidecar's mTLS) or plaintext")
+	istio := f.String("istio", "", "Istio `RELEASE` of the sidecars (default: the one this binary is built for)")
+	logf := addLogFlags(f)
+	args, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := f.noArgs(args, nil); err != nil {
+		return err
+	}
+	if *xdsAddress == "" {
+		return f.usageErrorf("-xds-address is required: the address the sidecars' Breeze reaches this controller's xDS server at")
+	}
+	if _, _, err := net.SplitHostPort(*xdsAddress); err != nil {
+		return f.usageErrorf("-xds-address %q: want host:port", *xdsAddress)
+	}
+	var nss []string
+	for _, ns := range strings.Split(*namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			nss = append(nss, ns)
+		}
+	}
+	log := logf.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("breeze controller running", append([]any{"namespaces", nss}, buildinfo.Get().LogAttrs()...)...)
+	err = controller.Run(ctx, controller.Config{
+		Options: controller.Options{
+			XDSAddress: *xdsAddress, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
+		},
+		Kubeconfig: *kubeconfig, Namespaces: nss, XDSListen: *xdsListen,
+		HealthAddr: *health, MetricsAddr: *metrics,
+		LeaderElect: *leaderElect, LeaderElectionNamespace: *leaderNS,
+		OnServing: func(a net.Addr) { fmt.Printf("LISTENING xds %s\n", a) },
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("shut down")
+	return nil
+}

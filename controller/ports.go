@@ -1,0 +1,83 @@
+package controller
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Port naming, as Aeraki reads it: a port is Breeze's when
+//
+//   - its name is tcp-metaprotocol-<protocol>[-anything] (Aeraki's
+//     MetaProtocol naming), or tcp-dubbo[-anything] / tcp-thrift[-anything]
+//     (Aeraki's older naming for its dedicated Dubbo and Thrift filters);
+//   - or its appProtocol is <protocol> or tcp-metaprotocol-<protocol>.
+//
+// <protocol> is Breeze's codec of that name, or the protocol of an Aeraki
+// ApplicationProtocol whose codec names one.
+const metaprotocolPrefix = "tcp-metaprotocol-"
+
+// legacyProtocols are Aeraki's port name prefixes from before
+// MetaProtocol: tcp-dubbo-..., tcp-thrift-....
+var legacyProtocols = []string{"dubbo", "thrift"}
+
+// portProtocol returns the protocol a port's name or appProtocol asks
+// for, and whether it asks for one at all. declared: the name or
+// appProtocol says MetaProtocol explicitly, so a protocol Breeze has no
+// codec for is an error to report (an appProtocol of "http" is simply not
+// Breeze's).
+func portProtocol(name, appProtocol string) (protocol string, declared bool) {
+	if rest, ok := strings.CutPrefix(name, metaprotocolPrefix); ok {
+		p, _, _ := strings.Cut(rest, "-")
+		return p, true
+	}
+	for _, p := range legacyProtocols {
+		if name == "tcp-"+p || strings.HasPrefix(name, "tcp-"+p+"-") {
+			return p, true
+		}
+	}
+	if rest, ok := strings.CutPrefix(appProtocol, metaprotocolPrefix); ok {
+		p, _, _ := strings.Cut(rest, "-")
+		return p, true
+	}
+	if appProtocol != "" {
+		return appProtocol, false
+	}
+	return "", false
+}
+
+// codecResolver maps a port's protocol to a Breeze codec.
+type codecResolver struct {
+	// known reports whether Breeze has a codec of that name.
+	known func(string) bool
+	// appProtocols: Aeraki ApplicationProtocols, protocol → codec name
+	// as Aeraki writes it (aeraki.meta_protocol.codec.dubbo).
+	appProtocols map[string]string
+}
+
+// codec returns the Breeze codec of a port, "" when the port is not
+// Breeze's, and an error when it asks for MetaProtocol with a protocol
+// Breeze has no codec for.
+func (r codecResolver) codec(name, appProtocol string) (string, error) {
+	protocol, declared := portProtocol(name, appProtocol)
+	if protocol == "" {
+		return "", nil
+	}
+	if c, ok := r.appProtocols[protocol]; ok {
+		// Aeraki's codec names end with the codec's own name.
+		codec := c[strings.LastIndexByte(c, '.')+1:]
+		if r.known(codec) {
+			return codec, nil
+		}
+		if declared {
+			return "", fmt.Errorf("protocol %q: ApplicationProtocol names codec %q, which Breeze does not have", protocol, c)
+		}
+		return "", nil
+	}
+	if r.known(protocol) {
+		return protocol, nil
+	}
+	if declared {
+		return "", fmt.Errorf("protocol %q: Breeze has no such codec (and no ApplicationProtocol declares it)", protocol)
+	}
+	return "", nil
+}

@@ -1,0 +1,36 @@
+package controller
+
+import "testing"
+
+// TestPortCodec: Aeraki's port naming and appProtocol, as the controller
+// reads them.
+func TestPortCodec(t *testing.T) {
+	r := codecResolver{
+		known:        func(c string) bool { return c == "dubbo" || c == "thrift" },
+		appProtocols: map[string]string{"myrpc": "aeraki.meta_protocol.codec.dubbo", "other": "aeraki.meta_protocol.codec.brpc"},
+	}
+	for _, tc := range []struct {
+		name, appProtocol, want string
+		err                     bool
+	}{
+		{name: "tcp-metaprotocol-dubbo-greeter", want: "dubbo"},
+		{name: "tcp-metaprotocol-thrift", want: "thrift"},
+		{name: "tcp-metaprotocol-myrpc-x", want: "dubbo"},
+		{name: "tcp-metaprotocol-brpc-x", err: true},
+		{name: "tcp-metaprotocol-other-x", err: true},
+		{name: "tcp-dubbo", want: "dubbo"},
+		{name: "tcp-thrift-calc", want: "thrift"},
+		{name: "tcp-dubbox", want: ""},
+		{name: "http", want: ""},
+		{name: "http-admin", appProtocol: "http", want: ""},
+		{name: "rpc", appProtocol: "dubbo", want: "dubbo"},
+		{name: "rpc", appProtocol: "tcp-metaprotocol-thrift", want: "thrift"},
+		{name: "rpc", appProtocol: "tcp-metaprotocol-brpc", err: true},
+		{name: "", want: ""},
+	} {
+		got, err := r.codec(tc.name, tc.appProtocol)
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("port %q appProtocol %q: codec %q, error %v; want %q, error: %t", tc.name, tc.appProtocol, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/breeze-mesh/breeze/controlplane"
+)
+
+// Config is `breeze controller`'s configuration.
+type Config struct {
+	Options
+	// Kubeconfig: the file to reach the API server with; empty: the
+	// in-cluster config (or $KUBECONFIG, as controller-runtime finds it).
+	Kubeconfig string
+	// Rest, if set, is used instead of Kubeconfig (tests).
+	Rest *rest.Config
+	// Namespaces to watch; empty: all.
+	Namespaces []string
+	// XDSListen is where the xDS server listens (port 0: a free one).
+	XDSListen string
+	// HealthAddr serves /healthz and /readyz; MetricsAddr /metrics. "0"
+	// turns one off.
+	HealthAddr, MetricsAddr string
+	// LeaderElect: several replicas, one writing (a Lease in
+	// LeaderElectionNamespace); every replica serves xDS.
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	// OnServing, if set, is called once the xDS server serves the first
+	// snapshot, with its address.
+	OnServing func(xds net.Addr)
+}
+
+// Run runs the controller and its xDS server until ctx ends, then stops
+// both gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+		cfg.Log = log
+	}
+	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+	rc := cfg.Rest
+	if rc == nil {
+		var err error
+		if cfg.Kubeconfig != "" {
+			rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		} else {
+			rc, err = config.GetConfig()
+		}
+		if err != nil {
+			return fmt.Errorf("reaching the API server: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.XDSListen)
+	if err != nil {
+		return fmt.Errorf("xds listen: %w", err)
+	}
+	if cfg.XDSAddress == "" {
+		cfg.XDSAddress = ln.Addr().String()
+	}
+	opts := ctrl.Options{
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:  cfg.HealthAddr,
+		LeaderElection:          cfg.LeaderElect,
+		LeaderElectionID:        "breeze-controller",
+		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
+		// Stepping down on SIGTERM lets another replica take over at
+		// once, rather than after the lease expires.
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr(30 * time.Second),
+		Client:                        client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+	}
+	if len(cfg.Namespaces) > 0 {
+		opts.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{}}
+		for _, ns := range cfg.Namespaces {
+			opts.Cache.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(rc, opts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	feed := controlplane.NewFeed()
+	if _, err := Setup(mgr, feed, cfg.Options); err != nil {
+		ln.Close()
+		return err
+	}
+	var serving atomic.Bool
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the xDS server serves what the API server holds: a
+	// plugin that connects earlier would wait anyway.
+	if err := mgr.AddReadyzCheck("xds", func(*http.Request) error {
+		if !serving.Load() {
+			return errors.New("xds: not serving yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	srv := controlplane.NewServer(log)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	defer srv.Stop()
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- controlplane.Run(ctx, feed, srv, log, func(controlplane.Resources, []controlplane.Problem) {
+			if !serving.Swap(true) && cfg.OnServing != nil {
+				cfg.OnServing(ln.Addr())
+			}
+		})
+	}()
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Start(ctx) }()
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("xds server: %w", err)
+	case err = <-runErr:
+	case err = <-mgrErr:
+	}
+	cancel()
+	return err
+}
