@@ -152,7 +152,21 @@ func TestProvidersComeAndGo(t *testing.T) {
 	if _, err := b.conn.Create("/dubbo/"+greeter+"/providers/"+url.QueryEscape(disabled), nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
 		t.Fatal(err)
 	}
-	f.waitFor(t, "stale=false endpoints=[10.0.0.2:20881/2.0.0]")
+	// Its endpoint string is the same as before the delete: wait for the
+	// update that carries the disabled URL itself.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.mu.Lock()
+		seen := len(f.last.Instances) == 1 && f.last.Instances[0].Params["enabled"] == "false"
+		f.mu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the disabled provider's URL was not published within 30s; last update %s", f)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	f.mu.Lock()
 	entries := registry.ServiceEntries(f.last.Instances, "default")
 	f.mu.Unlock()
