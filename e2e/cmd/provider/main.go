@@ -32,6 +32,7 @@ func main() {
 	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
 	registryTimeout := flag.Duration("registry-timeout", 10*time.Second, "with -zookeeper: the ZooKeeper session timeout")
 	application := flag.String("application", "", "dubbo-go application name (default breeze-e2e-provider)")
+	metadataPort := flag.Int("metadata-service-port", 0, "with -zookeeper: keep the metadata local (metadata-type local) and serve the MetadataService over dubbo on this port; 0: metadata-type remote")
 	flag.Parse()
 	if *name == "" {
 		*name = fmt.Sprintf("provider-%d", *port)
@@ -62,6 +63,8 @@ func main() {
 			RegistryType:    *registryType,
 			Application:     *application,
 			RegistryTimeout: *registryTimeout,
+
+			MetadataServicePort: *metadataPort,
 		})
 	}
 	var taken *dubbogo.ListenError

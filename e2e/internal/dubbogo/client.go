@@ -50,7 +50,7 @@ func Setup(o ConsumerOptions) error {
 		}
 		proto.Params = params
 		rootCfg = config.NewRootConfigBuilder().
-			SetApplication(application("breeze-e2e-consumer")).
+			SetApplication(application("breeze-e2e-consumer", 0)).
 			SetConsumer(config.NewConsumerConfigBuilder().SetCheck(false).Build()).
 			AddProtocol("dubbo", proto).
 			SetLogger(loggerConfig(o.LogLevel)).

@@ -103,6 +103,9 @@ type ProviderSpec struct {
 	// Application, with a session of RegistryTimeout.
 	ZooKeeper, RegistryType, Application string
 	RegistryTimeout                      time.Duration
+	// MetadataServicePort: metadata-type local, the MetadataService on
+	// this port (0: metadata-type remote).
+	MetadataServicePort int
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -119,6 +122,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 			args = append(args, "-zookeeper", spec.ZooKeeper, "-registry-type", cmp.Or(spec.RegistryType, "interface"), "-application", spec.Application)
 			if spec.RegistryTimeout > 0 {
 				args = append(args, "-registry-timeout", spec.RegistryTimeout.String())
+			}
+			if spec.MetadataServicePort > 0 {
+				args = append(args, "-metadata-service-port", strconv.Itoa(spec.MetadataServicePort))
 			}
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
