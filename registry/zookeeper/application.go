@@ -31,7 +31,7 @@ import (
 // An instance that keeps its metadata local (metadata storage type
 // "local", Dubbo Java's default) publishes it only through its own
 // MetadataService: Breeze calls it (registry/metadataservice), once per
-// revision, off the Run goroutine; see fetchMetadata.
+// revision, off the Run goroutine; see fetchedMetadata.
 
 // servicesRoot is where Dubbo keeps application instances.
 const servicesRoot = "/services"
