@@ -22,6 +22,8 @@ type Source struct {
 	// Namespace of the ServiceEntries; "default" when empty.
 	Namespace string
 	Log       *slog.Logger
+	// Metrics, if set, records each update (NewMetrics).
+	Metrics *Metrics
 
 	// byHost: the last object of each host and the IDs it came from, so
 	// that an update translates (and digests) only the interfaces that
@@ -47,6 +49,7 @@ func (s *Source) Run(ctx context.Context, update func(controlplane.Snapshot)) er
 	name := s.Registry.Name()
 	stale := false
 	return s.Registry.Run(ctx, func(u Update) {
+		s.Metrics.observe(name, u)
 		// The registry logs why it is stale; this says what is served.
 		if u.Stale != stale {
 			stale = u.Stale

@@ -98,7 +98,7 @@ func TestHelp(t *testing.T) {
 		"run":        "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
 		"render":     "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
 		"validate":   "usage: breeze validate [--istio RELEASE] FILE|DIR...",
-		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
+		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
 		"registry":   "usage: breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":    "usage: breeze version",
 		"controller": "usage: " + controllerSynopsis,
@@ -131,7 +131,7 @@ func TestUsageErrors(t *testing.T) {
 		return "usage: " + synopsis + "\nRun 'breeze " + cmd + " --help' for details.\n"
 	}
 	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
-	xds := usageOf("xds", "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
+	xds := usageOf("xds", "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
 	render := usageOf("render", "breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE")
 	for _, tc := range []struct {
 		args []string

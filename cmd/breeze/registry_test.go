@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +135,110 @@ func files(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// breeze xds -metrics: the registry's series follow a real ZooKeeper that
+// stops (stale 1, its last providers still counted) and comes back
+// (stale 0); the control plane's own series count its updates and
+// resources.
+func TestXDSRegistryMetrics(t *testing.T) {
+	zs := zktest.Start(t)
+	// The provider's session outlives the restart (ZooKeeper keeps it in
+	// its data), as a real provider's would.
+	conn, _, err := zk.Connect([]string{zs.Addr}, 60*time.Second, zk.WithLogger(quietZK{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	registerProvider(t, conn, "org.breeze.Greeter", "10.0.0.1:20880")
+
+	cmd := exec.Command(breezeBin(t), "xds", "-zookeeper", zs.Addr, "-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0", "-log-level", "error")
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var metricsAddr string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == "METRICS" {
+			metricsAddr = f[1]
+		}
+		if len(f) == 3 && f[0] == "LISTENING" {
+			break
+		}
+	}
+	if metricsAddr == "" {
+		t.Fatalf("breeze xds -metrics printed no METRICS line before LISTENING (stderr: %s)", errOut.String())
+	}
+	go io.Copy(io.Discard, stdout)
+
+	reg := `registry="zookeeper ` + zs.Addr + `"`
+	var last string
+	waitMetrics := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			last = scrape(t, "http://"+metricsAddr+"/metrics")
+			missing := ""
+			for _, w := range want {
+				if !strings.Contains(last, "\n"+w+"\n") {
+					missing = w
+					break
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics has no line %q after 60s; its breeze_ lines:\n%s\nstderr: %s", missing, breezeLines(last), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitMetrics("breeze_registry_stale{"+reg+"} 0", "breeze_registry_instances{"+reg+"} 1",
+		"breeze_registry_updates_total{"+reg+"} 1", "breeze_xds_updates_total 1",
+		`breeze_xds_resources{type="clusters"} 1`, `breeze_xds_problems{severity="rejected"} 0`)
+
+	zs.Stop()
+	waitMetrics("breeze_registry_stale{"+reg+"} 1", "breeze_registry_instances{"+reg+"} 1")
+	zs.Restart()
+	waitMetrics("breeze_registry_stale{"+reg+"} 0", "breeze_registry_instances{"+reg+"} 1")
+	// The first set, then stale, then fresh: at least 3 (a read failing
+	// right after the reconnect may add a stale/fresh turn).
+	_, after, _ := strings.Cut(last, "\nbreeze_registry_updates_total{"+reg+"} ")
+	if n, err := strconv.Atoi(strings.SplitN(after, "\n", 2)[0]); err != nil || n < 3 {
+		t.Errorf("after stale and fresh again, want breeze_registry_updates_total of 3 or more (first set, stale, fresh); got:\n%s", breezeLines(last))
+	}
+}
+
+func scrape(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "\n" + string(b)
+}
+
+// breezeLines keeps the breeze_* samples of a scrape.
+func breezeLines(scrape string) string {
+	var out []string
+	for _, l := range strings.Split(scrape, "\n") {
+		if strings.HasPrefix(l, "breeze_") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

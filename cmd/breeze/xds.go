@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/internal/buildinfo"
@@ -24,10 +29,13 @@ AuthorizationPolicy of security.breeze.io) on the routes, read again whenever
 it changes, and from the Dubbo providers of a ZooKeeper registry (one
 ServiceEntry per interface, see registry/README.md), followed with watches. At
 least one of -dir and -zookeeper. Prints "LISTENING xds <address>" once it
-serves what every source holds. SIGINT or SIGTERM stop it.
+serves what every source holds. With -metrics, serves Prometheus metrics on
+/metrics there (registry staleness, instances and updates; the control
+plane's updates, problems and resources) and prints "METRICS <address>".
+SIGINT or SIGTERM stop it.
 `
 
-const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
+const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule, ServiceEntry and authorization policy YAML and serves
@@ -37,6 +45,7 @@ func xds(args []string) error {
 	dir := f.String("dir", "", "`DIR` of the MetaRouter, DestinationRule and ServiceEntry YAML to serve")
 	regf := addRegistryFlags(f)
 	listen := f.String("listen", "127.0.0.1:15010", "serve ADS on this `ADDR` (host:port; port 0 picks a free one)")
+	metricsAddr := f.String("metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (host:port; port 0 picks a free one)")
 	debounce := f.Duration("debounce", 50*time.Millisecond, "after a change, wait until the directory was quiet this long (a `DURATION`: 50ms, 1s) before reading it again")
 	logf := addLogFlags(f)
 	args, err := f.parse(args)
@@ -75,18 +84,45 @@ func xds(args []string) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer srv.Stop()
 
+	var (
+		regMetrics *registry.Metrics
+		cpMetrics  *controlPlaneMetrics
+	)
+	if *metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		regMetrics = registry.NewMetrics(reg)
+		cpMetrics = newControlPlaneMetrics(reg)
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		defer msrv.Close()
+		// Scripts and tests read the address here (port 0).
+		fmt.Printf("METRICS %s\n", mln.Addr())
+	}
+
 	var sources []controlplane.Source
 	if *dir != "" {
 		sources = append(sources, &controlplane.DirSource{Dir: *dir, Debounce: *debounce, Log: log})
 	}
 	for _, r := range regf.registries(log) {
-		sources = append(sources, &registry.Source{Registry: r, Log: log})
+		sources = append(sources, &registry.Source{Registry: r, Log: log, Metrics: regMetrics})
 	}
 	src := controlplane.Sources(sources...)
 	runErr := make(chan error, 1)
 	var first sync.Once
 	go func() {
-		runErr <- controlplane.Run(ctx, src, srv, log, func(controlplane.Resources, []controlplane.Problem) {
+		runErr <- controlplane.Run(ctx, src, srv, log, func(res controlplane.Resources, problems []controlplane.Problem) {
+			cpMetrics.observe(res, problems)
 			// Scripts and tests wait for this line: from now on the
 			// server answers with what the directory holds.
 			first.Do(func() { fmt.Printf("LISTENING xds %s\n", ln.Addr()) })
@@ -102,4 +138,48 @@ func xds(args []string) error {
 	}
 	log.Info("shutting down")
 	return nil
+}
+
+// controlPlaneMetrics are breeze xds' own series:
+//
+//	breeze_xds_updates_total        sets of resources served (one per change of any source)
+//	breeze_xds_problems{severity}   problems of the objects served now: "rejected" (an object or part of one left out), "ignored" (a warning)
+//	breeze_xds_resources{type}      resources served: route_configs, clusters, endpoint_sets
+type controlPlaneMetrics struct {
+	updates   prometheus.Counter
+	problems  *prometheus.GaugeVec
+	resources *prometheus.GaugeVec
+}
+
+func newControlPlaneMetrics(reg prometheus.Registerer) *controlPlaneMetrics {
+	m := &controlPlaneMetrics{
+		updates: prometheus.NewCounter(prometheus.CounterOpts{Name: "breeze_xds_updates_total",
+			Help: "Sets of resources the control plane served: one per change of any of its sources."}),
+		problems: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breeze_xds_problems",
+			Help: "Problems of the objects served now, by severity: rejected (left out, logged as an error) or ignored (a warning)."}, []string{"severity"}),
+		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "breeze_xds_resources",
+			Help: "Resources served, by type: route_configs, clusters, endpoint_sets."}, []string{"type"}),
+	}
+	reg.MustRegister(m.updates, m.problems, m.resources)
+	return m
+}
+
+func (m *controlPlaneMetrics) observe(res controlplane.Resources, problems []controlplane.Problem) {
+	if m == nil {
+		return
+	}
+	m.updates.Inc()
+	rejected, ignored := 0, 0
+	for _, p := range problems {
+		if p.Warning {
+			ignored++
+		} else {
+			rejected++
+		}
+	}
+	m.problems.WithLabelValues("rejected").Set(float64(rejected))
+	m.problems.WithLabelValues("ignored").Set(float64(ignored))
+	m.resources.WithLabelValues("route_configs").Set(float64(len(res.Routes)))
+	m.resources.WithLabelValues("clusters").Set(float64(len(res.Clusters)))
+	m.resources.WithLabelValues("endpoint_sets").Set(float64(len(res.Endpoints)))
 }

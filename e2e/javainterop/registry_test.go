@@ -23,8 +23,10 @@ type quiet struct{}
 func (quiet) Printf(string, ...any) {}
 
 // Apache Dubbo Java 3.3 providers registering through Dubbo's own
-// ZooKeeper registry, interface-level and application-level (with
-// ZooKeeper as the metadata report): what they write is compared with (or,
+// ZooKeeper registry, interface-level, application-level with ZooKeeper as
+// the metadata report, and application-level with local metadata (Dubbo
+// Java's default: Breeze calls the provider's MetadataService for its
+// interfaces): what they write is compared with (or,
 // with BREEZE_CAPTURE=1, written to) registry/testdata/dubbo-java-3.3.6/,
 // `breeze registry export` finds both providers in it, and dubbo-go
 // consumers reach each through `breeze run` fed by `breeze xds
@@ -34,7 +36,8 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 	zkServer := harness.StartZooKeeper(t)
 	ps := launchJavaProviders(t,
 		javaProviderSpec{Name: "java-iface", Version: "1.0.0", ZooKeeper: zkServer.Addr, RegisterMode: "interface", Application: "java-iface", MetadataType: "local"},
-		javaProviderSpec{Name: "java-app", Version: "2.0.0", ZooKeeper: zkServer.Addr, RegisterMode: "instance", Application: "java-app", MetadataType: "remote"})
+		javaProviderSpec{Name: "java-app", Version: "2.0.0", ZooKeeper: zkServer.Addr, RegisterMode: "instance", Application: "java-app", MetadataType: "remote"},
+		javaProviderSpec{Name: "java-local", Version: "3.0.0", ZooKeeper: zkServer.Addr, RegisterMode: "instance", Application: "java-local", MetadataType: "local"})
 	waitJavaProviders(t, ps...)
 	conn, _, err := zk.Connect([]string{zkServer.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
 	if err != nil {
@@ -61,11 +64,12 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 	for {
 		tree.Reset()
 		walk("/")
-		if strings.Contains(tree.String(), "/services/java-app/") && strings.Contains(tree.String(), "/providers/dubbo%3A%2F%2F") {
+		if strings.Contains(tree.String(), "/services/java-app/") && strings.Contains(tree.String(), "/services/java-local/") &&
+			strings.Contains(tree.String(), "/providers/dubbo%3A%2F%2F") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Dubbo Java registered no interface-level provider or no java-app instance in 60s; ZooKeeper holds:\n%s", tree.String())
+			t.Fatalf("Dubbo Java registered no interface-level provider or no java-app or java-local instance in 60s; ZooKeeper holds:\n%s", tree.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -94,8 +98,9 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 		}
 	}
 
-	// What Breeze makes of it: both providers, one interface-level, one
-	// application-level (its MetadataInfo from Dubbo's metadata report).
+	// What Breeze makes of it: the three providers, one interface-level,
+	// one application-level with its MetadataInfo from Dubbo's metadata
+	// report, one with its MetadataInfo from its MetadataService.
 	out, err := exec.Command(harness.BreezeBin(t), "registry", "export", "-zookeeper", zkServer.Addr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("breeze registry export: %v\n%s", err, out)
@@ -104,8 +109,11 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 		"hosts:\n  - " + greeter.Interface,
 		"tcp-dubbo: " + itoa(ps[0].Port),
 		"tcp-dubbo: " + itoa(ps[1].Port),
+		"tcp-dubbo: " + itoa(ps[2].Port),
 		"version: 1.0.0",
 		"version: 2.0.0",
+		"version: 3.0.0",
+		"dubbo.metadata.storage-type: local",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("breeze registry export wrote no %q:\n%s\nZooKeeper holds:\n%s", want, out, tree.String())
@@ -122,7 +130,7 @@ func TestJavaZooKeeperRegistrations(t *testing.T) {
 		t.Fatalf("breeze xds: %v\n%s", err, xds.Output())
 	}
 	proxy := harness.StartProxyVars(t, registryRunnerConfig, map[string]interface{}{"xds": xdsAddr}, nil)
-	for _, c := range []struct{ version, provider string }{{"1.0.0", "java-iface"}, {"2.0.0", "java-app"}} {
+	for _, c := range []struct{ version, provider string }{{"1.0.0", "java-iface"}, {"2.0.0", "java-app"}, {"3.0.0", "java-local"}} {
 		client := harness.StartClient(t, proxy.Addr, harness.ClientSpec{Version: c.version})
 		for i := range 20 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -151,8 +159,8 @@ listeners:
       initial_fetch_timeout: 20s
 `
 
-// versionRules: calls for version 2.0.0 to the registry's version=2.0.0
-// providers, the rest to version=1.0.0.
+// versionRules: calls for version 2.0.0 (3.0.0) to the registry's
+// version=2.0.0 (3.0.0) providers, the rest to version=1.0.0.
 const versionRules = `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: greeter}
@@ -161,6 +169,7 @@ spec:
   subsets:
   - {name: v1, labels: {version: 1.0.0}}
   - {name: v2, labels: {version: 2.0.0}}
+  - {name: v3, labels: {version: 3.0.0}}
 ---
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: MetaRouter
@@ -169,6 +178,7 @@ spec:
   hosts: [` + greeter.Interface + `]
   routes:
   - {name: v2, match: {attributes: {version: {exact: 2.0.0}}}, route: [{destination: {host: ` + greeter.Interface + `, subset: v2}}]}
+  - {name: v3, match: {attributes: {version: {exact: 3.0.0}}}, route: [{destination: {host: ` + greeter.Interface + `, subset: v3}}]}
   - {name: v1, route: [{destination: {host: ` + greeter.Interface + `, subset: v1}}]}
 `
 

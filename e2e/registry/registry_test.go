@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -301,5 +302,45 @@ func TestCaptureDubboGoRegistrations(t *testing.T) {
 	}
 	if got, want := keys(providers[0]), keys(string(stored)); !slices.Equal(got, want) {
 		t.Errorf("dubbo-go registers a provider with the parameters %v; the capture the unit tests read has %v: capture again (BREEZE_CAPTURE=1)", got, want)
+	}
+}
+
+// A dubbo-go 3.3 provider registered application-level with its metadata
+// kept local (metadata-type local, its MetadataService over dubbo on a
+// port of its own, which its instance node names in
+// dubbo.metadata-service.url-params): `breeze registry export` finds its
+// interface by calling that MetadataService.
+func TestZooKeeperLocalMetadataDubboGo(t *testing.T) {
+	zkServer := harness.StartZooKeeper(t)
+	metadataPort := harness.FreePort(t)
+	p := harness.StartProvider(t, harness.ProviderSpec{Name: "v3", Versions: []string{"3.0.0"},
+		ZooKeeper: zkServer.Addr, RegistryType: "service", Application: "greeter-local", MetadataServicePort: metadataPort})
+	conn, _, err := zk.Connect([]string{zkServer.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var instance []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if names, _, err := conn.Children("/services/greeter-local"); err == nil && len(names) == 1 {
+			if instance, _, err = conn.Get("/services/greeter-local/" + names[0]); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dubbo-go registered no greeter-local instance in 30s:\n%s", p.Proc.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("instance node: %s", instance)
+	out, err := exec.Command(harness.BreezeBin(t), "registry", "export", "-zookeeper", zkServer.Addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("breeze registry export: %v\n%s", err, out)
+	}
+	for _, want := range []string{"hosts:\n  - " + greeter.Interface, "version: 3.0.0", fmt.Sprintf("tcp-dubbo: %d", p.Port), "dubbo.metadata.storage-type: local"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("breeze registry export wrote no %q:\n%s\n(the instance node: %s)", want, out, instance)
+		}
 	}
 }

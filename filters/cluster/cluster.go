@@ -31,6 +31,11 @@ type Endpoint struct {
 	Addr   string
 	Labels map[string]string
 	Weight uint32
+	// alsoLabels are the labels of the other specs of the same address: a
+	// Dubbo provider registered under two versions of one interface is two
+	// registry endpoints at one address. It is one endpoint here (the
+	// whole cluster weights it once), in the subsets of every label set.
+	alsoLabels []map[string]string
 
 	inflight       atomic.Int64
 	unhealthyUntil atomic.Int64 // unix nanos
@@ -363,17 +368,35 @@ func (c *Cluster) update(specs []Spec) (removed []*Endpoint) {
 	if c.closed {
 		return nil
 	}
-	next := make(map[string]*Endpoint, len(specs))
-	eps := make([]*Endpoint, 0, len(specs))
+	// The specs of each address, in order: the first gives the endpoint's
+	// labels, the others add label sets (alsoLabels); the largest weight
+	// is its weight.
+	var order []string
+	byAddr := make(map[string][]Spec, len(specs))
 	for _, s := range specs {
-		if _, dup := next[s.Addr]; dup {
-			continue
+		if _, seen := byAddr[s.Addr]; !seen {
+			order = append(order, s.Addr)
 		}
-		ep := c.byAddr[s.Addr]
-		if ep == nil || !maps.Equal(ep.Labels, s.Labels) || ep.Weight != max(s.Weight, 1) {
-			ep = &Endpoint{Addr: s.Addr, Labels: s.Labels, Weight: max(s.Weight, 1)}
+		byAddr[s.Addr] = append(byAddr[s.Addr], s)
+	}
+	next := make(map[string]*Endpoint, len(order))
+	eps := make([]*Endpoint, 0, len(order))
+	for _, addr := range order {
+		same := byAddr[addr]
+		weight := uint32(1)
+		var also []map[string]string
+		for i, s := range same {
+			weight = max(weight, s.Weight)
+			if i > 0 {
+				also = append(also, s.Labels)
+			}
 		}
-		next[s.Addr] = ep
+		ep := c.byAddr[addr]
+		if ep == nil || !maps.Equal(ep.Labels, same[0].Labels) || ep.Weight != weight ||
+			!slices.EqualFunc(ep.alsoLabels, also, maps.Equal) {
+			ep = &Endpoint{Addr: addr, Labels: same[0].Labels, Weight: weight, alsoLabels: also}
+		}
+		next[addr] = ep
 		eps = append(eps, ep)
 	}
 	// A stable order keeps hash rings identical across refreshes that
@@ -404,7 +427,7 @@ func (c *Cluster) publish(eps []*Endpoint) {
 	for key, labels := range c.subsetKeys {
 		var sub []*Endpoint
 		for _, ep := range eps {
-			if hasLabels(ep.Labels, labels) {
+			if hasLabels(ep.Labels, labels) || slices.ContainsFunc(ep.alsoLabels, func(l map[string]string) bool { return hasLabels(l, labels) }) {
 				sub = append(sub, ep)
 			}
 		}
@@ -451,9 +474,12 @@ func hasLabels(have, want map[string]string) bool {
 // Specs returns the current endpoint set in Update's form.
 func (c *Cluster) Specs() []Spec {
 	eps := c.Endpoints()
-	specs := make([]Spec, len(eps))
-	for i, ep := range eps {
-		specs[i] = Spec{Addr: ep.Addr, Labels: ep.Labels, Weight: ep.Weight}
+	specs := make([]Spec, 0, len(eps))
+	for _, ep := range eps {
+		specs = append(specs, Spec{Addr: ep.Addr, Labels: ep.Labels, Weight: ep.Weight})
+		for _, l := range ep.alsoLabels {
+			specs = append(specs, Spec{Addr: ep.Addr, Labels: l, Weight: ep.Weight})
+		}
 	}
 	return specs
 }

@@ -404,3 +404,43 @@ func TestOutageHasOneFirstFailureAndOneRecovery(t *testing.T) {
 		}
 	}
 }
+
+// One address under two label sets (a Dubbo provider registered under
+// versions 1.0.0 and 2.0.0 of one interface: two registry endpoints): one
+// endpoint of the whole cluster, weighted once, in the subset of each
+// version; its state survives an update and a subset added later.
+func TestOneAddressUnderTwoLabelSets(t *testing.T) {
+	v1, v2 := map[string]string{"version": "1.0.0"}, map[string]string{"version": "2.0.0"}
+	cl, err := New(&breezev1.Cluster{Name: "c", LbPolicy: breezev1.Cluster_ROUND_ROBIN}, Options{Subsets: map[string]map[string]string{"v1": v1, "v2": v2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := []Spec{{Addr: "10.0.0.1:20880", Labels: v1}, {Addr: "10.0.0.1:20880", Labels: v2}, {Addr: "10.0.0.2:20880", Labels: v2}}
+	cl.Update(specs)
+	counts := map[string]int{}
+	for range 1000 {
+		counts[cl.Set("").Pick("", false).Addr]++
+	}
+	if counts["10.0.0.1:20880"] != 500 || counts["10.0.0.2:20880"] != 500 {
+		t.Errorf("whole cluster: picks %v, want 500 each (the address registered twice weighted once)", counts)
+	}
+	for key, want := range map[string][]string{"v1": {"10.0.0.1:20880"}, "v2": {"10.0.0.1:20880", "10.0.0.2:20880"}} {
+		var got []string
+		for _, ep := range cl.Set(key).endpoints {
+			got = append(got, ep.Addr)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("subset %s has %v, want %v", key, got, want)
+		}
+	}
+	ep := cl.Endpoints()[0]
+	ep.Begin()
+	cl.Update(specs)
+	cl.AddSubsets(map[string]map[string]string{"v2only": {"version": "2.0.0"}})
+	if got := cl.Endpoints()[0]; got != ep || got.Inflight() != 1 {
+		t.Errorf("the same specs again (and a subset added) replaced the endpoint or lost its state")
+	}
+	if n := cl.Set("v2only").Len(); n != 2 {
+		t.Errorf("a subset added later has %d endpoints, want 2 (the second label set kept through AddSubsets)", n)
+	}
+}

@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"path"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
 	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/metadataservice"
 )
 
 // Application-level discovery (Dubbo 3's default in new deployments):
@@ -24,6 +28,10 @@ import (
 // The MetadataInfo of revision R of application A is read where the
 // metadata report in ZooKeeper keeps it: /dubbo/metadata/A/R (Dubbo Java),
 // or <root>/A/R (dubbo-go 3.3's report writes it under the registry root).
+// An instance that keeps its metadata local (metadata storage type
+// "local", Dubbo Java's default) publishes it only through its own
+// MetadataService: Breeze calls it (registry/metadataservice), once per
+// revision, off the Run goroutine; see fetchedMetadata.
 
 // servicesRoot is where Dubbo keeps application instances.
 const servicesRoot = "/services"
@@ -39,15 +47,7 @@ type appInstance struct {
 }
 
 // serviceInfo is one service of a MetadataInfo.
-type serviceInfo struct {
-	Name     string            `json:"name"`
-	Group    string            `json:"group"`
-	Version  string            `json:"version"`
-	Protocol string            `json:"protocol"`
-	Port     uint32            `json:"port"`
-	Path     string            `json:"path"`
-	Params   map[string]string `json:"params"`
-}
+type serviceInfo = metadataservice.ServiceInfo
 
 // appState is the application-level part of a watcher (Run goroutine only).
 type appState struct {
@@ -172,18 +172,20 @@ func (w *watcher) readInstance(app, inst string) (bool, error) {
 		return had, nil
 	}
 	key := app + "/" + in.revision
+	learned := false // the revision's MetadataInfo came with this read
 	if _, known := w.app.metadata[key]; !known && in.revision != "" {
-		svcs, err := w.readMetadata(app, in.revision, p)
+		svcs, err := w.readMetadata(app, in, p)
 		if err != nil {
 			return false, err
 		}
 		if svcs != nil {
 			w.app.metadata[key] = svcs
+			learned = true
 		}
 	}
 	old := insts[inst]
 	insts[inst] = in
-	return old == nil || old.revision != in.revision || old.address != in.address || !maps.Equal(old.metadata, in.metadata), nil
+	return learned || old == nil || old.revision != in.revision || old.address != in.address || !maps.Equal(old.metadata, in.metadata), nil
 }
 
 // metadataPaths are where the MetadataInfo of app's revision may be.
@@ -191,10 +193,16 @@ func (w *watcher) metadataPaths(app, revision string) []string {
 	return []string{path.Join("/dubbo/metadata", app, revision), path.Join(w.root, app, revision)}
 }
 
-// readMetadata reads a MetadataInfo; nil when no report holds it, in which
-// case its nodes are watched for their creation (then instance is read
-// again).
-func (w *watcher) readMetadata(app, revision, instance string) ([]serviceInfo, error) {
+// readMetadata reads a MetadataInfo; nil when it is not known yet. An
+// instance that keeps its metadata local gets it from its MetadataService
+// (fetchMetadata; instance is read again once the call ended). Otherwise,
+// when no report holds it, its nodes are watched for their creation (then
+// instance is read again).
+func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]serviceInfo, error) {
+	revision := in.revision
+	if in.metadata[metadataservice.StorageTypeKey] == "local" {
+		return w.fetchedMetadata(app, in, instance), nil
+	}
 	paths := w.metadataPaths(app, revision)
 	for _, p := range paths {
 		data, _, err := w.conn.Get(p)
@@ -214,8 +222,7 @@ func (w *watcher) readMetadata(app, revision, instance string) ([]serviceInfo, e
 	key := app + "/" + revision
 	if !w.app.missingLogged[key] {
 		w.app.missingLogged[key] = true
-		w.log.Warn("no MetadataInfo in the metadata report for this revision: its interfaces are not served until one is written "+
-			"(a provider with metadata-type local answers only through its MetadataService, which Breeze does not call)",
+		w.log.Warn("no MetadataInfo in the metadata report for this revision: its interfaces are not served until one is written",
 			"application", app, "revision", revision, "looked_in", strings.Join(paths, ","))
 	}
 	for _, p := range paths {
@@ -346,4 +353,117 @@ func (w *watcher) pruneMetadata() {
 	}
 	maps.DeleteFunc(w.app.metadata, func(k string, _ []serviceInfo) bool { return !used[k] })
 	maps.DeleteFunc(w.app.missingLogged, func(k string, _ bool) bool { return !used[k] })
+	w.mu.Lock()
+	maps.DeleteFunc(w.fetched, func(k string, _ []serviceInfo) bool { return !used[k] })
+	maps.DeleteFunc(w.failures, func(k string, _ int) bool { return !used[k] })
+	w.mu.Unlock()
+}
+
+// fetchedMetadata is the MetadataInfo of in's revision as its
+// MetadataService answered; nil while a call is under way or waits to be
+// retried. Otherwise it starts one (instance is read again when it
+// succeeds).
+//
+// Calls run off the Run goroutine, so that a provider that does not
+// answer delays only its own interfaces; at most maxMetadataCalls at once.
+func (w *watcher) fetchedMetadata(app string, in *appInstance, instance string) []serviceInfo {
+	key := app + "/" + in.revision
+	w.mu.Lock()
+	svcs, done := w.fetched[key]
+	busy := w.fetching[key] || w.retryWait[key]
+	w.mu.Unlock()
+	if done || busy {
+		return svcs
+	}
+	target, err := metadataservice.TargetOf(app, in.address, in.port, in.metadata, in.endpoints)
+	if err != nil {
+		if !w.app.missingLogged[key] {
+			w.app.missingLogged[key] = true
+			w.log.Warn("an instance with local metadata whose MetadataService Breeze cannot call: its interfaces are not served",
+				"application", app, "revision", in.revision, "instance", instance, "err", err)
+		}
+		return nil
+	}
+	w.mu.Lock()
+	w.fetching[key] = true
+	w.mu.Unlock()
+	go w.fetch(key, target, in.revision, instance)
+	return nil
+}
+
+// fetch calls a MetadataService. On success the instance is read again
+// (and takes the answer); on failure every instance of that revision is
+// read again after MetadataRetry (retryPrefix), and one of them calls
+// again.
+func (w *watcher) fetch(key string, t metadataservice.Target, revision, instance string) {
+	info, err := func() (metadataservice.MetadataInfo, error) {
+		select {
+		case w.callSlots <- struct{}{}:
+		case <-w.ctx.Done():
+			return metadataservice.MetadataInfo{}, w.ctx.Err()
+		}
+		defer func() { <-w.callSlots }()
+		return metadataservice.Get(w.ctx, t, revision)
+	}()
+	w.mu.Lock()
+	delete(w.fetching, key)
+	failures := 0
+	if err == nil {
+		w.fetched[key] = slices.AppendSeq([]serviceInfo{}, maps.Values(info.Services))
+		delete(w.failures, key)
+	} else {
+		w.retryWait[key] = true
+		w.failures[key]++
+		failures = w.failures[key]
+	}
+	w.mu.Unlock()
+	if err == nil {
+		w.mark(instance)
+		return
+	}
+	if w.ctx.Err() != nil {
+		w.mark(instance) // wakes Run, which is ending: nothing is retried
+		return
+	}
+	retry := w.r.MetadataRetry
+	if retry <= 0 {
+		retry = DefaultMetadataRetry
+	}
+	app, _, _ := strings.Cut(key, "/")
+	// Said once at warn level; the retries that fail too at debug level.
+	level := slog.LevelWarn
+	if failures > 1 {
+		level = slog.LevelDebug
+	}
+	w.log.Log(w.ctx, level, "calling an instance's MetadataService failed: its interfaces are not served until a call succeeds",
+		"application", app, "revision", revision, "metadata_service", t.Address, "failures", failures, "retry_in", retry, "err", err)
+	time.AfterFunc(retry, func() {
+		w.mu.Lock()
+		delete(w.retryWait, key)
+		w.mu.Unlock()
+		w.mark(retryPrefix + key)
+	})
+	w.mark(instance) // wakes Run: a first set waits for no failed call
+}
+
+// retryPrefix marks, in pending, a revision whose MetadataService is to be
+// called again: "metadata-retry:<app>/<revision>" (not a ZooKeeper path).
+const retryPrefix = "metadata-retry:"
+
+// retryMetadata reads again every instance of a revision whose
+// MetadataService call failed.
+func (w *watcher) retryMetadata(key string) {
+	app, revision, _ := strings.Cut(key, "/")
+	for name, in := range w.app.apps[app] {
+		if in.revision == revision {
+			w.mark(path.Join(servicesRoot, app, name))
+		}
+	}
+}
+
+// metadataCallsRunning reports whether a MetadataService call is under way.
+func (w *watcher) metadataCallsRunning() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.fetching) > 0
 }

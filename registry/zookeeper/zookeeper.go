@@ -37,8 +37,18 @@ type Registry struct {
 	// RetryInterval: how long to wait before reading a node again after a
 	// read failed while the session was up; 1s when zero.
 	RetryInterval time.Duration
+	// MetadataRetry: how long after a failed MetadataService call (see
+	// application.go) to call again; DefaultMetadataRetry when zero.
+	MetadataRetry time.Duration
 	Log           *slog.Logger
 }
+
+// DefaultMetadataRetry is Registry.MetadataRetry's default.
+const DefaultMetadataRetry = 10 * time.Second
+
+// maxMetadataCalls bounds the MetadataService calls under way at once
+// (one per revision not yet known, e.g. when Breeze starts).
+const maxMetadataCalls = 8
 
 // Nodes under the root that are not interfaces: Dubbo 3 keeps its
 // interface→application mapping, its metadata report and its config
@@ -54,6 +64,7 @@ type watcher struct {
 	log  *slog.Logger
 	conn *zk.Conn
 	root string
+	ctx  context.Context
 
 	// mu guards what watch goroutines and the session callback write.
 	mu sync.Mutex
@@ -68,6 +79,12 @@ type watcher struct {
 	// case a change was missed while away.
 	resync bool
 	wake   chan struct{}
+	// MetadataService calls (application.go): under way, answered, failed
+	// and waiting for their retry, by "application/revision".
+	fetching, retryWait map[string]bool
+	fetched             map[string][]serviceInfo
+	failures            map[string]int // consecutive failed calls
+	callSlots           chan struct{}
 
 	// Only the Run goroutine: the interfaces seen under the root, and
 	// each one's providers by node name (the URL).
@@ -86,7 +103,9 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		pending: map[string]bool{}, watching: map[string]bool{},
 		wake:       make(chan struct{}, 1),
 		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{},
-		app: newAppState(),
+		app: newAppState(), ctx: ctx,
+		fetching: map[string]bool{}, retryWait: map[string]bool{}, fetched: map[string][]serviceInfo{}, failures: map[string]int{},
+		callSlots: make(chan struct{}, maxMetadataCalls),
 	}
 	if w.log == nil {
 		w.log = slog.Default()
@@ -168,7 +187,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 			retryTimer.Reset(retry)
 		}
 		nowStale := !hasSession || failed
-		if !published && nowStale {
+		if !published && (nowStale || w.metadataCallsRunning()) {
 			continue // the first set is a whole one
 		}
 		if changed || !published || nowStale != stale {
@@ -217,6 +236,10 @@ func (w *watcher) providersPath(iface string) string {
 func (w *watcher) read(p string) (bool, error) {
 	if p == w.root {
 		return w.readRoot()
+	}
+	if key, ok := strings.CutPrefix(p, retryPrefix); ok {
+		w.retryMetadata(key)
+		return false, nil
 	}
 	if inst, ok := w.app.metaWaiters[p]; ok {
 		// A MetadataInfo awaited was written: read its instance again.

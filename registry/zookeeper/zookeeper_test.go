@@ -1,6 +1,7 @@
 package zookeeper
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +23,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()})))
 	os.Exit(m.Run())
 }
 
@@ -76,10 +78,14 @@ type follower struct {
 
 func follow(t *testing.T, servers []string) *follower {
 	t.Helper()
+	return followWith(t, &Registry{Servers: servers, SessionTimeout: 30 * time.Second, RetryInterval: 50 * time.Millisecond})
+}
+
+func followWith(t *testing.T, r *Registry) *follower {
+	t.Helper()
 	f := &follower{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	r := &Registry{Servers: servers, SessionTimeout: 30 * time.Second, RetryInterval: 50 * time.Millisecond}
 	go func() {
 		done <- r.Run(ctx, func(u registry.Update) {
 			f.mu.Lock()
@@ -146,7 +152,21 @@ func TestProvidersComeAndGo(t *testing.T) {
 	if _, err := b.conn.Create("/dubbo/"+greeter+"/providers/"+url.QueryEscape(disabled), nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
 		t.Fatal(err)
 	}
-	f.waitFor(t, "stale=false endpoints=[10.0.0.2:20881/2.0.0]")
+	// Its endpoint string is the same as before the delete: wait for the
+	// update that carries the disabled URL itself.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.mu.Lock()
+		seen := len(f.last.Instances) == 1 && f.last.Instances[0].Params["enabled"] == "false"
+		f.mu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the disabled provider's URL was not published within 30s; last update %s", f)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	f.mu.Lock()
 	entries := registry.ServiceEntries(f.last.Instances, "default")
 	f.mu.Unlock()
@@ -413,4 +433,132 @@ func TestApplicationLevelJava(t *testing.T) {
 	}
 	// As captured: instance 127.0.0.1:44257 of java-app, version 2.0.0.
 	f.waitFor(t, "stale=false endpoints=[127.0.0.1:44257/2.0.0]")
+}
+
+// metadataService answers getMetadataInfo on a loopback port with the
+// answer a real Dubbo Java 3.3.6 provider gave (registry/metadataservice's
+// testdata: java-local, org.breeze.Greeter 3.0.0 on port 42880), its id
+// set to the request's; while down, it closes each connection unanswered.
+type metadataService struct {
+	addr  string
+	port  string
+	calls atomic.Int32
+	down  atomic.Bool
+}
+
+func startMetadataService(t *testing.T, ip string) *metadataService {
+	t.Helper()
+	answer, err := os.ReadFile("../metadataservice/testdata/java-3.3.6-response.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	m := &metadataService{addr: ln.Addr().String()}
+	_, m.port, _ = net.SplitHostPort(m.addr)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				m.calls.Add(1)
+				if m.down.Load() {
+					return
+				}
+				req := make([]byte, 16)
+				if _, err := io.ReadFull(c, req); err != nil {
+					return
+				}
+				out := append([]byte(nil), answer...)
+				copy(out[4:12], req[4:12])
+				_, _ = c.Write(out)
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return m
+}
+
+// Application-level discovery of providers that keep their metadata local
+// (Dubbo Java's default): the instance node as a real Java 3.3.6 provider
+// wrote it, pointing at a MetadataService that answers as that provider
+// did. Its interfaces are served; a second instance of the same revision
+// needs no second call; an application whose MetadataService does not
+// answer is left out without holding back the rest, and served once a
+// retry gets an answer.
+func TestApplicationLevelLocalMetadata(t *testing.T) {
+	zs := zktest.Start(t)
+	conn, _, err := zk.Connect([]string{zs.Addr}, 10*time.Second, zk.WithLogger(quiet{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Each on its instance's address, where a consumer calls it.
+	good, bad := startMetadataService(t, "127.0.0.1"), startMetadataService(t, "127.0.0.3")
+	bad.down.Store(true)
+	instance, err := os.ReadFile("../testdata/dubbo-java-3.3.6/local-instance.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The captured node, its MetadataService's port (url-params) moved to
+	// ms, its address to ip, its application to app.
+	node := func(ms *metadataService, ip, app string) []byte {
+		s := strings.ReplaceAll(string(bytes.TrimSpace(instance)), `\"port\":\"42880\"`, `\"port\":\"`+ms.port+`\"`)
+		s = strings.ReplaceAll(s, `"address":"127.0.0.1"`, `"address":"`+ip+`"`)
+		return []byte(strings.ReplaceAll(s, `"java-local"`, `"`+app+`"`))
+	}
+	for _, p := range []string{"/services", "/services/java-local", "/services/java-down"} {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, data := range map[string][]byte{
+		"/services/java-local/127.0.0.1:42880": node(good, "127.0.0.1", "java-local"),
+		"/services/java-down/127.0.0.3:42880":  node(bad, "127.0.0.3", "java-down"),
+	} {
+		if _, err := conn.Create(p, data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+	// The endpoint's port is the one the MetadataInfo names (42880).
+	f := followWith(t, &Registry{Servers: []string{zs.Addr}, SessionTimeout: 30 * time.Second,
+		RetryInterval: 50 * time.Millisecond, MetadataRetry: 20 * time.Millisecond})
+	f.waitFor(t, "stale=false endpoints=[127.0.0.1:42880/3.0.0]")
+	f.mu.Lock()
+	in := f.last.Instances[0]
+	f.mu.Unlock()
+	if in.Interface != "org.breeze.Greeter" || in.Params["application"] != "java-local" || in.Params["dubbo.metadata.storage-type"] != "local" {
+		t.Errorf("instance %+v: want org.breeze.Greeter of java-local with the instance's metadata as params", in)
+	}
+	if n := bad.calls.Load(); n == 0 {
+		t.Errorf("the MetadataService that does not answer was called %d times before the first set, want at least once", n)
+	}
+
+	// Same revision, another address: served without another call.
+	if _, err := conn.Create("/services/java-local/127.0.0.2:42880", node(good, "127.0.0.2", "java-local"), zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(t, "stale=false endpoints=[127.0.0.1:42880/3.0.0 127.0.0.2:42880/3.0.0]")
+	if n := good.calls.Load(); n != 1 {
+		t.Errorf("two instances of one revision: their MetadataService was called %d times, want once", n)
+	}
+
+	// The silent one answers at last: a retry serves it.
+	bad.down.Store(false)
+	f.waitFor(t, "stale=false endpoints=[127.0.0.1:42880/3.0.0 127.0.0.2:42880/3.0.0 127.0.0.3:42880/3.0.0]")
+}
+
+// testLogLevel: errors only, unless BREEZE_TEST_LOG=debug (or info, warn).
+func testLogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("BREEZE_TEST_LOG"))); err != nil {
+		return slog.LevelError
+	}
+	return l
 }

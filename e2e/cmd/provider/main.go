@@ -33,6 +33,7 @@ func main() {
 	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
 	registryTimeout := flag.Duration("registry-timeout", 10*time.Second, "with -zookeeper: the ZooKeeper session timeout")
 	application := flag.String("application", "", "dubbo-go application name (default breeze-e2e-provider)")
+	metadataPort := flag.Int("metadata-service-port", 0, "with -zookeeper: keep the metadata local (metadata-type local) and serve the MetadataService over dubbo on this port; 0: metadata-type remote")
 	flag.Parse()
 	if *name == "" {
 		*name = fmt.Sprintf("provider-%d", *port)
@@ -53,17 +54,18 @@ func main() {
 	}
 	if err == nil {
 		err = dubbogo.Serve(dubbogo.ProviderOptions{
-			Port:            *port,
-			Name:            *name,
-			Versions:        versions,
-			HeartbeatPeriod: *heartbeat,
-			LogLevel:        *logLevel,
-			Behaviour:       behaviour,
-			ZooKeeper:       *zookeeper,
-			RegistryType:    *registryType,
-			Application:     *application,
-			RegistryTimeout: *registryTimeout,
-			OTLP:            *otlp,
+			Port:                *port,
+			Name:                *name,
+			Versions:            versions,
+			HeartbeatPeriod:     *heartbeat,
+			LogLevel:            *logLevel,
+			Behaviour:           behaviour,
+			ZooKeeper:           *zookeeper,
+			RegistryType:        *registryType,
+			Application:         *application,
+			RegistryTimeout:     *registryTimeout,
+			OTLP:                *otlp,
+			MetadataServicePort: *metadataPort,
 		})
 	}
 	var taken *dubbogo.ListenError

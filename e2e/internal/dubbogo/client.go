@@ -60,7 +60,7 @@ func Setup(o ConsumerOptions) error {
 		proto.Params = params
 		cb := config.NewConsumerConfigBuilder().SetCheck(false)
 		rb := config.NewRootConfigBuilder().
-			SetApplication(application("breeze-e2e-consumer")).
+			SetApplication(application("breeze-e2e-consumer", 0)).
 			AddProtocol("dubbo", proto).
 			SetLogger(loggerConfig(o.LogLevel)).
 			SetShutDown(noSignalShutdown())

@@ -85,6 +85,10 @@ type ProviderOptions struct {
 	// span per call, its parent read from the traceparent attachment),
 	// exported to this OTLP/gRPC collector address.
 	OTLP string
+	// MetadataServicePort, when set, makes the application keep its
+	// metadata local (metadata-type local) and export its MetadataService
+	// over dubbo on this port; 0: metadata-type remote (see application).
+	MetadataServicePort int
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -202,7 +206,7 @@ func Serve(o ProviderOptions) error {
 			SetRegistryType(kind).
 			Build())
 	}
-	rb.SetApplication(application(app)).
+	rb.SetApplication(application(app, o.MetadataServicePort)).
 		SetProvider(pb.Build()).
 		AddProtocol("dubbo", proto).
 		SetLogger(loggerConfig(o.LogLevel)).
@@ -302,6 +306,13 @@ func noSignalShutdown() *config.ShutdownConfig {
 // dubbo-go from exporting its MetadataService on the dubbo protocol's port
 // (or, in a consumer, on the default port 50051), which fails with "address
 // already in use" and would make concurrent consumer processes collide.
-func application(name string) *config.ApplicationConfig {
+//
+// With a metadataPort, metadata-type local: the MetadataService is exported
+// over dubbo on that port instead (a provider in the registry tests).
+func application(name string, metadataPort int) *config.ApplicationConfig {
+	if metadataPort > 0 {
+		return config.NewApplicationConfigBuilder().SetName(name).SetMetadataType("local").
+			SetMetadataServiceProtocol("dubbo").SetMetadataServicePort(metadataPort).Build()
+	}
 	return config.NewApplicationConfigBuilder().SetName(name).SetMetadataType("remote").Build()
 }

@@ -106,6 +106,9 @@ type ProviderSpec struct {
 	// OTLP, when set, traces the calls with dubbo-go's OpenTelemetry
 	// filter, exporting to this collector.
 	OTLP string
+	// MetadataServicePort: metadata-type local, the MetadataService on
+	// this port (0: metadata-type remote).
+	MetadataServicePort int
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -122,6 +125,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 			args = append(args, "-zookeeper", spec.ZooKeeper, "-registry-type", cmp.Or(spec.RegistryType, "interface"), "-application", spec.Application)
 			if spec.RegistryTimeout > 0 {
 				args = append(args, "-registry-timeout", spec.RegistryTimeout.String())
+			}
+			if spec.MetadataServicePort > 0 {
+				args = append(args, "-metadata-service-port", strconv.Itoa(spec.MetadataServicePort))
 			}
 		}
 		if spec.OTLP != "" {
