@@ -110,16 +110,16 @@ func (f *fakeCAPI) takeConnects() []uint64 {
 	return c
 }
 
-func (*fakeCAPI) DownstreamWrite(unsafe.Pointer, unsafe.Pointer, int, int)   {}
-func (*fakeCAPI) DownstreamClose(unsafe.Pointer, int)                        {}
-func (*fakeCAPI) DownstreamFinalize(unsafe.Pointer, int)                     {}
-func (*fakeCAPI) DownstreamInfo(unsafe.Pointer, int) string                  { return "" }
-func (*fakeCAPI) GetFilterState(unsafe.Pointer, string) string               { return "" }
-func (*fakeCAPI) UpstreamConnEnableHalfClose(unsafe.Pointer, int)            {}
-func (*fakeCAPI) UpstreamWrite(unsafe.Pointer, unsafe.Pointer, int, int)     {}
-func (*fakeCAPI) UpstreamClose(unsafe.Pointer, int)                          {}
-func (*fakeCAPI) UpstreamFinalize(unsafe.Pointer, int)                       {}
-func (*fakeCAPI) UpstreamInfo(unsafe.Pointer, int) string                    { return "" }
+func (*fakeCAPI) DownstreamWrite(unsafe.Pointer, unsafe.Pointer, int, int) {}
+func (*fakeCAPI) DownstreamClose(unsafe.Pointer, int)                      {}
+func (*fakeCAPI) DownstreamFinalize(unsafe.Pointer, int)                   {}
+func (*fakeCAPI) DownstreamInfo(unsafe.Pointer, int) string                { return "" }
+func (*fakeCAPI) GetFilterState(unsafe.Pointer, string) string             { return "" }
+func (*fakeCAPI) UpstreamConnEnableHalfClose(unsafe.Pointer, int)          {}
+func (*fakeCAPI) UpstreamWrite(unsafe.Pointer, unsafe.Pointer, int, int)   {}
+func (*fakeCAPI) UpstreamClose(unsafe.Pointer, int)                        {}
+func (*fakeCAPI) UpstreamFinalize(unsafe.Pointer, int)                     {}
+func (*fakeCAPI) UpstreamInfo(unsafe.Pointer, int) string                  { return "" }
 func (*fakeCAPI) SetFilterState(unsafe.Pointer, string, string, api.StateType, api.LifeSpan, api.StreamSharing) {
 }
 
@@ -250,10 +250,10 @@ func (e *envoy) perEndpoint() []int {
 
 // downSide is Envoy's side of a downstream connection.
 type downSide struct {
-	e   *envoy
-	f   api.DownstreamFilter
-	k   int // next request kind
-	id  uint64
+	e  *envoy
+	f  api.DownstreamFilter
+	k  int // next request kind
+	id uint64
 	// pending holds the ids awaiting a response.
 	pending []uint64
 	// ring: a buffer per request in flight, since the plugin may keep
