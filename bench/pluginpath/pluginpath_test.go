@@ -67,6 +67,42 @@ func TestPluginPathAnswersEveryRequest(t *testing.T) {
 	}
 }
 
+// TestPluginPathAllocations guards what the benchmarks show: the plugin
+// allocates nothing per routed request on warm connections. What it
+// allocates over a run of requests is counted whole (runtime.MemStats,
+// every goroutine): the bar, one allocation per hundred requests, leaves
+// room for the rare growth of a buffer or a metric's first use, and none
+// for anything done per request. Under the race detector, whose runtime
+// allocates on its own, the bar is one per two requests: still below one
+// allocation added per request.
+func TestPluginPathAllocations(t *testing.T) {
+	const n = 4000
+	for _, c := range []struct{ proto, file string }{
+		{"dubbo", "../configs/breeze.yaml"},
+		{"thrift", "../configs/breeze-thrift.yaml"},
+	} {
+		t.Run(c.proto, func(t *testing.T) {
+			e := newEnvoy(t, c.proto, c.file)
+			if err := e.run(warmup); err != nil {
+				t.Fatal("warm-up: ", err)
+			}
+			var err error
+			allocs := testing.AllocsPerRun(1, func() { err = e.run(n) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			bar := n / 100
+			if raceEnabled {
+				bar = n / 2
+			}
+			t.Logf("%s: %.0f allocations over %d requests (race detector: %v)", c.proto, allocs, n, raceEnabled)
+			if allocs > float64(bar) {
+				t.Errorf("%s: %.0f allocations over %d requests (%.2f per request), want at most %d", c.proto, allocs, n, allocs/n, bar)
+			}
+		})
+	}
+}
+
 func benchPlugin(b *testing.B, protoName, file string) {
 	e := newEnvoy(b, protoName, file)
 	if err := e.run(warmup); err != nil {
