@@ -19,6 +19,9 @@ type writeBuffer struct {
 	// pointer to it does not move it to the heap each time.
 	spare [][]byte
 	bufs  net.Buffers
+	// sent: the writer's list of the buffers of one batch, which go back
+	// to writeBufs once on the socket (WriteTo forgets them as it goes).
+	sent [][]byte
 	end     bool // shut down the write side once queue is drained
 	flush   bool // report taskFlushed once queue is drained
 	endDone bool
@@ -142,6 +145,7 @@ func (e *endpoint) writeLoop() {
 			for _, b := range q {
 				n += len(b)
 			}
+			w.sent = append(w.sent[:0], q...)
 			w.bufs = net.Buffers(q)
 			_, err := w.bufs.WriteTo(e.nc)
 			w.bufs = nil
@@ -149,6 +153,10 @@ func (e *endpoint) writeLoop() {
 				e.post(task{kind: taskWriteErr, err: err})
 				return
 			}
+			for _, b := range w.sent {
+				writeBufs.put(b)
+			}
+			clear(w.sent)
 			clear(q) // WriteTo let go of what it wrote; this of the rest
 			if w.written(n, q[:0]) {
 				e.post(task{kind: taskWriteLow})
