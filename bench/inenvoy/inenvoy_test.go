@@ -3,6 +3,7 @@ package inenvoy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"os/exec"
@@ -28,7 +29,12 @@ var (
 	inFlight = flag.Int("harness.inflight", 4, "requests in flight per connection")
 	payload  = flag.Int("harness.payload", 1024, "bytes of argument per request")
 	protos   = flag.String("harness.protos", "dubbo,thrift", "protocols to run")
+	jsonOut  = flag.String("harness.json", "", "append each protocol's row to this file, as breeze-load -json does (make bench's table)")
+	group    = flag.String("harness.group", "", "the table the row goes in (breeze-load -group)")
 )
+
+// Label is the harness's row in make bench's table.
+const Label = "breeze in-Envoy harness (Go side)"
 
 var configs = map[string]string{"dubbo": "../configs/breeze.yaml", "thrift": "../configs/breeze-thrift.yaml"}
 
@@ -69,6 +75,9 @@ func TestHarness(t *testing.T) {
 			}
 			if want := strconv.Itoa(*requests + *warmup); res["upstream_requests"] != want {
 				t.Errorf("%s requests reached the upstream, want %s (one per request)", res["upstream_requests"], want)
+			}
+			if *jsonOut != "" {
+				appendRow(t, name, res)
 			}
 		})
 	}
@@ -141,4 +150,36 @@ func result(t *testing.T, out []byte) map[string]string {
 		t.Fatalf("the harness did not finish: %s", out)
 	}
 	return res
+}
+
+// appendRow writes the harness's figures as a row of make bench's table:
+// CPU per request only. It has no req/s nor latency to show (no sockets,
+// one thread: they would compare with nothing), and they stay 0.
+func appendRow(t *testing.T, proto string, res map[string]string) {
+	t.Helper()
+	cpuNs, err := strconv.ParseFloat(res["cpu_ns_per_req"], 64)
+	if err != nil {
+		t.Fatalf("cpu_ns_per_req %q: %v", res["cpu_ns_per_req"], err)
+	}
+	allocs, _ := strconv.ParseFloat(res["go_allocs_per_req"], 64)
+	row := map[string]any{
+		"group": *group, "kind": "load", "label": Label, "proto": proto,
+		"conns": *conns, "in_flight": *inFlight, "payload": *payload,
+		"responses": *requests, "ok": *requests,
+		// ns per request = 1e-6 s per 1,000 requests.
+		"cpu_s_per_1k":      cpuNs * 1e-6,
+		"go_allocs_per_req": allocs,
+	}
+	b, err := json.Marshal(row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(*jsonOut, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
 }
