@@ -21,7 +21,7 @@ type writeBuffer struct {
 	bufs  net.Buffers
 	// sent: the writer's list of the buffers of one batch, which go back
 	// to writeBufs once on the socket (WriteTo forgets them as it goes).
-	sent [][]byte
+	sent    [][]byte
 	end     bool // shut down the write side once queue is drained
 	flush   bool // report taskFlushed once queue is drained
 	endDone bool
