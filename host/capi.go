@@ -1,7 +1,6 @@
 package host
 
 import (
-	"bytes"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -47,12 +46,15 @@ var _ api.NetworkCAPI = dispatcher{}
 
 // copyIn copies the caller's buffer at once, as Envoy does (Buffer::OwnedImpl from
 // the Go pointer) before posting the write: the filter may reuse its slice as soon
-// as Write returns.
+// as Write returns. The copy comes from writeBufs, where the writer goroutine
+// returns it once written.
 func copyIn(p unsafe.Pointer, n int) []byte {
 	if n <= 0 || p == nil {
 		return nil
 	}
-	return bytes.Clone(unsafe.Slice((*byte)(p), n))
+	b := writeBufs.get(n)
+	copy(b, unsafe.Slice((*byte)(p), n))
+	return b
 }
 
 func (dispatcher) DownstreamWrite(f unsafe.Pointer, bufferPtr unsafe.Pointer, bufferLen int, endStream int) {

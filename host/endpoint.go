@@ -36,8 +36,11 @@ type endpoint struct {
 	connID   uint64 // upstream: the shim's connection id
 	addr     string // upstream: the address as the plugin gave it
 
-	mu         sync.Mutex
-	tasks      []task
+	mu    sync.Mutex
+	tasks []task
+	// spareTasks is the slice runTasks ran last, kept (loop goroutine
+	// only) to take posts next turn: no allocation per turn.
+	spareTasks []task
 	gone       bool // the loop accepts no more tasks (socket closed)
 	infoGone   bool // downstream: Envoy's C++ filter would be destroyed, Info returns ""
 	finalized  bool
@@ -220,11 +223,12 @@ func (e *endpoint) runTasks() {
 	for !e.closed {
 		e.mu.Lock()
 		ts := e.tasks
-		e.tasks = nil
-		e.mu.Unlock()
 		if len(ts) == 0 {
+			e.mu.Unlock()
 			return
 		}
+		e.tasks, e.spareTasks = e.spareTasks, nil
+		e.mu.Unlock()
 		for i, t := range ts {
 			if e.closed {
 				for _, t := range ts[i:] {
@@ -236,6 +240,8 @@ func (e *endpoint) runTasks() {
 			}
 			e.runTask(t)
 		}
+		clear(ts) // holds no write's bytes while spare
+		e.spareTasks = ts[:0]
 	}
 }
 

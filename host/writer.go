@@ -11,8 +11,17 @@ import (
 // watermarks (Envoy's WatermarkBuffer: above when longer than high, below again
 // at half of it) tell the loop when to stop and resume reading the connection.
 type writeBuffer struct {
-	mu      sync.Mutex
-	queue   [][]byte
+	mu    sync.Mutex
+	queue [][]byte
+	// spare is the queue the writer drained last, taken back as the next
+	// queue (swapped under mu): no allocation per batch. bufs is the
+	// writer goroutine's own net.Buffers, a field so that writev's
+	// pointer to it does not move it to the heap each time.
+	spare [][]byte
+	bufs  net.Buffers
+	// sent: the writer's list of the buffers of one batch, which go back
+	// to writeBufs once on the socket (WriteTo forgets them as it goes).
+	sent    [][]byte
 	end     bool // shut down the write side once queue is drained
 	flush   bool // report taskFlushed once queue is drained
 	endDone bool
@@ -49,11 +58,13 @@ func (w *writeBuffer) push(data []byte, end bool) (above bool) {
 	return above
 }
 
-// written accounts for n bytes on the socket; true when that took the buffer
-// from above its high watermark to its low one.
-func (w *writeBuffer) written(n int) (below bool) {
+// written accounts for n bytes on the socket and takes back the drained
+// queue as the spare; true when that took the buffer from above its high
+// watermark to its low one.
+func (w *writeBuffer) written(n int, drained [][]byte) (below bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.spare = drained
 	w.size -= n
 	w.total.Add(-int64(n))
 	if w.above && w.size <= w.high/2 {
@@ -104,7 +115,9 @@ func (e *endpoint) writeLoop() {
 		for {
 			w.mu.Lock()
 			q := w.queue
-			w.queue = nil
+			if len(q) > 0 {
+				w.queue, w.spare = w.spare, nil
+			}
 			if len(q) == 0 {
 				shut := w.end && !w.endDone
 				if shut {
@@ -132,12 +145,20 @@ func (e *endpoint) writeLoop() {
 			for _, b := range q {
 				n += len(b)
 			}
-			bufs := net.Buffers(q)
-			if _, err := bufs.WriteTo(e.nc); err != nil {
+			w.sent = append(w.sent[:0], q...)
+			w.bufs = net.Buffers(q)
+			_, err := w.bufs.WriteTo(e.nc)
+			w.bufs = nil
+			if err != nil {
 				e.post(task{kind: taskWriteErr, err: err})
 				return
 			}
-			if w.written(n) {
+			for _, b := range w.sent {
+				writeBufs.put(b)
+			}
+			clear(w.sent)
+			clear(q) // WriteTo let go of what it wrote; this of the rest
+			if w.written(n, q[:0]) {
 				e.post(task{kind: taskWriteLow})
 			}
 		}

@@ -118,6 +118,8 @@ use_proto() {
   # copy of the config.
   BASE_PORT=$((base + 40))
   ENVOY_PORT=$((base + 30)) ENVOY_ADMIN=$((base + 31))
+  # Stock Envoy's tcp_proxy (bench/configs/envoy-tcp-$proto.yaml).
+  TCP_PORT=$((base + 50)) TCP_ADMIN=$((base + 51))
 }
 
 # Many sockets: the idle run holds IDLE_CONNS downstream connections (and the
@@ -128,6 +130,7 @@ nofile=$(ulimit -n)
 echo "== building breeze and the bench tools"
 go build -o "$bin/breeze" ./cmd/breeze
 go build -o "$bin/" ./bench/cmd/breeze-load ./bench/cmd/breeze-echo ./bench/cmd/breeze-relay ./bench/cmd/breeze-report
+go test -c -o "$bin/inenvoy.test" ./bench/inenvoy
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/breeze-bench
 if [ -n "$VARIANT" ]; then
@@ -175,8 +178,10 @@ if [ "$ENVOY" = 1 ]; then
   got=$("$envoy" --version | grep -o "/$ENVOY_VERSION/" || true)
   [ -n "$got" ] || { echo "envoy is not $ENVOY_VERSION: $("$envoy" --version)"; exit 1; }
   for p in $PROTOS; do
-    echo "== checking bench/configs/envoy-$p.yaml with envoy --mode validate"
-    "$envoy" --mode validate -c "bench/configs/envoy-$p.yaml" -l error >/dev/null
+    for c in "envoy-$p" "envoy-tcp-$p"; do
+      echo "== checking bench/configs/$c.yaml with envoy --mode validate"
+      "$envoy" --mode validate -c "bench/configs/$c.yaml" -l error >/dev/null
+    done
   done
 fi
 
@@ -247,6 +252,36 @@ start_envoy() {
   echo "envoy not ready after 30s:"; cat "$logs/envoy.log"; exit 1
 }
 
+# Stock Envoy's tcp_proxy on the same traffic: the floor of a terminal
+# network filter in Envoy (bench/README.md, the in-Envoy model).
+start_envoy_tcp() {
+  "$envoy" -c "bench/configs/envoy-tcp-$proto.yaml" --concurrency "$(nproc)" -l critical \
+    --use-dynamic-base-id >"$logs/envoy-tcp.log" 2>&1 &
+  pid[envoy-tcp]=$!
+  for _ in $(seq 1 300); do
+    curl -sf "127.0.0.1:$TCP_ADMIN/ready" >/dev/null 2>&1 && return 0
+    kill -0 "${pid[envoy-tcp]}" 2>/dev/null || { echo "envoy (tcp_proxy) exited:"; cat "$logs/envoy-tcp.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "envoy (tcp_proxy) not ready after 30s:"; cat "$logs/envoy-tcp.log"; exit 1
+}
+
+# The in-Envoy harness (bench/inenvoy): Breeze's Go side driven through
+# breeze.so's exported entry points from memory, with no sockets; one row
+# in the main table, CPU per request only. HARNESS_REQUESTS per protocol.
+HARNESS_REQUESTS=${HARNESS_REQUESTS:-200000}
+[ "${QUICK:-0}" = 1 ] && HARNESS_REQUESTS=${HARNESS_REQUESTS_QUICK:-50000}
+run_harness() {
+  echo "-- breeze in-Envoy harness (Go side), $HARNESS_REQUESTS requests"
+  if ! (cd bench/inenvoy && "$bin/inenvoy.test" -test.run '^TestHarness$' -test.v \
+          -harness.protos "$proto" -harness.conns "$CONNS" -harness.inflight "$INFLIGHT" \
+          -harness.payload "$PAYLOAD" -harness.requests "$HARNESS_REQUESTS" -harness.warmup 20000 \
+          -harness.json "$json" -harness.group "$1") >"$logs/harness.log" 2>&1; then
+    echo "the harness failed:"; cat "$logs/harness.log"; exit 1
+  fi
+  grep -o 'proto=.*' "$logs/harness.log" | sed 's/^/   /'
+}
+
 json=$results/latest.jsonl
 : >"$json"
 
@@ -273,8 +308,9 @@ for proto in $PROTOS; do
   start echo LISTENING "$bin/breeze-echo" -proto "$proto" \
     -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
   declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [$peer]=$ENVOY_PORT
-                   [base]=$BASE_PORT [current]=$BREEZE_PORT)
-  declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [$peer]=$peer [base]=breeze-base [current]=breeze)
+                   [base]=$BASE_PORT [current]=$BREEZE_PORT [envoy-tcp]=$TCP_PORT)
+  declare -A proc=([echo-direct]=echo [relay]=relay [breeze]=breeze [$peer]=$peer [base]=breeze-base [current]=breeze
+                   [envoy-tcp]=envoy-tcp)
   if [ -n "$COMPARE" ]; then
     systems=()
     [ "$COMPARE_ALL" = 1 ] && { start_relay; systems+=(echo-direct relay); }
@@ -287,6 +323,7 @@ for proto in $PROTOS; do
     systems=(echo-direct relay breeze)
   fi
   [ -n "$envoy" ] && { start_envoy; systems+=("$peer"); }
+  [ -n "$envoy" ] && [ -z "$COMPARE" ] && { start_envoy_tcp; systems+=(envoy-tcp); }
 
   main="main ($proto): $CONNS connections × $INFLIGHT in flight, $PAYLOAD-byte payload, $DURATION measured"
   echo "== $main"
@@ -308,6 +345,7 @@ for proto in $PROTOS; do
         load "$main" "$sys" "$CONNS" "$DURATION" "$WARMUP"
       fi
     done
+    [ -z "$COMPARE" ] && run_harness "$main"
   done
 
   scale=0

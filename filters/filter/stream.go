@@ -187,6 +187,20 @@ func (s *Stream) Init(c *Chain, conn Conn, m *codecs.Message, now time.Time) {
 	s.BytesIn = len(m.Frame)
 }
 
+// Release drops what a finished stream refers to (the request's bytes
+// and metadata, the response, the route, the peer, the watcher), for a
+// proxy that keeps the stream to reuse it: kept, it pins none of them.
+// It leaves the stream's atomic state alone, which the goroutine that
+// walked the chain may still look at as it returns, and is no reset:
+// a reused stream is zeroed whole by its owner before Init.
+func (s *Stream) Release() {
+	s.Request, s.Response, s.Route = codecs.Message{}, nil, nil
+	s.Cluster, s.Upstream, s.UpstreamLabels = "", "", nil
+	s.Peer, s.AttemptWatcher, s.conn, s.chain, s.terminal = nil, nil, nil, nil, nil
+	s.replyWhy, s.Outcome.Detail = "", ""
+	s.mdBuf, s.mutBuf, s.rmBuf = [16]codecs.KV{}, [4]codecs.KV{}, [2]string{}
+}
+
 // SetTerminal and Terminal keep the terminal filter's own per-request
 // state, which the proxy allocates together with the stream.
 func (s *Stream) SetTerminal(v any) { s.terminal = v }
@@ -305,9 +319,12 @@ func (s *Stream) walk() {
 func (s *Stream) onRequest(i int) (st Status, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			stack := debug.Stack()
-			s.ReplyAndFinish(codecs.ErrInternal, "breeze: internal error in filter "+s.chain.Names[i], InternalError, true)
-			s.conn.Panicked(s, "filter "+s.chain.Names[i]+" OnRequest", r, stack)
+			// Reported before the stream finishes: a proxy may reuse a
+			// finished stream, and learns here that this one's connection
+			// is failing.
+			name := s.chain.Names[i]
+			s.conn.Panicked(s, "filter "+name+" OnRequest", r, debug.Stack())
+			s.ReplyAndFinish(codecs.ErrInternal, "breeze: internal error in filter "+name, InternalError, true)
 			ok = false
 		}
 	}()

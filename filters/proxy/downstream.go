@@ -38,6 +38,11 @@ type downConn struct {
 	actMu     sync.Mutex
 	active    *stream
 	inFlightN int // streams in active
+	// free holds finished streams for this connection's next requests
+	// (linked by next, at most maxFreeStreams; see recycle for when a
+	// stream may come back).
+	free  *stream
+	freeN int
 
 	// peer is the caller, read once, before the first request (readPeer);
 	// peerRead says it was (guarded by mu, as OnData is).
@@ -56,7 +61,8 @@ type downConn struct {
 }
 
 // stream is one request: the filter API's Stream, the router's state and
-// the connection, in one allocation. It is the stream's filter.Conn.
+// the connection, in one allocation, recycled by its connection (recycle).
+// It is the stream's filter.Conn.
 type stream struct {
 	filter.Stream
 	call       router.Call
@@ -253,7 +259,7 @@ func (d *downConn) handle(m *codecs.Message) {
 			d.closeWith("max_requests_in_flight", api.NoFlush)
 			return
 		}
-		st := &stream{d: d}
+		st := d.newStream()
 		st.Init(d.p.chain, st, m, time.Now())
 		st.Peer = &d.peer
 		st.call.Init(&st.Stream, d.codec, &d.mu)
@@ -264,6 +270,85 @@ func (d *downConn) handle(m *codecs.Message) {
 	default:
 		metrics.Dropped.WithLabelValues(d.p.name, "unexpected_"+m.Type.String()).Inc()
 	}
+}
+
+// maxFreeStreams bounds the finished streams a connection keeps for its
+// next requests: a connection that once had many requests in flight does
+// not hold that many streams (1.5 KiB each) for the rest of its life.
+const maxFreeStreams = 8
+
+// newStream takes a finished stream of this connection, or a new one. It
+// runs in handle, with d.mu held, which is what makes recycling safe: see
+// recycle.
+func (d *downConn) newStream() *stream {
+	d.actMu.Lock()
+	st := d.free
+	if st != nil {
+		d.free, st.next = st.next, nil
+		d.freeN--
+	}
+	d.actMu.Unlock()
+	if st == nil {
+		return &stream{d: d}
+	}
+	// Zeroed here rather than in recycle: the walk of its previous
+	// request may still have been looking at its state then (see recycle).
+	*st = stream{d: d}
+	return st
+}
+
+// recycle keeps a finished stream for the connection's next request, as
+// the last thing Done does. Nobody may touch a stream once it is reused,
+// and that holds because:
+//
+//   - Only the stream's holder finishes it while the connection is healthy
+//     (the walk, the upstream response or timeout, a retry timer, a
+//     filter's Resume): every other holder it had before is done with it
+//     (the upstream layer took it out of pending, a retry's timer fired).
+//     A late callback for it (a response after its timeout) finds nothing
+//     to call: the upstream layer forgot it, and a recycled upstream
+//     Request queued twice is told apart by its id (upstream.waiting).
+//   - Streams finished by the connection itself (closed: abortActive; a
+//     recovered panic: fail), whose holders may still call them, are
+//     never recycled: closed and failed are set before those look at the
+//     streams in flight, and checked here after unlink, under actMu.
+//   - Reuse happens only in handle, with d.mu held, on this connection:
+//     the code that walks the chain of a stream (handle, a Resume
+//     goroutine, a retry, fail) holds d.mu to its end, so it has let go of
+//     the stream before it can be taken again, even when an upstream
+//     goroutine finished it in the middle of the walk (a mirror's shadow
+//     is encoded from the request's metadata after the primary was sent).
+//     newStream zeroes it then, under d.mu.
+//
+// A kept stream would pin its last request (the read buffer its frame
+// points into, its metadata) until reused: recycle drops those at once
+// when d.mu is free, which proves no walk is reading them; when it is
+// not, they wait for newStream. The free list is dropped when the
+// connection closes (dropFree): its streams point back to d, and Go never
+// finalizes a cycle through the object the shim set a finalizer on.
+func (d *downConn) recycle(st *stream) {
+	if d.closed.Load() || d.failed.Load() {
+		return
+	}
+	if d.mu.TryLock() {
+		st.Stream.Release()
+		d.mu.Unlock()
+	}
+	d.actMu.Lock()
+	defer d.actMu.Unlock()
+	if d.freeN >= maxFreeStreams || d.closed.Load() || d.failed.Load() {
+		return
+	}
+	st.next = d.free
+	d.free = st
+	d.freeN++
+}
+
+// dropFree lets the connection's kept streams go, once it closed.
+func (d *downConn) dropFree() {
+	d.actMu.Lock()
+	d.free, d.freeN = nil, 0
+	d.actMu.Unlock()
 }
 
 func (d *downConn) link(st *stream) {
@@ -398,10 +483,12 @@ func (st *stream) Resume(s *filter.Stream) {
 	}()
 }
 
-// Done implements filter.Conn: count how the request ended.
+// Done implements filter.Conn: count how the request ended, then recycle
+// the stream (last: nothing here may touch it after).
 func (st *stream) Done(s *filter.Stream) {
 	d := st.d
 	d.unlink(st)
+	defer d.recycle(st)
 	if kind := s.Outcome.LocalReply; kind != 0 {
 		// A oneway gets no reply (ReplyAndFinish writes none): it is
 		// counted once, as dropped, and never as a local reply.
@@ -482,6 +569,7 @@ func (d *downConn) OnEvent(event api.ConnectionEvent) {
 	if wasOpen && event == api.RemoteClose {
 		d.p.log.Debug("downstream closed by peer")
 	}
+	d.dropFree()
 	fault.Point("OnEvent", d.p.name)
 	d.abortActive()
 }

@@ -507,10 +507,13 @@ func (rt *Router) dispatch(c *Call, m *codecs.Message) {
 	if w := s.AttemptWatcher; w != nil {
 		w.StartAttempt(s, m)
 	}
+	// Read before Send: once a two-way request is sent, its response may
+	// finish the stream on an upstream goroutine, and the proxy recycle it.
+	oneway := c.up.Oneway
 	queued, err := rt.up.Send(upstream.Target{Endpoint: ep, Cluster: c.cl.Cluster, Metrics: c.cl.metrics, Flavor: c.flavor, Breaker: set.Breaker()}, &c.up, m, c.enc)
 	switch {
 	case err == nil:
-		if c.up.Oneway && !queued {
+		if oneway && !queued {
 			c.endAttempt(filter.AttemptEnd{Sent: true})
 			s.Finish(filter.Outcome{Sent: true})
 		}

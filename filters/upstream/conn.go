@@ -81,10 +81,25 @@ func (uc *conn) proxyName() string { return uc.pool.m.opts.Proxy }
 // circuit breaker that counts its wait (TryPending). Each wait is ended
 // once, when the queue is flushed or failed (endWaits): a request that
 // timed out or was cancelled meanwhile still holds its place until then,
-// and the same Request sent again (re-balanced) is another wait.
+// and the same Request sent again (re-balanced, or recycled by the proxy
+// for a later request of its client) is another wait.
+//
+// id is the id r had when it queued: a Request that timed out or was
+// cancelled here and was then sent again on this same connection is in
+// the queue twice, and only the entry of its current id may write it or
+// hand it back.
 type waiting struct {
 	r       *Request
+	id      uint64
 	breaker *cluster.Breaker
+}
+
+// current says whether w is the Request's live wait: its id unchanged
+// and, for a two-way request, still pending (not timed out nor
+// cancelled). Called with mu held.
+func (uc *conn) current(w waiting) bool {
+	r := w.r
+	return r.id == w.id && (r.Oneway || uc.pending[r.id] == r)
 }
 
 // endWaits ends the waits of a queue taken: in runs, since the requests
@@ -167,7 +182,7 @@ func (uc *conn) enqueue(r *Request, msg *codecs.Message, enc codecs.Codec, b *cl
 		if !connecting {
 			b = nil // a probe's wait is not a wait for a connection
 		}
-		uc.queue = append(uc.queue, waiting{r, b})
+		uc.queue = append(uc.queue, waiting{r: r, id: id, breaker: b})
 		if probe {
 			uc.startProbe(t)
 		}
@@ -826,7 +841,7 @@ func (uc *conn) probed(id uint64) (sent []*Request) {
 func (uc *conn) flushQueue() (sent []*Request) {
 	for _, w := range uc.queue {
 		r := w.r
-		if !r.Oneway && uc.pending[r.id] != r {
+		if !uc.current(w) {
 			continue // timed out or cancelled while waiting
 		}
 		uc.cb.Write(r.queuedBytes, false)
@@ -849,10 +864,10 @@ func (uc *conn) flushQueue() (sent []*Request) {
 func (uc *conn) takeQueued() (unsent []*Request) {
 	for _, w := range uc.queue {
 		r := w.r
+		if !uc.current(w) {
+			continue // timed out or cancelled while waiting
+		}
 		if !r.Oneway {
-			if uc.pending[r.id] != r {
-				continue // timed out or cancelled while waiting
-			}
 			uc.remove(r)
 		}
 		unsent = append(unsent, r)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package pluginpath
+
+const raceEnabled = false
