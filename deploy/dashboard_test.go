@@ -161,6 +161,17 @@ var withoutPanel = []string{
 	// Probes before writes to an upstream silent for too long: a detail of
 	// the idle-close race, read with the upstream connection events.
 	"breeze_upstream_probes_total",
+	// The control plane's own series (breeze controller, breeze xds
+	// -metrics and its registries), served by those processes, not by the
+	// plugin whose dashboard this is.
+	"breeze_controller_envoyfilter_writes_total",
+	"breeze_controller_metarouter_status_writes_total",
+	"breeze_controller_snapshots_total",
+	"breeze_registry_instances",
+	"breeze_registry_stale",
+	"breeze_registry_updates_total",
+	"breeze_xds_problems",
+	"breeze_xds_resources",
 }
 
 // The compose demo's Prometheus config passes Prometheus's own check
