@@ -68,10 +68,13 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # machine, into a cache outside the clone (scripts/ratelimit-peer.sh).
 # ZooKeeper for the registry tests: Debian's zookeeperd, else Apache's
 # distribution from Maven Central, cached by version (scripts/zookeeper-peer.sh).
+# rnacos (a Nacos-compatible server) for the Nacos registry tests, built with
+# cargo once per machine, cached by version (scripts/nacos-peer.sh; slow cold).
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
 	bash scripts/zookeeper-peer.sh install
+	bash scripts/nacos-peer.sh install
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.

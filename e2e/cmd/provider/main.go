@@ -29,8 +29,9 @@ func main() {
 	logLevel := flag.String("log-level", "warn", "dubbo-go log level")
 	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
 	zookeeper := flag.String("zookeeper", "", "register in the ZooKeeper at this host:port with dubbo-go's own registry")
-	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
+	registryType := flag.String("registry-type", "interface", "with -zookeeper or -nacos: interface, service (application-level) or all")
 	registryTimeout := flag.Duration("registry-timeout", 10*time.Second, "with -zookeeper: the ZooKeeper session timeout")
+	nacos := flag.String("nacos", "", "register in the Nacos server at this host:port (HTTP port) with dubbo-go's own registry")
 	application := flag.String("application", "", "dubbo-go application name (default breeze-e2e-provider)")
 	flag.Parse()
 	if *name == "" {
@@ -62,6 +63,7 @@ func main() {
 			RegistryType:    *registryType,
 			Application:     *application,
 			RegistryTimeout: *registryTimeout,
+			Nacos:           *nacos,
 		})
 	}
 	var taken *dubbogo.ListenError

@@ -103,6 +103,9 @@ type ProviderSpec struct {
 	// Application, with a session of RegistryTimeout.
 	ZooKeeper, RegistryType, Application string
 	RegistryTimeout                      time.Duration
+	// Nacos: register there (host:port, the HTTP port) with dubbo-go's
+	// own Nacos registry, RegistryType and Application as above.
+	Nacos string
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -120,6 +123,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 			if spec.RegistryTimeout > 0 {
 				args = append(args, "-registry-timeout", spec.RegistryTimeout.String())
 			}
+		}
+		if spec.Nacos != "" {
+			args = append(args, "-nacos", spec.Nacos, "-registry-type", cmp.Or(spec.RegistryType, "interface"), "-application", spec.Application)
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
 		line, err := p.WaitReady(30 * time.Second)
