@@ -1,0 +1,249 @@
+package nacos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/clients"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/config_client"
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/nacos/nacostest"
+)
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	os.Exit(m.Run())
+}
+
+const greeter = "org.breeze.Greeter"
+
+// providerMetadata is what dubbo-go 3.3's Nacos registry writes as an
+// interface-level instance's metadata (see testdata/dubbo-go-3.3.0-nacos).
+func providerMetadata(version string) map[string]string {
+	return map[string]string{
+		"anyhost": "true", "application": "greeter", "category": "providers", "dubbo": "2.0.2",
+		"interface": greeter, "methods": "Greet,Whoami", "path": greeter, "protocol": "dubbo",
+		"release": "dubbo-golang-3.2.0", "side": "provider", "version": version,
+	}
+}
+
+func serviceName(version string) string { return "providers:" + greeter + ":" + version + ":" }
+
+// client is a Nacos client of the test's own, registering instances as a
+// dubbo-go provider does (ephemeral: they live as long as its connection).
+type client struct {
+	naming naming_client.INamingClient
+	config config_client.IConfigClient
+}
+
+func newClient(t *testing.T, addr string) *client {
+	t.Helper()
+	host, portText, _ := net.SplitHostPort(addr)
+	port, _ := strconv.ParseUint(portText, 10, 16)
+	dir := t.TempDir()
+	param := vo.NacosClientParam{
+		ClientConfig: constant.NewClientConfig(constant.WithTimeoutMs(5000), constant.WithLogDir(dir), constant.WithCacheDir(dir),
+			constant.WithNotLoadCacheAtStart(true), constant.WithLogLevel("error")),
+		ServerConfigs: []constant.ServerConfig{*constant.NewServerConfig(host, port)},
+	}
+	naming, err := clients.NewNamingClient(param)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(naming.CloseClient)
+	config, err := clients.NewConfigClient(param)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(config.CloseClient)
+	return &client{naming: naming, config: config}
+}
+
+func (c *client) register(t *testing.T, service string, port uint64, weight float64, enabled bool, md map[string]string) {
+	t.Helper()
+	ok, err := c.naming.RegisterInstance(vo.RegisterInstanceParam{Ip: "127.0.0.1", Port: port, ServiceName: service,
+		Weight: weight, Enable: enabled, Healthy: true, Ephemeral: true, Metadata: md})
+	if err != nil || !ok {
+		t.Fatalf("register %s :%d: %v %v", service, port, ok, err)
+	}
+}
+
+func (c *client) deregister(t *testing.T, service string, port uint64) {
+	t.Helper()
+	ok, err := c.naming.DeregisterInstance(vo.DeregisterInstanceParam{Ip: "127.0.0.1", Port: port, ServiceName: service, Ephemeral: true})
+	if err != nil || !ok {
+		t.Fatalf("deregister %s :%d: %v %v", service, port, ok, err)
+	}
+}
+
+// follower runs a Registry and keeps its last update.
+type follower struct {
+	mu      sync.Mutex
+	last    registry.Update
+	updates int
+}
+
+func follow(t *testing.T, r *Registry) *follower {
+	t.Helper()
+	f := &follower{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(u registry.Update) {
+			f.mu.Lock()
+			f.last, f.updates = u, f.updates+1
+			f.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return f
+}
+
+// String describes the last update: stale or not, and each endpoint as
+// interface address:port version weight.
+func (f *follower) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var eps []string
+	for _, in := range f.last.Instances {
+		eps = append(eps, fmt.Sprintf("%s %s:%d v%s w%d", in.Interface, in.Address, in.Port, in.Params["version"], in.Weight()))
+	}
+	slices.Sort(eps)
+	return fmt.Sprintf("stale=%v endpoints=[%s]", f.last.Stale, strings.Join(eps, ", "))
+}
+
+func (f *follower) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for f.String() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the registry publishes %s, want %s", f, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ep(port uint64, version string, weight int) string {
+	return fmt.Sprintf("%s 127.0.0.1:%d v%s w%d", greeter, port, version, weight)
+}
+
+func fresh(eps ...string) string { return "stale=false endpoints=[" + strings.Join(eps, ", ") + "]" }
+
+func TestProvidersFollowed(t *testing.T) {
+	srv := nacostest.Start(t)
+	c := newClient(t, srv.Addr)
+	c.register(t, serviceName("1.0.0"), 20001, 1, true, providerMetadata("1.0.0"))
+	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond})
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100)))
+
+	// A second provider of the same service: pushed.
+	c.register(t, serviceName("1.0.0"), 20002, 1, true, providerMetadata("1.0.0"))
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 100)))
+
+	// A new service (version 2.0.0) appears on the next list.
+	c.register(t, serviceName("2.0.0"), 20003, 1, true, providerMetadata("2.0.0"))
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 100), ep(20003, "2.0.0", 100)))
+
+	// Deregistered: gone, the last of a service too.
+	c.deregister(t, serviceName("1.0.0"), 20001)
+	f.waitFor(t, fresh(ep(20002, "1.0.0", 100), ep(20003, "2.0.0", 100)))
+	c.deregister(t, serviceName("2.0.0"), 20003)
+	f.waitFor(t, fresh(ep(20002, "1.0.0", 100)))
+}
+
+func TestDisabledAndWeight(t *testing.T) {
+	srv := nacostest.Start(t)
+	c := newClient(t, srv.Addr)
+	c.register(t, serviceName("1.0.0"), 20001, 1, true, providerMetadata("1.0.0"))
+	c.register(t, serviceName("1.0.0"), 20002, 1, false, providerMetadata("1.0.0")) // disabled in Nacos
+	weighted := providerMetadata("1.0.0")
+	weighted["weight"] = "200" // Dubbo's weight
+	c.register(t, serviceName("1.0.0"), 20003, 0.5, true, weighted)
+	c.register(t, serviceName("1.0.0"), 20004, 2, true, providerMetadata("1.0.0"))
+	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond})
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20003, "1.0.0", 100), ep(20004, "1.0.0", 200)))
+
+	// Re-registering changes the instance in place: enabled now, and
+	// weighed 3.
+	c.register(t, serviceName("1.0.0"), 20002, 3, true, providerMetadata("1.0.0"))
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 300), ep(20003, "1.0.0", 100), ep(20004, "1.0.0", 200)))
+}
+
+// The registering client goes (a provider that dies): its ephemeral
+// instances go with its connection.
+func TestClientGone(t *testing.T) {
+	srv := nacostest.Start(t)
+	stays := newClient(t, srv.Addr)
+	stays.register(t, serviceName("1.0.0"), 20001, 1, true, providerMetadata("1.0.0"))
+	dies := newClient(t, srv.Addr)
+	dies.register(t, serviceName("1.0.0"), 20002, 1, true, providerMetadata("1.0.0"))
+	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond})
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 100)))
+	closed := time.Now()
+	dies.naming.CloseClient()
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100)))
+	t.Logf("a closed client's instance unpublished %s after the close", time.Since(closed).Round(time.Millisecond))
+}
+
+// rnacos stops: the last known set is kept, published stale; it comes
+// back (empty: ephemeral instances live in memory), the providers' clients
+// register again, and the set is fresh again.
+func TestServerRestart(t *testing.T) {
+	srv := nacostest.Start(t)
+	c := newClient(t, srv.Addr)
+	c.register(t, serviceName("1.0.0"), 20001, 1, true, providerMetadata("1.0.0"))
+	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond, Timeout: time.Second})
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100)))
+
+	srv.Stop()
+	f.waitFor(t, "stale=true endpoints=["+ep(20001, "1.0.0", 100)+"]")
+	srv.Restart()
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100)))
+	c.register(t, serviceName("1.0.0"), 20002, 1, true, providerMetadata("1.0.0"))
+	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 100)))
+}
+
+// Application-level: an instance of the application's service, its
+// revision's MetadataInfo a Nacos configuration (dataId application,
+// group revision), as dubbo-go 3.3's metadata report publishes it.
+func TestApplicationLevel(t *testing.T) {
+	srv := nacostest.Start(t)
+	c := newClient(t, srv.Addr)
+	metadataInfo, err := os.ReadFile("../testdata/dubbo-go-3.3.0/metadata-info.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond})
+	f.waitFor(t, fresh())
+	// The instance first, its MetadataInfo a moment later: served once
+	// the MetadataInfo is there.
+	c.register(t, "greeter-app", 20005, 1, true, map[string]string{
+		"dubbo.endpoints": `[{"port":20005,"protocol":"dubbo"}]`, "dubbo.metadata.revision": "19263519102",
+		"dubbo.metadata.storage-type": "remote", "meta-v": "2.0.0",
+	})
+	ok, err := c.config.PublishConfig(vo.ConfigParam{DataId: "greeter-app", Group: "19263519102", Content: string(metadataInfo)})
+	if err != nil || !ok {
+		t.Fatalf("publish MetadataInfo: %v %v", ok, err)
+	}
+	// The MetadataInfo says port 37627 (the captured provider's); the
+	// service's port wins over the instance's, as in dubbo-go.
+	f.waitFor(t, fresh(fmt.Sprintf("%s 127.0.0.1:37627 v2.0.0 w100", greeter)))
+}
