@@ -94,6 +94,8 @@ type follower struct {
 	mu      sync.Mutex
 	last    registry.Update
 	updates int
+	// history: every update published, described (String).
+	history []string
 }
 
 func follow(t *testing.T, r *Registry) *follower {
@@ -105,6 +107,7 @@ func follow(t *testing.T, r *Registry) *follower {
 		done <- r.Run(ctx, func(u registry.Update) {
 			f.mu.Lock()
 			f.last, f.updates = u, f.updates+1
+			f.history = append(f.history, describe(u))
 			f.mu.Unlock()
 		})
 	}()
@@ -122,12 +125,28 @@ func follow(t *testing.T, r *Registry) *follower {
 func (f *follower) String() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return describe(f.last)
+}
+
+func (f *follower) since(n int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.history[n:])
+}
+
+func (f *follower) published() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.history)
+}
+
+func describe(u registry.Update) string {
 	var eps []string
-	for _, in := range f.last.Instances {
+	for _, in := range u.Instances {
 		eps = append(eps, fmt.Sprintf("%s %s:%d v%s w%d", in.Interface, in.Address, in.Port, in.Params["version"], in.Weight()))
 	}
 	slices.Sort(eps)
-	return fmt.Sprintf("stale=%v endpoints=[%s]", f.last.Stale, strings.Join(eps, ", "))
+	return fmt.Sprintf("stale=%v endpoints=[%s]", u.Stale, strings.Join(eps, ", "))
 }
 
 func (f *follower) waitFor(t *testing.T, want string) {
@@ -215,8 +234,11 @@ func TestServerRestart(t *testing.T) {
 
 	srv.Stop()
 	f.waitFor(t, "stale=true endpoints=["+ep(20001, "1.0.0", 100)+"]")
+	before := f.published()
+	restarted := time.Now()
 	srv.Restart()
 	f.waitFor(t, fresh(ep(20001, "1.0.0", 100)))
+	t.Logf("fresh again %s after rnacos answered; published meanwhile: %v", time.Since(restarted).Round(time.Millisecond), f.since(before))
 	c.register(t, serviceName("1.0.0"), 20002, 1, true, providerMetadata("1.0.0"))
 	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 100)))
 }
