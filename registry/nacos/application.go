@@ -63,11 +63,19 @@ func (w *watcher) metadataOf(app, revision string) []serviceInfo {
 		return nil
 	}
 	key := app + "/" + revision
-	if m, ok := w.metadata[key]; ok && (m.services != nil || time.Since(m.checked) < metadataRetry) {
+	m, ok := w.metadata[key]
+	if ok && m.services != nil {
 		return m.services
 	}
-	m := &metadataInfo{checked: time.Now()}
-	w.metadata[key] = m
+	if ok && time.Since(m.checked) < metadataRetry {
+		m.wakeIn(w, metadataRetry-time.Since(m.checked))
+		return nil
+	}
+	if !ok {
+		m = &metadataInfo{}
+		w.metadata[key] = m
+	}
+	m.checked = time.Now()
 	data, err := w.config.GetConfig(vo.ConfigParam{DataId: app, Group: revision})
 	if err == nil && data != "" {
 		services, perr := ParseMetadataInfo([]byte(data))
@@ -85,14 +93,23 @@ func (w *watcher) metadataOf(app, revision string) []serviceInfo {
 		w.log.Warn("no MetadataInfo for this application revision in Nacos' configurations (dataId application, group revision): its instances are not served until it appears",
 			"application", app, "revision", revision, "err", err)
 	}
-	// Read again on a later pass: a timer wakes the loop.
-	time.AfterFunc(metadataRetry, func() {
+	m.wakeIn(w, metadataRetry)
+	return nil
+}
+
+// wakeIn wakes the Run loop after d, to read the MetadataInfo again; one
+// timer at a time.
+func (m *metadataInfo) wakeIn(w *watcher, d time.Duration) {
+	if !m.timerPending.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(d, func() {
+		m.timerPending.Store(false)
 		select {
 		case w.wake <- struct{}{}:
 		default:
 		}
 	})
-	return nil
 }
 
 // ApplicationInstances translates one instance of an application-level

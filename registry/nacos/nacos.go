@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/clients"
@@ -58,7 +59,15 @@ type Registry struct {
 	ListInterval time.Duration
 	// Timeout of one request to the server; 5s when zero.
 	Timeout time.Duration
-	Log     *slog.Logger
+	// RestartGrace: once Nacos answers again after an outage, how long the
+	// providers known before it stay served (still marked stale) unless
+	// back. A restarted Nacos holds no ephemeral instance until the
+	// providers' clients, reconnecting, register again: without a grace,
+	// every endpoint would go for that while. 15s when zero.
+	RestartGrace time.Duration
+	Log          *slog.Logger
+	// now is the clock (time.Now when nil).
+	now func() time.Time
 }
 
 // Name implements registry.Registry.
@@ -161,6 +170,8 @@ type service struct {
 type metadataInfo struct {
 	services []serviceInfo
 	checked  time.Time
+	// timerPending: a wake-up to read it again is scheduled.
+	timerPending atomic.Bool
 }
 
 type watcher struct {
@@ -210,32 +221,57 @@ func (w *watcher) loop(ctx context.Context, publish func(registry.Update)) error
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
+	grace := w.r.RestartGrace
+	if grace <= 0 {
+		grace = 15 * time.Second
+	}
+	now := w.r.now
+	if now == nil {
+		now = time.Now
+	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	graceTimer := time.NewTimer(time.Hour)
+	graceTimer.Stop()
 	var (
-		published, stale bool
-		lastKey          string
+		published, unreachable bool
+		lastKey                string
+		lastStale              bool
+		// last: the set last published; kept: what was served when Nacos
+		// became unreachable, served on through the grace after it answers.
+		last, kept []registry.Instance
+		graceUntil time.Time
 	)
 	listNow := true
 	for {
-		failed := false
 		if listNow {
 			if err := w.list(); err != nil {
-				failed = true
-				if !stale {
+				if !unreachable {
 					w.log.Warn("Nacos unreachable: its providers are stale, the last known set is kept", "err", err)
+					kept = last
 				}
+				unreachable = true
+			} else if unreachable {
+				unreachable = false
+				graceUntil = now().Add(grace)
+				graceTimer.Reset(grace)
 			}
 		}
-		ready := w.allPushed()
-		if !published && (failed || !ready) {
-			// Nothing read yet: publish nothing rather than an empty set.
-		} else {
+		if published || (!unreachable && w.allPushed()) {
 			instances := w.instances()
+			stale := unreachable
+			if unreachable {
+				instances = last // pushes of a disconnected client are not news
+			} else if kept != nil {
+				if now().Before(graceUntil) && !covers(instances, kept) {
+					instances, stale = union(instances, kept), true
+				} else {
+					kept = nil
+				}
+			}
 			key := idKey(instances)
-			nowStale := failed || (!listNow && stale)
-			if !published || key != lastKey || nowStale != stale {
-				published, stale, lastKey = true, nowStale, key
+			if !published || key != lastKey || stale != lastStale {
+				published, lastKey, lastStale, last = true, key, stale, instances
 				publish(registry.Update{Instances: instances, Stale: stale})
 			}
 		}
@@ -244,10 +280,45 @@ func (w *watcher) loop(ctx context.Context, publish func(registry.Update)) error
 		case <-ctx.Done():
 			return nil
 		case <-w.wake:
+		case <-graceTimer.C:
 		case <-ticker.C:
 			listNow = true
 		}
 	}
+}
+
+// endpointKey names an instance by interface, address and port.
+func endpointKey(in registry.Instance) string {
+	return in.Interface + "|" + in.Address + ":" + strconv.FormatUint(uint64(in.Port), 10)
+}
+
+// covers reports whether every endpoint of kept is in instances again.
+func covers(instances, kept []registry.Instance) bool {
+	have := make(map[string]bool, len(instances))
+	for _, in := range instances {
+		have[endpointKey(in)] = true
+	}
+	for _, in := range kept {
+		if !have[endpointKey(in)] {
+			return false
+		}
+	}
+	return true
+}
+
+// union is instances and the endpoints of kept not among them.
+func union(instances, kept []registry.Instance) []registry.Instance {
+	out := slices.Clone(instances)
+	have := make(map[string]bool, len(instances))
+	for _, in := range instances {
+		have[endpointKey(in)] = true
+	}
+	for _, in := range kept {
+		if !have[endpointKey(in)] {
+			out = append(out, in)
+		}
+	}
+	return out
 }
 
 // list reads the service names of the group and subscribes to the new
