@@ -89,6 +89,14 @@ func (c *client) register(t *testing.T, service string, port uint64, weight floa
 	}
 }
 
+func (c *client) registerAt(t *testing.T, ip, service string, port uint64, weight float64, md map[string]string) {
+	t.Helper()
+	if _, err := c.naming.RegisterInstance(vo.RegisterInstanceParam{Ip: ip, Port: port, ServiceName: service,
+		Weight: weight, Enable: true, Healthy: true, Ephemeral: true, Metadata: md}); err != nil {
+		t.Fatalf("register %s %s:%d: %v", service, ip, port, err)
+	}
+}
+
 func (c *client) deregister(t *testing.T, service string, port uint64) {
 	t.Helper()
 	if _, err := c.naming.DeregisterInstance(vo.DeregisterInstanceParam{Ip: "127.0.0.1", Port: port, ServiceName: service, Ephemeral: true}); err != nil {
