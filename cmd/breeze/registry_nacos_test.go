@@ -40,11 +40,13 @@ func TestRegistryExportZooKeeperAndNacos(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer naming.CloseClient()
-	ok, err := naming.RegisterInstance(vo.RegisterInstanceParam{Ip: "10.0.0.2", Port: 20880, Weight: 1, Enable: true, Healthy: true, Ephemeral: true,
+	// The bool is false with rnacos though it registered: its replies lack
+	// the "success" field the Go SDK reads (see registry/README.md).
+	_, err = naming.RegisterInstance(vo.RegisterInstanceParam{Ip: "10.0.0.2", Port: 20880, Weight: 1, Enable: true, Healthy: true, Ephemeral: true,
 		ServiceName: "providers:org.breeze.Greeter:1.0.0:",
 		Metadata:    map[string]string{"interface": "org.breeze.Greeter", "version": "1.0.0", "side": "provider", "protocol": "dubbo", "category": "providers"}})
-	if err != nil || !ok {
-		t.Fatalf("register in Nacos: %v %v", ok, err)
+	if err != nil {
+		t.Fatalf("register in Nacos: %v", err)
 	}
 
 	stdout, stderr, code := breeze(t, "registry", "export", "-zookeeper", zs.Addr, "-nacos", ns.Addr, "-log-level", "error")
