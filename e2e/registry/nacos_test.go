@@ -72,9 +72,10 @@ func nacosServices(t *testing.T, addr string) []string {
 func TestNacosRegistry(t *testing.T) {
 	harness.BreezeBin(t)
 	nacos := harness.StartNacos(t)
+	compat := harness.StartNacosCompat(t, nacos)
 	provider := func(name, version, kind string) *harness.Provider {
 		return harness.StartProvider(t, harness.ProviderSpec{Name: name, Versions: []string{version},
-			Nacos: nacos.Addr, RegistryType: kind, Application: "greeter-" + name})
+			Nacos: compat.Addr, RegistryType: kind, Application: "greeter-" + name})
 	}
 	v1a := provider("v1-a", "1.0.0", "interface")
 
@@ -153,8 +154,9 @@ func TestNacosRegistry(t *testing.T) {
 // tests read.
 func TestCaptureDubboGoNacosRegistrations(t *testing.T) {
 	nacos := harness.StartNacos(t)
-	harness.StartProvider(t, harness.ProviderSpec{Name: "iface", Versions: []string{"1.0.0"}, Nacos: nacos.Addr, RegistryType: "interface", Application: "greeter-iface"})
-	harness.StartProvider(t, harness.ProviderSpec{Name: "app", Versions: []string{"2.0.0"}, Nacos: nacos.Addr, RegistryType: "service", Application: "greeter-app"})
+	compat := harness.StartNacosCompat(t, nacos)
+	harness.StartProvider(t, harness.ProviderSpec{Name: "iface", Versions: []string{"1.0.0"}, Nacos: compat.Addr, RegistryType: "interface", Application: "greeter-iface"})
+	harness.StartProvider(t, harness.ProviderSpec{Name: "app", Versions: []string{"2.0.0"}, Nacos: compat.Addr, RegistryType: "service", Application: "greeter-app"})
 
 	services := nacosServices(t, nacos.Addr)
 	ifaceService := "providers:" + greeter.Interface + ":1.0.0:"
@@ -168,6 +170,9 @@ func TestCaptureDubboGoNacosRegistrations(t *testing.T) {
 	}
 	md, _ := app.Hosts[0]["metadata"].(map[string]any)
 	revision, _ := md["dubbo.metadata.revision"].(string)
+	var configs string
+	nacosGet(t, nacos.Addr, "/cs/configs?search=blur&dataId=&group=&pageNo=1&pageSize=100", &configs)
+	t.Logf("application instance metadata %v; configurations in Nacos: %s", md, configs)
 	var metadataInfo string
 	nacosGet(t, nacos.Addr, "/cs/configs?dataId=greeter-app&group="+url.QueryEscape(revision), &metadataInfo)
 	indent := func(v any) string {
