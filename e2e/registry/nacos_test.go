@@ -170,9 +170,6 @@ func TestCaptureDubboGoNacosRegistrations(t *testing.T) {
 	}
 	md, _ := app.Hosts[0]["metadata"].(map[string]any)
 	revision, _ := md["dubbo.metadata.revision"].(string)
-	var configs string
-	nacosGet(t, nacos.Addr, "/cs/configs?search=blur&dataId=&group=&pageNo=1&pageSize=100", &configs)
-	t.Logf("application instance metadata %v; configurations in Nacos: %s", md, configs)
 	var metadataInfo string
 	nacosGet(t, nacos.Addr, "/cs/configs?dataId=greeter-app&group="+url.QueryEscape(revision), &metadataInfo)
 	indent := func(v any) string {
