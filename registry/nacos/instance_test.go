@@ -61,7 +61,7 @@ func TestInterfaceInstanceNames(t *testing.T) {
 	if !ok || got.Interface != "org.x.Svc" || got.Protocol != "dubbo" {
 		t.Errorf("no metadata: got %+v %v, want interface org.x.Svc, protocol dubbo", got, ok)
 	}
-	in.Metadata = map[string]string{"path": "org.y.Svc", "protocol": "tri"}
+	in.Metadata = map[string]string{"path": "/org.y.Svc", "protocol": "tri"}
 	got, ok = InterfaceInstance("providers:org.x.Svc:1.0.0:g", in)
 	if !ok || got.Interface != "org.y.Svc" || got.Protocol != "tri" {
 		t.Errorf("path and protocol: got %+v %v, want interface org.y.Svc, protocol tri", got, ok)

@@ -471,7 +471,8 @@ func takesTraffic(in model.Instance) bool {
 
 // InterfaceInstance translates one instance of an interface-level service
 // (providers:<interface>:<version>:<group>): its metadata are the provider
-// URL's parameters (dubbo-go adds category, protocol and path). ok is
+// URL's parameters (dubbo-go 3.3 adds nacos.category, protocol and path,
+// the latter with a leading "/"). ok is
 // false for an instance that takes no traffic (unhealthy, disabled, weight
 // 0) or that names no interface.
 func InterfaceInstance(serviceName string, in model.Instance) (registry.Instance, bool) {
@@ -484,7 +485,7 @@ func InterfaceInstance(serviceName string, in model.Instance) (registry.Instance
 	}
 	iface := params["interface"]
 	if iface == "" {
-		iface = params["path"]
+		iface = strings.TrimPrefix(params["path"], "/")
 	}
 	if iface == "" {
 		// providers:<interface>:<version>:<group>
