@@ -33,7 +33,26 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
-	output *bytes.Buffer
+	output *lockedBuffer
+}
+
+// lockedBuffer is the server's output: written by exec's copier while
+// Output reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 var (
@@ -83,7 +102,7 @@ func (s *Server) Restart() {
 		s.t.Fatal("nacostest: Restart of a running server")
 	}
 	cmd := exec.Command("bash", s.script, "server", s.dir, strconv.Itoa(s.Port))
-	s.output = &bytes.Buffer{}
+	s.output = &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = s.output, s.output
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
