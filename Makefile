@@ -72,11 +72,14 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # A real kube-apiserver (built from k8s.io/kubernetes) and etcd (Debian's
 # etcd-server) for the controller's envtest, likewise once per machine
 # (scripts/kube-peer.sh); the tests find them through KUBEBUILDER_ASSETS.
+# rnacos (a Nacos-compatible server) for the Nacos registry tests, built with
+# cargo once per machine, cached by version (scripts/nacos-peer.sh; slow cold).
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
 	bash scripts/otelcol-peer.sh install
 	bash scripts/zookeeper-peer.sh install
+	bash scripts/nacos-peer.sh install
 	bash scripts/kube-peer.sh install
 
 export KUBEBUILDER_ASSETS ?= $(shell bash scripts/kube-peer.sh assets)

@@ -3,7 +3,7 @@
 // endpoint label — and feeds them to the control plane as the objects of
 // one more source, next to the YAML directory.
 //
-// A registry (ZooKeeper in registry/zookeeper; Nacos could be another)
+// A registry (ZooKeeper in registry/zookeeper, Nacos in registry/nacos)
 // implements Registry: it publishes the full set of provider Instances each
 // time it changes. Everything registry-independent lives here: reading a
 // provider URL, the label mapping, enabled/disabled, the weight, the host

@@ -98,8 +98,8 @@ func TestHelp(t *testing.T) {
 		"run":        "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
 		"render":     "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
 		"validate":   "usage: breeze validate [--istio RELEASE] FILE|DIR...",
-		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
-		"registry":   "usage: breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
+		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
+		"registry":   "usage: breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":    "usage: breeze version",
 		"controller": "usage: " + controllerSynopsis,
 		"help":       "usage: breeze <command> [flags] [arguments]",
@@ -131,7 +131,7 @@ func TestUsageErrors(t *testing.T) {
 		return "usage: " + synopsis + "\nRun 'breeze " + cmd + " --help' for details.\n"
 	}
 	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
-	xds := usageOf("xds", "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
+	xds := usageOf("xds", "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
 	render := usageOf("render", "breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE")
 	for _, tc := range []struct {
 		args []string
@@ -148,9 +148,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "-c"}, "breeze run: flag needs an argument: -c\n" + run},
 		{[]string{"run", "demo.yaml"}, `breeze run: unexpected argument "demo.yaml": to serve a config file, name it with -c: breeze run -c demo.yaml` + "\n" + run},
 		{[]string{"run", "-c", "a.yaml", "b.yaml"}, `breeze run: unexpected argument "b.yaml": run takes one config file, with -c` + "\n" + run},
-		{[]string{"xds"}, "breeze xds: nothing to serve: name the directory of MetaRouter, DestinationRule and ServiceEntry YAML with -dir, a ZooKeeper registry with -zookeeper, or both\n" + xds},
-		{[]string{"registry"}, "breeze registry: want the subcommand export, as in breeze registry export -zookeeper 127.0.0.1:2181\n" + usageOf("registry", "breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]")},
-		{[]string{"registry", "export"}, "breeze registry: -zookeeper is required: the registry to export\n" + usageOf("registry", "breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]")},
+		{[]string{"xds"}, "breeze xds: nothing to serve: name the directory of MetaRouter, DestinationRule and ServiceEntry YAML with -dir, a registry with -zookeeper or -nacos, or both\n" + xds},
+		{[]string{"registry"}, "breeze registry: want the subcommand export, as in breeze registry export -zookeeper 127.0.0.1:2181\n" + usageOf("registry", "breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]")},
+		{[]string{"registry", "export"}, "breeze registry: -zookeeper or -nacos is required: the registry to export\n" + usageOf("registry", "breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]")},
 		{[]string{"xds", "routes/"}, `breeze xds: unexpected argument "routes/": to serve a directory, name it with -dir: breeze xds -dir routes/` + "\n" + xds},
 		{[]string{"xds", "-dir", ".", "-log-level", "loud"}, `breeze xds: invalid value "loud" for flag -log-level: want debug, info, warn or error` + "\n" + xds},
 		{[]string{"xds", "-dir", ".", "-debounce", "5"}, `breeze xds: invalid value "5" for flag -debounce: parse error` + "\n" + xds},

@@ -13,30 +13,44 @@ import (
 	"syscall"
 
 	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/nacos"
 	"github.com/breeze-mesh/breeze/registry/zookeeper"
 )
 
 // registryFlags are the flags naming service registries, shared by
 // `breeze xds` and `breeze registry export`.
 type registryFlags struct {
-	zookeeper, zookeeperRoot string
+	zookeeper, zookeeperRoot          string
+	nacos, nacosNamespace, nacosGroup string
 }
 
 func addRegistryFlags(f *cmdFlags) *registryFlags {
 	r := &registryFlags{}
 	f.StringVar(&r.zookeeper, "zookeeper", "", "follow the Dubbo providers of the ZooKeeper ensemble at `HOST:PORT[,HOST:PORT]`")
 	f.StringVar(&r.zookeeperRoot, "zookeeper-root", "/dubbo", "Dubbo's root `PATH` in ZooKeeper (Dubbo's registry group)")
+	f.StringVar(&r.nacos, "nacos", "", "follow the Dubbo providers of the Nacos server(s) at `HOST:PORT[,HOST:PORT]` (the HTTP port, 8848; gRPC on that port + 1000)")
+	f.StringVar(&r.nacosNamespace, "nacos-namespace", "", "the Nacos namespace `ID` the providers registered in (default: public)")
+	f.StringVar(&r.nacosGroup, "nacos-group", "DEFAULT_GROUP", "the Nacos `GROUP` the providers registered in")
 	return r
 }
 
-func (r *registryFlags) set() bool { return r.zookeeper != "" }
+func (r *registryFlags) set() bool { return r.zookeeper != "" || r.nacos != "" }
 
 func (r *registryFlags) registries(log *slog.Logger) []registry.Registry {
 	var out []registry.Registry
 	if r.zookeeper != "" {
 		out = append(out, &zookeeper.Registry{Servers: strings.Split(r.zookeeper, ","), Root: r.zookeeperRoot, Log: log})
 	}
+	if r.nacos != "" {
+		out = append(out, &nacos.Registry{Servers: strings.Split(r.nacos, ","), Namespace: r.nacosNamespace, Group: r.nacosGroup, Log: log})
+	}
 	return out
+}
+
+// registry is every registry named, followed as one (registry.Merge): an
+// interface in both ZooKeeper and Nacos is one ServiceEntry.
+func (r *registryFlags) registry(log *slog.Logger) registry.Registry {
+	return registry.Merge(r.registries(log)...)
 }
 
 const registryUsage = `Writes the Istio ServiceEntries a Dubbo service registry's providers translate
@@ -45,7 +59,7 @@ one file per ServiceEntry into -o DIR (files of interfaces gone are removed).
 Once, or with -watch after every change until SIGINT or SIGTERM.
 `
 
-const registrySynopsis = "breeze registry export [-watch] -zookeeper HOST:PORT[,HOST:PORT] [-zookeeper-root PATH] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]"
+const registrySynopsis = "breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]"
 
 // registryCmd: `breeze registry export`.
 func registryCmd(args []string) error {
@@ -63,7 +77,7 @@ func registryCmd(args []string) error {
 		return f.usageErrorf("want the subcommand export, as in breeze registry export -zookeeper 127.0.0.1:2181")
 	}
 	if !regf.set() {
-		return f.usageErrorf("-zookeeper is required: the registry to export")
+		return f.usageErrorf("-zookeeper or -nacos is required: the registry to export")
 	}
 	if *out != "" {
 		if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -75,7 +89,7 @@ func registryCmd(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := regf.registries(log)[0]
+	r := regf.registry(log)
 	var writeErr error
 	err = r.Run(ctx, func(u registry.Update) {
 		entries := registry.ServiceEntries(u.Instances, *namespace)

@@ -26,16 +26,16 @@ const xdsUsage = `Serves routes, clusters and endpoints over ADS (xDS over gRPC)
 of Aeraki MetaRouter and Istio DestinationRule and ServiceEntry YAML, with the
 authorization policies (Aeraki DubboAuthorizationPolicy, Breeze
 AuthorizationPolicy of security.breeze.io) on the routes, read again whenever
-it changes, and from the Dubbo providers of a ZooKeeper registry (one
-ServiceEntry per interface, see registry/README.md), followed with watches. At
-least one of -dir and -zookeeper. Prints "LISTENING xds <address>" once it
-serves what every source holds. With -metrics, serves Prometheus metrics on
-/metrics there (registry staleness, instances and updates; the control
-plane's updates, problems and resources) and prints "METRICS <address>".
-SIGINT or SIGTERM stop it.
+it changes, and from the Dubbo providers of a ZooKeeper registry, a Nacos
+registry or both (one ServiceEntry per interface, see registry/README.md),
+followed with watches and pushes. At least one of -dir, -zookeeper and -nacos.
+Prints "LISTENING xds <address>" once it serves what every source holds. With
+-metrics, serves Prometheus metrics on /metrics there (registry staleness,
+instances and updates; the control plane's updates, problems and resources)
+and prints "METRICS <address>". SIGINT or SIGTERM stop it.
 `
 
-const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
+const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule, ServiceEntry and authorization policy YAML and serves
@@ -56,7 +56,7 @@ func xds(args []string) error {
 		return err
 	}
 	if *dir == "" && !regf.set() {
-		return f.usageErrorf("nothing to serve: name the directory of MetaRouter, DestinationRule and ServiceEntry YAML with -dir, a ZooKeeper registry with -zookeeper, or both")
+		return f.usageErrorf("nothing to serve: name the directory of MetaRouter, DestinationRule and ServiceEntry YAML with -dir, a registry with -zookeeper or -nacos, or both")
 	}
 	if *dir != "" {
 		if fi, err := os.Stat(*dir); errors.Is(err, fs.ErrNotExist) {
@@ -72,7 +72,7 @@ func xds(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	log.Info("breeze xds running", append([]any{"dir", *dir, "zookeeper", regf.zookeeper}, buildinfo.Get().LogAttrs()...)...)
+	log.Info("breeze xds running", append([]any{"dir", *dir, "zookeeper", regf.zookeeper, "nacos", regf.nacos}, buildinfo.Get().LogAttrs()...)...)
 	srv := controlplane.NewServer(log)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -114,8 +114,10 @@ func xds(args []string) error {
 	if *dir != "" {
 		sources = append(sources, &controlplane.DirSource{Dir: *dir, Debounce: *debounce, Log: log})
 	}
-	for _, r := range regf.registries(log) {
-		sources = append(sources, &registry.Source{Registry: r, Log: log, Metrics: regMetrics})
+	if regf.set() {
+		// One source for every registry named (registry.Merge): an
+		// interface in both ZooKeeper and Nacos is one ServiceEntry.
+		sources = append(sources, &registry.Source{Registry: regf.registry(log), Log: log, Metrics: regMetrics})
 	}
 	src := controlplane.Sources(sources...)
 	runErr := make(chan error, 1)

@@ -1,7 +1,8 @@
 // Package registry holds the end-to-end tests of Dubbo service registries:
-// real dubbo-go providers registering in a real ZooKeeper through
-// dubbo-go's own registry, `breeze xds -zookeeper` following them, `breeze
-// run` taking routes and endpoints from it, with no static endpoint at all.
+// real dubbo-go providers registering in a real ZooKeeper or a real Nacos
+// (rnacos) through dubbo-go's own registries, `breeze xds -zookeeper` or
+// `-nacos` following them, `breeze run` taking routes and endpoints from
+// it, with no static endpoint at all.
 //
 // Run from e2e/: go test -race ./registry/
 package registry

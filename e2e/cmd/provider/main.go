@@ -30,8 +30,9 @@ func main() {
 	otlp := flag.String("otlp", "", "trace with dubbo-go's OpenTelemetry filter, exporting to this OTLP/gRPC collector host:port")
 	control := flag.Bool("control", false, "serve the test's control of the calls (counts, gates, failures) over HTTP on a free loopback port, printed as \"CONTROL 127.0.0.1:PORT\" before READY")
 	zookeeper := flag.String("zookeeper", "", "register in the ZooKeeper at this host:port with dubbo-go's own registry")
-	registryType := flag.String("registry-type", "interface", "with -zookeeper: interface, service (application-level) or all")
+	registryType := flag.String("registry-type", "interface", "with -zookeeper or -nacos: interface, service (application-level) or all")
 	registryTimeout := flag.Duration("registry-timeout", 10*time.Second, "with -zookeeper: the ZooKeeper session timeout")
+	nacos := flag.String("nacos", "", "register in the Nacos server at this host:port (HTTP port) with dubbo-go's own registry")
 	application := flag.String("application", "", "dubbo-go application name (default breeze-e2e-provider)")
 	metadataPort := flag.Int("metadata-service-port", 0, "with -zookeeper: keep the metadata local (metadata-type local) and serve the MetadataService over dubbo on this port; 0: metadata-type remote")
 	flag.Parse()
@@ -66,6 +67,7 @@ func main() {
 			RegistryTimeout:     *registryTimeout,
 			OTLP:                *otlp,
 			MetadataServicePort: *metadataPort,
+			Nacos:               *nacos,
 		})
 	}
 	var taken *dubbogo.ListenError

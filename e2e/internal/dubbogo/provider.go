@@ -46,6 +46,9 @@ import (
 	_ "dubbo.apache.org/dubbo-go/v3/metadata/report/zookeeper"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/servicediscovery"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/zookeeper"
+	// And its Nacos registry, with Nacos as the metadata report.
+	_ "dubbo.apache.org/dubbo-go/v3/metadata/report/nacos"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/nacos"
 
 	"github.com/breeze-mesh/breeze/e2e/internal/greeter"
 )
@@ -89,6 +92,10 @@ type ProviderOptions struct {
 	// metadata local (metadata-type local) and export its MetadataService
 	// over dubbo on this port; 0: metadata-type remote (see application).
 	MetadataServicePort int
+	// Nacos, if set, is the address (host:port, the HTTP port) of a Nacos
+	// server the provider registers in, through dubbo-go's own Nacos
+	// registry, with RegistryType as for ZooKeeper.
+	Nacos string
 }
 
 // Service implements org.breeze.Greeter for one service version. dubbo-go
@@ -176,7 +183,7 @@ func Serve(o ProviderOptions) error {
 			SetProtocolIDs("dubbo").
 			SetSerialization(constant.Hessian2Serialization).
 			SetVersion(v).
-			SetNotRegister(o.ZooKeeper == "").
+			SetNotRegister(o.ZooKeeper == "" && o.Nacos == "").
 			Build())
 	}
 	proto := config.NewProtocolConfigBuilder().
@@ -202,6 +209,18 @@ func Serve(o ProviderOptions) error {
 		rb.AddRegistry("zk", config.NewRegistryConfigBuilder().
 			SetProtocol("zookeeper").
 			SetAddress(o.ZooKeeper).
+			SetTimeout(cmp.Or(o.RegistryTimeout, 10*time.Second).String()).
+			SetRegistryType(kind).
+			Build())
+	}
+	if o.Nacos != "" {
+		kind := o.RegistryType
+		if kind == "" {
+			kind = "interface"
+		}
+		rb.AddRegistry("nacos", config.NewRegistryConfigBuilder().
+			SetProtocol("nacos").
+			SetAddress(o.Nacos).
 			SetTimeout(cmp.Or(o.RegistryTimeout, 10*time.Second).String()).
 			SetRegistryType(kind).
 			Build())

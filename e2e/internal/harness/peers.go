@@ -109,6 +109,9 @@ type ProviderSpec struct {
 	// MetadataServicePort: metadata-type local, the MetadataService on
 	// this port (0: metadata-type remote).
 	MetadataServicePort int
+	// Nacos: register there (host:port, the HTTP port) with dubbo-go's
+	// own Nacos registry, RegistryType and Application as above.
+	Nacos string
 }
 
 // StartProvider starts a dubbo-go provider on a free port and waits for its
@@ -132,6 +135,9 @@ func StartProvider(t testing.TB, spec ProviderSpec) *Provider {
 		}
 		if spec.OTLP != "" {
 			args = append(args, "-otlp", spec.OTLP)
+		}
+		if spec.Nacos != "" {
+			args = append(args, "-nacos", spec.Nacos, "-registry-type", cmp.Or(spec.RegistryType, "interface"), "-application", spec.Application)
 		}
 		p := Start(t, "provider "+spec.Name, ProviderBin(t), args...)
 		line, err := p.WaitReady(30 * time.Second)
