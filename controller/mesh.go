@@ -130,6 +130,10 @@ func servicePorts(svc *corev1.Service, r codecResolver) ([]breezePort, []issue) 
 			continue
 		}
 		if codec == "" {
+			if r.overriddenName(p.Name, ptrString(p.AppProtocol)) {
+				issues = append(issues, issue{obj: svc, kind: "Service", reason: "AppProtocolOverridesName",
+					message: fmt.Sprintf("spec.ports[%d] (%s): the name asks for MetaProtocol, but appProtocol %q comes first (as in Istio): not Breeze's, nothing is generated for this port", i, p.Name, ptrString(p.AppProtocol))})
+			}
 			continue
 		}
 		bp := breezePort{name: p.Name, port: uint32(p.Port), codec: codec}
