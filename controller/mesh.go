@@ -375,11 +375,15 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 	selector, _, _ := unstructured.NestedStringMap(u.Object, "spec", "workloadSelector", "labels")
 	for hi, host := range se.GetHosts() {
 		for pi, sp := range se.GetPorts() {
-			codec, err := r.codec(sp.GetName(), "")
+			codec, overridden, err := r.serviceEntryPortCodec(sp.GetName(), sp.GetProtocol())
 			if err != nil {
 				res.issues = append(res.issues, issue{obj: u, kind: u.GetKind(), reason: "UnknownCodec",
 					message: fmt.Sprintf("spec.ports[%d] (%s): %v; nothing is generated for this port", pi, sp.GetName(), err)})
 				continue
+			}
+			if overridden && hi == 0 {
+				res.issues = append(res.issues, issue{obj: u, kind: u.GetKind(), reason: "ProtocolOverridesName",
+					message: fmt.Sprintf("spec.ports[%d] (%s): the name asks for MetaProtocol, but Istio follows protocol %q: not Breeze's, nothing is generated for this port", pi, sp.GetName(), sp.GetProtocol())})
 			}
 			if codec == "" {
 				continue

@@ -106,3 +106,18 @@ func (r codecResolver) codec(name, appProtocol string) (string, error) {
 	}
 	return "", nil
 }
+
+// serviceEntryPortCodec is codec for a ServiceEntry's port. Istio builds a
+// ServiceEntry port's listener from its protocol field, not its name: a
+// port named tcp-metaprotocol-dubbo-x with protocol HTTP gets Istio's HTTP
+// listener, so only TCP (or an unset protocol, which Istio sniffs, with a
+// TCP chain for what is not HTTP) leaves Breeze a tcp_proxy to replace.
+// overridden: the name asks for MetaProtocol, the protocol says otherwise.
+func (r codecResolver) serviceEntryPortCodec(name, protocol string) (codec string, overridden bool, err error) {
+	if protocol != "" && !strings.EqualFold(protocol, "TCP") {
+		_, declared := nameProtocol(name)
+		return "", declared, nil
+	}
+	c, err := r.codec(name, "")
+	return c, false, err
+}

@@ -63,3 +63,26 @@ func TestOverriddenName(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceEntryPortCodec: a ServiceEntry port is Breeze's by its name
+// only while its protocol is TCP or unset (Istio builds its listener from
+// the protocol).
+func TestServiceEntryPortCodec(t *testing.T) {
+	r := codecResolver{known: func(c string) bool { return c == "dubbo" || c == "thrift" }}
+	for _, tc := range []struct {
+		name, protocol, want string
+		overridden, err      bool
+	}{
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "TCP", want: "dubbo"},
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "tcp", want: "dubbo"},
+		{name: "tcp-thrift", protocol: "", want: "thrift"},
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "HTTP", overridden: true},
+		{name: "http-web", protocol: "HTTP"},
+		{name: "tcp-metaprotocol-brpc", protocol: "TCP", err: true},
+	} {
+		got, overridden, err := r.serviceEntryPortCodec(tc.name, tc.protocol)
+		if got != tc.want || overridden != tc.overridden || (err != nil) != tc.err {
+			t.Errorf("port %q protocol %q: codec %q, overridden %t, error %v; want %q, %t, error: %t", tc.name, tc.protocol, got, overridden, err, tc.want, tc.overridden, tc.err)
+		}
+	}
+}
