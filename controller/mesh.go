@@ -130,6 +130,10 @@ func servicePorts(svc *corev1.Service, r codecResolver) ([]breezePort, []issue) 
 			continue
 		}
 		if codec == "" {
+			if r.overriddenName(p.Name, ptrString(p.AppProtocol)) {
+				issues = append(issues, issue{obj: svc, kind: "Service", reason: "AppProtocolOverridesName",
+					message: fmt.Sprintf("spec.ports[%d] (%s): the name asks for MetaProtocol, but appProtocol %q comes first (as in Istio): not Breeze's, nothing is generated for this port", i, p.Name, ptrString(p.AppProtocol))})
+			}
 			continue
 		}
 		bp := breezePort{name: p.Name, port: uint32(p.Port), codec: codec}
@@ -371,11 +375,15 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 	selector, _, _ := unstructured.NestedStringMap(u.Object, "spec", "workloadSelector", "labels")
 	for hi, host := range se.GetHosts() {
 		for pi, sp := range se.GetPorts() {
-			codec, err := r.codec(sp.GetName(), "")
+			codec, overridden, err := r.serviceEntryPortCodec(sp.GetName(), sp.GetProtocol())
 			if err != nil {
 				res.issues = append(res.issues, issue{obj: u, kind: u.GetKind(), reason: "UnknownCodec",
 					message: fmt.Sprintf("spec.ports[%d] (%s): %v; nothing is generated for this port", pi, sp.GetName(), err)})
 				continue
+			}
+			if overridden && hi == 0 {
+				res.issues = append(res.issues, issue{obj: u, kind: u.GetKind(), reason: "ProtocolOverridesName",
+					message: fmt.Sprintf("spec.ports[%d] (%s): the name asks for MetaProtocol, but Istio follows protocol %q: not Breeze's, nothing is generated for this port", pi, sp.GetName(), sp.GetProtocol())})
 			}
 			if codec == "" {
 				continue

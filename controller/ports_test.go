@@ -27,10 +27,62 @@ func TestPortCodec(t *testing.T) {
 		{name: "rpc", appProtocol: "tcp-metaprotocol-thrift", want: "thrift"},
 		{name: "rpc", appProtocol: "tcp-metaprotocol-brpc", err: true},
 		{name: "", want: ""},
+		// appProtocol first, as istiod reads it.
+		{name: "tcp-metaprotocol-dubbo-x", appProtocol: "http", want: ""},
+		{name: "tcp-dubbo", appProtocol: "grpc", want: ""},
+		{name: "tcp-metaprotocol-dubbo-x", appProtocol: "thrift", want: "thrift"},
+		{name: "http-admin", appProtocol: "tcp-metaprotocol-dubbo-admin", want: "dubbo"},
+		{name: "tcp-metaprotocol-thrift", appProtocol: "tcp-metaprotocol-brpc", err: true},
 	} {
 		got, err := r.codec(tc.name, tc.appProtocol)
 		if got != tc.want || (err != nil) != tc.err {
 			t.Errorf("port %q appProtocol %q: codec %q, error %v; want %q, error: %t", tc.name, tc.appProtocol, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestOverriddenName: a name asking for MetaProtocol under an appProtocol
+// that makes the port something else is flagged; agreeing or absent
+// appProtocols are not.
+func TestOverriddenName(t *testing.T) {
+	r := codecResolver{known: func(c string) bool { return c == "dubbo" || c == "thrift" }}
+	for _, tc := range []struct {
+		name, appProtocol string
+		want              bool
+	}{
+		{"tcp-metaprotocol-dubbo-x", "http", true},
+		{"tcp-thrift", "grpc", true},
+		{"tcp-metaprotocol-dubbo-x", "", false},
+		{"tcp-metaprotocol-dubbo-x", "dubbo", false},
+		{"tcp-metaprotocol-dubbo-x", "thrift", false},
+		{"http-web", "http", false},
+		{"rpc", "tcp-metaprotocol-brpc", false},
+	} {
+		if got := r.overriddenName(tc.name, tc.appProtocol); got != tc.want {
+			t.Errorf("port %q appProtocol %q: overridden %t, want %t", tc.name, tc.appProtocol, got, tc.want)
+		}
+	}
+}
+
+// TestServiceEntryPortCodec: a ServiceEntry port is Breeze's by its name
+// only while its protocol is TCP or unset (Istio builds its listener from
+// the protocol).
+func TestServiceEntryPortCodec(t *testing.T) {
+	r := codecResolver{known: func(c string) bool { return c == "dubbo" || c == "thrift" }}
+	for _, tc := range []struct {
+		name, protocol, want string
+		overridden, err      bool
+	}{
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "TCP", want: "dubbo"},
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "tcp", want: "dubbo"},
+		{name: "tcp-thrift", protocol: "", want: "thrift"},
+		{name: "tcp-metaprotocol-dubbo-x", protocol: "HTTP", overridden: true},
+		{name: "http-web", protocol: "HTTP"},
+		{name: "tcp-metaprotocol-brpc", protocol: "TCP", err: true},
+	} {
+		got, overridden, err := r.serviceEntryPortCodec(tc.name, tc.protocol)
+		if got != tc.want || overridden != tc.overridden || (err != nil) != tc.err {
+			t.Errorf("port %q protocol %q: codec %q, overridden %t, error %v; want %q, %t, error: %t", tc.name, tc.protocol, got, overridden, err, tc.want, tc.overridden, tc.err)
 		}
 	}
 }

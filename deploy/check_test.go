@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 type mistake struct {
@@ -469,5 +471,35 @@ func TestProxyVersionPins(t *testing.T) {
 				t.Errorf("first warning %q\nwant %q\n(all: %q)", got, tc.warns, rs[0].Warnings)
 			}
 		})
+	}
+}
+
+// TestSameNameAcrossFiles: one description per port of a multi-port
+// Service, rendered without names of their own, gives EnvoyFilters of one
+// name (the host's first label), of which kubectl keeps the last applied:
+// the check says so; with a name per port it passes.
+func TestSameNameAcrossFiles(t *testing.T) {
+	renderPort := func(name string, port uint32, codec string) []byte {
+		t.Helper()
+		efs, err := Render(&Service{Host: "shop.demo.svc.cluster.local", Name: name, VIP: "10.96.0.9", Port: port, Protocol: codec,
+			Clients:  map[string]string{"app": "consumer"},
+			Outbound: &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: "xds:15010", RouteConfigName: RouteConfigName("shop.demo.svc.cluster.local", port)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := MarshalEnvoyFilters(efs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return y
+	}
+	err := Check(File{"dubbo.yaml", renderPort("", 20880, "dubbo")}, File{"thrift.yaml", renderPort("", 9090, "thrift")}).Err()
+	want := `thrift.yaml: EnvoyFilter shop-breeze-outbound: metadata.name: "shop-breeze-outbound": dubbo.yaml: EnvoyFilter shop-breeze-outbound has the same name in namespace "demo"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("two ports rendered under one name: %v; want an error containing %s", err, want)
+	}
+	t.Log(err)
+	if err := Check(File{"dubbo.yaml", renderPort("shop-20880", 20880, "dubbo")}, File{"thrift.yaml", renderPort("shop-9090", 9090, "thrift")}).Err(); err != nil {
+		t.Fatalf("two ports rendered with a name each: %v, want no error", err)
 	}
 }

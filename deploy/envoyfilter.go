@@ -153,8 +153,10 @@ var (
 type istioUse struct {
 	doc string
 	// file is the index of the file among those checked together.
-	file       int
-	namespace  string
+	file      int
+	namespace string
+	// name: the EnvoyFilter's metadata.name.
+	name       string
 	selector   map[string]string
 	breezes    []istioBreeze
 	plainTexts []istioPlainText
@@ -225,6 +227,7 @@ func checkEnvoyFilter(v map[string]any, doc string) (*EnvoyFilter, istioUse, Fin
 		}
 	}
 	use.namespace = ef.Namespace
+	use.name = ef.Name
 
 	spec, ok := v["spec"]
 	if !ok {
@@ -465,6 +468,21 @@ func checkBreezePatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch,
 // Breeze (which dials the local app in plain text). Each error goes to
 // add with the EnvoyFilter it names.
 func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
+	// Two EnvoyFilters of one name in one namespace are one object: the
+	// second apply replaces the first, silently. Rendering one service
+	// description per port of a multi-port Service without a name of
+	// its own does exactly that (the name defaults to the host's first
+	// label).
+	for i := range uses {
+		u := &uses[i]
+		for j := range i {
+			if o := &uses[j]; u.name != "" && o.name == u.name && o.namespace == u.namespace {
+				add(u, &Error{Doc: u.doc, Path: "metadata.name", Msg: fmt.Sprintf(
+					"%q: %s has the same name in namespace %q, and the one applied last replaces the other: give each its own name (for one description per port of a Service, name: <service>-<port>)", u.name, o.doc, u.namespace)})
+				break
+			}
+		}
+	}
 	for _, u := range uses {
 		for _, b := range u.breezes {
 			covered := false

@@ -56,6 +56,10 @@ type Workload struct {
 	// IstioVersion the sidecar reports (EnvoyFilters' proxyVersion is
 	// matched on it); default: IstioVersion.
 	IstioVersion string
+	// Router: the proxy is a gateway (istio-agent's "router" node type),
+	// not a sidecar: istiod gives it the listeners of the Gateways that
+	// select its labels.
+	Router bool
 }
 
 func (w Workload) String() string { return w.Name + "." + w.Namespace + " (" + w.IP + ")" }
@@ -69,6 +73,9 @@ func (w Workload) istioVersion() string {
 
 // nodeID is the xDS node ID istio-agent gives a sidecar.
 func (w Workload) nodeID() string {
+	if w.Router {
+		return "router~" + w.IP + "~" + w.Name + "." + w.Namespace + "~" + w.Namespace + ".svc.cluster.local"
+	}
 	return "sidecar~" + w.IP + "~" + w.Name + "." + w.Namespace + "~" + w.Namespace + ".svc.cluster.local"
 }
 
@@ -133,7 +140,12 @@ func (m *Mesh) Server() *xds.FakeDiscoveryServer { return m.server }
 // generators.
 func (m *Mesh) Sidecar(w Workload) Sidecar {
 	md := w.metadata()
+	typ := model.SidecarProxy
+	if w.Router {
+		typ = model.Router
+	}
 	p := m.server.SetupProxy(&model.Proxy{
+		Type:            typ,
 		ID:              w.Name + "." + w.Namespace,
 		IPAddresses:     []string{w.IP},
 		ConfigNamespace: w.Namespace,
