@@ -6,6 +6,7 @@ replace github.com/breeze-mesh/breeze => ../..
 
 require (
 	github.com/breeze-mesh/breeze v0.0.0-00010101000000-000000000000
+	google.golang.org/protobuf v1.36.12
 	helm.sh/helm/v3 v3.18.6
 	k8s.io/api v0.34.4
 	k8s.io/apiextensions-apiserver v0.34.1
@@ -87,7 +88,6 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20250825161204-c5933d9347a5 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20250825161204-c5933d9347a5 // indirect
 	google.golang.org/grpc v1.75.1 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.12.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
