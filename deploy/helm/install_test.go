@@ -444,13 +444,11 @@ func TestInstallNamespaced(t *testing.T) {
 		install(t, defaultRelease)
 	}
 	install(t, namespacedRelease)
-	// Before the controller starts: it first serves xDS on its first
-	// event, and watched namespaces without objects send none (see
-	// TestInstallDefaults: there the default namespace's kubernetes
-	// Service does).
-	appObjects(t, "app-b")
+	// The watched namespaces are empty when it starts: it must serve
+	// (and be ready) all the same.
 	runController(t, namespacedRelease, "breeze-ns-controller", []string{"app-b", "app-c"})
 	waitLeader(t, namespacedRelease.namespace)
+	appObjects(t, "app-b")
 	waitWrites(t, "app-b")
 
 	c := saClient(t, namespacedRelease, "breeze-ns-controller")
