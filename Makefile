@@ -60,7 +60,7 @@ plugins:
 demo:
 	bash scripts/demo.sh
 
-test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-glibc test-deploy test-istiod test-e2e
+test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-glibc test-deploy test-helm test-istiod test-e2e
 
 # gcc, a JDK and Maven, from Debian's packages when missing: no test skips
 # for a missing tool, so they must be there. Redis and Envoy's rate-limit
@@ -86,7 +86,7 @@ export KUBEBUILDER_ASSETS ?= $(shell bash scripts/kube-peer.sh assets)
 
 # Modules whose go.mod and go.sum must stay tidy: `go mod tidy -diff`
 # prints what tidying would change, and fails then.
-TIDY_MODULES := . e2e e2e/controller deploy/schemas deploy/istiod
+TIDY_MODULES := . e2e e2e/controller deploy/schemas deploy/helm deploy/istiod
 
 vet:
 	$(GO) vet ./...
@@ -155,6 +155,13 @@ check-plugin-target:
 # module (a replace), whose requirements move on without it.
 test-deploy:
 	cd deploy/schemas && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
+
+# The controller's Helm chart (deploy/helm/breeze), rendered with Helm's own
+# engine and installed on envtest's kube-apiserver, the controller running
+# under the chart's ServiceAccount: its own module (Helm stays out of the
+# root module), -mod=mod as in test-deploy.
+test-helm:
+	cd deploy/helm && $(GO) vet -mod=mod $(RACE) ./... && $(GO) test -mod=mod $(RACE) -count=1 ./...
 
 # istiod's real config generation (istio.io/istio 1.28.3's pilot, in process)
 # on the EnvoyFilters Breeze renders and ships: Breeze lands on exactly the

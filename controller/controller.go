@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
@@ -47,6 +48,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/controlplane"
@@ -148,8 +150,15 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		return nil, errors.New("controller: the API server has no EnvoyFilter kind (networking.istio.io/v1alpha3): install Istio's CRDs")
 	}
 	toMesh := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{meshKey} })
+	// One reconcile at start, whatever the caches hold: watched namespaces
+	// without objects send no event, and without a first snapshot the xDS
+	// server never serves and /readyz never passes.
+	atStart := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		q.Add(meshKey)
+		return nil
+	})
 	watch := func(b *ctrl.Builder, withFilters bool) *ctrl.Builder {
-		b = b.Watches(&corev1.Service{}, toMesh).Watches(&discoveryv1.EndpointSlice{}, toMesh)
+		b = b.WatchesRawSource(atStart).Watches(&corev1.Service{}, toMesh).Watches(&discoveryv1.EndpointSlice{}, toMesh)
 		for gvk := range c.kinds {
 			if gvk == EnvoyFilterGVK && !withFilters {
 				continue
