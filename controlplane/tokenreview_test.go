@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/breeze-mesh/breeze/internal/testpki"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
 
@@ -67,9 +68,9 @@ func serviceAccountToken(t *testing.T, cs kubernetes.Interface, name, audience s
 func TestTokenReviewAgainstKubeAPIServer(t *testing.T) {
 	cs := kubeAPIServer(t)
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
+	ca := testpki.New(t, dir, "ca")
 	srv, addr, serverLog := startSecureServer(t, ca, TokenReview{Reviews: cs.AuthenticationV1().TokenReviews(), Audiences: []string{"breeze"}})
-	tlsOpts := &client.TLS{CAFile: ca.caFile, ServerName: "xds.breeze.test"}
+	tlsOpts := &client.TLS{CAFile: ca.CAFile, ServerName: testpki.ServerName}
 	tokenFile := func(token string) string {
 		f, err := os.CreateTemp(dir, "token")
 		if err != nil {

@@ -2,15 +2,8 @@ package controlplane
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,66 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breeze-mesh/breeze/internal/testpki"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
 
-// testCA is a CA made for one test, and the server certificate it signs.
-type testCA struct {
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	caFile string // PEM of the CA
-	server tls.Certificate
-}
-
-// newTestCA makes a CA and a certificate for "xds.breeze.test" signed by
-// it, and writes the CA's PEM into dir.
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "xds.breeze.test"},
-		DNSNames:  []string{"xds.breeze.test"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, name+".pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: caCert, key: caKey, caFile: caFile,
-		server: tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}}
-}
-
 // startSecureServer serves one route table "r" over TLS with auth (nil:
 // no token required).
-func startSecureServer(t *testing.T, ca *testCA, auth Authenticator) (*Server, string, *logBuffer) {
+func startSecureServer(t *testing.T, ca *testpki.CA, auth Authenticator) (*Server, string, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	srv := NewServer(slog.New(slog.NewTextHandler(logs, nil)))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server}, MinVersion: tls.VersionTLS12}
 	srv.Auth = auth
 	if err := srv.Set(Resources{Routes: map[string]*breezev1.RouteConfiguration{"r": {Name: "r"}}}); err != nil {
 		t.Fatal(err)
@@ -181,18 +126,18 @@ func assertRefused(t *testing.T, srv *Server, served <-chan struct{}, clientLog,
 
 func TestTLSClientServedWithTrustedCA(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
+	ca := testpki.New(t, dir, "ca")
 	_, addr, _ := startSecureServer(t, ca, nil)
-	served, log := connect(t, addr, client.Options{TLS: &client.TLS{CAFile: ca.caFile, ServerName: "xds.breeze.test"}})
+	served, log := connect(t, addr, client.Options{TLS: &client.TLS{CAFile: ca.CAFile, ServerName: testpki.ServerName}})
 	waitServed(t, served, log)
 }
 
 func TestTLSClientRefusesUntrustedServer(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
-	other := newTestCA(t, dir, "other-ca")
+	ca := testpki.New(t, dir, "ca")
+	other := testpki.New(t, dir, "other-ca")
 	_, addr, _ := startSecureServer(t, ca, nil)
-	served, log := connect(t, addr, client.Options{TLS: &client.TLS{CAFile: other.caFile, ServerName: "xds.breeze.test"}})
+	served, log := connect(t, addr, client.Options{TLS: &client.TLS{CAFile: other.CAFile, ServerName: testpki.ServerName}})
 	waitFor(t, "the client logging the untrusted certificate", func() bool {
 		return strings.Contains(log.String(), "certificate signed by unknown authority")
 	}, log.String)
@@ -222,11 +167,11 @@ func TestTokenNeedsTLS(t *testing.T) {
 
 func TestStaticTokenRefusedThenRotatedTokenReadOnReconnect(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
+	ca := testpki.New(t, dir, "ca")
 	serverToken := filepath.Join(dir, "server-token")
 	writeFile(t, serverToken, "token-b\n")
 	srv, addr, serverLog := startSecureServer(t, ca, StaticToken{File: serverToken})
-	tlsOpts := &client.TLS{CAFile: ca.caFile, ServerName: "xds.breeze.test"}
+	tlsOpts := &client.TLS{CAFile: ca.CAFile, ServerName: testpki.ServerName}
 
 	t.Run("no token", func(t *testing.T) {
 		served, log := connect(t, addr, client.Options{TLS: tlsOpts})
