@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
@@ -37,6 +38,21 @@ const (
 )
 
 var refusalCauses = []string{RefusedNoToken, RefusedInvalidToken, RefusedReviewFailed}
+
+// RefusedCollectors export the server's refused streams by cause, as
+// breeze_xds_refused_streams_total{cause} (breeze xds and breeze
+// controller register them).
+func (s *Server) RefusedCollectors() []prometheus.Collector {
+	var cs []prometheus.Collector
+	for _, cause := range refusalCauses {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "breeze_xds_refused_streams_total",
+			Help:        "xDS streams refused, by cause: no_token, invalid_token (unknown, expired, wrong audience), review_failed (the token could not be checked).",
+			ConstLabels: prometheus.Labels{"cause": cause},
+		}, func() float64 { return float64(s.Refused(cause)) }))
+	}
+	return cs
+}
 
 // RefusedError is an authenticator's refusal, with its cause.
 type RefusedError struct {
