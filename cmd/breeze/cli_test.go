@@ -159,6 +159,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"xds", "-dir", ".", "-xds-tls-cert", "c", "-xds-tls-key", "k", "-xds-auth", "token"}, "breeze xds: -xds-auth token and -xds-token-file go together: breeze xds checks tokens against that file\n" + xds},
 		{[]string{"xds", "-dir", ".", "-xds-auth", "mtls"}, `breeze xds: -xds-auth "mtls": want none or token` + "\n" + xds},
 		{[]string{"controller", "-xds-address", "cp:15010", "-xds-auth", "token"}, "breeze controller: -xds-auth token needs -xds-tls-cert and -xds-tls-key: a token must not travel in clear\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-xds-tls-cert", "c", "-xds-tls-key", "k"}, "breeze controller: -xds-tls-cert and -xds-sidecar-ca-file go together: the sidecars' Breeze must trust the certificate the controller serves\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-xds-tls-cert", "c", "-xds-tls-key", "k", "-xds-sidecar-ca-file", "/ca.crt", "-xds-auth", "token"}, "breeze controller: -xds-auth token and -xds-sidecar-token-file go together: the sidecars' Breeze must send the token the controller checks\n" + usageOf("controller", controllerSynopsis)},
 		{[]string{"render"}, "breeze render: nothing to render: name what and from which file, as in breeze render envoyfilter greeter.yaml\n" + render},
 		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},

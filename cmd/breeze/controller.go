@@ -23,7 +23,7 @@ MetaRouter status. Prints "LISTENING xds <address>" once it serves what the API
 server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
 `
 
-const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE [-xds-auth token [-xds-token-audience AUDIENCE]]] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
 
 // controllerCmd runs `breeze controller`.
 func controllerCmd(args []string) error {
@@ -40,6 +40,8 @@ func controllerCmd(args []string) error {
 	istio := f.String("istio", "", "Istio `RELEASE` of the sidecars (default: the one this binary is built for)")
 	sec := addXDSSecurityFlags(f, "with the API server's TokenReview for -xds-token-audience")
 	audience := f.String("xds-token-audience", "breeze", "with -xds-auth token: the `AUDIENCE` the proxies' service-account tokens must be issued for")
+	sidecarCA := f.String("xds-sidecar-ca-file", "", "with -xds-tls-cert: the `PATH` in the sidecars of the CA bundle that signs it, written into the EnvoyFilters (xds.tls.ca_file; the pods mount it)")
+	sidecarToken := f.String("xds-sidecar-token-file", "", "with -xds-auth token: the `PATH` in the sidecars of the projected service-account token for -xds-token-audience, written into the EnvoyFilters (xds.token_file; the pods mount it)")
 	logf := addLogFlags(f)
 	args, err := f.parse(args)
 	if err != nil {
@@ -56,6 +58,12 @@ func controllerCmd(args []string) error {
 	}
 	if err := sec.check(f); err != nil {
 		return err
+	}
+	if (*sec.cert != "") != (*sidecarCA != "") {
+		return f.usageErrorf("-xds-tls-cert and -xds-sidecar-ca-file go together: the sidecars' Breeze must trust the certificate the controller serves")
+	}
+	if (*sec.auth == "token") != (*sidecarToken != "") {
+		return f.usageErrorf("-xds-auth token and -xds-sidecar-token-file go together: the sidecars' Breeze must send the token the controller checks")
 	}
 	serverTLS, err := sec.tls()
 	if err != nil {
@@ -77,7 +85,7 @@ func controllerCmd(args []string) error {
 	log.Info("breeze controller running", append([]any{"namespaces", nss}, buildinfo.Get().LogAttrs()...)...)
 	err = controller.Run(ctx, controller.Config{
 		Options: controller.Options{
-			XDSAddress: *xdsAddress, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
+			XDSAddress: *xdsAddress, XDSCAFile: *sidecarCA, XDSTokenFile: *sidecarToken, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
 		},
 		Kubeconfig: *kubeconfig, Namespaces: nss, XDSListen: *xdsListen,
 		XDSTLS: serverTLS, XDSTokenAudiences: audiences,

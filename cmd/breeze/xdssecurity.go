@@ -45,4 +45,3 @@ func (s *xdsSecurityFlags) tls() (*tls.Config, error) {
 	}
 	return controlplane.ServerTLS(*s.cert, *s.key)
 }
-
