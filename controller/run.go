@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 			ln.Close()
 			return err
 		}
-		srv.Auth = controlplane.TokenReview{Reviews: cs.AuthenticationV1().TokenReviews(), Audiences: cfg.XDSTokenAudiences}
+		srv.Auth = TokenReview{Reviews: cs.AuthenticationV1().TokenReviews(), Audiences: cfg.XDSTokenAudiences}
 	}
 	// Not fatal: another Run in the same process (tests) holds the name.
 	if err := ctrlmetrics.Registry.Register(refused{srv}); err != nil {

@@ -11,9 +11,6 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	authnv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -141,30 +138,4 @@ func (a StaticToken) Authenticate(_ context.Context, token string) (string, erro
 		return "", &RefusedError{Cause: RefusedInvalidToken, Reason: "token does not match the server's static token file"}
 	}
 	return "static-token", nil
-}
-
-// TokenReview authenticates a Kubernetes service-account token with the API
-// server's TokenReview API, the way istiod authenticates istio-agent.
-type TokenReview struct {
-	Reviews authnclient.TokenReviewInterface
-	// Audiences the token must be issued for (e.g. "breeze"); empty means
-	// the API server's own audience.
-	Audiences []string
-}
-
-func (a TokenReview) Authenticate(ctx context.Context, token string) (string, error) {
-	r, err := a.Reviews.Create(ctx, &authnv1.TokenReview{
-		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: a.Audiences},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("TokenReview: %w", err)
-	}
-	if !r.Status.Authenticated {
-		reason := r.Status.Error
-		if reason == "" {
-			reason = "not authenticated"
-		}
-		return "", &RefusedError{Cause: RefusedInvalidToken, Reason: "TokenReview: " + reason}
-	}
-	return r.Status.User.Username, nil
 }
