@@ -77,7 +77,7 @@ func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_DiscoveryType.Descriptor instead.
 func (Cluster_DiscoveryType) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21, 0}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type Cluster_LbPolicy int32
@@ -133,7 +133,7 @@ func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Cluster_LbPolicy.Descriptor instead.
 func (Cluster_LbPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21, 1}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20, 1}
 }
 
 // ProxyConfig configures one MetaProtocol proxy (one Envoy filter chain, or
@@ -933,62 +933,6 @@ func (x *XdsSource) GetTokenFile() string {
 	return ""
 }
 
-// XdsTls is how a proxy verifies its xDS server's certificate.
-type XdsTls struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// PEM bundle of the CAs that may sign the server's certificate;
-	// required.
-	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
-	// Name the certificate must be valid for. Unset: the host of address.
-	ServerName    string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *XdsTls) Reset() {
-	*x = XdsTls{}
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *XdsTls) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*XdsTls) ProtoMessage() {}
-
-func (x *XdsTls) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use XdsTls.ProtoReflect.Descriptor instead.
-func (*XdsTls) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *XdsTls) GetCaFile() string {
-	if x != nil {
-		return x.CaFile
-	}
-	return ""
-}
-
-func (x *XdsTls) GetServerName() string {
-	if x != nil {
-		return x.ServerName
-	}
-	return ""
-}
-
 type RouteConfiguration struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1000,7 +944,7 @@ type RouteConfiguration struct {
 
 func (x *RouteConfiguration) Reset() {
 	*x = RouteConfiguration{}
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +956,7 @@ func (x *RouteConfiguration) String() string {
 func (*RouteConfiguration) ProtoMessage() {}
 
 func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[10]
+	mi := &file_breeze_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +969,7 @@ func (x *RouteConfiguration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteConfiguration.ProtoReflect.Descriptor instead.
 func (*RouteConfiguration) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteConfiguration) GetName() string {
@@ -1062,7 +1006,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1018,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[11]
+	mi := &file_breeze_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1031,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Route) GetName() string {
@@ -1180,7 +1124,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1136,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[12]
+	mi := &file_breeze_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1149,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetryPolicy) GetRetryOn() string {
@@ -1264,7 +1208,7 @@ type RetryBackOff struct {
 
 func (x *RetryBackOff) Reset() {
 	*x = RetryBackOff{}
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1220,7 @@ func (x *RetryBackOff) String() string {
 func (*RetryBackOff) ProtoMessage() {}
 
 func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[13]
+	mi := &file_breeze_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1233,7 @@ func (x *RetryBackOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBackOff.ProtoReflect.Descriptor instead.
 func (*RetryBackOff) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetryBackOff) GetBaseInterval() *durationpb.Duration {
@@ -1316,7 +1260,7 @@ type RouteMatch struct {
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1272,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[14]
+	mi := &file_breeze_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1285,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteMatch) GetMetadata() []*MetadataMatcher {
@@ -1370,7 +1314,7 @@ type MetadataMatcher struct {
 
 func (x *MetadataMatcher) Reset() {
 	*x = MetadataMatcher{}
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1326,7 @@ func (x *MetadataMatcher) String() string {
 func (*MetadataMatcher) ProtoMessage() {}
 
 func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[15]
+	mi := &file_breeze_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1339,7 @@ func (x *MetadataMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatcher.ProtoReflect.Descriptor instead.
 func (*MetadataMatcher) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetadataMatcher) GetKey() string {
@@ -1509,7 +1453,7 @@ type RouteAction struct {
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1465,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[16]
+	mi := &file_breeze_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1478,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -1618,7 +1562,7 @@ type RequestMirrorPolicy struct {
 
 func (x *RequestMirrorPolicy) Reset() {
 	*x = RequestMirrorPolicy{}
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1574,7 @@ func (x *RequestMirrorPolicy) String() string {
 func (*RequestMirrorPolicy) ProtoMessage() {}
 
 func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[17]
+	mi := &file_breeze_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1587,7 @@ func (x *RequestMirrorPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirrorPolicy.ProtoReflect.Descriptor instead.
 func (*RequestMirrorPolicy) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RequestMirrorPolicy) GetCluster() string {
@@ -1676,7 +1620,7 @@ type WeightedClusters struct {
 
 func (x *WeightedClusters) Reset() {
 	*x = WeightedClusters{}
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1632,7 @@ func (x *WeightedClusters) String() string {
 func (*WeightedClusters) ProtoMessage() {}
 
 func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[18]
+	mi := &file_breeze_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1645,7 @@ func (x *WeightedClusters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedClusters.ProtoReflect.Descriptor instead.
 func (*WeightedClusters) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WeightedClusters) GetClusters() []*ClusterWeight {
@@ -1722,7 +1666,7 @@ type ClusterWeight struct {
 
 func (x *ClusterWeight) Reset() {
 	*x = ClusterWeight{}
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1678,7 @@ func (x *ClusterWeight) String() string {
 func (*ClusterWeight) ProtoMessage() {}
 
 func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[19]
+	mi := &file_breeze_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1691,7 @@ func (x *ClusterWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterWeight.ProtoReflect.Descriptor instead.
 func (*ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterWeight) GetName() string {
@@ -1781,7 +1725,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1737,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[20]
+	mi := &file_breeze_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1750,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -1863,7 +1807,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1819,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[21]
+	mi := &file_breeze_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1832,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Cluster) GetName() string {
@@ -2006,7 +1950,7 @@ type CircuitBreakers struct {
 
 func (x *CircuitBreakers) Reset() {
 	*x = CircuitBreakers{}
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +1962,7 @@ func (x *CircuitBreakers) String() string {
 func (*CircuitBreakers) ProtoMessage() {}
 
 func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[22]
+	mi := &file_breeze_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +1975,7 @@ func (x *CircuitBreakers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakers.ProtoReflect.Descriptor instead.
 func (*CircuitBreakers) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CircuitBreakers) GetMaxConnections() uint32 {
@@ -2083,7 +2027,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2039,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[23]
+	mi := &file_breeze_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2052,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetryBudget) GetBudgetPercent() float64 {
@@ -2162,7 +2106,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_breeze_v1_config_proto_msgTypes[24]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2118,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[24]
+	mi := &file_breeze_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2131,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OutlierDetection) GetConsecutiveErrors() uint32 {
@@ -2263,7 +2207,7 @@ type ClusterSubset struct {
 
 func (x *ClusterSubset) Reset() {
 	*x = ClusterSubset{}
-	mi := &file_breeze_v1_config_proto_msgTypes[25]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2219,7 @@ func (x *ClusterSubset) String() string {
 func (*ClusterSubset) ProtoMessage() {}
 
 func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[25]
+	mi := &file_breeze_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2232,7 @@ func (x *ClusterSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterSubset.ProtoReflect.Descriptor instead.
 func (*ClusterSubset) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterSubset) GetName() string {
@@ -2353,7 +2297,7 @@ type ClusterOptions struct {
 
 func (x *ClusterOptions) Reset() {
 	*x = ClusterOptions{}
-	mi := &file_breeze_v1_config_proto_msgTypes[26]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2309,7 @@ func (x *ClusterOptions) String() string {
 func (*ClusterOptions) ProtoMessage() {}
 
 func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[26]
+	mi := &file_breeze_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2322,7 @@ func (x *ClusterOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterOptions.ProtoReflect.Descriptor instead.
 func (*ClusterOptions) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterOptions) GetHashKey() string {
@@ -2423,7 +2367,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_breeze_v1_config_proto_msgTypes[27]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2379,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[27]
+	mi := &file_breeze_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2392,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -2491,7 +2435,7 @@ type Runner struct {
 
 func (x *Runner) Reset() {
 	*x = Runner{}
-	mi := &file_breeze_v1_config_proto_msgTypes[28]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2447,7 @@ func (x *Runner) String() string {
 func (*Runner) ProtoMessage() {}
 
 func (x *Runner) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[28]
+	mi := &file_breeze_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2460,7 @@ func (x *Runner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Runner.ProtoReflect.Descriptor instead.
 func (*Runner) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Runner) GetListeners() []*Listener {
@@ -2545,7 +2489,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	mi := &file_breeze_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2501,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	mi := &file_breeze_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2514,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_breeze_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Listener) GetName() string {
@@ -2592,6 +2536,62 @@ func (x *Listener) GetProxy() *ProxyConfig {
 		return x.Proxy
 	}
 	return nil
+}
+
+// XdsTls is how a proxy verifies its xDS server's certificate.
+type XdsTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM bundle of the CAs that may sign the server's certificate;
+	// required.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// Name the certificate must be valid for. Unset: the host of address.
+	ServerName    string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *XdsTls) Reset() {
+	*x = XdsTls{}
+	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *XdsTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*XdsTls) ProtoMessage() {}
+
+func (x *XdsTls) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use XdsTls.ProtoReflect.Descriptor instead.
+func (*XdsTls) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *XdsTls) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *XdsTls) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
 }
 
 var File_breeze_v1_config_proto protoreflect.FileDescriptor
@@ -2666,11 +2666,7 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\x12#\n" +
 	"\x03tls\x18\x05 \x01(\v2\x11.breeze.v1.XdsTlsR\x03tls\x12\x1d\n" +
 	"\n" +
-	"token_file\x18\x06 \x01(\tR\ttokenFile\"B\n" +
-	"\x06XdsTls\x12\x17\n" +
-	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
-	"\vserver_name\x18\x02 \x01(\tR\n" +
-	"serverName\"R\n" +
+	"token_file\x18\x06 \x01(\tR\ttokenFile\"R\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xe8\x03\n" +
@@ -2825,7 +2821,11 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12,\n" +
-	"\x05proxy\x18\x03 \x01(\v2\x16.breeze.v1.ProxyConfigR\x05proxyB9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
+	"\x05proxy\x18\x03 \x01(\v2\x16.breeze.v1.ProxyConfigR\x05proxy\"B\n" +
+	"\x06XdsTls\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverNameB9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
 
 var (
 	file_breeze_v1_config_proto_rawDescOnce sync.Once
@@ -2853,27 +2853,27 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*Metrics)(nil),             // 8: breeze.v1.Metrics
 	(*Filter)(nil),              // 9: breeze.v1.Filter
 	(*XdsSource)(nil),           // 10: breeze.v1.XdsSource
-	(*XdsTls)(nil),              // 11: breeze.v1.XdsTls
-	(*RouteConfiguration)(nil),  // 12: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 13: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 14: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 15: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 16: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 17: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 18: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 19: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 20: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 21: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 22: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 23: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 24: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 25: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 26: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 27: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 28: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 29: breeze.v1.Endpoint
-	(*Runner)(nil),              // 30: breeze.v1.Runner
-	(*Listener)(nil),            // 31: breeze.v1.Listener
+	(*RouteConfiguration)(nil),  // 11: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 12: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 13: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 14: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 15: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 16: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 17: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 18: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 19: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 20: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 21: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 22: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 23: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 24: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 25: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 26: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 27: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 28: breeze.v1.Endpoint
+	(*Runner)(nil),              // 29: breeze.v1.Runner
+	(*Listener)(nil),            // 30: breeze.v1.Listener
+	(*XdsTls)(nil),              // 31: breeze.v1.XdsTls
 	nil,                         // 32: breeze.v1.ProxyConfig.CodecParamsEntry
 	nil,                         // 33: breeze.v1.AccessLogFormat.JsonFormatEntry
 	nil,                         // 34: breeze.v1.Route.TypedPerFilterConfigEntry
@@ -2887,13 +2887,13 @@ var file_breeze_v1_config_proto_goTypes = []any{
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
 	32, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	12, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	23, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	11, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	22, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
 	40, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
 	40, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
 	10, // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
 	9,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	14, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	13, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
 	8,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
 	3,  // 9: breeze.v1.ProxyConfig.access_log:type_name -> breeze.v1.AccessLog
 	7,  // 10: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
@@ -2906,44 +2906,44 @@ var file_breeze_v1_config_proto_depIdxs = []int32{
 	40, // 17: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
 	41, // 18: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
 	40, // 19: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	11, // 20: breeze.v1.XdsSource.tls:type_name -> breeze.v1.XdsTls
-	13, // 21: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	16, // 22: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	18, // 23: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	22, // 24: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	31, // 20: breeze.v1.XdsSource.tls:type_name -> breeze.v1.XdsTls
+	12, // 21: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	15, // 22: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	17, // 23: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	21, // 24: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
 	40, // 25: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
 	34, // 26: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	14, // 27: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	13, // 27: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
 	40, // 28: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	15, // 29: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	14, // 29: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
 	40, // 30: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
 	40, // 31: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	17, // 32: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	20, // 33: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	16, // 32: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	19, // 33: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
 	35, // 34: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	19, // 35: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	18, // 35: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
 	36, // 36: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	21, // 37: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	20, // 37: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
 	37, // 38: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
 	0,  // 39: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
 	1,  // 40: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	29, // 41: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	28, // 41: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
 	40, // 42: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
 	40, // 43: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	27, // 44: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	24, // 45: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	26, // 46: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	25, // 47: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	26, // 44: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	23, // 45: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 46: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	24, // 47: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
 	40, // 48: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
 	40, // 49: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
 	40, // 50: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
 	38, // 51: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
 	1,  // 52: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	24, // 53: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	26, // 54: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	27, // 55: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	23, // 53: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 54: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	26, // 55: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
 	39, // 56: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	31, // 57: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	30, // 57: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
 	2,  // 58: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
 	41, // 59: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
 	60, // [60:60] is the sub-list for method output_type
@@ -2959,21 +2959,21 @@ func file_breeze_v1_config_proto_init() {
 		return
 	}
 	file_breeze_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[12].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[14].OneofWrappers = []any{
 		(*MetadataMatcher_Exact)(nil),
 		(*MetadataMatcher_Prefix)(nil),
 		(*MetadataMatcher_Regex)(nil),
 		(*MetadataMatcher_Present)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{
+	file_breeze_v1_config_proto_msgTypes[15].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
 	}
-	file_breeze_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
+	file_breeze_v1_config_proto_msgTypes[22].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
 	file_breeze_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
-	file_breeze_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
