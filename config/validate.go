@@ -246,6 +246,13 @@ func (v *validator) xds(c *breezev1.ProxyConfig) {
 		v.dialAddress("xds.address", x.GetAddress())
 	}
 	v.duration("xds.initial_fetch_timeout", x.GetInitialFetchTimeout())
+	if t := x.GetTls(); t != nil {
+		v.required("xds.tls.ca_file", t.GetCaFile())
+	} else if x.GetTokenFile() != "" {
+		// The token is the proxy's identity: in clear, anyone on the path
+		// could replay it.
+		v.add("xds.token_file", fmt.Sprintf("%q", x.GetTokenFile()), "needs xds.tls: the token must not travel in clear")
+	}
 	if x.GetRouteConfigName() != "" {
 		return
 	}

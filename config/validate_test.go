@@ -408,6 +408,12 @@ func TestValidateErrors(t *testing.T) {
 		{"xds negative timeout", func(c *breezev1.ProxyConfig) {
 			c.Xds = &breezev1.XdsSource{Address: "cp:1", RouteConfigName: "r", InitialFetchTimeout: durationpb.New(-time.Second)}
 		}, []string{`xds.initial_fetch_timeout: -1s: must not be negative`}},
+		{"xds tls without a ca", func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "cp:1", RouteConfigName: "r", Tls: &breezev1.XdsTls{ServerName: "cp"}}
+		}, []string{`xds.tls.ca_file: "": required`}},
+		{"xds token in clear", func(c *breezev1.ProxyConfig) {
+			c.Xds = &breezev1.XdsSource{Address: "cp:1", RouteConfigName: "r", TokenFile: "/var/run/secrets/tokens/breeze"}
+		}, []string{`xds.token_file: "/var/run/secrets/tokens/breeze": needs xds.tls: the token must not travel in clear`}},
 		{"xds fetching nothing", func(c *breezev1.ProxyConfig) { c.Xds = &breezev1.XdsSource{Address: "cp:15010"} },
 			[]string{`xds: {address: "cp:15010"}: names nothing to fetch: set route_config_name, give a cluster type EDS, or route to a cluster the server defines`}},
 		{"every error at once", func(c *breezev1.ProxyConfig) {

@@ -60,6 +60,13 @@ type Options struct {
 	// XDSAddress is the address the plugins reach this controller's xDS
 	// server at (host:port), written into every EnvoyFilter; required.
 	XDSAddress string
+	// XDSCAFile and XDSTokenFile, if set, are written into every
+	// EnvoyFilter's xds block as tls.ca_file and token_file: where the
+	// sidecars have the CA bundle of the xDS server's certificate and a
+	// projected service-account token (paths inside the sidecar; the pods
+	// mount them, see controller/README.md). The server name checked is
+	// the host of XDSAddress.
+	XDSCAFile, XDSTokenFile string
 	// UpstreamTLS of the clients' plainText cluster; default Istio mTLS.
 	UpstreamTLS deploy.UpstreamTLS
 	// Istio release the EnvoyFilters are for; default deploy's.
@@ -131,7 +138,7 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		writer:   mgr.GetClient(),
 		recorder: mgr.GetEventRecorderFor("breeze-controller"),
 		feed:     feed,
-		settings: settings{XDSAddress: opts.XDSAddress, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec},
+		settings: settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec},
 		log:      opts.Log,
 		kinds:    map[schema.GroupVersionKind]bool{},
 		reported: map[string]bool{},

@@ -70,12 +70,23 @@ type mesh struct {
 // settings are what the controller puts in every EnvoyFilter.
 type settings struct {
 	// XDSAddress: the plugins' xDS server, this controller's.
-	XDSAddress  string
-	UpstreamTLS deploy.UpstreamTLS
-	Istio       string
-	LibraryPath string
+	XDSAddress string
+	// XDSCAFile and XDSTokenFile: Options'.
+	XDSCAFile, XDSTokenFile string
+	UpstreamTLS             deploy.UpstreamTLS
+	Istio                   string
+	LibraryPath             string
 	// KnownCodec reports whether Breeze has a codec of that name.
 	KnownCodec func(string) bool
+}
+
+// xdsSource is the xds block of the plugins' config for route table rc.
+func (s settings) xdsSource(rc string) *breezev1.XdsSource {
+	x := &breezev1.XdsSource{Address: s.XDSAddress, RouteConfigName: rc, TokenFile: s.XDSTokenFile}
+	if s.XDSCAFile != "" {
+		x.Tls = &breezev1.XdsTls{CaFile: s.XDSCAFile}
+	}
+	return x
 }
 
 // issue is something the controller cannot honour in an object: an Event
@@ -491,7 +502,7 @@ func render(s settings, in renderInput) ([]*unstructured.Unstructured, []issue) 
 	}
 	outbound := func(svc deploy.Service) deploy.Service {
 		svc.VIP, svc.Clients = in.vip, clients
-		svc.Outbound = &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: s.XDSAddress, RouteConfigName: deploy.RouteConfigName(in.host, in.port.port)}}
+		svc.Outbound = &breezev1.ProxyConfig{Xds: s.xdsSource(deploy.RouteConfigName(in.host, in.port.port))}
 		return svc
 	}
 	inbound := len(in.selector) > 0

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,10 +21,27 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/breeze-mesh/breeze/controlplane"
 )
+
+// refused groups the xDS server's refusal counters into one collector,
+// registered and unregistered with its Run.
+type refused struct{ srv *controlplane.Server }
+
+func (r refused) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range r.srv.RefusedCollectors() {
+		c.Describe(ch)
+	}
+}
+
+func (r refused) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range r.srv.RefusedCollectors() {
+		c.Collect(ch)
+	}
+}
 
 // Config is `breeze controller`'s configuration.
 type Config struct {
@@ -35,6 +55,14 @@ type Config struct {
 	Namespaces []string
 	// XDSListen is where the xDS server listens (port 0: a free one).
 	XDSListen string
+	// XDSTLS, if set, serves xDS over TLS with this config; nil is
+	// plaintext.
+	XDSTLS *tls.Config
+	// XDSTokenAudiences, if set, requires each xDS stream to carry a
+	// Kubernetes service-account token issued for one of these audiences,
+	// checked with the TokenReview API (as istiod checks istio-agent's).
+	// Needs XDSTLS.
+	XDSTokenAudiences []string
 	// HealthAddr serves /healthz and /readyz; MetricsAddr /metrics. "0"
 	// turns one off.
 	HealthAddr, MetricsAddr string
@@ -118,6 +146,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := controlplane.NewServer(log)
+	srv.TLS = cfg.XDSTLS
+	if len(cfg.XDSTokenAudiences) > 0 {
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.Auth = TokenReview{Reviews: cs.AuthenticationV1().TokenReviews(), Audiences: cfg.XDSTokenAudiences}
+	}
+	// Not fatal: another Run in the same process (tests) holds the name.
+	if err := ctrlmetrics.Registry.Register(refused{srv}); err != nil {
+		log.Warn("xds refusal metrics not exported", "err", err)
+	}
+	defer ctrlmetrics.Registry.Unregister(refused{srv})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 1)

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -20,6 +21,7 @@ import (
 	serverconfig "github.com/envoyproxy/go-control-plane/pkg/server/config"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
@@ -72,6 +74,18 @@ type Server struct {
 	readyOnce, stopOnce sync.Once
 	// OnNACK, if set before Serve, is called for every NACK (tests).
 	OnNACK func(NACK)
+
+	// TLS, if set before Serve, serves ADS over TLS with this config
+	// (its certificate); nil serves plaintext.
+	TLS *tls.Config
+	// Auth, if set before Serve, requires each stream to carry a bearer
+	// token it accepts; refused streams are counted (Refused) and logged.
+	// It needs TLS: Serve refuses to take tokens over plaintext.
+	Auth Authenticator
+	// OnRefused, if set before Serve, is called with the cause of each
+	// refused stream (metrics).
+	OnRefused func(cause string)
+	refused   refusals
 }
 
 // NewServer returns a server with no resources.
@@ -197,7 +211,19 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	// Only named subscriptions: an empty request must not mean "all".
 	xds := serverv3.NewServer(ctx, mux, cb, serverconfig.DeactivateLegacyWildcard())
-	g := grpc.NewServer()
+	var gopts []grpc.ServerOption
+	if s.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(s.TLS)))
+	}
+	if s.Auth != nil {
+		if s.TLS == nil {
+			cancel()
+			ln.Close()
+			return fmt.Errorf("xds token authentication needs TLS: tokens must not travel in clear")
+		}
+		gopts = append(gopts, grpc.StreamInterceptor(s.authenticate))
+	}
+	g := grpc.NewServer(gopts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xds)
 	s.mu.Lock()
 	select {

@@ -98,7 +98,7 @@ func TestHelp(t *testing.T) {
 		"run":        "usage: breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]",
 		"render":     "usage: breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE",
 		"validate":   "usage: breeze validate [--istio RELEASE] FILE|DIR...",
-		"xds":        "usage: breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]",
+		"xds":        "usage: " + xdsSynopsis,
 		"registry":   "usage: breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]",
 		"version":    "usage: breeze version",
 		"controller": "usage: " + controllerSynopsis,
@@ -131,7 +131,7 @@ func TestUsageErrors(t *testing.T) {
 		return "usage: " + synopsis + "\nRun 'breeze " + cmd + " --help' for details.\n"
 	}
 	run := usageOf("run", "breeze run [-c FILE] [-log-level LEVEL] [-log-format FORMAT] [-pprof ADDR]")
-	xds := usageOf("xds", "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]")
+	xds := usageOf("xds", xdsSynopsis)
 	render := usageOf("render", "breeze render envoyfilter [--istio RELEASE] [-o OUT] FILE")
 	for _, tc := range []struct {
 		args []string
@@ -154,6 +154,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"xds", "routes/"}, `breeze xds: unexpected argument "routes/": to serve a directory, name it with -dir: breeze xds -dir routes/` + "\n" + xds},
 		{[]string{"xds", "-dir", ".", "-log-level", "loud"}, `breeze xds: invalid value "loud" for flag -log-level: want debug, info, warn or error` + "\n" + xds},
 		{[]string{"xds", "-dir", ".", "-debounce", "5"}, `breeze xds: invalid value "5" for flag -debounce: parse error` + "\n" + xds},
+		{[]string{"xds", "-dir", ".", "-xds-tls-cert", "c.pem"}, "breeze xds: -xds-tls-cert and -xds-tls-key go together: name both, or neither for plaintext\n" + xds},
+		{[]string{"xds", "-dir", ".", "-xds-auth", "token", "-xds-token-file", "t"}, "breeze xds: -xds-auth token needs -xds-tls-cert and -xds-tls-key: a token must not travel in clear\n" + xds},
+		{[]string{"xds", "-dir", ".", "-xds-tls-cert", "c", "-xds-tls-key", "k", "-xds-auth", "token"}, "breeze xds: -xds-auth token and -xds-token-file go together: breeze xds checks tokens against that file\n" + xds},
+		{[]string{"xds", "-dir", ".", "-xds-auth", "mtls"}, `breeze xds: -xds-auth "mtls": want none or token` + "\n" + xds},
+		{[]string{"controller", "-xds-address", "cp:15010", "-xds-auth", "token"}, "breeze controller: -xds-auth token needs -xds-tls-cert and -xds-tls-key: a token must not travel in clear\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-xds-tls-cert", "c", "-xds-tls-key", "k"}, "breeze controller: -xds-tls-cert and -xds-sidecar-ca-file go together: the sidecars' Breeze must trust the certificate the controller serves\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-xds-tls-cert", "c", "-xds-tls-key", "k", "-xds-sidecar-ca-file", "/ca.crt", "-xds-auth", "token"}, "breeze controller: -xds-auth token and -xds-sidecar-token-file go together: the sidecars' Breeze must send the token the controller checks\n" + usageOf("controller", controllerSynopsis)},
 		{[]string{"render"}, "breeze render: nothing to render: name what and from which file, as in breeze render envoyfilter greeter.yaml\n" + render},
 		{[]string{"render", "envoyfilters", "greeter.yaml"}, `breeze render: cannot render "envoyfilters": envoyfilter is the one kind render makes` + "\n" + render},
 		{[]string{"render", "envoyfilter"}, "breeze render: envoyfilter wants one description file, got 0\n" + render},

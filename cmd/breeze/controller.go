@@ -23,14 +23,14 @@ MetaRouter status. Prints "LISTENING xds <address>" once it serves what the API
 server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
 `
 
-const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
 
 // controllerCmd runs `breeze controller`.
 func controllerCmd(args []string) error {
 	f := newFlags("controller", controllerSynopsis, controllerUsage)
 	kubeconfig := f.String("kubeconfig", "", "`FILE` to reach the API server with (default: in the cluster, the pod's service account; else $KUBECONFIG)")
 	namespaces := f.String("namespaces", "", "comma-separated `NAMESPACES` to watch (default: all)")
-	xdsListen := f.String("xds-listen", ":15010", "serve ADS (xDS over gRPC, plaintext) on this `ADDR`")
+	xdsListen := f.String("xds-listen", ":15010", "serve ADS (xDS over gRPC; plaintext unless -xds-tls-cert) on this `ADDR`")
 	xdsAddress := f.String("xds-address", "", "the `ADDR` (host:port) sidecars reach the xDS server at, written into the EnvoyFilters (required: e.g. breeze-controller.breeze-system.svc.cluster.local:15010)")
 	health := f.String("health", ":8081", "serve /healthz and /readyz on this `ADDR` (0: off)")
 	metrics := f.String("metrics", ":8080", "serve Prometheus /metrics on this `ADDR` (0: off)")
@@ -38,6 +38,10 @@ func controllerCmd(args []string) error {
 	leaderNS := f.String("leader-election-namespace", "", "`NAMESPACE` of the Lease (default: the pod's own)")
 	upstreamTLS := f.String("upstream-tls", string(deploy.UpstreamIstioMTLS), "`TLS` of the clients' upstream connections: istio (the sidecar's mTLS) or plaintext")
 	istio := f.String("istio", "", "Istio `RELEASE` of the sidecars (default: the one this binary is built for)")
+	sec := addXDSSecurityFlags(f, "with the API server's TokenReview for -xds-token-audience")
+	audience := f.String("xds-token-audience", "breeze", "with -xds-auth token: the `AUDIENCE` the proxies' service-account tokens must be issued for")
+	sidecarCA := f.String("xds-sidecar-ca-file", "", "with -xds-tls-cert: the `PATH` in the sidecars of the CA bundle that signs it, written into the EnvoyFilters (xds.tls.ca_file; the pods mount it)")
+	sidecarToken := f.String("xds-sidecar-token-file", "", "with -xds-auth token: the `PATH` in the sidecars of the projected service-account token for -xds-token-audience, written into the EnvoyFilters (xds.token_file; the pods mount it)")
 	logf := addLogFlags(f)
 	args, err := f.parse(args)
 	if err != nil {
@@ -52,6 +56,23 @@ func controllerCmd(args []string) error {
 	if _, _, err := net.SplitHostPort(*xdsAddress); err != nil {
 		return f.usageErrorf("-xds-address %q: want host:port", *xdsAddress)
 	}
+	if err := sec.check(f); err != nil {
+		return err
+	}
+	if (*sec.cert != "") != (*sidecarCA != "") {
+		return f.usageErrorf("-xds-tls-cert and -xds-sidecar-ca-file go together: the sidecars' Breeze must trust the certificate the controller serves")
+	}
+	if (*sec.auth == "token") != (*sidecarToken != "") {
+		return f.usageErrorf("-xds-auth token and -xds-sidecar-token-file go together: the sidecars' Breeze must send the token the controller checks")
+	}
+	serverTLS, err := sec.tls()
+	if err != nil {
+		return err
+	}
+	var audiences []string
+	if *sec.auth == "token" {
+		audiences = []string{*audience}
+	}
 	var nss []string
 	for _, ns := range strings.Split(*namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
@@ -64,9 +85,10 @@ func controllerCmd(args []string) error {
 	log.Info("breeze controller running", append([]any{"namespaces", nss}, buildinfo.Get().LogAttrs()...)...)
 	err = controller.Run(ctx, controller.Config{
 		Options: controller.Options{
-			XDSAddress: *xdsAddress, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
+			XDSAddress: *xdsAddress, XDSCAFile: *sidecarCA, XDSTokenFile: *sidecarToken, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
 		},
 		Kubeconfig: *kubeconfig, Namespaces: nss, XDSListen: *xdsListen,
+		XDSTLS: serverTLS, XDSTokenAudiences: audiences,
 		HealthAddr: *health, MetricsAddr: *metrics,
 		LeaderElect: *leaderElect, LeaderElectionNamespace: *leaderNS,
 		OnServing: func(a net.Addr) { fmt.Printf("LISTENING xds %s\n", a) },

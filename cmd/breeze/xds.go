@@ -32,10 +32,15 @@ followed with watches and pushes. At least one of -dir, -zookeeper and -nacos.
 Prints "LISTENING xds <address>" once it serves what every source holds. With
 -metrics, serves Prometheus metrics on /metrics there (registry staleness,
 instances and updates; the control plane's updates, problems and resources)
-and prints "METRICS <address>". SIGINT or SIGTERM stop it.
+and prints "METRICS <address>". With -xds-tls-cert and -xds-tls-key, ADS is
+served over TLS; -xds-auth token then requires each proxy to send the token
+held in -xds-token-file (a static token, for tests and development; in
+Kubernetes, breeze controller checks service-account tokens with the
+TokenReview API). Refused streams are logged with their cause and counted in
+breeze_xds_refused_streams_total{cause}. SIGINT or SIGTERM stop it.
 `
 
-const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-log-level LEVEL] [-log-format FORMAT]"
+const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-xds-tls-cert FILE -xds-tls-key FILE [-xds-auth token -xds-token-file FILE]] [-log-level LEVEL] [-log-format FORMAT]"
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule, ServiceEntry and authorization policy YAML and serves
@@ -47,6 +52,8 @@ func xds(args []string) error {
 	listen := f.String("listen", "127.0.0.1:15010", "serve ADS on this `ADDR` (host:port; port 0 picks a free one)")
 	metricsAddr := f.String("metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (host:port; port 0 picks a free one)")
 	debounce := f.Duration("debounce", 50*time.Millisecond, "after a change, wait until the directory was quiet this long (a `DURATION`: 50ms, 1s) before reading it again")
+	sec := addXDSSecurityFlags(f, "against -xds-token-file")
+	tokenFile := f.String("xds-token-file", "", "with -xds-auth token: the `FILE` holding the one token accepted (outside Kubernetes: tests and development; read again for each stream)")
 	logf := addLogFlags(f)
 	args, err := f.parse(args)
 	if err != nil {
@@ -67,6 +74,16 @@ func xds(args []string) error {
 			return fmt.Errorf("-dir %q is a file: want the directory holding it", *dir)
 		}
 	}
+	if err := sec.check(f); err != nil {
+		return err
+	}
+	if (*sec.auth == "token") != (*tokenFile != "") {
+		return f.usageErrorf("-xds-auth token and -xds-token-file go together: breeze xds checks tokens against that file")
+	}
+	serverTLS, err := sec.tls()
+	if err != nil {
+		return err
+	}
 	log := logf.logger()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -74,6 +91,10 @@ func xds(args []string) error {
 
 	log.Info("breeze xds running", append([]any{"dir", *dir, "zookeeper", regf.zookeeper, "nacos", regf.nacos}, buildinfo.Get().LogAttrs()...)...)
 	srv := controlplane.NewServer(log)
+	srv.TLS = serverTLS
+	if *tokenFile != "" {
+		srv.Auth = controlplane.StaticToken{File: *tokenFile}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
@@ -93,6 +114,7 @@ func xds(args []string) error {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		regMetrics = registry.NewMetrics(reg)
 		cpMetrics = newControlPlaneMetrics(reg)
+		reg.MustRegister(srv.RefusedCollectors()...)
 		mln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
 			return fmt.Errorf("-metrics: %w", err)

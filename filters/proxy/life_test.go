@@ -131,7 +131,7 @@ func TestSleepingProxyResubscribes(t *testing.T) {
 	hasClient := func() bool {
 		xdsClients.mu.Lock()
 		defer xdsClients.mu.Unlock()
-		return xdsClients.m[xdsKey{s.addr, "sleepy"}] != nil
+		return xdsClients.m[xdsKey{address: s.addr, node: "sleepy"}] != nil
 	}
 	if hasClient() {
 		t.Fatal("the xDS client of a sleeping proxy's server is still open")

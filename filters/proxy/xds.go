@@ -31,20 +31,26 @@ var xdsClients = struct {
 	m  map[xdsKey]*sharedClient
 }{m: map[xdsKey]*sharedClient{}}
 
-type xdsKey struct{ address, node string }
+// xdsKey: proxies share a client only when they would open the same
+// stream, with the same security and identity.
+type xdsKey struct{ address, node, caFile, serverName, tokenFile string }
 
 type sharedClient struct {
 	*xdsclient.Client
 	refs int
 }
 
-func acquireXDS(address, node string) (*xdsclient.Client, func(), error) {
-	k := xdsKey{address, node}
+func acquireXDS(x *breezev1.XdsSource, node string) (*xdsclient.Client, func(), error) {
+	k := xdsKey{x.GetAddress(), node, x.GetTls().GetCaFile(), x.GetTls().GetServerName(), x.GetTokenFile()}
 	xdsClients.mu.Lock()
 	defer xdsClients.mu.Unlock()
 	sc := xdsClients.m[k]
 	if sc == nil {
-		c, err := xdsclient.New(xdsclient.Options{Address: address, NodeID: node, Log: slog.Default().With("xds_node", node)})
+		opts := xdsclient.Options{Address: k.address, NodeID: node, TokenFile: k.tokenFile, Log: slog.Default().With("xds_node", node)}
+		if x.GetTls() != nil {
+			opts.TLS = &xdsclient.TLS{CAFile: k.caFile, ServerName: k.serverName}
+		}
+		c, err := xdsclient.New(opts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -106,7 +112,7 @@ func (p *Proxy) startXDS(block bool) error {
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	c, release, err := acquireXDS(x.GetAddress(), node)
+	c, release, err := acquireXDS(x, node)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/filters/cluster"
+	"github.com/breeze-mesh/breeze/internal/testpki"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
@@ -575,7 +578,7 @@ func TestXDSOneStreamPerProcess(t *testing.T) {
 	_, p1 := startXDSProxy(t, xdsCfg("initial_fetch_timeout: 10s, address: "+s.addr+", route_config_name: r, node_id: shared", cl))
 	_, p2 := startXDSProxy(t, strings.Replace(xdsCfg("initial_fetch_timeout: 10s, address: "+s.addr+", route_config_name: r, node_id: shared", cl), "stat_prefix: t", "stat_prefix: t2", 1))
 	xdsClients.mu.Lock()
-	sc := xdsClients.m[xdsKey{s.addr, "shared"}]
+	sc := xdsClients.m[xdsKey{address: s.addr, node: "shared"}]
 	refs := 0
 	if sc != nil {
 		refs = sc.refs
@@ -588,7 +591,7 @@ func TestXDSOneStreamPerProcess(t *testing.T) {
 	p2.Close()
 	xdsClients.mu.Lock()
 	defer xdsClients.mu.Unlock()
-	if xdsClients.m[xdsKey{s.addr, "shared"}] != nil {
+	if xdsClients.m[xdsKey{address: s.addr, node: "shared"}] != nil {
 		t.Fatal("client not released after its last proxy closed")
 	}
 }
@@ -695,4 +698,40 @@ spec:
 		t.Fatal(w)
 	}
 	t.Logf("propagation (MetaRouter file written → first answer routed by it; includes the 50ms debounce), %d changes: %s", changes, percentiles(prop))
+}
+
+// A proxy whose xds block names a CA bundle and a token file fetches its
+// routes from a server that serves TLS and checks the token.
+func TestXDSOverTLSWithToken(t *testing.T) {
+	b := newBackend(t, "b")
+	dir := t.TempDir()
+	ca := testpki.New(t, dir, "xds")
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("proxy-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &xdsServer{t: t, nacks: make(chan controlplane.NACK, 100),
+		srv: controlplane.NewServer(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		res: controlplane.Resources{Routes: map[string]*breezev1.RouteConfiguration{}}}
+	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server}, MinVersion: tls.VersionTLS12}
+	s.srv.Auth = controlplane.StaticToken{File: tokenFile} // the same file: the token the server expects
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go s.srv.Serve(ln)
+	t.Cleanup(s.srv.Stop)
+	s.setRoutes(&breezev1.RouteConfiguration{Name: "r", Routes: []*breezev1.Route{{Route: toCluster("c", nil)}}})
+
+	addr, _ := startXDSProxy(t, xdsCfg("initial_fetch_timeout: 10s, address: "+s.addr+", route_config_name: r, token_file: "+tokenFile+
+		", tls: {ca_file: "+ca.CAFile+", server_name: "+testpki.ServerName+"}", "- name: c\n  endpoints:\n"+ep(b, "")))
+	if m, err := dial(t, addr).call(1, "x"); err != nil || md(m, "server") != "b" {
+		t.Fatalf("with routes from the TLS server: got %+v, err %v; want an answer from b", m, err)
+	}
+	for _, cause := range []string{controlplane.RefusedNoToken, controlplane.RefusedInvalidToken, controlplane.RefusedReviewFailed} {
+		if n := s.srv.Refused(cause); n != 0 {
+			t.Errorf("server refused %d streams (%s)", n, cause)
+		}
+	}
 }

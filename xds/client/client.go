@@ -38,7 +38,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -57,8 +56,14 @@ const (
 
 // Options configure a Client.
 type Options struct {
-	// Address is the server's host:port (plaintext gRPC).
+	// Address is the server's host:port.
 	Address string
+	// TLS, if set, connects over TLS; nil is plaintext.
+	TLS *TLS
+	// TokenFile, if set, holds the bearer token sent on each stream
+	// (a Kubernetes projected service-account token); read again on each
+	// reconnect. Needs TLS.
+	TokenFile string
 	// NodeID identifies this process to the server.
 	NodeID string
 	Log    *slog.Logger
@@ -144,15 +149,18 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	security, err := transport(opts)
+	if err != nil {
+		return nil, fmt.Errorf("xds server %q: %w", opts.Address, err)
+	}
+	dial := append(security,
 		// gRPC's own reconnect backoff (up to 2 minutes by default) would
 		// otherwise decide how soon a restarted server is seen again.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: opts.MinBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: opts.MaxBackoff},
 			MinConnectTimeout: 5 * time.Second,
-		}),
-	}, opts.DialOptions...)
+		}))
+	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(opts.Address, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("xds server %q: %w", opts.Address, err)
@@ -336,8 +344,11 @@ func (c *Client) stream() error {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	// WaitForReady: while the server is down, wait for gRPC to connect
-	// (with the backoff set in New) instead of failing at once.
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	// (with the backoff set in New) instead of failing at once. Not with
+	// TLS: a failed handshake (an untrusted certificate) would then be
+	// retried forever in silence; failing fast logs its cause on each
+	// attempt.
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(c.conn).StreamAggregatedResources(ctx, grpc.WaitForReady(c.opts.TLS == nil))
 	if err != nil {
 		return err
 	}

@@ -835,7 +835,7 @@ func (x *Filter) GetTypedConfig() *anypb.Any {
 // (ADS) gRPC stream.
 type XdsSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// host:port of the ADS server (plaintext gRPC); required.
+	// host:port of the ADS server (gRPC; plaintext unless tls); required.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// Node id sent to the server. Unset: the host name.
 	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -849,8 +849,16 @@ type XdsSource struct {
 	// EDS endpoints, for what has not arrived). Unset means 1s; 0s does not
 	// wait. Inside Envoy the wait holds the thread that parses the config.
 	InitialFetchTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=initial_fetch_timeout,json=initialFetchTimeout,proto3" json:"initial_fetch_timeout,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Connect over TLS, verifying the server's certificate. Unset:
+	// plaintext.
+	Tls *XdsTls `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"`
+	// File holding a bearer token sent as "authorization: Bearer <token>"
+	// on each stream: in Kubernetes, a projected service-account token
+	// (audience as the server expects, e.g. breeze). Read again on each
+	// reconnect, since the kubelet rotates it in place. Needs tls.
+	TokenFile     string `protobuf:"bytes,6,opt,name=token_file,json=tokenFile,proto3" json:"token_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *XdsSource) Reset() {
@@ -909,6 +917,20 @@ func (x *XdsSource) GetInitialFetchTimeout() *durationpb.Duration {
 		return x.InitialFetchTimeout
 	}
 	return nil
+}
+
+func (x *XdsSource) GetTls() *XdsTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *XdsSource) GetTokenFile() string {
+	if x != nil {
+		return x.TokenFile
+	}
+	return ""
 }
 
 type RouteConfiguration struct {
@@ -2516,6 +2538,62 @@ func (x *Listener) GetProxy() *ProxyConfig {
 	return nil
 }
 
+// XdsTls is how a proxy verifies its xDS server's certificate.
+type XdsTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM bundle of the CAs that may sign the server's certificate;
+	// required.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// Name the certificate must be valid for. Unset: the host of address.
+	ServerName    string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *XdsTls) Reset() {
+	*x = XdsTls{}
+	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *XdsTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*XdsTls) ProtoMessage() {}
+
+func (x *XdsTls) ProtoReflect() protoreflect.Message {
+	mi := &file_breeze_v1_config_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use XdsTls.ProtoReflect.Descriptor instead.
+func (*XdsTls) Descriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *XdsTls) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *XdsTls) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
 var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
@@ -2580,12 +2658,15 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"U\n" +
 	"\x06Filter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
-	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\"\xb9\x01\n" +
+	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\"\xfd\x01\n" +
 	"\tXdsSource\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12*\n" +
 	"\x11route_config_name\x18\x03 \x01(\tR\x0frouteConfigName\x12M\n" +
-	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\"R\n" +
+	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13initialFetchTimeout\x12#\n" +
+	"\x03tls\x18\x05 \x01(\v2\x11.breeze.v1.XdsTlsR\x03tls\x12\x1d\n" +
+	"\n" +
+	"token_file\x18\x06 \x01(\tR\ttokenFile\"R\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x06routes\x18\x02 \x03(\v2\x10.breeze.v1.RouteR\x06routes\"\xe8\x03\n" +
@@ -2740,7 +2821,11 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12,\n" +
-	"\x05proxy\x18\x03 \x01(\v2\x16.breeze.v1.ProxyConfigR\x05proxyB9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
+	"\x05proxy\x18\x03 \x01(\v2\x16.breeze.v1.ProxyConfigR\x05proxy\"B\n" +
+	"\x06XdsTls\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverNameB9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
 
 var (
 	file_breeze_v1_config_proto_rawDescOnce sync.Once
@@ -2755,7 +2840,7 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_breeze_v1_config_proto_goTypes = []any{
 	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
 	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
@@ -2788,23 +2873,24 @@ var file_breeze_v1_config_proto_goTypes = []any{
 	(*Endpoint)(nil),            // 28: breeze.v1.Endpoint
 	(*Runner)(nil),              // 29: breeze.v1.Runner
 	(*Listener)(nil),            // 30: breeze.v1.Listener
-	nil,                         // 31: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 32: breeze.v1.AccessLogFormat.JsonFormatEntry
-	nil,                         // 33: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 34: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 35: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 36: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 37: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 38: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 39: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 40: google.protobuf.Any
+	(*XdsTls)(nil),              // 31: breeze.v1.XdsTls
+	nil,                         // 32: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 33: breeze.v1.AccessLogFormat.JsonFormatEntry
+	nil,                         // 34: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 35: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 36: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 37: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 38: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 39: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 41: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	31, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	32, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
 	11, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
 	22, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	39, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	39, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	40, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	40, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
 	10, // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
 	9,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
 	13, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
@@ -2813,57 +2899,58 @@ var file_breeze_v1_config_proto_depIdxs = []int32{
 	7,  // 10: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
 	4,  // 11: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
 	5,  // 12: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
-	32, // 13: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
-	39, // 14: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
+	33, // 13: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
+	40, // 14: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
 	6,  // 15: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
-	39, // 16: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
-	39, // 17: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
-	40, // 18: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	39, // 19: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	12, // 20: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	15, // 21: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	17, // 22: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	21, // 23: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	39, // 24: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	33, // 25: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	13, // 26: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	39, // 27: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	14, // 28: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	39, // 29: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	39, // 30: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	16, // 31: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	19, // 32: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	34, // 33: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	18, // 34: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	35, // 35: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	20, // 36: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	36, // 37: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 38: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 39: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	28, // 40: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	39, // 41: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	39, // 42: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	26, // 43: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	23, // 44: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	25, // 45: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	24, // 46: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	39, // 47: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	39, // 48: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	39, // 49: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	37, // 50: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 51: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	23, // 52: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	25, // 53: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	26, // 54: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	38, // 55: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	30, // 56: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 57: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	40, // 58: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	40, // 16: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
+	40, // 17: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
+	41, // 18: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	40, // 19: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	31, // 20: breeze.v1.XdsSource.tls:type_name -> breeze.v1.XdsTls
+	12, // 21: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	15, // 22: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	17, // 23: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	21, // 24: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	40, // 25: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	34, // 26: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	13, // 27: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	40, // 28: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	14, // 29: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	40, // 30: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	40, // 31: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	16, // 32: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	19, // 33: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	35, // 34: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	18, // 35: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	36, // 36: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	20, // 37: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	37, // 38: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	0,  // 39: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	1,  // 40: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	28, // 41: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	40, // 42: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	40, // 43: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	26, // 44: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	23, // 45: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 46: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	24, // 47: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	40, // 48: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	40, // 49: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	40, // 50: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	38, // 51: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	1,  // 52: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	23, // 53: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	25, // 54: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	26, // 55: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	39, // 56: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	30, // 57: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	2,  // 58: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	41, // 59: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	60, // [60:60] is the sub-list for method output_type
+	60, // [60:60] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2893,7 +2980,7 @@ func file_breeze_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
