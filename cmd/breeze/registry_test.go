@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"net/url"
@@ -100,7 +99,7 @@ spec:
 	// -watch: a new interface's file appears.
 	watchDir := t.TempDir()
 	cmd := exec.Command(breezeBin(t), "registry", "export", "-watch", "-zookeeper", zs.Addr, "-o", watchDir, "-log-level", "error")
-	var errOut bytes.Buffer
+	var errOut lockedBuffer
 	cmd.Stderr = &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -152,8 +151,8 @@ func TestXDSRegistryMetrics(t *testing.T) {
 	defer conn.Close()
 	registerProvider(t, conn, "org.breeze.Greeter", "10.0.0.1:20880")
 
-	cmd := exec.Command(breezeBin(t), "xds", "-zookeeper", zs.Addr, "-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0", "-log-level", "error")
-	var errOut bytes.Buffer
+	cmd := exec.Command(breezeBin(t), "xds", "-zookeeper", zs.Addr, "-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0", "-log-level", "info")
+	var errOut lockedBuffer
 	cmd.Stderr = &errOut
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
