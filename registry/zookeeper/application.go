@@ -212,7 +212,7 @@ func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]
 		if err != nil {
 			return nil, err
 		}
-		svcs, err := parseMetadataInfo(data)
+		svcs, err := metadataservice.ParseReport(data)
 		if err != nil {
 			w.log.Warn("a MetadataInfo that cannot be read; the instance's interfaces are not served", "node", p, "err", err)
 			return []serviceInfo{}, nil
@@ -281,22 +281,6 @@ func parseInstance(data []byte) (*appInstance, error) {
 	return in, nil
 }
 
-// parseMetadataInfo reads a MetadataInfo (JSON, as the metadata report
-// stores it).
-func parseMetadataInfo(data []byte) ([]serviceInfo, error) {
-	var raw struct {
-		Services map[string]serviceInfo `json:"services"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, err
-	}
-	out := make([]serviceInfo, 0, len(raw.Services))
-	for _, s := range raw.Services {
-		out = append(out, s)
-	}
-	return out, nil
-}
-
 // appInstances lists the providers of every application instance whose
 // MetadataInfo is known: one per service of the instance's revision. The
 // labels are the service's parameters, its version and group, and the
@@ -305,37 +289,11 @@ func (w *watcher) appInstances() []registry.Instance {
 	var out []registry.Instance
 	for app, insts := range w.app.apps {
 		for _, in := range insts {
+			endpointPort := func(protocol string) uint32 { return in.endpoints[protocol] }
 			for _, s := range w.app.metadata[app+"/"+in.revision] {
-				protocol := s.Protocol
-				if protocol == "" {
-					protocol = registry.ProtocolDubbo
-				}
-				port := s.Port
-				if port == 0 {
-					port = in.endpoints[protocol]
-				}
-				if port == 0 {
-					port = in.port
-				}
-				params := make(map[string]string, len(s.Params)+len(in.metadata)+2)
-				for k, v := range in.metadata {
-					if k != "dubbo.endpoints" {
-						params[k] = v
-					}
-				}
-				maps.Copy(params, s.Params)
-				if s.Version != "" {
-					params["version"] = s.Version
-				}
-				if s.Group != "" {
-					params["group"] = s.Group
-				}
-				if _, ok := params["application"]; !ok {
-					params["application"] = app
-				}
 				// No ID: translated again on every update (an instance
 				// node's data may change without its name).
-				out = append(out, registry.Instance{Interface: s.Name, Address: in.address, Port: port, Params: params, Protocol: protocol})
+				out = append(out, registry.ApplicationServiceInstance(app, in.address, in.port, in.metadata, endpointPort, s))
 			}
 		}
 	}
