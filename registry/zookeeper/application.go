@@ -236,16 +236,7 @@ func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]
 
 // get reads p's data, setting a watch unless one is set.
 func (w *watcher) get(p string) ([]byte, error) {
-	if w.isWatching(p) {
-		b, _, err := w.conn.Get(p)
-		return b, err
-	}
-	b, _, ch, err := w.conn.GetW(p)
-	if err != nil {
-		return nil, err
-	}
-	w.follow(p, ch)
-	return b, nil
+	return readWatched(w, p, w.conn.Get, w.conn.GetW)
 }
 
 // parseInstance reads an instance node: Curator's ServiceInstance JSON as
