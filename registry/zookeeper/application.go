@@ -86,18 +86,11 @@ func (w *watcher) readApp(p string) (bool, error) {
 }
 
 func (w *watcher) readApps() (bool, error) {
-	children, err := w.children(servicesRoot)
-	if errors.Is(err, zk.ErrNoNode) {
-		err = w.exists(servicesRoot)
-		children = nil
-	}
+	children, err := w.childrenOrAwait(servicesRoot)
 	if err != nil {
 		return false, err
 	}
-	next := map[string]bool{}
-	for _, c := range children {
-		next[c] = true
-	}
+	next := setOf(children)
 	changed := false
 	for app, insts := range w.app.apps {
 		if !next[app] {
@@ -114,6 +107,15 @@ func (w *watcher) readApps() (bool, error) {
 	return changed, nil
 }
 
+// setOf is the set of a node's children.
+func setOf(children []string) map[string]bool {
+	set := make(map[string]bool, len(children))
+	for _, c := range children {
+		set[c] = true
+	}
+	return set
+}
+
 func (w *watcher) readInstances(app string) (bool, error) {
 	insts, ok := w.app.apps[app]
 	if !ok {
@@ -127,10 +129,7 @@ func (w *watcher) readInstances(app string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	next := map[string]bool{}
-	for _, c := range children {
-		next[c] = true
-	}
+	next := setOf(children)
 	changed := false
 	for inst := range insts {
 		if !next[inst] {

@@ -287,13 +287,19 @@ func (w *watcher) read(p string) (bool, error) {
 	return true, nil
 }
 
+// childrenOrAwait lists p's children; when p is not there, none, and a
+// watch for its creation.
+func (w *watcher) childrenOrAwait(p string) ([]string, error) {
+	c, err := w.children(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil, w.exists(p)
+	}
+	return c, err
+}
+
 // readRoot reads the interfaces under the root.
 func (w *watcher) readRoot() (bool, error) {
-	children, err := w.children(w.root)
-	if errors.Is(err, zk.ErrNoNode) {
-		err = w.exists(w.root)
-		children = nil
-	}
+	children, err := w.childrenOrAwait(w.root)
 	if err != nil {
 		return false, err
 	}
