@@ -234,13 +234,17 @@ func (c *Controller) list(ctx context.Context, gvk schema.GroupVersionKind, opts
 	return l.Items, nil
 }
 
+// panicAsError, deferred by a reconcile, makes a panic the reconcile's
+// error (retried with backoff) rather than taking the process down.
+func panicAsError(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("panic: %v", r)
+	}
+}
+
 // reconcileFeed hands the mesh's snapshot to the xDS server.
 func (c *Controller) reconcileFeed(ctx context.Context, _ reconcile.Request) (_ reconcile.Result, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
+	defer panicAsError(&err)
 	m, err := c.read(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -254,13 +258,7 @@ func (c *Controller) reconcileFeed(ctx context.Context, _ reconcile.Request) (_ 
 // reconcileWrites makes the API server hold what the mesh asks for:
 // EnvoyFilters, MetaRouter statuses, Events.
 func (c *Controller) reconcileWrites(ctx context.Context, _ reconcile.Request) (_ reconcile.Result, err error) {
-	// A panic here must not take the process down with it: report it as
-	// the reconcile's error (retried with backoff).
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
+	defer panicAsError(&err)
 	m, err := c.read(ctx)
 	if err != nil {
 		return reconcile.Result{}, err

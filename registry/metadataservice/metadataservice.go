@@ -311,3 +311,19 @@ func describe(v any) string {
 	}
 	return fmt.Sprintf("%v", v)
 }
+
+// ParseReport reads a MetadataInfo as a metadata report stores it (JSON):
+// its services, in no particular order.
+func ParseReport(data []byte) ([]ServiceInfo, error) {
+	var raw struct {
+		Services map[string]ServiceInfo `json:"services"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make([]ServiceInfo, 0, len(raw.Services))
+	for _, s := range raw.Services {
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -3,7 +3,6 @@ package nacos
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"math"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/metadataservice"
 )
 
 // Application-level discovery (Dubbo 3's service discovery) in Nacos:
@@ -26,31 +26,7 @@ import (
 // revision is its digest), so it is read once.
 
 // serviceInfo is one service of a MetadataInfo.
-type serviceInfo struct {
-	Name     string            `json:"name"`
-	Group    string            `json:"group"`
-	Version  string            `json:"version"`
-	Protocol string            `json:"protocol"`
-	Port     uint32            `json:"port"`
-	Path     string            `json:"path"`
-	Params   map[string]string `json:"params"`
-}
-
-// ParseMetadataInfo reads a MetadataInfo (JSON, as the metadata report
-// stores it).
-func ParseMetadataInfo(data []byte) ([]serviceInfo, error) {
-	var raw struct {
-		Services map[string]serviceInfo `json:"services"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, err
-	}
-	out := make([]serviceInfo, 0, len(raw.Services))
-	for _, s := range raw.Services {
-		out = append(out, s)
-	}
-	return out, nil
-}
+type serviceInfo = metadataservice.ServiceInfo
 
 // metadataRetry: how long before reading again a MetadataInfo that was
 // not in the report (the provider publishes it around its registration).
@@ -78,7 +54,7 @@ func (w *watcher) metadataOf(app, revision string) []serviceInfo {
 	m.checked = time.Now()
 	data, err := w.config.GetConfig(vo.ConfigParam{DataId: app, Group: revision})
 	if err == nil && data != "" {
-		services, perr := ParseMetadataInfo([]byte(data))
+		services, perr := metadataservice.ParseReport([]byte(data))
 		if perr == nil {
 			m.services = services
 			return services
@@ -129,39 +105,20 @@ func ApplicationInstances(app string, in model.Instance, services []serviceInfo)
 	}
 	id := instanceID(app, in)
 	out := make([]registry.Instance, 0, len(services))
-	for _, s := range services {
-		protocol := s.Protocol
-		if protocol == "" {
-			protocol = registry.ProtocolDubbo
-		}
-		port := s.Port
+	// The first endpoint of the protocol, as Dubbo reads dubbo.endpoints.
+	endpointPort := func(protocol string) uint32 {
 		for _, e := range endpoints {
-			if port == 0 && e.Protocol == protocol {
-				port = e.Port
+			if e.Protocol == protocol && e.Port != 0 {
+				return e.Port
 			}
 		}
-		if port == 0 {
-			port = uint32(in.Port)
-		}
-		params := make(map[string]string, len(s.Params)+len(in.Metadata)+2)
-		for k, v := range in.Metadata {
-			if k != "dubbo.endpoints" {
-				params[k] = v
-			}
-		}
-		maps.Copy(params, s.Params)
-		if s.Version != "" {
-			params["version"] = s.Version
-		}
-		if s.Group != "" {
-			params["group"] = s.Group
-		}
-		if _, ok := params["application"]; !ok {
-			params["application"] = app
-		}
-		setWeight(params, in.Weight)
-		out = append(out, registry.Instance{Interface: s.Name, Address: in.Ip, Port: port, Params: params, Protocol: protocol,
-			ID: fmt.Sprintf("%s\x00%s:%s:%s:%s:%d", id, s.Name, s.Version, s.Group, protocol, port)})
+		return 0
+	}
+	for _, s := range services {
+		inst := registry.ApplicationServiceInstance(app, in.Ip, uint32(in.Port), in.Metadata, endpointPort, s)
+		setWeight(inst.Params, in.Weight)
+		inst.ID = fmt.Sprintf("%s\x00%s:%s:%s:%s:%d", id, s.Name, s.Version, s.Group, inst.Protocol, inst.Port)
+		out = append(out, inst)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 
 	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/metadataservice"
 )
 
 const captured = "../testdata/dubbo-go-3.3.0-nacos/"
@@ -54,7 +55,7 @@ func TestCapturedApplicationInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	services, err := ParseMetadataInfo(b)
+	services, err := metadataservice.ParseReport(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,13 @@
 package nacos
 
 import (
-	"context"
-	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/internal/registrytest"
 	"github.com/breeze-mesh/breeze/registry/nacos/nacostest"
 )
 
@@ -30,65 +25,10 @@ func TestServedWithDirectory(t *testing.T) {
 
 	host := registry.Host(greeter)
 	routeName, cluster := host+"_20880", "outbound|20880||"+host
-	dir := t.TempDir()
-
-	var (
-		mu     sync.Mutex
-		served controlplane.Resources
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	src := controlplane.Sources(
-		&controlplane.DirSource{Dir: dir, Debounce: 10 * time.Millisecond},
-		&registry.Source{Registry: &Registry{Servers: servers, ListInterval: 100 * time.Millisecond}},
-	)
-	srv := controlplane.NewServer(nil)
-	go func() {
-		done <- controlplane.Run(ctx, src, srv, nil, func(r controlplane.Resources, _ []controlplane.Problem) {
-			mu.Lock()
-			served = r
-			mu.Unlock()
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	// describe says what is served for the interface: its routes (name →
-	// subset), its endpoints (address:port weight version).
-	describe := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		var routes, eps []string
-		for _, r := range served.Routes[routeName].GetRoutes() {
-			a := r.GetRoute()
-			routes = append(routes, fmt.Sprintf("%s→%s%v", r.GetName(), a.GetCluster(), a.GetSubset()))
-		}
-		if _, ok := served.Clusters[cluster]; !ok {
-			return fmt.Sprintf("no cluster %s (clusters: %v)", cluster, slices.Sorted(maps.Keys(served.Clusters)))
-		}
-		for _, l := range served.Endpoints[cluster].GetEndpoints() {
-			for _, e := range l.GetLbEndpoints() {
-				sa := e.GetEndpoint().GetAddress().GetSocketAddress()
-				labels := e.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields()
-				eps = append(eps, fmt.Sprintf("%s:%d w%d %s/%s", sa.GetAddress(), sa.GetPortValue(), e.GetLoadBalancingWeight().GetValue(),
-					labels["version"].GetStringValue(), labels["side"].GetStringValue()))
-			}
-		}
-		slices.Sort(eps)
-		return fmt.Sprintf("routes %v endpoints %v", routes, eps)
-	}
+	dir, served := registrytest.ServeWithDirectory(t, &Registry{Servers: servers, ListInterval: 100 * time.Millisecond})
 	waitFor := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for describe() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("waiting for %q, served: %q", want, describe())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		served.WaitFor(t, routeName, cluster, want)
 	}
 	waitFor("routes [default→" + cluster + "map[]] endpoints [10.0.0.1:20880 w100 1.0.0/provider 10.0.0.2:20881 w50 2.0.0/provider]")
 

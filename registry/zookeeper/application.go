@@ -86,18 +86,11 @@ func (w *watcher) readApp(p string) (bool, error) {
 }
 
 func (w *watcher) readApps() (bool, error) {
-	children, err := w.children(servicesRoot)
-	if errors.Is(err, zk.ErrNoNode) {
-		err = w.exists(servicesRoot)
-		children = nil
-	}
+	children, err := w.childrenOrAwait(servicesRoot)
 	if err != nil {
 		return false, err
 	}
-	next := map[string]bool{}
-	for _, c := range children {
-		next[c] = true
-	}
+	next := setOf(children)
 	changed := false
 	for app, insts := range w.app.apps {
 		if !next[app] {
@@ -114,6 +107,15 @@ func (w *watcher) readApps() (bool, error) {
 	return changed, nil
 }
 
+// setOf is the set of a node's children.
+func setOf(children []string) map[string]bool {
+	set := make(map[string]bool, len(children))
+	for _, c := range children {
+		set[c] = true
+	}
+	return set
+}
+
 func (w *watcher) readInstances(app string) (bool, error) {
 	insts, ok := w.app.apps[app]
 	if !ok {
@@ -127,10 +129,7 @@ func (w *watcher) readInstances(app string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	next := map[string]bool{}
-	for _, c := range children {
-		next[c] = true
-	}
+	next := setOf(children)
 	changed := false
 	for inst := range insts {
 		if !next[inst] {
@@ -212,7 +211,7 @@ func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]
 		if err != nil {
 			return nil, err
 		}
-		svcs, err := parseMetadataInfo(data)
+		svcs, err := metadataservice.ParseReport(data)
 		if err != nil {
 			w.log.Warn("a MetadataInfo that cannot be read; the instance's interfaces are not served", "node", p, "err", err)
 			return []serviceInfo{}, nil
@@ -236,16 +235,7 @@ func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]
 
 // get reads p's data, setting a watch unless one is set.
 func (w *watcher) get(p string) ([]byte, error) {
-	if w.isWatching(p) {
-		b, _, err := w.conn.Get(p)
-		return b, err
-	}
-	b, _, ch, err := w.conn.GetW(p)
-	if err != nil {
-		return nil, err
-	}
-	w.follow(p, ch)
-	return b, nil
+	return readWatched(w, p, w.conn.Get, w.conn.GetW)
 }
 
 // parseInstance reads an instance node: Curator's ServiceInstance JSON as
@@ -281,22 +271,6 @@ func parseInstance(data []byte) (*appInstance, error) {
 	return in, nil
 }
 
-// parseMetadataInfo reads a MetadataInfo (JSON, as the metadata report
-// stores it).
-func parseMetadataInfo(data []byte) ([]serviceInfo, error) {
-	var raw struct {
-		Services map[string]serviceInfo `json:"services"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, err
-	}
-	out := make([]serviceInfo, 0, len(raw.Services))
-	for _, s := range raw.Services {
-		out = append(out, s)
-	}
-	return out, nil
-}
-
 // appInstances lists the providers of every application instance whose
 // MetadataInfo is known: one per service of the instance's revision. The
 // labels are the service's parameters, its version and group, and the
@@ -305,37 +279,11 @@ func (w *watcher) appInstances() []registry.Instance {
 	var out []registry.Instance
 	for app, insts := range w.app.apps {
 		for _, in := range insts {
+			endpointPort := func(protocol string) uint32 { return in.endpoints[protocol] }
 			for _, s := range w.app.metadata[app+"/"+in.revision] {
-				protocol := s.Protocol
-				if protocol == "" {
-					protocol = registry.ProtocolDubbo
-				}
-				port := s.Port
-				if port == 0 {
-					port = in.endpoints[protocol]
-				}
-				if port == 0 {
-					port = in.port
-				}
-				params := make(map[string]string, len(s.Params)+len(in.metadata)+2)
-				for k, v := range in.metadata {
-					if k != "dubbo.endpoints" {
-						params[k] = v
-					}
-				}
-				maps.Copy(params, s.Params)
-				if s.Version != "" {
-					params["version"] = s.Version
-				}
-				if s.Group != "" {
-					params["group"] = s.Group
-				}
-				if _, ok := params["application"]; !ok {
-					params["application"] = app
-				}
 				// No ID: translated again on every update (an instance
 				// node's data may change without its name).
-				out = append(out, registry.Instance{Interface: s.Name, Address: in.address, Port: port, Params: params, Protocol: protocol})
+				out = append(out, registry.ApplicationServiceInstance(app, in.address, in.port, in.metadata, endpointPort, s))
 			}
 		}
 	}

@@ -287,13 +287,19 @@ func (w *watcher) read(p string) (bool, error) {
 	return true, nil
 }
 
+// childrenOrAwait lists p's children; when p is not there, none, and a
+// watch for its creation.
+func (w *watcher) childrenOrAwait(p string) ([]string, error) {
+	c, err := w.children(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil, w.exists(p)
+	}
+	return c, err
+}
+
 // readRoot reads the interfaces under the root.
 func (w *watcher) readRoot() (bool, error) {
-	children, err := w.children(w.root)
-	if errors.Is(err, zk.ErrNoNode) {
-		err = w.exists(w.root)
-		children = nil
-	}
+	children, err := w.childrenOrAwait(w.root)
 	if err != nil {
 		return false, err
 	}
@@ -327,16 +333,25 @@ func (w *watcher) readRoot() (bool, error) {
 
 // children lists p's children, setting a watch unless one is set.
 func (w *watcher) children(p string) ([]string, error) {
+	return readWatched(w, p, w.conn.Children, w.conn.ChildrenW)
+}
+
+// readWatched reads p with readW, which sets a watch, unless p is watched
+// already: then with read, since go-zookeeper would deliver every watch
+// set on a path and they would pile up (see watcher.watching).
+func readWatched[T any](w *watcher, p string, read func(string) (T, *zk.Stat, error),
+	readW func(string) (T, *zk.Stat, <-chan zk.Event, error)) (T, error) {
 	if w.isWatching(p) {
-		c, _, err := w.conn.Children(p)
-		return c, err
+		v, _, err := read(p)
+		return v, err
 	}
-	c, _, ch, err := w.conn.ChildrenW(p)
+	v, _, ch, err := readW(p)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
 	w.follow(p, ch)
-	return c, nil
+	return v, nil
 }
 
 // exists watches p, which was not there, for its creation.

@@ -5,20 +5,17 @@
 package nacostest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breeze-mesh/breeze/registry/internal/peertest"
 )
 
 // Server is an rnacos server a test started.
@@ -28,31 +25,9 @@ type Server struct {
 	dir    string
 	// Addr is the HTTP address, host:port, as Nacos clients take it (they
 	// derive the gRPC port: Port+1000).
-	Addr   string
-	Port   int
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	output *lockedBuffer
-}
-
-// lockedBuffer is the server's output: written by exec's copier while
-// Output reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	Addr string
+	Port int
+	proc peertest.Process
 }
 
 var (
@@ -73,7 +48,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("%s install: %v\n%s", script, installErr, installOut)
 	}
 	for attempt := 1; ; attempt++ {
-		s := &Server{t: t, script: script, dir: t.TempDir()}
+		s := &Server{t: t, script: script, dir: t.TempDir(), proc: peertest.Process{Pkg: "nacostest", Name: "rnacos"}}
 		s.Port = freePorts(t)
 		s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
 		s.Restart()
@@ -96,34 +71,7 @@ func Start(t testing.TB) *Server {
 // do on reconnecting). It returns once the server answers.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		s.t.Fatal("nacostest: Restart of a running server")
-	}
-	cmd := exec.Command("bash", s.script, "server", s.dir, strconv.Itoa(s.Port))
-	s.output = &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = s.output, s.output
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	deadline := time.Now().Add(60 * time.Second)
-	for !s.serving() {
-		select {
-		case <-done:
-			s.cmd = nil
-			s.t.Fatalf("nacostest: rnacos exited before answering: %s", s.output)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("nacostest: rnacos on %s was not serving within 60s: %s", s.Addr, s.output)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.proc.Start(s.t, s.Addr, s.serving, s.script, "server", s.dir, strconv.Itoa(s.Port))
 }
 
 // serving asks the HTTP API for the service list and checks that the gRPC
@@ -147,35 +95,12 @@ func (s *Server) serving() bool {
 }
 
 // Stop kills the server (as a crash would) and waits for it to exit.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Output is what the server wrote so far.
-func (s *Server) Output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.output == nil {
-		return ""
-	}
-	return s.output.String()
-}
+func (s *Server) Output() string { return s.proc.Output() }
 
-func peerScript(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "nacos-peer.sh")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("nacostest: %v", err)
-	}
-	return p
-}
+func peerScript(t testing.TB) string { return peertest.Script(t, "nacostest", "nacos-peer.sh") }
 
 // freePorts finds a port P with P, P+1000 and P+2000 free on loopback
 // (held together while checked).

@@ -12,12 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breeze-mesh/breeze/registry/internal/peertest"
 )
 
 // Server is a ZooKeeper server a test started.
@@ -26,10 +26,7 @@ type Server struct {
 	script  string
 	cfg     string
 	Addr    string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	output  *bytes.Buffer
+	proc    peertest.Process
 	Port    int
 	dataDir string
 }
@@ -60,7 +57,7 @@ func Start(t testing.TB) *Server {
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, script: script, cfg: cfg, Port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dataDir: dir}
+	s := &Server{t: t, script: script, cfg: cfg, Port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dataDir: dir, proc: peertest.Process{Pkg: "zktest", Name: "ZooKeeper"}}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -71,34 +68,7 @@ func Start(t testing.TB) *Server {
 // It returns once the server answers.
 func (s *Server) Restart() {
 	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		s.t.Fatal("zktest: Restart of a running server")
-	}
-	cmd := exec.Command("bash", s.script, "server", s.cfg)
-	s.output = &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = s.output, s.output
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	deadline := time.Now().Add(60 * time.Second) // a JVM on 2 busy cores
-	for !s.serving() {
-		select {
-		case <-done:
-			s.cmd = nil
-			s.t.Fatalf("zktest: ZooKeeper exited before answering: %s", s.output)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("zktest: ZooKeeper on %s was not serving within 60s: %s", s.Addr, s.output)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.proc.Start(s.t, s.Addr, s.serving, s.script, "server", s.cfg)
 }
 
 // serving asks the server whether it serves requests ("stat", a
@@ -119,25 +89,9 @@ func (s *Server) serving() bool {
 
 // Stop kills the server (as a crash would: no clean shutdown) and waits
 // for it to exit.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
-func peerScript(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "zookeeper-peer.sh")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("zktest: %v", err)
-	}
-	return p
-}
+func peerScript(t testing.TB) string { return peertest.Script(t, "zktest", "zookeeper-peer.sh") }
 
 func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
