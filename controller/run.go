@@ -175,12 +175,23 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	mgrErr := make(chan error, 1)
 	go func() { mgrErr <- mgr.Start(ctx) }()
+	mgrDone := false
 	select {
 	case err = <-serveErr:
 		err = fmt.Errorf("xds server: %w", err)
 	case err = <-runErr:
 	case err = <-mgrErr:
+		mgrDone = true
 	}
 	cancel()
+	// Wait for the manager whichever part stopped first: it is the manager
+	// that, on its way out, drains the controllers and gives up the Lease
+	// (LeaderElectionReleaseOnCancel). Returning earlier let the process
+	// exit holding the Lease, so another replica waited for it to expire.
+	if !mgrDone {
+		if mErr := <-mgrErr; err == nil {
+			err = mErr
+		}
+	}
 	return err
 }

@@ -5,9 +5,11 @@ go 1.26
 replace github.com/breeze-mesh/breeze => ../..
 
 // Istio's root go.mod requires a go-control-plane pseudo-version the module
-// proxy refuses; 0.13.4 has no envoy/ package tree, so the envoy/... imports
-// resolve to the github.com/envoyproxy/go-control-plane/envoy submodule.
-replace github.com/envoyproxy/go-control-plane => github.com/envoyproxy/go-control-plane v0.13.4
+// proxy refuses; 0.14.0 (the root module's; the controller's xDS server
+// needs it, 0.13.4 lacks pkg/server/config.DeactivateLegacyWildcard) has no
+// envoy/ package tree, so the envoy/... imports resolve to the
+// github.com/envoyproxy/go-control-plane/envoy submodule.
+replace github.com/envoyproxy/go-control-plane => github.com/envoyproxy/go-control-plane v0.14.0
 
 require (
 	github.com/breeze-mesh/breeze v0.0.0-00010101000000-000000000000
@@ -17,6 +19,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 	istio.io/api v1.28.3
 	istio.io/istio v0.0.0-20260114100434-4c1f845d839e
+	k8s.io/api v0.34.4
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -27,6 +30,7 @@ require (
 	github.com/Masterminds/goutils v1.1.1 // indirect
 	github.com/Masterminds/semver/v3 v3.4.0 // indirect
 	github.com/Masterminds/sprig/v3 v3.3.0 // indirect
+	github.com/aeraki-mesh/api v1.4.1 // indirect
 	github.com/alecholmes/xfccparser v0.4.0 // indirect
 	github.com/alecthomas/participle/v2 v2.1.4 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
@@ -44,6 +48,8 @@ require (
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
 	github.com/dubbogo/gost v1.13.1 // indirect
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
+	github.com/envoyproxy/go-control-plane v0.14.0 // indirect
+	github.com/envoyproxy/go-control-plane/ratelimit v0.1.0 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.2.1 // indirect
 	github.com/evanphx/json-patch/v5 v5.9.11 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
@@ -151,7 +157,6 @@ require (
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	istio.io/client-go v1.28.2-0.20251205082736-a6e3a5710bb0 // indirect
-	k8s.io/api v0.34.4 // indirect
 	k8s.io/apiextensions-apiserver v0.34.1 // indirect
 	k8s.io/apimachinery v0.34.4 // indirect
 	k8s.io/apiserver v0.34.1 // indirect
@@ -159,6 +164,7 @@ require (
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20250814151709-d7b6acb124c3 // indirect
 	k8s.io/utils v0.0.0-20250820121507-0af2bda4dd1d // indirect
+	sigs.k8s.io/controller-runtime v0.22.4 // indirect
 	sigs.k8s.io/gateway-api v1.4.0 // indirect
 	sigs.k8s.io/gateway-api-inference-extension v0.0.0-20250926182816-0a3bb2010751 // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
