@@ -172,6 +172,7 @@ var withoutPanel = []string{
 	"breeze_registry_updates_total",
 	"breeze_xds_problems",
 	"breeze_xds_resources",
+	"breeze_xds_refused_streams_total",
 }
 
 // The compose demo's Prometheus config passes Prometheus's own check
