@@ -143,7 +143,8 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		kinds:    map[schema.GroupVersionKind]bool{},
 		reported: map[string]bool{},
 	}
-	for _, gvk := range []schema.GroupVersionKind{ServiceEntryGVK, DestinationRuleGVK, WorkloadEntryGVK, MetaRouterGVK, ApplicationProtocolGVK, EnvoyFilterGVK} {
+	for _, gvk := range []schema.GroupVersionKind{ServiceEntryGVK, DestinationRuleGVK, WorkloadEntryGVK, MetaRouterGVK, ApplicationProtocolGVK,
+		DubboAuthorizationPolicyGVK, AuthorizationPolicyGVK, EnvoyFilterGVK} {
 		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if meta.IsNoMatchError(err) {
 				c.log.Warn("the API server does not serve this kind: running without it", "kind", gvk.String())
@@ -206,6 +207,7 @@ func (c *Controller) read(ctx context.Context) (*mesh, error) {
 	for gvk, dst := range map[schema.GroupVersionKind]*[]unstructured.Unstructured{
 		ServiceEntryGVK: &m.serviceEntries, DestinationRuleGVK: &m.destinationRules, WorkloadEntryGVK: &m.workloadEntries,
 		MetaRouterGVK: &m.metaRouters, ApplicationProtocolGVK: &m.appProtocols,
+		DubboAuthorizationPolicyGVK: &m.authzPolicies, AuthorizationPolicyGVK: &m.authzPolicies,
 	} {
 		if !c.kinds[gvk] {
 			continue
@@ -214,8 +216,11 @@ func (c *Controller) read(ctx context.Context) (*mesh, error) {
 		if err != nil {
 			return nil, err
 		}
-		*dst = items
+		*dst = append(*dst, items...) // both authorization kinds share one list
 	}
+	slices.SortFunc(m.authzPolicies, func(a, b unstructured.Unstructured) int {
+		return strings.Compare(a.GetKind()+"/"+a.GetNamespace()+"/"+a.GetName(), b.GetKind()+"/"+b.GetNamespace()+"/"+b.GetName())
+	})
 	// Objects in order of namespace and name: the same mesh computes the
 	// same result.
 	slices.SortFunc(m.services, func(a, b corev1.Service) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })

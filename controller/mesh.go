@@ -35,6 +35,11 @@ var (
 	EnvoyFilterGVK         = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
 	MetaRouterGVK          = schema.GroupVersionKind{Group: "metaprotocol.aeraki.io", Version: "v1alpha1", Kind: "MetaRouter"}
 	ApplicationProtocolGVK = schema.GroupVersionKind{Group: "metaprotocol.aeraki.io", Version: "v1alpha1", Kind: "ApplicationProtocol"}
+	// The authorization policies the control plane puts on the routes of
+	// their hosts (controlplane/authz.go): Aeraki's, and Breeze's own,
+	// protocol-neutral one.
+	DubboAuthorizationPolicyGVK = schema.GroupVersionKind{Group: "dubbo.aeraki.io", Version: "v1alpha1", Kind: "DubboAuthorizationPolicy"}
+	AuthorizationPolicyGVK      = schema.GroupVersionKind{Group: "security.breeze.io", Version: "v1alpha1", Kind: "AuthorizationPolicy"}
 )
 
 // Labels on every EnvoyFilter the controller writes: it lists its own by
@@ -65,6 +70,7 @@ type mesh struct {
 	workloadEntries  []unstructured.Unstructured
 	metaRouters      []unstructured.Unstructured
 	appProtocols     []unstructured.Unstructured
+	authzPolicies    []unstructured.Unstructured
 }
 
 // settings are what the controller puts in every EnvoyFilter.
@@ -329,7 +335,7 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 	for i := range m.serviceEntries {
 		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters)
 	}
-	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters} {
+	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters, m.authzPolicies} {
 		for i := range list {
 			u := &list[i]
 			o, problems := decode(u)
