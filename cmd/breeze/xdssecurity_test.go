@@ -118,6 +118,7 @@ func TestXDSServesTLSWithToken(t *testing.T) {
 	}
 }
 
+// lockedBuffer collects a process's output while the test reads it.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
