@@ -8,9 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/controller"
 	"github.com/breeze-mesh/breeze/deploy"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 // The EnvoyFilters `breeze controller` writes, made by its own code
