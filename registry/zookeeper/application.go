@@ -233,9 +233,9 @@ func (w *watcher) readMetadata(app string, in *appInstance, instance string) ([]
 	return nil, nil
 }
 
-// get reads p's data, setting a watch unless one is set.
+// get reads p's data, setting a node watch unless one is set.
 func (w *watcher) get(p string) ([]byte, error) {
-	return readWatched(w, p, w.conn.Get, w.conn.GetW)
+	return readWatched(w, watchKey{p, nodeWatch}, w.conn.Get, w.conn.GetW)
 }
 
 // parseInstance reads an instance node: Curator's ServiceInstance JSON as

@@ -70,10 +70,13 @@ type watcher struct {
 	mu sync.Mutex
 	// pending: nodes to read again (their watch fired, or a read failed).
 	pending map[string]bool
-	// watching: nodes with a watch set that has not fired yet; a node is
-	// read without setting another one (go-zookeeper would deliver every
-	// watch set on a path, and they would pile up).
-	watching   map[string]bool
+	// watching: the watches set that have not fired yet, by node and
+	// kind; a node is read without setting another watch of that kind
+	// (go-zookeeper would deliver every watch set on a path, and they
+	// would pile up). The kind matters: a node watch (GetW, or ExistsW on
+	// a node that is there) does not fire when a child comes or goes, so
+	// it must not stand in for a child watch.
+	watching   map[watchKey]bool
 	hasSession bool
 	// resync: a session was (re-)established: read every node again, in
 	// case a change was missed while away.
@@ -100,7 +103,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	}
 	w := &watcher{
 		r: r, log: r.Log, root: r.Root,
-		pending: map[string]bool{}, watching: map[string]bool{},
+		pending: map[string]bool{}, watching: map[watchKey]bool{},
 		wake:       make(chan struct{}, 1),
 		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{},
 		app: newAppState(), ctx: ctx,
@@ -331,63 +334,85 @@ func (w *watcher) readRoot() (bool, error) {
 	return false, nil
 }
 
-// children lists p's children, setting a watch unless one is set.
-func (w *watcher) children(p string) ([]string, error) {
-	return readWatched(w, p, w.conn.Children, w.conn.ChildrenW)
+// watchKind is what a watch on a node fires for.
+type watchKind uint8
+
+const (
+	// childWatch (ChildrenW): a child created or deleted, the node deleted.
+	childWatch watchKind = iota
+	// nodeWatch (GetW, ExistsW): the node created, its data changed, the
+	// node deleted.
+	nodeWatch
+)
+
+type watchKey struct {
+	path string
+	kind watchKind
 }
 
-// readWatched reads p with readW, which sets a watch, unless p is watched
-// already: then with read, since go-zookeeper would deliver every watch
-// set on a path and they would pile up (see watcher.watching).
-func readWatched[T any](w *watcher, p string, read func(string) (T, *zk.Stat, error),
+// children lists p's children, setting a child watch unless one is set.
+func (w *watcher) children(p string) ([]string, error) {
+	return readWatched(w, watchKey{p, childWatch}, w.conn.Children, w.conn.ChildrenW)
+}
+
+// readWatched reads the node with readW, which sets a watch of key's
+// kind, unless one is set already: then with read, since go-zookeeper
+// would deliver every watch set on a path and they would pile up (see
+// watcher.watching).
+func readWatched[T any](w *watcher, key watchKey, read func(string) (T, *zk.Stat, error),
 	readW func(string) (T, *zk.Stat, <-chan zk.Event, error)) (T, error) {
-	if w.isWatching(p) {
-		v, _, err := read(p)
+	if w.isWatching(key) {
+		v, _, err := read(key.path)
 		return v, err
 	}
-	v, _, ch, err := readW(p)
+	v, _, ch, err := readW(key.path)
 	if err != nil {
 		var zero T
 		return zero, err
 	}
-	w.follow(p, ch)
+	w.follow(key, ch)
 	return v, nil
 }
 
-// exists watches p, which was not there, for its creation.
+// exists watches p, which was not there, for its creation. When p was
+// created meanwhile, ExistsW sets a node watch (not a child watch): p is
+// read again, and that read sets the watch it needs.
 func (w *watcher) exists(p string) error {
-	if w.isWatching(p) {
+	key := watchKey{p, nodeWatch}
+	if w.isWatching(key) {
 		return nil
 	}
 	ok, _, ch, err := w.conn.ExistsW(p)
 	if err != nil {
 		return err
 	}
-	w.follow(p, ch)
+	w.follow(key, ch)
 	if ok {
 		w.mark(p) // created meanwhile: read it
 	}
 	return nil
 }
 
-func (w *watcher) isWatching(p string) bool {
+func (w *watcher) isWatching(key watchKey) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.watching[p]
+	return w.watching[key]
 }
 
-// follow waits for a watch on p to fire (a change, or the session's end),
-// then has p read again.
-func (w *watcher) follow(p string, ch <-chan zk.Event) {
+// follow waits for a watch to fire (a change, or the session's end), then
+// has its node read again.
+func (w *watcher) follow(key watchKey, ch <-chan zk.Event) {
 	w.mu.Lock()
-	w.watching[p] = true
+	w.watching[key] = true
 	w.mu.Unlock()
 	go func() {
 		<-ch // go-zookeeper sends one event, then closes it (Close included)
+		// Not watching any more before the read is asked for: that read
+		// sets a new watch.
 		w.mu.Lock()
-		delete(w.watching, p)
+		delete(w.watching, key)
 		w.mu.Unlock()
-		w.mark(p)
+		w.mark(key.path)
 	}()
 }
 
