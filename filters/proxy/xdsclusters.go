@@ -25,7 +25,9 @@ import (
 //     endpoints it shares;
 //   - a new route table waits until every cluster it names is usable or
 //     known not to exist, at most wait, so that adding a cluster and then
-//     a route to it fails no request; meanwhile the previous table serves;
+//     a route to it fails no request; meanwhile the previous table serves.
+//     A cluster never seen that a response leaves out is not known not to
+//     exist: that response may predate its subscription (onCluster);
 //   - a cluster the server removes is removed; requests routed to a
 //     missing cluster get "no healthy upstream" (router), counted.
 type xdsClusters struct {
@@ -223,6 +225,16 @@ func (d *xdsClusters) onCluster(xc *xdsCluster, ec *clusterv3.Cluster) error {
 		return nil // no longer fetched
 	}
 	if bc == nil {
+		if xc.cfg == nil && !xc.published {
+			// Absent from a full-state response, never seen: that response
+			// may answer the subscription before this cluster joined it (it
+			// was on its way when the new names were sent; the server
+			// ignores a request with a stale nonce until that response is
+			// acknowledged). Not proof that the cluster does not exist: a
+			// table naming it keeps waiting, at most d.wait, as for a
+			// cluster not answered at all (Envoy's initial fetch timeout).
+			return nil
+		}
 		xc.cfg, xc.settled = nil, true
 		d.stopEDS(xc)
 		if xc.published {
