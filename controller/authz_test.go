@@ -39,7 +39,6 @@ func routePolicies(t *testing.T, rc *breezev1.RouteConfiguration) string {
 // hosts over xDS, changes with it, and goes with it (issue 19: policies
 // delivered by the controller as by breeze xds).
 func TestAuthorizationPoliciesFromTheAPIServer(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	host := "greeter." + ns + ".svc.cluster.local"
 	apply(t, greeterService(ns))

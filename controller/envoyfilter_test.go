@@ -141,7 +141,6 @@ func checkOwner(t *testing.T, ef *unstructured.Unstructured, kind string, owner 
 // Service in the same namespace gets nothing; a change of shape updates
 // them; deleting the Service deletes them.
 func TestServiceEnvoyFilters(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	svc := apply(t, `
 apiVersion: v1
@@ -278,7 +277,6 @@ spec:
 // TestUnknownCodec: a port named for a MetaProtocol codec Breeze does not
 // have gets an Event on its Service, and no EnvoyFilter.
 func TestUnknownCodec(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	apply(t, `
 apiVersion: v1
@@ -340,7 +338,6 @@ func waitEvent(t *testing.T, ns, kind, name, reason string) corev1.Event {
 // its workloadSelector selects, owned by it; one exported only to another
 // namespace gets none here (its EnvoyFilters would live in its own).
 func TestServiceEntryEnvoyFilters(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	se := apply(t, `
 apiVersion: networking.istio.io/v1
@@ -433,7 +430,6 @@ spec:
 // outbound EnvoyFilter, and both sides are rendered together with
 // deploy's check that no pod gets both.
 func TestClientsAnnotation(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	apply(t, `
 apiVersion: v1

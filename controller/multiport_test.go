@@ -19,7 +19,6 @@ import (
 // render` makes of that port with its own route table; the overridden
 // name is said in an Event.
 func TestMultiPortService(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	apply(t, `
 apiVersion: v1
@@ -98,7 +97,6 @@ spec:
 // port to that port, so the tables differ; their endpoints are each
 // port's target port. A second MetaRouter for the same host is rejected.
 func TestSameCodecTwoPorts(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	host := "pay." + ns + ".svc.cluster.local"
 	apply(t, `

@@ -172,7 +172,6 @@ func waitStatus(t *testing.T, ns, name, wantStatus string) (message string, errs
 // rejected (status Rejected with the field, an Event); and no routing
 // change rewrites an EnvoyFilter.
 func TestXDSFromTheAPIServer(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	host := "greeter." + ns + ".svc.cluster.local"
 	apply(t, greeterService(ns))
@@ -264,7 +263,6 @@ func must[M any](m M, _ int) M { return m }
 // TestOnlyChangedResourcesSent: on a delta ADS stream subscribed to two
 // hosts' route tables, a change to one sends that one only.
 func TestOnlyChangedResourcesSent(t *testing.T) {
-	needEnv(t)
 	ns := namespace(t)
 	hostA := "greeter." + ns + ".svc.cluster.local"
 	hostB := "other." + ns + ".svc.cluster.local"
