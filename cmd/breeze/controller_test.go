@@ -18,6 +18,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/breeze-mesh/breeze/internal/testwait"
 )
 
 // kubeAPIServer starts a real kube-apiserver and etcd (envtest) with
@@ -143,17 +145,7 @@ func status(url string) (int, string) {
 // the failure says what cond last saw.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ok, said := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s; last seen: %s", what, said)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, 60*time.Second, cond)
 }
 
 // leaseHolder is the holder of the controller's Lease ("" when none).

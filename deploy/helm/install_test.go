@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/controller"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	// The codec the test's Service port names.
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
 )
@@ -108,17 +109,7 @@ func run(m *testing.M) int {
 // eventually waits for cond to hold, failing with what it last said.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok, said := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, said)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, 30*time.Second, cond)
 }
 
 func ensureNamespace(t *testing.T, name string) {
