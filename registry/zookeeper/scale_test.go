@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -18,18 +17,17 @@ import (
 	"github.com/breeze-mesh/breeze/registry/zookeeper/zktest"
 )
 
-// TestScale measures `breeze xds` with 1,000 interfaces × 10 providers in
+// BenchmarkScale measures `breeze xds` with 1,000 interfaces × 10 providers in
 // a real ZooKeeper: the control plane (ZooKeeper source, translation,
 // xDS cache) runs in this process. It prints the time to serve them all
 // when the control plane starts, the time from registering one more
 // provider per interface (1,000 at once) to serving them, and the CPU
-// time and heap it takes. Run it alone (it is skipped otherwise):
+// time and heap it takes. A benchmark so that `make test` does not run it;
+// run it alone, once:
 //
-//	BREEZE_SCALE=1 go test -run TestScale -v ./registry/zookeeper/
-func TestScale(t *testing.T) {
-	if os.Getenv("BREEZE_SCALE") != "1" {
-		t.Skip("set BREEZE_SCALE=1 to measure")
-	}
+//	go test -run '^$' -bench BenchmarkScale -benchtime 1x -v ./registry/zookeeper/
+func BenchmarkScale(b *testing.B) {
+	t := b // one measurement, whatever b.N: it reports times, not ns/op
 	const interfaces, perInterface = 1000, 10
 	zs := zktest.Start(t)
 	conn, _, err := zk.Connect([]string{zs.Addr}, 30*time.Second, zk.WithLogger(quiet{}))
@@ -161,7 +159,7 @@ func TestScale(t *testing.T) {
 }
 
 // cpuTime is this process's CPU time, user and system.
-func cpuTime(t *testing.T) time.Duration {
+func cpuTime(t testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		t.Fatal(err)
