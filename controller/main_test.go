@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/breeze-mesh/breeze/internal/kubetest"
 	"github.com/breeze-mesh/breeze/internal/testwait"
 	// The codecs a port may name.
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
@@ -39,40 +38,12 @@ var (
 	}
 )
 
-// kubeAssets finds kube-apiserver and etcd: $KUBEBUILDER_ASSETS (the
-// Makefile sets it), else scripts/kube-peer.sh's cache folder.
-func kubeAssets() (string, error) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		out, err := exec.Command("bash", "../scripts/kube-peer.sh", "assets").Output()
-		if err != nil {
-			return "", fmt.Errorf("scripts/kube-peer.sh assets: %w", err)
-		}
-		dir = strings.TrimSpace(string(out))
-	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
-			return "", fmt.Errorf("%s: %w (build them with: bash scripts/kube-peer.sh install)", bin, err)
-		}
-	}
-	return dir, nil
-}
-
-// crdFile is a module's CRD file, read where the module cache has it.
-func crdFile(module string) (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
-	if err != nil {
-		return "", fmt.Errorf("go list -m %s: %w", module, err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
-}
-
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
-	assets, err := kubeAssets()
+	assets, err := kubetest.Assets()
 	if err != nil {
 		// No skip: `make test` builds it (scripts/kube-peer.sh install).
 		fmt.Fprintln(os.Stderr, "FAIL: no Kubernetes API server for envtest (bash scripts/kube-peer.sh install):", err)
@@ -80,7 +51,7 @@ func run(m *testing.M) int {
 	}
 	var crds []string
 	for _, mod := range []string{"istio.io/api", "github.com/aeraki-mesh/api"} {
-		f, err := crdFile(mod)
+		f, err := kubetest.CRDFile(mod)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

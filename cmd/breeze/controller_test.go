@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/breeze-mesh/breeze/internal/kubetest"
 	"github.com/breeze-mesh/breeze/internal/testwait"
 )
 
@@ -27,24 +28,17 @@ import (
 // It fails when scripts/kube-peer.sh has not built them (make test does).
 func kubeAPIServer(t *testing.T) (client.Client, string) {
 	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		out, err := exec.Command("bash", "../../scripts/kube-peer.sh", "assets").Output()
-		if err != nil {
-			t.Fatalf("scripts/kube-peer.sh assets: %v", err)
-		}
-		assets = strings.TrimSpace(string(out))
-	}
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Fatalf("no kube-apiserver: %v (bash scripts/kube-peer.sh install)", err)
+	assets, err := kubetest.Assets()
+	if err != nil {
+		t.Fatalf("no kube-apiserver: %v", err)
 	}
 	var crds []string
 	for _, mod := range []string{"istio.io/api", "github.com/aeraki-mesh/api"} {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mod).Output()
+		f, err := kubetest.CRDFile(mod)
 		if err != nil {
-			t.Fatalf("go list -m %s: %v", mod, err)
+			t.Fatal(err)
 		}
-		crds = append(crds, filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"))
+		crds = append(crds, f)
 	}
 	te := &envtest.Environment{BinaryAssetsDirectory: assets, CRDDirectoryPaths: crds, ErrorIfCRDPathMissing: true}
 	cfg, err := te.Start()

@@ -10,8 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/breeze-mesh/breeze/controller"
+	"github.com/breeze-mesh/breeze/internal/kubetest"
 	"github.com/breeze-mesh/breeze/internal/testwait"
 	// The codec the test's Service port names.
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
@@ -42,23 +41,6 @@ var env struct {
 	admin      client.Client
 }
 
-func kubeAssets() (string, error) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		out, err := exec.Command("bash", "../../scripts/kube-peer.sh", "assets").Output()
-		if err != nil {
-			return "", fmt.Errorf("scripts/kube-peer.sh assets: %w", err)
-		}
-		dir = strings.TrimSpace(string(out))
-	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
-			return "", fmt.Errorf("%s: %w (build them with: bash scripts/kube-peer.sh install)", bin, err)
-		}
-	}
-	return dir, nil
-}
-
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
@@ -67,20 +49,20 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	assets, err := kubeAssets()
+	assets, err := kubetest.Assets()
 	if err != nil {
 		// No skip: `make test` builds it (scripts/kube-peer.sh install).
 		fmt.Fprintln(os.Stderr, "FAIL: no Kubernetes API server for envtest (bash scripts/kube-peer.sh install):", err)
 		return 1
 	}
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
+	istioCRDs, err := kubetest.CRDFile("istio.io/api")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "go list -m istio.io/api:", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	te := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml")},
+		CRDDirectoryPaths:     []string{istioCRDs},
 		ErrorIfCRDPathMissing: true,
 	}
 	te.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")

@@ -1,0 +1,47 @@
+// Package kubetest finds what the tests that start a real Kubernetes API
+// server (controller-runtime's envtest) need: the kube-apiserver and etcd
+// binaries scripts/kube-peer.sh builds, and the CRD files Istio and Aeraki
+// publish in their API modules.
+package kubetest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// Assets is the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS
+// (the Makefile sets it), else what scripts/kube-peer.sh says. An error
+// names the command that builds them.
+func Assets() (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		_, self, _, _ := runtime.Caller(0)
+		script := filepath.Join(filepath.Dir(self), "..", "..", "scripts", "kube-peer.sh")
+		out, err := exec.Command("bash", script, "assets").Output()
+		if err != nil {
+			return "", fmt.Errorf("scripts/kube-peer.sh assets: %w", err)
+		}
+		dir = strings.TrimSpace(string(out))
+	}
+	for _, bin := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+			return "", fmt.Errorf("%s: %w (build them with: bash scripts/kube-peer.sh install)", bin, err)
+		}
+	}
+	return dir, nil
+}
+
+// CRDFile is a module's CRD file (kubernetes/customresourcedefinitions.gen.yaml,
+// as istio.io/api and github.com/aeraki-mesh/api publish it), read where
+// the module cache of the calling test's module has it.
+func CRDFile(module string) (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m %s: %w", module, err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
+}
