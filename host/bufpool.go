@@ -59,6 +59,9 @@ func (p *bufPool) get(n int) []byte {
 // put takes back a buffer get made, which nothing refers to any more;
 // others (not of a class's exact capacity) are left to the collector.
 func (p *bufPool) put(b []byte) {
+	if cap(b) == 0 {
+		return // nil: a read result that carried only an error
+	}
 	c, ok := classOf(cap(b))
 	if !ok || cap(b) != 1<<(c+minBufShift) {
 		return

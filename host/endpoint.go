@@ -21,11 +21,15 @@ import (
 // Threads:
 //   - the loop goroutine makes every shim callback of the connection, one at a
 //     time, and owns the connection state;
-//   - a reader goroutine reads the socket and hands copies of the bytes to the loop;
-//   - a writer goroutine drains the write buffer to the socket, so that a peer that
-//     does not read never blocks the loop (Envoy's writes are non-blocking and its
-//     write buffer unbounded for the Go filter); a downstream connection whose
-//     write buffer is above Options.WriteBufferLimit is not read meanwhile;
+//   - a reader goroutine reads the socket and hands the bytes to the loop in pooled
+//     chunks; while the connection is idle it waits in the runtime poller holding
+//     no buffer (reader.go);
+//   - the loop writes what a turn queued at the end of that turn, non-blocking
+//     (direct.go); a writer goroutine drains what the socket did not take, so that
+//     a peer that does not read never blocks the loop (Envoy's writes are
+//     non-blocking and its write buffer unbounded for the Go filter); a downstream
+//     connection whose write buffer is above Options.WriteBufferLimit is not read
+//     meanwhile;
 //   - any goroutine may post writes and closes (the C API), which the loop runs in
 //     order after the current callback returns, like Dispatcher::post.
 type endpoint struct {
@@ -57,6 +61,8 @@ type endpoint struct {
 	done       chan struct{} // closed when the socket is closed
 	out        writeBuffer
 	slices     sliceTable
+	chunks     [][]byte       // onRead's, reused
+	raw        *rawWriter     // nil: the socket cannot be written without blocking (TLS)
 	io         sync.WaitGroup // reader and writer
 	closed     bool           // the socket is closed (the close event follows at once)
 	closing    bool           // Close(FlushWrite) waits for the write buffer to drain
@@ -169,6 +175,7 @@ func (e *endpoint) invoke(what string, fn func()) (ok bool) {
 
 // start runs the reader and writer of a connected endpoint.
 func (e *endpoint) start() {
+	e.raw = newRawWriter(e.nc)
 	e.io.Add(2)
 	go e.readLoop()
 	go e.writeLoop()
@@ -183,6 +190,7 @@ func (e *endpoint) run() {
 		select {
 		case <-e.wake:
 			e.runTasks()
+			e.flushOut()
 			continue
 		default:
 		}
@@ -198,6 +206,7 @@ func (e *endpoint) run() {
 		case r := <-reads:
 			e.onRead(r)
 		}
+		e.flushOut()
 	}
 }
 
@@ -403,7 +412,15 @@ func (e *endpoint) onRead(r readResult) {
 	if e.closed {
 		return
 	}
-	var chunks [][]byte
+	// chunks reuses the endpoint's slice: no allocation per read.
+	chunks := e.chunks[:0]
+	defer func() {
+		for i, c := range chunks {
+			readBufs.put(c)
+			chunks[i] = nil
+		}
+		e.chunks = chunks[:0]
+	}()
 	for {
 		if r.err != nil {
 			break
@@ -472,12 +489,13 @@ func (e *endpoint) deliver(chunks [][]byte, end bool) bool {
 
 func (e *endpoint) readLoop() {
 	defer e.io.Done()
-	buf := make([]byte, e.h.opts.ReadSize)
+	read := e.reader()
 	for {
-		n, err := e.nc.Read(buf)
-		if n > 0 {
-			// A copy per read: buf is reused, and the loop may keep several chunks.
-			r := readResult{data: append([]byte(nil), buf[:n]...)}
+		data, err := read()
+		if len(data) > 0 {
+			// data is a pooled chunk of its own: the loop may keep several,
+			// and gives each back once delivered (onRead).
+			r := readResult{data: data}
 			select {
 			case e.reads <- r:
 			case <-e.done:
@@ -501,7 +519,7 @@ func (e *endpoint) teardown() {
 	// The endpoint stays registered until its wrapper is finalized, which may be
 	// much later: let go of buffered bytes now.
 	for len(e.reads) > 0 {
-		<-e.reads
+		readBufs.put((<-e.reads).data)
 	}
 	e.out.release()
 	e.h.removeEndpoint(e)

@@ -112,6 +112,7 @@ type counters struct {
 	upOpen                                                   atomic.Int64
 	droppedWrites, panics, wouldAbort                        atomic.Uint64
 	readPauses                                               atomic.Uint64
+	directWrites, writerBatches                              atomic.Uint64
 	readPaused, writeBuffered, writePeak                     atomic.Int64
 }
 
@@ -175,6 +176,11 @@ type Stats struct {
 	WriteBuffered int64
 	// WriteBufferedPeak is the highest WriteBuffered has been.
 	WriteBufferedPeak int64
+	// DirectWrites counts writev calls made by a connection's loop at the
+	// end of its turn (the common case, as Envoy writes from its worker);
+	// WriterBatches the batches the writer goroutine wrote: what a socket
+	// did not take at once.
+	DirectWrites, WriterBatches uint64
 	// EnvoyWouldAbort counts events after which a real Envoy process would have
 	// aborted or corrupted memory: recovered panics, connections the shim created
 	// no filter for, malformed upstream addresses, GetString on filter state, a
@@ -406,6 +412,8 @@ func (h *Host) Stats() Stats {
 		ReadPaused:              s.readPaused.Load(),
 		WriteBuffered:           s.writeBuffered.Load(),
 		WriteBufferedPeak:       s.writePeak.Load(),
+		DirectWrites:            s.directWrites.Load(),
+		WriterBatches:           s.writerBatches.Load(),
 		EnvoyWouldAbort:         s.wouldAbort.Load(),
 		StaleCalls:              staleCalls.Load(),
 	}

@@ -249,6 +249,30 @@ func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 	noAborts(t, h)
 }
 
+// TestWritesGoOutFromTheLoop: a connection's writes reach the socket from
+// its loop at the end of the turn that made them, as Envoy writes from its
+// worker thread, without a hand-off to the writer goroutine while the
+// socket takes them.
+func TestWritesGoOutFromTheLoop(t *testing.T) {
+	h, _, addr := start(t, host.Options{}, "echo", "")
+	c := dial(t, addr)
+	const rounds = 50
+	for i := range rounds {
+		msg := fmt.Sprintf("hello %02d", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(readN(t, c, len(msg))); got != msg {
+			t.Fatalf("round %d: got %q, want %q", i, got, msg)
+		}
+	}
+	s := h.Stats()
+	if s.DirectWrites < rounds || s.WriterBatches != 0 {
+		t.Errorf("%d direct writes and %d writer batches for %d echoed messages; want every write direct", s.DirectWrites, s.WriterBatches, rounds)
+	}
+	noAborts(t, h)
+}
+
 func TestLargePayloadSplitAcrossReads(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
@@ -722,6 +746,9 @@ func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 	s := h.Stats()
 	if s.ReadPauses == 0 || s.WriteBufferedPeak > bound {
 		t.Errorf("ReadPauses=%d WriteBufferedPeak=%d (bound %d)", s.ReadPauses, s.WriteBufferedPeak, bound)
+	}
+	if s.WriterBatches == 0 {
+		t.Errorf("the writer goroutine wrote nothing (%d direct writes): a socket that does not take everything must hand the rest to it", s.DirectWrites)
 	}
 	eventually(t, "reading resumed and the buffer drained", func() bool {
 		s := h.Stats()

@@ -21,7 +21,11 @@ type writeBuffer struct {
 	bufs  net.Buffers
 	// sent: the writer's list of the buffers of one batch, which go back
 	// to writeBufs once on the socket (WriteTo forgets them as it goes).
-	sent    [][]byte
+	sent [][]byte
+	// busy: a batch taken from queue is being written (by the writer
+	// goroutine or the loop's direct write, see direct.go): the other
+	// waits, so that bytes reach the socket in order.
+	busy    bool
 	end     bool // shut down the write side once queue is drained
 	flush   bool // report taskFlushed once queue is drained
 	endDone bool
@@ -54,7 +58,8 @@ func (w *writeBuffer) push(data []byte, end bool) (above bool) {
 	}
 	above = w.above
 	w.mu.Unlock()
-	w.signal()
+	// No signal: the loop writes at the end of its turn (flushOut) and
+	// wakes the writer goroutine only for what the socket did not take.
 	return above
 }
 
@@ -65,6 +70,7 @@ func (w *writeBuffer) written(n int, drained [][]byte) (below bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.spare = drained
+	w.busy = false
 	w.size -= n
 	w.total.Add(-int64(n))
 	if w.above && w.size <= w.high/2 {
@@ -114,9 +120,16 @@ func (e *endpoint) writeLoop() {
 		}
 		for {
 			w.mu.Lock()
+			if w.busy {
+				// The loop is writing directly; it wakes us if it leaves
+				// anything.
+				w.mu.Unlock()
+				break
+			}
 			q := w.queue
 			if len(q) > 0 {
 				w.queue, w.spare = w.spare, nil
+				w.busy = true
 			}
 			if len(q) == 0 {
 				shut := w.end && !w.endDone
@@ -145,6 +158,7 @@ func (e *endpoint) writeLoop() {
 			for _, b := range q {
 				n += len(b)
 			}
+			e.h.st.writerBatches.Add(1)
 			w.sent = append(w.sent[:0], q...)
 			w.bufs = net.Buffers(q)
 			_, err := w.bufs.WriteTo(e.nc)
