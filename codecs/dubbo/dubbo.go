@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/codecs/internal/intern"
 )
 
 func init() {
@@ -138,8 +139,7 @@ func New(opts codecs.Options) (codecs.Codec, error) {
 type codec struct {
 	maxFrame int
 	sc       scanner
-	strs     map[string]string // see intern
-	oldStrs  map[string]string
+	strs     intern.Table
 	hessian  hessianDecoder
 	// clientVersion is the dubbo version of the last request decoded on
 	// this connection, and respAtt whether it reads responses with
@@ -179,6 +179,7 @@ func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
 		return 0, nil
 	}
 	msg.Frame = buf[:size:size]
+	c.strs.Frame()
 	msg.ID = binary.BigEndian.Uint64(buf[4:])
 	msg.Status = codecs.StatusOK
 	msg.Metadata = msg.Metadata[:0]

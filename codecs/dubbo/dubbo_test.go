@@ -506,26 +506,6 @@ func fullDecode(t testing.TB, body []byte) []any {
 	return out
 }
 
-func TestIntern(t *testing.T) {
-	c := newCodec(t, codecs.Options{}).(*codec)
-	hot := c.intern([]byte("org.apache.dubbo.sample.UserProvider"))
-	for i := range 10 * internMax {
-		c.intern([]byte{'t', byte(i), byte(i >> 8)})
-		if got := c.intern([]byte("org.apache.dubbo.sample.UserProvider")); got != hot {
-			t.Fatal("intern returned a different string")
-		}
-	}
-	if len(c.strs) > internMax || len(c.oldStrs) > internMax {
-		t.Errorf("table grew to %d+%d entries", len(c.strs), len(c.oldStrs))
-	}
-	allocs := testing.AllocsPerRun(100, func() {
-		c.intern([]byte("org.apache.dubbo.sample.UserProvider"))
-	})
-	if allocs != 0 {
-		t.Errorf("a hot string costs %v allocations", allocs)
-	}
-}
-
 func TestHeartbeatForKeepalive(t *testing.T) {
 	c, err := New(codecs.Options{})
 	if err != nil {

@@ -12,14 +12,6 @@ import (
 	"github.com/breeze-mesh/breeze/codecs"
 )
 
-const (
-	// internMax is the size of each generation of the string table.
-	internMax = 64
-	// internMaxLen keeps long, usually unique values (tokens, payload-like
-	// attachments) out of the table.
-	internMaxLen = 96
-)
-
 // text returns the string v located in the scanned body.
 func (c *codec) text(v str) (string, error) {
 	if v.null {
@@ -27,7 +19,7 @@ func (c *codec) text(v str) (string, error) {
 	}
 	if v.ascii {
 		// For ASCII the hessian2 bytes are the string: no decoder needed.
-		return c.intern(c.sc.b[v.data:v.end]), nil
+		return c.strs.String(c.sc.b[v.data:v.end]), nil
 	}
 	val, err := c.hessian.decode(c.sc.b[v.start:v.end])
 	if err != nil {
@@ -38,39 +30,6 @@ func (c *codec) text(v str) (string, error) {
 		return "", codecs.Errorf(reasonBadBody, "body offset %d: expected a string, got %T", v.start, val)
 	}
 	return s, nil
-}
-
-// intern returns a string equal to b, reusing one made for an earlier
-// frame: routing metadata repeats from request to request (interface,
-// method, attachment keys and most values), so the steady state allocates
-// nothing for it. The table belongs to the connection (no locking) and has
-// two generations: when the current one is full it becomes the old one, and
-// strings still in use move back on their next hit, so values that change
-// on every request (trace ids) cannot evict the ones that do not.
-func (c *codec) intern(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if len(b) > internMaxLen {
-		return string(b)
-	}
-	if c.strs == nil {
-		c.strs = make(map[string]string, internMax)
-		c.oldStrs = make(map[string]string, internMax)
-	}
-	if s, ok := c.strs[string(b)]; ok {
-		return s
-	}
-	s, ok := c.oldStrs[string(b)]
-	if !ok {
-		s = string(b)
-	}
-	if len(c.strs) >= internMax {
-		c.strs, c.oldStrs = c.oldStrs, c.strs
-		clear(c.strs)
-	}
-	c.strs[s] = s
-	return s
 }
 
 // scalar stringifies a number or boolean attachment value; it reports false

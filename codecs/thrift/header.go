@@ -263,7 +263,7 @@ func (c *codec) theader(f []byte, end int, lay *hdrLayout) (protocol, error) {
 				return bad(err)
 			}
 			if !lay.walk {
-				c.setHeader(c.intern(k), c.intern(v))
+				c.setHeader(c.strs.String(k), c.strs.String(v))
 			}
 		}
 		lay.blocks = append(lay.blocks, hdrSpan{typ: infoKeyValue, start: start, end: off})
@@ -338,7 +338,7 @@ func (c *codec) ttheader(f []byte, end int, lay *hdrLayout) (protocol, error) {
 						return pAuto, err
 					}
 					if !lay.walk {
-						key = c.intern(k)
+						key = c.strs.String(k)
 					}
 				} else {
 					if off+2 > end {
@@ -347,7 +347,7 @@ func (c *codec) ttheader(f []byte, end int, lay *hdrLayout) (protocol, error) {
 					if !lay.walk {
 						key = intKeyName(binary.BigEndian.Uint16(b[off:]))
 						if len(key) > len(intKeyPrefix) && key[:len(intKeyPrefix)] == intKeyPrefix {
-							key = c.intern([]byte(key))
+							key = c.strs.String([]byte(key))
 						}
 					}
 					off += 2
@@ -356,7 +356,7 @@ func (c *codec) ttheader(f []byte, end int, lay *hdrLayout) (protocol, error) {
 					return pAuto, err
 				}
 				if !lay.walk {
-					c.setHeader(key, c.intern(v))
+					c.setHeader(key, c.strs.String(v))
 				}
 			}
 		case infoACLToken:
@@ -365,7 +365,7 @@ func (c *codec) ttheader(f []byte, end int, lay *hdrLayout) (protocol, error) {
 				return pAuto, err
 			}
 			if !lay.walk {
-				c.setHeader(aclTokenKey, c.intern(v))
+				c.setHeader(aclTokenKey, c.strs.String(v))
 			}
 		default:
 			return pAuto, codecs.Errorf(reasonBadHeader, "TTHeader info id %#x", typ)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/breeze-mesh/breeze/codecs"
+	"github.com/breeze-mesh/breeze/codecs/internal/intern"
 )
 
 func init() {
@@ -180,11 +181,7 @@ func New(opts codecs.Options) (codecs.Codec, error) {
 	case limit > math.MaxInt32:
 		limit = math.MaxInt32
 	}
-	c := &codec{
-		maxFrame: limit,
-		strs:     make(map[string]string, internMax),
-		oldStrs:  make(map[string]string, internMax),
-	}
+	c := &codec{maxFrame: limit}
 	for k, v := range opts.Params {
 		switch k {
 		case paramTransport:
@@ -268,8 +265,7 @@ type codec struct {
 	zsrc bytes.Reader
 	zbuf []byte
 
-	strs    map[string]string // see intern
-	oldStrs map[string]string
+	strs intern.Table
 }
 
 // Flavor names the wire variant of the last frame decoded, e.g.
@@ -310,6 +306,7 @@ func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
 	msg.Status = codecs.StatusOK
 	msg.Code = 0
 	msg.Private = [4]int{}
+	c.strs.Frame()
 	var n int
 	switch tr {
 	case tFramed:
@@ -462,7 +459,7 @@ func (c *codec) decodeMessage(f []byte, off int, msg *codecs.Message, tr transpo
 
 // finish fills msg from a decoded message header.
 func (c *codec) finish(f []byte, h msgHeader, r *reader, msg *codecs.Message, tr transport, hdrSeq bool) error {
-	name := c.intern(f[h.nameStart:h.nameEnd])
+	name := c.strs.String(f[h.nameStart:h.nameEnd])
 	switch h.typ {
 	case msgCall:
 		msg.Type = codecs.Request
