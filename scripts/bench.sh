@@ -17,7 +17,19 @@
 #   DURATION=15s WARMUP=3s CONNS=64 INFLIGHT=4 PAYLOAD=1024 REPEAT=2
 #   SCALE_CONNS="1 10 100 1000" SCALE_DURATION=8s   SCALING=0 skips it
 #   IDLE_CONNS=10000                                IDLE_CONNS=0 skips it
-#   QUICK=1     main table only, one repeat, 8s (no scaling, no idle)
+#   HALF_LOAD=1  every system paced at half of Breeze's own maximum (its
+#               median req/s in the main table): latency added over the echo
+#               server alone at a load Breeze is not saturated by
+#   LARGE_PAYLOADS="65536 1048576" LARGE_CONNS=8   large messages, 1 in
+#               flight per connection: MB/s and CPU per MB (LARGE_PAYLOADS=""
+#               skips them); for SCALE_PROTOS
+#   ACTIVE_CONNS=10000 ACTIVE_RATE=10000   many connections at a low rate
+#               each (1 in flight, paced over all of them); ACTIVE_CONNS=0
+#               skips it; for SCALE_PROTOS
+#   LOAD_LIMIT=1.0  a 1-minute load average above this at the start marks
+#               the report UNRELIABLE (other work shares the cores)
+#   QUICK=1     main table only, one repeat, 8s (no scaling, idle, half
+#               load, large messages or many connections)
 #   ENVOY=0     leave stock Envoy out (no install)
 #   PROFILE=1   CPU and allocation profiles of Breeze over its main run
 #               (bench/results/breeze-{cpu,allocs}.pprof, top functions in
@@ -72,9 +84,10 @@ fi
 if [ "${QUICK:-0}" = 1 ]; then
   # Given durations and repeats win over QUICK's.
   REPEAT=${REPEAT:-1} SCALING=0 IDLE_CONNS=0 DURATION=${DURATION:-8s} WARMUP=${WARMUP:-2s}
+  HALF_LOAD=${HALF_LOAD:-0} LARGE_PAYLOADS=${LARGE_PAYLOADS-} ACTIVE_CONNS=${ACTIVE_CONNS:-0}
 fi
 if [ -n "$COMPARE" ]; then
-  SCALING=0 IDLE_CONNS=0 PROFILE=0
+  SCALING=0 IDLE_CONNS=0 PROFILE=0 HALF_LOAD=0 LARGE_PAYLOADS="" ACTIVE_CONNS=0
   [ "$COMPARE_ALL" = 1 ] || ENVOY=0
 fi
 GOBENCH=${GOBENCH:-1}
@@ -90,6 +103,12 @@ SCALING=${SCALING:-1}
 SCALE_CONNS=${SCALE_CONNS:-1 10 100 1000}
 SCALE_DURATION=${SCALE_DURATION:-8s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+HALF_LOAD=${HALF_LOAD:-1}
+LARGE_PAYLOADS=${LARGE_PAYLOADS-65536 1048576}
+LARGE_CONNS=${LARGE_CONNS:-8}
+ACTIVE_CONNS=${ACTIVE_CONNS:-10000}
+ACTIVE_RATE=${ACTIVE_RATE:-10000}
+LOAD_LIMIT=${LOAD_LIMIT:-1.0}
 ENVOY=${ENVOY:-1}
 PROFILE=${PROFILE:-0}
 PROTOS=${PROTOS:-dubbo thrift}
@@ -185,6 +204,19 @@ if [ "$ENVOY" = 1 ]; then
   done
 fi
 
+# A port already taken (a server left over from an interrupted run) would
+# be measured instead of the server this run starts: refuse to start.
+ensure_free() {
+  local port
+  for port in "$@"; do
+    if ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
+      echo "port 127.0.0.1:$port is already in use, by: $(ss -Htlnp "sport = :$port" 2>/dev/null | grep -o 'users:.*' | head -n1)"
+      echo "(a server left over from an interrupted run?) stop it and run again"
+      exit 1
+    fi
+  done
+}
+
 logs=$(mktemp -d)
 declare -A pid
 cleanup() {
@@ -267,30 +299,34 @@ start_envoy_tcp() {
 }
 
 # The in-Envoy harness (bench/inenvoy): Breeze's Go side driven through
-# breeze.so's exported entry points from memory, with no sockets; one row
-# in the main table, CPU per request only. HARNESS_REQUESTS per protocol.
+# breeze.so's exported entry points from memory, with no sockets; and the
+# price of the C++ half of Envoy's Go filter (bench/inenvoy/testdata/cxxhalf.cc).
+# One row each in the main table, CPU per request only; the report adds
+# the model's sum (bench/README.md). HARNESS_REQUESTS per protocol.
 HARNESS_REQUESTS=${HARNESS_REQUESTS:-200000}
 [ "${QUICK:-0}" = 1 ] && HARNESS_REQUESTS=${HARNESS_REQUESTS_QUICK:-50000}
 run_harness() {
-  echo "-- breeze in-Envoy harness (Go side), $HARNESS_REQUESTS requests"
-  if ! (cd bench/inenvoy && "$bin/inenvoy.test" -test.run '^TestHarness$' -test.v \
+  echo "-- breeze in-Envoy harness (Go side) and the C++ half's price (cxxhalf), $HARNESS_REQUESTS requests"
+  if ! (cd bench/inenvoy && "$bin/inenvoy.test" -test.run '^(TestHarness|TestCxxHalf)$' -test.v \
           -harness.protos "$proto" -harness.conns "$CONNS" -harness.inflight "$INFLIGHT" \
           -harness.payload "$PAYLOAD" -harness.requests "$HARNESS_REQUESTS" -harness.warmup 20000 \
           -harness.json "$json" -harness.group "$1") >"$logs/harness.log" 2>&1; then
     echo "the harness failed:"; cat "$logs/harness.log"; exit 1
   fi
-  grep -o 'proto=.*' "$logs/harness.log" | sed 's/^/   /'
+  grep -o -e 'proto=.*' -e 'C++ half of the Go filter, .*' "$logs/harness.log" | sed 's/^/   /'
 }
 
 json=$results/latest.jsonl
 : >"$json"
 
-# load GROUP SYSTEM CONNS DURATION WARMUP
+# load GROUP SYSTEM CONNS DURATION WARMUP [breeze-load flags...]: the
+# flags given last win over the defaults before them (-inflight, -payload).
 load() {
   local group=$1 sys=$2 conns=$3 dur=$4 warm=$5
+  shift 5
   "$bin/breeze-load" -proto "$proto" -addr "127.0.0.1:${port[$sys]}" -pid "${pid[${proc[$sys]}]}" \
     -label "$sys" -group "$group" -conns "$conns" -inflight "$INFLIGHT" -payload "$PAYLOAD" \
-    -d "$dur" -warmup "$warm" -json "$json" | sed 's/^/   /'
+    -d "$dur" -warmup "$warm" -json "$json" "$@" | sed 's/^/   /'
 }
 
 profiled=0
@@ -305,6 +341,8 @@ for proto in $PROTOS; do
   else
     echo "== $proto: starting breeze-echo (3 endpoints), breeze-relay, breeze${envoy:+, envoy $ENVOY_VERSION}"
   fi
+  ensure_free "${ECHO_PORTS[@]}" "$RELAY_PORT" "$BREEZE_PORT" $((BREEZE_PORT + 1)) "$BASE_PORT" $((BASE_PORT + 1)) \
+    "$ENVOY_PORT" "$ENVOY_ADMIN" "$TCP_PORT" "$TCP_ADMIN"
   start echo LISTENING "$bin/breeze-echo" -proto "$proto" \
     -addr "127.0.0.1:${ECHO_PORTS[0]},127.0.0.1:${ECHO_PORTS[1]},127.0.0.1:${ECHO_PORTS[2]}"
   declare -A port=([echo-direct]=${ECHO_PORTS[0]} [relay]=$RELAY_PORT [breeze]=$BREEZE_PORT [$peer]=$ENVOY_PORT
@@ -348,8 +386,56 @@ for proto in $PROTOS; do
     [ -z "$COMPARE" ] && run_harness "$main"
   done
 
+  # Every system at the same rate, half of what Breeze itself sustained
+  # in the main table: the latency it adds where it is not saturated.
+  if [ "$HALF_LOAD" = 1 ] && [ -z "$COMPARE" ]; then
+    max=$("$bin/breeze-report" -median-rps "breeze@$main" "$json")
+    rate=$(( max / 2 ))
+    half="half load ($proto): $CONNS connections × $INFLIGHT in flight, every system paced at $rate req/s (half of Breeze's median maximum above), $DURATION measured"
+    echo "== $half"
+    for r in $(seq 1 "$REPEAT"); do
+      for sys in "${systems[@]}"; do
+        echo "-- $sys at $rate req/s (run $r/$REPEAT)"
+        load "$half" "$sys" "$CONNS" "$DURATION" "$WARMUP" -rate "$rate"
+      done
+    done
+  fi
+
   scale=0
   case " $SCALE_PROTOS " in *" $proto "*) scale=1 ;; esac
+
+  # Large messages: bytes per second and CPU per byte, one request in
+  # flight per connection (a 1 MiB frame is read whole before it is routed).
+  if [ -n "$LARGE_PAYLOADS" ] && [ "$scale" = 1 ] && [ -z "$COMPARE" ]; then
+    for size in $LARGE_PAYLOADS; do
+      large="large messages ($proto): $LARGE_CONNS connections × 1 in flight, $size-byte payload, $SCALE_DURATION measured"
+      echo "== $large"
+      for r in $(seq 1 "$REPEAT"); do
+        for sys in "${systems[@]}"; do
+          echo "-- $sys, $size bytes (run $r/$REPEAT)"
+          load "$large" "$sys" "$LARGE_CONNS" "$SCALE_DURATION" 2s -inflight 1 -payload "$size"
+        done
+      done
+    done
+  fi
+
+  # Many connections, each at a low rate: the per-connection cost when
+  # connections outnumber requests in flight (sidecars of chatty meshes).
+  if [ "$ACTIVE_CONNS" -gt 0 ] && [ "$scale" = 1 ] && [ -z "$COMPARE" ]; then
+    active="many connections ($proto): $ACTIVE_CONNS connections × 1 in flight, $ACTIVE_RATE req/s over all of them, $SCALE_DURATION measured"
+    echo "== $active"
+    for r in $(seq 1 "$REPEAT"); do
+      for sys in "${systems[@]}"; do
+        # The relay holds six descriptors per client (see the idle run).
+        if [ "$sys" = relay ] && [ $(( 6 * ACTIVE_CONNS + 200 )) -gt "$nofile" ]; then
+          echo "-- relay: left out (open files limited to $nofile, six per relayed connection)"
+          continue
+        fi
+        echo "-- $sys, $ACTIVE_CONNS connections (run $r/$REPEAT)"
+        load "$active" "$sys" "$ACTIVE_CONNS" "$SCALE_DURATION" 5s -inflight 1 -rate "$ACTIVE_RATE"
+      done
+    done
+  fi
   if [ "$SCALING" = 1 ] && [ "$scale" = 1 ]; then
     echo "== scaling ($proto): ${SCALE_CONNS// /, } connections × $INFLIGHT in flight, $SCALE_DURATION each"
     for r in $(seq 1 "$REPEAT"); do
@@ -377,7 +463,7 @@ for proto in $PROTOS; do
         echo "-- relay: $n connections (open files limited to $nofile, six per relayed connection)"
       fi
       stop "${proc[$sys]}"
-      case $sys in relay) start_relay ;; breeze) start_breeze ;; envoy-*) start_envoy ;; esac
+      case $sys in relay) start_relay ;; breeze) start_breeze ;; envoy-tcp) start_envoy_tcp ;; envoy-*) start_envoy ;; esac
       # A short load first, so that the baseline includes a warmed-up proxy.
       "$bin/breeze-load" -proto "$proto" -addr "127.0.0.1:${port[$sys]}" -conns 4 -inflight 4 -n 2000 >/dev/null
       echo "-- $sys"
@@ -442,9 +528,16 @@ if [ "$PROFILE" = 1 ] && [ -s "$results/breeze-cpu.pprof" ]; then
   } >"$results/profile.txt"
 fi
 
+# Two cores shared with anything else give ratios that say little: the
+# report says so in its first line.
+reliable=$(awk -v l="${load_before%% *}" -v lim="$LOAD_LIMIT" 'BEGIN { print (l <= lim) ? 1 : 0 }')
 {
   echo "# Breeze benchmark"
   echo
+  if [ "$reliable" != 1 ]; then
+    echo "**UNRELIABLE: the 1-minute load average was ${load_before%% *} at the start (limit LOAD_LIMIT=$LOAD_LIMIT): other work shared the machine's $(nproc) CPUs. Do not record these figures as a result.**"
+    echo
+  fi
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- versions: breeze $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3-4)${envoy:+, envoy $("$envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -n1)}"

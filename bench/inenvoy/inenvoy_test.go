@@ -170,6 +170,12 @@ func appendRow(t *testing.T, proto string, res map[string]string) {
 		"cpu_s_per_1k":      cpuNs * 1e-6,
 		"go_allocs_per_req": allocs,
 	}
+	writeRow(t, row)
+}
+
+// writeRow appends row to -harness.json.
+func writeRow(t *testing.T, row map[string]any) {
+	t.Helper()
 	b, err := json.Marshal(row)
 	if err != nil {
 		t.Fatal(err)
@@ -182,4 +188,73 @@ func appendRow(t *testing.T, proto string, res map[string]string) {
 	if _, err := f.Write(append(b, '\n')); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// CxxLabel is the row of the C++ half's price in make bench's table.
+const CxxLabel = "C++ half of the Go filter (priced, testdata/cxxhalf.cc)"
+
+// TestCxxHalf builds testdata/cxxhalf.cc, the model of what Envoy's C++ side
+// of the Go network filter does per routed request that tcp_proxy does not
+// (slice arrays, copies into new buffers, dispatcher posts), and runs it at
+// the bench's request and response sizes, at the table's requests in
+// flight and at one. The program fails unless every byte written reached
+// the other side; the figures say something only on a quiet machine.
+func TestCxxHalf(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cxxhalf")
+	if out, err := exec.Command("g++", "-O2", "-Wall", "-std=c++17", "-o", bin, "testdata/cxxhalf.cc", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("building cxxhalf: %v\n%s", err, out)
+	}
+	for _, name := range strings.Split(*protos, ",") {
+		t.Run(name, func(t *testing.T) {
+			p, err := wire.Lookup(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs, err := p.Requests(wire.MixRoutes, *payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqBytes := 0
+			for _, r := range reqs {
+				reqBytes += len(r.Frame)
+			}
+			reqBytes /= len(reqs)
+			resp, err := p.Echo(nil, reqs[0].Frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, inFlightNow := range []int{*conns * *inFlight, 1} {
+				out, err := exec.Command(bin, strconv.Itoa(inFlightNow), strconv.Itoa(reqBytes), strconv.Itoa(len(resp)), strconv.Itoa(*requests)).CombinedOutput()
+				if err != nil {
+					t.Fatalf("cxxhalf: %v\n%s", err, out)
+				}
+				res := result(t, out)
+				t.Logf("C++ half of the Go filter, %s, %d-byte requests, %d-byte responses: %s", name, reqBytes, len(resp), res["line"])
+				if res["requests"] != strconv.Itoa(*requests) {
+					t.Errorf("cxxhalf reports %s requests, want %d", res["requests"], *requests)
+				}
+				if *jsonOut != "" && inFlightNow > 1 {
+					appendCxxRow(t, name, inFlightNow, res)
+				}
+			}
+		})
+	}
+}
+
+// appendCxxRow writes the price of the C++ half as a row of make bench's
+// table (CPU per request only, like the harness's).
+func appendCxxRow(t *testing.T, proto string, inFlightNow int, res map[string]string) {
+	t.Helper()
+	cpuNs, err := strconv.ParseFloat(res["cpu_ns_per_req"], 64)
+	if err != nil {
+		t.Fatalf("cpu_ns_per_req %q: %v", res["cpu_ns_per_req"], err)
+	}
+	row := map[string]any{
+		"group": *group, "kind": "load", "label": CxxLabel, "proto": proto,
+		"conns": *conns, "in_flight": *inFlight, "payload": *payload,
+		"responses": *requests, "ok": *requests,
+		"cpu_s_per_1k": cpuNs * 1e-6,
+	}
+	writeRow(t, row)
 }

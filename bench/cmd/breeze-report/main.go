@@ -33,6 +33,7 @@ type row struct {
 	Conns   int              `json:"conns"`
 	InFl    int              `json:"in_flight"`
 	Payload int              `json:"payload"`
+	Rate    float64          `json:"rate"`
 	RPS     float64          `json:"rps"`
 	P50     float64          `json:"p50_us"`
 	P99     float64          `json:"p99_us"`
@@ -53,6 +54,7 @@ func main() {
 	base := flag.String("base", "relay", "label of the baseline the ratios divide by")
 	peer := flag.String("peer", "envoy-dubbo", "label of the peer the ratios divide by; a comma-separated list: the first one a group has")
 	compare := flag.String("compare", "", "BASE,CURRENT: compare two labels, figure by figure, instead of the tables with -base and -peer")
+	medianRPS := flag.String("median-rps", "", "LABEL@GROUP: print the median req/s of LABEL's runs in GROUP and nothing else (make bench paces its half-load run with it)")
 	var gobench gobenchFiles
 	flag.Var(&gobench, "gobench", "LABEL=FILE: `go test -bench` output of LABEL, compared with -compare's labels (repeatable)")
 	flag.Parse()
@@ -77,6 +79,21 @@ func main() {
 			rows = append(rows, r)
 		}
 		f.Close()
+	}
+	if *medianRPS != "" {
+		label, group, ok := strings.Cut(*medianRPS, "@")
+		var runs []row
+		for _, r := range rows {
+			if ok && r.Label == label && r.Group == group && r.Kind == "load" {
+				runs = append(runs, r)
+			}
+		}
+		if len(runs) == 0 {
+			fmt.Fprintf(os.Stderr, "breeze-report: no runs of %q in group %q\n", label, group)
+			os.Exit(1)
+		}
+		fmt.Printf("%.0f\n", merge(runs).RPS)
+		return
 	}
 	if *compare == "" {
 		report(os.Stdout, rows, *base, *peer)
@@ -178,8 +195,16 @@ func report(w io.Writer, rows []row, base, peer string) {
 			title = "runs"
 		}
 		fmt.Fprintf(w, "### %s\n\n", title)
+		load = addModel(load, merged)
 		if len(load) > 0 {
-			loadTable(w, load, merged, base, groupPeer(load, peer))
+			switch first := merged[load[0]]; {
+			case first.Rate > 0:
+				pacedTable(w, load, merged)
+			case first.Payload >= largePayload:
+				largeTable(w, load, merged, base, groupPeer(load, peer))
+			default:
+				loadTable(w, load, merged, base, groupPeer(load, peer))
+			}
 		}
 		if len(idle) > 0 {
 			idleTable(w, idle, merged)
@@ -231,15 +256,7 @@ func loadTable(w io.Writer, keys []key, m map[key]row, base, peer string) {
 		if hasP {
 			cp, rp, lp = ratio(r.CPU1k, p.CPU1k), ratio(r.RPS, p.RPS), ratio(r.P99, p.P99)
 		}
-		errs := fmt.Sprint(r.Errors)
-		if r.Errors > 0 {
-			var parts []string
-			for k, v := range r.EKinds {
-				parts = append(parts, fmt.Sprintf("%s %d", k, v))
-			}
-			sort.Strings(parts)
-			errs += " (" + strings.Join(parts, ", ") + ")"
-		}
+		errs := errorCell(r)
 		sys := "–"
 		if r.Reads > 0 || r.Writes > 0 {
 			sys = fmt.Sprintf("%.2f + %.2f", r.Reads, r.Writes)
@@ -268,4 +285,107 @@ func idleTable(w io.Writer, keys []key, m map[key]row) {
 			float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn/1024, errs, r.runs)
 	}
 	fmt.Fprintln(w)
+}
+
+// largePayload is where a group's table turns to bytes: MB/s and CPU per
+// MB say more than requests per second for 64 KiB and 1 MiB messages.
+const largePayload = 64 << 10
+
+// largeTable: throughput in MB/s each way (the echo answers the same
+// bytes) and CPU per MB, next to the relay and the peer.
+func largeTable(w io.Writer, keys []key, m map[key]row, base, peer string) {
+	fmt.Fprintf(w, "| system | conns × in flight | payload | req/s | MB/s each way | p50 ms | p99 ms | errors | CPU ms / MB | CPU ÷ %s | CPU ÷ %s | MB/s ÷ %s | runs |\n", base, peer, peer)
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	for _, k := range keys {
+		r := m[k]
+		b, hasB := m[key{k.group, k.kind, base, k.conns}]
+		p, hasP := m[key{k.group, k.kind, peer, k.conns}]
+		cb, cp, tp := "–", "–", "–"
+		if hasB {
+			cb = ratio(r.CPU1k, b.CPU1k)
+		}
+		if hasP {
+			cp, tp = ratio(r.CPU1k, p.CPU1k), ratio(r.RPS, p.RPS)
+		}
+		mb := float64(r.Payload) / 1e6
+		perMB := "–"
+		if r.CPU1k >= 0 {
+			// CPU s per 1,000 requests → ms per MB carried each way.
+			perMB = fmt.Sprintf("%.3f", r.CPU1k/mb)
+		}
+		fmt.Fprintf(w, "| %s | %d × %d | %d KiB | %.0f | %.1f | %.2f | %.2f | %s | %s | %s | %s | %s | %d |\n",
+			k.label, r.Conns, r.InFl, r.Payload>>10, r.RPS, r.RPS*mb, r.P50/1e3, r.P99/1e3, errorCell(r), perMB, cb, cp, tp, r.runs)
+	}
+	fmt.Fprintln(w)
+}
+
+// direct is the label of the runs without a proxy: what a paced group's
+// added latency is measured from.
+const direct = "echo-direct"
+
+// pacedTable: every system at the same request rate (open loop up to the
+// in-flight limit), latency added over the echo server alone.
+func pacedTable(w io.Writer, keys []key, m map[key]row) {
+	fmt.Fprintln(w, "| system | conns × in flight | paced at req/s | req/s | p50 µs | p99 µs | p99.9 µs | p50 added µs | p99 added µs | errors | CPU s / 1k req | runs |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].conns < keys[j].conns })
+	for _, k := range keys {
+		r := m[k]
+		added50, added99 := "–", "–"
+		if d, ok := m[key{k.group, k.kind, direct, k.conns}]; ok && k.label != direct {
+			added50, added99 = fmt.Sprintf("%+.0f", r.P50-d.P50), fmt.Sprintf("%+.0f", r.P99-d.P99)
+		}
+		fmt.Fprintf(w, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s | %d |\n",
+			k.label, r.Conns, r.InFl, r.Rate, r.RPS, r.P50, r.P99, r.P999, added50, added99, errorCell(r), cpu(r.CPU1k), r.runs)
+	}
+	fmt.Fprintln(w)
+}
+
+// errorCell: the count, and by kind when there are any.
+func errorCell(r row) string {
+	errs := fmt.Sprint(r.Errors)
+	if r.Errors > 0 {
+		var parts []string
+		for k, v := range r.EKinds {
+			parts = append(parts, fmt.Sprintf("%s %d", k, v))
+		}
+		sort.Strings(parts)
+		errs += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return errs
+}
+
+// The in-Envoy model's parts (bench/README.md): stock Envoy's tcp_proxy on
+// the same traffic, the plugin's Go side driven as Envoy drives it, and the
+// priced C++ half of the Go filter. Labels as scripts/bench.sh and
+// bench/inenvoy write them.
+const (
+	modelTCP     = "envoy-tcp"
+	modelHarness = "breeze in-Envoy harness (Go side)"
+	modelCxx     = "C++ half of the Go filter (priced, testdata/cxxhalf.cc)"
+	modelLabel   = "breeze in Envoy, model = envoy-tcp + harness + C++ half"
+)
+
+// addModel adds the model's row (CPU per request only: the sum of its
+// parts' medians) after its last part, where a group has all three at one
+// connection count, so that the table divides it by the peer like the
+// measured rows.
+func addModel(keys []key, m map[key]row) []key {
+	out := keys
+	for _, k := range keys {
+		if k.label != modelCxx {
+			continue
+		}
+		tcp, ok1 := m[key{k.group, k.kind, modelTCP, k.conns}]
+		h, ok2 := m[key{k.group, k.kind, modelHarness, k.conns}]
+		if !ok1 || !ok2 || tcp.CPU1k < 0 || h.CPU1k < 0 {
+			continue
+		}
+		c := m[k]
+		model := key{k.group, k.kind, modelLabel, k.conns}
+		m[model] = row{Group: k.group, Kind: k.kind, Label: modelLabel, Conns: c.Conns, InFl: c.InFl, Payload: c.Payload,
+			CPU1k: tcp.CPU1k + h.CPU1k + c.CPU1k, runs: min(tcp.runs, h.runs, c.runs)}
+		out = append(out, model)
+	}
+	return out
 }

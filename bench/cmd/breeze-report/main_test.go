@@ -76,3 +76,47 @@ BenchmarkProxyDubbo/breeze-2   	    2000	     27447 ns/op	     28798 cpu-ns/op	 
 		t.Errorf("a group without both labels is compared:\n%s", out)
 	}
 }
+
+func TestPacedAndLargeTables(t *testing.T) {
+	rows := []row{
+		{Group: "half", Kind: "load", Label: "echo-direct", Conns: 64, InFl: 4, Rate: 20000, RPS: 19990, P50: 40, P99: 90, CPU1k: 0.005},
+		{Group: "half", Kind: "load", Label: "breeze", Conns: 64, InFl: 4, Rate: 20000, RPS: 19980, P50: 95, P99: 210, CPU1k: 0.02},
+		{Group: "large", Kind: "load", Label: "relay", Conns: 8, InFl: 1, Payload: 1 << 20, RPS: 200, P50: 30000, P99: 60000, CPU1k: 1},
+		{Group: "large", Kind: "load", Label: "breeze", Conns: 8, InFl: 1, Payload: 1 << 20, RPS: 100, P50: 70000, P99: 90000, CPU1k: 4},
+		{Group: "large", Kind: "load", Label: "envoy-dubbo", Conns: 8, InFl: 1, Payload: 1 << 20, RPS: 50, P50: 150000, P99: 200000, CPU1k: 8},
+	}
+	var b strings.Builder
+	report(&b, rows, "relay", "envoy-dubbo")
+	out := b.String()
+	for _, want := range []string{
+		"| p50 added µs | p99 added µs |",
+		// Added latency is measured from echo-direct in the same group.
+		"| breeze | 64 × 4 | 20000 | 19980 | 95 | 210 | 0 | +55 | +120 | 0 | 0.0200 | 1 |",
+		"| echo-direct | 64 × 4 | 20000 | 19990 | 40 | 90 | 0 | – | – | 0 | 0.0050 | 1 |",
+		// 1 MiB = 1.048576 MB: 100 req/s is 104.9 MB/s; 4 CPU s per 1k
+		// requests is 4 ms per request, 3.815 ms per MB.
+		"| breeze | 8 × 1 | 1024 KiB | 100 | 104.9 | 70.00 | 90.00 | 0 | 3.815 | 4.00 | 0.50 | 2.00 | 1 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestModelRow(t *testing.T) {
+	rows := []row{
+		{Group: "main", Kind: "load", Label: "envoy-dubbo", Conns: 64, InFl: 4, RPS: 30000, CPU1k: 0.016},
+		{Group: "main", Kind: "load", Label: "envoy-tcp", Conns: 64, InFl: 4, RPS: 40000, CPU1k: 0.006},
+		{Group: "main", Kind: "load", Label: modelHarness, Conns: 64, InFl: 4, CPU1k: 0.005},
+		{Group: "main", Kind: "load", Label: modelCxx, Conns: 64, InFl: 4, CPU1k: 0.001},
+		{Group: "main", Kind: "load", Label: modelCxx, Conns: 64, InFl: 4, CPU1k: 0.003},
+	}
+	var b strings.Builder
+	report(&b, rows, "relay", "envoy-dubbo")
+	out := b.String()
+	// 0.006 + 0.005 + median(0.001, 0.003) = 0.013; ÷ envoy-dubbo 0.81.
+	want := "| " + modelLabel + " | 64 × 4 | – | – | – | – | 0 | 0.0130 | – | 0.81 | – | – | – | 1 |"
+	if !strings.Contains(out, want) {
+		t.Errorf("report lacks %q:\n%s", want, out)
+	}
+}

@@ -56,13 +56,16 @@ type Config struct {
 
 // Result is what a run measured. Latencies are in microseconds.
 type Result struct {
-	Label      string           `json:"label,omitempty"`
-	Proto      string           `json:"proto"`
-	Mix        string           `json:"mix"`
-	Conns      int              `json:"conns"`
-	ConnsOpen  int              `json:"conns_open"`
-	InFlight   int              `json:"in_flight"`
-	Payload    int              `json:"payload"`
+	Label     string `json:"label,omitempty"`
+	Proto     string `json:"proto"`
+	Mix       string `json:"mix"`
+	Conns     int    `json:"conns"`
+	ConnsOpen int    `json:"conns_open"`
+	InFlight  int    `json:"in_flight"`
+	Payload   int    `json:"payload"`
+	// Rate is the configured pace (requests/s over all connections); 0:
+	// closed loop.
+	Rate       float64          `json:"rate,omitempty"`
 	Seconds    float64          `json:"seconds"`
 	Responses  int64            `json:"responses"` // in the measured window, errors included
 	OK         int64            `json:"ok"`
@@ -266,7 +269,7 @@ wait:
 
 	res := &Result{
 		Label: cfg.Label, Proto: cfg.Proto.Name(), Mix: cfg.Mix, Conns: cfg.Conns, ConnsOpen: len(cs),
-		InFlight: cfg.InFlight, Payload: cfg.Payload, Seconds: t1.Sub(t0).Seconds(),
+		InFlight: cfg.InFlight, Payload: cfg.Payload, Rate: cfg.Rate, Seconds: t1.Sub(t0).Seconds(),
 		ErrorKinds: map[string]int64{}, PID: cfg.PID, ProxyCPU: -1, CPUPer1k: -1, ReadsPerReq: -1, WritesPerReq: -1,
 		LoadCPU: (self1 - self0).Seconds(),
 	}
@@ -606,8 +609,12 @@ func dialAll(ctx context.Context, addr string, n int, timeout time.Duration) ([]
 
 // Format writes res for people.
 func (res *Result) Format(w io.Writer) {
-	fmt.Fprintf(w, "%s %s: %d connections (%d open) x %d in flight, %d-byte payload, %s mix\n",
-		orDash(res.Label), res.Proto, res.Conns, res.ConnsOpen, res.InFlight, res.Payload, res.Mix)
+	pace := "closed loop"
+	if res.Rate > 0 {
+		pace = fmt.Sprintf("paced at %.0f req/s", res.Rate)
+	}
+	fmt.Fprintf(w, "%s %s: %d connections (%d open) x %d in flight, %d-byte payload, %s mix, %s\n",
+		orDash(res.Label), res.Proto, res.Conns, res.ConnsOpen, res.InFlight, res.Payload, res.Mix, pace)
 	fmt.Fprintf(w, "  %d responses in %.2fs: %.0f req/s; %d ok, %d errors\n", res.Responses, res.Seconds, res.RPS, res.OK, res.Errors)
 	if len(res.ErrorKinds) > 0 {
 		keys := slicesSorted(res.ErrorKinds)
