@@ -366,3 +366,36 @@ func Instance(name string) Codec {
 
 // Names lists the registered codecs, sorted.
 func Names() []string { return byName.Names() }
+
+// FrameSizer is implemented by codecs whose frames carry their length up
+// front (Dubbo's header, Thrift's framed and header transports). The proxy
+// uses it to reserve a large frame's whole buffer when its first bytes
+// arrive, instead of growing it read after read.
+type FrameSizer interface {
+	// FrameSize returns the length of the frame at the front of buf, or 0
+	// when buf is too short to tell, the frame carries no length, or the
+	// length is not one Decode would accept (over the codec's limit).
+	FrameSize(buf []byte) int
+}
+
+// Append adds data, just read, to pending, the bytes of a connection not
+// yet decoded, and returns the result. With nothing pending, data itself is
+// returned (the caller owns it). When pending must grow and c can tell the
+// length of the frame it starts, its whole length is reserved at once: a
+// 1 MiB frame read in 16 KiB pieces is copied once, not at each doubling.
+func Append(c Codec, pending, data []byte) []byte {
+	if len(pending) == 0 {
+		return data
+	}
+	need := len(pending) + len(data)
+	if need > cap(pending) {
+		if fs, ok := c.(FrameSizer); ok {
+			if size := fs.FrameSize(pending); size > need {
+				grown := make([]byte, len(pending), size)
+				copy(grown, pending)
+				pending = grown
+			}
+		}
+	}
+	return append(pending, data...)
+}

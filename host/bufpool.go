@@ -14,9 +14,10 @@ var writeBufs bufPool
 
 const (
 	minBufShift = 8  // 256 B: the smallest class
-	maxBufShift = 16 // 64 KiB: larger writes are not pooled
-	// maxClassBytes bounds what one size class keeps: a burst of large
-	// writes does not leave the process holding them.
+	maxBufShift = 20 // 1 MiB: larger buffers are not pooled
+	// maxClassBytes bounds what one size class keeps (but two buffers of
+	// the largest classes): a burst of large writes does not leave the
+	// process holding them. At most about 14 MiB per pool.
 	maxClassBytes = 1 << 20
 )
 
@@ -68,7 +69,7 @@ func (p *bufPool) put(b []byte) {
 	}
 	cl := &p.classes[c]
 	cl.mu.Lock()
-	if (len(cl.free)+1)*cap(b) <= maxClassBytes {
+	if (len(cl.free)+1)*cap(b) <= max(maxClassBytes, 2*cap(b)) {
 		cl.free = append(cl.free, b[:0])
 	}
 	cl.mu.Unlock()

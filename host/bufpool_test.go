@@ -18,8 +18,8 @@ func TestBufPool(t *testing.T) {
 	if c := p.get(1); cap(c) != 256 {
 		t.Errorf("get(1): cap %d, want the smallest class, 256", cap(c))
 	}
-	if c := p.get(1<<16 + 1); cap(c) != 1<<16+1 {
-		t.Errorf("get(64 KiB + 1): cap %d, want an unpooled buffer of exactly that size", cap(c))
+	if c := p.get(1<<20 + 1); cap(c) != 1<<20+1 {
+		t.Errorf("get(1 MiB + 1): cap %d, want an unpooled buffer of exactly that size", cap(c))
 	}
 	p.put(make([]byte, 0, 600)) // not one of the pool's
 	if n := len(p.classes[2].free); n != 0 {
@@ -28,7 +28,14 @@ func TestBufPool(t *testing.T) {
 	for range maxClassBytes/(1<<16) + 5 {
 		p.put(make([]byte, 0, 1<<16))
 	}
-	if n := len(p.classes[len(p.classes)-1].free); n*(1<<16) > maxClassBytes {
+	if n := len(p.classes[16-minBufShift].free); n*(1<<16) > maxClassBytes {
 		t.Errorf("the 64 KiB class keeps %d buffers (%d bytes), over its bound of %d", n, n*(1<<16), maxClassBytes)
+	}
+	// The largest class keeps two buffers, over maxClassBytes.
+	for range 5 {
+		p.put(make([]byte, 0, 1<<20))
+	}
+	if n := len(p.classes[len(p.classes)-1].free); n != 2 {
+		t.Errorf("the 1 MiB class keeps %d buffers, want 2", n)
 	}
 }

@@ -114,6 +114,7 @@ func newEndpoint(h *Host, upstream bool) *endpoint {
 	}
 	e.key = uint64(uintptr(e.wrapper))
 	e.out.wake = make(chan struct{}, 1)
+	e.out.startWriter = e.startWriter
 	e.out.total, e.out.peak = &h.st.writeBuffered, &h.st.writePeak
 	if !upstream && h.opts.WriteBufferLimit > 0 {
 		e.out.high = h.opts.WriteBufferLimit
@@ -176,9 +177,10 @@ func (e *endpoint) invoke(what string, fn func()) (ok bool) {
 // start runs the reader and writer of a connected endpoint.
 func (e *endpoint) start() {
 	e.raw = newRawWriter(e.nc)
-	e.io.Add(2)
+	// The writer goroutine starts when the socket does not take a write
+	// at once (see writeBuffer.signal).
+	e.io.Add(1)
 	go e.readLoop()
-	go e.writeLoop()
 }
 
 // run is the event loop, after the first callback. It returns once the socket is

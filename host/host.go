@@ -67,9 +67,10 @@ const (
 	defaultReadSize       = 16 << 10
 	defaultWriteLimit     = 1 << 20
 	// readQueue chunks may wait for the event loop before the reader stops reading,
-	// which pushes back on the peer through TCP (about 1 MiB with the default
-	// ReadSize, Envoy's default per_connection_buffer_limit_bytes).
-	readQueue = 64
+	// which pushes back on the peer through TCP (at most 256 KiB with the default
+	// ReadSize; Envoy's default per_connection_buffer_limit_bytes is 1 MiB). Each
+	// slot of the channel costs every connection, idle ones too (40 bytes).
+	readQueue = 16
 )
 
 // Host drives Envoy's Go network-filter shim the way Envoy's C++ does, over real

@@ -266,8 +266,10 @@ func TestWritesGoOutFromTheLoop(t *testing.T) {
 			t.Fatalf("round %d: got %q, want %q", i, got, msg)
 		}
 	}
+	// Writes of one turn share a writev, so there may be fewer direct
+	// writes than messages; none may go through the writer goroutine.
 	s := h.Stats()
-	if s.DirectWrites < rounds || s.WriterBatches != 0 {
+	if s.DirectWrites == 0 || s.WriterBatches != 0 {
 		t.Errorf("%d direct writes and %d writer batches for %d echoed messages; want every write direct", s.DirectWrites, s.WriterBatches, rounds)
 	}
 	noAborts(t, h)
@@ -730,8 +732,8 @@ func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 		return done || h.Stats().ReadPaused == 1
 	})
 	// What the host buffers: the limit, plus one OnData's worth of echo (the
-	// reader's queue, 64 reads) written before the pause took effect.
-	bound := int64(limit + 64*readSize)
+	// reader's queue, 16 reads) written before the pause took effect.
+	bound := int64(limit + 16*readSize)
 	if s := h.Stats(); s.WriteBufferedPeak > bound {
 		t.Fatalf("the host buffered up to %d bytes for a client that does not read (%d now, done sending: %v), over the bound of %d",
 			s.WriteBufferedPeak, s.WriteBuffered, done, bound)
@@ -747,9 +749,7 @@ func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 	if s.ReadPauses == 0 || s.WriteBufferedPeak > bound {
 		t.Errorf("ReadPauses=%d WriteBufferedPeak=%d (bound %d)", s.ReadPauses, s.WriteBufferedPeak, bound)
 	}
-	if s.WriterBatches == 0 {
-		t.Errorf("the writer goroutine wrote nothing (%d direct writes): a socket that does not take everything must hand the rest to it", s.DirectWrites)
-	}
+
 	eventually(t, "reading resumed and the buffer drained", func() bool {
 		s := h.Stats()
 		return s.ReadPaused == 0 && s.WriteBuffered == 0
@@ -778,6 +778,11 @@ func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 	// socket buffers hold, so the host held the rest.
 	if s := h.Stats(); s.ReadPauses != 0 || s.WriteBufferedPeak < 4<<20 {
 		t.Errorf("ReadPauses=%d WriteBufferedPeak=%d; want no pause and megabytes buffered", s.ReadPauses, s.WriteBufferedPeak)
+	}
+	// After the last read nothing made the loop turn again: what the
+	// socket had not taken then was written by the writer goroutine.
+	if s := h.Stats(); s.WriterBatches == 0 {
+		t.Errorf("the writer goroutine wrote nothing (%d direct writes): what the socket does not take at once must be handed to it", s.DirectWrites)
 	}
 	c.Close()
 	released(t, h)

@@ -25,11 +25,15 @@ type writeBuffer struct {
 	// busy: a batch taken from queue is being written (by the writer
 	// goroutine or the loop's direct write, see direct.go): the other
 	// waits, so that bytes reach the socket in order.
-	busy    bool
-	end     bool // shut down the write side once queue is drained
-	flush   bool // report taskFlushed once queue is drained
-	endDone bool
-	wake    chan struct{}
+	busy bool
+	// running: a writer goroutine is alive (see signal); startWriter
+	// starts one.
+	running     bool
+	startWriter func()
+	end         bool // shut down the write side once queue is drained
+	flush       bool // report taskFlushed once queue is drained
+	endDone     bool
+	wake        chan struct{}
 
 	// size counts the bytes queued and those the writer is writing now: both
 	// are memory a client that does not read holds.
@@ -102,21 +106,66 @@ func (w *writeBuffer) requestFlush() {
 	w.signal()
 }
 
+// signal hands work to the writer goroutine, starting one if none runs:
+// the writer exits when it has nothing left, so that an idle connection
+// (most of them, at 10,000) costs no goroutine for writing. Called on the
+// loop goroutine only (its flushOut and close), which also waits for the
+// writer in teardown.
 func (w *writeBuffer) signal() {
+	w.mu.Lock()
+	if !w.running {
+		w.running = true
+		w.mu.Unlock()
+		w.startWriter()
+		return
+	}
+	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
+// idle reports, and records, that the writer goroutine exits: nothing is
+// queued for it (or the loop is writing it), no flush or end of stream is
+// pending. Under mu, so that a signal either finds it running (and its
+// wake is seen) or finds it gone (and starts another).
+func (w *writeBuffer) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if (len(w.queue) == 0 || w.busy) && !w.flush && !(w.end && !w.endDone) {
+		w.running = false
+		return true
+	}
+	return false
+}
+
+// stopped records that the writer goroutine exits on an error or a close.
+func (w *writeBuffer) stopped() {
+	w.mu.Lock()
+	w.running = false
+	w.mu.Unlock()
+}
+
+func (e *endpoint) startWriter() {
+	e.io.Add(1)
+	go e.writeLoop()
+}
+
 func (e *endpoint) writeLoop() {
 	defer e.io.Done()
 	w := &e.out
-	for {
-		select {
-		case <-w.wake:
-		case <-e.done:
-			return
+	for first := true; ; first = false {
+		if !first {
+			if w.idle() {
+				return
+			}
+			select {
+			case <-w.wake:
+			case <-e.done:
+				w.stopped()
+				return
+			}
 		}
 		for {
 			w.mu.Lock()
@@ -142,6 +191,7 @@ func (e *endpoint) writeLoop() {
 				if shut {
 					if cw, ok := e.nc.(interface{ CloseWrite() error }); ok {
 						if err := cw.CloseWrite(); err != nil {
+							w.stopped()
 							e.post(task{kind: taskWriteErr, err: err})
 							return
 						}
@@ -164,6 +214,7 @@ func (e *endpoint) writeLoop() {
 			_, err := w.bufs.WriteTo(e.nc)
 			w.bufs = nil
 			if err != nil {
+				w.stopped()
 				e.post(task{kind: taskWriteErr, err: err})
 				return
 			}

@@ -74,6 +74,7 @@ func Run(t *testing.T, f codecs.Factory, s Samples) {
 	t.Run("decode", k.decode)
 	t.Run("round_trip", k.roundTrip)
 	t.Run("partial_frames", k.partialFrames)
+	t.Run("frame_size", k.frameSize)
 	t.Run("several_frames", k.severalFrames)
 	t.Run("mutations", k.mutations)
 	t.Run("response_mutations", k.responseMutations)
@@ -229,6 +230,48 @@ func (k kit) partialFrames(t *testing.T) {
 			}
 		}
 		decodeAll(t, c, sm.frame)
+	}
+}
+
+// frameSize: a codec's FrameSize (when it has one) is never wrong: 0 or
+// the frame's length for every prefix of a frame; and a frame fed to
+// codecs.Append in small pieces ends up whole, in a buffer grown at most
+// once to the frame's length when the size is known.
+func (k kit) frameSize(t *testing.T) {
+	c := k.codec(t)
+	fs, ok := c.(codecs.FrameSizer)
+	for _, sm := range k.samples() {
+		known := false
+		if ok {
+			for i := 0; i <= len(sm.frame); i++ {
+				switch got := fs.FrameSize(sm.frame[:i]); got {
+				case 0:
+				case len(sm.frame):
+					known = true
+				default:
+					t.Fatalf("%s: FrameSize(first %d of %d bytes) = %d", sm.name, i, len(sm.frame), got)
+				}
+			}
+		}
+		// Growths once the pending bytes tell the frame's size: at most
+		// one, to exactly that size.
+		const piece = 7
+		var pending []byte
+		grewKnown := 0
+		for off := 0; off < len(sm.frame); off += piece {
+			data := bytes.Clone(sm.frame[off:min(off+piece, len(sm.frame))])
+			before, sized := cap(pending), ok && off > 0 && fs.FrameSize(pending) > 0
+			pending = codecs.Append(c, pending, data)
+			if sized && cap(pending) != before {
+				grewKnown++
+			}
+		}
+		if !bytes.Equal(pending, sm.frame) {
+			t.Fatalf("%s: Append in pieces of %d gave %d bytes that differ from the frame's %d", sm.name, piece, len(pending), len(sm.frame))
+		}
+		if known && (grewKnown > 1 || grewKnown == 1 && cap(pending) != len(sm.frame)) {
+			t.Errorf("%s: with the frame's size known the pending buffer grew %d times, to a capacity of %d; want once, to %d", sm.name, grewKnown, cap(pending), len(sm.frame))
+		}
 	}
 }
 

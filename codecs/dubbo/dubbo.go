@@ -157,6 +157,18 @@ var ignoredMutations atomic.Uint64
 // README.md, "Encode and mutations").
 func IgnoredMutations() uint64 { return ignoredMutations.Load() }
 
+// FrameSize implements codecs.FrameSizer: the header's body length.
+func (c *codec) FrameSize(buf []byte) int {
+	if len(buf) < headerLen || buf[0] != magicHigh || buf[1] != magicLow {
+		return 0
+	}
+	bodyLen := int32(binary.BigEndian.Uint32(buf[12:]))
+	if size := headerLen + int(bodyLen); bodyLen >= 0 && size <= c.maxFrame {
+		return size
+	}
+	return 0
+}
+
 // Decode implements codecs.Codec.
 func (c *codec) Decode(buf []byte, msg *codecs.Message) (int, error) {
 	// Check the magic as soon as it arrives so that a client speaking

@@ -365,6 +365,23 @@ func (c *codec) detect(buf []byte) (transport, error) {
 	return tUnframed, nil
 }
 
+// FrameSize implements codecs.FrameSizer: the length prefix of the framed
+// and header transports (unframed messages carry none).
+func (c *codec) FrameSize(buf []byte) int {
+	if len(buf) < 6 {
+		return 0
+	}
+	tr, err := c.detect(buf)
+	if err != nil || (tr != tFramed && tr != tHeader && tr != tTTHeader) {
+		return 0
+	}
+	n, err := c.frameLen(buf)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 func (c *codec) frameLen(buf []byte) (int, error) {
 	size := int64(binary.BigEndian.Uint32(buf))
 	if size > math.MaxInt32 {

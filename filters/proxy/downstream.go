@@ -196,11 +196,7 @@ func (d *downConn) OnData(data []byte, endOfStream bool) (status api.FilterStatu
 		d.peerRead = true
 		d.readPeer()
 	}
-	if len(d.buf) == 0 {
-		d.buf = data
-	} else {
-		d.buf = append(d.buf, data...)
-	}
+	d.buf = codecs.Append(d.codec, d.buf, data)
 	for len(d.buf) > 0 {
 		d.msg.Reset()
 		n, err := d.codec.Decode(d.buf, &d.msg)

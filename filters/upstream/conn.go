@@ -339,11 +339,7 @@ func (uc *conn) OnData(data []byte, endOfStream bool) {
 		return // closing; whatever it carried was failed
 	}
 	uc.lastActive.Store(time.Now().UnixNano())
-	if len(uc.buf) == 0 {
-		uc.buf = data
-	} else {
-		uc.buf = append(uc.buf, data...)
-	}
+	uc.buf = codecs.Append(uc.codec, uc.buf, data)
 	for len(uc.buf) > 0 {
 		uc.msg.Reset()
 		n, err := uc.codec.Decode(uc.buf, &uc.msg)

@@ -48,8 +48,10 @@ func (t *Table) String(b []byte) string {
 		return string(b)
 	}
 	if t.strs == nil {
-		t.strs = make(map[string]string, Max)
-		t.old = make(map[string]string, Max)
+		// No size hint, and no old generation until the first is full: a
+		// connection that made a few requests and went idle keeps a table
+		// the size of what it saw.
+		t.strs = map[string]string{}
 		t.prev = new([recent]string)
 	}
 	i := t.pos
@@ -75,8 +77,12 @@ func (t *Table) lookup(b []byte) string {
 		s = string(b)
 	}
 	if len(t.strs) >= Max {
-		t.strs, t.old = t.old, t.strs
-		clear(t.strs)
+		if t.old == nil {
+			t.old, t.strs = t.strs, make(map[string]string, Max)
+		} else {
+			t.strs, t.old = t.old, t.strs
+			clear(t.strs)
+		}
 	}
 	t.strs[s] = s
 	return s
