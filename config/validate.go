@@ -157,6 +157,43 @@ func (v *validator) proxy(c *breezev1.ProxyConfig) {
 
 	clusters := v.clusters("clusters", c.GetClusters(), c.GetXds() != nil)
 	v.routeTable("route_config.", c.GetRouteConfig(), c.GetClusters(), clusters)
+	v.enum("upstream_connect", c.GetUpstreamConnect())
+	if c.GetUpstreamConnect() == breezev1.UpstreamConnect_GO_LOOPBACK {
+		v.goLoopback(c)
+	}
+}
+
+// goLoopback holds a GO_LOOPBACK proxy to endpoints the config shows to be
+// loopback addresses: its socket carries no mesh mTLS, so a connection
+// anywhere else would leave the pod in plain text. What the config cannot
+// show (xDS, DNS other than localhost) is refused; the dialer refuses
+// non-loopback addresses again at dial time.
+func (v *validator) goLoopback(c *breezev1.ProxyConfig) {
+	const why = "upstream_connect GO_LOOPBACK dials only loopback addresses (127.0.0.0/8, ::1): any other would bypass the mesh's mTLS"
+	if c.GetXds() != nil {
+		v.add("xds", "set", "%s, and endpoints from xDS may be any address: list the local app's endpoints in clusters", why)
+	}
+	for i, cl := range c.GetClusters() {
+		p := fmt.Sprintf("clusters[%d]", i)
+		if cl.GetType() == breezev1.Cluster_EDS {
+			v.add(p+".type", "EDS", "%s, and endpoints from xDS may be any address: use STATIC", why)
+			continue
+		}
+		for k, e := range cl.GetEndpoints() {
+			addr := e.GetAddress()
+			ep := fmt.Sprintf("%s.endpoints[%d].address", p, k)
+			switch cl.GetType() {
+			case breezev1.Cluster_STATIC:
+				if ip, err := netip.ParseAddr(addr); err == nil && !ip.Unmap().IsLoopback() {
+					v.add(ep, strconv.Quote(addr), "%s", why)
+				}
+			case breezev1.Cluster_STRICT_DNS:
+				if addr != "localhost" {
+					v.add(ep, strconv.Quote(addr), "%s; a host name other than localhost may resolve to any address", why)
+				}
+			}
+		}
+	}
 }
 
 // clusters checks each cluster and returns the index of each name's first

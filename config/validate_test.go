@@ -112,7 +112,14 @@ func joined(err error) []error {
 func TestValidateAcceptsValid(t *testing.T) {
 	cases := map[string]func(c *breezev1.ProxyConfig){
 		"readme config": func(*breezev1.ProxyConfig) {},
-		"no routes":     func(c *breezev1.ProxyConfig) { c.RouteConfig = nil },
+		// Its endpoints are 127.0.0.1 and localhost: all loopback.
+		"go loopback": func(c *breezev1.ProxyConfig) { c.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK },
+		"go loopback to ::1 and 127.0.0.2": func(c *breezev1.ProxyConfig) {
+			c.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK
+			endpoint(c, 0, 0).Address = "::1"
+			endpoint(c, 0, 1).Address = "127.0.0.2"
+		},
+		"no routes": func(c *breezev1.ProxyConfig) { c.RouteConfig = nil },
 		"matchers of every kind": func(c *breezev1.ProxyConfig) {
 			route(c, 0).Match.Metadata = []*breezev1.MetadataMatcher{
 				{Key: "method", Match: &breezev1.MetadataMatcher_Prefix{Prefix: "Say"}},
@@ -230,6 +237,25 @@ func TestValidateErrors(t *testing.T) {
 		{"per-try timeout negative", func(c *breezev1.ProxyConfig) {
 			route(c, 1).RetryPolicy = &breezev1.RetryPolicy{PerTryTimeout: durationpb.New(-time.Second)}
 		}, []string{`route_config.routes[1].retry_policy.per_try_timeout: -1s: must not be negative`}},
+		{"upstream_connect unknown", func(c *breezev1.ProxyConfig) { c.UpstreamConnect = 7 },
+			[]string{`upstream_connect: 7: `}},
+		{"go loopback to the pod IP", func(c *breezev1.ProxyConfig) {
+			c.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK
+			endpoint(c, 0, 1).Address = "10.1.2.3"
+		}, []string{`clusters[0].endpoints[1].address: "10.1.2.3": upstream_connect GO_LOOPBACK dials only loopback addresses (127.0.0.0/8, ::1): any other would bypass the mesh's mTLS`}},
+		{"go loopback to a host name", func(c *breezev1.ProxyConfig) {
+			c.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK
+			endpoint(c, 1, 0).Address = "greeter.demo.svc"
+		}, []string{`clusters[1].endpoints[0].address: "greeter.demo.svc": upstream_connect GO_LOOPBACK dials only loopback addresses (127.0.0.0/8, ::1): any other would bypass the mesh's mTLS; a host name other than localhost may resolve to any address`}},
+		{"go loopback with endpoints from xds", func(c *breezev1.ProxyConfig) {
+			c.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK
+			c.Xds = &breezev1.XdsSource{Address: "127.0.0.1:15010"}
+			c.Clusters[1].Type = breezev1.Cluster_EDS
+			c.Clusters[1].Endpoints = nil
+		}, []string{
+			`xds: set: upstream_connect GO_LOOPBACK dials only loopback addresses`,
+			`clusters[1].type: EDS: upstream_connect GO_LOOPBACK dials only loopback addresses (127.0.0.0/8, ::1): any other would bypass the mesh's mTLS, and endpoints from xDS may be any address: use STATIC`,
+		}},
 		{"route without action", func(c *breezev1.ProxyConfig) { route(c, 0).Route = nil },
 			[]string{`route_config.routes[0].route: <unset>: a route needs an action: cluster or weighted_clusters`}},
 		{"route with empty action", func(c *breezev1.ProxyConfig) { route(c, 1).Route = &breezev1.RouteAction{HashKey: "x"} },

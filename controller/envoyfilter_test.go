@@ -211,9 +211,17 @@ spec:
 	checkOwner(t, out, "Service", svc)
 	checkOwner(t, in, "Service", svc)
 	// Without breeze.io/clients, the outbound side lands on the
-	// service's own pods too: said on the Service.
-	ev := waitEvent(t, ns, "Service", "greeter", "ClientsOverlapProviders")
-	t.Logf("event: %s %s: %s", ev.Type, ev.Reason, ev.Message)
+	// service's own pods too: their inbound side dials the app with the
+	// Go socket and adds no plainText cluster, so the pod's is the
+	// outbound side's (mTLS).
+	if got, _ := find(patch(t, in, 0)["patch"], "upstream_connect"); got != "GO_LOOPBACK" {
+		t.Errorf("inbound plugin config upstream_connect %v, want GO_LOOPBACK", got)
+	}
+	for _, cp := range in.Object["spec"].(map[string]any)["configPatches"].([]any) {
+		if cp.(map[string]any)["applyTo"] == "CLUSTER" {
+			t.Errorf("inbound EnvoyFilter patches a cluster: %v; want none (the pod's plainText is the outbound side's)", cp)
+		}
+	}
 
 	// A new selector is a new shape: the inbound EnvoyFilter follows, the
 	// outbound one is left as it was.
@@ -427,8 +435,8 @@ spec:
 }
 
 // TestClientsAnnotation: breeze.io/clients selects the client pods of the
-// outbound EnvoyFilter, and both sides are rendered together with
-// deploy's check that no pod gets both.
+// outbound EnvoyFilter, and both sides are rendered together; the clients
+// may be the providers themselves.
 func TestClientsAnnotation(t *testing.T) {
 	ns := namespace(t)
 	apply(t, `
@@ -450,8 +458,10 @@ spec:
 	if got := str(efs["greeter-20880-breeze-inbound"], "spec", "workloadSelector", "labels"); got != "map[app:greeter]" {
 		t.Errorf("inbound workloadSelector.labels %s, want map[app:greeter]", got)
 	}
-	// Clients that overlap the providers: deploy refuses, the Service
-	// says why, and nothing half-made stays.
+	// Clients that overlap the providers (pods that call the service and
+	// serve it): both sides stay, the outbound one on the new clients;
+	// the inbound side dials the app with the Go socket and brings no
+	// plainText cluster, so the pods' plainText is the outbound side's.
 	apply(t, `
 apiVersion: v1
 kind: Service
@@ -464,7 +474,22 @@ spec:
   ports:
   - {name: tcp-dubbo, port: 20880}
 `)
-	ev := waitEvent(t, ns, "Service", "greeter", "RenderFailed")
-	t.Logf("event: %s", ev.Message)
-	waitFilters(t, ns)
+	eventually(t, "the outbound EnvoyFilter to select app=greeter", func() (bool, string) {
+		out := envoyFilters(t, ns)["greeter-20880-breeze-outbound"]
+		if out == nil {
+			return false, "no outbound EnvoyFilter"
+		}
+		got := str(out, "spec", "workloadSelector", "labels")
+		return got == "map[app:greeter]", "outbound workloadSelector.labels " + got
+	})
+	in := envoyFilters(t, ns)["greeter-20880-breeze-inbound"]
+	if in == nil {
+		t.Fatal("the inbound EnvoyFilter is gone")
+	}
+	if got, _ := find(patch(t, in, 0)["patch"], "upstream_connect"); got != "GO_LOOPBACK" {
+		t.Errorf("inbound plugin config upstream_connect %v, want GO_LOOPBACK", got)
+	}
+	if ps, _, _ := unstructured.NestedSlice(in.Object, "spec", "configPatches"); len(ps) != 1 {
+		t.Errorf("inbound EnvoyFilter has %d configPatches, want 1 (the Go filter; no plainText cluster)", len(ps))
+	}
 }

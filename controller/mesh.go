@@ -517,33 +517,23 @@ func render(s settings, in renderInput) ([]*unstructured.Unstructured, []issue) 
 		bad("TargetPortUnresolved", "port %d (%s): targetPort %q names a container port no EndpointSlice resolves yet: the inbound EnvoyFilter follows once one does",
 			in.port.port, in.port.name, in.port.targetNamed)
 	}
-	mtls := s.UpstreamTLS == "" || s.UpstreamTLS == deploy.UpstreamIstioMTLS
 	switch {
-	case in.vip != "" && inbound && (clients != nil || !mtls):
-		// Both sides, with deploy's check that one pod does not get
-		// both an mTLS and a plain-text plainText cluster.
+	case in.vip != "" && inbound:
+		// Both sides, with deploy's checks across them. The clients may
+		// include the service's own pods: under Istio mTLS the inbound
+		// side dials the app with the Go socket (GO_LOOPBACK) and leaves
+		// the pod's plainText cluster to the outbound side.
 		b := outbound(base)
 		b.Direction, b.Selector = deploy.Both, in.selector
 		add(b)
-	default:
-		if in.vip != "" {
-			o := outbound(base)
-			o.Direction = deploy.Outbound
-			add(o)
-		}
-		if inbound {
-			i := base
-			i.Direction, i.Selector = deploy.Inbound, in.selector
-			add(i)
-		}
-		if in.vip != "" && inbound && mtls {
-			// Envoy's Go filter dials through one plainText cluster per
-			// pod: the service's own pods get the outbound one (mTLS)
-			// and the inbound one (plain text), and istiod keeps one.
-			bad("ClientsOverlapProviders", "port %d (%s): the outbound EnvoyFilter applies to every pod of namespace %s, this service's own pods too, which run inbound Breeze; "+
-				"a pod can run only one of them with Istio mTLS: set annotation %s to the client pods' labels (k=v,...), disjoint from the selector",
-				in.port.port, in.port.name, in.namespace, AnnotationClients)
-		}
+	case in.vip != "":
+		o := outbound(base)
+		o.Direction = deploy.Outbound
+		add(o)
+	case inbound:
+		i := base
+		i.Direction, i.Selector = deploy.Inbound, in.selector
+		add(i)
 	}
 	return out, issues
 }

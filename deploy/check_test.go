@@ -152,13 +152,11 @@ func TestEnvoyFilterMistakes(t *testing.T) {
 		{name: "inbound without a port", old: "          destinationPort: 20880\n", new: "",
 			want: in + `spec.configPatches[0].match.listener.filterChain.destinationPort: required`},
 		{name: "inbound dialing the pod IP", old: "                - address: 127.0.0.1", new: "                - address: 10.1.2.3",
-			want: in + `spec.configPatches[0].patch.value.typed_config.plugin_config.value.clusters[0].endpoints[0].address: "10.1.2.3": an inbound Breeze must dial the local app at 127.0.0.1`},
+			want: in + `spec.configPatches[0].patch.value.typed_config.plugin_config.value.clusters[0].endpoints[0].address: "10.1.2.3": upstream_connect GO_LOOPBACK dials only loopback addresses (127.0.0.0/8, ::1): any other would bypass the mesh's mTLS`},
 		{name: "bad Breeze endpoint", old: "                - address: 127.0.0.1", new: "                - address: localhost",
 			want: in + `spec.configPatches[0].patch.value.typed_config.plugin_config.value.clusters[0].endpoints[0].address: "localhost": a STATIC cluster needs a literal IP address`},
-		{name: "inbound on the clients", old: "    labels:\n      app: greeter", new: "    labels:\n      app: consumer",
-			want: in + `spec.configPatches[0]: this inbound Breeze dials the local app at 127.0.0.1 through "plainText", but EnvoyFilter greeter-breeze-outbound spec.configPatches[1] gives the same pods a plainText with Istio mTLS`},
-		{name: "two different plainText clusters", old: "      app: greeter", new: "      tier: backend",
-			want: `a different "plainText" cluster than EnvoyFilter greeter-breeze-outbound spec.configPatches[1] may land on the same pods`},
+		{name: "inbound through plainText without one", old: "              upstream_connect: GO_LOOPBACK\n", new: "",
+			want: in + `spec.configPatches[0]: no "plainText" cluster for these workloads`},
 	})
 }
 
@@ -434,8 +432,8 @@ func TestDurationsAsTheirReadersTakeThem(t *testing.T) {
 func TestProxyVersionPins(t *testing.T) {
 	shipped := string(readFile(t, filepath.Join(envoyConfigDir, "istio", "greeter-envoyfilters.yaml")))
 	const pin = `proxyVersion: ^1\.28\.`
-	if strings.Count(shipped, pin) != 4 {
-		t.Fatalf("the shipped EnvoyFilters have %d patches pinned %q, want 4: adjust this test", strings.Count(shipped, pin), pin)
+	if strings.Count(shipped, pin) != 3 {
+		t.Fatalf("the shipped EnvoyFilters have %d patches pinned %q, want 3: adjust this test", strings.Count(shipped, pin), pin)
 	}
 	const path = "greeter-envoyfilters.yaml: EnvoyFilter greeter-breeze-outbound: spec.configPatches[0].match.proxy.proxyVersion: "
 	pinned := func(pv string) string { return strings.ReplaceAll(shipped, pin, "proxyVersion: "+pv) }

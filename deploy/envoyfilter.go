@@ -23,6 +23,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/internal/release"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 // Istio's names for the EnvoyFilter resource (networking.istio.io; Istio
@@ -165,6 +166,9 @@ type istioUse struct {
 type istioBreeze struct {
 	path    string
 	inbound bool
+	// goLoopback: upstream_connect GO_LOOPBACK; it dials with the Go
+	// runtime's own socket and needs no plainText cluster.
+	goLoopback bool
 	// proxyVersion is the patch's match.proxy.proxyVersion.
 	proxyVersion string
 }
@@ -429,7 +433,8 @@ func checkPatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch, raw a
 			checkLoopbackEndpoints(b, f)
 			checkIdentityReach(b, pv, f)
 		}
-		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound, proxyVersion: pv})
+		use.breezes = append(use.breezes, istioBreeze{path: cpath, inbound: inbound, proxyVersion: pv,
+			goLoopback: b.proxy.GetUpstreamConnect() == breezev1.UpstreamConnect_GO_LOOPBACK})
 	}
 }
 
@@ -463,9 +468,10 @@ func checkBreezePatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch,
 }
 
 // checkIstioSet checks what holds only across EnvoyFilters: each Breeze
-// patch has a plainText cluster on every pod it applies to, and no pod
-// gets two different plainText clusters, nor an mTLS one under an inbound
-// Breeze (which dials the local app in plain text). Each error goes to
+// patch has a plainText cluster on every pod it applies to (but one that
+// dials with the Go socket, GO_LOOPBACK), and no pod gets two different
+// plainText clusters, nor an mTLS one under an inbound Breeze that dials
+// the local app through it. Each error goes to
 // add with the EnvoyFilter it names.
 func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
 	// Two EnvoyFilters of one name in one namespace are one object: the
@@ -485,6 +491,9 @@ func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
 	}
 	for _, u := range uses {
 		for _, b := range u.breezes {
+			if b.goLoopback {
+				continue // it never dials through plainText
+			}
 			covered := false
 			for _, o := range uses {
 				if !sameScope(u.namespace, o.namespace) || !subset(o.selector, u.selector) {
@@ -519,13 +528,13 @@ func checkIstioSet(uses []istioUse, add func(u *istioUse, e error)) {
 	}
 	for _, u := range uses {
 		for _, b := range u.breezes {
-			if !b.inbound {
+			if !b.inbound || b.goLoopback {
 				continue
 			}
 			for _, o := range all {
 				if sameScope(u.namespace, o.u.namespace) && !disjoint(u.selector, o.u.selector) && isIstioMTLS(o.p.cluster) {
 					add(&u, &Error{Doc: u.doc, Path: b.path, Msg: fmt.Sprintf(
-						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy's Go filter has one upstream cluster per pod: a pod runs either inbound Breeze or outbound Breeze with mTLS", PlainTextCluster, o.u.doc, o.p.path)})
+						"this inbound Breeze dials the local app at 127.0.0.1 through %q, but %s %s gives the same pods a plainText with Istio mTLS: the app would get a TLS handshake. Envoy's Go filter has one upstream cluster per pod: give this Breeze upstream_connect: GO_LOOPBACK (the Go runtime's own socket; breeze render does) and no plainText of its own", PlainTextCluster, o.u.doc, o.p.path)})
 				}
 			}
 		}

@@ -64,9 +64,13 @@ const upstreamConnectTimeout = 10 * time.Second
 // listener of the clients' sidecars, with the plainText cluster (Istio
 // mTLS unless UpstreamTLS says otherwise); for inbound, Breeze in place of
 // tcp_proxy on the virtualInbound chain of the target port of the
-// service's pods, dialing the app at 127.0.0.1 through a plain-text
-// plainText cluster. Every patch is pinned to ProxyVersion. The result
-// passes the same checks `breeze validate` runs, or Render fails.
+// service's pods, dialing the app at 127.0.0.1 in plain text: with Istio
+// mTLS through the Go runtime's own socket (upstream_connect GO_LOOPBACK)
+// and no plainText cluster, so that the pod's plainText stays the
+// outbound side's mTLS one and a pod may call and serve; with upstream_tls
+// none through a plain-text plainText cluster. Every patch is pinned to
+// ProxyVersion. The result passes the same checks `breeze validate` runs,
+// or Render fails.
 func Render(s *Service) ([]*EnvoyFilter, error) {
 	r, err := Resolve(s)
 	if err != nil {
@@ -240,10 +244,6 @@ func Resolve(in *Service) (*Service, error) {
 	if s.Direction != Outbound && len(s.Selector) == 0 {
 		bad("selector", "required for inbound: the labels of the service's pods (without it every pod of the namespace gets Breeze on port %d)", s.TargetPort)
 	}
-	if s.Direction == Both && s.UpstreamTLS == UpstreamIstioMTLS && (len(s.Clients) == 0 || !disjoint(s.Clients, s.Selector)) {
-		bad("clients", "%v: with direction both and upstream_tls istio, the clients must be pods other than the service's own (a selector disjoint from selector %v): "+
-			"Envoy's Go filter has one upstream cluster per pod, and the inbound side needs it in plain text", s.Clients, s.Selector)
-	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -319,6 +319,18 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 		return nil, err
 	}
 	pc.Filters = filters
+	// Envoy's Go filter dials every Envoy upstream connection of the pod
+	// through the one plainText cluster. Under Istio mTLS that cluster is
+	// the outbound side's, with TLS: the inbound side reaches the app with
+	// the Go runtime's own socket instead, which the sidecar's iptables
+	// leave alone (Envoy's uid 1337 to 127.0.0.1: RETURN), and adds no
+	// plainText. So the inbound and outbound sides of any services can
+	// land on one pod.
+	plainText := UpstreamPlaintext
+	if s.UpstreamTLS == UpstreamIstioMTLS {
+		pc.UpstreamConnect = breezev1.UpstreamConnect_GO_LOOPBACK
+		plainText = ""
+	}
 	return s.envoyFilter(Inbound, networkingv1alpha3.EnvoyFilter_SIDECAR_INBOUND, s.Selector,
 		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
 			Name: virtualInbound,
@@ -326,12 +338,12 @@ func (s *Service) inbound() (*EnvoyFilter, error) {
 				DestinationPort: s.TargetPort,
 				Filter:          &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
 			},
-		}, pc, UpstreamPlaintext, before...)
+		}, pc, plainText, before...)
 }
 
 // envoyFilter is one direction's resource: the Go filter in place of
-// tcp_proxy, and the plainText cluster for the same pods; the network
-// filters before, in order, in front of it.
+// tcp_proxy, and the plainText cluster for the same pods (none when tls is
+// ""); the network filters before, in order, in front of it.
 func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_PatchContext, selector map[string]string,
 	lm *networkingv1alpha3.EnvoyFilter_ListenerMatch, pc *breezev1.ProxyConfig, tls UpstreamTLS, before ...*structpb.Struct,
 ) (*EnvoyFilter, error) {
@@ -340,14 +352,6 @@ func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_
 		return nil, err
 	}
 	fv, err := toStruct(flt)
-	if err != nil {
-		return nil, err
-	}
-	c, err := PlainTextClusterConfig(tls, upstreamConnectTimeout)
-	if err != nil {
-		return nil, err
-	}
-	cv, err := toStruct(c)
 	if err != nil {
 		return nil, err
 	}
@@ -360,14 +364,25 @@ func (s *Service) envoyFilter(dir Direction, ctx networkingv1alpha3.EnvoyFilter_
 				ObjectTypes: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: lm},
 			},
 			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_REPLACE, Value: fv},
-		}, {
+		}},
+	}
+	if tls != "" {
+		c, err := PlainTextClusterConfig(tls, upstreamConnectTimeout)
+		if err != nil {
+			return nil, err
+		}
+		cv, err := toStruct(c)
+		if err != nil {
+			return nil, err
+		}
+		spec.ConfigPatches = append(spec.ConfigPatches, &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch{
 			ApplyTo: networkingv1alpha3.EnvoyFilter_CLUSTER,
 			Match: &networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectMatch{
 				Context: ctx,
 				Proxy:   s.proxyMatch(),
 			},
 			Patch: &networkingv1alpha3.EnvoyFilter_Patch{Operation: networkingv1alpha3.EnvoyFilter_Patch_ADD, Value: cv},
-		}},
+		})
 	}
 	// Inserted before tcp_proxy ahead of the patch that replaces it: istiod
 	// applies one EnvoyFilter's patches in order, so they end up in front

@@ -185,8 +185,6 @@ func TestRenderMistakes(t *testing.T) {
 		{"route to no cluster", minimalService + "routes: [{route: {cluster: greter}}]\n", `routes[0].route.cluster: "greter"`},
 		{"bad endpoint", strings.Replace(minimalService, "address: 10.1.0.1", "address: greeter-v1", 1), `clusters[0].endpoints[0].address: "greeter-v1": a STATIC cluster needs a literal IP address`},
 		{"inbound without selector", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubbo\ndirection: inbound", 1), "selector: required for inbound"},
-		{"both, clients unset", minimalService + "direction: both\nselector: {app: greeter}\n", "clients: map[]: with direction both and upstream_tls istio"},
-		{"both, clients overlap", minimalService + "direction: both\nselector: {app: greeter}\nclients: {tier: front}\n", "clients: map[tier:front]"},
 		{"direction", minimalService + "direction: out\n", `direction: "out": want outbound, inbound or both`},
 		{"upstream tls", minimalService + "upstream_tls: mtls\n", `upstream_tls: "mtls"`},
 		{"library path", minimalService + "library_path: breeze.so\n", `library_path: "breeze.so": want an absolute path`},
@@ -282,6 +280,83 @@ func TestRenderXDSPluginConfigConstant(t *testing.T) {
 	for _, s := range []string{"10.1.0.", "route_config:", "clusters:", "endpoints:"} {
 		if bytes.Contains(xdsYAML[0], []byte(s)) {
 			t.Errorf("xds EnvoyFilters mention %q:\n%s", s, xdsYAML[0])
+		}
+	}
+}
+
+// A pod that calls the service and serves it, under Istio mTLS: the
+// clients overlap the selector (or are every pod: unset). The outbound side
+// brings the plainText cluster with Istio mTLS; the inbound side dials the
+// app with the Go socket (GO_LOOPBACK) and brings no plainText, so the two
+// land on one pod and the checks pass.
+func TestRenderBothIstioMTLSOnOnePod(t *testing.T) {
+	for _, clients := range []string{"", "clients: {tier: front}\n", "clients: {app: greeter}\n"} {
+		efs, err := renderString(t, minimalService+"direction: both\nselector: {app: greeter}\n"+clients)
+		if err != nil {
+			t.Fatalf("%q: %v", clients, err)
+		}
+		if len(efs) != 2 {
+			t.Fatalf("%q: got %d EnvoyFilters, want outbound and inbound", clients, len(efs))
+		}
+		out, in := efs[0], efs[1]
+		if got := pluginConfig(t, in)["upstream_connect"]; got != "GO_LOOPBACK" {
+			t.Errorf("%q: inbound upstream_connect %v, want GO_LOOPBACK", clients, got)
+		}
+		if got := pluginConfig(t, out)["upstream_connect"]; got != nil {
+			t.Errorf("%q: outbound upstream_connect %v, want unset (ENVOY: through the mTLS plainText)", clients, got)
+		}
+		var outPlainText, inPatches []string
+		for _, cp := range out.Spec.GetConfigPatches() {
+			if cp.GetApplyTo() == networkingv1alpha3.EnvoyFilter_CLUSTER {
+				outPlainText = append(outPlainText, cp.GetPatch().GetValue().AsMap()["name"].(string))
+				if cp.GetPatch().GetValue().AsMap()["transport_socket"] == nil {
+					t.Errorf("%q: outbound plainText without Istio mTLS", clients)
+				}
+			}
+		}
+		for _, cp := range in.Spec.GetConfigPatches() {
+			inPatches = append(inPatches, cp.GetApplyTo().String())
+		}
+		if len(outPlainText) != 1 || strings.Join(inPatches, ",") != "NETWORK_FILTER" {
+			t.Errorf("%q: outbound clusters %v, inbound patches %v; want [plainText] and NETWORK_FILTER alone", clients, outPlainText, inPatches)
+		}
+		y, err := MarshalEnvoyFilters(efs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, f := CheckEnvoyFilters(y); len(f.Errors)+len(f.Warnings) > 0 {
+			t.Fatalf("%q: %v", clients, errors.Join(append(f.Errors, f.Warnings...)...))
+		}
+	}
+}
+
+// What the checks still refuse across services: an inbound Breeze that
+// dials through plainText (upstream_tls none) on pods that are clients of
+// an mTLS service gets the TLS plainText, and the two plainTexts differ.
+func TestInboundThroughPlainTextUnderAnMTLSClient(t *testing.T) {
+	x, err := renderString(t, minimalService+"clients: {app: shop}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := renderString(t, "host: cart.demo.svc.cluster.local\nport: 9090\nprotocol: dubbo\ndirection: inbound\nselector: {app: shop}\nupstream_tls: none\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pluginConfig(t, y[0])["upstream_connect"]; got != nil {
+		t.Fatalf("inbound with upstream_tls none: upstream_connect %v, want unset (through its plain plainText)", got)
+	}
+	b, err := MarshalEnvoyFilters(append(x, y...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, f := CheckEnvoyFilters(b)
+	err = f.Err()
+	for _, want := range []string{
+		`this inbound Breeze dials the local app at 127.0.0.1 through "plainText", but EnvoyFilter greeter-breeze-outbound spec.configPatches[1] gives the same pods a plainText with Istio mTLS`,
+		`a different "plainText" cluster than EnvoyFilter greeter-breeze-outbound spec.configPatches[1] may land on the same pods`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v\nwant an error containing %q", err, want)
 		}
 	}
 }

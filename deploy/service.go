@@ -65,7 +65,10 @@ type Service struct {
 	// inbound.
 	Selector map[string]string
 	// UpstreamTLS of the clients' plainText cluster: default
-	// UpstreamIstioMTLS. Inbound always dials the local app in plain text.
+	// UpstreamIstioMTLS. Inbound always dials the local app in plain text:
+	// under UpstreamIstioMTLS with the Go runtime's own socket (GO_LOOPBACK)
+	// and no plainText cluster, so that a pod may also be a client; under
+	// UpstreamPlaintext through a plain plainText cluster.
 	UpstreamTLS UpstreamTLS
 	// Outbound is the clients' proxy: its route_config, clusters, xds,
 	// timeouts, filters, codec_params and max_frame_size. stat_prefix and

@@ -58,6 +58,11 @@ type Options struct {
 	// socket delivers no data before it). The host sets it there, so a
 	// plugin that reads it in OnNewConnection sees nothing, as in Envoy.
 	HandshakeFilterState func(remoteAddr string) map[string]string
+	// DialUpstream, if set, opens every upstream connection in place of a
+	// plain TCP dial: the plainText cluster's transport socket (e.g. TLS
+	// with the pod's certificate, as Istio's mTLS gives it). ctx carries
+	// ConnectTimeout and is cancelled by Close.
+	DialUpstream func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 const (

@@ -3,6 +3,7 @@ package host_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -787,4 +788,45 @@ func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 	c.Close()
 	released(t, h)
 	noAborts(t, h)
+}
+
+// DialUpstream replaces the TCP dial (the plainText cluster's transport
+// socket): its connection carries the relay, and a dial that outlasts
+// ConnectTimeout fails the connection with Timeout, as Envoy's
+// connect_timeout does.
+func TestDialUpstream(t *testing.T) {
+	up := echoServer(t)
+	var dialed []string
+	var mu sync.Mutex
+	h, _, addr := start(t, host.Options{DialUpstream: func(ctx context.Context, a string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, a)
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", a)
+	}}, "relay", up)
+	c := dial(t, addr)
+	if _, err := c.Write([]byte("through the hook\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "through the hook\n" {
+		t.Fatalf("relayed %q, %v", line, err)
+	}
+	mu.Lock()
+	if len(dialed) != 1 || dialed[0] != up {
+		t.Errorf("DialUpstream saw %v, want one dial to %s", dialed, up)
+	}
+	mu.Unlock()
+	noAborts(t, h)
+
+	t.Run("timeout", func(t *testing.T) {
+		_, rec, addr := start(t, host.Options{ConnectTimeout: time.Millisecond, DialUpstream: func(ctx context.Context, _ string) (net.Conn, error) {
+			<-ctx.Done() // a handshake that never completes
+			return nil, ctx.Err()
+		}}, "relay", up)
+		dial(t, addr)
+		if r := recv(t, rec.poolFailures, "pool failure"); r != api.Timeout {
+			t.Fatalf("a dial past ConnectTimeout failed with %v, want Timeout", r)
+		}
+	})
 }

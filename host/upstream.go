@@ -72,8 +72,19 @@ func (e *endpoint) connect() {
 		h.releaseUpstream()
 	}()
 
-	d := net.Dialer{Timeout: h.opts.ConnectTimeout}
-	nc, err := d.DialContext(h.ctx, "tcp", e.addr)
+	var nc net.Conn
+	var err error
+	if h.opts.DialUpstream != nil {
+		ctx, cancel := context.WithTimeout(h.ctx, h.opts.ConnectTimeout)
+		nc, err = h.opts.DialUpstream(ctx, e.addr)
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && h.ctx.Err() == nil {
+			err = &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		cancel()
+	} else {
+		d := net.Dialer{Timeout: h.opts.ConnectTimeout}
+		nc, err = d.DialContext(h.ctx, "tcp", e.addr)
+	}
 	if err == nil && h.ctx.Err() != nil {
 		_ = nc.Close()
 		err = h.ctx.Err()

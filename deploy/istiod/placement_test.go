@@ -10,6 +10,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/breeze-mesh/breeze/deploy"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
 // The workloads of testdata/mesh.yaml.
@@ -181,8 +182,13 @@ func TestRenderedEnvoyFiltersPlaceBreezeOnlyOnBreezePorts(t *testing.T) {
 		if all := GolangFiltersIn(vi); len(all) != len(bs) {
 			t.Errorf("%s: Go filters on virtualInbound at %v, want only the %d chains of port %d", tc.w, all, len(bs), tc.port)
 		}
-		if pt := s.Cluster(deploy.PlainTextCluster); pt == nil || pt.GetTransportSocket() != nil {
-			t.Errorf("%s: plainText cluster %v, want one in plain text (to 127.0.0.1)", tc.w, pt)
+		for _, b := range bs {
+			if b.Proxy.GetUpstreamConnect() != breezev1.UpstreamConnect_GO_LOOPBACK {
+				t.Errorf("%s %s: inbound Breeze upstream_connect %s, want GO_LOOPBACK (the Go socket to the app)", tc.w, b.ChainName, b.Proxy.GetUpstreamConnect())
+			}
+		}
+		if pt := s.Cluster(deploy.PlainTextCluster); pt != nil {
+			t.Errorf("%s: plainText cluster %v, want none (its inbound Breeze dials the app with the Go socket)", tc.w, pt)
 		}
 	}
 	for _, w := range []Workload{webPod, otherClient, nextConsumer} {

@@ -42,6 +42,7 @@ var Fields = []struct{ Key, Means string }{
 	{"subset", "a subset of a cluster, by its name (a DestinationRule subset)"},
 	{"failures", "the failed attempts of an outage that just ended"},
 	{"in_flight", "requests in flight on a connection"},
+	{"queued", "bytes written to an upstream connection and not yet taken by its peer"},
 	{"lines", "how many access log lines one failed write lost"},
 	{"event", "an Envoy connection event: RemoteClose, LocalClose"},
 	{"idle", "how long a connection had been idle"},

@@ -53,11 +53,15 @@ var (
 	ConfigErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "breeze_config_errors_total", Help: "Proxy configurations rejected; their connections are refused.",
 	})
+	GoSocketFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "breeze_upstream_go_socket_failures_total", Help: "Upstream connections of upstream_connect GO_LOOPBACK the proxy failed itself, by reason: not_loopback (an address outside 127.0.0.0/8 and ::1: refused, never dialed), write_queue_full (the app stopped reading: closed).",
+	}, []string{"proxy", "reason"})
 )
 
 func init() {
 	Registry.MustRegister(DownstreamConnections, DownstreamActive, DownstreamClosed, Requests, Responses,
-		Latency, LocalReplies, ProtocolErrors, Heartbeats, UpstreamEvents, Dropped, Panics, ConfigErrors)
+		Latency, LocalReplies, ProtocolErrors, Heartbeats, UpstreamEvents, Dropped, Panics, ConfigErrors,
+		GoSocketFailures)
 }
 
 // Cluster holds one cluster's children, resolved once at config time

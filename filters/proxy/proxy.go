@@ -124,7 +124,11 @@ func New(cfg *breezev1.ProxyConfig, log *slog.Logger) (*Proxy, error) {
 	if d, ok := c.(codecs.Describer); ok {
 		p.serviceKey, p.methodKey = d.RequestKeys()
 	}
-	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log, PeerLog: p.plog})
+	connect := upstream.ConnectEnvoy
+	if cfg.GetUpstreamConnect() == breezev1.UpstreamConnect_GO_LOOPBACK {
+		connect = upstream.ConnectGoLoopback
+	}
+	p.up = upstream.New(upstream.Options{Proxy: p.name, Codec: factory, CodecOpts: p.codecOpts, Log: p.log, PeerLog: p.plog, Connect: connect})
 	rt, err := router.New(cfg, router.Options{
 		Proxy: p.name, Log: p.log, DefaultTimeout: cfg.GetRequestTimeout().AsDuration(), Upstream: p.up, Lookup: dnsLookup,
 	})

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
-	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/metrics"
@@ -48,8 +47,8 @@ func (pl *pool) keepaliveEvery() time.Duration {
 func (pl *pool) get(conns int) (*conn, error) {
 	uc, fresh, err := pl.pick(conns)
 	if fresh {
-		// Envoy dials asynchronously; the callbacks find uc connecting.
-		network.CreateUpstreamConn(pl.ep.Addr, uc)
+		// Both dialers are asynchronous; the callbacks find uc connecting.
+		pl.m.dial(pl.ep.Addr, uc)
 	}
 	return uc, err
 }

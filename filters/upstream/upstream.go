@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/cluster"
 	"github.com/breeze-mesh/breeze/filters/logs"
@@ -104,6 +106,12 @@ type Options struct {
 	// PeerLog writes the lines an upstream can trigger, limited per
 	// reason (a new one on Log by default).
 	PeerLog *logs.Logger
+	// Connect is how connections are opened: through Envoy (default) or
+	// the Go runtime's own socket, to loopback addresses only.
+	Connect Connect
+
+	// goWriteLimit overrides the Go socket's write queue bound (tests).
+	goWriteLimit int
 }
 
 // Manager holds the pools of one proxy.
@@ -111,6 +119,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	plog *logs.Logger
+	// dial opens a connection (Options.Connect).
+	dial func(addr string, f api.UpstreamFilter)
 
 	mu    sync.RWMutex
 	pools map[poolKey]*pool
@@ -132,7 +142,7 @@ func New(opts Options) *Manager {
 	if opts.PeerLog == nil {
 		opts.PeerLog = logs.New(opts.Log, logs.Options{})
 	}
-	return &Manager{opts: opts, log: opts.Log, plog: opts.PeerLog, pools: map[poolKey]*pool{}}
+	return &Manager{opts: opts, log: opts.Log, plog: opts.PeerLog, dial: dialer(opts, opts.PeerLog), pools: map[poolKey]*pool{}}
 }
 
 // Pools is how many pools are open (for tests and debugging).

@@ -1,6 +1,6 @@
-// Package testpki makes a CA and a server certificate for tests of TLS
-// connections (the xDS server's), with crypto/x509: no files to ship, no
-// expiry to trip over.
+// Package testpki makes a CA, a server certificate and workload (SPIFFE)
+// certificates for tests of TLS connections (the xDS server's, a mesh's
+// mTLS), with crypto/x509: no files to ship, no expiry to trip over.
 package testpki
 
 import (
@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,6 +32,35 @@ type CA struct {
 	CertFile, KeyFile string
 	// Server is the server's certificate, loaded.
 	Server tls.Certificate
+	// Pool trusts the CA.
+	Pool *x509.CertPool
+
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// Workload is a certificate for both ends of mutual TLS carrying one URI
+// SAN, a SPIFFE id such as spiffe://cluster.local/ns/demo/sa/greeter, as
+// Istio issues each workload's: what the peer's URI SAN is read from.
+func (ca *CA) Workload(t testing.TB, spiffeID string) tls.Certificate {
+	t.Helper()
+	u, err := url.Parse(spiffeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	k := key(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()), URIs: []*url.URL{u},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
 
 // New makes a CA named name and a certificate for ServerName signed by it,
@@ -72,7 +102,11 @@ func New(t testing.TB, dir, name string) *CA {
 		CertFile: filepath.Join(dir, name+"-server.pem"),
 		KeyFile:  filepath.Join(dir, name+"-server-key.pem"),
 		Server:   tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey},
+		Pool:     x509.NewCertPool(),
+		cert:     caCert,
+		key:      caKey,
 	}
+	ca.Pool.AddCert(caCert)
 	write(t, ca.CAFile, "CERTIFICATE", caDER)
 	write(t, ca.CertFile, "CERTIFICATE", srvDER)
 	write(t, ca.KeyFile, "EC PRIVATE KEY", keyDER)

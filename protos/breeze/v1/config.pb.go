@@ -26,6 +26,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// UpstreamConnect is how a proxy opens its upstream connections.
+type UpstreamConnect int32
+
+const (
+	// Through Envoy (CreateUpstreamConn): Envoy's socket, via the one cluster
+	// named plainText, whose transport socket (Istio mTLS, say), connect
+	// timeout and circuit breaker apply to every Go upstream connection of
+	// the process.
+	UpstreamConnect_ENVOY UpstreamConnect = 0
+	// Through the Go runtime's own socket inside the Envoy process, to
+	// loopback addresses only (127.0.0.0/8, ::1): for an inbound proxy
+	// dialing its pod's app at 127.0.0.1 in plain text while the pod's
+	// plainText cluster carries Istio mTLS for its outbound proxies. Any
+	// other address is refused (config validation, and again at dial time):
+	// it would leave the pod without the mesh's mTLS.
+	UpstreamConnect_GO_LOOPBACK UpstreamConnect = 1
+)
+
+// Enum value maps for UpstreamConnect.
+var (
+	UpstreamConnect_name = map[int32]string{
+		0: "ENVOY",
+		1: "GO_LOOPBACK",
+	}
+	UpstreamConnect_value = map[string]int32{
+		"ENVOY":       0,
+		"GO_LOOPBACK": 1,
+	}
+)
+
+func (x UpstreamConnect) Enum() *UpstreamConnect {
+	p := new(UpstreamConnect)
+	*p = x
+	return p
+}
+
+func (x UpstreamConnect) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpstreamConnect) Descriptor() protoreflect.EnumDescriptor {
+	return file_breeze_v1_config_proto_enumTypes[0].Descriptor()
+}
+
+func (UpstreamConnect) Type() protoreflect.EnumType {
+	return &file_breeze_v1_config_proto_enumTypes[0]
+}
+
+func (x UpstreamConnect) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpstreamConnect.Descriptor instead.
+func (UpstreamConnect) EnumDescriptor() ([]byte, []int) {
+	return file_breeze_v1_config_proto_rawDescGZIP(), []int{0}
+}
+
 type Cluster_DiscoveryType int32
 
 const (
@@ -64,11 +121,11 @@ func (x Cluster_DiscoveryType) String() string {
 }
 
 func (Cluster_DiscoveryType) Descriptor() protoreflect.EnumDescriptor {
-	return file_breeze_v1_config_proto_enumTypes[0].Descriptor()
+	return file_breeze_v1_config_proto_enumTypes[1].Descriptor()
 }
 
 func (Cluster_DiscoveryType) Type() protoreflect.EnumType {
-	return &file_breeze_v1_config_proto_enumTypes[0]
+	return &file_breeze_v1_config_proto_enumTypes[1]
 }
 
 func (x Cluster_DiscoveryType) Number() protoreflect.EnumNumber {
@@ -120,11 +177,11 @@ func (x Cluster_LbPolicy) String() string {
 }
 
 func (Cluster_LbPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_breeze_v1_config_proto_enumTypes[1].Descriptor()
+	return file_breeze_v1_config_proto_enumTypes[2].Descriptor()
 }
 
 func (Cluster_LbPolicy) Type() protoreflect.EnumType {
-	return &file_breeze_v1_config_proto_enumTypes[1]
+	return &file_breeze_v1_config_proto_enumTypes[2]
 }
 
 func (x Cluster_LbPolicy) Number() protoreflect.EnumNumber {
@@ -192,9 +249,12 @@ type ProxyConfig struct {
 	// OpenTelemetry tracing: a server span per request, a client span per
 	// upstream attempt, exported over OTLP/gRPC (filters/tracing/README.md).
 	// Unset: no tracing, at no cost per request.
-	Tracing       *Tracing `protobuf:"bytes,15,opt,name=tracing,proto3" json:"tracing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tracing *Tracing `protobuf:"bytes,15,opt,name=tracing,proto3" json:"tracing,omitempty"`
+	// How the proxy opens its upstream connections (filters/upstream/README.md,
+	// "Connecting"). Unset: ENVOY.
+	UpstreamConnect UpstreamConnect `protobuf:"varint,16,opt,name=upstream_connect,json=upstreamConnect,proto3,enum=breeze.v1.UpstreamConnect" json:"upstream_connect,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProxyConfig) Reset() {
@@ -330,6 +390,13 @@ func (x *ProxyConfig) GetTracing() *Tracing {
 		return x.Tracing
 	}
 	return nil
+}
+
+func (x *ProxyConfig) GetUpstreamConnect() UpstreamConnect {
+	if x != nil {
+		return x.UpstreamConnect
+	}
+	return UpstreamConnect_ENVOY
 }
 
 // AccessLog is one access log of a proxy, in the shape of Envoy's file
@@ -2598,7 +2665,7 @@ var File_breeze_v1_config_proto protoreflect.FileDescriptor
 
 const file_breeze_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc0\x06\n" +
+	"\x16breeze/v1/config.proto\x12\tbreeze.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\"\x87\a\n" +
 	"\vProxyConfig\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x14\n" +
@@ -2617,7 +2684,8 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\ametrics\x18\r \x01(\v2\x12.breeze.v1.MetricsR\ametrics\x123\n" +
 	"\n" +
 	"access_log\x18\x0e \x03(\v2\x14.breeze.v1.AccessLogR\taccessLog\x12,\n" +
-	"\atracing\x18\x0f \x01(\v2\x12.breeze.v1.TracingR\atracing\x1a>\n" +
+	"\atracing\x18\x0f \x01(\v2\x12.breeze.v1.TracingR\atracing\x12E\n" +
+	"\x10upstream_connect\x18\x10 \x01(\x0e2\x1a.breeze.v1.UpstreamConnectR\x0fupstreamConnect\x1a>\n" +
 	"\x10CodecParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
@@ -2825,7 +2893,10 @@ const file_breeze_v1_config_proto_rawDesc = "" +
 	"\x06XdsTls\x12\x17\n" +
 	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
 	"\vserver_name\x18\x02 \x01(\tR\n" +
-	"serverNameB9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
+	"serverName*-\n" +
+	"\x0fUpstreamConnect\x12\t\n" +
+	"\x05ENVOY\x10\x00\x12\x0f\n" +
+	"\vGO_LOOPBACK\x10\x01B9Z7github.com/breeze-mesh/breeze/protos/breeze/v1;breezev1b\x06proto3"
 
 var (
 	file_breeze_v1_config_proto_rawDescOnce sync.Once
@@ -2839,118 +2910,120 @@ func file_breeze_v1_config_proto_rawDescGZIP() []byte {
 	return file_breeze_v1_config_proto_rawDescData
 }
 
-var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_breeze_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_breeze_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_breeze_v1_config_proto_goTypes = []any{
-	(Cluster_DiscoveryType)(0),  // 0: breeze.v1.Cluster.DiscoveryType
-	(Cluster_LbPolicy)(0),       // 1: breeze.v1.Cluster.LbPolicy
-	(*ProxyConfig)(nil),         // 2: breeze.v1.ProxyConfig
-	(*AccessLog)(nil),           // 3: breeze.v1.AccessLog
-	(*AccessLogFormat)(nil),     // 4: breeze.v1.AccessLogFormat
-	(*AccessLogFilter)(nil),     // 5: breeze.v1.AccessLogFilter
-	(*ResponseFlagFilter)(nil),  // 6: breeze.v1.ResponseFlagFilter
-	(*Tracing)(nil),             // 7: breeze.v1.Tracing
-	(*Metrics)(nil),             // 8: breeze.v1.Metrics
-	(*Filter)(nil),              // 9: breeze.v1.Filter
-	(*XdsSource)(nil),           // 10: breeze.v1.XdsSource
-	(*RouteConfiguration)(nil),  // 11: breeze.v1.RouteConfiguration
-	(*Route)(nil),               // 12: breeze.v1.Route
-	(*RetryPolicy)(nil),         // 13: breeze.v1.RetryPolicy
-	(*RetryBackOff)(nil),        // 14: breeze.v1.RetryBackOff
-	(*RouteMatch)(nil),          // 15: breeze.v1.RouteMatch
-	(*MetadataMatcher)(nil),     // 16: breeze.v1.MetadataMatcher
-	(*RouteAction)(nil),         // 17: breeze.v1.RouteAction
-	(*RequestMirrorPolicy)(nil), // 18: breeze.v1.RequestMirrorPolicy
-	(*WeightedClusters)(nil),    // 19: breeze.v1.WeightedClusters
-	(*ClusterWeight)(nil),       // 20: breeze.v1.ClusterWeight
-	(*KeyValue)(nil),            // 21: breeze.v1.KeyValue
-	(*Cluster)(nil),             // 22: breeze.v1.Cluster
-	(*CircuitBreakers)(nil),     // 23: breeze.v1.CircuitBreakers
-	(*RetryBudget)(nil),         // 24: breeze.v1.RetryBudget
-	(*OutlierDetection)(nil),    // 25: breeze.v1.OutlierDetection
-	(*ClusterSubset)(nil),       // 26: breeze.v1.ClusterSubset
-	(*ClusterOptions)(nil),      // 27: breeze.v1.ClusterOptions
-	(*Endpoint)(nil),            // 28: breeze.v1.Endpoint
-	(*Runner)(nil),              // 29: breeze.v1.Runner
-	(*Listener)(nil),            // 30: breeze.v1.Listener
-	(*XdsTls)(nil),              // 31: breeze.v1.XdsTls
-	nil,                         // 32: breeze.v1.ProxyConfig.CodecParamsEntry
-	nil,                         // 33: breeze.v1.AccessLogFormat.JsonFormatEntry
-	nil,                         // 34: breeze.v1.Route.TypedPerFilterConfigEntry
-	nil,                         // 35: breeze.v1.RouteAction.SubsetEntry
-	nil,                         // 36: breeze.v1.RequestMirrorPolicy.SubsetEntry
-	nil,                         // 37: breeze.v1.ClusterWeight.SubsetEntry
-	nil,                         // 38: breeze.v1.ClusterSubset.LabelsEntry
-	nil,                         // 39: breeze.v1.Endpoint.LabelsEntry
-	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
-	(*anypb.Any)(nil),           // 41: google.protobuf.Any
+	(UpstreamConnect)(0),        // 0: breeze.v1.UpstreamConnect
+	(Cluster_DiscoveryType)(0),  // 1: breeze.v1.Cluster.DiscoveryType
+	(Cluster_LbPolicy)(0),       // 2: breeze.v1.Cluster.LbPolicy
+	(*ProxyConfig)(nil),         // 3: breeze.v1.ProxyConfig
+	(*AccessLog)(nil),           // 4: breeze.v1.AccessLog
+	(*AccessLogFormat)(nil),     // 5: breeze.v1.AccessLogFormat
+	(*AccessLogFilter)(nil),     // 6: breeze.v1.AccessLogFilter
+	(*ResponseFlagFilter)(nil),  // 7: breeze.v1.ResponseFlagFilter
+	(*Tracing)(nil),             // 8: breeze.v1.Tracing
+	(*Metrics)(nil),             // 9: breeze.v1.Metrics
+	(*Filter)(nil),              // 10: breeze.v1.Filter
+	(*XdsSource)(nil),           // 11: breeze.v1.XdsSource
+	(*RouteConfiguration)(nil),  // 12: breeze.v1.RouteConfiguration
+	(*Route)(nil),               // 13: breeze.v1.Route
+	(*RetryPolicy)(nil),         // 14: breeze.v1.RetryPolicy
+	(*RetryBackOff)(nil),        // 15: breeze.v1.RetryBackOff
+	(*RouteMatch)(nil),          // 16: breeze.v1.RouteMatch
+	(*MetadataMatcher)(nil),     // 17: breeze.v1.MetadataMatcher
+	(*RouteAction)(nil),         // 18: breeze.v1.RouteAction
+	(*RequestMirrorPolicy)(nil), // 19: breeze.v1.RequestMirrorPolicy
+	(*WeightedClusters)(nil),    // 20: breeze.v1.WeightedClusters
+	(*ClusterWeight)(nil),       // 21: breeze.v1.ClusterWeight
+	(*KeyValue)(nil),            // 22: breeze.v1.KeyValue
+	(*Cluster)(nil),             // 23: breeze.v1.Cluster
+	(*CircuitBreakers)(nil),     // 24: breeze.v1.CircuitBreakers
+	(*RetryBudget)(nil),         // 25: breeze.v1.RetryBudget
+	(*OutlierDetection)(nil),    // 26: breeze.v1.OutlierDetection
+	(*ClusterSubset)(nil),       // 27: breeze.v1.ClusterSubset
+	(*ClusterOptions)(nil),      // 28: breeze.v1.ClusterOptions
+	(*Endpoint)(nil),            // 29: breeze.v1.Endpoint
+	(*Runner)(nil),              // 30: breeze.v1.Runner
+	(*Listener)(nil),            // 31: breeze.v1.Listener
+	(*XdsTls)(nil),              // 32: breeze.v1.XdsTls
+	nil,                         // 33: breeze.v1.ProxyConfig.CodecParamsEntry
+	nil,                         // 34: breeze.v1.AccessLogFormat.JsonFormatEntry
+	nil,                         // 35: breeze.v1.Route.TypedPerFilterConfigEntry
+	nil,                         // 36: breeze.v1.RouteAction.SubsetEntry
+	nil,                         // 37: breeze.v1.RequestMirrorPolicy.SubsetEntry
+	nil,                         // 38: breeze.v1.ClusterWeight.SubsetEntry
+	nil,                         // 39: breeze.v1.ClusterSubset.LabelsEntry
+	nil,                         // 40: breeze.v1.Endpoint.LabelsEntry
+	(*durationpb.Duration)(nil), // 41: google.protobuf.Duration
+	(*anypb.Any)(nil),           // 42: google.protobuf.Any
 }
 var file_breeze_v1_config_proto_depIdxs = []int32{
-	32, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
-	11, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
-	22, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
-	40, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
-	40, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
-	10, // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
-	9,  // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
-	13, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
-	8,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
-	3,  // 9: breeze.v1.ProxyConfig.access_log:type_name -> breeze.v1.AccessLog
-	7,  // 10: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
-	4,  // 11: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
-	5,  // 12: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
-	33, // 13: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
-	40, // 14: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
-	6,  // 15: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
-	40, // 16: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
-	40, // 17: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
-	41, // 18: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
-	40, // 19: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
-	31, // 20: breeze.v1.XdsSource.tls:type_name -> breeze.v1.XdsTls
-	12, // 21: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
-	15, // 22: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
-	17, // 23: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
-	21, // 24: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
-	40, // 25: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
-	34, // 26: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
-	13, // 27: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
-	40, // 28: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	14, // 29: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
-	40, // 30: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	40, // 31: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	16, // 32: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
-	19, // 33: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
-	35, // 34: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
-	18, // 35: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
-	36, // 36: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
-	20, // 37: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
-	37, // 38: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
-	0,  // 39: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
-	1,  // 40: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	28, // 41: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
-	40, // 42: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
-	40, // 43: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
-	26, // 44: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
-	23, // 45: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	25, // 46: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	24, // 47: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
-	40, // 48: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	40, // 49: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	40, // 50: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
-	38, // 51: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
-	1,  // 52: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
-	23, // 53: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
-	25, // 54: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
-	26, // 55: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
-	39, // 56: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
-	30, // 57: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
-	2,  // 58: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
-	41, // 59: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	33, // 0: breeze.v1.ProxyConfig.codec_params:type_name -> breeze.v1.ProxyConfig.CodecParamsEntry
+	12, // 1: breeze.v1.ProxyConfig.route_config:type_name -> breeze.v1.RouteConfiguration
+	23, // 2: breeze.v1.ProxyConfig.clusters:type_name -> breeze.v1.Cluster
+	41, // 3: breeze.v1.ProxyConfig.idle_timeout:type_name -> google.protobuf.Duration
+	41, // 4: breeze.v1.ProxyConfig.request_timeout:type_name -> google.protobuf.Duration
+	11, // 5: breeze.v1.ProxyConfig.xds:type_name -> breeze.v1.XdsSource
+	10, // 6: breeze.v1.ProxyConfig.filters:type_name -> breeze.v1.Filter
+	14, // 7: breeze.v1.ProxyConfig.retry_policy:type_name -> breeze.v1.RetryPolicy
+	9,  // 8: breeze.v1.ProxyConfig.metrics:type_name -> breeze.v1.Metrics
+	4,  // 9: breeze.v1.ProxyConfig.access_log:type_name -> breeze.v1.AccessLog
+	8,  // 10: breeze.v1.ProxyConfig.tracing:type_name -> breeze.v1.Tracing
+	0,  // 11: breeze.v1.ProxyConfig.upstream_connect:type_name -> breeze.v1.UpstreamConnect
+	5,  // 12: breeze.v1.AccessLog.log_format:type_name -> breeze.v1.AccessLogFormat
+	6,  // 13: breeze.v1.AccessLog.filter:type_name -> breeze.v1.AccessLogFilter
+	34, // 14: breeze.v1.AccessLogFormat.json_format:type_name -> breeze.v1.AccessLogFormat.JsonFormatEntry
+	41, // 15: breeze.v1.AccessLogFilter.min_duration:type_name -> google.protobuf.Duration
+	7,  // 16: breeze.v1.AccessLogFilter.response_flag_filter:type_name -> breeze.v1.ResponseFlagFilter
+	41, // 17: breeze.v1.Tracing.batch_timeout:type_name -> google.protobuf.Duration
+	41, // 18: breeze.v1.Tracing.export_timeout:type_name -> google.protobuf.Duration
+	42, // 19: breeze.v1.Filter.typed_config:type_name -> google.protobuf.Any
+	41, // 20: breeze.v1.XdsSource.initial_fetch_timeout:type_name -> google.protobuf.Duration
+	32, // 21: breeze.v1.XdsSource.tls:type_name -> breeze.v1.XdsTls
+	13, // 22: breeze.v1.RouteConfiguration.routes:type_name -> breeze.v1.Route
+	16, // 23: breeze.v1.Route.match:type_name -> breeze.v1.RouteMatch
+	18, // 24: breeze.v1.Route.route:type_name -> breeze.v1.RouteAction
+	22, // 25: breeze.v1.Route.request_mutation:type_name -> breeze.v1.KeyValue
+	41, // 26: breeze.v1.Route.timeout:type_name -> google.protobuf.Duration
+	35, // 27: breeze.v1.Route.typed_per_filter_config:type_name -> breeze.v1.Route.TypedPerFilterConfigEntry
+	14, // 28: breeze.v1.Route.retry_policy:type_name -> breeze.v1.RetryPolicy
+	41, // 29: breeze.v1.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	15, // 30: breeze.v1.RetryPolicy.retry_back_off:type_name -> breeze.v1.RetryBackOff
+	41, // 31: breeze.v1.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	41, // 32: breeze.v1.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	17, // 33: breeze.v1.RouteMatch.metadata:type_name -> breeze.v1.MetadataMatcher
+	20, // 34: breeze.v1.RouteAction.weighted_clusters:type_name -> breeze.v1.WeightedClusters
+	36, // 35: breeze.v1.RouteAction.subset:type_name -> breeze.v1.RouteAction.SubsetEntry
+	19, // 36: breeze.v1.RouteAction.request_mirror_policies:type_name -> breeze.v1.RequestMirrorPolicy
+	37, // 37: breeze.v1.RequestMirrorPolicy.subset:type_name -> breeze.v1.RequestMirrorPolicy.SubsetEntry
+	21, // 38: breeze.v1.WeightedClusters.clusters:type_name -> breeze.v1.ClusterWeight
+	38, // 39: breeze.v1.ClusterWeight.subset:type_name -> breeze.v1.ClusterWeight.SubsetEntry
+	1,  // 40: breeze.v1.Cluster.type:type_name -> breeze.v1.Cluster.DiscoveryType
+	2,  // 41: breeze.v1.Cluster.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	29, // 42: breeze.v1.Cluster.endpoints:type_name -> breeze.v1.Endpoint
+	41, // 43: breeze.v1.Cluster.dns_refresh_rate:type_name -> google.protobuf.Duration
+	41, // 44: breeze.v1.Cluster.connect_timeout:type_name -> google.protobuf.Duration
+	27, // 45: breeze.v1.Cluster.subsets:type_name -> breeze.v1.ClusterSubset
+	24, // 46: breeze.v1.Cluster.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	26, // 47: breeze.v1.Cluster.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	25, // 48: breeze.v1.CircuitBreakers.retry_budget:type_name -> breeze.v1.RetryBudget
+	41, // 49: breeze.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	41, // 50: breeze.v1.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
+	41, // 51: breeze.v1.OutlierDetection.max_ejection_time:type_name -> google.protobuf.Duration
+	39, // 52: breeze.v1.ClusterSubset.labels:type_name -> breeze.v1.ClusterSubset.LabelsEntry
+	2,  // 53: breeze.v1.ClusterSubset.lb_policy:type_name -> breeze.v1.Cluster.LbPolicy
+	24, // 54: breeze.v1.ClusterSubset.circuit_breakers:type_name -> breeze.v1.CircuitBreakers
+	26, // 55: breeze.v1.ClusterSubset.outlier_detection:type_name -> breeze.v1.OutlierDetection
+	27, // 56: breeze.v1.ClusterOptions.subsets:type_name -> breeze.v1.ClusterSubset
+	40, // 57: breeze.v1.Endpoint.labels:type_name -> breeze.v1.Endpoint.LabelsEntry
+	31, // 58: breeze.v1.Runner.listeners:type_name -> breeze.v1.Listener
+	3,  // 59: breeze.v1.Listener.proxy:type_name -> breeze.v1.ProxyConfig
+	42, // 60: breeze.v1.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	61, // [61:61] is the sub-list for method output_type
+	61, // [61:61] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_breeze_v1_config_proto_init() }
@@ -2979,7 +3052,7 @@ func file_breeze_v1_config_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_breeze_v1_config_proto_rawDesc), len(file_breeze_v1_config_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
