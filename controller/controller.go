@@ -1,12 +1,13 @@
 // Package controller is `breeze controller`: it watches Kubernetes
-// Services and EndpointSlices, Istio ServiceEntries, DestinationRules and
-// WorkloadEntries, and Aeraki MetaRouters and ApplicationProtocols (the
+// Services and EndpointSlices, Istio ServiceEntries, DestinationRules,
+// WorkloadEntries and Gateways, and Aeraki MetaRouters and ApplicationProtocols (the
 // Istio and Aeraki kinds as unstructured objects: no clientsets), and
 //
 //   - writes the EnvoyFilters that put Breeze on the listeners of the
 //     services whose ports are Breeze protocols (deploy.Render, as
-//     `breeze render` does), owned by and labelled with their source, and
-//     updated only when a service's shape changes;
+//     `breeze render` does), and on the Breeze ports of Gateways
+//     (gateway.go), owned by and labelled with their source, and updated
+//     only when a service's shape changes;
 //   - feeds the control plane (controlplane.Feed) that serves routes,
 //     clusters and endpoints over xDS to the plugins those EnvoyFilters
 //     configure;
@@ -144,7 +145,7 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		reported: map[string]bool{},
 	}
 	for _, gvk := range []schema.GroupVersionKind{ServiceEntryGVK, DestinationRuleGVK, WorkloadEntryGVK, MetaRouterGVK, ApplicationProtocolGVK,
-		DubboAuthorizationPolicyGVK, AuthorizationPolicyGVK, EnvoyFilterGVK} {
+		DubboAuthorizationPolicyGVK, AuthorizationPolicyGVK, EnvoyFilterGVK, GatewayGVK} {
 		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if meta.IsNoMatchError(err) {
 				c.log.Warn("the API server does not serve this kind: running without it", "kind", gvk.String())
@@ -208,6 +209,7 @@ func (c *Controller) read(ctx context.Context) (*mesh, error) {
 		ServiceEntryGVK: &m.serviceEntries, DestinationRuleGVK: &m.destinationRules, WorkloadEntryGVK: &m.workloadEntries,
 		MetaRouterGVK: &m.metaRouters, ApplicationProtocolGVK: &m.appProtocols,
 		DubboAuthorizationPolicyGVK: &m.authzPolicies, AuthorizationPolicyGVK: &m.authzPolicies,
+		GatewayGVK: &m.gateways,
 	} {
 		if !c.kinds[gvk] {
 			continue
@@ -270,8 +272,7 @@ func (c *Controller) reconcileWrites(ctx context.Context, _ reconcile.Request) (
 	}
 	res := m.compute(c.settings, true)
 	errs := []error{c.syncFilters(ctx, &res)}
-	tr := controlplane.Translate(res.snapshot.Objects)
-	problems := append(slices.Clone(res.snapshot.Problems), tr.Problems...)
+	problems := append(slices.Clone(res.snapshot.Problems), res.translation.Problems...)
 	errs = append(errs, c.writeStatuses(ctx, res.metaRouterRefs, problems))
 	c.sendEvents(res, problems)
 	return reconcile.Result{}, errors.Join(errs...)

@@ -71,6 +71,7 @@ type mesh struct {
 	metaRouters      []unstructured.Unstructured
 	appProtocols     []unstructured.Unstructured
 	authzPolicies    []unstructured.Unstructured
+	gateways         []unstructured.Unstructured
 }
 
 // settings are what the controller puts in every EnvoyFilter.
@@ -286,6 +287,9 @@ type result struct {
 	// metaRouterRefs: each MetaRouter by its controlplane.Object.Ref, to
 	// find its problems; refs: every Istio and Aeraki object so.
 	metaRouterRefs, refs map[string]*unstructured.Unstructured
+	// translation of the snapshot, when computed withFilters (the
+	// gateway EnvoyFilters need it: which port exposes which host).
+	translation controlplane.Translation
 }
 
 // compute builds the control plane's snapshot and, withFilters, the
@@ -294,6 +298,8 @@ type result struct {
 func (m *mesh) compute(s settings, withFilters bool) result {
 	res := result{metaRouterRefs: map[string]*unstructured.Unstructured{}, refs: map[string]*unstructured.Unstructured{}}
 	r := m.resolver(s)
+	// codecOf: the codec of each Breeze host and port, for the gateways.
+	codecOf := map[string]string{}
 	for i := range m.services {
 		svc := &m.services[i]
 		ports, issues := servicePorts(svc, r)
@@ -302,6 +308,9 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 			continue
 		}
 		se := m.serviceEntryOf(svc, ports)
+		for _, p := range ports {
+			codecOf[controlplane.RouteConfigName(se.Hosts[0], p.port)] = p.codec
+		}
 		res.snapshot.Objects = append(res.snapshot.Objects, controlplane.Object{
 			// Translated as the ServiceEntry it amounts to; its messages
 			// name the Service.
@@ -333,9 +342,9 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 		}
 	}
 	for i := range m.serviceEntries {
-		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters)
+		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters, codecOf)
 	}
-	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters, m.authzPolicies} {
+	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters, m.authzPolicies, m.gateways} {
 		for i := range list {
 			u := &list[i]
 			o, problems := decode(u)
@@ -349,6 +358,10 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 			}
 		}
 	}
+	if withFilters {
+		res.translation = controlplane.Translate(res.snapshot.Objects)
+		m.gatewayFilters(s, res.translation, codecOf, &res) // gateway.go
+	}
 	return res
 }
 
@@ -361,7 +374,7 @@ func decode(u *unstructured.Unstructured) (controlplane.Object, []controlplane.P
 // serviceEntry adds what a ServiceEntry gives: the object to translate
 // (with the WorkloadEntries its workloadSelector selects as endpoints) and
 // its EnvoyFilters.
-func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result, withFilters bool) {
+func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result, withFilters bool, codecOf map[string]string) {
 	o, problems := decode(u)
 	res.refs[o.Ref()] = u
 	res.snapshot.Problems = append(res.snapshot.Problems, problems...)
@@ -405,6 +418,7 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 			if codec == "" {
 				continue
 			}
+			codecOf[controlplane.RouteConfigName(host, sp.GetNumber())] = codec
 			name := u.GetName() + "-" + strconv.FormatUint(uint64(sp.GetNumber()), 10)
 			if hi > 0 {
 				name = u.GetName() + "-h" + strconv.Itoa(hi) + "-" + strconv.FormatUint(uint64(sp.GetNumber()), 10)

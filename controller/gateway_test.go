@@ -1,0 +1,153 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/breeze-mesh/breeze/controlplane"
+	"github.com/breeze-mesh/breeze/deploy"
+	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
+	"github.com/breeze-mesh/breeze/xds/client"
+)
+
+// ingressGateway is a Gateway of namespace ns with a TCP server on 20880
+// that exposes the hosts of its own namespace ("./*": the other tests'
+// greeters, on 20880 too, stay out of it).
+func ingressGateway(ns string) string {
+	return `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: ` + ns + `}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 20880, name: tcp-dubbo, protocol: TCP}
+    hosts: ["./*"]
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+`
+}
+
+// edgeRouter is a MetaRouter bound to the gateways given (YAML list
+// items) that sends method to subset.
+func edgeRouter(ns, host, gateways, method, subset string) string {
+	return strings.Replace(metaRouter(ns, host, method, subset), "spec:\n", "spec:\n  gateways: ["+gateways+"]\n", 1)
+}
+
+// TestGatewayEnvoyFilters: a Gateway with a TCP server on the port of a
+// Breeze Service gets an EnvoyFilter in its namespace, field by field what
+// deploy renders for direction gateway (context GATEWAY, the Gateway's
+// selector, the listener of the port, routes from the controller's xDS
+// server under the gateway's own table), owned by the Gateway; over xDS,
+// a MetaRouter bound to the Gateway routes there and leaves the sidecars'
+// table alone, a reference to a Gateway that is not there is a warning in
+// the MetaRouter's status; deleting the Gateway deletes its EnvoyFilter.
+func TestGatewayEnvoyFilters(t *testing.T) {
+	ns := namespace(t)
+	host := "greeter." + ns + ".svc.cluster.local"
+	apply(t, greeterService(ns))
+	apply(t, destinationRule(ns, host))
+	gw := apply(t, ingressGateway(ns))
+	gw = get(t, "Gateway", "networking.istio.io/v1", ns, "ingress")
+	efs := waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound", "ingress-20880-breeze-gateway")
+
+	gwTable := controlplane.GatewayRouteConfigName(ns, "ingress", host, 20880)
+	ef := efs["ingress-20880-breeze-gateway"]
+	want := expected(t, deploy.Service{Host: host, Name: "ingress-20880", Namespace: ns, Port: 20880, Protocol: "dubbo", Direction: deploy.Gateway,
+		Clients:  map[string]string{"istio": "ingressgateway"},
+		Outbound: &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: env.xds, RouteConfigName: gwTable}}})
+	if got, want := specJSON(ef), specJSON(want); got != want {
+		t.Errorf("gateway EnvoyFilter spec:\n got %s\nwant %s", got, want)
+	}
+	// The fields that put it where it belongs, one by one.
+	for i := range 2 {
+		if got := fmt.Sprint(patch(t, ef, i)["match"].(map[string]any)["context"]); got != "GATEWAY" {
+			t.Errorf("patch %d context %s, want GATEWAY", i, got)
+		}
+	}
+	p := patch(t, ef, 0)
+	if got, _ := find(p["match"], "portNumber"); fmt.Sprint(got) != "20880" {
+		t.Errorf("listener portNumber %v, want 20880 (the Gateway server's port)", got)
+	}
+	if got := str(ef, "spec", "workloadSelector", "labels"); got != "map[istio:ingressgateway]" {
+		t.Errorf("workloadSelector.labels %s, want map[istio:ingressgateway] (the Gateway's selector)", got)
+	}
+	if got, _ := find(p["patch"], "route_config_name"); got != gwTable {
+		t.Errorf("plugin config route_config_name %v, want %s", got, gwTable)
+	}
+	if got, _ := find(p["patch"], "address"); got != env.xds {
+		t.Errorf("plugin config xds address %v, want the controller's %s", got, env.xds)
+	}
+	if got, _ := find(patch(t, ef, 1)["patch"], "name"); got != deploy.PlainTextCluster {
+		t.Errorf("second patch adds cluster %v, want %s", got, deploy.PlainTextCluster)
+	}
+	if ef.GetNamespace() != ns {
+		t.Errorf("EnvoyFilter namespace %s, want the Gateway's %s", ef.GetNamespace(), ns)
+	}
+	checkOwner(t, ef, "Gateway", gw)
+	t.Logf("gateway EnvoyFilter %s/%s: context GATEWAY, portNumber 20880, selector istio=ingressgateway, route table %s", ns, ef.GetName(), gwTable)
+
+	// Over xDS: the sidecars' table and the gateway's.
+	c, err := client.New(client.Options{Address: env.xds, NodeID: "test-" + ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var mesh, edge latest[*breezev1.RouteConfiguration]
+	defer c.WatchRoutes(controlplane.RouteConfigName(host, 20880), func(rc *breezev1.RouteConfiguration) error { return mesh.apply(rc) })()
+	defer c.WatchRoutes(gwTable, func(rc *breezev1.RouteConfiguration) error { return edge.apply(rc) })()
+	cluster := controlplane.ClusterName(host, 20880)
+	wait := func(what string, l *latest[*breezev1.RouteConfiguration], want string) {
+		t.Helper()
+		eventually(t, what+" routes "+want, func() (bool, string) {
+			rc, _ := l.get()
+			return routeTargets(rc) == want, routeTargets(rc)
+		})
+	}
+	wait("sidecars'", &mesh, "default:"+cluster+"/")
+	wait("gateway's", &edge, "default:"+cluster+"/")
+
+	// Bound to the Gateway only: the gateway's table changes, the
+	// sidecars' does not.
+	apply(t, edgeRouter(ns, host, "ingress", "sayHello", "v2"))
+	wait("gateway's", &edge, "by-method:"+cluster+"/version=v2")
+	waitStatus(t, ns, "greeter", "True")
+	// The snapshot that carried the gateway's new table carried the
+	// sidecars' too (each is the whole mesh).
+	if rc, _ := mesh.get(); routeTargets(rc) != "default:"+cluster+"/" {
+		t.Errorf("sidecars' table after a MetaRouter bound to the gateway only: %s, want the default route, unchanged", routeTargets(rc))
+	}
+	t.Logf("bound to the gateway only: gateway %q, sidecars %q", routeTargets(must(edge.get())), routeTargets(must(mesh.get())))
+	// mesh too, and a Gateway that is not there: both tables, a warning.
+	apply(t, edgeRouter(ns, host, "mesh, ingress, missing", "sayHello", "v1"))
+	wait("sidecars'", &mesh, "by-method:"+cluster+"/version=v1")
+	wait("gateway's", &edge, "by-method:"+cluster+"/version=v1")
+	waitStatus(t, ns, "greeter", "True")
+	var warnings []any
+	eventually(t, "a warning naming spec.gateways[2] in the MetaRouter's status", func() (bool, string) {
+		st, _ := get(t, "MetaRouter", "metaprotocol.aeraki.io/v1alpha1", ns, "greeter").Object["status"].(map[string]any)
+		warnings, _ = st["warnings"].([]any)
+		for _, w := range warnings {
+			if w.(map[string]any)["field"] == "spec.gateways[2]" {
+				return true, fmt.Sprint(warnings)
+			}
+		}
+		return false, fmt.Sprint(warnings)
+	})
+	t.Logf("status warnings: %v", warnings)
+
+	// The Gateway gone: its EnvoyFilter goes, the Service's stay.
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("networking.istio.io/v1")
+	u.SetKind("Gateway")
+	u.SetNamespace(ns)
+	u.SetName("ingress")
+	if err := env.client.Delete(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound")
+}
