@@ -74,6 +74,10 @@ type Options struct {
 	Istio string
 	// LibraryPath of breeze.so in the sidecars; default deploy's.
 	LibraryPath string
+	// Revision, if set, is the istio.io/rev label of every EnvoyFilter
+	// written: istiod gives an object of a revision to that revision's
+	// proxies only, and one without the label to every revision's.
+	Revision string
 	// KnownCodec reports whether Breeze has a codec of that name; default:
 	// the codecs registered in this binary.
 	KnownCodec func(string) bool
@@ -139,7 +143,7 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		writer:   mgr.GetClient(),
 		recorder: mgr.GetEventRecorderFor("breeze-controller"),
 		feed:     feed,
-		settings: settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec},
+		settings: settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, Revision: opts.Revision, KnownCodec: opts.KnownCodec},
 		log:      opts.Log,
 		kinds:    map[schema.GroupVersionKind]bool{},
 		reported: map[string]bool{},

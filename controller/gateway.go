@@ -108,5 +108,5 @@ func standaloneSettings(opts Options) (settings, error) {
 		opts.KnownCodec = func(name string) bool { _, ok := codecs.Lookup(name); return ok }
 	}
 	return settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS,
-		Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec}, nil
+		Istio: opts.Istio, LibraryPath: opts.LibraryPath, Revision: opts.Revision, KnownCodec: opts.KnownCodec}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/breeze-mesh/breeze/controlplane"
@@ -150,4 +151,36 @@ func TestGatewayEnvoyFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound")
+}
+
+// Options.Revision labels every EnvoyFilter the controller computes,
+// a Service's and a Gateway's, istio.io/rev=<revision>; without it none
+// carries the label (every istiod revision applies them).
+func TestRevisionLabel(t *testing.T) {
+	svc := corev1.Service{ObjectMeta: objectMeta("demo", "greeter"), Spec: corev1.ServiceSpec{
+		ClusterIP: "10.96.0.20", Selector: map[string]string{"app": "greeter"},
+		Ports: []corev1.ServicePort{{Name: "tcp-metaprotocol-dubbo-greeter", Port: 20880}},
+	}}
+	gw := *object(t, strings.ReplaceAll(ingressGateway("demo"), `"./*"`, `"*"`))
+	for _, revision := range []string{"canary", ""} {
+		opts := Options{XDSAddress: "breeze:15010", Revision: revision}
+		efs, _, err := ServiceEnvoyFilters(&svc, nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gefs, _, err := GatewayEnvoyFilters([]unstructured.Unstructured{gw}, nil, []corev1.Service{svc}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(efs) != 2 || len(gefs) != 1 {
+			t.Fatalf("revision %q: %d EnvoyFilters for the Service, %d for the Gateway, want 2 and 1", revision, len(efs), len(gefs))
+		}
+		for _, ef := range append(efs, gefs...) {
+			got, ok := ef.GetLabels()[LabelIstioRevision]
+			if got != revision || ok != (revision != "") {
+				t.Errorf("revision %q: EnvoyFilter %s labels %v", revision, ef.GetName(), ef.GetLabels())
+			}
+		}
+	}
+	t.Logf("with Revision canary, all three labelled istio.io/rev=canary; without, none")
 }

@@ -56,6 +56,8 @@ const (
 	// (k=v,k2=v2) of the client pods whose outbound traffic Breeze
 	// handles; without it, every pod of the namespace.
 	AnnotationClients = "breeze.io/clients"
+	// LabelIstioRevision: Istio's revision label (Options.Revision).
+	LabelIstioRevision = "istio.io/rev"
 )
 
 // objectOrigin is where objects of the API server come from, in messages.
@@ -83,6 +85,8 @@ type settings struct {
 	UpstreamTLS             deploy.UpstreamTLS
 	Istio                   string
 	LibraryPath             string
+	// Revision: Options'.
+	Revision string
 	// KnownCodec reports whether Breeze has a codec of that name.
 	KnownCodec func(string) bool
 }
@@ -361,6 +365,13 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 	if withFilters {
 		res.translation = controlplane.Translate(res.snapshot.Objects)
 		m.gatewayFilters(s, res.translation, codecOf, &res) // gateway.go
+		if s.Revision != "" {
+			for _, f := range res.filters {
+				l := f.obj.GetLabels()
+				l[LabelIstioRevision] = s.Revision
+				f.obj.SetLabels(l)
+			}
+		}
 	}
 	return res
 }

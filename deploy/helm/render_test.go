@@ -152,7 +152,7 @@ var namespacedRelease = release{name: "breeze-ns", namespace: "breeze-ns-system"
 	"namespaces": []any{"app-b", "app-c"},
 	"replicas":   3,
 	"xds":        map[string]any{"port": 15020},
-	"istio":      map[string]any{"release": "1.28.3"},
+	"istio":      map[string]any{"release": "1.28.3", "revision": "canary"},
 	"crds":       map[string]any{"aeraki": false, "breeze": false},
 	"log":        map[string]any{"level": "debug", "format": "json"},
 }}
@@ -281,7 +281,7 @@ func TestRenderNamespaced(t *testing.T) {
 		"-xds-address=breeze-ns-controller.breeze-ns-system.svc.cluster.local:15020",
 		"-xds-listen=:15020", "-health=:8081", "-metrics=:8080",
 		"-leader-elect", "-leader-election-namespace=breeze-ns-system",
-		"-namespaces=app-b,app-c", "-upstream-tls=istio", "-istio=1.28.3",
+		"-namespaces=app-b,app-c", "-upstream-tls=istio", "-istio=1.28.3", "-istio-revision=canary",
 		"-log-level=debug", "-log-format=json"}
 	if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Equal(args, wantArgs) {
 		t.Errorf("controller args %q, want %q", args, wantArgs)
