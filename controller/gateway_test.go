@@ -3,8 +3,13 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -183,4 +188,57 @@ func TestRevisionLabel(t *testing.T) {
 		}
 	}
 	t.Logf("with Revision canary, all three labelled istio.io/rev=canary; without, none")
+}
+
+// On a delta ADS stream subscribed to a host's sidecar table and its
+// gateway table, a MetaRouter bound to the gateway sends the gateway's
+// table alone: the sidecars' is not even sent again.
+func TestGatewayMetaRouterSendsOnlyTheGatewayTable(t *testing.T) {
+	ns := namespace(t)
+	host := "greeter." + ns + ".svc.cluster.local"
+	apply(t, greeterService(ns))
+	apply(t, destinationRule(ns, host))
+	apply(t, ingressGateway(ns))
+	conn, err := grpc.NewClient(env.xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, edge := controlplane.RouteConfigName(host, 20880), controlplane.GatewayRouteConfigName(ns, "ingress", host, 20880)
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: nodeOf(ns), TypeUrl: client.RouteConfigurationType, ResourceNamesSubscribe: []string{mesh, edge},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	recv := func() {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("delta stream: %v", err)
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetResources() {
+			got = append(got, r.GetName())
+		}
+	}
+	// Both tables first (in one response or two, as the snapshots come).
+	for !slices.Contains(got, mesh) || !slices.Contains(got, edge) {
+		recv()
+	}
+	got = nil
+	apply(t, edgeRouter(ns, host, "ingress", "sayHello", "v2"))
+	recv()
+	if !slices.Equal(got, []string{edge}) {
+		t.Fatalf("after a MetaRouter bound to the gateway: delta response %v, want [%s] only", got, edge)
+	}
+	t.Logf("delta response after a gateway-bound MetaRouter: %v", got)
 }
