@@ -242,3 +242,29 @@ func TestGatewayMetaRouterSendsOnlyTheGatewayTable(t *testing.T) {
 	}
 	t.Logf("delta response after a gateway-bound MetaRouter: %v", got)
 }
+
+// Two Breeze Services on 20880 that a Gateway's server selects, and no
+// MetaRouter bound to the Gateway to choose: a Warning Event on the
+// Gateway naming both, and no gateway EnvoyFilter; a MetaRouter bound to
+// the Gateway for one of them makes it the one exposed.
+func TestGatewayAmbiguousHosts(t *testing.T) {
+	ns := namespace(t)
+	apply(t, greeterService(ns))
+	apply(t, strings.ReplaceAll(greeterService(ns), "name: greeter,", "name: other,"))
+	apply(t, ingressGateway(ns))
+	ev := waitEvent(t, ns, "Gateway", "ingress", "Rejected")
+	hosts := "greeter." + ns + ".svc.cluster.local, other." + ns + ".svc.cluster.local"
+	if !strings.Contains(ev.Message, "selects 2 Breeze hosts ("+hosts+")") {
+		t.Errorf("event message %q, want one naming both hosts (%s)", ev.Message, hosts)
+	}
+	t.Logf("event: %s %s: %s", ev.Type, ev.Reason, ev.Message)
+	waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound", "other-20880-breeze-inbound", "other-20880-breeze-outbound")
+
+	host := "other." + ns + ".svc.cluster.local"
+	apply(t, destinationRule(ns, host))
+	apply(t, edgeRouter(ns, host, "ingress", "sayHello", "v1"))
+	efs := waitFilters(t, ns, "greeter-20880-breeze-inbound", "greeter-20880-breeze-outbound", "other-20880-breeze-inbound", "other-20880-breeze-outbound", "ingress-20880-breeze-gateway")
+	if got, _ := find(patch(t, efs["ingress-20880-breeze-gateway"], 0)["patch"], "route_config_name"); got != controlplane.GatewayRouteConfigName(ns, "ingress", host, 20880) {
+		t.Errorf("gateway route_config_name %v, want other's gateway table", got)
+	}
+}
