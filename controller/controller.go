@@ -1,12 +1,13 @@
 // Package controller is `breeze controller`: it watches Kubernetes
-// Services and EndpointSlices, Istio ServiceEntries, DestinationRules and
-// WorkloadEntries, and Aeraki MetaRouters and ApplicationProtocols (the
+// Services and EndpointSlices, Istio ServiceEntries, DestinationRules,
+// WorkloadEntries and Gateways, and Aeraki MetaRouters and ApplicationProtocols (the
 // Istio and Aeraki kinds as unstructured objects: no clientsets), and
 //
 //   - writes the EnvoyFilters that put Breeze on the listeners of the
 //     services whose ports are Breeze protocols (deploy.Render, as
-//     `breeze render` does), owned by and labelled with their source, and
-//     updated only when a service's shape changes;
+//     `breeze render` does), and on the Breeze ports of Gateways
+//     (gateway.go), owned by and labelled with their source, and updated
+//     only when a service's shape changes;
 //   - feeds the control plane (controlplane.Feed) that serves routes,
 //     clusters and endpoints over xDS to the plugins those EnvoyFilters
 //     configure;
@@ -73,6 +74,10 @@ type Options struct {
 	Istio string
 	// LibraryPath of breeze.so in the sidecars; default deploy's.
 	LibraryPath string
+	// Revision, if set, is the istio.io/rev label of every EnvoyFilter
+	// written: istiod gives an object of a revision to that revision's
+	// proxies only, and one without the label to every revision's.
+	Revision string
 	// KnownCodec reports whether Breeze has a codec of that name; default:
 	// the codecs registered in this binary.
 	KnownCodec func(string) bool
@@ -138,13 +143,13 @@ func Setup(mgr manager.Manager, feed *controlplane.Feed, opts Options) (*Control
 		writer:   mgr.GetClient(),
 		recorder: mgr.GetEventRecorderFor("breeze-controller"),
 		feed:     feed,
-		settings: settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec},
+		settings: settings{XDSAddress: opts.XDSAddress, XDSCAFile: opts.XDSCAFile, XDSTokenFile: opts.XDSTokenFile, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, Revision: opts.Revision, KnownCodec: opts.KnownCodec},
 		log:      opts.Log,
 		kinds:    map[schema.GroupVersionKind]bool{},
 		reported: map[string]bool{},
 	}
 	for _, gvk := range []schema.GroupVersionKind{ServiceEntryGVK, DestinationRuleGVK, WorkloadEntryGVK, MetaRouterGVK, ApplicationProtocolGVK,
-		DubboAuthorizationPolicyGVK, AuthorizationPolicyGVK, EnvoyFilterGVK} {
+		DubboAuthorizationPolicyGVK, AuthorizationPolicyGVK, EnvoyFilterGVK, GatewayGVK} {
 		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if meta.IsNoMatchError(err) {
 				c.log.Warn("the API server does not serve this kind: running without it", "kind", gvk.String())
@@ -208,6 +213,7 @@ func (c *Controller) read(ctx context.Context) (*mesh, error) {
 		ServiceEntryGVK: &m.serviceEntries, DestinationRuleGVK: &m.destinationRules, WorkloadEntryGVK: &m.workloadEntries,
 		MetaRouterGVK: &m.metaRouters, ApplicationProtocolGVK: &m.appProtocols,
 		DubboAuthorizationPolicyGVK: &m.authzPolicies, AuthorizationPolicyGVK: &m.authzPolicies,
+		GatewayGVK: &m.gateways,
 	} {
 		if !c.kinds[gvk] {
 			continue
@@ -270,8 +276,7 @@ func (c *Controller) reconcileWrites(ctx context.Context, _ reconcile.Request) (
 	}
 	res := m.compute(c.settings, true)
 	errs := []error{c.syncFilters(ctx, &res)}
-	tr := controlplane.Translate(res.snapshot.Objects)
-	problems := append(slices.Clone(res.snapshot.Problems), tr.Problems...)
+	problems := append(slices.Clone(res.snapshot.Problems), res.translation.Problems...)
 	errs = append(errs, c.writeStatuses(ctx, res.metaRouterRefs, problems))
 	c.sendEvents(res, problems)
 	return reconcile.Result{}, errors.Join(errs...)

@@ -6,9 +6,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
-	"github.com/breeze-mesh/breeze/codecs"
 )
+
+var errXDSAddress = errors.New("controller: XDSAddress is required")
 
 // ServiceEnvoyFilters is what the controller writes for one Service, with
 // the EndpointSlices that resolve its named target ports: the EnvoyFilters
@@ -18,14 +18,12 @@ import (
 // deploy/istiod can put the controller's EnvoyFilters, rather than a
 // re-rendering of them, through istiod's config generation.
 func ServiceEnvoyFilters(svc *corev1.Service, slices []discoveryv1.EndpointSlice, opts Options) ([]*unstructured.Unstructured, []string, error) {
-	if opts.XDSAddress == "" {
-		return nil, nil, errors.New("controller: XDSAddress is required")
-	}
-	if opts.KnownCodec == nil {
-		opts.KnownCodec = func(name string) bool { _, ok := codecs.Lookup(name); return ok }
+	s, err := standaloneSettings(opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	m := &mesh{services: []corev1.Service{*svc}, endpointSlices: slices}
-	res := m.compute(settings{XDSAddress: opts.XDSAddress, UpstreamTLS: opts.UpstreamTLS, Istio: opts.Istio, LibraryPath: opts.LibraryPath, KnownCodec: opts.KnownCodec}, true)
+	res := m.compute(s, true)
 	var filters []*unstructured.Unstructured
 	for _, f := range res.filters {
 		filters = append(filters, f.obj)

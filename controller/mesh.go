@@ -56,6 +56,8 @@ const (
 	// (k=v,k2=v2) of the client pods whose outbound traffic Breeze
 	// handles; without it, every pod of the namespace.
 	AnnotationClients = "breeze.io/clients"
+	// LabelIstioRevision: Istio's revision label (Options.Revision).
+	LabelIstioRevision = "istio.io/rev"
 )
 
 // objectOrigin is where objects of the API server come from, in messages.
@@ -71,6 +73,7 @@ type mesh struct {
 	metaRouters      []unstructured.Unstructured
 	appProtocols     []unstructured.Unstructured
 	authzPolicies    []unstructured.Unstructured
+	gateways         []unstructured.Unstructured
 }
 
 // settings are what the controller puts in every EnvoyFilter.
@@ -82,6 +85,8 @@ type settings struct {
 	UpstreamTLS             deploy.UpstreamTLS
 	Istio                   string
 	LibraryPath             string
+	// Revision: Options'.
+	Revision string
 	// KnownCodec reports whether Breeze has a codec of that name.
 	KnownCodec func(string) bool
 }
@@ -286,6 +291,9 @@ type result struct {
 	// metaRouterRefs: each MetaRouter by its controlplane.Object.Ref, to
 	// find its problems; refs: every Istio and Aeraki object so.
 	metaRouterRefs, refs map[string]*unstructured.Unstructured
+	// translation of the snapshot, when computed withFilters (the
+	// gateway EnvoyFilters need it: which port exposes which host).
+	translation controlplane.Translation
 }
 
 // compute builds the control plane's snapshot and, withFilters, the
@@ -294,6 +302,8 @@ type result struct {
 func (m *mesh) compute(s settings, withFilters bool) result {
 	res := result{metaRouterRefs: map[string]*unstructured.Unstructured{}, refs: map[string]*unstructured.Unstructured{}}
 	r := m.resolver(s)
+	// codecOf: the codec of each Breeze host and port, for the gateways.
+	codecOf := map[string]string{}
 	for i := range m.services {
 		svc := &m.services[i]
 		ports, issues := servicePorts(svc, r)
@@ -302,6 +312,9 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 			continue
 		}
 		se := m.serviceEntryOf(svc, ports)
+		for _, p := range ports {
+			codecOf[controlplane.RouteConfigName(se.Hosts[0], p.port)] = p.codec
+		}
 		res.snapshot.Objects = append(res.snapshot.Objects, controlplane.Object{
 			// Translated as the ServiceEntry it amounts to; its messages
 			// name the Service.
@@ -333,9 +346,9 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 		}
 	}
 	for i := range m.serviceEntries {
-		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters)
+		m.serviceEntry(&m.serviceEntries[i], s, r, &res, withFilters, codecOf)
 	}
-	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters, m.authzPolicies} {
+	for _, list := range [][]unstructured.Unstructured{m.destinationRules, m.metaRouters, m.authzPolicies, m.gateways} {
 		for i := range list {
 			u := &list[i]
 			o, problems := decode(u)
@@ -346,6 +359,17 @@ func (m *mesh) compute(s settings, withFilters bool) result {
 			}
 			if len(problems) == 0 {
 				res.snapshot.Objects = append(res.snapshot.Objects, o)
+			}
+		}
+	}
+	if withFilters {
+		res.translation = controlplane.Translate(res.snapshot.Objects)
+		m.gatewayFilters(s, res.translation, codecOf, &res) // gateway.go
+		if s.Revision != "" {
+			for _, f := range res.filters {
+				l := f.obj.GetLabels()
+				l[LabelIstioRevision] = s.Revision
+				f.obj.SetLabels(l)
 			}
 		}
 	}
@@ -361,7 +385,7 @@ func decode(u *unstructured.Unstructured) (controlplane.Object, []controlplane.P
 // serviceEntry adds what a ServiceEntry gives: the object to translate
 // (with the WorkloadEntries its workloadSelector selects as endpoints) and
 // its EnvoyFilters.
-func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result, withFilters bool) {
+func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecResolver, res *result, withFilters bool, codecOf map[string]string) {
 	o, problems := decode(u)
 	res.refs[o.Ref()] = u
 	res.snapshot.Problems = append(res.snapshot.Problems, problems...)
@@ -405,6 +429,7 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 			if codec == "" {
 				continue
 			}
+			codecOf[controlplane.RouteConfigName(host, sp.GetNumber())] = codec
 			name := u.GetName() + "-" + strconv.FormatUint(uint64(sp.GetNumber()), 10)
 			if hi > 0 {
 				name = u.GetName() + "-h" + strconv.Itoa(hi) + "-" + strconv.FormatUint(uint64(sp.GetNumber()), 10)

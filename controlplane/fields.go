@@ -44,7 +44,7 @@ var fields = map[protoreflect.FullName]use{
 	// MetaRouter (metaprotocol.aeraki.io/v1alpha1).
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.hosts":                            applied,
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.routes":                           applied,
-	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.gateways":                         {why: "not supported: Breeze serves the route tables of sidecars, not of gateways; ignored"},
+	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.gateways":                         applied, // gateway.go
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.local_rate_limit":                 applied, // localratelimit.go
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.global_rate_limit":                applied, // globalratelimit.go
 	"metaprotocol.aeraki.io.v1alpha1.MetaRouter.export_to":                        allProxies,

@@ -47,7 +47,7 @@ func TestEveryFieldHasAUse(t *testing.T) {
 // Every field that is set and that Breeze does not apply is named in a
 // warning, once, by its path as the file writes it; the objects are used.
 func TestFieldsNotAppliedAreWarned(t *testing.T) {
-	router := metaRouter + `  gateways: [istio-system/ingress]
+	router := metaRouter + `  gateways: [mesh, istio-system/ingress]
   exportTo: ["."]
 `
 	// Applied: no warning.
@@ -110,8 +110,9 @@ func TestFieldsNotAppliedAreWarned(t *testing.T) {
 		dr + "spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.minimumRingSize: Breeze's rings have a fixed size; ignored",
 		dr + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
 		dr + "spec.workloadSelector: not used: Breeze's clusters apply to every proxy that asks; ignored",
-		mr + "spec.gateways: not supported: Breeze serves the route tables of sidecars, not of gateways; ignored",
 		mr + "spec.exportTo: not used: Breeze serves every resource to every proxy that asks; ignored",
+		// Applied (gateway.go), but naming a Gateway there is not.
+		mr + `spec.gateways[1]: "istio-system/ingress": no such Gateway: these routes apply at no gateway until there is one`,
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -189,11 +190,11 @@ func (l *logLines) take(s string) []string {
 // changes and still has it.
 func TestProblemsLoggedOncePerObjectVersion(t *testing.T) {
 	logs := &logLines{}
-	// A field Breeze does not apply: its warning is the problem followed.
+	// A Gateway that is not there: its warning is the problem followed.
 	router := metaRouter + "  gateways: [istio-system/ingress]\n"
 	d := dir(t, map[string]string{"greeter.yaml": serviceEntry + "---\n" + destinationRule, "router.yaml": router})
 	next := runStepsLogging(t, d, slog.New(slog.NewTextHandler(logs, nil)))
-	const gateways = "spec.gateways: not supported"
+	const gateways = "no such Gateway: these routes apply at no gateway"
 	next()
 	if got := logs.take(gateways); len(got) != 1 {
 		t.Fatalf("first read: logged %q, want it once", got)

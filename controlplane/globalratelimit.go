@@ -28,8 +28,11 @@ const globalRateLimitFilter = "global_ratelimit"
 // Aeraki applies a globalRateLimit to the whole host, on the provider's
 // inbound side; Breeze applies it wherever the host's route table is used.
 // The limit being the service's, the count is the same.
-func (t *translator) globalRateLimit(host string, rc *breezev1.RouteConfiguration) bool {
-	o := t.routers[host]
+//
+// key is the MetaRouter's key in t.routers: the host for the sidecars'
+// table, routerKey of a gateway for a gateway's.
+func (t *translator) globalRateLimit(key string, rc *breezev1.RouteConfiguration) bool {
+	o := t.routers[key]
 	if o == nil {
 		return true
 	}

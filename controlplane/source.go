@@ -115,7 +115,9 @@ const (
 
 // DirSource reads the YAML (or JSON) files of a directory — Kubernetes
 // manifests, several per file separated by "---" — and watches it. Kinds
-// other than MetaRouter, DestinationRule and ServiceEntry are skipped.
+// other than those the control plane reads (kinds: MetaRouter,
+// DestinationRule, ServiceEntry, Gateway, the authorization policies)
+// are skipped.
 // Files whose names start with "." are ignored (editors' temporary files,
 // Kubernetes' ..data links are followed through the files that point there).
 type DirSource struct {

@@ -52,6 +52,9 @@ type Translation struct {
 	// good version rather than a fallback (a default route or balancing
 	// policy would change traffic).
 	FailedRoutes, FailedClusters, FailedEndpoints map[string]bool
+	// Gateways are the ports of Istio Gateways that carry Breeze, each
+	// with its own route table (gateway.go).
+	Gateways []GatewayListener
 }
 
 // Translate turns MetaRouters, DestinationRules and ServiceEntries into
@@ -75,6 +78,8 @@ func Translate(objs []Object) Translation {
 		rules:    map[string]*Object{},
 		routers:  map[string]*Object{},
 		declared: map[string]*Object{},
+		gateways: map[string]*Object{},
+		scopes:   map[*Object][]string{},
 	}
 	// Kubernetes Services and EnvoyFilters are not translated: they
 	// declare hosts and listeners the others are checked against.
@@ -85,6 +90,10 @@ func Translate(objs []Object) Translation {
 			return true
 		case kindEnvoyFilter:
 			t.envoyFilters = append(t.envoyFilters, o)
+			return true
+		case kindGateway:
+			g := o
+			t.gateways[gatewayRef(o.Namespace, o.Name)] = &g
 			return true
 		}
 		return false
@@ -117,6 +126,7 @@ func Translate(objs []Object) Translation {
 			t.serviceEntry(&objs[i], se)
 		}
 	}
+	t.gatewayListeners() // gateway.go
 	t.checkEnvoyFilters(objs)
 	return t.out
 }
@@ -134,6 +144,11 @@ type translator struct {
 	declared                   map[string]*Object
 	// authz: the DubboAuthorizationPolicies by namespace (authz.go).
 	authz map[string]*authzScope
+	// gateways: Istio Gateways by "<namespace>/<name>"; metaRouters in
+	// order, with the scopes (mesh, gateway refs) of each (gateway.go).
+	gateways    map[string]*Object
+	metaRouters []*Object
+	scopes      map[*Object][]string
 }
 
 func (t *translator) problem(o *Object, field string, warning bool, format string, args ...any) {
@@ -179,11 +194,36 @@ func (t *translator) index(objs []Object) {
 		case *networkingv1alpha3.DestinationRule:
 			claim(o, t.rules, "spec.host", s.GetHost())
 		case *metaprotocolv1alpha1.MetaRouter:
+			t.metaRouters = append(t.metaRouters, o)
 			if len(s.GetHosts()) == 0 {
 				t.problem(o, "spec.hosts", false, "at least one host is required")
 			}
+			scopes, ok := t.routerScopes(o, s)
+			if !ok {
+				t.bad[o] = true
+			}
+			t.scopes[o] = scopes
+			// One MetaRouter per host in each scope (the sidecars, each
+			// gateway), as Istio takes one VirtualService per host.
 			for j, h := range s.GetHosts() {
-				claim(o, t.routers, fmt.Sprintf("spec.hosts[%d]", j), h)
+				field := fmt.Sprintf("spec.hosts[%d]", j)
+				if h == "" {
+					claim(o, t.routers, field, h)
+					continue
+				}
+				for _, sc := range scopes {
+					key := routerKey(sc, h)
+					if prev := t.routers[key]; prev != nil && prev != o {
+						where := ""
+						if sc != MeshGateway {
+							where = " on gateway " + sc
+						}
+						t.problem(o, field, false, "%q is already taken%s by %s", h, where, prev.Ref())
+						t.bad[o] = true
+						continue
+					}
+					t.routers[key] = o
+				}
 			}
 		}
 	}
@@ -199,7 +239,9 @@ func (t *translator) used(o *Object) bool {
 	case *networkingv1alpha3.DestinationRule:
 		return t.rules[s.GetHost()] == o
 	case *metaprotocolv1alpha1.MetaRouter:
-		return slices.ContainsFunc(s.GetHosts(), func(h string) bool { return t.routers[h] == o })
+		return slices.ContainsFunc(s.GetHosts(), func(h string) bool {
+			return slices.ContainsFunc(t.scopes[o], func(sc string) bool { return t.routers[routerKey(sc, h)] == o })
+		})
 	}
 	return false
 }
@@ -349,8 +391,15 @@ func locality(s string) *corev3.Locality {
 // routes (one for rate limits only, as in Aeraki's samples) leaves the
 // host its default route, as Aeraki does.
 func (t *translator) routes(host string, port uint32) (*breezev1.RouteConfiguration, bool) {
-	rc := &breezev1.RouteConfiguration{Name: RouteConfigName(host, port)}
-	o := t.routers[host]
+	return t.routesIn(MeshGateway, host, port, RouteConfigName(host, port))
+}
+
+// routesIn builds the route table name of a host and port in a scope
+// (the mesh, or a gateway ref: gateway.go) from the MetaRouter of the host
+// there.
+func (t *translator) routesIn(scope, host string, port uint32, name string) (*breezev1.RouteConfiguration, bool) {
+	rc := &breezev1.RouteConfiguration{Name: name}
+	o := t.routers[routerKey(scope, host)]
 	if o != nil && t.bad[o] {
 		return nil, false
 	}

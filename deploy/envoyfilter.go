@@ -462,6 +462,9 @@ func checkBreezePatch(cp *networkingv1alpha3.EnvoyFilter_EnvoyConfigObjectPatch,
 			f.errorf(joinPath(cpath, "match.listener.filterChain.destinationPort"), "required: the target (container) port; without it every inbound TCP port gets Breeze")
 		}
 	case networkingv1alpha3.EnvoyFilter_GATEWAY:
+		if lm.GetName() == "" && lm.GetPortNumber() == 0 {
+			f.errorf(joinPath(cpath, "match.listener.portNumber"), "required: the port of the Gateway's TCP server (or match.listener.name 0.0.0.0_<port>); without it tcp_proxy is replaced on every TCP listener of the gateway")
+		}
 	default:
 		f.errorf(joinPath(cpath, "match.context"), "%s: say SIDECAR_OUTBOUND, SIDECAR_INBOUND or GATEWAY: the two directions need different Breeze configs", cp.GetMatch().GetContext())
 	}

@@ -68,23 +68,32 @@ const upstreamConnectTimeout = 10 * time.Second
 // mTLS through the Go runtime's own socket (upstream_connect GO_LOOPBACK)
 // and no plainText cluster, so that the pod's plainText stays the
 // outbound side's mTLS one and a pod may call and serve; with upstream_tls
-// none through a plain-text plainText cluster. Every patch is pinned to
-// ProxyVersion. The result passes the same checks `breeze validate` runs,
-// or Render fails.
+// none through a plain-text plainText cluster; for gateway, the outbound
+// proxy in place of tcp_proxy on the gateway proxies' listener of the port
+// (context GATEWAY), with the plainText cluster as for outbound. Every
+// patch is pinned to ProxyVersion. The result passes the same checks
+// `breeze validate` runs, or Render fails.
 func Render(s *Service) ([]*EnvoyFilter, error) {
 	r, err := Resolve(s)
 	if err != nil {
 		return nil, err
 	}
 	var out []*EnvoyFilter
-	if r.Direction != Inbound {
+	if r.Direction == Gateway {
+		ef, err := r.gateway()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ef)
+	}
+	if r.Direction == Outbound || r.Direction == Both {
 		ef, err := r.outbound()
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, ef)
 	}
-	if r.Direction != Outbound {
+	if r.Direction == Inbound || r.Direction == Both {
 		ef, err := r.inbound()
 		if err != nil {
 			return nil, err
@@ -170,9 +179,9 @@ func Resolve(in *Service) (*Service, error) {
 	switch s.Direction {
 	case "":
 		s.Direction = Outbound
-	case Outbound, Inbound, Both:
+	case Outbound, Inbound, Both, Gateway:
 	default:
-		bad("direction", "%q: want %s, %s or %s", s.Direction, Outbound, Inbound, Both)
+		bad("direction", "%q: want %s, %s, %s or %s", s.Direction, Outbound, Inbound, Both, Gateway)
 	}
 	switch s.UpstreamTLS {
 	case "":
@@ -209,7 +218,8 @@ func Resolve(in *Service) (*Service, error) {
 		}
 	}
 	if s.Direction != Inbound {
-		if ip, err := netip.ParseAddr(s.VIP); err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.Zone() != "" {
+		// A gateway's listener is matched by port: no VIP.
+		if ip, err := netip.ParseAddr(s.VIP); s.Direction != Gateway && (err != nil || ip.IsUnspecified() || ip.IsLoopback() || ip.Zone() != "") {
 			bad("vip", "%q: outbound needs the service's ClusterIP (kubectl get svc): Istio names its listener <vip>_<port>", s.VIP)
 		}
 		if len(s.Outbound.GetClusters()) == 0 && len(s.Outbound.GetRouteConfig().GetRoutes()) == 0 && s.Outbound.GetXds() == nil {
@@ -238,10 +248,10 @@ func Resolve(in *Service) (*Service, error) {
 				"so that the EnvoyFilter stays the same when they change", strings.Join(names, ", "))
 		}
 	}
-	if s.Direction == Outbound && len(s.InboundFilters) > 0 {
+	if (s.Direction == Outbound || s.Direction == Gateway) && len(s.InboundFilters) > 0 {
 		bad("inbound_filters", "direction %s: there is no inbound proxy for them; say direction: inbound or both", s.Direction)
 	}
-	if s.Direction != Outbound && len(s.Selector) == 0 {
+	if (s.Direction == Inbound || s.Direction == Both) && len(s.Selector) == 0 {
 		bad("selector", "required for inbound: the labels of the service's pods (without it every pod of the namespace gets Breeze on port %d)", s.TargetPort)
 	}
 	if len(errs) > 0 {
@@ -265,9 +275,11 @@ func (s *Service) proxyMatch() *networkingv1alpha3.EnvoyFilter_ProxyMatch {
 	return &networkingv1alpha3.EnvoyFilter_ProxyMatch{ProxyVersion: s.ProxyVersion}
 }
 
-func (s *Service) outbound() (*EnvoyFilter, error) {
+// clientProxy is the proxy config of the clients' side, outbound or on a
+// gateway.
+func (s *Service) clientProxy(statPrefix string) (*breezev1.ProxyConfig, error) {
 	pc := proto.CloneOf(s.Outbound)
-	pc.StatPrefix = "outbound_" + s.Name
+	pc.StatPrefix = statPrefix
 	pc.Codec = s.Protocol
 	if pc.GetXds() == nil && len(pc.GetRouteConfig().GetRoutes()) == 0 && len(pc.GetClusters()) > 0 {
 		pc.RouteConfig = &breezev1.RouteConfiguration{Name: s.Name, Routes: []*breezev1.Route{{
@@ -278,10 +290,36 @@ func (s *Service) outbound() (*EnvoyFilter, error) {
 	if err := config.Validate(pc); err != nil {
 		return nil, serviceProxyErrors(err)
 	}
+	return pc, nil
+}
+
+func (s *Service) outbound() (*EnvoyFilter, error) {
+	pc, err := s.clientProxy("outbound_" + s.Name)
+	if err != nil {
+		return nil, err
+	}
 	listener := s.VIP + "_" + strconv.FormatUint(uint64(s.Port), 10)
 	return s.envoyFilter(Outbound, networkingv1alpha3.EnvoyFilter_SIDECAR_OUTBOUND, s.Clients,
 		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
 			Name: listener,
+			FilterChain: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterChainMatch{
+				Filter: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
+			},
+		}, pc, s.UpstreamTLS)
+}
+
+// gateway is the outbound proxy on a gateway's listener of Port: istiod
+// gives a Gateway's TCP server the listener 0.0.0.0_<port> with one
+// tcp_proxy chain (when a VirtualService's tcp route binds to it), which
+// the patch matches by port, in context GATEWAY (no sidecar has it).
+func (s *Service) gateway() (*EnvoyFilter, error) {
+	pc, err := s.clientProxy("gateway_" + s.Name)
+	if err != nil {
+		return nil, err
+	}
+	return s.envoyFilter(Gateway, networkingv1alpha3.EnvoyFilter_GATEWAY, s.Clients,
+		&networkingv1alpha3.EnvoyFilter_ListenerMatch{
+			PortNumber: s.Port,
 			FilterChain: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterChainMatch{
 				Filter: &networkingv1alpha3.EnvoyFilter_ListenerMatch_FilterMatch{Name: TCPProxyFilterName},
 			},
@@ -528,7 +566,7 @@ func podAnnotationsComment(s *Service, a map[string]string) string {
 	if s.Direction != Inbound {
 		pods = append(pods, "the clients' ("+selectorText(s.Clients, "every pod of namespace "+s.Namespace)+")")
 	}
-	if s.Direction != Outbound {
+	if s.Direction == Inbound || s.Direction == Both {
 		pods = append(pods, "the service's ("+selectorText(s.Selector, "")+")")
 	}
 	return fmt.Sprintf("# Breeze serves its metrics (breeze_*, istio_*) on %s inside Envoy. For istio-agent\n"+

@@ -185,7 +185,7 @@ func TestRenderMistakes(t *testing.T) {
 		{"route to no cluster", minimalService + "routes: [{route: {cluster: greter}}]\n", `routes[0].route.cluster: "greter"`},
 		{"bad endpoint", strings.Replace(minimalService, "address: 10.1.0.1", "address: greeter-v1", 1), `clusters[0].endpoints[0].address: "greeter-v1": a STATIC cluster needs a literal IP address`},
 		{"inbound without selector", strings.Replace(minimalService, "protocol: dubbo", "protocol: dubbo\ndirection: inbound", 1), "selector: required for inbound"},
-		{"direction", minimalService + "direction: out\n", `direction: "out": want outbound, inbound or both`},
+		{"direction", minimalService + "direction: out\n", `direction: "out": want outbound, inbound, both or gateway`},
 		{"upstream tls", minimalService + "upstream_tls: mtls\n", `upstream_tls: "mtls"`},
 		{"library path", minimalService + "library_path: breeze.so\n", `library_path: "breeze.so": want an absolute path`},
 		{"proxy version", minimalService + "proxy_version: '('\n", `proxy_version: "("`},
@@ -481,5 +481,64 @@ func TestRenderFileForIstio(t *testing.T) {
 	_, err = RenderFileFor("1.31", "greeter.yaml", []byte(minimalService+"istio: '1.28'\n"))
 	if err == nil || err.Error() != `istio: "1.28": the description is for Istio 1.28, not 1.31: change it, or render without --istio` {
 		t.Errorf("description for 1.28 rendered --istio 1.31: got %v", err)
+	}
+}
+
+// Direction gateway: one EnvoyFilter for the gateway proxies of the
+// selector (context GATEWAY on both patches), Breeze in place of tcp_proxy
+// on the listener of the port (no VIP needed), stat prefix gateway_…, the
+// plainText cluster with Istio mTLS; no inbound side. A gateway patch
+// without a listener is refused by the checks.
+func TestRenderGateway(t *testing.T) {
+	efs, err := renderString(t, `host: greeter.demo.svc.cluster.local
+name: ingress-20880
+namespace: istio-system
+port: 20880
+protocol: dubbo
+direction: gateway
+clients: {istio: ingressgateway}
+xds: {address: "breeze:15010", route_config_name: istio-system/ingress/greeter.demo.svc.cluster.local_20880}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(efs) != 1 || efs[0].Name != "ingress-20880-breeze-gateway" || efs[0].Namespace != "istio-system" {
+		t.Fatalf("EnvoyFilters %v, want istio-system/ingress-20880-breeze-gateway alone", efs)
+	}
+	ef := efs[0]
+	if got := ef.Spec.GetWorkloadSelector().GetLabels(); len(got) != 1 || got["istio"] != "ingressgateway" {
+		t.Errorf("workloadSelector %v, want istio=ingressgateway", got)
+	}
+	for i, cp := range ef.Spec.GetConfigPatches() {
+		if cp.GetMatch().GetContext() != networkingv1alpha3.EnvoyFilter_GATEWAY {
+			t.Errorf("configPatches[%d] context %s, want GATEWAY", i, cp.GetMatch().GetContext())
+		}
+	}
+	lm := ef.Spec.GetConfigPatches()[0].GetMatch().GetListener()
+	if lm.GetPortNumber() != 20880 || lm.GetName() != "" || lm.GetFilterChain().GetFilter().GetName() != TCPProxyFilterName {
+		t.Errorf("listener match %v, want portNumber 20880 and filter %s", lm, TCPProxyFilterName)
+	}
+	pc := pluginConfig(t, ef)
+	if pc["stat_prefix"] != "gateway_ingress-20880" || pc["codec"] != "dubbo" {
+		t.Errorf("plugin config stat_prefix %v codec %v, want gateway_ingress-20880 and dubbo", pc["stat_prefix"], pc["codec"])
+	}
+	if x, _ := pc["xds"].(map[string]any); x["route_config_name"] != "istio-system/ingress/greeter.demo.svc.cluster.local_20880" {
+		t.Errorf("plugin config xds %v, want the gateway's route table", pc["xds"])
+	}
+	cl := ef.Spec.GetConfigPatches()[1].GetPatch().GetValue().AsMap()
+	if cl["name"] != PlainTextCluster || cl["transport_socket"] == nil {
+		t.Errorf("second patch %v, want the %s cluster with Istio mTLS (a transport_socket)", cl, PlainTextCluster)
+	}
+
+	// Without a listener to match, every TCP listener of the gateway would
+	// get Breeze: refused.
+	y, err := ef.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(y), "portNumber: 20880", "", 1)
+	_, f := CheckEnvoyFilters([]byte(bad))
+	if err := f.Err(); err == nil || !strings.Contains(err.Error(), "match.listener.portNumber: required") {
+		t.Errorf("a gateway patch without a listener: %v, want an error naming match.listener.portNumber", err)
 	}
 }

@@ -30,6 +30,14 @@ const (
 	Inbound Direction = "inbound"
 	// Both directions.
 	Both Direction = "both"
+	// Gateway: in Istio gateway proxies (an ingress gateway, for clients
+	// outside the mesh), in place of tcp_proxy on the listener of Port (a
+	// Gateway's TCP server), with the outbound proxy config and the
+	// plainText cluster (Istio mTLS toward the mesh unless UpstreamTLS
+	// says otherwise). Clients is the Gateway's selector, Namespace the
+	// Gateway's; no VIP: istiod names the listener 0.0.0.0_<port>, and the
+	// patch matches it by port.
+	Gateway Direction = "gateway"
 )
 
 // Service is what `breeze render envoyfilter` reads: one Kubernetes

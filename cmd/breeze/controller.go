@@ -15,15 +15,16 @@ import (
 )
 
 const controllerUsage = `Runs Breeze's Kubernetes controller: watches Services, EndpointSlices, Istio
-ServiceEntries, DestinationRules and WorkloadEntries and Aeraki MetaRouters and
-ApplicationProtocols; writes the EnvoyFilters that put Breeze on the listeners
-of services whose ports are Breeze protocols (tcp-metaprotocol-<codec>-...,
-or appProtocol); serves their routes, clusters and endpoints over xDS; writes
+ServiceEntries, DestinationRules, WorkloadEntries and Gateways and Aeraki
+MetaRouters and ApplicationProtocols; writes the EnvoyFilters that put Breeze
+on the listeners of services whose ports are Breeze protocols
+(tcp-metaprotocol-<codec>-..., or appProtocol) and on the Breeze ports of
+ingress Gateways; serves their routes, clusters and endpoints over xDS; writes
 MetaRouter status. Prints "LISTENING xds <address>" once it serves what the API
 server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
 `
 
-const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-istio RELEASE] [-istio-revision REV] [-health ADDR] [-metrics ADDR] [-leader-elect] [-log-level LEVEL] [-log-format FORMAT]"
 
 // controllerCmd runs `breeze controller`.
 func controllerCmd(args []string) error {
@@ -38,6 +39,7 @@ func controllerCmd(args []string) error {
 	leaderNS := f.String("leader-election-namespace", "", "`NAMESPACE` of the Lease (default: the pod's own)")
 	upstreamTLS := f.String("upstream-tls", string(deploy.UpstreamIstioMTLS), "`TLS` of the clients' upstream connections: istio (the sidecar's mTLS) or plaintext")
 	istio := f.String("istio", "", "Istio `RELEASE` of the sidecars (default: the one this binary is built for)")
+	revision := f.String("istio-revision", "", "label every EnvoyFilter written istio.io/rev=`REV`: only that istiod revision's proxies get them (default: no label, every revision's)")
 	sec := addXDSSecurityFlags(f, "with the API server's TokenReview for -xds-token-audience")
 	audience := f.String("xds-token-audience", "breeze", "with -xds-auth token: the `AUDIENCE` the proxies' service-account tokens must be issued for")
 	sidecarCA := f.String("xds-sidecar-ca-file", "", "with -xds-tls-cert: the `PATH` in the sidecars of the CA bundle that signs it, written into the EnvoyFilters (xds.tls.ca_file; the pods mount it)")
@@ -85,7 +87,7 @@ func controllerCmd(args []string) error {
 	log.Info("breeze controller running", append([]any{"namespaces", nss}, buildinfo.Get().LogAttrs()...)...)
 	err = controller.Run(ctx, controller.Config{
 		Options: controller.Options{
-			XDSAddress: *xdsAddress, XDSCAFile: *sidecarCA, XDSTokenFile: *sidecarToken, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Log: log,
+			XDSAddress: *xdsAddress, XDSCAFile: *sidecarCA, XDSTokenFile: *sidecarToken, UpstreamTLS: deploy.UpstreamTLS(*upstreamTLS), Istio: *istio, Revision: *revision, Log: log,
 		},
 		Kubeconfig: *kubeconfig, Namespaces: nss, XDSListen: *xdsListen,
 		XDSTLS: serverTLS, XDSTokenAudiences: audiences,

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -269,8 +270,8 @@ func parse(t *testing.T, manifest string) *unstructured.Unstructured {
 	return &u
 }
 
-// appObjects creates a Service with a Breeze port and a MetaRouter for it
-// in ns.
+// appObjects creates a Service with a Breeze port, a MetaRouter for it
+// and an ingress Gateway exposing it in ns.
 func appObjects(t *testing.T, ns string) {
 	t.Helper()
 	ensureNamespace(t, ns)
@@ -295,15 +296,26 @@ spec:
     route:
     - destination: {host: `+host+`}
 `)
+	apply(t, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: `+ns+`}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 20880, name: tcp-dubbo, protocol: TCP}
+    hosts: ["./*"]
+`)
 }
 
 // waitWrites waits for what only a controller with enough RBAC writes:
-// the Service's EnvoyFilters (owned by the Service, blockOwnerDeletion)
-// and the MetaRouter's status.
+// the Service's EnvoyFilters (owned by the Service, blockOwnerDeletion),
+// the Gateway's (owned by the Gateway: it reads Gateways) and the
+// MetaRouter's status.
 func waitWrites(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	for _, name := range []string{"greeter-20880-breeze-outbound", "greeter-20880-breeze-inbound"} {
+	for _, name := range []string{"greeter-20880-breeze-outbound", "greeter-20880-breeze-inbound", "ingress-20880-breeze-gateway"} {
 		eventually(t, "EnvoyFilter "+ns+"/"+name, func() (bool, string) {
 			u := &unstructured.Unstructured{}
 			u.SetAPIVersion("networking.istio.io/v1alpha3")
@@ -416,7 +428,36 @@ func TestInstallNamespaced(t *testing.T) {
 	refused(t, c, "listing Services of an unwatched namespace", func(ctx context.Context, c client.Client) error {
 		return c.List(ctx, &corev1.ServiceList{}, client.InNamespace("app-other"))
 	})
+	refused(t, c, "listing Gateways of an unwatched namespace", func(ctx context.Context, c client.Client) error {
+		l := &unstructured.UnstructuredList{}
+		l.SetAPIVersion("networking.istio.io/v1")
+		l.SetKind("GatewayList")
+		return c.List(ctx, l, client.InNamespace("app-other"))
+	})
 	refused(t, c, "listing Services of every namespace", func(ctx context.Context, c client.Client) error {
 		return c.List(ctx, &corev1.ServiceList{})
 	})
+}
+
+// tokenReview is what the controller sends for each xDS stream with
+// -xds-auth token.
+func tokenReview(ctx context.Context, c client.Client) error {
+	return c.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token", Audiences: []string{"breeze"}}})
+}
+
+// TestInstallTokenAuth: with xds.auth.mode token, the chart's
+// ServiceAccount may create TokenReviews (the API server answers, here
+// "not authenticated"); without it (the default release), it may not.
+func TestInstallTokenAuth(t *testing.T) {
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := env.admin.Get(context.Background(), client.ObjectKey{Name: "metarouters.metaprotocol.aeraki.io"}, crd); apierrors.IsNotFound(err) {
+		install(t, defaultRelease)
+	}
+	install(t, tokenRelease)
+	tr := &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token", Audiences: []string{"breeze"}}}
+	if err := saClient(t, tokenRelease, "breeze-token-controller").Create(context.Background(), tr); err != nil {
+		t.Fatalf("creating a TokenReview as the token release's ServiceAccount: %v, want it allowed", err)
+	}
+	t.Logf("TokenReview as breeze-token-controller: allowed, authenticated=%t (%s)", tr.Status.Authenticated, tr.Status.Error)
+	refused(t, saClient(t, defaultRelease, "breeze-controller"), "creating a TokenReview without xds.auth.mode token", tokenReview)
 }

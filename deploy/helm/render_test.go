@@ -152,7 +152,7 @@ var namespacedRelease = release{name: "breeze-ns", namespace: "breeze-ns-system"
 	"namespaces": []any{"app-b", "app-c"},
 	"replicas":   3,
 	"xds":        map[string]any{"port": 15020},
-	"istio":      map[string]any{"release": "1.28.3"},
+	"istio":      map[string]any{"release": "1.28.3", "revision": "canary"},
 	"crds":       map[string]any{"aeraki": false, "breeze": false},
 	"log":        map[string]any{"level": "debug", "format": "json"},
 }}
@@ -281,7 +281,7 @@ func TestRenderNamespaced(t *testing.T) {
 		"-xds-address=breeze-ns-controller.breeze-ns-system.svc.cluster.local:15020",
 		"-xds-listen=:15020", "-health=:8081", "-metrics=:8080",
 		"-leader-elect", "-leader-election-namespace=breeze-ns-system",
-		"-namespaces=app-b,app-c", "-upstream-tls=istio", "-istio=1.28.3",
+		"-namespaces=app-b,app-c", "-upstream-tls=istio", "-istio=1.28.3", "-istio-revision=canary",
 		"-log-level=debug", "-log-format=json"}
 	if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Equal(args, wantArgs) {
 		t.Errorf("controller args %q, want %q", args, wantArgs)
@@ -297,5 +297,85 @@ func TestRenderNeedsImage(t *testing.T) {
 	_, err := renderErr(release{name: "breeze", namespace: "breeze-system"})
 	if err == nil || !strings.Contains(err.Error(), "image.repository is required") {
 		t.Fatalf("rendering without image.repository: error %v, want one saying image.repository is required", err)
+	}
+}
+
+var tokenRelease = release{name: "breeze-token", namespace: "breeze-token-system", values: map[string]any{
+	"image": map[string]any{"repository": "example.org/breeze/breeze", "tag": "v1"},
+	"crds":  map[string]any{"aeraki": false, "breeze": false},
+	"xds": map[string]any{
+		"tls":  map[string]any{"secretName": "breeze-xds-tls", "sidecarCAFile": "/etc/breeze/ca/ca.crt"},
+		"auth": map[string]any{"mode": "token", "audience": "breeze-xds", "sidecarTokenFile": "/var/run/secrets/breeze/token"},
+	},
+}}
+
+// TestRenderTokenAuth: xds.tls and xds.auth token become the controller's
+// flags, the Secret is mounted where they point, and the ServiceAccount
+// gets create on tokenreviews (cluster-wide: TokenReviews have no
+// namespace), which the default rendering does not grant.
+func TestRenderTokenAuth(t *testing.T) {
+	us := render(t, tokenRelease)
+	objs := typed(t, us)
+	d, _ := find[*appsv1.Deployment](objs, "breeze-token-controller")
+	c := d.Spec.Template.Spec.Containers[0]
+	wantArgs := []string{"controller",
+		"-xds-address=breeze-token-controller.breeze-token-system.svc.cluster.local:15010",
+		"-xds-listen=:15010", "-health=:8081", "-metrics=:8080",
+		"-leader-elect", "-leader-election-namespace=breeze-token-system",
+		"-upstream-tls=istio",
+		"-xds-tls-cert=/etc/breeze/xds-tls/tls.crt", "-xds-tls-key=/etc/breeze/xds-tls/tls.key", "-xds-sidecar-ca-file=/etc/breeze/ca/ca.crt",
+		"-xds-auth=token", "-xds-token-audience=breeze-xds", "-xds-sidecar-token-file=/var/run/secrets/breeze/token",
+		"-log-level=info", "-log-format=text"}
+	if !slices.Equal(c.Args, wantArgs) {
+		t.Errorf("controller args %q, want %q", c.Args, wantArgs)
+	}
+	vols := d.Spec.Template.Spec.Volumes
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/breeze/xds-tls" || len(vols) != 1 ||
+		vols[0].Name != c.VolumeMounts[0].Name || vols[0].Secret == nil || vols[0].Secret.SecretName != "breeze-xds-tls" {
+		t.Errorf("volume mounts %+v, volumes %+v: want Secret breeze-xds-tls mounted at /etc/breeze/xds-tls", c.VolumeMounts, vols)
+	}
+	grants := func(objs []runtime.Object, name string) bool {
+		cr, ok := find[*rbacv1.ClusterRole](objs, name)
+		if !ok {
+			return false
+		}
+		for _, r := range cr.Rules {
+			if slices.Contains(r.APIGroups, "authentication.k8s.io") && slices.Contains(r.Resources, "tokenreviews") && slices.Contains(r.Verbs, "create") {
+				return true
+			}
+		}
+		return false
+	}
+	if !grants(objs, "breeze-token-controller-tokenreviews") {
+		t.Errorf("no ClusterRole breeze-token-controller-tokenreviews granting create on tokenreviews; objects: %v", kinds(us))
+	}
+	if _, ok := find[*rbacv1.ClusterRoleBinding](objs, "breeze-token-controller-tokenreviews"); !ok {
+		t.Errorf("no ClusterRoleBinding breeze-token-controller-tokenreviews; objects: %v", kinds(us))
+	}
+	for _, k := range kinds(render(t, defaultRelease)) {
+		if strings.Contains(k, "tokenreviews") {
+			t.Errorf("the default rendering has %s: TokenReviews only with xds.auth.mode token", k)
+		}
+	}
+}
+
+// TestRenderXDSSecurityNeedsItsParts: a combination the controller would
+// refuse at start is refused at render, saying what is missing.
+func TestRenderXDSSecurityNeedsItsParts(t *testing.T) {
+	for _, tc := range []struct {
+		xds  map[string]any
+		want string
+	}{
+		{map[string]any{"tls": map[string]any{"secretName": "s"}}, "xds.tls.sidecarCAFile is required with xds.tls.secretName"},
+		{map[string]any{"auth": map[string]any{"mode": "token", "sidecarTokenFile": "/t"}}, "xds.auth.mode token needs xds.tls.secretName"},
+		{map[string]any{"tls": map[string]any{"secretName": "s", "sidecarCAFile": "/ca"}, "auth": map[string]any{"mode": "token"}}, "xds.auth.sidecarTokenFile is required with xds.auth.mode token"},
+		{map[string]any{"auth": map[string]any{"mode": "mtls"}}, `xds.auth.mode "mtls": want none or token`},
+	} {
+		_, err := renderErr(release{name: "breeze", namespace: "breeze-system", values: map[string]any{
+			"image": map[string]any{"repository": "example.org/breeze/breeze"}, "xds": tc.xds,
+		}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("xds %v: error %v, want one saying %q", tc.xds, err, tc.want)
+		}
 	}
 }

@@ -7,20 +7,23 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
+	"github.com/breeze-mesh/breeze/controller"
+	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/deploy"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
-// gatewayEnvoyFilter is the outbound EnvoyFilter deploy renders for
-// greeter, moved by hand onto the ingress gateway: context GATEWAY, the
-// gateway's listener by port (istiod names it 0.0.0.0_<port>), the
-// gateway's pods. What deploy should render for `gateways:`; it does not
-// yet.
+// gatewayEnvoyFilter is the EnvoyFilter deploy renders for greeter on the
+// ingress gateway (direction gateway): context GATEWAY, the gateway's
+// listener by port (istiod names it 0.0.0.0_<port>), the gateway's pods.
 func gatewayEnvoyFilter(t *testing.T) string {
 	t.Helper()
 	efs, err := deploy.Render(&deploy.Service{
-		Host: "greeter.demo.svc.cluster.local", Namespace: "istio-system", VIP: "10.96.20.80", Port: 20880, Protocol: "dubbo",
+		Host: "greeter.demo.svc.cluster.local", Namespace: "istio-system", Port: 20880, Protocol: "dubbo", Direction: deploy.Gateway,
 		Istio: "1.28", Clients: map[string]string{"istio": "ingressgateway"},
 		Outbound: &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: "breeze-controller.breeze-system.svc:15010", RouteConfigName: "greeter.demo.svc.cluster.local_20880"}},
 	})
@@ -32,14 +35,10 @@ func gatewayEnvoyFilter(t *testing.T) string {
 		t.Fatal(err)
 	}
 	s := string(y)
-	for _, r := range [][2]string{
-		{"context: SIDECAR_OUTBOUND", "context: GATEWAY"},
-		{"name: 10.96.20.80_20880", "portNumber: 20880"},
-	} {
-		if !strings.Contains(s, r[0]) {
-			t.Fatalf("rendered EnvoyFilter has no %q:\n%s", r[0], s)
+	for _, want := range []string{"context: GATEWAY", "portNumber: 20880"} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("rendered EnvoyFilter has no %q:\n%s", want, s)
 		}
-		s = strings.ReplaceAll(s, r[0], r[1])
 	}
 	return s
 }
@@ -106,6 +105,80 @@ func TestBreezeOnIngressGateway(t *testing.T) {
 	for _, l := range c.Listeners {
 		if g := GolangFiltersIn(l); len(g) > 0 {
 			t.Errorf("consumer: listener %s has a Go filter from the gateway's EnvoyFilter: %v", l.GetName(), g)
+		}
+	}
+}
+
+// The EnvoyFilters `breeze controller` writes for an Istio Gateway, made
+// by its own code (controller.GatewayEnvoyFilters, the reconciler's
+// computation) from the Gateway of testdata/gateway.yaml (a TCP server on
+// 20880, hosts "*"), the mesh's Services and a MetaRouter bound to the
+// Gateway, fed to istiod 1.28.3: Breeze, with the gateway's own route
+// table from the controller's xDS server, on the gateway's 0.0.0.0_20880
+// only (push and ADS); every other listener and cluster of the gateway,
+// and every sidecar, exactly as without the EnvoyFilters.
+func TestControllerGatewayEnvoyFiltersPlaceBreeze(t *testing.T) {
+	const xds = "breeze-controller.breeze-system.svc.cluster.local:15010"
+	gw := Workload{Name: "ingressgateway-0", Namespace: "istio-system", IP: "10.0.0.9", Labels: map[string]string{"istio": "ingressgateway"}, Router: true}
+	kube := readFile(t, "testdata/mesh.yaml") + "\n---\n" + readFile(t, "testdata/gateway-pod.yaml")
+	istio := readFile(t, "testdata/gateway.yaml")
+	var services []corev1.Service
+	var gateways []unstructured.Unstructured
+	for _, doc := range strings.Split(kube+"\n---\n"+istio, "\n---\n") {
+		u := unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		switch u.GetKind() {
+		case "Service":
+			var s corev1.Service
+			if err := yaml.Unmarshal([]byte(doc), &s); err != nil {
+				t.Fatal(err)
+			}
+			services = append(services, s)
+		case "Gateway":
+			gateways = append(gateways, u)
+		}
+	}
+	var router unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(`apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: greeter-edge, namespace: demo}
+spec:
+  gateways: [istio-system/ingress-gateway]
+  hosts: [greeter.demo.svc.cluster.local]
+  routes:
+  - name: all
+    route: [{destination: {host: greeter.demo.svc.cluster.local}}]
+`), &router.Object); err != nil {
+		t.Fatal(err)
+	}
+	efs, messages, err := controller.GatewayEnvoyFilters(gateways, []unstructured.Unstructured{router}, services, controller.Options{XDSAddress: xds, Istio: "1.28"})
+	if err != nil || len(messages) > 0 || len(efs) != 1 {
+		t.Fatalf("the controller's EnvoyFilters for Gateway istio-system/ingress-gateway: %d, %v; messages %q", len(efs), err, messages)
+	}
+	y, err := yaml.Marshal(efs[0].Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where Breeze belongs, described independently of the controller.
+	want := &deploy.Service{
+		Host: "greeter.demo.svc.cluster.local", Name: "ingress-gateway-20880", Namespace: "istio-system", Istio: "1.28",
+		Port: 20880, Protocol: "dubbo", Direction: deploy.Gateway, Clients: map[string]string{"istio": "ingressgateway"},
+		Outbound: &breezev1.ProxyConfig{Xds: &breezev1.XdsSource{Address: xds,
+			RouteConfigName: controlplane.GatewayRouteConfigName("istio-system", "ingress-gateway", "greeter.demo.svc.cluster.local", 20880)}},
+	}
+	workloads := []Workload{gw, consumer, greeterPod, calcPod, webPod, otherClient}
+	changes := CheckPlacement(t, Inputs{Kubernetes: kube, Istio: istio}, string(y), workloads, []*deploy.Service{want})
+	logChanges(t, changes)
+	got := changedPlacements(changes)
+	for _, w := range workloads {
+		var wantPlaced []string
+		if w.Name == gw.Name {
+			wantPlaced = []string{"ingress-gateway-20880 gateway"}
+		}
+		if !slices.Equal(got[w.Name], wantPlaced) {
+			t.Errorf("%s: Breeze placed for %v, want %v", w.Name, got[w.Name], wantPlaced)
 		}
 	}
 }

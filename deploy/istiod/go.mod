@@ -20,6 +20,7 @@ require (
 	istio.io/api v1.28.3
 	istio.io/istio v0.0.0-20260114100434-4c1f845d839e
 	k8s.io/api v0.34.4
+	k8s.io/apimachinery v0.34.4
 	sigs.k8s.io/yaml v1.6.0
 )
 
@@ -158,7 +159,6 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	istio.io/client-go v1.28.2-0.20251205082736-a6e3a5710bb0 // indirect
 	k8s.io/apiextensions-apiserver v0.34.1 // indirect
-	k8s.io/apimachinery v0.34.4 // indirect
 	k8s.io/apiserver v0.34.1 // indirect
 	k8s.io/client-go v0.34.4 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect

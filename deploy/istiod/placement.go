@@ -51,8 +51,13 @@ type Placement struct {
 
 func (p Placement) String() string { return p.Service + " " + string(p.Direction) }
 
-// AppliesTo reports whether istiod must patch w's sidecar for p.
+// AppliesTo reports whether istiod must patch w's sidecar for p: a
+// gateway placement applies to gateway proxies only (context GATEWAY), a
+// sidecar's to sidecars only.
 func (p Placement) AppliesTo(w Workload) bool {
+	if w.Router != (p.Direction == deploy.Gateway) {
+		return false
+	}
 	if p.Namespace != w.Namespace && p.Namespace != deploy.IstioRootNamespace {
 		return false
 	}
@@ -109,8 +114,13 @@ func placementOf(r *deploy.Service, ef *deploy.EnvoyFilter) (Placement, error) {
 			p.Direction = deploy.Inbound
 			p.Listener = virtualInbound
 			p.Chains = ChainMatch{DestinationPort: r.TargetPort}
+		case networkingv1alpha3.EnvoyFilter_GATEWAY:
+			// istiod's name for the listener of a Gateway's TCP server
+			// (bound to no address), which the patch matches by port.
+			p.Direction = deploy.Gateway
+			p.Listener = fmt.Sprintf("0.0.0.0_%d", r.Port)
 		default:
-			return p, fmt.Errorf("configPatches[%d]: context %s: not a sidecar's", i, cp.GetMatch().GetContext())
+			return p, fmt.Errorf("configPatches[%d]: context %s: not a sidecar's nor a gateway's", i, cp.GetMatch().GetContext())
 		}
 		op := cp.GetPatch().GetOperation()
 		switch cp.GetApplyTo() {

@@ -324,6 +324,13 @@ var (
 // returns its address.
 func startProxy(t *testing.T, yamlCfg string) string {
 	t.Helper()
+	return startProxyAny(t, typedConfig(t, yamlCfg))
+}
+
+// startProxyAny is startProxy for a plugin_config as an EnvoyFilter
+// carries it (an xds.type.v3.TypedStruct of breeze.v1.ProxyConfig).
+func startProxyAny(t *testing.T, a *anypb.Any) string {
+	t.Helper()
 	testHostOnce.Do(func() {
 		Register()
 		testHost = host.New(host.Options{
@@ -332,7 +339,6 @@ func startProxy(t *testing.T, yamlCfg string) string {
 			HandshakeFilterState: testHandshakeState,
 		})
 	})
-	a := typedConfig(t, yamlCfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
