@@ -248,5 +248,3 @@ func TestStaleAndRestart(t *testing.T) {
 	}
 	t.Logf("restart: %s adopted (resourceVersion %s, address %s kept), %s deleted after the first read", greeter, after[greeter], vip, other)
 }
-
-
