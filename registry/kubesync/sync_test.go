@@ -178,6 +178,20 @@ func TestWritesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("an interface gone: %v deletes, want 1", d)
 	}
 	t.Logf("writes: %v creates, %v updates, %v deletes", writes(t, "create")-creates, writes(t, "update")-updates, writes(t, "delete")-deletes)
+
+	// Deleted by hand: put back by the next pass (Resync), at the same
+	// address (the host's hash, free again).
+	if err := env.client.Delete(context.Background(), se); err != nil {
+		t.Fatal(err)
+	}
+	back := waitEntry(t, ns, greeter, "endpoints=[10.0.0.2:20881(version=1.0.0,application=java-iface,w100)]")
+	if back.GetUID() == se.GetUID() {
+		t.Fatalf("%s: still the object deleted (uid %s)", greeter, se.GetUID())
+	}
+	if got := checkWritten(t, back, g2URL); got != vip {
+		t.Errorf("%s put back at %s, want its address %s again", greeter, got, vip)
+	}
+	t.Logf("deleted by hand: put back (uid %s → %s), address %s", se.GetUID(), back.GetUID(), vip)
 }
 
 // TestStaleAndRestart: with ZooKeeper stopped the registry is stale and
