@@ -178,7 +178,7 @@ func (s *Sync) Start(ctx context.Context) error {
 			timer.Reset(resync)
 			continue
 		}
-		err := s.apply(ctx, *u)
+		err := s.pass(ctx, *u)
 		if s.OnSync != nil {
 			s.OnSync(*u, err)
 		}
@@ -249,6 +249,17 @@ func Labels(kind string) map[string]string {
 func IsRegistryEntry(u *unstructured.Unstructured) bool {
 	l := u.GetLabels()
 	return l[LabelManagedBy] == ManagedBy && l[LabelSourceKind] == SourceKind
+}
+
+// pass is apply with a panic made its error (retried, logged) rather than
+// taking the controller, and its xDS server, down.
+func (s *Sync) pass(ctx context.Context, u registry.Update) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return s.apply(ctx, u)
 }
 
 // apply makes the namespace hold u's ServiceEntries.
