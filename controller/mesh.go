@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"net/netip"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
@@ -434,6 +436,7 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 			if hi > 0 {
 				name = u.GetName() + "-h" + strconv.Itoa(hi) + "-" + strconv.FormatUint(uint64(sp.GetNumber()), 10)
 			}
+			name = filterPrefix(name)
 			target := sp.GetTargetPort()
 			if target == 0 {
 				target = sp.GetNumber()
@@ -450,6 +453,32 @@ func (m *mesh) serviceEntry(u *unstructured.Unstructured, s settings, r codecRes
 			}
 		}
 	}
+}
+
+// filterPrefix makes name a prefix deploy.Render takes for the
+// EnvoyFilters' names (a DNS label of at most 40 characters): a registry's
+// ServiceEntry is named after a Java interface, dots and all
+// (dubbo-org.breeze.greeter-20880 → dubbo-org-breeze-greeter-20880). A
+// longer one keeps its first 31 characters and a hash of the whole name.
+func filterPrefix(name string) string {
+	if len(name) <= 40 && len(validation.IsDNS1123Label(name)) == 0 {
+		return name
+	}
+	out := strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z', '0' <= r && r <= '9', r == '-':
+			return r
+		case 'A' <= r && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, name)
+	if len(out) > 40 {
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		out = fmt.Sprintf("%s-%08x", strings.TrimRight(out[:31], "-"), h.Sum32())
+	}
+	return strings.Trim(out, "-")
 }
 
 // workloadEntriesFor lists, as ServiceEntry endpoints, the WorkloadEntries
@@ -512,7 +541,11 @@ func render(s settings, in renderInput) ([]*unstructured.Unstructured, []issue) 
 		clients = set
 	}
 	base := deploy.Service{
-		Host: in.host, Name: in.name, Namespace: in.namespace, Port: in.port.port, TargetPort: in.port.targetPort,
+		// deploy wants a lower-case host (it only names the route table
+		// after it, which the controller names itself, below, after the
+		// host as written: a registry's host is a Java interface,
+		// org.breeze.Greeter).
+		Host: strings.ToLower(in.host), Name: in.name, Namespace: in.namespace, Port: in.port.port, TargetPort: in.port.targetPort,
 		Protocol: in.port.codec, UpstreamTLS: s.UpstreamTLS, Istio: s.Istio, LibraryPath: s.LibraryPath,
 	}
 	var out []*unstructured.Unstructured

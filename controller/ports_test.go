@@ -1,6 +1,11 @@
 package controller
 
-import "testing"
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"testing"
+)
 
 // TestPortCodec: Aeraki's port naming and appProtocol, as the controller
 // reads them.
@@ -85,4 +90,31 @@ func TestServiceEntryPortCodec(t *testing.T) {
 			t.Errorf("port %q protocol %q: codec %q, overridden %t, error %v; want %q, %t, error: %t", tc.name, tc.protocol, got, overridden, err, tc.want, tc.overridden, tc.err)
 		}
 	}
+}
+
+// TestFilterPrefix: a ServiceEntry name that is not a DNS label of at most
+// 40 characters (a registry's, after a Java interface) becomes one, a long
+// one with a hash that keeps two long names apart.
+func TestFilterPrefix(t *testing.T) {
+	long := "dubbo-org.apache.dubbo.samples.api.greetingsservice-20880"
+	for _, tc := range []struct{ in, want string }{
+		{"greeter-20880", "greeter-20880"},
+		{"dubbo-org.breeze.greeter-20880", "dubbo-org-breeze-greeter-20880"},
+		{"dubbo-org.breeze.outer-inner-20880", "dubbo-org-breeze-outer-inner-20880"},
+		{long, "dubbo-org-apache-dubbo-samples-" + fmt.Sprintf("%08x", fnv32(long))},
+	} {
+		got := filterPrefix(tc.in)
+		if got != tc.want || len(got) > 40 {
+			t.Errorf("filterPrefix(%q) = %q (%d characters), want %q", tc.in, got, len(got), tc.want)
+		}
+	}
+	if a, b := filterPrefix(long), filterPrefix(strings.Replace(long, "greetings", "farewells", 1)); a == b {
+		t.Errorf("two long names share the prefix %q", a)
+	}
+}
+
+func fnv32(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
 }

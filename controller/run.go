@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +28,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/breeze-mesh/breeze/controlplane"
+	"github.com/breeze-mesh/breeze/registry"
+	"github.com/breeze-mesh/breeze/registry/kubesync"
 )
 
 // refused groups the xDS server's refusal counters into one collector,
@@ -73,7 +78,24 @@ type Config struct {
 	// OnServing, if set, is called once the xDS server serves the first
 	// snapshot, with its address.
 	OnServing func(xds net.Addr)
+
+	// Registry, if set, is followed by the leader, which writes its
+	// ServiceEntries into RegistryNamespace (registry/kubesync); the
+	// controller then serves them as any other ServiceEntry.
+	Registry registry.Registry
+	// RegistryKind labels them (breeze.io/registry): zookeeper, nacos.
+	RegistryKind      string
+	RegistryNamespace string
+	// RegistryVIPs: their addresses' range; kubesync.DefaultVIPs if unset.
+	RegistryVIPs netip.Prefix
+	// OnRegistrySync, if set, is called after each pass of the registry's
+	// writes (tests).
+	OnRegistrySync func(registry.Update, error)
 }
+
+// registryMetrics are the breeze_registry_* series on /metrics, made
+// once per process (another Run in the same process, tests, shares them).
+var registryMetrics = sync.OnceValue(func() *registry.Metrics { return registry.NewMetrics(ctrlmetrics.Registry) })
 
 // Run runs the controller and its xDS server until ctx ends, then stops
 // both gracefully.
@@ -130,6 +152,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := Setup(mgr, feed, cfg.Options); err != nil {
 		ln.Close()
 		return err
+	}
+	if cfg.Registry != nil {
+		if cfg.RegistryNamespace == "" {
+			ln.Close()
+			return errors.New("controller: RegistryNamespace is required with a Registry")
+		}
+		if len(cfg.Namespaces) > 0 && !slices.Contains(cfg.Namespaces, cfg.RegistryNamespace) {
+			ln.Close()
+			return fmt.Errorf("controller: the registry's namespace %s is not among the watched namespaces %v: its ServiceEntries would be written but never served", cfg.RegistryNamespace, cfg.Namespaces)
+		}
+		if err := mgr.Add(&kubesync.Sync{
+			Registry: cfg.Registry, Kind: cfg.RegistryKind, Namespace: cfg.RegistryNamespace,
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("breeze-controller"),
+			VIPs: cfg.RegistryVIPs, Metrics: registryMetrics(), Log: log, OnSync: cfg.OnRegistrySync,
+		}); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	var serving atomic.Bool
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

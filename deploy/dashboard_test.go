@@ -168,6 +168,8 @@ var withoutPanel = []string{
 	"breeze_controller_metarouter_status_writes_total",
 	"breeze_controller_snapshots_total",
 	"breeze_registry_instances",
+	"breeze_registry_serviceentry_conflicts_total",
+	"breeze_registry_serviceentry_writes_total",
 	"breeze_registry_stale",
 	"breeze_registry_updates_total",
 	"breeze_xds_problems",

@@ -27,8 +27,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// observe records one Update of the registry named name.
-func (m *Metrics) observe(name string, u Update) {
+// Observe records one Update of the registry named name (Source does;
+// so does whatever else follows a Registry, kubesync.Sync).
+func (m *Metrics) Observe(name string, u Update) {
 	if m == nil {
 		return
 	}

@@ -49,7 +49,7 @@ func (s *Source) Run(ctx context.Context, update func(controlplane.Snapshot)) er
 	name := s.Registry.Name()
 	stale := false
 	return s.Registry.Run(ctx, func(u Update) {
-		s.Metrics.observe(name, u)
+		s.Metrics.Observe(name, u)
 		// The registry logs why it is stale; this says what is served.
 		if u.Stale != stale {
 			stale = u.Stale

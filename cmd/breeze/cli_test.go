@@ -168,6 +168,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"validate"}, "breeze validate: no files to check: name files or directories, as in breeze validate envoy.yaml or breeze validate mesh/\n" + usageOf("validate", "breeze validate [--istio RELEASE] FILE|DIR...")},
 		{[]string{"controller"}, "breeze controller: -xds-address is required: the address the sidecars' Breeze reaches this controller's xDS server at\n" + usageOf("controller", controllerSynopsis)},
 		{[]string{"controller", "-xds-address", "nowhere"}, `breeze controller: -xds-address "nowhere": want host:port` + "\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-zookeeper", "zk:2181", "-namespaces", "a,b"}, "breeze controller: -registry-namespace istio-system is not among -namespaces a,b: the registry's ServiceEntries would be written but not served\n" + usageOf("controller", controllerSynopsis)},
+		{[]string{"controller", "-xds-address", "cp:15010", "-zookeeper", "zk:2181", "-registry-vips", "240.241.0.0/31"}, `breeze controller: -registry-vips "240.241.0.0/31": want a range of at least 4 addresses, as 240.241.0.0/16` + "\n" + usageOf("controller", controllerSynopsis)},
 		{[]string{"version", "--short"}, "breeze version: flag provided but not defined: -short\n" + usageOf("version", "breeze version")},
 		{[]string{"version", "x"}, `breeze version: unexpected argument "x"` + "\n" + usageOf("version", "breeze version")},
 	} {

@@ -47,6 +47,19 @@ func (r *registryFlags) registries(log *slog.Logger) []registry.Registry {
 	return out
 }
 
+// kind names the registries for kubesync's breeze.io/registry label:
+// zookeeper, nacos, or zookeeper-nacos.
+func (r *registryFlags) kind() string {
+	var kinds []string
+	if r.zookeeper != "" {
+		kinds = append(kinds, "zookeeper")
+	}
+	if r.nacos != "" {
+		kinds = append(kinds, "nacos")
+	}
+	return strings.Join(kinds, "-")
+}
+
 // registry is every registry named, followed as one (registry.Merge): an
 // interface in both ZooKeeper and Nacos is one ServiceEntry.
 func (r *registryFlags) registry(log *slog.Logger) registry.Registry {

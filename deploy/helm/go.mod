@@ -6,6 +6,7 @@ replace github.com/breeze-mesh/breeze => ../..
 
 require (
 	github.com/breeze-mesh/breeze v0.0.0-00010101000000-000000000000
+	github.com/go-zookeeper/zk v1.0.4
 	google.golang.org/protobuf v1.36.12
 	helm.sh/helm/v3 v3.18.6
 	k8s.io/api v0.34.4

@@ -148,13 +148,17 @@ func asServiceAccount(r release, sa string) *rest.Config {
 // watched namespaces), under the chart's ServiceAccount, until the test
 // ends. In a process of its own, as in the pod: controller-runtime allows
 // one controller of a name per process.
-func runController(t *testing.T, r release, sa string, namespaces []string) {
+func runController(t *testing.T, r release, sa string, namespaces []string, more ...func(*childSpec)) {
 	t.Helper()
-	spec, err := json.Marshal(childSpec{
+	cs := childSpec{
 		Kubeconfig: env.kubeconfig, User: "system:serviceaccount:" + r.namespace + ":" + sa,
 		Namespaces: namespaces, LeaseNamespace: r.namespace,
 		XDSAddress: sa + "." + r.namespace + ".svc.cluster.local:15010",
-	})
+	}
+	for _, m := range more {
+		m(&cs)
+	}
+	spec, err := json.Marshal(cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +207,8 @@ type childSpec struct {
 	Namespaces     []string
 	LeaseNamespace string
 	XDSAddress     string
+	// ZooKeeper, if set, is followed as `-zookeeper` (registry_test.go).
+	ZooKeeper, RegistryNamespace string
 }
 
 // runChild is the test binary as a controller process: it prints SERVING
@@ -228,7 +234,7 @@ func runChild(specJSON string) int {
 		io.Copy(io.Discard, os.Stdin)
 		cancel()
 	}()
-	err = controller.Run(ctx, controller.Config{
+	run := controller.Config{
 		Rest:                    cfg,
 		Namespaces:              spec.Namespaces,
 		XDSListen:               "127.0.0.1:0",
@@ -241,8 +247,9 @@ func runChild(specJSON string) int {
 			Log:        slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
 		OnServing: func(net.Addr) { fmt.Println("SERVING") },
-	})
-	if err != nil {
+	}
+	registryConfig(&run, spec)
+	if err := controller.Run(ctx, run); err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		return 1
 	}
