@@ -41,18 +41,9 @@ func (pl *pool) keepaliveEvery() time.Duration {
 	return every
 }
 
-// get returns a connection of the pool, opening one while it has fewer
-// than conns (the current version of the cluster says how many: a new
-// version from xDS keeps the pool).
-func (pl *pool) get(conns int) (*conn, error) {
-	uc, fresh, err := pl.pick(conns)
-	if fresh {
-		// Both dialers are asynchronous; the callbacks find uc connecting.
-		pl.m.dial(pl.ep.Addr, uc)
-	}
-	return uc, err
-}
-
+// pick returns a connection of the pool, a new one (fresh: the caller
+// dials it) while it has fewer than conns (the current version of the
+// cluster says how many: a new version from xDS keeps the pool).
 func (pl *pool) pick(conns int) (uc *conn, fresh bool, err error) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()

@@ -197,11 +197,19 @@ func (m *Manager) Send(t Target, r *Request, msg *codecs.Message, enc codecs.Cod
 	if pl == nil {
 		return false, ErrUnavailable
 	}
-	uc, err := pl.get(t.Cluster.ConnsPerHost)
+	uc, fresh, err := pl.pick(t.Cluster.ConnsPerHost)
 	if err != nil {
 		return false, err
 	}
-	return uc.send(r, msg, enc, t.Breaker)
+	queued, err = uc.send(r, msg, enc, t.Breaker)
+	if fresh {
+		// Dialed once the request that wanted it is queued on it: both
+		// dialers are asynchronous and their callbacks run on another
+		// thread, which may be quicker than this one (a refused connect
+		// in particular); they must find the request there to answer it.
+		pl.m.dial(pl.ep.Addr, uc)
+	}
+	return queued, err
 }
 
 // Cancel withdraws a request whose client went away. It reports whether
