@@ -14,6 +14,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -66,9 +67,13 @@ func Translate(objs []Object) Translation {
 // Translator is Translate for a caller that translates snapshot after
 // snapshot (Run): what depends on one object alone — the fields Breeze
 // does not apply, and a ServiceEntry's endpoint sets — is kept from the
-// last snapshot for each object whose Version did not change, so that a
-// registry with 1,000 interfaces where one provider came builds one
-// endpoint set again, not 1,000. The sets kept are the same pointers,
+// last snapshot for each object passed again as it was (the same Spec,
+// the same pointer, at the same Version), so that a registry with 1,000
+// interfaces where one provider came builds one endpoint set again, not
+// 1,000. The pointer, not the Version alone: the Kubernetes controller
+// gives a Service's ServiceEntry the Service's resourceVersion, while its
+// endpoints come from EndpointSlices; it builds a new Spec each time, so
+// it gets no reuse, and nothing stale. The sets kept are the same pointers,
 // which Server.Set recognises as unchanged without comparing them. The
 // zero value is ready; not for concurrent use.
 type Translator struct {
@@ -94,9 +99,12 @@ type plainResources struct {
 	route   *breezev1.RouteConfiguration
 }
 
-// objectKey identifies an object at one Version (and where it came
-// from, which its problems name).
-type objectKey struct{ kind, namespace, name, origin, file, version string }
+// objectKey identifies an object: its Spec (by pointer) at one Version,
+// and where it came from, which its problems name.
+type objectKey struct {
+	spec                                         proto.Message
+	kind, namespace, name, origin, file, version string
+}
 
 // objectWork is what was made of one object at one version.
 type objectWork struct {
@@ -117,7 +125,7 @@ func (tr *Translator) work(o *Object) *objectWork {
 	if tr == nil || o.Version == "" {
 		return nil
 	}
-	k := objectKey{o.Kind, o.Namespace, o.Name, o.Origin, o.File, o.Version}
+	k := objectKey{o.Spec, o.Kind, o.Namespace, o.Name, o.Origin, o.File, o.Version}
 	if w := tr.next[k]; w != nil {
 		return w
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 )
 
 // objectsOf parses files as the directory source does (each call parses
@@ -65,10 +67,23 @@ func problemTexts(ps []Problem) string {
 	return strings.Join(lines, "\n")
 }
 
+// replaced is objs with the object named name replaced by with.
+func replaced(t *testing.T, objs []Object, name string, with Object) []Object {
+	t.Helper()
+	out := slices.Clone(objs)
+	i := slices.IndexFunc(out, func(o Object) bool { return o.Name == name })
+	if i < 0 {
+		t.Fatalf("no object %s among %d", name, len(objs))
+	}
+	out[i] = with
+	return out
+}
+
 // A Translator hands back the same endpoint sets, and for hosts no rule
-// names the same clusters and route tables, for what did not change (so
-// Server.Set sends nothing for them without comparing them), and
-// translates again what did: always what Translate makes of the same
+// names the same clusters and route tables, for the objects passed again
+// as they were (as registry.Source passes an unchanged interface's), so
+// that Server.Set sends nothing for them without comparing them, and
+// translates again what changed: always what Translate makes of the same
 // objects, problems of unchanged objects included.
 func TestTranslatorReusesUnchanged(t *testing.T) {
 	third := func(address string) string {
@@ -92,8 +107,7 @@ spec:
 		t.Fatalf("no warning about third's endpoint network (the test needs one from an object alone); problems:\n%s", problemTexts(first.Problems))
 	}
 
-	files["third.yaml"] = third("10.0.2.2")
-	objs = objectsOf(t, files)
+	objs = replaced(t, objs, "third", objectsOf(t, map[string]string{"third.yaml": third("10.0.2.2")})[0])
 	second := tr.Translate(objs)
 	sameAsOneShot(t, second, objs)
 	const (
@@ -121,18 +135,33 @@ spec:
 		t.Errorf("endpoints %s: the last set, though its ServiceEntry changed", thirdName)
 	}
 
+	// A new Spec under the same Version (the controller's ServiceEntry of
+	// a Service: the Service's resourceVersion, endpoints from elsewhere)
+	// is translated again.
+	i := slices.IndexFunc(objs, func(o Object) bool { return o.Name == "other" })
+	moved := objs[i]
+	spec := proto.Clone(moved.Spec).(*networkingv1alpha3.ServiceEntry)
+	spec.Endpoints[0].Address = "10.0.1.9"
+	moved.Spec = spec
+	objs = replaced(t, objs, "other", moved)
+	third3 := tr.Translate(objs)
+	sameAsOneShot(t, third3, objs)
+	if third3.Resources.Endpoints[other] == second.Resources.Endpoints[other] {
+		t.Errorf("endpoints %s: the last set, though its Spec is a new one (same Version)", other)
+	}
+
 	// A rule for a host that had none: its cluster is made anew.
-	files["other-rule.yaml"] = `apiVersion: networking.istio.io/v1
+	rule := objectsOf(t, map[string]string{"other-rule.yaml": `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: other}
 spec:
   host: org.example.Other
   trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
-`
-	objs = objectsOf(t, files)
+`})
+	objs = append(slices.Clone(objs), rule...)
 	ruled := tr.Translate(objs)
 	sameAsOneShot(t, ruled, objs)
-	if ruled.Resources.Clusters[other] == second.Resources.Clusters[other] {
+	if ruled.Resources.Clusters[other] == third3.Resources.Clusters[other] {
 		t.Errorf("cluster %s: the last one, though a DestinationRule now names its host", other)
 	}
 }
