@@ -25,8 +25,11 @@ func Run(ctx context.Context, src Source, srv *Server, log *slog.Logger, onUpdat
 	// Problems logged for the previous snapshot, by version and text: an
 	// unchanged object's problems are logged once, not on every read.
 	var logged map[string]bool
+	// What depends on one object alone is translated again only when it
+	// changed (see Translator).
+	var translator Translator
 	return src.Run(ctx, func(snap Snapshot) {
-		tr := Translate(snap.Objects)
+		tr := translator.Translate(snap.Objects)
 		res := tr.Resources
 		// A resource whose source broke keeps its last good version.
 		for name := range tr.FailedRoutes {

@@ -172,6 +172,22 @@ var fields = map[protoreflect.FullName]use{
 // Breeze does not apply, once per object, by its path as the file writes
 // it (spec.routes[1].mirror).
 func (t *translator) unapplied(o *Object) {
+	w := t.cache.work(o)
+	if w == nil {
+		t.walkUnapplied(o)
+		return
+	}
+	if w.unapplied == nil {
+		before := len(t.out.Problems)
+		t.walkUnapplied(o)
+		w.unapplied = append([]Problem{}, t.out.Problems[before:]...) // not nil: known to have none
+		return
+	}
+	t.out.Problems = append(t.out.Problems, w.unapplied...)
+}
+
+// walkUnapplied is unapplied, walking o's fields.
+func (t *translator) walkUnapplied(o *Object) {
 	var walk func(m protoreflect.Message, path string)
 	walk = func(m protoreflect.Message, path string) {
 		fds := m.Descriptor().Fields()

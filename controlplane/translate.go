@@ -14,6 +14,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -63,7 +64,92 @@ type Translation struct {
 // route to all its endpoints; one with no DestinationRule a round-robin
 // cluster. Hosts match exactly (no short-name expansion).
 func Translate(objs []Object) Translation {
+	return (&Translator{}).Translate(objs)
+}
+
+// Translator is Translate for a caller that translates snapshot after
+// snapshot (Run): what depends on one object alone — the fields Breeze
+// does not apply, and a ServiceEntry's endpoint sets — is kept from the
+// last snapshot for each object passed again as it was (the same Spec,
+// the same pointer, at the same Version), so that a registry with 1,000
+// interfaces where one provider came builds one endpoint set again, not
+// 1,000. The pointer, not the Version alone: the Kubernetes controller
+// gives a Service's ServiceEntry the Service's resourceVersion, while its
+// endpoints come from EndpointSlices; it builds a new Spec each time, so
+// it gets no reuse, and nothing stale. The sets kept are the same pointers,
+// which Server.Set recognises as unchanged without comparing them. The
+// zero value is ready; not for concurrent use.
+type Translator struct {
+	// last: the work of the previous Translate by object; next: this
+	// one's. An object gone (or changed) is dropped with the next call.
+	last, next map[objectKey]*objectWork
+	// lastPlain, nextPlain: the cluster and route table of each plain
+	// host and port (see plainResources), as for last and next.
+	lastPlain, nextPlain map[hostPort]*plainResources
+}
+
+type hostPort struct {
+	host string
+	port uint32
+}
+
+// plainResources are the cluster and route table of a plain host: one
+// that no MetaRouter, DestinationRule or authorization policy names, as
+// every interface of a registry is unless rules were written for it. They
+// depend on the host and port alone.
+type plainResources struct {
+	cluster *clusterv3.Cluster
+	route   *breezev1.RouteConfiguration
+}
+
+// objectKey identifies an object: its Spec (by pointer) at one Version,
+// and where it came from, which its problems name.
+type objectKey struct {
+	spec                                         proto.Message
+	kind, namespace, name, origin, file, version string
+}
+
+// objectWork is what was made of one object at one version.
+type objectWork struct {
+	unapplied []Problem
+	// endpoints by cluster name and port name.
+	endpoints map[[2]string]endpointsWork
+}
+
+type endpointsWork struct {
+	cla      *endpointv3.ClusterLoadAssignment
+	ok       bool
+	problems []Problem
+}
+
+// work is o's cached work, nil when o has no version (it cannot be told
+// apart from a changed object).
+func (tr *Translator) work(o *Object) *objectWork {
+	if tr == nil || o.Version == "" {
+		return nil
+	}
+	k := objectKey{o.Spec, o.Kind, o.Namespace, o.Name, o.Origin, o.File, o.Version}
+	if w := tr.next[k]; w != nil {
+		return w
+	}
+	w := tr.last[k]
+	if w == nil {
+		w = &objectWork{}
+	}
+	tr.next[k] = w
+	return w
+}
+
+// Translate translates objs as the function Translate does.
+func (tr *Translator) Translate(objs []Object) Translation {
+	tr.next = make(map[objectKey]*objectWork, len(tr.last))
+	tr.nextPlain = make(map[hostPort]*plainResources, len(tr.lastPlain))
+	defer func() {
+		tr.last, tr.next = tr.next, nil
+		tr.lastPlain, tr.nextPlain = tr.nextPlain, nil
+	}()
 	t := &translator{
+		cache: tr,
 		out: Translation{
 			Resources: Resources{
 				Routes:    map[string]*breezev1.RouteConfiguration{},
@@ -132,7 +218,8 @@ func Translate(objs []Object) Translation {
 }
 
 type translator struct {
-	out Translation
+	out   Translation
+	cache *Translator
 	// By host: the ServiceEntry, DestinationRule and MetaRouter that own it.
 	services, rules, routers map[string]*Object
 	// bad objects: their problems are reported, their hosts skipped (or,
@@ -306,17 +393,22 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 				continue
 			}
 			name := ClusterName(host, p.GetNumber())
+			rname := RouteConfigName(host, p.GetNumber())
+			if cla, ok := t.cachedEndpoints(o, se, p, name); ok {
+				t.out.Resources.Endpoints[name] = cla
+			} else {
+				t.out.FailedEndpoints[name] = true
+			}
+			if pr := t.plain(host, p.GetNumber()); pr != nil {
+				t.out.Resources.Clusters[name] = pr.cluster
+				t.out.Resources.Routes[rname] = pr.route
+				continue
+			}
 			if c, ok := t.cluster(host, p.GetNumber()); ok {
 				t.out.Resources.Clusters[name] = c
 			} else {
 				t.out.FailedClusters[name] = true
 			}
-			if cla, ok := t.endpoints(o, se, p, name); ok {
-				t.out.Resources.Endpoints[name] = cla
-			} else {
-				t.out.FailedEndpoints[name] = true
-			}
-			rname := RouteConfigName(host, p.GetNumber())
 			if rc, ok := t.routes(host, p.GetNumber()); ok && t.globalRateLimit(host, rc) && t.authzRoutes(host, rc) {
 				t.out.Resources.Routes[rname] = rc
 			} else {
@@ -324,6 +416,54 @@ func (t *translator) serviceEntry(o *Object, se *networkingv1alpha3.ServiceEntry
 			}
 		}
 	}
+}
+
+// plain returns the cluster and route table of host and port when the
+// host is plain (plainResources), the same ones as the last Translate
+// when there were any: nil when it is not plain (or without a cache).
+func (t *translator) plain(host string, port uint32) *plainResources {
+	if t.cache == nil || t.routers[host] != nil || t.rules[host] != nil ||
+		t.authz[RootNamespace] != nil || t.authz[t.services[host].Namespace] != nil {
+		return nil
+	}
+	k := hostPort{host, port}
+	if pr := t.cache.nextPlain[k]; pr != nil {
+		return pr
+	}
+	pr := t.cache.lastPlain[k]
+	if pr == nil {
+		before := len(t.out.Problems)
+		c, cok := t.cluster(host, port)
+		rc, rok := t.routes(host, port)
+		if !cok || !rok || !t.globalRateLimit(host, rc) || !t.authzRoutes(host, rc) || len(t.out.Problems) != before {
+			// Not expected of a plain host; translated as any other then.
+			t.out.Problems = t.out.Problems[:before]
+			return nil
+		}
+		pr = &plainResources{cluster: c, route: rc}
+	}
+	t.cache.nextPlain[k] = pr
+	return pr
+}
+
+// cachedEndpoints is endpoints, from the cache when o did not change.
+func (t *translator) cachedEndpoints(o *Object, se *networkingv1alpha3.ServiceEntry, port *networkingv1alpha3.ServicePort, name string) (*endpointv3.ClusterLoadAssignment, bool) {
+	w := t.cache.work(o)
+	if w == nil {
+		return t.endpoints(o, se, port, name)
+	}
+	key := [2]string{name, port.GetName()}
+	if e, ok := w.endpoints[key]; ok {
+		t.out.Problems = append(t.out.Problems, e.problems...)
+		return e.cla, e.ok
+	}
+	before := len(t.out.Problems)
+	cla, ok := t.endpoints(o, se, port, name)
+	if w.endpoints == nil {
+		w.endpoints = map[[2]string]endpointsWork{}
+	}
+	w.endpoints[key] = endpointsWork{cla: cla, ok: ok, problems: slices.Clone(t.out.Problems[before:])}
+	return cla, ok
 }
 
 // endpoints builds the assignment of one port of a ServiceEntry. Labels go

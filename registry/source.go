@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -32,7 +31,7 @@ type Source struct {
 }
 
 type cachedObject struct {
-	key string
+	ids []string // sorted; nil: an instance had no ID, never reused
 	obj controlplane.Object
 }
 
@@ -67,22 +66,26 @@ func (s *Source) Run(ctx context.Context, update func(controlplane.Snapshot)) er
 // the objects of interfaces whose instances' IDs did not change.
 func (s *Source) snapshot(origin, ns string, instances []Instance) controlplane.Snapshot {
 	byHost := map[string][]Instance{}
+	var lastInterface, lastHost string
 	for _, in := range instances {
-		h := Host(in.Interface)
-		byHost[h] = append(byHost[h], in)
+		// Registries list an interface's instances together.
+		if in.Interface != lastInterface || lastHost == "" {
+			lastInterface, lastHost = in.Interface, Host(in.Interface)
+		}
+		byHost[lastHost] = append(byHost[lastHost], in)
 	}
 	next := make(map[string]cachedObject, len(byHost))
-	var snap controlplane.Snapshot
+	snap := controlplane.Snapshot{Objects: make([]controlplane.Object, 0, len(byHost))}
 	for _, h := range slices.Sorted(maps.Keys(byHost)) {
 		group := byHost[h]
-		key := idKey(group)
-		if c, ok := s.byHost[h]; ok && key != "" && c.key == key {
+		ids := sortedIDs(group)
+		if c, ok := s.byHost[h]; ok && ids != nil && slices.Equal(c.ids, ids) {
 			next[h] = c
 			snap.Objects = append(snap.Objects, c.obj)
 			continue
 		}
 		for _, o := range Snapshot(origin, ServiceEntries(group, ns)).Objects {
-			next[h] = cachedObject{key: key, obj: o}
+			next[h] = cachedObject{ids: ids, obj: o}
 			snap.Objects = append(snap.Objects, o)
 		}
 	}
@@ -90,17 +93,17 @@ func (s *Source) snapshot(origin, ns string, instances []Instance) controlplane.
 	return snap
 }
 
-// idKey is the sorted IDs of instances, "" if one has none.
-func idKey(instances []Instance) string {
+// sortedIDs is the sorted IDs of instances, nil if one has none.
+func sortedIDs(instances []Instance) []string {
 	ids := make([]string, len(instances))
 	for i, in := range instances {
 		if in.ID == "" {
-			return ""
+			return nil
 		}
 		ids[i] = in.ID
 	}
 	slices.Sort(ids)
-	return strings.Join(ids, "\n")
+	return ids
 }
 
 // Snapshot wraps entries as control plane objects from origin.

@@ -163,6 +163,17 @@ type service struct {
 	// instances: the last push (nil before the first).
 	instances []model.Instance
 	pushed    bool
+	// pushes counts the pushes: a service whose count did not change
+	// since it was last translated is not translated again.
+	pushes int
+}
+
+// translated is an interface-level service's instances as translated
+// after its pushes-th push, and their idKey.
+type translated struct {
+	pushes    int
+	instances []registry.Instance
+	key       string
 }
 
 // metadataInfo is the MetadataInfo of one application revision; services
@@ -189,6 +200,9 @@ type watcher struct {
 	// Run goroutine only: MetadataInfos by "application/revision".
 	metadata      map[string]*metadataInfo
 	missingLogged map[string]bool
+	// byService: interface-level services as last translated, by name:
+	// with 1,000 services, one push translates one again, not all.
+	byService map[string]*translated
 }
 
 // serviceKind: what a Nacos service name says it holds.
@@ -258,18 +272,18 @@ func (w *watcher) loop(ctx context.Context, publish func(registry.Update)) error
 			}
 		}
 		if published || (!unreachable && w.allPushed()) {
-			instances := w.instances()
+			instances, key := w.instances()
 			stale := unreachable
 			if unreachable {
-				instances = last // pushes of a disconnected client are not news
+				instances, key = last, lastKey // pushes of a disconnected client are not news
 			} else if kept != nil {
 				if now().Before(graceUntil) && !covers(instances, kept) {
 					instances, stale = union(instances, kept), true
+					key = idKey(instances)
 				} else {
 					kept = nil
 				}
 			}
-			key := idKey(instances)
 			if !published || key != lastKey || stale != lastStale {
 				published, lastKey, lastStale, last = true, key, stale, instances
 				publish(registry.Update{Instances: instances, Stale: stale})
@@ -385,6 +399,7 @@ func (w *watcher) subscribe(name string) error {
 			// The SDK passes an error only to say the list is empty.
 			w.mu.Lock()
 			s.instances, s.pushed = slices.Clone(instances), true
+			s.pushes++
 			w.mu.Unlock()
 			select {
 			case w.wake <- struct{}{}:
@@ -428,39 +443,57 @@ func (w *watcher) unsubscribeAll() {
 	}
 }
 
-// instances is the whole set the services' last pushes hold.
-func (w *watcher) instances() []registry.Instance {
+// instances is the whole set the services' last pushes hold, and a key
+// that is equal for equal sets (the services' idKeys in order).
+func (w *watcher) instances() ([]registry.Instance, string) {
 	type pushed struct {
 		name      string
 		instances []model.Instance
+		pushes    int
 	}
 	w.mu.Lock()
 	all := make([]pushed, 0, len(w.services))
 	for _, s := range w.services {
-		all = append(all, pushed{s.name, s.instances})
+		all = append(all, pushed{s.name, s.instances, s.pushes})
 	}
 	w.mu.Unlock()
 	slices.SortFunc(all, func(a, b pushed) int { return strings.Compare(a.name, b.name) })
 	var out []registry.Instance
+	keys := make([]string, 0, len(all))
+	next := make(map[string]*translated, len(w.byService))
 	for _, p := range all {
 		switch kindOf(p.name) {
 		case interfaceService:
-			for _, in := range p.instances {
-				if x, ok := InterfaceInstance(p.name, in); ok {
-					out = append(out, x)
+			tr := w.byService[p.name]
+			if tr == nil || tr.pushes != p.pushes {
+				tr = &translated{pushes: p.pushes}
+				for _, in := range p.instances {
+					if x, ok := InterfaceInstance(p.name, in); ok {
+						tr.instances = append(tr.instances, x)
+					}
 				}
+				tr.key = idKey(tr.instances)
 			}
+			next[p.name] = tr
+			out = append(out, tr.instances...)
+			keys = append(keys, tr.key)
 		case applicationService:
+			// Not kept: an instance's MetadataInfo may arrive without a
+			// push.
+			var app []registry.Instance
 			for _, in := range p.instances {
 				if !takesTraffic(in) {
 					continue
 				}
 				md := w.metadataOf(p.name, in.Metadata["dubbo.metadata.revision"])
-				out = append(out, ApplicationInstances(p.name, in, md)...)
+				app = append(app, ApplicationInstances(p.name, in, md)...)
 			}
+			out = append(out, app...)
+			keys = append(keys, idKey(app))
 		}
 	}
-	return out
+	w.byService = next
+	return out, strings.Join(keys, "\x00")
 }
 
 // takesTraffic: Nacos sends a provider traffic when it is healthy, enabled

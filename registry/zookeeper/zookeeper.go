@@ -93,7 +93,11 @@ type watcher struct {
 	// each one's providers by node name (the URL).
 	interfaces map[string]bool
 	providers  map[string]map[string]registry.Instance
-	app        appState
+	// sorted: each interface's providers in node order, for instances;
+	// dropped when they change, so an update sorts one interface again,
+	// not all.
+	sorted map[string][]registry.Instance
+	app    appState
 }
 
 // Run implements registry.Registry.
@@ -105,7 +109,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		r: r, log: r.Log, root: r.Root,
 		pending: map[string]bool{}, watching: map[watchKey]bool{},
 		wake:       make(chan struct{}, 1),
-		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{},
+		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{}, sorted: map[string][]registry.Instance{},
 		app: newAppState(), ctx: ctx,
 		fetching: map[string]bool{}, retryWait: map[string]bool{}, fetched: map[string][]serviceInfo{}, failures: map[string]int{},
 		callSlots: make(chan struct{}, maxMetadataCalls),
@@ -287,6 +291,7 @@ func (w *watcher) read(p string) (bool, error) {
 		return false, nil
 	}
 	w.providers[iface] = next
+	delete(w.sorted, iface)
 	return true, nil
 }
 
@@ -317,6 +322,7 @@ func (w *watcher) readRoot() (bool, error) {
 		if !next[iface] {
 			changed = changed || len(w.providers[iface]) > 0
 			delete(w.providers, iface)
+			delete(w.sorted, iface)
 		}
 	}
 	w.mu.Lock()
@@ -429,19 +435,30 @@ func (w *watcher) mark(p string) {
 // richer parameters).
 func (w *watcher) instances() []registry.Instance {
 	var out []registry.Instance
-	seen := map[string]bool{}
+	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
+		sorted, ok := w.sorted[iface]
+		if !ok {
+			byNode := w.providers[iface]
+			for _, n := range slices.Sorted(maps.Keys(byNode)) {
+				sorted = append(sorted, byNode[n])
+			}
+			w.sorted[iface] = sorted
+		}
+		out = append(out, sorted...)
+	}
+	w.pruneMetadata()
+	app := w.appInstances()
+	if len(app) == 0 {
+		return out
+	}
 	key := func(in registry.Instance) string {
 		return fmt.Sprintf("%s|%s|%d|%s|%s", in.Interface, in.Address, in.Port, in.Params["version"], in.Params["group"])
 	}
-	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
-		byNode := w.providers[iface]
-		for _, n := range slices.Sorted(maps.Keys(byNode)) {
-			out = append(out, byNode[n])
-			seen[key(byNode[n])] = true
-		}
+	seen := make(map[string]bool, len(out))
+	for _, in := range out {
+		seen[key(in)] = true
 	}
-	w.pruneMetadata()
-	for _, in := range w.appInstances() {
+	for _, in := range app {
 		if !seen[key(in)] {
 			out = append(out, in)
 		}
