@@ -3,6 +3,7 @@ package host
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // writeBufs recycles the buffers copyIn makes for writes once the writer
@@ -16,13 +17,16 @@ const (
 	minBufShift = 8  // 256 B: the smallest class
 	maxBufShift = 20 // 1 MiB: larger buffers are not pooled
 	// maxClassBytes bounds what one size class keeps (but two buffers of
-	// the largest classes): a burst of large writes does not leave the
-	// process holding them. At most about 14 MiB per pool.
+	// the largest classes), and maxPoolBytes what the whole pool keeps: a
+	// burst of large messages does not leave the process holding them.
 	maxClassBytes = 1 << 20
+	maxPoolBytes  = 4 << 20
 )
 
 type bufPool struct {
 	classes [maxBufShift - minBufShift + 1]bufClass
+	// kept is the bytes of the free buffers of all classes.
+	kept atomic.Int64
 }
 
 type bufClass struct {
@@ -51,6 +55,7 @@ func (p *bufPool) get(n int) []byte {
 		cl.free[k-1] = nil
 		cl.free = cl.free[:k-1]
 		cl.mu.Unlock()
+		p.kept.Add(-int64(cap(b)))
 		return b[:n]
 	}
 	cl.mu.Unlock()
@@ -67,10 +72,14 @@ func (p *bufPool) put(b []byte) {
 	if !ok || cap(b) != 1<<(c+minBufShift) {
 		return
 	}
+	if p.kept.Load()+int64(cap(b)) > maxPoolBytes {
+		return
+	}
 	cl := &p.classes[c]
 	cl.mu.Lock()
 	if (len(cl.free)+1)*cap(b) <= max(maxClassBytes, 2*cap(b)) {
 		cl.free = append(cl.free, b[:0])
+		p.kept.Add(int64(cap(b)))
 	}
 	cl.mu.Unlock()
 }

@@ -39,3 +39,27 @@ func TestBufPool(t *testing.T) {
 		t.Errorf("the 1 MiB class keeps %d buffers, want 2", n)
 	}
 }
+
+// The pool as a whole keeps at most maxPoolBytes, whatever the classes.
+func TestBufPoolTotalBound(t *testing.T) {
+	var p bufPool
+	for shift := minBufShift; shift <= maxBufShift; shift++ {
+		for range 8 {
+			p.put(make([]byte, 0, 1<<shift))
+		}
+	}
+	var kept int
+	for i := range p.classes {
+		for _, b := range p.classes[i].free {
+			kept += cap(b)
+		}
+	}
+	if kept > maxPoolBytes || int64(kept) != p.kept.Load() {
+		t.Errorf("the pool keeps %d bytes (its count says %d), want at most %d and the count exact", kept, p.kept.Load(), maxPoolBytes)
+	}
+	// A get of a kept buffer takes it off the count.
+	b := p.get(1 << minBufShift)
+	if want := int64(kept - cap(b)); p.kept.Load() != want {
+		t.Errorf("after a get the count says %d, want %d", p.kept.Load(), want)
+	}
+}
