@@ -5,9 +5,11 @@
 #   istio-proxy  istio/proxyv2:1.28.x + breeze.so (the sidecar image of sidecar.istio.io/proxyImage)
 #   plugin       breeze.so alone, at /breeze.so (an image volume for the stock istio/proxyv2)
 #   demo-peers   the dubbo-go provider and consumer of e2e/ (the compose and Istio demos)
+#   controller   the breeze binary at /breeze, ENTRYPOINT breeze controller (the Helm chart's image)
 #
 #   docker build --target envoy       -t breeze-envoy:dev .
 #   docker build --target istio-proxy -t REGISTRY/breeze/proxyv2:1.28.3-breeze .
+#   docker build --target controller  -t REGISTRY/breeze/breeze:dev .
 #
 # A Go plugin is built against one Envoy Go API, and works only in that
 # Envoy. ENVOY picks the build target (the README's version table,
@@ -67,6 +69,33 @@ COPY . .
 RUN --mount=type=cache,target=/root/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     cd e2e && go build -trimpath -o /out/provider ./cmd/provider && go build -trimpath -o /out/consumer ./cmd/consumer
+
+# The breeze command, for `breeze controller`. Not CGO_ENABLED=0: it links
+# the standalone host (`breeze run`), which drives Envoy's Go shim through
+# cgo. So it is built with cgo on the plugin's Ubuntu 22.04 (glibc 2.35;
+# the same layers as build-plugin up to COPY) and runs on a base with a
+# glibc at least as new.
+FROM ubuntu:22.04 AS build-controller
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev binutils ca-certificates git \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=go /usr/local/go /usr/local/go
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+WORKDIR /src
+COPY . .
+ARG BREEZE_VERSION=
+ARG BREEZE_COMMIT=
+RUN --mount=type=cache,target=/root/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    go build -trimpath -ldflags "-X github.com/breeze-mesh/breeze/internal/buildinfo.version=${BREEZE_VERSION} -X github.com/breeze-mesh/breeze/internal/buildinfo.commit=${BREEZE_COMMIT}" -o /out/breeze ./cmd/breeze
+
+# distroless base: glibc 2.36 (Debian 12) and CA certificates, no shell.
+# A numeric user, so that the chart's runAsNonRoot can be checked by the
+# kubelet (65532, distroless' nonroot, the chart's runAsUser).
+FROM gcr.io/distroless/base-debian12:nonroot AS controller
+COPY --from=build-controller /out/breeze /breeze
+USER 65532:65532
+ENTRYPOINT ["/breeze", "controller"]
 
 FROM ubuntu:22.04 AS demo-peers
 COPY --from=build-peers /out/provider /out/consumer /usr/local/bin/

@@ -76,9 +76,13 @@ type controllerProcess struct {
 	listening             chan string // the xDS address, once printed
 	exited                chan struct{}
 	health, metrics, name string
+	xds                   string // the address it printed
 }
 
-func startController(t *testing.T, name, kubeconfig string) *controllerProcess {
+// startController starts a replica with -leader-elect; extra flags come
+// last, so they override the defaults here (the flag package keeps the
+// last value).
+func startController(t *testing.T, name, kubeconfig string, extra ...string) *controllerProcess {
 	t.Helper()
 	p := &controllerProcess{
 		stderr: &lockedBuffer{}, listening: make(chan string, 1), exited: make(chan struct{}),
@@ -88,6 +92,7 @@ func startController(t *testing.T, name, kubeconfig string) *controllerProcess {
 	p.cmd = exec.Command(breezeBin(t), "controller", "-kubeconfig", kubeconfig,
 		"-xds-listen", xds, "-xds-address", xds, "-health", p.health, "-metrics", p.metrics,
 		"-leader-elect", "-leader-election-namespace", "default", "-log-level", "info")
+	p.cmd.Args = append(p.cmd.Args, extra...)
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -116,7 +121,7 @@ func startController(t *testing.T, name, kubeconfig string) *controllerProcess {
 		}
 	})
 	select {
-	case <-p.listening:
+	case p.xds = <-p.listening:
 	case <-p.exited:
 		t.Fatalf("%s exited before printing LISTENING xds (%v):\n%s", name, p.cmd.ProcessState, p.stderr.String())
 	}

@@ -196,8 +196,8 @@ func TestRenderDefaults(t *testing.T) {
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("controller args %q, want %q", c.Args, wantArgs)
 	}
-	if c.Image != "example.org/breeze/breeze:v1" || !slices.Equal(c.Command, []string{"breeze"}) {
-		t.Errorf("image %q command %q, want example.org/breeze/breeze:v1 and [breeze]", c.Image, c.Command)
+	if c.Image != "example.org/breeze/breeze:v1" || !slices.Equal(c.Command, []string{"/breeze"}) {
+		t.Errorf("image %q command %q, want example.org/breeze/breeze:v1 and [/breeze] (the Dockerfile's controller target)", c.Image, c.Command)
 	}
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas %d, want 2", *d.Spec.Replicas)

@@ -57,7 +57,7 @@ func TestDockerfileParses(t *testing.T) {
 	for _, s := range stages {
 		names = append(names, s.Name)
 	}
-	for _, want := range []string{"build-plugin", "build-peers", "demo-peers", "plugin", "istio-proxy", "envoy"} {
+	for _, want := range []string{"build-plugin", "build-peers", "demo-peers", "plugin", "istio-proxy", "envoy", "build-controller", "controller"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no stage %q in %v", want, names)
 		}
