@@ -49,14 +49,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL: no Kubernetes API server for envtest (bash scripts/kube-peer.sh install):", err)
 		return 1
 	}
-	var crds []string
-	for _, mod := range []string{"istio.io/api", "github.com/aeraki-mesh/api"} {
-		f, err := kubetest.CRDFile(mod)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		crds = append(crds, f)
+	crds, err := kubetest.MeshCRDFiles()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	te := &envtest.Environment{
 		BinaryAssetsDirectory: assets,

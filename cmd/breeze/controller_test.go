@@ -32,13 +32,9 @@ func kubeAPIServer(t *testing.T) (client.Client, string) {
 	if err != nil {
 		t.Fatalf("no kube-apiserver: %v", err)
 	}
-	var crds []string
-	for _, mod := range []string{"istio.io/api", "github.com/aeraki-mesh/api"} {
-		f, err := kubetest.CRDFile(mod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		crds = append(crds, f)
+	crds, err := kubetest.MeshCRDFiles()
+	if err != nil {
+		t.Fatal(err)
 	}
 	te := &envtest.Environment{BinaryAssetsDirectory: assets, CRDDirectoryPaths: crds, ErrorIfCRDPathMissing: true}
 	cfg, err := te.Start()

@@ -45,3 +45,17 @@ func CRDFile(module string) (string, error) {
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
 }
+
+// MeshCRDFiles are Istio's and Aeraki's CRD files, the kinds the
+// controller watches.
+func MeshCRDFiles() ([]string, error) {
+	var files []string
+	for _, mod := range []string{"istio.io/api", "github.com/aeraki-mesh/api"} {
+		f, err := CRDFile(mod)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
