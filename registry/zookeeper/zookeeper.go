@@ -546,7 +546,16 @@ func (w *watcher) instances() []registry.Instance {
 }
 
 // zkLogger sends go-zookeeper's logs (connection attempts, mostly) to slog
-// at debug level: the session's state is logged by the watcher.
+// at debug level: the session's state is logged by the watcher. Except a
+// failed session handshake: a server closing it is what keeps a registry
+// stale while ZooKeeper answers (a server still starting, or one refusing
+// the session for good: see giveUpSession), so it is logged at info.
 type zkLogger struct{ log *slog.Logger }
 
-func (l zkLogger) Printf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l zkLogger) Printf(f string, a ...any) {
+	if strings.HasPrefix(f, "authentication failed") {
+		l.log.Info("ZooKeeper session handshake failed", "detail", fmt.Sprintf(f, a...))
+		return
+	}
+	l.log.Debug(fmt.Sprintf(f, a...))
+}
