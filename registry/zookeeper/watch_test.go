@@ -42,7 +42,7 @@ func TestChildWatchAfterExistsFoundTheNode(t *testing.T) {
 	defer conn.Close()
 	w := &watcher{
 		conn: conn, log: slog.Default(), root: "/dubbo",
-		pending: map[string]bool{}, watching: map[watchKey]bool{}, wake: make(chan struct{}, 1),
+		pending: map[string]bool{}, watching: map[watchKey]uint64{}, wake: make(chan struct{}, 1),
 		interfaces: map[string]bool{iface: true}, providers: map[string]map[string]registry.Instance{},
 		app: newAppState(),
 	}

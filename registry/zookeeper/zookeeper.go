@@ -32,7 +32,8 @@ type Registry struct {
 	Root string
 	// SessionTimeout of Breeze's own session (it creates no node, so it
 	// only bounds how long ZooKeeper keeps its watches while it is away);
-	// 15s when zero.
+	// 15s when zero. A session not re-established within it is given up
+	// and a new one opened (see Run).
 	SessionTimeout time.Duration
 	// RetryInterval: how long to wait before reading a node again after a
 	// read failed while the session was up; 1s when zero.
@@ -75,8 +76,12 @@ type watcher struct {
 	// (go-zookeeper would deliver every watch set on a path, and they
 	// would pile up). The kind matters: a node watch (GetW, or ExistsW on
 	// a node that is there) does not fire when a child comes or goes, so
-	// it must not stand in for a child watch.
-	watching   map[watchKey]bool
+	// it must not stand in for a child watch. The value is the generation
+	// of the connection that set the watch.
+	watching map[watchKey]uint64
+	// gen counts the connections opened: events and fired watches of a
+	// connection given up must not touch the state of the next one.
+	gen        uint64
 	hasSession bool
 	// resync: a session was (re-)established: read every node again, in
 	// case a change was missed while away.
@@ -107,7 +112,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	}
 	w := &watcher{
 		r: r, log: r.Log, root: r.Root,
-		pending: map[string]bool{}, watching: map[watchKey]bool{},
+		pending: map[string]bool{}, watching: map[watchKey]uint64{},
 		wake:       make(chan struct{}, 1),
 		interfaces: map[string]bool{}, providers: map[string]map[string]registry.Instance{}, sorted: map[string][]registry.Instance{},
 		app: newAppState(), ctx: ctx,
@@ -129,26 +134,34 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	if retry <= 0 {
 		retry = time.Second
 	}
-	conn, _, err := zk.Connect(r.Servers, timeout, zk.WithLogger(zkLogger{w.log}), zk.WithEventCallback(w.sessionEvent))
-	if err != nil {
-		return fmt.Errorf("zookeeper: %w", err)
+	if err := w.dial(timeout); err != nil {
+		return err
 	}
-	defer conn.Close()
-	w.conn = conn
+	defer func() { w.conn.Close() }()
 	w.pending[w.root] = true
 	w.pending[servicesRoot] = true
 
 	var (
 		published, stale bool
 		retryTimer       = time.NewTimer(time.Hour)
+		// noSession fires when the connection has had no session for
+		// SessionTimeout: see giveUpSession.
+		noSession      = time.NewTimer(timeout)
+		noSessionArmed bool
 	)
 	retryTimer.Stop()
+	noSessionArmed = true // no session yet: the first one has as long
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.wake:
 		case <-retryTimer.C:
+		case <-noSession.C:
+			noSessionArmed = false
+			if err := w.giveUpSession(timeout); err != nil {
+				return err
+			}
 		}
 		// Read what is pending until nothing is: a new interface under the
 		// root makes its providers pending, and a set is published whole.
@@ -193,6 +206,16 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		if failed {
 			retryTimer.Reset(retry)
 		}
+		// Every change of the session wakes this loop, so hasSession is
+		// seen turning false (or never turning true) and the timer armed.
+		switch {
+		case hasSession && noSessionArmed:
+			noSession.Stop()
+			noSessionArmed = false
+		case !hasSession && !noSessionArmed:
+			noSession.Reset(timeout)
+			noSessionArmed = true
+		}
 		nowStale := !hasSession || failed
 		if !published && (nowStale || w.metadataCallsRunning()) {
 			continue // the first set is a whole one
@@ -207,14 +230,65 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	}
 }
 
+// dial opens a new connection (a new session; go-zookeeper connects in
+// the background and reports through sessionEvent).
+func (w *watcher) dial(timeout time.Duration) error {
+	w.mu.Lock()
+	w.gen++
+	gen := w.gen
+	w.hasSession = false
+	// The new session has none of the old one's watches: each node is
+	// read again with a watch (resync, once the session is there).
+	clear(w.watching)
+	w.mu.Unlock()
+	conn, _, err := zk.Connect(w.r.Servers, timeout, zk.WithLogger(zkLogger{w.log}),
+		zk.WithEventCallback(func(ev zk.Event) { w.sessionEvent(gen, ev) }))
+	if err != nil {
+		return fmt.Errorf("zookeeper: %w", err)
+	}
+	w.conn = conn
+	return nil
+}
+
+// giveUpSession replaces the connection when it has had no session for
+// the session timeout. go-zookeeper asks the servers for the same session
+// again forever, and a server may refuse it for good without expiring it:
+// one that came back with less than this client saw (restored from a
+// backup, started on an empty volume, or its last writes lost) closes
+// every such request ("client has seen zxid ..."), so the registry would
+// stay stale however long the server serves. Past the session timeout the
+// old session is of no use anyway (a server that was up has expired it),
+// and Breeze holds no node in it: a new connection, with a new session and
+// every node read again, loses nothing.
+func (w *watcher) giveUpSession(timeout time.Duration) error {
+	w.mu.Lock()
+	has := w.hasSession
+	w.mu.Unlock()
+	if has {
+		return nil // came back as the timer fired
+	}
+	w.log.Warn("no ZooKeeper session for the session timeout: opening a new one", "session_timeout", timeout.String())
+	old := w.conn
+	// Close waits for its close request to be sent (up to seconds when no
+	// server answers): not on this goroutine. Its events and fired
+	// watches belong to a past generation and are ignored.
+	go old.Close()
+	return w.dial(timeout)
+}
+
 // sessionEvent records the session's state (go-zookeeper calls it on its
-// connection goroutine: it only records and wakes).
-func (w *watcher) sessionEvent(ev zk.Event) {
+// connection goroutine: it only records and wakes). gen is the generation
+// of the connection reporting: a connection given up is ignored.
+func (w *watcher) sessionEvent(gen uint64, ev zk.Event) {
 	if ev.Type != zk.EventSession {
 		return
 	}
 	has := ev.State == zk.StateHasSession
 	w.mu.Lock()
+	if gen != w.gen {
+		w.mu.Unlock()
+		return
+	}
 	was := w.hasSession
 	w.hasSession = has
 	if has && !was {
@@ -402,21 +476,26 @@ func (w *watcher) exists(p string) error {
 func (w *watcher) isWatching(key watchKey) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.watching[key]
+	_, ok := w.watching[key]
+	return ok
 }
 
 // follow waits for a watch to fire (a change, or the session's end), then
 // has its node read again.
 func (w *watcher) follow(key watchKey, ch <-chan zk.Event) {
 	w.mu.Lock()
-	w.watching[key] = true
+	gen := w.gen
+	w.watching[key] = gen
 	w.mu.Unlock()
 	go func() {
 		<-ch // go-zookeeper sends one event, then closes it (Close included)
 		// Not watching any more before the read is asked for: that read
-		// sets a new watch.
+		// sets a new watch. Unless the entry is a newer connection's (this
+		// one was given up, and closing it fired this watch).
 		w.mu.Lock()
-		delete(w.watching, key)
+		if w.watching[key] == gen {
+			delete(w.watching, key)
+		}
 		w.mu.Unlock()
 		w.mark(key.path)
 	}()
@@ -467,7 +546,16 @@ func (w *watcher) instances() []registry.Instance {
 }
 
 // zkLogger sends go-zookeeper's logs (connection attempts, mostly) to slog
-// at debug level: the session's state is logged by the watcher.
+// at debug level: the session's state is logged by the watcher. Except a
+// failed session handshake: a server closing it is what keeps a registry
+// stale while ZooKeeper answers (a server still starting, or one refusing
+// the session for good: see giveUpSession), so it is logged at info.
 type zkLogger struct{ log *slog.Logger }
 
-func (l zkLogger) Printf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l zkLogger) Printf(f string, a ...any) {
+	if strings.HasPrefix(f, "authentication failed") {
+		l.log.Info("ZooKeeper session handshake failed", "detail", fmt.Sprintf(f, a...))
+		return
+	}
+	l.log.Debug(fmt.Sprintf(f, a...))
+}

@@ -562,3 +562,32 @@ func testLogLevel() slog.Level {
 	}
 	return l
 }
+
+// A ZooKeeper that comes back with less than its clients saw (restored
+// from a backup, or on an empty volume) refuses their sessions for good
+// ("client has seen zxid ... our last zxid is ..."): go-zookeeper would
+// ask again forever. The registry gives that session up once it has been
+// away longer than its timeout and opens a new one.
+func TestZooKeeperBackWithLessData(t *testing.T) {
+	zs := zktest.Start(t)
+	servers := []string{zs.Addr}
+	register(t, servers, 60*time.Second, providerURL("10.0.0.1:20880", "1.0.0"))
+	f := followWith(t, &Registry{Servers: servers, SessionTimeout: time.Second, RetryInterval: 50 * time.Millisecond})
+	f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+	// Providers come and go, and the registry reads each change: it sees
+	// zxids (some 7 a provider) well past the few the ZooKeeper coming
+	// back empty has when the registry asks it for its session again.
+	for i := range 5 {
+		q := register(t, servers, 60*time.Second, providerURL(fmt.Sprintf("10.0.1.%d:20880", i), "1.0.0"))
+		f.waitFor(t, fmt.Sprintf("stale=false endpoints=[10.0.0.1:20880/1.0.0 10.0.1.%d:20880/1.0.0]", i))
+		q.conn.Close()
+		f.waitFor(t, "stale=false endpoints=[10.0.0.1:20880/1.0.0]")
+	}
+
+	zs.Stop()
+	f.waitFor(t, "stale=true endpoints=[10.0.0.1:20880/1.0.0]")
+	zs.Wipe()
+	zs.Restart()
+	register(t, servers, 60*time.Second, providerURL("10.0.0.2:20880", "2.0.0"))
+	f.waitFor(t, "stale=false endpoints=[10.0.0.2:20880/2.0.0]")
+}

@@ -87,6 +87,16 @@ func (s *Server) serving() bool {
 	return bytes.Contains(b, []byte("Mode: "))
 }
 
+// Wipe deletes the stopped server's data, as when a ZooKeeper is replaced
+// by one restored from an older backup or started on an empty volume: the
+// next Restart serves an empty tree, at lower zxids than its clients saw.
+func (s *Server) Wipe() {
+	s.t.Helper()
+	if err := os.RemoveAll(filepath.Join(s.dataDir, "data")); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // Stop kills the server (as a crash would: no clean shutdown) and waits
 // for it to exit.
 func (s *Server) Stop() { s.proc.Stop() }
