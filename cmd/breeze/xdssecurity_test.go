@@ -15,6 +15,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/breeze-mesh/breeze/internal/testpki"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
 
@@ -98,13 +99,11 @@ func TestXDSServesTLSWithToken(t *testing.T) {
 	}
 
 	bad, badLog := connect("wrong")
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(badLog.String(), "invalid_token") || !strings.Contains(get(t, "http://"+addrs["metrics"]+"/metrics"), `breeze_xds_refused_streams_total{cause="invalid_token"}`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no refusal seen; client log:\n%s\nmetrics:\n%s", badLog, get(t, "http://"+addrs["metrics"]+"/metrics"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, "the refusal", 20*time.Second, func() (bool, string) {
+		metrics := get(t, "http://"+addrs["metrics"]+"/metrics")
+		return strings.Contains(badLog.String(), "invalid_token") && strings.Contains(metrics, `breeze_xds_refused_streams_total{cause="invalid_token"}`),
+			"client log:\n" + badLog.String() + "\nmetrics:\n" + metrics
+	})
 	if !strings.Contains(stderr.String(), "cause=invalid_token") {
 		t.Errorf("breeze xds did not log the refusal's cause; stderr:\n%s", stderr)
 	}

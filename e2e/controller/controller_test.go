@@ -400,12 +400,8 @@ func TestControllerToTraffic(t *testing.T) {
 	xds := harness.Addr(harness.FreePort(t))
 	ctl := harness.Start(t, "breeze controller", harness.BreezeBin(t), "controller", "-kubeconfig", kubeconfig,
 		"-xds-listen", xds, "-xds-address", xds, "-health", "0", "-metrics", "0")
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(ctl.Output(), "LISTENING xds") {
-		if exited, err := ctl.Exited(); exited || time.Now().After(deadline) {
-			t.Fatalf("breeze controller printed no LISTENING line (exited: %t, %v):\n%s", exited, err, ctl.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if _, err := ctl.WaitOutput("LISTENING xds", 60*time.Second); err != nil {
+		t.Fatalf("breeze controller: %v:\n%s", err, ctl.Output())
 	}
 
 	t.Run("MetaRouterChanges", func(t *testing.T) {

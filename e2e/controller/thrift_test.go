@@ -120,12 +120,8 @@ func TestControllerThrift(t *testing.T) {
 	xds := harness.Addr(harness.FreePort(t))
 	ctl := harness.Start(t, "breeze controller", harness.BreezeBin(t), "controller", "-kubeconfig", kubeconfig,
 		"-xds-listen", xds, "-xds-address", xds, "-health", "0", "-metrics", "0")
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(ctl.Output(), "LISTENING xds") {
-		if exited, err := ctl.Exited(); exited || time.Now().After(deadline) {
-			t.Fatalf("breeze controller printed no LISTENING line (exited: %t, %v):\n%s", exited, err, ctl.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if _, err := ctl.WaitOutput("LISTENING xds", 60*time.Second); err != nil {
+		t.Fatalf("breeze controller: %v:\n%s", err, ctl.Output())
 	}
 	proxy := harness.StartProxyVars(t, thriftRunnerConfig,
 		map[string]interface{}{"xds": xds, "route": "thrift-a." + ns + ".svc.cluster.local_9090"}, nil)
@@ -140,7 +136,7 @@ func TestControllerThrift(t *testing.T) {
 		a.apply(thriftRouter("thrift-" + to))
 		// Until the change has reached the proxy a batch may still go to
 		// the previous Service; then every call goes to the new one.
-		deadline = time.Now().Add(60 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			s = thriftCalls(t, proxy.Addr, 20)
 			if s.OK != 20 {

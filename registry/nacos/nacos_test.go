@@ -24,6 +24,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	"github.com/breeze-mesh/breeze/registry"
 	"github.com/breeze-mesh/breeze/registry/nacos/nacostest"
 )
@@ -172,13 +173,10 @@ func describe(u registry.Update) string {
 
 func (f *follower) waitFor(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for f.String() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s the registry publishes %s, want %s", f, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, "the registry to publish "+want, 30*time.Second, func() (bool, string) {
+		got := f.String()
+		return got == want, got
+	})
 }
 
 func ep(port uint64, version string, weight int) string {

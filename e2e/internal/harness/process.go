@@ -223,6 +223,50 @@ func (p *Proc) WaitReady(within time.Duration) (string, error) {
 	}
 }
 
+// WaitOutput waits, line by line as the process prints them (no polling),
+// for an output line containing s, and returns it.
+func (p *Proc) WaitOutput(s string, within time.Duration) (string, error) {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		notify := p.notify
+		for _, line := range p.lines {
+			if strings.Contains(line, s) {
+				p.mu.Unlock()
+				return line, nil
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-notify:
+		case <-p.exited:
+			return "", fmt.Errorf("%s exited before printing %q (%v)", p.Name, s, p.err)
+		case <-deadline.C:
+			return "", fmt.Errorf("%s printed no %q within %s", p.Name, s, within)
+		}
+	}
+}
+
+// Eventually polls cond until it holds; after within it fails the test
+// with what and what cond last said. For conditions no event announces
+// (a remote server's state); the guard only keeps a broken test from
+// hanging.
+func Eventually(t testing.TB, what string, within time.Duration, cond func() (ok bool, said string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, said := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last seen: %s", what, said)
+		}
+		time.Sleep(20 * time.Millisecond) // the polling interval
+	}
+}
+
 // RSS is the process's resident memory in bytes (Linux /proc), for tests
 // that bound a process's memory from outside.
 func (p *Proc) RSS(t testing.TB) int64 {
