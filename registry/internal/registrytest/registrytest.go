@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -88,4 +90,47 @@ func (s *Served) WaitFor(t *testing.T, routeName, cluster, want string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// ServesVersionSubsets is what `breeze xds -dir DIR -<registry>` serves for
+// interface iface, whose providers 10.0.0.1:20880 (version 1.0.0) and
+// 10.0.0.2:20881 (version 2.0.0, weight 50) reg already holds: an EDS
+// cluster with a default route; then a MetaRouter and DestinationRule
+// written to the directory, routing method to the registry's version
+// 2.0.0 and the rest to 1.0.0; then a provider 10.0.0.3:20880 (2.0.0) that
+// addV2 registers, in the v2 subset.
+func ServesVersionSubsets(t *testing.T, reg registry.Registry, iface, method string, addV2 func()) {
+	t.Helper()
+	host := registry.Host(iface)
+	routeName, cluster := host+"_20880", "outbound|20880||"+host
+	dir, served := ServeWithDirectory(t, reg)
+	endpoints := "endpoints [10.0.0.1:20880 w100 1.0.0/provider 10.0.0.2:20881 w50 2.0.0/provider"
+	served.WaitFor(t, routeName, cluster, "routes [default→"+cluster+"map[]] "+endpoints+"]")
+
+	rules := `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: greeter}
+spec:
+  host: ` + host + `
+  subsets:
+  - {name: v1, labels: {version: 1.0.0}}
+  - {name: v2, labels: {version: 2.0.0}}
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: greeter}
+spec:
+  hosts: [` + host + `]
+  routes:
+  - {name: hi-v2, match: {attributes: {method: {exact: ` + method + `}}}, route: [{destination: {host: ` + host + `, subset: v2}}]}
+  - {name: rest-v1, route: [{destination: {host: ` + host + `, subset: v1}}]}
+`
+	if err := os.WriteFile(filepath.Join(dir, "greeter.yaml"), []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	routes := "routes [hi-v2→" + cluster + "map[version:2.0.0] rest-v1→" + cluster + "map[version:1.0.0]] "
+	served.WaitFor(t, routeName, cluster, routes+endpoints+"]")
+
+	addV2()
+	served.WaitFor(t, routeName, cluster, routes+endpoints+" 10.0.0.3:20880 w100 2.0.0/provider]")
 }
