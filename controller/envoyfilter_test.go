@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/breeze-mesh/breeze/deploy"
+	"github.com/breeze-mesh/breeze/internal/kubetest"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	xdsclient "github.com/breeze-mesh/breeze/xds/client"
 )
@@ -322,23 +324,7 @@ spec: {protocol: brpc, codec: aeraki.meta_protocol.codec.dubbo}
 // waitEvent waits for an Event with reason on an object.
 func waitEvent(t *testing.T, ns, kind, name, reason string) corev1.Event {
 	t.Helper()
-	var found corev1.Event
-	eventually(t, fmt.Sprintf("an Event %s on %s %s", reason, kind, name), func() (bool, string) {
-		var l corev1.EventList
-		if err := env.client.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
-			return false, err.Error()
-		}
-		var seen []string
-		for _, e := range l.Items {
-			seen = append(seen, e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+":"+e.Reason)
-			if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name && e.Reason == reason {
-				found = e
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(seen)
-	})
-	return found
+	return kubetest.WaitEvent(t, env.client, 30*time.Second, ns, kind, name, reason)
 }
 
 // TestServiceEntryEnvoyFilters: a ServiceEntry's Breeze port gets an

@@ -5,12 +5,20 @@
 package kubetest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/breeze-mesh/breeze/internal/testwait"
 )
 
 // Assets is the folder holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS
@@ -58,4 +66,28 @@ func MeshCRDFiles() ([]string, error) {
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// WaitEvent waits for an Event with reason on the object kind/name of
+// namespace ns and returns it; after within it fails the test with the
+// events it saw.
+func WaitEvent(t testing.TB, c client.Client, within time.Duration, ns, kind, name, reason string) corev1.Event {
+	t.Helper()
+	var found corev1.Event
+	testwait.For(t, fmt.Sprintf("an Event %s on %s %s", reason, kind, name), within, func() (bool, string) {
+		var l corev1.EventList
+		if err := c.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, e := range l.Items {
+			seen = append(seen, e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+":"+e.Reason)
+			if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name && e.Reason == reason {
+				found = e
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(seen)
+	})
+	return found
 }

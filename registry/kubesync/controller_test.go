@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -22,6 +23,7 @@ import (
 	_ "github.com/breeze-mesh/breeze/codecs/dubbo"
 	"github.com/breeze-mesh/breeze/controller"
 	"github.com/breeze-mesh/breeze/controlplane"
+	"github.com/breeze-mesh/breeze/internal/kubetest"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/registry"
 	"github.com/breeze-mesh/breeze/registry/zookeeper"
@@ -265,21 +267,5 @@ spec:
 
 func waitEvent(t *testing.T, ns, kind, name, reason string) corev1.Event {
 	t.Helper()
-	var found corev1.Event
-	eventually(t, fmt.Sprintf("an Event %s on %s %s", reason, kind, name), func() (bool, string) {
-		var l corev1.EventList
-		if err := env.client.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
-			return false, err.Error()
-		}
-		var seen []string
-		for _, e := range l.Items {
-			seen = append(seen, e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+":"+e.Reason)
-			if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name && e.Reason == reason {
-				found = e
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(seen)
-	})
-	return found
+	return kubetest.WaitEvent(t, env.client, 60*time.Second, ns, kind, name, reason)
 }
