@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"testing"
 
@@ -63,23 +62,7 @@ func TestGatewayRoutesDifferFromTheMesh(t *testing.T) {
 	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 	drainServed(t, v1, v2)
 	dir := t.TempDir()
-	writeFile(t, dir, "svc.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: svc}
-spec:
-  hosts: [svc]
-  ports: [{number: 20880, name: tframe}]
-  endpoints:
-  - {address: 127.0.0.1, ports: {tframe: %d}, labels: {version: v1}}
-  - {address: 127.0.0.1, ports: {tframe: %d}, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: svc}
-spec:
-  host: svc
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
-`, v1.port(), v2.port()))
+	writeTwoVersions(t, dir, v1, v2)
 	writeFile(t, dir, "gateway.yaml", `apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: ingress, namespace: istio-system}

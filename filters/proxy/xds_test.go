@@ -629,14 +629,11 @@ func writeFile(t *testing.T, dir, name, content string) {
 	}
 }
 
-// The whole path: a MetaRouter file changes, `breeze xds`'s control plane
-// (directory watch, translation, ADS server) pushes, the proxy applies, and
-// traffic follows. The propagation time (file written → first answer
-// routed by the new rules) is reported.
-func TestXDSFileChangeToTraffic(t *testing.T) {
-	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
-	drainServed(t, v1, v2)
-	dir := t.TempDir()
+// writeTwoVersions writes svc.yaml: a ServiceEntry svc (port 20880,
+// tframe) with v1 and v2 as its endpoints, labelled version v1 and v2, and
+// a DestinationRule with those two subsets.
+func writeTwoVersions(t *testing.T, dir string, v1, v2 *backend) {
+	t.Helper()
 	writeFile(t, dir, "svc.yaml", fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: svc}
@@ -654,6 +651,17 @@ spec:
   host: svc
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 `, v1.port(), v2.port()))
+}
+
+// The whole path: a MetaRouter file changes, `breeze xds`'s control plane
+// (directory watch, translation, ADS server) pushes, the proxy applies, and
+// traffic follows. The propagation time (file written → first answer
+// routed by the new rules) is reported.
+func TestXDSFileChangeToTraffic(t *testing.T) {
+	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
+	drainServed(t, v1, v2)
+	dir := t.TempDir()
+	writeTwoVersions(t, dir, v1, v2)
 	writeFile(t, dir, "router.yaml", metaRouterYAML(0))
 
 	s := startXDSServer(t, "")
