@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/codecs"
 	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 )
 
 // A client may have max_requests_in_flight requests waiting for their
@@ -35,7 +37,10 @@ func TestMaxRequestsInFlightClosesConnection(t *testing.T) {
 	for id := uint64(101); id <= 104; id++ {
 		c.send(codecs.Request, id, "x", "hang", "1")
 	}
-	eventually(t, "four requests at the backend", func() bool { return b.received.Load() == received+4 })
+	testwait.For(t, "four requests at the backend", 10*time.Second, func() (bool, string) {
+		got := b.received.Load() - received
+		return got == 4, fmt.Sprintf("%d received, %d downstream closes for max_requests_in_flight", got, int(testutil.ToFloat64(closes)-before))
+	})
 	// ...a fifth closes the connection.
 	c.send(codecs.Request, 105, "x")
 	select {
@@ -48,6 +53,55 @@ func TestMaxRequestsInFlightClosesConnection(t *testing.T) {
 	}
 	if got := b.received.Load(); got != received+4 {
 		t.Errorf("backend received %d requests after the four, want none: the fifth must not be sent", got-received-4)
+	}
+}
+
+// A request stops counting against max_requests_in_flight before its
+// answer can reach the client, not once everything after the answer is
+// done (the OnDone filters, on the upstream's thread): a client that got
+// its answer and sends the next request must not be closed for a request
+// it no longer has in flight. The first request's OnDone is held here
+// until the second one went through the chain; before the fix the second
+// closed the connection.
+func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
+	b := newBackend(t, "b")
+	addr := startProxy(t, cfg(`  - route: {cluster: b}`, "- name: b\n  endpoints:\n"+ep(b, ""),
+		"filters: [{name: test.record}]", "max_requests_in_flight: 1"))
+	closes := metrics.DownstreamClosed.WithLabelValues("t", "max_requests_in_flight")
+	before := testutil.ToFloat64(closes)
+	// Case names of their own: the recorder is shared by every run (-count).
+	first, next := fmt.Sprintf("inflight-answered-%p", b), fmt.Sprintf("inflight-next-%p", b)
+	held := rec.gate(first)
+	opened := false
+	defer func() {
+		if !opened {
+			close(held)
+		}
+	}()
+
+	c := dial(t, addr)
+	if _, err := c.call(0, "x", "case", first, "do", "gate_done"); err != nil {
+		t.Fatal(err)
+	}
+	// Answered; its OnDone waits for the gate. The next request:
+	second := c.send(codecs.Request, 0, "y", "case", next)
+	testwait.For(t, "the next request in the filter chain", 10*time.Second, func() (bool, string) {
+		if closed := testutil.ToFloat64(closes) - before; closed != 0 {
+			t.Fatalf("the connection was closed for max_requests_in_flight (%v) although its only request was answered", closed)
+		}
+		return rec.requests(next) == 1, fmt.Sprintf("%d requests seen", rec.requests(next))
+	})
+	close(held)
+	opened = true
+	select {
+	case m := <-second:
+		if md(m, "server") != "b" {
+			t.Errorf("the next request was answered by %q, want the backend b", md(m, "server"))
+		}
+	case <-c.closed:
+		t.Fatal("the connection closed instead of answering the next request")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the next request was never answered")
 	}
 }
 

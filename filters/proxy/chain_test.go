@@ -18,15 +18,17 @@ import (
 // metadata asks: "pause" (resume from another goroutine once the case's
 // gate opens), "pause_reply" (answer from another goroutine once the gate
 // opens), "pause_forever", "panic" (in OnRequest), "panic_response",
-// "panic_done".
+// "panic_done", "gate_done" (OnDone waits for the case's gate). It counts
+// the requests it saw by case.
 type recorder struct {
 	filter.Base
 	mu    sync.Mutex
 	done  map[string][]filter.Outcome
 	gates map[string]chan struct{}
+	seen  map[string]int
 }
 
-var rec = &recorder{done: map[string][]filter.Outcome{}, gates: map[string]chan struct{}{}}
+var rec = &recorder{done: map[string][]filter.Outcome{}, gates: map[string]chan struct{}{}, seen: map[string]int{}}
 
 func init() {
 	filter.Register(&filter.Factory{
@@ -49,6 +51,9 @@ func (r *recorder) gate(c string) chan struct{} {
 func (r *recorder) OnRequest(s *filter.Stream) filter.Status {
 	c, _ := s.Request.Metadata.Get("case")
 	do, _ := s.Request.Metadata.Get("do")
+	r.mu.Lock()
+	r.seen[c]++
+	r.mu.Unlock()
 	switch do {
 	case "pause":
 		g := r.gate(c)
@@ -77,9 +82,19 @@ func (r *recorder) OnDone(s *filter.Stream) {
 	r.mu.Lock()
 	r.done[c] = append(r.done[c], s.Outcome)
 	r.mu.Unlock()
-	if do, _ := s.Request.Metadata.Get("do"); do == "panic_done" {
+	switch do, _ := s.Request.Metadata.Get("do"); do {
+	case "panic_done":
 		panic("test filter asked to panic in OnDone")
+	case "gate_done":
+		<-r.gate(c)
 	}
+}
+
+// requests is how many requests of case c reached the filter.
+func (r *recorder) requests(c string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[c]
 }
 
 func (r *recorder) outcomes(c string) []filter.Outcome {

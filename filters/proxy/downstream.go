@@ -410,6 +410,7 @@ func (st *stream) LocalReply(s *filter.Stream, kind codecs.ErrorKind, detail str
 	}
 	b := d.localReply(&s.Request, kind, detail)
 	s.BytesOut = len(b)
+	d.unlink(st) // answered: see Write
 	d.write(b)
 }
 
@@ -455,8 +456,16 @@ func (d *downConn) freshCodec() bool {
 	return true
 }
 
-// Write implements filter.Conn.
-func (st *stream) Write(b []byte) { st.d.write(b) }
+// Write implements filter.Conn: it writes the stream's answer. The
+// request stops counting as in flight first: the client may see the
+// answer and send its next request before Done, which runs after the
+// OnDone filters on whichever goroutine answered, and a client with no
+// unanswered request must not be closed for max_requests_in_flight.
+// (Streams already answered are skipped by abortActive and fail anyway.)
+func (st *stream) Write(b []byte) {
+	st.d.unlink(st)
+	st.d.write(b)
+}
 
 // Resume implements filter.Conn: the rest of the chain runs on its own
 // goroutine, so that Resume never blocks its caller nor waits for a lock
