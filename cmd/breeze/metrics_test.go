@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breeze-mesh/breeze/internal/testwait"
 )
 
 // `breeze run` with the istio_stats filter and the plugin's metrics server,
@@ -102,9 +104,8 @@ listeners:
 			}
 			return len(found) == 1 && strings.HasSuffix(found[0], " 1")
 		}
-		for deadline := time.Now().Add(10 * time.Second); !recorded() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond) // polling the condition, not timing it
-		}
+		// Not fatal if it never comes: the checks below say what is wrong.
+		testwait.Poll(10*time.Second, recorded)
 		want := []string{`reporter="source"`, `source_workload="reviews-v2"`, `source_workload_namespace="bookinfo"`, `source_app="reviews"`,
 			`source_version="v2"`, `source_canonical_service="reviews"`, `source_canonical_revision="v2"`, `source_cluster="Kubernetes"`,
 			`destination_service="greeter.demo.svc.cluster.local"`, `request_protocol="dubbo"`, `response_code="80"`}

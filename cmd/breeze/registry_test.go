@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	"github.com/breeze-mesh/breeze/registry/zookeeper/zktest"
 )
 
@@ -107,13 +109,10 @@ spec:
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	waitFiles := func(want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !slices.Equal(files(t, watchDir), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("-watch -o %s holds %v, want %v (stderr: %s)", watchDir, files(t, watchDir), want, errOut.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testwait.For(t, fmt.Sprintf("-watch -o %s to hold %v", watchDir, want), 30*time.Second, func() (bool, string) {
+			got := files(t, watchDir)
+			return slices.Equal(got, want), fmt.Sprintf("%v (stderr: %s)", got, errOut.String())
+		})
 	}
 	waitFiles("dubbo-org.breeze.greeter.yaml")
 	registerProvider(t, conn, "org.breeze.Other", "10.0.0.2:20880")
@@ -184,24 +183,15 @@ func TestXDSRegistryMetrics(t *testing.T) {
 		t.Helper()
 		// A guard, not a bound: ZooKeeper (a JVM) restarting on a loaded
 		// machine and the client's reconnect backoff can take tens of seconds.
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
+		testwait.For(t, "the metrics "+strings.Join(want, ", "), 3*time.Minute, func() (bool, string) {
 			last = scrape(t, "http://"+metricsAddr+"/metrics")
-			missing := ""
 			for _, w := range want {
 				if !strings.Contains(last, "\n"+w+"\n") {
-					missing = w
-					break
+					return false, fmt.Sprintf("no line %q; its breeze_ lines:\n%s\nstderr: %s", w, breezeLines(last), errOut.String())
 				}
 			}
-			if missing == "" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("/metrics has no line %q after 3 minutes; its breeze_ lines:\n%s\nstderr: %s", missing, breezeLines(last), errOut.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return true, ""
+		})
 	}
 	waitMetrics("breeze_registry_stale{"+reg+"} 0", "breeze_registry_instances{"+reg+"} 1",
 		"breeze_registry_updates_total{"+reg+"} 1", "breeze_xds_updates_total 1",

@@ -18,19 +18,14 @@ import (
 	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/filters/internal/fault"
 	"github.com/breeze-mesh/breeze/filters/metrics"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 )
 
-// eventually waits for cond, failing the test after a deadline.
+// eventually waits for cond, failing the test after a guard.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testwait.For(t, what, 10*time.Second, func() (bool, string) { return cond(), "not yet" })
 }
 
 func pct(v float64) *float64 { return &v }

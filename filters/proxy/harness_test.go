@@ -18,6 +18,7 @@ import (
 	"github.com/breeze-mesh/breeze/config"
 	"github.com/breeze-mesh/breeze/filters/filter"
 	"github.com/breeze-mesh/breeze/host"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -417,14 +418,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // holdsWithin polls cond until it holds (true) or within has passed
 // (false): the one polling loop of these tests.
 func holdsWithin(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
+	return testwait.Poll(within, cond)
 }
 
 func TestMain(m *testing.M) {

@@ -22,6 +22,23 @@ func For(t testing.TB, what string, within time.Duration, cond func() (ok bool, 
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s; last seen: %s", what, said)
 		}
-		time.Sleep(20 * time.Millisecond) // the polling interval
+		time.Sleep(interval)
 	}
 }
+
+// Poll polls cond every 20 ms until it holds (true) or within has
+// passed (false), for a caller that reports what it saw itself.
+func Poll(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+	return true
+}
+
+// interval is how often a condition is polled: often enough not to slow
+// a test down, seldom enough not to load the machine.
+const interval = 20 * time.Millisecond

@@ -15,6 +15,7 @@ import (
 
 	"github.com/breeze-mesh/breeze/controlplane"
 	"github.com/breeze-mesh/breeze/internal/testpki"
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	breezev1 "github.com/breeze-mesh/breeze/protos/breeze/v1"
 	"github.com/breeze-mesh/breeze/xds/client"
 )
@@ -93,13 +94,12 @@ func WaitServed(t testing.TB, served <-chan struct{}, clientLog *LogBuffer) {
 // waitFor polls cond until it holds (the client retries every 10-50ms).
 func WaitFor(t testing.TB, what string, cond func() bool, observed func() string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never saw %s; observed:\n%s", what, observed())
+	testwait.For(t, what, 20*time.Second, func() (bool, string) {
+		if cond() {
+			return true, ""
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false, "\n" + observed()
+	})
 }
 
 func WriteFile(t testing.TB, path, s string) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/breeze-mesh/breeze/internal/testwait"
 	"github.com/breeze-mesh/breeze/registry"
 	"github.com/breeze-mesh/breeze/registry/zookeeper/zktest"
 )
@@ -121,13 +122,10 @@ func (f *follower) String() string {
 // waitFor waits until the last update is want ("stale=false endpoints=[...]").
 func (f *follower) waitFor(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for f.String() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %q, the registry's last update is %q", want, f.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, fmt.Sprintf("the registry's update %q", want), 30*time.Second, func() (bool, string) {
+		got := f.String()
+		return got == want, got
+	})
 }
 
 func TestProvidersComeAndGo(t *testing.T) {
@@ -154,19 +152,12 @@ func TestProvidersComeAndGo(t *testing.T) {
 	}
 	// Its endpoint string is the same as before the delete: wait for the
 	// update that carries the disabled URL itself.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.For(t, "the disabled provider's URL published", 30*time.Second, func() (bool, string) {
 		f.mu.Lock()
 		seen := len(f.last.Instances) == 1 && f.last.Instances[0].Params["enabled"] == "false"
 		f.mu.Unlock()
-		if seen {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the disabled provider's URL was not published within 30s; last update %s", f)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return seen, "last update " + f.String()
+	})
 	f.mu.Lock()
 	entries := registry.ServiceEntries(f.last.Instances, "default")
 	f.mu.Unlock()
@@ -349,19 +340,12 @@ func TestApplicationLevel(t *testing.T) {
 	node := "/dubbo/org.breeze.Greeter/providers/" + url.QueryEscape("dubbo://127.0.0.1:37627/org.breeze.Greeter?application=greeter-app&version=2.0.0&side=provider")
 	create(node, nil, zk.FlagEphemeral)
 	// The node's arrival is an update (of equal endpoints).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.For(t, "an update for an interface-level node of the same provider", 30*time.Second, func() (bool, string) {
 		f.mu.Lock()
 		n, updates := len(f.last.Instances), f.updates
 		f.mu.Unlock()
-		if updates > before {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no update within 30s of an interface-level node for the same provider (%d instances)", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return updates > before, fmt.Sprintf("%d updates, %d instances", updates, n)
+	})
 	f.mu.Lock()
 	n := len(f.last.Instances)
 	f.mu.Unlock()
