@@ -206,6 +206,21 @@ func (s *Stream) Release() {
 func (s *Stream) SetTerminal(v any) { s.terminal = v }
 func (s *Stream) Terminal() any     { return s.terminal }
 
+// Answering is implemented by a terminal filter's per-request state
+// (SetTerminal) that holds a share of something the client's next request
+// may need, such as a cluster's circuit-breaker count. The stream calls it
+// once, right before the answer is written: OnDone runs only after the
+// write (and after every filter's OnDone), by which time the client may
+// have read its answer and sent the next request, which must not find the
+// answered one still counted.
+type Answering interface{ Answering() }
+
+func (s *Stream) answering() {
+	if a, ok := s.terminal.(Answering); ok {
+		a.Answering()
+	}
+}
+
 // RouteConfig returns the named filter's per-route config of the matched
 // route, or nil.
 func (s *Stream) RouteConfig(filter string) any {
@@ -361,6 +376,7 @@ func (s *Stream) ReplyAndFinish(kind codecs.ErrorKind, detail string, flags Flag
 	if !s.done.CompareAndSwap(false, true) {
 		return
 	}
+	s.answering()
 	if s.Request.Type != codecs.Oneway {
 		s.conn.LocalReply(s, kind, detail, locked)
 	}
@@ -385,6 +401,7 @@ func (s *Stream) Respond(m *codecs.Message, enc codecs.Codec) {
 	m.ID = s.Request.ID
 	out, p, err := encode(enc, m)
 	s.Response = nil
+	s.answering()
 	if p != nil {
 		err = fmt.Errorf("codec panicked: %v", p.v)
 	}

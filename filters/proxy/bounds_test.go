@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,8 +70,7 @@ func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
 		"filters: [{name: test.record}]", "max_requests_in_flight: 1"))
 	closes := metrics.DownstreamClosed.WithLabelValues("t", "max_requests_in_flight")
 	before := testutil.ToFloat64(closes)
-	// Case names of their own: the recorder is shared by every run (-count).
-	first, next := fmt.Sprintf("inflight-answered-%p", b), fmt.Sprintf("inflight-next-%p", b)
+	first, next := uniqueCase("inflight-answered"), uniqueCase("inflight-next")
 	held := rec.gate(first)
 	opened := false
 	defer func() {
@@ -104,6 +104,56 @@ func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
 		t.Fatal("the next request was never answered")
 	}
 }
+
+// The same for a cluster's circuit breaker: an answered request leaves
+// max_requests before the client sees the answer, so a client calling one
+// request after another is never refused as overloaded.
+func TestAnsweredRequestLeavesTheBreakerBeforeTheAnswer(t *testing.T) {
+	b := newBackend(t, "b")
+	// The first request is answered by its route's timeout, on a timer's
+	// goroutine, which its held OnDone then keeps: the upstream
+	// connection stays free for the next request.
+	addr := startProxy(t, cfg(`
+  - {match: {metadata: [{key: do, exact: gate_done}]}, route: {cluster: b}, timeout: 0.1s}
+  - route: {cluster: b}`, "- name: b\n  circuit_breakers: {max_requests: 1}\n  endpoints:\n"+ep(b, ""),
+		"filters: [{name: test.record}]"))
+	first, next := uniqueCase("breaker-answered"), uniqueCase("breaker-next")
+	held := rec.gate(first)
+	opened := false
+	defer func() {
+		if !opened {
+			close(held)
+		}
+	}()
+
+	c := dial(t, addr)
+	if m, err := c.call(0, "x", "case", first, "do", "gate_done", "hang", "1"); err != nil || md(m, "error") != "timeout" {
+		t.Fatalf("the first request: %v %v, want its route's timeout", m.md, err)
+	}
+	// Answered; the OnDone filters wait for the gate. The next request:
+	second := c.send(codecs.Request, 0, "y", "case", next)
+	var m tmsg
+	select {
+	case m = <-second:
+	case <-c.closed:
+		t.Fatal("the connection closed instead of answering the next request")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the next request was not answered while the first one's OnDone waits")
+	}
+	close(held)
+	opened = true
+	if m.status != codecs.StatusOK || md(m, "server") != "b" {
+		t.Errorf("the next request got status %v from %q (%v); want an answer from the backend b, not a refusal by max_requests", m.status, md(m, "server"), m.md)
+	}
+}
+
+// uniqueCase names a recorder case for one run: the recorder and its gates
+// are shared by every run of a test (-count).
+func uniqueCase(name string) string {
+	return fmt.Sprintf("%s-%d", name, caseSeq.Add(1))
+}
+
+var caseSeq atomic.Int64
 
 // silentClient is a client that sends and never reads: whatever is written
 // to it piles up in the proxy's write buffer once the kernel's are full.

@@ -387,17 +387,25 @@ func (rt *Router) OnRequest(s *filter.Stream) filter.Status {
 	return filter.Stop
 }
 
-// OnDone implements filter.Filter: the request leaves the breaker's counts.
+// OnDone implements filter.Filter: the request leaves the breaker's counts
+// if its answer did not already take it out (a stream finished without
+// an answer: a oneway, a client gone).
 func (rt *Router) OnDone(s *filter.Stream) {
-	c, ok := s.Terminal().(*Call)
-	if !ok {
-		return
+	if c, ok := s.Terminal().(*Call); ok {
+		c.Answering()
 	}
+}
+
+// Answering implements filter.Answering: an answered request leaves the
+// breaker's counts before the client can see its answer.
+func (c *Call) Answering() {
 	if c.active {
 		c.breaker.EndRequest()
+		c.active = false
 	}
 	if c.retrying {
 		c.breaker.EndRetry()
+		c.retrying = false
 	}
 }
 
