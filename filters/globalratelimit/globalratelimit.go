@@ -291,10 +291,19 @@ func (f *Filter) OnRequest(s *filter.Stream) filter.Status {
 // call asks the service and resumes or answers the paused request. It runs
 // on a goroutine of its own, where a panic would take Envoy down with it:
 // one is recovered, logged and treated as a failed call.
+//
+// The call's slot (max_calls_in_flight) is given back as soon as the
+// service has answered, before the request goes on: it may be answered,
+// and the client's next request make its own call, before this goroutine
+// returns.
 func (f *Filter) call(s *filter.Stream, c *settings, req *rlsv3.RateLimitRequest) {
-	defer c.svc.release()
+	held := true
 	defer func() {
-		if v := recover(); v != nil {
+		v := recover()
+		if held {
+			c.svc.release()
+		}
+		if v != nil {
 			f.log.Error("panic", "global rate limit: panic in a call to the rate-limit service", "service", c.svc.addr, "panic", v, "stack", string(debug.Stack()))
 			finish(s, f.failed(c, fmt.Errorf("panic: %v", v)), c.failed)
 		}
@@ -302,6 +311,8 @@ func (f *Filter) call(s *filter.Stream, c *settings, req *rlsv3.RateLimitRequest
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	resp, err := c.svc.client.ShouldRateLimit(ctx, req)
 	cancel()
+	held = false
+	c.svc.release()
 	switch {
 	case err != nil:
 		finish(s, f.failed(c, err), c.failed)
