@@ -49,7 +49,7 @@ func TestGivesUpAndNamesTheRow(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("breeze-load ended with %v, want exit status 1", err)
 	}
-	for _, want := range []string{"breeze-load: half load (thrift): silent (thrift to " + ln.Addr().String() + "): not ended 300ms after the measured duration: ",
+	for _, want := range []string{"breeze-load: half load (thrift): silent (thrift to " + ln.Addr().String() + "): not ended 300ms after the end of the measured duration: ",
 		" requests in flight on 1 of 1 connections"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output does not say %q", want)

@@ -255,22 +255,22 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	}
 	// One timer, for the warm-up, then the measured duration, then the
 	// grace after it.
-	phase := r.clock.NewTimer()
-	defer phase.Stop()
+	phaseTimer := r.clock.NewTimer()
+	defer phaseTimer.Stop()
 	var warm, end, grace <-chan time.Time
 	if cfg.Warmup > 0 {
-		phase.Reset(cfg.Warmup)
-		warm = phase.C()
+		phaseTimer.Reset(cfg.Warmup)
+		warm = phaseTimer.C()
 	} else if cfg.Duration > 0 {
-		phase.Reset(cfg.Duration)
-		end = phase.C()
+		phaseTimer.Reset(cfg.Duration)
+		end = phaseTimer.C()
 	}
 	ctxDone := ctx.Done()
 	stopAll := func() {
 		if grace == nil {
 			close(r.stop)
-			phase.Reset(cfg.Grace)
-			warm, end, grace = nil, nil, phase.C()
+			phaseTimer.Reset(cfg.Grace)
+			warm, end, grace = nil, nil, phaseTimer.C()
 		}
 	}
 wait:
@@ -280,8 +280,8 @@ wait:
 			warm = nil
 			beginMeasure()
 			if cfg.Duration > 0 {
-				phase.Reset(cfg.Duration)
-				end = phase.C()
+				phaseTimer.Reset(cfg.Duration)
+				end = phaseTimer.C()
 			}
 		case <-end:
 			end = nil
@@ -415,7 +415,7 @@ func (r *runner) stuck() error {
 		}
 	}
 	n := len(r.conns)
-	return fmt.Errorf("%s (%s to %s): not ended %v after the measured duration: %d requests in flight on %d of %d connections, %d of %d writers still sending, %d of %d readers still waiting",
+	return fmt.Errorf("%s (%s to %s): not ended %v after the end of the measured duration: %d requests in flight on %d of %d connections, %d of %d writers still sending, %d of %d readers still waiting",
 		orDash(r.cfg.Label), r.cfg.Proto.Name(), r.cfg.Addr, r.cfg.Grace, inFlight, waiting, n, writers, n, readers, n)
 }
 

@@ -205,7 +205,7 @@ func TestRunGivesUpAfterGrace(t *testing.T) {
 	if o.err == nil {
 		t.Fatalf("Run ended without an error although 2 replies never came: %+v", o.res)
 	}
-	for _, want := range []string{"silent (thrift to " + addr + ")", "not ended 1s after the measured duration", "2 requests in flight on 1 of 1 connections", "1 of 1 readers still waiting"} {
+	for _, want := range []string{"silent (thrift to " + addr + ")", "not ended 1s after the end of the measured duration", "2 requests in flight on 1 of 1 connections", "1 of 1 readers still waiting"} {
 		if !strings.Contains(o.err.Error(), want) {
 			t.Errorf("error %q does not say %q", o.err, want)
 		}
