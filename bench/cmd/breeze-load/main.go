@@ -48,6 +48,7 @@ func run() error {
 	flag.IntVar(&cfg.PID, "pid", 0, "process whose CPU time per request is reported (the proxy)")
 	flag.BoolVar(&cfg.Verify, "verify", true, "check each response's length against breeze-echo's")
 	flag.DurationVar(&cfg.Drain, "drain", 5*time.Second, "wait for responses in flight at the end")
+	flag.DurationVar(&cfg.Grace, "grace", 0, "give up (exit 1, saying what it waits for) when the run has not ended this long after the measured duration; default -drain + 5s")
 	jsonOut := flag.String("json", "", "append the result as one JSON line to this file")
 	idle := flag.Int("idle", 0, "instead of load: open this many connections, one request each, and report the proxy's (-pid) RSS per idle connection")
 	settle := flag.Duration("settle", 2*time.Second, "-idle: wait before reading RSS")
@@ -96,6 +97,9 @@ func run() error {
 	} else {
 		res, err := load.Run(ctx, cfg)
 		if err != nil {
+			if *group != "" { // the row of the bench's table that failed
+				return fmt.Errorf("%s: %w", *group, err)
+			}
 			return err
 		}
 		res.Format(os.Stdout)

@@ -47,11 +47,18 @@ type Config struct {
 	PID int
 	// Drain bounds the wait for responses still in flight at the end (default 5s).
 	Drain time.Duration
+	// Grace bounds how long the end may take after the measured duration
+	// (or a cancel): past it, Run gives up with an error saying what it
+	// still waited for, so that one stuck run cannot hang the whole bench
+	// (default Drain + 5s: readers may rightly wait Drain for lost replies).
+	Grace time.Duration
 	// DialTimeout bounds each connect (default 5s).
 	DialTimeout time.Duration
 	// Verify checks the length of every successful response against the
 	// echo server's (true when the peer is breeze-echo, directly or through proxies).
 	Verify bool
+
+	clock clock // nil: the real one; tests set theirs
 }
 
 // Result is what a run measured. Latencies are in microseconds.
@@ -101,6 +108,8 @@ const (
 
 type runner struct {
 	cfg    Config
+	clock  clock
+	conns  []*conn
 	reqs   []wire.Request
 	idMask uint64 // request ids are ANDed with it (Thrift's seqids are 32-bit)
 	start  time.Time
@@ -152,6 +161,14 @@ func (c *conn) fail(kind string, n int64) {
 
 // Run runs the load and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	r, err := newRunner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return r.run(ctx)
+}
+
+func newRunner(cfg Config) (*runner, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -159,7 +176,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, reqs: reqs, idMask: wire.IDMask(cfg.Proto), stop: make(chan struct{}), shards: make([]shard, 8)}
+	r := &runner{cfg: cfg, clock: cfg.clock, reqs: reqs, idMask: wire.IDMask(cfg.Proto), stop: make(chan struct{}), shards: make([]shard, 8)}
+	if r.clock == nil {
+		r.clock = realClock{}
+	}
 	for i := range r.shards {
 		r.shards[i].h = newHistogram()
 	}
@@ -167,35 +187,45 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.pace = int64(float64(time.Second) * float64(cfg.Conns) / cfg.Rate)
 	}
 	r.budget.Store(cfg.Requests)
+	return r, nil
+}
 
+func (r *runner) newConn(idx int, nc net.Conn) *conn {
+	n := r.cfg.InFlight
+	c := &conn{
+		r: r, idx: idx, nc: nc,
+		slots: make(chan uint16, n),
+		ids:   make([]atomic.Uint64, n),
+		sent:  make([]atomic.Int64, n),
+		kind:  make([]atomic.Int32, n),
+		dead:  make(chan struct{}),
+		errs:  map[string]int64{},
+		lat:   make([]int64, 0, 256),
+	}
+	for s := range n {
+		c.slots <- uint16(s)
+	}
+	return c
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	cfg := r.cfg
 	conns, dialErrs := dialAll(ctx, cfg.Addr, cfg.Conns, cfg.DialTimeout)
 	if len(conns) == 0 {
 		return nil, fmt.Errorf("no connection to %s: %v", cfg.Addr, dialErrs)
 	}
 	cs := make([]*conn, len(conns))
 	for i, nc := range conns {
-		c := &conn{
-			r: r, idx: i, nc: nc,
-			slots: make(chan uint16, cfg.InFlight),
-			ids:   make([]atomic.Uint64, cfg.InFlight),
-			sent:  make([]atomic.Int64, cfg.InFlight),
-			kind:  make([]atomic.Int32, cfg.InFlight),
-			dead:  make(chan struct{}),
-			errs:  map[string]int64{},
-			lat:   make([]int64, 0, 256),
-		}
-		for s := range cfg.InFlight {
-			c.slots <- uint16(s)
-		}
-		cs[i] = c
+		cs[i] = r.newConn(i, nc)
 	}
+	r.conns = cs
 
-	r.start = time.Now()
+	r.start = r.clock.Now()
 	var cpu0, cpu1, self0, self1 time.Duration
 	var io0, io1 proc.IO
 	var t0, t1 time.Time
 	beginMeasure := func() {
-		t0 = time.Now()
+		t0 = r.clock.Now()
 		io0 = ioOf(cfg.PID)
 		cpu0 = cpuOf(cfg.PID)
 		self0 = cpuOf(os.Getpid())
@@ -218,23 +248,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			beginMeasure() // a run shorter than its warm-up still measures something
 		}
 		r.phase.Store(phaseDone)
-		t1 = time.Now()
+		t1 = r.clock.Now()
 		cpu1 = cpuOf(cfg.PID)
 		io1 = ioOf(cfg.PID)
 		self1 = cpuOf(os.Getpid())
 	}
-	var warm, end <-chan time.Time
+	// One timer, for the warm-up, then the measured duration, then the
+	// grace after it.
+	phaseTimer := r.clock.NewTimer()
+	defer phaseTimer.Stop()
+	var warm, end, grace <-chan time.Time
 	if cfg.Warmup > 0 {
-		warm = time.After(cfg.Warmup)
+		phaseTimer.Reset(cfg.Warmup)
+		warm = phaseTimer.C()
 	} else if cfg.Duration > 0 {
-		end = time.After(cfg.Duration)
+		phaseTimer.Reset(cfg.Duration)
+		end = phaseTimer.C()
 	}
 	ctxDone := ctx.Done()
-	stopped := false
 	stopAll := func() {
-		if !stopped {
-			stopped = true
+		if grace == nil {
 			close(r.stop)
+			phaseTimer.Reset(cfg.Grace)
+			warm, end, grace = nil, nil, phaseTimer.C()
 		}
 	}
 wait:
@@ -244,7 +280,8 @@ wait:
 			warm = nil
 			beginMeasure()
 			if cfg.Duration > 0 {
-				end = time.After(cfg.Duration)
+				phaseTimer.Reset(cfg.Duration)
+				end = phaseTimer.C()
 			}
 		case <-end:
 			end = nil
@@ -256,6 +293,12 @@ wait:
 				endMeasure()
 			}
 			stopAll()
+		case <-grace:
+			err := r.stuck()
+			for _, c := range cs {
+				c.nc.Close() // ends the goroutines still reading or writing
+			}
+			return nil, err
 		case <-done:
 			if r.phase.Load() != phaseDone {
 				endMeasure()
@@ -347,7 +390,46 @@ func (cfg *Config) check() error {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = cfg.Drain + 5*time.Second
+	}
 	return nil
+}
+
+// stuck says what a run that outlived its grace still waits for.
+func (r *runner) stuck() error {
+	var inFlight int64
+	var waiting, writers, readers int
+	for _, c := range r.conns {
+		if n := c.outstanding.Load(); n > 0 {
+			inFlight += n
+			waiting++
+		}
+		if !c.writerDone.Load() {
+			writers++
+		}
+		select {
+		case <-c.dead:
+		default:
+			readers++
+		}
+	}
+	n := len(r.conns)
+	return fmt.Errorf("%s (%s to %s): not ended %v after the end of the measured duration: %d requests in flight on %d of %d connections, %d of %d writers still sending, %d of %d readers still waiting",
+		orDash(r.cfg.Label), r.cfg.Proto.Name(), r.cfg.Addr, r.cfg.Grace, inFlight, waiting, n, writers, n, readers, n)
+}
+
+// elapsed is the time since the run started, in nanoseconds.
+func (r *runner) elapsed() int64 { return int64(r.clock.Now().Sub(r.start)) }
+
+// ended reports whether the measured duration is over (or the run cancelled).
+func (r *runner) ended() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // take reserves one request of the count-mode budget.
@@ -358,13 +440,27 @@ func (r *runner) take() bool {
 	return r.budget.Add(-1) >= 0
 }
 
+// writeLoop sends a request whenever a slot is free (and, paced, when its
+// turn has come), batching the requests of the slots free at once.
+//
+// Paced, the inner loop may go on for as long as the peer answers within
+// the pace: every wait for the next turn frees the slot of the request sent
+// before it. So the end of the run is checked at every turn and the wait
+// ends with it; otherwise a connection whose replies keep up never sees
+// the end and the run never ends (it happened on a quiet machine).
 func (c *conn) writeLoop() {
 	r := c.r
 	defer c.writerExit()
+	var pacer timer
+	if r.pace > 0 {
+		pacer = r.clock.NewTimer()
+		defer pacer.Stop()
+	}
 	buf := make([]byte, 0, 64<<10)
 	// Connections start spread over one pacing interval.
 	next := r.pace * int64(c.idx) / int64(max(1, r.cfg.Conns))
-	for {
+	// Checked first: a select between a free slot and the end picks either.
+	for !r.ended() {
 		var s uint16
 		select {
 		case s = <-c.slots:
@@ -380,19 +476,21 @@ func (c *conn) writeLoop() {
 				return
 			}
 			if r.pace > 0 {
-				if d := time.Duration(next - int64(time.Since(r.start))); d > 0 {
+				if d := time.Duration(next - r.elapsed()); d > 0 {
 					if len(buf) > 0 { // do not hold earlier requests back
 						if !c.write(buf) {
 							return
 						}
 						buf = buf[:0]
 					}
-					time.Sleep(d)
+					if !c.waitTurn(pacer, d) {
+						return // slot s holds no request
+					}
 				}
 				next += r.pace
 			}
 			buf = c.appendRequest(buf, s)
-			if len(buf) >= 64<<10 {
+			if len(buf) >= 64<<10 || r.ended() {
 				break
 			}
 			select {
@@ -405,6 +503,20 @@ func (c *conn) writeLoop() {
 		if !c.write(buf) {
 			return
 		}
+	}
+}
+
+// waitTurn waits d for the pacer, unless the run ends or the connection
+// fails first (false).
+func (c *conn) waitTurn(pacer timer, d time.Duration) bool {
+	pacer.Reset(d)
+	select {
+	case <-pacer.C():
+		return true
+	case <-c.r.stop:
+		return false
+	case <-c.dead:
+		return false
 	}
 }
 
@@ -434,7 +546,7 @@ func (c *conn) appendRequest(buf []byte, s uint16) []byte {
 	k := (c.idx + int(c.seq)) % len(r.reqs)
 	c.ids[s].Store(id)
 	c.kind[s].Store(int32(k))
-	c.sent[s].Store(int64(time.Since(r.start)))
+	c.sent[s].Store(r.elapsed())
 	c.outstanding.Add(1)
 	return r.cfg.Proto.AppendRequest(buf, &r.reqs[k], id)
 }
@@ -519,7 +631,7 @@ func (c *conn) handle(f []byte) {
 		return
 	}
 	c.ids[s].Store(0)
-	lat := int64(time.Since(r.start)) - c.sent[s].Load()
+	lat := r.elapsed() - c.sent[s].Load()
 	k := c.kind[s].Load()
 	if r.phase.Load() == phaseMeasure {
 		c.responses++
