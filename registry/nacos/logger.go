@@ -3,19 +3,19 @@ package nacos
 import (
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/common/logger"
 )
 
-// The SDK logs through one process-wide logger: its own (zap, into files)
-// until replaced. setSDKLogger sends its lines to slog instead, the first
-// Registry's logger winning (the SDK cannot tell registries apart anyway).
-// Its info lines (every push, every request) go to debug.
-var sdkLoggerOnce sync.Once
-
+// The SDK logs through one process-wide logger: its own (zap, into files
+// under the client's LogDir) until replaced. Each NewNamingClient and
+// NewConfigClient installs a new one of those, so setSDKLogger is called
+// after them: it sends the SDK's lines to slog instead (a later client of
+// the same process replaces it again: the SDK cannot tell clients apart
+// anyway). Its info lines (every push, every request, a reconnection)
+// go to debug.
 func setSDKLogger(log *slog.Logger) {
-	sdkLoggerOnce.Do(func() { logger.SetLogger(sdkLogger{log.With("client", "nacos-sdk-go")}) })
+	logger.SetLogger(sdkLogger{log.With("client", "nacos-sdk-go")})
 }
 
 type sdkLogger struct{ log *slog.Logger }

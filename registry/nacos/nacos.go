@@ -108,7 +108,6 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 	if err != nil {
 		return err
 	}
-	setSDKLogger(log)
 	naming, err := clients.NewNamingClient(param)
 	if err != nil {
 		return fmt.Errorf("nacos: naming client: %w", err)
@@ -119,6 +118,7 @@ func (r *Registry) Run(ctx context.Context, publish func(registry.Update)) error
 		return fmt.Errorf("nacos: config client: %w", err)
 	}
 	defer cfg.CloseClient()
+	setSDKLogger(log) // after the clients: each replaced the SDK's logger
 	w.naming, w.config = naming, cfg
 	defer w.unsubscribeAll()
 	return w.loop(ctx, publish)

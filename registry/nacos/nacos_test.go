@@ -223,8 +223,14 @@ func TestDisabledAndWeight(t *testing.T) {
 	f := follow(t, &Registry{Servers: []string{srv.Addr}, ListInterval: 100 * time.Millisecond})
 	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20003, "1.0.0", 100), ep(20004, "1.0.0", 200)))
 
-	// Re-registering changes the instance in place: enabled now, and
-	// weighed 3.
+	// The provider exports again, enabled now and weighed 3. Deregistered
+	// first: rnacos 0.8.8 keeps a registered instance's "enabled" when the
+	// same ip:port registers again (a registration may disable it, not
+	// enable it: src/grpc/handler/naming_instance.rs, update_tag.enabled =
+	// !instance.enabled). Registering again in place passed only while
+	// every idle SDK client reconnected (healthcheck.go), rnacos dropping
+	// the instance and taking the re-registration as new.
+	c.deregister(t, serviceName("1.0.0"), 20002)
 	c.register(t, serviceName("1.0.0"), 20002, 3, true, providerMetadata("1.0.0"))
 	f.waitFor(t, fresh(ep(20001, "1.0.0", 100), ep(20002, "1.0.0", 300), ep(20003, "1.0.0", 100), ep(20004, "1.0.0", 200)))
 }
