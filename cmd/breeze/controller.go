@@ -29,7 +29,7 @@ as any other. Prints "LISTENING xds <address>" once it serves what the API
 server holds. SIGINT or SIGTERM stop it gracefully. See controller/README.md.
 `
 
-const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-istio RELEASE] [-istio-revision REV] [-health ADDR] [-metrics ADDR] [-leader-elect] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-registry-namespace NS] [-registry-vips CIDR] [-log-level LEVEL] [-log-format FORMAT]"
+const controllerSynopsis = "breeze controller -xds-address ADDR [-kubeconfig FILE] [-namespaces NS,...] [-xds-listen ADDR] [-xds-tls-cert FILE -xds-tls-key FILE -xds-sidecar-ca-file PATH [-xds-auth token -xds-sidecar-token-file PATH [-xds-token-audience AUDIENCE]]] [-istio RELEASE] [-istio-revision REV] [-health ADDR] [-metrics ADDR] [-leader-elect] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-nacos-list-interval DURATION] [-registry-namespace NS] [-registry-vips CIDR] [-log-level LEVEL] [-log-format FORMAT]"
 
 // controllerCmd runs `breeze controller`.
 func controllerCmd(args []string) error {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/breeze-mesh/breeze/registry"
 	"github.com/breeze-mesh/breeze/registry/nacos"
@@ -22,6 +23,7 @@ import (
 type registryFlags struct {
 	zookeeper, zookeeperRoot          string
 	nacos, nacosNamespace, nacosGroup string
+	nacosList                         time.Duration
 }
 
 func addRegistryFlags(f *cmdFlags) *registryFlags {
@@ -31,6 +33,8 @@ func addRegistryFlags(f *cmdFlags) *registryFlags {
 	f.StringVar(&r.nacos, "nacos", "", "follow the Dubbo providers of the Nacos server(s) at `HOST:PORT[,HOST:PORT]` (the HTTP port, 8848; gRPC on that port + 1000)")
 	f.StringVar(&r.nacosNamespace, "nacos-namespace", "", "the Nacos namespace `ID` the providers registered in (default: public)")
 	f.StringVar(&r.nacosGroup, "nacos-group", "DEFAULT_GROUP", "the Nacos `GROUP` the providers registered in")
+	f.DurationVar(&r.nacosList, "nacos-list-interval", nacos.DefaultListInterval,
+		"how often Nacos' list of services is read again: Nacos has no watch on it, so a new interface or application is found, and an unreachable server noticed, within this `DURATION` (instances themselves are pushed)")
 	return r
 }
 
@@ -42,7 +46,7 @@ func (r *registryFlags) registries(log *slog.Logger) []registry.Registry {
 		out = append(out, &zookeeper.Registry{Servers: strings.Split(r.zookeeper, ","), Root: r.zookeeperRoot, Log: log})
 	}
 	if r.nacos != "" {
-		out = append(out, &nacos.Registry{Servers: strings.Split(r.nacos, ","), Namespace: r.nacosNamespace, Group: r.nacosGroup, Log: log})
+		out = append(out, &nacos.Registry{Servers: strings.Split(r.nacos, ","), Namespace: r.nacosNamespace, Group: r.nacosGroup, ListInterval: r.nacosList, Log: log})
 	}
 	return out
 }
@@ -72,7 +76,7 @@ one file per ServiceEntry into -o DIR (files of interfaces gone are removed).
 Once, or with -watch after every change until SIGINT or SIGTERM.
 `
 
-const registrySynopsis = "breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]"
+const registrySynopsis = "breeze registry export [-watch] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-nacos-list-interval DURATION] [-namespace NS] [-o DIR] [-log-level LEVEL] [-log-format FORMAT]"
 
 // registryCmd: `breeze registry export`.
 func registryCmd(args []string) error {

@@ -40,7 +40,7 @@ TokenReview API). Refused streams are logged with their cause and counted in
 breeze_xds_refused_streams_total{cause}. SIGINT or SIGTERM stop it.
 `
 
-const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-xds-tls-cert FILE -xds-tls-key FILE [-xds-auth token -xds-token-file FILE]] [-log-level LEVEL] [-log-format FORMAT]"
+const xdsSynopsis = "breeze xds [-dir DIR] [-zookeeper HOST:PORT[,HOST:PORT]] [-zookeeper-root PATH] [-nacos HOST:PORT[,HOST:PORT]] [-nacos-namespace ID] [-nacos-group GROUP] [-nacos-list-interval DURATION] [-listen ADDR] [-metrics ADDR] [-debounce DURATION] [-xds-tls-cert FILE -xds-tls-key FILE [-xds-auth token -xds-token-file FILE]] [-log-level LEVEL] [-log-format FORMAT]"
 
 // xds runs the control plane: it watches a directory of MetaRouter,
 // DestinationRule, ServiceEntry and authorization policy YAML and serves

@@ -91,7 +91,7 @@ func TestRenderRegistry(t *testing.T) {
 	nacos.values["registry"] = map[string]any{"nacos": "nacos:8848", "nacosNamespace": "dev", "namespace": "dubbo-registry"}
 	d, _ = find[*appsv1.Deployment](typed(t, render(t, nacos)), "breeze-reg-controller")
 	args = d.Spec.Template.Spec.Containers[0].Args
-	wantTail = []string{"-log-format=text", "-nacos=nacos:8848", "-nacos-namespace=dev", "-nacos-group=DEFAULT_GROUP",
+	wantTail = []string{"-log-format=text", "-nacos=nacos:8848", "-nacos-namespace=dev", "-nacos-group=DEFAULT_GROUP", "-nacos-list-interval=1s",
 		"-registry-namespace=dubbo-registry", "-registry-vips=240.241.0.0/16"}
 	if len(args) < len(wantTail) || !slices.Equal(args[len(args)-len(wantTail):], wantTail) {
 		t.Errorf("controller args with registry.nacos %q, want them to end with %q", args, wantTail)

@@ -54,8 +54,8 @@ type Registry struct {
 	// when empty (dubbo-go's and Dubbo Java's default).
 	Group string
 	// ListInterval: how often the list of services is read again (new
-	// interfaces and applications, and whether the server answers); 5s
-	// when zero.
+	// interfaces and applications, and whether the server answers);
+	// DefaultListInterval when zero.
 	ListInterval time.Duration
 	// Timeout of one request to the server; 5s when zero.
 	Timeout time.Duration
@@ -233,7 +233,7 @@ func kindOf(name string) serviceKind {
 func (w *watcher) loop(ctx context.Context, publish func(registry.Update)) error {
 	interval := w.r.ListInterval
 	if interval <= 0 {
-		interval = 5 * time.Second
+		interval = DefaultListInterval
 	}
 	grace := w.r.RestartGrace
 	if grace <= 0 {
@@ -374,6 +374,12 @@ func (w *watcher) list() error {
 	}
 	return nil
 }
+
+// DefaultListInterval is how often the list of services is read when
+// Registry.ListInterval is zero. A new interface's first provider is found
+// by this read only, so it bounds how soon the interface gets traffic;
+// one read is a page of names per 500 services, cheap for the server.
+const DefaultListInterval = time.Second
 
 // pageSize of GetAllServicesInfo; pages are read until one is short.
 const pageSize = 500

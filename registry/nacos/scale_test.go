@@ -21,7 +21,7 @@ import (
 // BenchmarkScale measures `breeze xds -nacos` with -scale-interfaces
 // interfaces (100 unless set) × 10 providers in a real rnacos, end to end
 // (registry/internal/scaletest), as registry/zookeeper's BenchmarkScale.
-// The registry lists services every ListInterval (5 s, the default): a new
+// The registry lists services every ListInterval (DefaultListInterval, 1 s): a new
 // interface waits for that list. 100 interfaces by default; 1,000 × 10
 // took 107 s on the shared machine once rnacos' health-check answers were
 // read as healthy (healthcheck.go; before, the idle registering clients

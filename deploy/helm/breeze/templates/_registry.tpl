@@ -21,6 +21,7 @@ of its own (registry.yaml), its arguments one include in deployment.yaml.
 - -nacos-namespace={{ . }}
 {{- end }}
 - -nacos-group={{ $.Values.registry.nacosGroup }}
+- -nacos-list-interval={{ $.Values.registry.nacosListInterval }}
 {{- end }}
 - -registry-namespace={{ .Values.registry.namespace }}
 - -registry-vips={{ .Values.registry.vips }}
