@@ -73,7 +73,8 @@ test: test-deps vet test-unit test-envoy-targets test-peers check-plugin check-g
 # etcd-server) for the controller's envtest, likewise once per machine
 # (scripts/kube-peer.sh); the tests find them through KUBEBUILDER_ASSETS.
 # rnacos (a Nacos-compatible server) for the Nacos registry tests, built with
-# cargo once per machine, cached by version (scripts/nacos-peer.sh; slow cold).
+# cargo once per machine, cached by version (scripts/nacos-peer.sh; its debug
+# profile cold, about 6 minutes of CPU, unless a release build is there).
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/ratelimit-peer.sh install
