@@ -27,7 +27,9 @@ import (
 // read as healthy (healthcheck.go; before, the idle registering clients
 // reconnected and registered everything again every 5 to 15 s, and the
 // set never settled). A benchmark so that `make test` does not run it;
-// run it alone, once:
+// run it alone, once, on rnacos' release build as the recorded figures
+// were (`RNACOS_PROFILE=release bash scripts/nacos-peer.sh install` on a
+// machine that has only the tests' debug build):
 //
 //	go test -run '^$' -bench BenchmarkScale -benchtime 1x -v ./registry/nacos/ [-args -scale-interfaces 1000]
 func BenchmarkScale(b *testing.B) {
