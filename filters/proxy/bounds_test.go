@@ -5,6 +5,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,13 +72,7 @@ func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
 	closes := metrics.DownstreamClosed.WithLabelValues("t", "max_requests_in_flight")
 	before := testutil.ToFloat64(closes)
 	first, next := uniqueCase("inflight-answered"), uniqueCase("inflight-next")
-	held := rec.gate(first)
-	opened := false
-	defer func() {
-		if !opened {
-			close(held)
-		}
-	}()
+	open := heldGate(t, first)
 
 	c := dial(t, addr)
 	if _, err := c.call(0, "x", "case", first, "do", "gate_done"); err != nil {
@@ -91,8 +86,7 @@ func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
 		}
 		return rec.requests(next) == 1, fmt.Sprintf("%d requests seen", rec.requests(next))
 	})
-	close(held)
-	opened = true
+	open()
 	select {
 	case m := <-second:
 		if md(m, "server") != "b" {
@@ -118,13 +112,7 @@ func TestAnsweredRequestLeavesTheBreakerBeforeTheAnswer(t *testing.T) {
   - route: {cluster: b}`, "- name: b\n  circuit_breakers: {max_requests: 1}\n  endpoints:\n"+ep(b, ""),
 		"filters: [{name: test.record}]"))
 	first, next := uniqueCase("breaker-answered"), uniqueCase("breaker-next")
-	held := rec.gate(first)
-	opened := false
-	defer func() {
-		if !opened {
-			close(held)
-		}
-	}()
+	open := heldGate(t, first)
 
 	c := dial(t, addr)
 	if m, err := c.call(0, "x", "case", first, "do", "gate_done", "hang", "1"); err != nil || md(m, "error") != "timeout" {
@@ -140,8 +128,7 @@ func TestAnsweredRequestLeavesTheBreakerBeforeTheAnswer(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the next request was not answered while the first one's OnDone waits")
 	}
-	close(held)
-	opened = true
+	open()
 	if m.status != codecs.StatusOK || md(m, "server") != "b" {
 		t.Errorf("the next request got status %v from %q (%v); want an answer from the backend b, not a refusal by max_requests", m.status, md(m, "server"), m.md)
 	}
@@ -154,6 +141,14 @@ func uniqueCase(name string) string {
 }
 
 var caseSeq atomic.Int64
+
+// heldGate returns the function that opens the recorder's gate of case c,
+// once; the test's end opens it if the test did not.
+func heldGate(t *testing.T, c string) (open func()) {
+	open = sync.OnceFunc(func() { close(rec.gate(c)) })
+	t.Cleanup(open)
+	return open
+}
 
 // silentClient is a client that sends and never reads: whatever is written
 // to it piles up in the proxy's write buffer once the kernel's are full.
