@@ -41,7 +41,17 @@ func (e *endpoint) runDownstream(l *listener) {
 	defer h.st.downOpen.Add(-1)
 	defer e.teardown()
 	e.loopGoroutine.Store(goroutineID())
+	if !e.openDownstream(l) {
+		return
+	}
+	e.start()
+	e.run()
+}
 
+// openDownstream makes the connection's first callback, on the goroutine
+// that will make all of them. false: the connection is closed already.
+func (e *endpoint) openDownstream(l *listener) bool {
+	h := e.h
 	// Envoy: FilterManagerImpl::initializeReadFilters -> Filter::onNewConnection,
 	// before the first read. Its status only decides whether later read filters
 	// see onNewConnection; the Go filter is terminal and last, so nothing follows
@@ -60,7 +70,7 @@ func (e *endpoint) runDownstream(l *listener) {
 				"plugin", l.pluginName, "config_id", l.configID)
 		}
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
 	if f := network.DownstreamFilters.GetFilter(e.key); f != nil {
 		if t := reflect.TypeOf(f); t.Kind() == reflect.Pointer && t.Elem().Size() == 0 {
@@ -76,7 +86,7 @@ func (e *endpoint) runDownstream(l *listener) {
 	}
 	if !ok {
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
 	// The TLS handshake completes now: after onNewConnection, before any
 	// data (see Options.HandshakeFilterState).
@@ -85,6 +95,5 @@ func (e *endpoint) runDownstream(l *listener) {
 			e.setFilterState(k, v, api.StateTypeMutable)
 		}
 	}
-	e.start()
-	e.run()
+	return true
 }

@@ -408,8 +408,9 @@ func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
 	}
 }
 
-// onRead handles what the reader delivered, coalescing whatever else is already
-// queued into one multi-slice callback, as Envoy passes its whole read buffer.
+// onRead handles what the reader goroutine delivered, coalescing whatever
+// else is already queued into one multi-slice callback, as Envoy passes its
+// whole read buffer.
 func (e *endpoint) onRead(r readResult) {
 	if e.closed {
 		return
@@ -436,7 +437,14 @@ func (e *endpoint) onRead(r readResult) {
 		}
 		r = <-e.reads
 	}
-	eof := r.err != nil && errors.Is(r.err, io.EOF)
+	e.received(chunks, r.err)
+}
+
+// received is a read event, whichever driver read it: chunks is what was
+// read (one OnData), err what ended the reading (io.EOF at the end of the
+// stream), if anything did.
+func (e *endpoint) received(chunks [][]byte, err error) {
+	eof := err != nil && errors.Is(err, io.EOF)
 	half := e.upstream && e.halfClose.Load()
 	if len(chunks) > 0 && !e.closing {
 		end := eof && half
@@ -447,7 +455,7 @@ func (e *endpoint) onRead(r readResult) {
 			return
 		}
 	}
-	if r.err == nil {
+	if err == nil {
 		return
 	}
 	if eof && half {

@@ -110,16 +110,25 @@ func (e *endpoint) connect() {
 	e.mu.Unlock()
 	h.st.upReady.Add(1)
 	defer e.teardown()
+	if !e.openUpstream() {
+		return
+	}
+	e.start()
+	e.run()
+}
+
+// openUpstream makes the connection's first callback, on the goroutine that
+// will make all of them. false: the connection is closed already.
+func (e *endpoint) openUpstream() bool {
 	ok := e.invoke("OnPoolReady", func() { onUpstreamConnectionReady(e.wrapper, e.connID) })
 	// The shim moves the filter from its conn-id map to its wrapper map before
 	// calling OnPoolReady, so it is there even if OnPoolReady panicked.
 	e.hasFilter = network.UpstreamFilters.GetFilterByWrapper(e.key) != nil
 	if !ok {
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
-	e.start()
-	e.run()
+	return true
 }
 
 // fail delivers OnPoolFailure with transportFailure, what the dial said.
