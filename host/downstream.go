@@ -10,12 +10,27 @@ import (
 
 // serveDownstream starts the life of an accepted connection.
 func (h *Host) serveDownstream(l *listener, nc net.Conn) {
-	e := newEndpoint(h, false)
-	e.nc = nc
+	// A worker picked round-robin, as Envoy's listener hands an accepted
+	// socket to one of its workers; a connection that is no raw socket
+	// (TLS) gets goroutines of its own.
+	w := h.pickWorker()
+	fd := -1
+	if w != nil {
+		if fd = takeFD(nc); fd < 0 {
+			w = nil
+		}
+	}
+	e := newEndpoint(h, false, w)
 	// Envoy captures both addresses when the filter is created (Filter::
 	// initializeReadFilterCallbacks) and serves Info from those strings.
 	e.localAddr = nc.LocalAddr().String()
 	e.remoteAddr = nc.RemoteAddr().String()
+	if w != nil {
+		_ = nc.Close() // the worker's duplicate keeps the socket open
+		e.fd = fd
+	} else {
+		e.nc = nc
+	}
 	// What earlier filters of the chain put in the filter state.
 	if fs := h.opts.FilterState; fs != nil {
 		for k, v := range fs(e.remoteAddr) {
@@ -26,12 +41,21 @@ func (h *Host) serveDownstream(l *listener, nc net.Conn) {
 		}
 	}
 	if !h.addEndpoint(e) {
-		_ = nc.Close()
+		if w != nil {
+			closeFD(fd)
+		} else {
+			_ = nc.Close()
+		}
 		e.retire()
 		return
 	}
 	h.st.downAccepted.Add(1)
 	h.st.downOpen.Add(1)
+	if w != nil {
+		e.listener = l
+		w.adopt(e)
+		return
+	}
 	go e.runDownstream(l)
 }
 

@@ -52,8 +52,26 @@ type endpoint struct {
 	remoteAddr string
 	state      map[string]stateEntry // the connection's filter state
 
-	wake      chan struct{}
-	halfClose atomic.Bool // upstream only: set from any goroutine, read by the loop
+	// w is the worker that runs the connection's posted tasks (nil: the
+	// connection has goroutines of its own); queued: the endpoint is on
+	// w's ready list. Both under mu.
+	w      *worker
+	queued bool
+
+	wake      chan struct{} // goroutine driver: tasks were posted
+	halfClose atomic.Bool   // upstream only: set from any goroutine, read by the loop
+
+	// Owned by the worker driving the connection (worker.go), once it
+	// has adopted it: wk is that worker (nil: the goroutine driver).
+	wk         *worker
+	listener   *listener // downstream: for the first callback
+	fd         int
+	slot       int32  // in wk.slots; -1: not registered with epoll
+	gen        uint32 // the slot's generation, in each epoll event
+	interest   uint32 // the epoll events registered
+	outPending bool   // bytes wait in out for the socket (EPOLLOUT armed)
+	started    bool   // the first callback was made
+	finished   bool   // torn down
 
 	// Owned by the loop goroutine.
 	nc         net.Conn
@@ -103,24 +121,58 @@ type task struct {
 	err       error
 }
 
-func newEndpoint(h *Host, upstream bool) *endpoint {
+// newEndpoint makes a connection whose posted tasks go to w, or, if w is
+// nil, to goroutines of its own.
+func newEndpoint(h *Host, upstream bool, w *worker) *endpoint {
 	e := &endpoint{
 		h:        h,
 		upstream: upstream,
 		wrapper:  newWrapper(),
-		wake:     make(chan struct{}, 1),
-		reads:    make(chan readResult, readQueue),
-		done:     make(chan struct{}),
+		w:        w,
+		fd:       -1,
+		slot:     -1,
 	}
 	e.key = uint64(uintptr(e.wrapper))
-	e.out.wake = make(chan struct{}, 1)
-	e.out.startWriter = e.startWriter
 	e.out.total, e.out.peak = &h.st.writeBuffered, &h.st.writePeak
 	if !upstream && h.opts.WriteBufferLimit > 0 {
 		e.out.high = h.opts.WriteBufferLimit
 	}
+	if w == nil {
+		e.goroutineChannels()
+	}
 	registry.Store(e.wrapper, e)
 	return e
+}
+
+// goroutineChannels makes what the goroutine driver needs (and a worker's
+// connection does not: at 10,000 idle connections every byte counts).
+func (e *endpoint) goroutineChannels() {
+	e.wake = make(chan struct{}, 1)
+	e.reads = make(chan readResult, readQueue)
+	e.done = make(chan struct{})
+	e.out.wake = make(chan struct{}, 1)
+	e.out.startWriter = e.startWriter
+}
+
+// toGoroutines moves an upstream connection that its worker cannot drive
+// (the dial gave no raw socket, e.g. TLS) to the goroutine driver, before
+// its first callback; what was posted meanwhile waits for its loop.
+func (e *endpoint) toGoroutines() {
+	e.goroutineChannels()
+	e.mu.Lock()
+	e.w = nil
+	e.queued = false
+	e.mu.Unlock()
+	e.wake <- struct{}{}
+}
+
+// table is the {ptr,len} table for the connection's callbacks: its
+// worker's, or its own.
+func (e *endpoint) table() *sliceTable {
+	if e.wk != nil {
+		return &e.wk.slices
+	}
+	return &e.slices
 }
 
 func (e *endpoint) side() string {
@@ -139,7 +191,18 @@ func (e *endpoint) post(t task) bool {
 		return false
 	}
 	e.tasks = append(e.tasks, t)
+	w := e.w
+	schedule := w != nil && !e.queued
+	if schedule {
+		e.queued = true
+	}
 	e.mu.Unlock()
+	if w != nil {
+		if schedule {
+			w.schedule(e)
+		}
+		return true
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -239,6 +302,7 @@ func (e *endpoint) runTasks() {
 			return
 		}
 		e.tasks, e.spareTasks = e.spareTasks, nil
+		e.queued = false // a post from now on schedules the endpoint again
 		e.mu.Unlock()
 		for i, t := range ts {
 			if e.closed {
@@ -299,7 +363,7 @@ func (e *endpoint) write(data []byte, end bool) {
 		// there discards the data.
 		var status uint64
 		ok := e.invoke("OnWrite", func() {
-			e.slices.call([][]byte{data}, func(size, ptr uint64, n int) {
+			e.table().call([][]byte{data}, func(size, ptr uint64, n int) {
 				status = onDownstreamWrite(e.wrapper, size, ptr, n, boolInt(end))
 			})
 		})
@@ -338,6 +402,9 @@ func (e *endpoint) close(t api.ConnectionCloseType) {
 		if tc, ok := e.nc.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // close with RST
 		}
+		if e.wk != nil {
+			resetOnClose(e.fd)
+		}
 		e.closeSocket(api.LocalClose)
 	default: // NoFlush, Abort
 		// Envoy's NoFlush makes one non-blocking attempt to write what is buffered;
@@ -371,9 +438,14 @@ func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
 			e.dropWrite("connection has closed")
 		}
 	}
-	close(e.done)
+	if e.done != nil {
+		close(e.done)
+	}
 	if e.nc != nil {
 		_ = e.nc.Close()
+	}
+	if e.wk != nil {
+		e.wk.closeFD(e)
 	}
 	if e.upstream {
 		e.h.st.upClosed.Add(1)
@@ -481,7 +553,7 @@ func (e *endpoint) received(chunks [][]byte, err error) {
 // deliver calls OnData. false if the plugin panicked (the connection is closed).
 func (e *endpoint) deliver(chunks [][]byte, end bool) bool {
 	ok := e.invoke("OnData", func() {
-		e.slices.call(chunks, func(size, ptr uint64, n int) {
+		e.table().call(chunks, func(size, ptr uint64, n int) {
 			if e.upstream {
 				onUpstreamData(e.wrapper, size, ptr, n, boolInt(end))
 			} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -63,7 +64,23 @@ type Options struct {
 	// with the pod's certificate, as Istio's mTLS gives it). ctx carries
 	// ConnectTimeout and is cancelled by Close.
 	DialUpstream func(ctx context.Context, addr string) (net.Conn, error)
+	// EventLoop chooses what drives the connections (see the package
+	// documentation, "Threads"): EventLoopWorkers, a few worker goroutines
+	// each with its own epoll loop, as Envoy's worker threads; or
+	// EventLoopGoroutines, goroutines of each connection's own. Connections
+	// a worker cannot drive (not a plain TCP socket: TLS) always get
+	// goroutines. Default EventLoopGoroutines.
+	EventLoop string
+	// Workers is the number of worker goroutines (EventLoopWorkers).
+	// Default GOMAXPROCS, as Envoy's --concurrency defaults to the cores.
+	Workers int
 }
+
+// The values of Options.EventLoop.
+const (
+	EventLoopWorkers    = "workers"
+	EventLoopGoroutines = "goroutines"
+)
 
 const (
 	defaultLibraryID      = "breeze"
@@ -71,6 +88,7 @@ const (
 	defaultMaxUpstream    = 1024
 	defaultReadSize       = 16 << 10
 	defaultWriteLimit     = 1 << 20
+	defaultEventLoop      = EventLoopGoroutines
 	// readQueue chunks may wait for the event loop before the reader stops reading,
 	// which pushes back on the peer through TCP (at most 256 KiB with the default
 	// ReadSize; Envoy's default per_connection_buffer_limit_bytes is 1 MiB). Each
@@ -95,6 +113,11 @@ type Host struct {
 	listeners []*listener
 	endpoints map[*endpoint]struct{}
 	upInUse   int // upstream connections counted by the circuit breaker
+	// workers start with the first connection (EventLoopWorkers), and
+	// stop in Close once every connection has ended.
+	workers    []*worker
+	nextWorker uint32
+	noWorkers  bool // they could not start: goroutines for every connection
 
 	st counters
 }
@@ -226,6 +249,16 @@ func New(opts Options) *Host {
 	}
 	if opts.WriteBufferLimit == 0 {
 		opts.WriteBufferLimit = defaultWriteLimit
+	}
+	switch opts.EventLoop {
+	case "":
+		opts.EventLoop = defaultEventLoop
+	case EventLoopWorkers, EventLoopGoroutines:
+	default:
+		panic(fmt.Sprintf("host: Options.EventLoop %q: want %q or %q", opts.EventLoop, EventLoopWorkers, EventLoopGoroutines))
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	h := &Host{
 		opts:      opts,
@@ -377,7 +410,13 @@ func (h *Host) Close() error {
 	for h.active > 0 {
 		h.idle.Wait()
 	}
+	workers := h.workers
+	h.workers = nil
 	h.mu.Unlock()
+	// Every connection has ended: nothing can post to a worker any more.
+	for _, w := range workers {
+		w.stop()
+	}
 
 	// No connection can start any more: the C copies of the names can go.
 	for _, l := range lns {
@@ -463,6 +502,32 @@ func (h *Host) removeEndpoint(e *endpoint) {
 	h.mu.Lock()
 	delete(h.endpoints, e)
 	h.mu.Unlock()
+}
+
+// pickWorker returns the worker for a new connection, round-robin, starting
+// the workers with the first; nil: the connection gets goroutines of its
+// own (EventLoopGoroutines, or h is closed, or the workers could not start).
+func (h *Host) pickWorker() *worker {
+	if h.opts.EventLoop != EventLoopWorkers {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.noWorkers {
+		return nil
+	}
+	if h.workers == nil {
+		ws, err := startWorkers(h, h.opts.Workers)
+		if err != nil {
+			h.noWorkers = true
+			h.log.Error("host: cannot start the event-loop workers; every connection gets goroutines of its own", "err", err)
+			return nil
+		}
+		h.workers = ws
+	}
+	w := h.workers[h.nextWorker%uint32(len(h.workers))]
+	h.nextWorker++
+	return w
 }
 
 // acquireUpstream takes a circuit-breaker slot.

@@ -31,7 +31,7 @@ func start(t *testing.T, opts host.Options, plugin, upstream string) (*host.Host
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	h := host.New(opts)
+	h := newHost(t, opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,9 @@ func echoServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestEchoManyConnections(t *testing.T) {
+func TestEchoManyConnections(t *testing.T) { eachEventLoop(t, testEchoManyConnections) }
+
+func testEchoManyConnections(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	const conns, msgs = 64, 20
 	var wg sync.WaitGroup
@@ -232,7 +234,9 @@ func TestEchoManyConnections(t *testing.T) {
 	}
 }
 
-func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
+func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) { eachEventLoop(t, testWritesDeliveredAfterCallbackInOrder) }
+
+func testWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("ORDER")); err != nil {
@@ -254,7 +258,9 @@ func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 // its loop at the end of the turn that made them, as Envoy writes from its
 // worker thread, without a hand-off to the writer goroutine while the
 // socket takes them.
-func TestWritesGoOutFromTheLoop(t *testing.T) {
+func TestWritesGoOutFromTheLoop(t *testing.T) { eachEventLoop(t, testWritesGoOutFromTheLoop) }
+
+func testWritesGoOutFromTheLoop(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	const rounds = 50
@@ -276,7 +282,9 @@ func TestWritesGoOutFromTheLoop(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestLargePayloadSplitAcrossReads(t *testing.T) {
+func TestLargePayloadSplitAcrossReads(t *testing.T) { eachEventLoop(t, testLargePayloadSplitAcrossReads) }
+
+func testLargePayloadSplitAcrossReads(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	payload := make([]byte, 8<<20)
@@ -301,7 +309,9 @@ func TestLargePayloadSplitAcrossReads(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestRelayThroughUpstream(t *testing.T) {
+func TestRelayThroughUpstream(t *testing.T) { eachEventLoop(t, testRelayThroughUpstream) }
+
+func testRelayThroughUpstream(t *testing.T) {
 	up := echoServer(t)
 	h, rec, addr := start(t, host.Options{}, "relay", up)
 	const conns = 32
@@ -359,7 +369,9 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-func TestUpstreamDialFailure(t *testing.T) {
+func TestUpstreamDialFailure(t *testing.T) { eachEventLoop(t, testUpstreamDialFailure) }
+
+func testUpstreamDialFailure(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "relay", closedPort(t))
 	c := dial(t, addr)
 	line, err := bufio.NewReader(c).ReadString('\n')
@@ -383,7 +395,9 @@ func TestUpstreamDialFailure(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
+func TestUpstreamNonLiteralAddressRejected(t *testing.T) { eachEventLoop(t, testUpstreamNonLiteralAddressRejected) }
+
+func testUpstreamNonLiteralAddressRejected(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "relay", "localhost:80")
 	c := dial(t, addr)
 	if r := recv(t, rec.poolFailures, "pool failure"); r != api.LocalConnectionFailure {
@@ -400,7 +414,9 @@ func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
 	released(t, h)
 }
 
-func TestUpstreamCircuitBreaker(t *testing.T) {
+func TestUpstreamCircuitBreaker(t *testing.T) { eachEventLoop(t, testUpstreamCircuitBreaker) }
+
+func testUpstreamCircuitBreaker(t *testing.T) {
 	up := echoServer(t)
 	var log lockedBuffer
 	h, rec, addr := start(t, host.Options{MaxUpstreamConnections: 1,
@@ -431,7 +447,9 @@ func TestUpstreamCircuitBreaker(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestCloseFromFilter(t *testing.T) {
+func TestCloseFromFilter(t *testing.T) { eachEventLoop(t, testCloseFromFilter) }
+
+func testCloseFromFilter(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("CLOSE")); err != nil {
@@ -448,7 +466,9 @@ func TestCloseFromFilter(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestClientDisconnect(t *testing.T) {
+func TestClientDisconnect(t *testing.T) { eachEventLoop(t, testClientDisconnect) }
+
+func testClientDisconnect(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("hi")); err != nil {
@@ -463,7 +483,9 @@ func TestClientDisconnect(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
+func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) { eachEventLoop(t, testPanicInCallbackClosesOnlyThatConnection) }
+
+func testPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	other := dial(t, addr)
 	c := dial(t, addr)
@@ -488,7 +510,9 @@ func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
 	released(t, h)
 }
 
-func TestGetFilterStateRefused(t *testing.T) {
+func TestGetFilterStateRefused(t *testing.T) { eachEventLoop(t, testGetFilterStateRefused) }
+
+func testGetFilterStateRefused(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("GETSTATE")); err != nil {
@@ -500,7 +524,9 @@ func TestGetFilterStateRefused(t *testing.T) {
 	}
 }
 
-func TestDownstreamInfo(t *testing.T) {
+func TestDownstreamInfo(t *testing.T) { eachEventLoop(t, testDownstreamInfo) }
+
+func testDownstreamInfo(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("INFO")); err != nil {
@@ -519,7 +545,9 @@ func TestDownstreamInfo(t *testing.T) {
 
 // A callback object kept past its filter's finalization reaches Envoy with a
 // freed wrapper. The host counts that instead of crashing.
-func TestUseAfterFinalizeCounted(t *testing.T) {
+func TestUseAfterFinalizeCounted(t *testing.T) { eachEventLoop(t, testUseAfterFinalizeCounted) }
+
+func testUseAfterFinalizeCounted(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("KEEPCB")); err != nil {
@@ -543,9 +571,11 @@ func TestUseAfterFinalizeCounted(t *testing.T) {
 // finalizes an object in a reference cycle through another object (filter ->
 // session -> filter), so such a filter, everything it references, and Envoy's
 // FilterWrapper all leak. This pins that down.
-func TestCyclicFilterIsNeverFinalized(t *testing.T) {
+func TestCyclicFilterIsNeverFinalized(t *testing.T) { eachEventLoop(t, testCyclicFilterIsNeverFinalized) }
+
+func testCyclicFilterIsNeverFinalized(t *testing.T) {
 	hc, rec, cyclicAddr := start(t, host.Options{}, "cyclic", "")
-	he := host.New(host.Options{})
+	he := newHost(t, host.Options{})
 	t.Cleanup(func() { he.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -569,7 +599,9 @@ func TestCyclicFilterIsNeverFinalized(t *testing.T) {
 	}
 }
 
-func TestUpstreamHalfClose(t *testing.T) {
+func TestUpstreamHalfClose(t *testing.T) { eachEventLoop(t, testUpstreamHalfClose) }
+
+func testUpstreamHalfClose(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -616,9 +648,11 @@ func TestUpstreamHalfClose(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestHostCloseClosesConnections(t *testing.T) {
+func TestHostCloseClosesConnections(t *testing.T) { eachEventLoop(t, testHostCloseClosesConnections) }
+
+func testHostCloseClosesConnections(t *testing.T) {
 	rec := newRecorder(t.Name())
-	h := host.New(host.Options{})
+	h := newHost(t, host.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -652,7 +686,9 @@ func TestHostCloseClosesConnections(t *testing.T) {
 	released(t, h)
 }
 
-func TestTwoHostsInOneProcess(t *testing.T) {
+func TestTwoHostsInOneProcess(t *testing.T) { eachEventLoop(t, testTwoHostsInOneProcess) }
+
+func testTwoHostsInOneProcess(t *testing.T) {
 	h1, _, a1 := start(t, host.Options{LibraryID: "one"}, "echo", "")
 	h2, _, a2 := start(t, host.Options{LibraryID: "two"}, "echo", "")
 	for _, a := range []string{a1, a1, a2} {
@@ -683,7 +719,9 @@ func TestAddListenerUnknownPlugin(t *testing.T) {
 	}
 }
 
-func TestZeroSizeFilterDetected(t *testing.T) {
+func TestZeroSizeFilterDetected(t *testing.T) { eachEventLoop(t, testZeroSizeFilterDetected) }
+
+func testZeroSizeFilterDetected(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "zerosize", "")
 	c := dial(t, addr)
 	c.Close()
@@ -702,7 +740,9 @@ func TestZeroSizeFilterDetected(t *testing.T) {
 // above the limit (Envoy's watermarks, readDisable), so the bytes the host
 // holds for it stay bounded instead of growing with what it sends. When it
 // reads, everything arrives, in order.
-func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
+func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) { eachEventLoop(t, testWriteBufferLimitHoldsBackClientThatDoesNotRead) }
+
+func testWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 	const limit, readSize = 64 << 10, 4 << 10
 	h, _, addr := start(t, host.Options{WriteBufferLimit: limit, ReadSize: readSize}, "echo", "")
 	c := dial(t, addr)
@@ -763,7 +803,9 @@ func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 // TestNoWriteBufferLimitAsInEnvoy: with a negative limit the host behaves as
 // Envoy does with the Go filter, whose watermark callbacks are empty: it keeps
 // reading a client that does not read, and buffers what it is given.
-func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
+func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) { eachEventLoop(t, testNoWriteBufferLimitAsInEnvoy) }
+
+func testNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 	h, _, addr := start(t, host.Options{WriteBufferLimit: -1}, "echo", "")
 	c := dial(t, addr)
 	payload := make([]byte, 16<<20)
@@ -794,7 +836,9 @@ func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 // socket): its connection carries the relay, and a dial that outlasts
 // ConnectTimeout fails the connection with Timeout, as Envoy's
 // connect_timeout does.
-func TestDialUpstream(t *testing.T) {
+func TestDialUpstream(t *testing.T) { eachEventLoop(t, testDialUpstream) }
+
+func testDialUpstream(t *testing.T) {
 	up := echoServer(t)
 	var dialed []string
 	var mu sync.Mutex
@@ -829,4 +873,31 @@ func TestDialUpstream(t *testing.T) {
 			t.Fatalf("a dial past ConnectTimeout failed with %v, want Timeout", r)
 		}
 	})
+}
+
+// eachEventLoop runs test once per driver of Options.EventLoop, as the
+// subtests "workers" and "goroutines": every semantic the host keeps must
+// hold in both.
+func eachEventLoop(t *testing.T, test func(t *testing.T)) {
+	for _, loop := range []string{host.EventLoopWorkers, host.EventLoopGoroutines} {
+		t.Run(loop, test)
+	}
+}
+
+// eventLoopOf is the driver a test runs against: the name of its subtest
+// of eachEventLoop.
+func eventLoopOf(t *testing.T) string {
+	parts := strings.Split(t.Name(), "/")
+	if len(parts) < 2 || (parts[1] != host.EventLoopWorkers && parts[1] != host.EventLoopGoroutines) {
+		t.Fatalf("test %s does not run under eachEventLoop", t.Name())
+	}
+	return parts[1]
+}
+
+// newHost is host.New with the test's driver.
+func newHost(t *testing.T, opts host.Options) *host.Host {
+	if opts.EventLoop == "" {
+		opts.EventLoop = eventLoopOf(t)
+	}
+	return host.New(opts)
 }

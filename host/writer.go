@@ -99,11 +99,12 @@ func (w *writeBuffer) release() {
 	w.mu.Unlock()
 }
 
+// requestFlush asks for taskFlushed (goroutine driver) or a close (worker)
+// once the buffer is drained; the driver's end-of-turn write sees it.
 func (w *writeBuffer) requestFlush() {
 	w.mu.Lock()
 	w.flush = true
 	w.mu.Unlock()
-	w.signal()
 }
 
 // signal hands work to the writer goroutine, starting one if none runs:
