@@ -267,7 +267,9 @@ func testFilterStateReadOnlyTwice(t *testing.T) {
 }
 
 // Anything but the shim's downstream callback is refused, without a call.
-func TestFilterStateRefusesOtherCallbacks(t *testing.T) { eachEventLoop(t, testFilterStateRefusesOtherCallbacks) }
+func TestFilterStateRefusesOtherCallbacks(t *testing.T) {
+	eachEventLoop(t, testFilterStateRefusesOtherCallbacks)
+}
 
 func testFilterStateRefusesOtherCallbacks(t *testing.T) {
 	for _, cb := range []api.ConnectionCallback{nil, fakeCallback{}, (*fakeCallbackPtr)(nil)} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -69,7 +70,8 @@ type Options struct {
 	// each with its own epoll loop, as Envoy's worker threads; or
 	// EventLoopGoroutines, goroutines of each connection's own. Connections
 	// a worker cannot drive (not a plain TCP socket: TLS) always get
-	// goroutines. Default EventLoopGoroutines.
+	// goroutines. Default: $BREEZE_HOST_EVENT_LOOP (EventLoopEnv) if set,
+	// else EventLoopWorkers.
 	EventLoop string
 	// Workers is the number of worker goroutines (EventLoopWorkers).
 	// Default GOMAXPROCS, as Envoy's --concurrency defaults to the cores.
@@ -82,13 +84,19 @@ const (
 	EventLoopGoroutines = "goroutines"
 )
 
+// EventLoopEnv names the environment variable that chooses the event loop
+// of Hosts whose Options leave it unset: a way to measure both drivers
+// with the same binary or benchmark (breeze run, bench/), without a
+// configuration field for what is the standalone host's own business.
+const EventLoopEnv = "BREEZE_HOST_EVENT_LOOP"
+
 const (
 	defaultLibraryID      = "breeze"
 	defaultConnectTimeout = 5 * time.Second
 	defaultMaxUpstream    = 1024
 	defaultReadSize       = 16 << 10
 	defaultWriteLimit     = 1 << 20
-	defaultEventLoop      = EventLoopGoroutines
+	defaultEventLoop      = EventLoopWorkers
 	// readQueue chunks may wait for the event loop before the reader stops reading,
 	// which pushes back on the peer through TCP (at most 256 KiB with the default
 	// ReadSize; Envoy's default per_connection_buffer_limit_bytes is 1 MiB). Each
@@ -250,12 +258,15 @@ func New(opts Options) *Host {
 	if opts.WriteBufferLimit == 0 {
 		opts.WriteBufferLimit = defaultWriteLimit
 	}
+	if opts.EventLoop == "" {
+		opts.EventLoop = os.Getenv(EventLoopEnv)
+	}
 	switch opts.EventLoop {
 	case "":
 		opts.EventLoop = defaultEventLoop
 	case EventLoopWorkers, EventLoopGoroutines:
 	default:
-		panic(fmt.Sprintf("host: Options.EventLoop %q: want %q or %q", opts.EventLoop, EventLoopWorkers, EventLoopGoroutines))
+		panic(fmt.Sprintf("host: event loop %q (Options.EventLoop or $%s): want %q or %q", opts.EventLoop, EventLoopEnv, EventLoopWorkers, EventLoopGoroutines))
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)

@@ -234,7 +234,9 @@ func testEchoManyConnections(t *testing.T) {
 	}
 }
 
-func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) { eachEventLoop(t, testWritesDeliveredAfterCallbackInOrder) }
+func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
+	eachEventLoop(t, testWritesDeliveredAfterCallbackInOrder)
+}
 
 func testWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
@@ -282,7 +284,9 @@ func testWritesGoOutFromTheLoop(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestLargePayloadSplitAcrossReads(t *testing.T) { eachEventLoop(t, testLargePayloadSplitAcrossReads) }
+func TestLargePayloadSplitAcrossReads(t *testing.T) {
+	eachEventLoop(t, testLargePayloadSplitAcrossReads)
+}
 
 func testLargePayloadSplitAcrossReads(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
@@ -395,7 +399,9 @@ func testUpstreamDialFailure(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestUpstreamNonLiteralAddressRejected(t *testing.T) { eachEventLoop(t, testUpstreamNonLiteralAddressRejected) }
+func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
+	eachEventLoop(t, testUpstreamNonLiteralAddressRejected)
+}
 
 func testUpstreamNonLiteralAddressRejected(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "relay", "localhost:80")
@@ -483,7 +489,9 @@ func testClientDisconnect(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) { eachEventLoop(t, testPanicInCallbackClosesOnlyThatConnection) }
+func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
+	eachEventLoop(t, testPanicInCallbackClosesOnlyThatConnection)
+}
 
 func testPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
@@ -571,7 +579,9 @@ func testUseAfterFinalizeCounted(t *testing.T) {
 // finalizes an object in a reference cycle through another object (filter ->
 // session -> filter), so such a filter, everything it references, and Envoy's
 // FilterWrapper all leak. This pins that down.
-func TestCyclicFilterIsNeverFinalized(t *testing.T) { eachEventLoop(t, testCyclicFilterIsNeverFinalized) }
+func TestCyclicFilterIsNeverFinalized(t *testing.T) {
+	eachEventLoop(t, testCyclicFilterIsNeverFinalized)
+}
 
 func testCyclicFilterIsNeverFinalized(t *testing.T) {
 	hc, rec, cyclicAddr := start(t, host.Options{}, "cyclic", "")
@@ -740,7 +750,9 @@ func testZeroSizeFilterDetected(t *testing.T) {
 // above the limit (Envoy's watermarks, readDisable), so the bytes the host
 // holds for it stay bounded instead of growing with what it sends. When it
 // reads, everything arrives, in order.
-func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) { eachEventLoop(t, testWriteBufferLimitHoldsBackClientThatDoesNotRead) }
+func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
+	eachEventLoop(t, testWriteBufferLimitHoldsBackClientThatDoesNotRead)
+}
 
 func testWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 	const limit, readSize = 64 << 10, 4 << 10
@@ -900,4 +912,105 @@ func newHost(t *testing.T, opts host.Options) *host.Host {
 		opts.EventLoop = eventLoopOf(t)
 	}
 	return host.New(opts)
+}
+
+// opaqueConn hides the socket of a net.Conn, as a TLS connection does: a
+// worker cannot drive it as a raw descriptor.
+type opaqueConn struct{ net.Conn }
+
+type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return opaqueConn{c}, nil
+}
+
+// Connections that are no plain socket (TLS, from the listener or from
+// DialUpstream) keep goroutines of their own under the workers driver, and
+// behave the same: relayed both ways, closed, released.
+func TestConnectionsWithoutRawSocket(t *testing.T) { eachEventLoop(t, testConnectionsWithoutRawSocket) }
+
+func testConnectionsWithoutRawSocket(t *testing.T) {
+	up := echoServer(t)
+	rec := newRecorder(t.Name())
+	h := newHost(t, host.Options{
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		DialUpstream: func(ctx context.Context, a string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err != nil {
+				return nil, err
+			}
+			return opaqueConn{c}, nil
+		}})
+	t.Cleanup(func() { h.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddListener(opaqueListener{ln}, "relay", config(t.Name(), up)); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, ln.Addr().String())
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		msg := fmt.Sprintf("opaque %d\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != msg {
+			t.Fatalf("relayed %q, %v; want %q", line, err, msg)
+		}
+	}
+	c.Close()
+	if ev := recv(t, rec.events, "downstream close"); ev != api.RemoteClose {
+		t.Errorf("downstream closed with %v, want RemoteClose", ev)
+	}
+	if ev := recv(t, rec.upEvents, "upstream close"); ev != api.LocalClose {
+		t.Errorf("upstream closed with %v, want LocalClose", ev)
+	}
+	released(t, h)
+	noAborts(t, h)
+}
+
+// An idle connection costs the workers driver no goroutine (Envoy's idle
+// connection costs no thread); the goroutine driver spends one per
+// connection at least (its reader, waiting in the poller).
+func TestIdleConnectionGoroutines(t *testing.T) { eachEventLoop(t, testIdleConnectionGoroutines) }
+
+func testIdleConnectionGoroutines(t *testing.T) {
+	const n = 50
+	h, _, addr := start(t, host.Options{}, "echo", "")
+	// One connection first, so that the workers have started.
+	first := dial(t, addr)
+	if _, err := first.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, first, 1)
+	before := runtime.NumGoroutine()
+	for range n {
+		c := dial(t, addr)
+		if _, err := c.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, c, 1) // accepted and served: now idle
+	}
+	grew := runtime.NumGoroutine() - before
+	switch eventLoopOf(t) {
+	case host.EventLoopWorkers:
+		// Slack for goroutines of the runtime and the test's own.
+		if grew >= n/2 {
+			t.Errorf("%d idle connections added %d goroutines; the workers driver should add none", n, grew)
+		}
+	case host.EventLoopGoroutines:
+		if grew < n {
+			t.Errorf("%d idle connections added %d goroutines; the goroutine driver has a reader per connection", n, grew)
+		}
+	}
+	if s := h.Stats(); s.DownstreamOpen != n+1 {
+		t.Errorf("DownstreamOpen = %d, want %d", s.DownstreamOpen, n+1)
+	}
 }

@@ -71,9 +71,9 @@ type worker struct {
 	free                      []int32     // free slots
 	gen                       uint32
 	events                    [128]unix.EpollEvent
-	scratch                   []byte        // one read event's bytes
-	readIov                   []unix.Iovec  // scratch, in ReadSize chunks
-	chunks                    [][]byte      // the chunks of one read
+	scratch                   []byte       // one read event's bytes
+	readIov                   []unix.Iovec // scratch, in ReadSize chunks
+	chunks                    [][]byte     // the chunks of one read
 	writeIov                  [maxDirectIovecs]unix.Iovec
 	slices                    sliceTable // the {ptr,len} table of every callback
 	wakeBuf                   [8]byte
@@ -151,7 +151,7 @@ func (w *worker) schedule(e *endpoint) {
 // wakeLocked reports whether the caller must write the eventfd: only when
 // the worker sleeps and nobody has woken it yet.
 func (w *worker) wakeLocked() bool {
-	if !w.sleeping || w.woken {
+	if !w.sleeping || w.woken || w.stopping {
 		return false
 	}
 	w.woken = true
