@@ -3,12 +3,13 @@
 package host
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,10 +29,11 @@ import (
 //
 // Posts from other goroutines (another worker's upstream callback writing
 // to a downstream connection, the plugin's own goroutines, Host.Close) put
-// the endpoint on its worker's ready list and write the worker's eventfd
-// if, and only if, it sleeps in epoll_wait and has not been woken yet, as
-// DispatcherImpl::post wakes its loop only when its post list was empty: a
-// worker posting to its own connections makes no system call for it.
+// the endpoint on its worker's ready list, and wake the worker if, and only
+// if, it sleeps and nobody has woken it yet, as DispatcherImpl::post wakes
+// its loop only when its post list was empty: a worker posting to its own
+// connections does nothing more. How a worker sleeps and is woken: see
+// wait.
 //
 // Sockets come from Go's net package, accepted by the listener or dialled
 // with the Host's connect timeout, and are then duplicated
@@ -42,27 +44,20 @@ import (
 // dial timeouts and cancellation by Host.Close, exactly as with the
 // goroutine driver.
 
-// wakeSlot marks the eventfd in an epoll event's data.
-const wakeSlot = -1
-
-// eventfdOne is the 8 bytes written to an eventfd to wake its worker.
-var eventfdOne = func() (b [8]byte) {
-	binary.NativeEndian.PutUint64(b[:], 1)
-	return b
-}()
+// aLongTimeAgo is a read deadline in the past: it wakes a parked worker.
+var aLongTimeAgo = time.Unix(1, 0)
 
 type worker struct {
 	h    *Host
 	epfd int
-	efd  int // eventfd: posts wake the worker through it
 	gid  uint64
 	done chan struct{}
 
 	mu       sync.Mutex
 	incoming []*endpoint // connections to adopt: their first callback
 	ready    []*endpoint // connections with posted tasks
-	sleeping bool        // in (or about to enter) epoll_wait
-	woken    bool        // the eventfd was written and not read yet
+	sleeping bool        // parked in wait (or about to park)
+	woken    bool        // a post woke it; the next need not
 	stopping bool
 
 	// Owned by the worker goroutine.
@@ -76,7 +71,15 @@ type worker struct {
 	chunks                    [][]byte     // the chunks of one read
 	writeIov                  [maxDirectIovecs]unix.Iovec
 	slices                    sliceTable // the {ptr,len} table of every callback
-	wakeBuf                   [8]byte
+
+	// Parking: the epoll fd, non-blocking, in Go's own poller, and the
+	// one function RawConn.Read runs (see wait).
+	epf     *os.File
+	epoll   syscall.RawConn
+	pollFD  func(uintptr) bool
+	n       int
+	waitErr error
+	slept   bool
 }
 
 // startWorkers starts n workers for h.
@@ -101,23 +104,25 @@ func newWorker(h *Host) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
+	if err := unix.SetNonblock(epfd, true); err != nil {
 		_ = unix.Close(epfd)
 		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
-		_ = unix.Close(epfd)
-		_ = unix.Close(efd)
+	// Non-blocking, the epoll fd goes into Go's poller (see wait).
+	epf := os.NewFile(uintptr(epfd), "epoll")
+	epoll, err := epf.SyscallConn()
+	if err != nil {
+		_ = epf.Close()
 		return nil, err
 	}
 	// At most readQueue chunks of ReadSize per read event, as the
 	// goroutine driver's reader queues at most that many for one OnData
 	// (about Envoy's read limit per event).
 	size := h.opts.ReadSize
-	w := &worker{h: h, epfd: epfd, efd: efd, done: make(chan struct{}),
-		scratch: make([]byte, size*readQueue), readIov: make([]unix.Iovec, readQueue)}
+	w := &worker{h: h, epfd: epfd, done: make(chan struct{}),
+		scratch: make([]byte, size*readQueue), readIov: make([]unix.Iovec, readQueue),
+		epf: epf, epoll: epoll}
+	w.pollFD = w.poll
 	for i := range w.readIov {
 		w.readIov[i].Base = &w.scratch[i*size]
 		w.readIov[i].SetLen(size)
@@ -148,8 +153,8 @@ func (w *worker) schedule(e *endpoint) {
 	}
 }
 
-// wakeLocked reports whether the caller must write the eventfd: only when
-// the worker sleeps and nobody has woken it yet.
+// wakeLocked reports whether the caller must wake the worker: only when it
+// sleeps and nobody has woken it yet.
 func (w *worker) wakeLocked() bool {
 	if !w.sleeping || w.woken || w.stopping {
 		return false
@@ -158,13 +163,9 @@ func (w *worker) wakeLocked() bool {
 	return true
 }
 
+// wake makes the parked worker's wait return (see there).
 func (w *worker) wake() {
-	for {
-		_, err := unix.Write(w.efd, eventfdOne[:])
-		if err != unix.EINTR {
-			return
-		}
-	}
+	_ = w.epf.SetReadDeadline(aLongTimeAgo)
 }
 
 // stop ends the worker once it has no connection left (Host.Close).
@@ -179,8 +180,7 @@ func (w *worker) stop() {
 
 func (w *worker) loop() {
 	defer func() {
-		_ = unix.Close(w.epfd)
-		_ = unix.Close(w.efd)
+		_ = w.epf.Close()
 		w.slices.free()
 		close(w.done)
 	}()
@@ -191,24 +191,85 @@ func (w *worker) loop() {
 			w.mu.Unlock()
 			return
 		}
-		timeout := 0
-		if len(w.incoming) == 0 && len(w.ready) == 0 {
-			timeout = -1
-			w.sleeping = true
-		}
 		w.mu.Unlock()
-		n, err := unix.EpollWait(w.epfd, w.events[:], timeout)
-		if timeout != 0 {
-			w.mu.Lock()
-			w.sleeping = false
-			w.mu.Unlock()
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			// Only a bad epoll fd fails here: a bug, and not recoverable.
-			panic("host: epoll_wait: " + err.Error())
-		}
-		w.turn(max(n, 0))
+		w.turn(w.wait())
 	}
+}
+
+// wait returns the number of ready events in w.events, parking the worker
+// until there is one or something is posted.
+//
+// The worker parks in Go's own poller, which watches the epoll fd
+// (readable when an event of its set is ready), through RawConn.Read:
+// parked, it holds no thread, and its wake-up is a goroutine's, not a
+// thread's return from a blocking epoll_wait that must then win a P back
+// from the scheduler (measured dearer on a busy machine: 27.5-31.7
+// against 22.2-28.0 µs of CPU per request in BenchmarkProxyDubbo, four
+// alternating runs).
+//
+// A post wakes a parked worker by setting the epoll file's read deadline
+// in the past, which makes the pending RawConn.Read return: no system
+// call, where Envoy's DispatcherImpl::post writes an eventfd. An eventfd
+// in the epoll set did the same here for a write on the waker's side and
+// the kernel's and Go's pollers between the two goroutines, measured
+// about 15% dearer per request (20.6-23.1 against 17.2-20.0 µs, four
+// alternating runs). Unlike a socket read through RawConn.Read (which
+// clears the poller's readiness first), no wake-up is empty: a woken
+// worker always has a post or an event.
+func (w *worker) wait() int {
+	w.n, w.waitErr = 0, nil
+	err := w.epoll.Read(w.pollFD)
+	if w.slept {
+		w.slept = false
+		w.mu.Lock()
+		w.sleeping = false
+		w.woken = false
+		w.mu.Unlock()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A post woke it (maybe late: a waker that lost the race with an
+		// event sets the deadline after this wake-up, and the next wait
+		// returns at once, for one empty turn).
+		_ = w.epf.SetReadDeadline(time.Time{})
+		err = nil
+	}
+	if err == nil {
+		err = w.waitErr
+	}
+	if err != nil {
+		// Only a bad epoll fd fails here: a bug, and not recoverable.
+		panic("host: epoll_wait: " + err.Error())
+	}
+	return w.n
+}
+
+// poll is wait's RawConn.Read function: true when there is something to
+// do, false to park until the epoll fd is readable.
+func (w *worker) poll(uintptr) bool {
+	for {
+		n, err := unix.EpollWait(w.epfd, w.events[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			w.waitErr = err
+			return true
+		}
+		if n > 0 {
+			w.n = n
+			return true
+		}
+		break
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopping || len(w.incoming) > 0 || len(w.ready) > 0 {
+		return true
+	}
+	// From here a post wakes the worker.
+	w.sleeping = true
+	w.slept = true
+	return false
 }
 
 // turn handles n ready events, then the connections adopted and posted to
@@ -216,10 +277,6 @@ func (w *worker) loop() {
 func (w *worker) turn(n int) {
 	for i := range n {
 		ev := w.events[i]
-		if ev.Fd == wakeSlot {
-			w.drainWake()
-			continue
-		}
 		e := w.slots[ev.Fd]
 		if e == nil || e.gen != uint32(ev.Pad) {
 			continue // closed earlier in this turn
@@ -249,18 +306,6 @@ func (w *worker) turn(n int) {
 	}
 	clear(ready)
 	w.spareReady = ready[:0]
-}
-
-func (w *worker) drainWake() {
-	for {
-		_, err := unix.Read(w.efd, w.wakeBuf[:])
-		if err != unix.EINTR {
-			break
-		}
-	}
-	w.mu.Lock()
-	w.woken = false
-	w.mu.Unlock()
 }
 
 // open makes e's first callback and registers its socket.
