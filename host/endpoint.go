@@ -15,23 +15,26 @@ import (
 )
 
 // An endpoint is one connection, downstream or upstream, with the pieces Envoy
-// gives it: a dispatcher (the event loop goroutine, standing in for the worker
-// thread that owns the connection), a read path and a write buffer.
+// gives it: a dispatcher (the event loop that stands in for the worker thread
+// that owns the connection), a read path and a write buffer.
 //
-// Threads:
-//   - the loop goroutine makes every shim callback of the connection, one at a
-//     time, and owns the connection state;
-//   - a reader goroutine reads the socket and hands the bytes to the loop in pooled
-//     chunks; while the connection is idle it waits in the runtime poller holding
-//     no buffer (reader.go);
-//   - the loop writes what a turn queued at the end of that turn, non-blocking
-//     (direct.go); a writer goroutine drains what the socket did not take, so that
-//     a peer that does not read never blocks the loop (Envoy's writes are
-//     non-blocking and its write buffer unbounded for the Go filter); a downstream
-//     connection whose write buffer is above Options.WriteBufferLimit is not read
-//     meanwhile;
-//   - any goroutine may post writes and closes (the C API), which the loop runs in
-//     order after the current callback returns, like Dispatcher::post.
+// The callback logic (received, deliver, write, close, closeSocket, runTasks) is
+// the same whichever driver does the I/O:
+//   - the worker driver (worker_linux.go, wk != nil): a worker goroutine's epoll
+//     loop reads the socket, makes the callbacks, runs the posted tasks and
+//     writes, for many connections;
+//   - the goroutine driver (w == nil): the loop goroutine (run) makes every
+//     callback and owns the connection state; a reader goroutine reads the
+//     socket and hands the bytes to the loop in pooled chunks, waiting in the
+//     runtime poller holding no buffer while idle (reader.go); the loop writes
+//     what a turn queued at the end of that turn, non-blocking (direct.go), and a
+//     writer goroutine drains what the socket did not take (writer.go).
+//
+// In both, Envoy's writes are non-blocking and its write buffer unbounded for the
+// Go filter; a downstream connection whose write buffer is above
+// Options.WriteBufferLimit is not read meanwhile. Any goroutine may post writes
+// and closes (the C API), which the loop runs in order after the current callback
+// returns, like Dispatcher::post.
 type endpoint struct {
 	h        *Host
 	upstream bool

@@ -215,8 +215,9 @@ type Stats struct {
 	WriteBufferedPeak int64
 	// DirectWrites counts writev calls made by a connection's loop at the
 	// end of its turn (the common case, as Envoy writes from its worker);
-	// WriterBatches the batches the writer goroutine wrote: what a socket
-	// did not take at once.
+	// WriterBatches the writes of what a socket did not take at once: by
+	// the writer goroutine (goroutine driver), or by the worker once the
+	// socket takes more (workers driver).
 	DirectWrites, WriterBatches uint64
 	// EnvoyWouldAbort counts events after which a real Envoy process would have
 	// aborted or corrupted memory: recovered panics, connections the shim created

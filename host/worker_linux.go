@@ -111,6 +111,11 @@ func newWorker(h *Host) (*worker, error) {
 	// Non-blocking, the epoll fd goes into Go's poller (see wait).
 	epf := os.NewFile(uintptr(epfd), "epoll")
 	epoll, err := epf.SyscallConn()
+	if err == nil {
+		// Fails (os.ErrNoDeadline) if Go's poller did not take the fd:
+		// then nothing could wake a parked worker.
+		err = epf.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		_ = epf.Close()
 		return nil, err
