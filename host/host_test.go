@@ -494,7 +494,9 @@ func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
 }
 
 func testPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
-	h, rec, addr := start(t, host.Options{}, "echo", "")
+	// One worker: the other connection is on the worker whose callback
+	// panicked, which must go on serving it.
+	h, rec, addr := start(t, host.Options{Workers: 1}, "echo", "")
 	other := dial(t, addr)
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("PANIC")); err != nil {
@@ -1013,4 +1015,39 @@ func testIdleConnectionGoroutines(t *testing.T) {
 	if s := h.Stats(); s.DownstreamOpen != n+1 {
 		t.Errorf("DownstreamOpen = %d, want %d", s.DownstreamOpen, n+1)
 	}
+}
+
+// A client that does not read its replies holds up no other connection of
+// its worker: writes never block the loop, what the socket refuses waits.
+func TestSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
+	eachEventLoop(t, testSlowReaderHoldsUpNoOtherConnection)
+}
+
+func testSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
+	h, _, addr := start(t, host.Options{Workers: 1, WriteBufferLimit: -1}, "echo", "")
+	slow := dial(t, addr)
+	payload := make([]byte, 8<<20) // more than the kernel's buffers hold
+	if _, err := slow.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the slow reader's replies buffered in the host", func() bool {
+		return h.Stats().WriteBuffered > 0
+	})
+	other := dial(t, addr)
+	for i := range 3 {
+		msg := fmt.Sprintf("meanwhile %d", i)
+		if _, err := other.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(readN(t, other, len(msg))); got != msg {
+			t.Fatalf("the other connection got %q, want %q", got, msg)
+		}
+	}
+	if got := readN(t, slow, len(payload)); !bytes.Equal(got, payload) {
+		t.Fatal("the slow reader's echo differs")
+	}
+	slow.Close()
+	other.Close()
+	released(t, h)
+	noAborts(t, h)
 }
