@@ -64,7 +64,7 @@ type endpoint struct {
 	wake      chan struct{} // goroutine driver: tasks were posted
 	halfClose atomic.Bool   // upstream only: set from any goroutine, read by the loop
 
-	// Owned by the worker driving the connection (worker.go), once it
+	// Owned by the worker driving the connection (worker_linux.go), once it
 	// has adopted it: wk is that worker (nil: the goroutine driver).
 	wk         *worker
 	listener   *listener // downstream: for the first callback

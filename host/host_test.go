@@ -1051,3 +1051,16 @@ func testSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
 	released(t, h)
 	noAborts(t, h)
 }
+
+// An EventLoop the host does not know is a programming error, refused at
+// once rather than silently replaced by the default.
+func TestUnknownEventLoopRefused(t *testing.T) {
+	defer func() {
+		r := recover()
+		if r == nil || !strings.Contains(fmt.Sprint(r), "threads") {
+			t.Errorf("host.New with EventLoop \"threads\" recovered %v; want a panic naming it", r)
+		}
+	}()
+	h := host.New(host.Options{EventLoop: "threads"})
+	h.Close()
+}

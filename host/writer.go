@@ -110,7 +110,7 @@ func (w *writeBuffer) requestFlush() {
 // signal hands work to the writer goroutine, starting one if none runs:
 // the writer exits when it has nothing left, so that an idle connection
 // (most of them, at 10,000) costs no goroutine for writing. Called on the
-// loop goroutine only (its flushOut and close), which also waits for the
+// loop goroutine only (its flushOut), which also waits for the
 // writer in teardown.
 func (w *writeBuffer) signal() {
 	w.mu.Lock()
