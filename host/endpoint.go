@@ -76,7 +76,8 @@ type endpoint struct {
 	started    bool   // the first callback was made
 	finished   bool   // torn down
 
-	// Owned by the loop goroutine.
+	// Owned by the goroutine making the callbacks (the loop goroutine, or
+	// the worker).
 	nc         net.Conn
 	reads      chan readResult
 	done       chan struct{} // closed when the socket is closed
@@ -94,7 +95,8 @@ type endpoint struct {
 	readPaused bool           // downstream: write buffer above its high watermark, reads wait
 	// unfinalizable: the filter is zero-size, so the shim's finalizer never runs.
 	unfinalizable bool
-	// loopGoroutine is the id of the loop goroutine (downstream only): the
+	// loopGoroutine is the id of the goroutine making the callbacks (its
+	// worker's or its loop goroutine; read for downstream only): the
 	// host's worker thread of the connection (see getFilterState).
 	loopGoroutine atomic.Uint64
 }
@@ -597,7 +599,8 @@ func (e *endpoint) readLoop() {
 	}
 }
 
-// teardown runs on the loop goroutine after the socket is closed.
+// teardown runs on the loop goroutine (or the worker) after the socket is
+// closed.
 func (e *endpoint) teardown() {
 	e.io.Wait()
 	e.slices.free()
