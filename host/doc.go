@@ -13,15 +13,33 @@
 //
 // # Threads
 //
-// Each connection, downstream or upstream, has its own event-loop goroutine that
-// makes all of that connection's callbacks, one at a time, like the Envoy worker
-// thread that owns it. Writes and closes from the plugin (from any goroutine,
-// including from inside a callback) copy their bytes at once and are posted to that
-// loop, which runs them after the current callback returns, in order. A reader
-// goroutine and a writer goroutine per connection do the socket I/O, so a slow peer
-// never blocks callbacks. Upstream connections get their own loop goroutine, never a
-// downstream connection's: as in Envoy (which picks a worker round-robin), upstream
-// callbacks run concurrently with downstream ones.
+// Every connection, downstream or upstream, belongs to one event loop that makes
+// all of its callbacks, one at a time, like the Envoy worker thread that owns it.
+// Writes and closes from the plugin (from any goroutine, including from inside a
+// callback) copy their bytes at once and are posted to that loop, which runs them
+// after the current callback returns, in order, and writes what a turn queued at
+// its end, non-blocking; what the socket refuses waits in the connection's write
+// buffer, so a slow peer never blocks callbacks. Options.EventLoop chooses the
+// loops:
+//
+//   - "workers" (the default), Envoy's model: a few worker goroutines (default
+//     GOMAXPROCS, Options.Workers), each with its own epoll set. Connections are
+//     assigned round-robin, downstream ones when accepted and upstream ones when
+//     connected, as Envoy picks a worker. A worker reads a ready socket into its
+//     own scratch buffer, calls OnData, runs what was posted and writes with one
+//     writev; EPOLLOUT waits for what the socket refused. An idle connection holds
+//     no goroutine and no buffer. A post from another goroutine puts the connection
+//     on its worker's ready list and wakes the worker only if it is parked. The
+//     sockets come from Go's net package (accept, dial with the connect timeout)
+//     and are duplicated for the worker.
+//   - "goroutines": each connection has a loop goroutine of its own, a reader
+//     goroutine waiting in Go's poller, and a writer goroutine while the socket
+//     refuses bytes.
+//
+// Connections a worker cannot drive as a plain socket (a TLS net.Conn from the
+// listener or from Options.DialUpstream) get goroutines in either model. Upstream
+// callbacks run on another loop than the downstream connection's that asked for
+// the connection, concurrently with downstream ones, as in Envoy.
 //
 // # One C API per process
 //

@@ -10,12 +10,27 @@ import (
 
 // serveDownstream starts the life of an accepted connection.
 func (h *Host) serveDownstream(l *listener, nc net.Conn) {
-	e := newEndpoint(h, false)
-	e.nc = nc
+	// A worker picked round-robin, as Envoy's listener hands an accepted
+	// socket to one of its workers; a connection that is no raw socket
+	// (TLS) gets goroutines of its own.
+	w := h.pickWorker()
+	fd := -1
+	if w != nil {
+		if fd = takeFD(nc); fd < 0 {
+			w = nil
+		}
+	}
+	e := newEndpoint(h, false, w)
 	// Envoy captures both addresses when the filter is created (Filter::
 	// initializeReadFilterCallbacks) and serves Info from those strings.
 	e.localAddr = nc.LocalAddr().String()
 	e.remoteAddr = nc.RemoteAddr().String()
+	if w != nil {
+		_ = nc.Close() // the worker's duplicate keeps the socket open
+		e.fd = fd
+	} else {
+		e.nc = nc
+	}
 	// What earlier filters of the chain put in the filter state.
 	if fs := h.opts.FilterState; fs != nil {
 		for k, v := range fs(e.remoteAddr) {
@@ -26,12 +41,21 @@ func (h *Host) serveDownstream(l *listener, nc net.Conn) {
 		}
 	}
 	if !h.addEndpoint(e) {
-		_ = nc.Close()
+		if w != nil {
+			closeFD(fd)
+		} else {
+			_ = nc.Close()
+		}
 		e.retire()
 		return
 	}
 	h.st.downAccepted.Add(1)
 	h.st.downOpen.Add(1)
+	if w != nil {
+		e.listener = l
+		w.adopt(e)
+		return
+	}
 	go e.runDownstream(l)
 }
 
@@ -41,7 +65,17 @@ func (e *endpoint) runDownstream(l *listener) {
 	defer h.st.downOpen.Add(-1)
 	defer e.teardown()
 	e.loopGoroutine.Store(goroutineID())
+	if !e.openDownstream(l) {
+		return
+	}
+	e.start()
+	e.run()
+}
 
+// openDownstream makes the connection's first callback, on the goroutine
+// that will make all of them. false: the connection is closed already.
+func (e *endpoint) openDownstream(l *listener) bool {
+	h := e.h
 	// Envoy: FilterManagerImpl::initializeReadFilters -> Filter::onNewConnection,
 	// before the first read. Its status only decides whether later read filters
 	// see onNewConnection; the Go filter is terminal and last, so nothing follows
@@ -60,7 +94,7 @@ func (e *endpoint) runDownstream(l *listener) {
 				"plugin", l.pluginName, "config_id", l.configID)
 		}
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
 	if f := network.DownstreamFilters.GetFilter(e.key); f != nil {
 		if t := reflect.TypeOf(f); t.Kind() == reflect.Pointer && t.Elem().Size() == 0 {
@@ -76,7 +110,7 @@ func (e *endpoint) runDownstream(l *listener) {
 	}
 	if !ok {
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
 	// The TLS handshake completes now: after onNewConnection, before any
 	// data (see Options.HandshakeFilterState).
@@ -85,6 +119,5 @@ func (e *endpoint) runDownstream(l *listener) {
 			e.setFilterState(k, v, api.StateTypeMutable)
 		}
 	}
-	e.start()
-	e.run()
+	return true
 }

@@ -15,23 +15,26 @@ import (
 )
 
 // An endpoint is one connection, downstream or upstream, with the pieces Envoy
-// gives it: a dispatcher (the event loop goroutine, standing in for the worker
-// thread that owns the connection), a read path and a write buffer.
+// gives it: a dispatcher (the event loop that stands in for the worker thread
+// that owns the connection), a read path and a write buffer.
 //
-// Threads:
-//   - the loop goroutine makes every shim callback of the connection, one at a
-//     time, and owns the connection state;
-//   - a reader goroutine reads the socket and hands the bytes to the loop in pooled
-//     chunks; while the connection is idle it waits in the runtime poller holding
-//     no buffer (reader.go);
-//   - the loop writes what a turn queued at the end of that turn, non-blocking
-//     (direct.go); a writer goroutine drains what the socket did not take, so that
-//     a peer that does not read never blocks the loop (Envoy's writes are
-//     non-blocking and its write buffer unbounded for the Go filter); a downstream
-//     connection whose write buffer is above Options.WriteBufferLimit is not read
-//     meanwhile;
-//   - any goroutine may post writes and closes (the C API), which the loop runs in
-//     order after the current callback returns, like Dispatcher::post.
+// The callback logic (received, deliver, write, close, closeSocket, runTasks) is
+// the same whichever driver does the I/O:
+//   - the worker driver (worker_linux.go, wk != nil): a worker goroutine's epoll
+//     loop reads the socket, makes the callbacks, runs the posted tasks and
+//     writes, for many connections;
+//   - the goroutine driver (w == nil): the loop goroutine (run) makes every
+//     callback and owns the connection state; a reader goroutine reads the
+//     socket and hands the bytes to the loop in pooled chunks, waiting in the
+//     runtime poller holding no buffer while idle (reader.go); the loop writes
+//     what a turn queued at the end of that turn, non-blocking (direct.go), and a
+//     writer goroutine drains what the socket did not take (writer.go).
+//
+// In both, Envoy's writes are non-blocking and its write buffer unbounded for the
+// Go filter; a downstream connection whose write buffer is above
+// Options.WriteBufferLimit is not read meanwhile. Any goroutine may post writes
+// and closes (the C API), which the loop runs in order after the current callback
+// returns, like Dispatcher::post.
 type endpoint struct {
 	h        *Host
 	upstream bool
@@ -52,10 +55,29 @@ type endpoint struct {
 	remoteAddr string
 	state      map[string]stateEntry // the connection's filter state
 
-	wake      chan struct{}
-	halfClose atomic.Bool // upstream only: set from any goroutine, read by the loop
+	// w is the worker that runs the connection's posted tasks (nil: the
+	// connection has goroutines of its own); queued: the endpoint is on
+	// w's ready list. Both under mu.
+	w      *worker
+	queued bool
 
-	// Owned by the loop goroutine.
+	wake      chan struct{} // goroutine driver: tasks were posted
+	halfClose atomic.Bool   // upstream only: set from any goroutine, read by the loop
+
+	// Owned by the worker driving the connection (worker_linux.go), once it
+	// has adopted it: wk is that worker (nil: the goroutine driver).
+	wk         *worker
+	listener   *listener // downstream: for the first callback
+	fd         int
+	slot       int32  // in wk.slots; -1: not registered with epoll
+	gen        uint32 // the slot's generation, in each epoll event
+	interest   uint32 // the epoll events registered
+	outPending bool   // bytes wait in out for the socket (EPOLLOUT armed)
+	started    bool   // the first callback was made
+	finished   bool   // torn down
+
+	// Owned by the goroutine making the callbacks (the loop goroutine, or
+	// the worker).
 	nc         net.Conn
 	reads      chan readResult
 	done       chan struct{} // closed when the socket is closed
@@ -73,7 +95,8 @@ type endpoint struct {
 	readPaused bool           // downstream: write buffer above its high watermark, reads wait
 	// unfinalizable: the filter is zero-size, so the shim's finalizer never runs.
 	unfinalizable bool
-	// loopGoroutine is the id of the loop goroutine (downstream only): the
+	// loopGoroutine is the id of the goroutine making the callbacks (its
+	// worker's or its loop goroutine; read for downstream only): the
 	// host's worker thread of the connection (see getFilterState).
 	loopGoroutine atomic.Uint64
 }
@@ -103,24 +126,58 @@ type task struct {
 	err       error
 }
 
-func newEndpoint(h *Host, upstream bool) *endpoint {
+// newEndpoint makes a connection whose posted tasks go to w, or, if w is
+// nil, to goroutines of its own.
+func newEndpoint(h *Host, upstream bool, w *worker) *endpoint {
 	e := &endpoint{
 		h:        h,
 		upstream: upstream,
 		wrapper:  newWrapper(),
-		wake:     make(chan struct{}, 1),
-		reads:    make(chan readResult, readQueue),
-		done:     make(chan struct{}),
+		w:        w,
+		fd:       -1,
+		slot:     -1,
 	}
 	e.key = uint64(uintptr(e.wrapper))
-	e.out.wake = make(chan struct{}, 1)
-	e.out.startWriter = e.startWriter
 	e.out.total, e.out.peak = &h.st.writeBuffered, &h.st.writePeak
 	if !upstream && h.opts.WriteBufferLimit > 0 {
 		e.out.high = h.opts.WriteBufferLimit
 	}
+	if w == nil {
+		e.goroutineChannels()
+	}
 	registry.Store(e.wrapper, e)
 	return e
+}
+
+// goroutineChannels makes what the goroutine driver needs (and a worker's
+// connection does not: at 10,000 idle connections every byte counts).
+func (e *endpoint) goroutineChannels() {
+	e.wake = make(chan struct{}, 1)
+	e.reads = make(chan readResult, readQueue)
+	e.done = make(chan struct{})
+	e.out.wake = make(chan struct{}, 1)
+	e.out.startWriter = e.startWriter
+}
+
+// toGoroutines moves an upstream connection that its worker cannot drive
+// (the dial gave no raw socket, e.g. TLS) to the goroutine driver, before
+// its first callback; what was posted meanwhile waits for its loop.
+func (e *endpoint) toGoroutines() {
+	e.goroutineChannels()
+	e.mu.Lock()
+	e.w = nil
+	e.queued = false
+	e.mu.Unlock()
+	e.wake <- struct{}{}
+}
+
+// table is the {ptr,len} table for the connection's callbacks: its
+// worker's, or its own.
+func (e *endpoint) table() *sliceTable {
+	if e.wk != nil {
+		return &e.wk.slices
+	}
+	return &e.slices
 }
 
 func (e *endpoint) side() string {
@@ -139,7 +196,18 @@ func (e *endpoint) post(t task) bool {
 		return false
 	}
 	e.tasks = append(e.tasks, t)
+	w := e.w
+	schedule := w != nil && !e.queued
+	if schedule {
+		e.queued = true
+	}
 	e.mu.Unlock()
+	if w != nil {
+		if schedule {
+			w.schedule(e)
+		}
+		return true
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -239,6 +307,7 @@ func (e *endpoint) runTasks() {
 			return
 		}
 		e.tasks, e.spareTasks = e.spareTasks, nil
+		e.queued = false // a post from now on schedules the endpoint again
 		e.mu.Unlock()
 		for i, t := range ts {
 			if e.closed {
@@ -299,7 +368,7 @@ func (e *endpoint) write(data []byte, end bool) {
 		// there discards the data.
 		var status uint64
 		ok := e.invoke("OnWrite", func() {
-			e.slices.call([][]byte{data}, func(size, ptr uint64, n int) {
+			e.table().call([][]byte{data}, func(size, ptr uint64, n int) {
 				status = onDownstreamWrite(e.wrapper, size, ptr, n, boolInt(end))
 			})
 		})
@@ -338,6 +407,9 @@ func (e *endpoint) close(t api.ConnectionCloseType) {
 		if tc, ok := e.nc.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // close with RST
 		}
+		if e.wk != nil {
+			resetOnClose(e.fd)
+		}
 		e.closeSocket(api.LocalClose)
 	default: // NoFlush, Abort
 		// Envoy's NoFlush makes one non-blocking attempt to write what is buffered;
@@ -371,9 +443,14 @@ func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
 			e.dropWrite("connection has closed")
 		}
 	}
-	close(e.done)
+	if e.done != nil {
+		close(e.done)
+	}
 	if e.nc != nil {
 		_ = e.nc.Close()
+	}
+	if e.wk != nil {
+		e.wk.closeFD(e)
 	}
 	if e.upstream {
 		e.h.st.upClosed.Add(1)
@@ -408,8 +485,9 @@ func (e *endpoint) closeSocket(ev api.ConnectionEvent) {
 	}
 }
 
-// onRead handles what the reader delivered, coalescing whatever else is already
-// queued into one multi-slice callback, as Envoy passes its whole read buffer.
+// onRead handles what the reader goroutine delivered, coalescing whatever
+// else is already queued into one multi-slice callback, as Envoy passes its
+// whole read buffer.
 func (e *endpoint) onRead(r readResult) {
 	if e.closed {
 		return
@@ -436,7 +514,14 @@ func (e *endpoint) onRead(r readResult) {
 		}
 		r = <-e.reads
 	}
-	eof := r.err != nil && errors.Is(r.err, io.EOF)
+	e.received(chunks, r.err)
+}
+
+// received is a read event, whichever driver read it: chunks is what was
+// read (one OnData), err what ended the reading (io.EOF at the end of the
+// stream), if anything did.
+func (e *endpoint) received(chunks [][]byte, err error) {
+	eof := err != nil && errors.Is(err, io.EOF)
 	half := e.upstream && e.halfClose.Load()
 	if len(chunks) > 0 && !e.closing {
 		end := eof && half
@@ -447,7 +532,7 @@ func (e *endpoint) onRead(r readResult) {
 			return
 		}
 	}
-	if r.err == nil {
+	if err == nil {
 		return
 	}
 	if eof && half {
@@ -473,7 +558,7 @@ func (e *endpoint) onRead(r readResult) {
 // deliver calls OnData. false if the plugin panicked (the connection is closed).
 func (e *endpoint) deliver(chunks [][]byte, end bool) bool {
 	ok := e.invoke("OnData", func() {
-		e.slices.call(chunks, func(size, ptr uint64, n int) {
+		e.table().call(chunks, func(size, ptr uint64, n int) {
 			if e.upstream {
 				onUpstreamData(e.wrapper, size, ptr, n, boolInt(end))
 			} else {
@@ -514,7 +599,8 @@ func (e *endpoint) readLoop() {
 	}
 }
 
-// teardown runs on the loop goroutine after the socket is closed.
+// teardown runs on the loop goroutine (or the worker) after the socket is
+// closed.
 func (e *endpoint) teardown() {
 	e.io.Wait()
 	e.slices.free()

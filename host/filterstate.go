@@ -77,7 +77,8 @@ func (e *endpoint) classify(f unsafe.Pointer) shimObject {
 
 // getFilterState is Filter::getFilterState for a caller that passed the
 // connection callback. Envoy answers at once on the connection's worker
-// thread; the host's stand-in for that thread is the loop goroutine, the
+// thread; the host's stand-in for that thread is the goroutine that makes
+// the connection's callbacks (its worker, or its loop goroutine), the
 // only one that runs the plugin's callbacks of the connection. From any
 // other goroutine Envoy posts the read (CAPIYield) and writes the answer
 // into Go memory later, maybe after the connection is gone: counted as

@@ -130,7 +130,9 @@ func withPeers() host.Options {
 // Strings put in the filter state before Breeze (the C side) read back
 // intact through internal/filterstate, on many connections at once, each
 // its own; and what the plugin sets is read back too.
-func TestFilterStateReadBack(t *testing.T) {
+func TestFilterStateReadBack(t *testing.T) { eachEventLoop(t, testFilterStateReadBack) }
+
+func testFilterStateReadBack(t *testing.T) {
 	h, _, addr := start(t, withPeers(), "fstate", "")
 	const conns = 64
 	var wg sync.WaitGroup
@@ -171,7 +173,9 @@ func TestFilterStateReadBack(t *testing.T) {
 
 // The close event comes after Envoy marked the connection closed: the read
 // answers "" (CAPIFilterIsDestroy), not stale state.
-func TestFilterStateAtClose(t *testing.T) {
+func TestFilterStateAtClose(t *testing.T) { eachEventLoop(t, testFilterStateAtClose) }
+
+func testFilterStateAtClose(t *testing.T) {
 	h, rec, addr := start(t, withPeers(), "fstate", "")
 	c := dial(t, addr)
 	c.Close()
@@ -184,7 +188,9 @@ func TestFilterStateAtClose(t *testing.T) {
 // Read from another goroutine than the connection's callbacks, Envoy would
 // post the read and write the answer into Go memory later: counted as fatal,
 // answered "", and the connection goes on.
-func TestFilterStateOffThreadCounted(t *testing.T) {
+func TestFilterStateOffThreadCounted(t *testing.T) { eachEventLoop(t, testFilterStateOffThreadCounted) }
+
+func testFilterStateOffThreadCounted(t *testing.T) {
 	h, _, addr := start(t, withPeers(), "fstate", "")
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
@@ -202,7 +208,9 @@ func TestFilterStateOffThreadCounted(t *testing.T) {
 }
 
 // Upstream connections have no filter state in Envoy's Go network filter.
-func TestFilterStateNotUpstream(t *testing.T) {
+func TestFilterStateNotUpstream(t *testing.T) { eachEventLoop(t, testFilterStateNotUpstream) }
+
+func testFilterStateNotUpstream(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +244,9 @@ func TestShimRelease(t *testing.T) {
 // A read-only key set twice: Envoy 1.36 keeps the first value (an
 // ENVOY_BUG, fatal in debug builds); Envoy 1.39 has no read-only state and
 // takes the second.
-func TestFilterStateReadOnlyTwice(t *testing.T) {
+func TestFilterStateReadOnlyTwice(t *testing.T) { eachEventLoop(t, testFilterStateReadOnlyTwice) }
+
+func testFilterStateReadOnlyTwice(t *testing.T) {
 	h, _, addr := start(t, withPeers(), "fstate", "")
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
@@ -258,6 +268,10 @@ func TestFilterStateReadOnlyTwice(t *testing.T) {
 
 // Anything but the shim's downstream callback is refused, without a call.
 func TestFilterStateRefusesOtherCallbacks(t *testing.T) {
+	eachEventLoop(t, testFilterStateRefusesOtherCallbacks)
+}
+
+func testFilterStateRefusesOtherCallbacks(t *testing.T) {
 	for _, cb := range []api.ConnectionCallback{nil, fakeCallback{}, (*fakeCallbackPtr)(nil)} {
 		if _, err := filterstate.Get(cb, "peer"); !errors.Is(err, filterstate.ErrNotDownstream) {
 			t.Errorf("%T: %v, want ErrNotDownstream", cb, err)
@@ -271,7 +285,9 @@ type fakeCallbackPtr struct{ api.ConnectionCallback }
 // What set_filter_state stores at the TLS handshake (on a TLS connection,
 // Envoy's Connected event) is not there yet in OnNewConnection and is
 // there from the first data on: READ answers "|<peer>|...".
-func TestFilterStateAtHandshake(t *testing.T) {
+func TestFilterStateAtHandshake(t *testing.T) { eachEventLoop(t, testFilterStateAtHandshake) }
+
+func testFilterStateAtHandshake(t *testing.T) {
 	opts := host.Options{HandshakeFilterState: func(remote string) map[string]string {
 		return map[string]string{"peer": peerOf(remote)}
 	}}

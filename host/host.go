@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -63,7 +65,30 @@ type Options struct {
 	// with the pod's certificate, as Istio's mTLS gives it). ctx carries
 	// ConnectTimeout and is cancelled by Close.
 	DialUpstream func(ctx context.Context, addr string) (net.Conn, error)
+	// EventLoop chooses what drives the connections (see the package
+	// documentation, "Threads"): EventLoopWorkers, a few worker goroutines
+	// each with its own epoll loop, as Envoy's worker threads; or
+	// EventLoopGoroutines, goroutines of each connection's own. Connections
+	// a worker cannot drive (not a plain TCP socket: TLS) always get
+	// goroutines. Default: $BREEZE_HOST_EVENT_LOOP (EventLoopEnv) if set,
+	// else EventLoopWorkers.
+	EventLoop string
+	// Workers is the number of worker goroutines (EventLoopWorkers).
+	// Default GOMAXPROCS, as Envoy's --concurrency defaults to the cores.
+	Workers int
 }
+
+// The values of Options.EventLoop.
+const (
+	EventLoopWorkers    = "workers"
+	EventLoopGoroutines = "goroutines"
+)
+
+// EventLoopEnv names the environment variable that chooses the event loop
+// of Hosts whose Options leave it unset: a way to measure both drivers
+// with the same binary or benchmark (breeze run, bench/), without a
+// configuration field for what is the standalone host's own business.
+const EventLoopEnv = "BREEZE_HOST_EVENT_LOOP"
 
 const (
 	defaultLibraryID      = "breeze"
@@ -71,6 +96,7 @@ const (
 	defaultMaxUpstream    = 1024
 	defaultReadSize       = 16 << 10
 	defaultWriteLimit     = 1 << 20
+	defaultEventLoop      = EventLoopWorkers
 	// readQueue chunks may wait for the event loop before the reader stops reading,
 	// which pushes back on the peer through TCP (at most 256 KiB with the default
 	// ReadSize; Envoy's default per_connection_buffer_limit_bytes is 1 MiB). Each
@@ -95,6 +121,11 @@ type Host struct {
 	listeners []*listener
 	endpoints map[*endpoint]struct{}
 	upInUse   int // upstream connections counted by the circuit breaker
+	// workers start with the first connection (EventLoopWorkers), and
+	// stop in Close once every connection has ended.
+	workers    []*worker
+	nextWorker uint32
+	noWorkers  bool // they could not start: goroutines for every connection
 
 	st counters
 }
@@ -184,8 +215,9 @@ type Stats struct {
 	WriteBufferedPeak int64
 	// DirectWrites counts writev calls made by a connection's loop at the
 	// end of its turn (the common case, as Envoy writes from its worker);
-	// WriterBatches the batches the writer goroutine wrote: what a socket
-	// did not take at once.
+	// WriterBatches the writes of what a socket did not take at once: by
+	// the writer goroutine (goroutine driver), or by the worker once the
+	// socket takes more (workers driver).
 	DirectWrites, WriterBatches uint64
 	// EnvoyWouldAbort counts events after which a real Envoy process would have
 	// aborted or corrupted memory: recovered panics, connections the shim created
@@ -226,6 +258,19 @@ func New(opts Options) *Host {
 	}
 	if opts.WriteBufferLimit == 0 {
 		opts.WriteBufferLimit = defaultWriteLimit
+	}
+	if opts.EventLoop == "" {
+		opts.EventLoop = os.Getenv(EventLoopEnv)
+	}
+	switch opts.EventLoop {
+	case "":
+		opts.EventLoop = defaultEventLoop
+	case EventLoopWorkers, EventLoopGoroutines:
+	default:
+		panic(fmt.Sprintf("host: event loop %q (Options.EventLoop or $%s): want %q or %q", opts.EventLoop, EventLoopEnv, EventLoopWorkers, EventLoopGoroutines))
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	h := &Host{
 		opts:      opts,
@@ -377,7 +422,13 @@ func (h *Host) Close() error {
 	for h.active > 0 {
 		h.idle.Wait()
 	}
+	workers := h.workers
+	h.workers = nil
 	h.mu.Unlock()
+	// Every connection has ended: nothing can post to a worker any more.
+	for _, w := range workers {
+		w.stop()
+	}
 
 	// No connection can start any more: the C copies of the names can go.
 	for _, l := range lns {
@@ -463,6 +514,32 @@ func (h *Host) removeEndpoint(e *endpoint) {
 	h.mu.Lock()
 	delete(h.endpoints, e)
 	h.mu.Unlock()
+}
+
+// pickWorker returns the worker for a new connection, round-robin, starting
+// the workers with the first; nil: the connection gets goroutines of its
+// own (EventLoopGoroutines, or h is closed, or the workers could not start).
+func (h *Host) pickWorker() *worker {
+	if h.opts.EventLoop != EventLoopWorkers {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.noWorkers {
+		return nil
+	}
+	if h.workers == nil {
+		ws, err := startWorkers(h, h.opts.Workers)
+		if err != nil {
+			h.noWorkers = true
+			h.log.Error("host: cannot start the event-loop workers; every connection gets goroutines of its own", "err", err)
+			return nil
+		}
+		h.workers = ws
+	}
+	w := h.workers[h.nextWorker%uint32(len(h.workers))]
+	h.nextWorker++
+	return w
 }
 
 // acquireUpstream takes a circuit-breaker slot.

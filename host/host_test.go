@@ -31,7 +31,7 @@ func start(t *testing.T, opts host.Options, plugin, upstream string) (*host.Host
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	h := host.New(opts)
+	h := newHost(t, opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,9 @@ func echoServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestEchoManyConnections(t *testing.T) {
+func TestEchoManyConnections(t *testing.T) { eachEventLoop(t, testEchoManyConnections) }
+
+func testEchoManyConnections(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	const conns, msgs = 64, 20
 	var wg sync.WaitGroup
@@ -233,6 +235,10 @@ func TestEchoManyConnections(t *testing.T) {
 }
 
 func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
+	eachEventLoop(t, testWritesDeliveredAfterCallbackInOrder)
+}
+
+func testWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("ORDER")); err != nil {
@@ -254,7 +260,9 @@ func TestWritesDeliveredAfterCallbackInOrder(t *testing.T) {
 // its loop at the end of the turn that made them, as Envoy writes from its
 // worker thread, without a hand-off to the writer goroutine while the
 // socket takes them.
-func TestWritesGoOutFromTheLoop(t *testing.T) {
+func TestWritesGoOutFromTheLoop(t *testing.T) { eachEventLoop(t, testWritesGoOutFromTheLoop) }
+
+func testWritesGoOutFromTheLoop(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	const rounds = 50
@@ -277,6 +285,10 @@ func TestWritesGoOutFromTheLoop(t *testing.T) {
 }
 
 func TestLargePayloadSplitAcrossReads(t *testing.T) {
+	eachEventLoop(t, testLargePayloadSplitAcrossReads)
+}
+
+func testLargePayloadSplitAcrossReads(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	payload := make([]byte, 8<<20)
@@ -301,7 +313,9 @@ func TestLargePayloadSplitAcrossReads(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestRelayThroughUpstream(t *testing.T) {
+func TestRelayThroughUpstream(t *testing.T) { eachEventLoop(t, testRelayThroughUpstream) }
+
+func testRelayThroughUpstream(t *testing.T) {
 	up := echoServer(t)
 	h, rec, addr := start(t, host.Options{}, "relay", up)
 	const conns = 32
@@ -359,7 +373,9 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-func TestUpstreamDialFailure(t *testing.T) {
+func TestUpstreamDialFailure(t *testing.T) { eachEventLoop(t, testUpstreamDialFailure) }
+
+func testUpstreamDialFailure(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "relay", closedPort(t))
 	c := dial(t, addr)
 	line, err := bufio.NewReader(c).ReadString('\n')
@@ -384,6 +400,10 @@ func TestUpstreamDialFailure(t *testing.T) {
 }
 
 func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
+	eachEventLoop(t, testUpstreamNonLiteralAddressRejected)
+}
+
+func testUpstreamNonLiteralAddressRejected(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "relay", "localhost:80")
 	c := dial(t, addr)
 	if r := recv(t, rec.poolFailures, "pool failure"); r != api.LocalConnectionFailure {
@@ -400,7 +420,9 @@ func TestUpstreamNonLiteralAddressRejected(t *testing.T) {
 	released(t, h)
 }
 
-func TestUpstreamCircuitBreaker(t *testing.T) {
+func TestUpstreamCircuitBreaker(t *testing.T) { eachEventLoop(t, testUpstreamCircuitBreaker) }
+
+func testUpstreamCircuitBreaker(t *testing.T) {
 	up := echoServer(t)
 	var log lockedBuffer
 	h, rec, addr := start(t, host.Options{MaxUpstreamConnections: 1,
@@ -431,7 +453,9 @@ func TestUpstreamCircuitBreaker(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestCloseFromFilter(t *testing.T) {
+func TestCloseFromFilter(t *testing.T) { eachEventLoop(t, testCloseFromFilter) }
+
+func testCloseFromFilter(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("CLOSE")); err != nil {
@@ -448,7 +472,9 @@ func TestCloseFromFilter(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestClientDisconnect(t *testing.T) {
+func TestClientDisconnect(t *testing.T) { eachEventLoop(t, testClientDisconnect) }
+
+func testClientDisconnect(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("hi")); err != nil {
@@ -464,7 +490,13 @@ func TestClientDisconnect(t *testing.T) {
 }
 
 func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
-	h, rec, addr := start(t, host.Options{}, "echo", "")
+	eachEventLoop(t, testPanicInCallbackClosesOnlyThatConnection)
+}
+
+func testPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
+	// One worker: the other connection is on the worker whose callback
+	// panicked, which must go on serving it.
+	h, rec, addr := start(t, host.Options{Workers: 1}, "echo", "")
 	other := dial(t, addr)
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("PANIC")); err != nil {
@@ -488,7 +520,9 @@ func TestPanicInCallbackClosesOnlyThatConnection(t *testing.T) {
 	released(t, h)
 }
 
-func TestGetFilterStateRefused(t *testing.T) {
+func TestGetFilterStateRefused(t *testing.T) { eachEventLoop(t, testGetFilterStateRefused) }
+
+func testGetFilterStateRefused(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("GETSTATE")); err != nil {
@@ -500,7 +534,9 @@ func TestGetFilterStateRefused(t *testing.T) {
 	}
 }
 
-func TestDownstreamInfo(t *testing.T) {
+func TestDownstreamInfo(t *testing.T) { eachEventLoop(t, testDownstreamInfo) }
+
+func testDownstreamInfo(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("INFO")); err != nil {
@@ -519,7 +555,9 @@ func TestDownstreamInfo(t *testing.T) {
 
 // A callback object kept past its filter's finalization reaches Envoy with a
 // freed wrapper. The host counts that instead of crashing.
-func TestUseAfterFinalizeCounted(t *testing.T) {
+func TestUseAfterFinalizeCounted(t *testing.T) { eachEventLoop(t, testUseAfterFinalizeCounted) }
+
+func testUseAfterFinalizeCounted(t *testing.T) {
 	h, rec, addr := start(t, host.Options{}, "echo", "")
 	c := dial(t, addr)
 	if _, err := c.Write([]byte("KEEPCB")); err != nil {
@@ -544,8 +582,12 @@ func TestUseAfterFinalizeCounted(t *testing.T) {
 // session -> filter), so such a filter, everything it references, and Envoy's
 // FilterWrapper all leak. This pins that down.
 func TestCyclicFilterIsNeverFinalized(t *testing.T) {
+	eachEventLoop(t, testCyclicFilterIsNeverFinalized)
+}
+
+func testCyclicFilterIsNeverFinalized(t *testing.T) {
 	hc, rec, cyclicAddr := start(t, host.Options{}, "cyclic", "")
-	he := host.New(host.Options{})
+	he := newHost(t, host.Options{})
 	t.Cleanup(func() { he.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -569,7 +611,9 @@ func TestCyclicFilterIsNeverFinalized(t *testing.T) {
 	}
 }
 
-func TestUpstreamHalfClose(t *testing.T) {
+func TestUpstreamHalfClose(t *testing.T) { eachEventLoop(t, testUpstreamHalfClose) }
+
+func testUpstreamHalfClose(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -616,9 +660,11 @@ func TestUpstreamHalfClose(t *testing.T) {
 	noAborts(t, h)
 }
 
-func TestHostCloseClosesConnections(t *testing.T) {
+func TestHostCloseClosesConnections(t *testing.T) { eachEventLoop(t, testHostCloseClosesConnections) }
+
+func testHostCloseClosesConnections(t *testing.T) {
 	rec := newRecorder(t.Name())
-	h := host.New(host.Options{})
+	h := newHost(t, host.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -652,7 +698,9 @@ func TestHostCloseClosesConnections(t *testing.T) {
 	released(t, h)
 }
 
-func TestTwoHostsInOneProcess(t *testing.T) {
+func TestTwoHostsInOneProcess(t *testing.T) { eachEventLoop(t, testTwoHostsInOneProcess) }
+
+func testTwoHostsInOneProcess(t *testing.T) {
 	h1, _, a1 := start(t, host.Options{LibraryID: "one"}, "echo", "")
 	h2, _, a2 := start(t, host.Options{LibraryID: "two"}, "echo", "")
 	for _, a := range []string{a1, a1, a2} {
@@ -683,7 +731,9 @@ func TestAddListenerUnknownPlugin(t *testing.T) {
 	}
 }
 
-func TestZeroSizeFilterDetected(t *testing.T) {
+func TestZeroSizeFilterDetected(t *testing.T) { eachEventLoop(t, testZeroSizeFilterDetected) }
+
+func testZeroSizeFilterDetected(t *testing.T) {
 	h, _, addr := start(t, host.Options{}, "zerosize", "")
 	c := dial(t, addr)
 	c.Close()
@@ -703,6 +753,10 @@ func TestZeroSizeFilterDetected(t *testing.T) {
 // holds for it stay bounded instead of growing with what it sends. When it
 // reads, everything arrives, in order.
 func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
+	eachEventLoop(t, testWriteBufferLimitHoldsBackClientThatDoesNotRead)
+}
+
+func testWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 	const limit, readSize = 64 << 10, 4 << 10
 	h, _, addr := start(t, host.Options{WriteBufferLimit: limit, ReadSize: readSize}, "echo", "")
 	c := dial(t, addr)
@@ -763,7 +817,9 @@ func TestWriteBufferLimitHoldsBackClientThatDoesNotRead(t *testing.T) {
 // TestNoWriteBufferLimitAsInEnvoy: with a negative limit the host behaves as
 // Envoy does with the Go filter, whose watermark callbacks are empty: it keeps
 // reading a client that does not read, and buffers what it is given.
-func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
+func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) { eachEventLoop(t, testNoWriteBufferLimitAsInEnvoy) }
+
+func testNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 	h, _, addr := start(t, host.Options{WriteBufferLimit: -1}, "echo", "")
 	c := dial(t, addr)
 	payload := make([]byte, 16<<20)
@@ -794,7 +850,9 @@ func TestNoWriteBufferLimitAsInEnvoy(t *testing.T) {
 // socket): its connection carries the relay, and a dial that outlasts
 // ConnectTimeout fails the connection with Timeout, as Envoy's
 // connect_timeout does.
-func TestDialUpstream(t *testing.T) {
+func TestDialUpstream(t *testing.T) { eachEventLoop(t, testDialUpstream) }
+
+func testDialUpstream(t *testing.T) {
 	up := echoServer(t)
 	var dialed []string
 	var mu sync.Mutex
@@ -829,4 +887,180 @@ func TestDialUpstream(t *testing.T) {
 			t.Fatalf("a dial past ConnectTimeout failed with %v, want Timeout", r)
 		}
 	})
+}
+
+// eachEventLoop runs test once per driver of Options.EventLoop, as the
+// subtests "workers" and "goroutines": every semantic the host keeps must
+// hold in both.
+func eachEventLoop(t *testing.T, test func(t *testing.T)) {
+	for _, loop := range []string{host.EventLoopWorkers, host.EventLoopGoroutines} {
+		t.Run(loop, test)
+	}
+}
+
+// eventLoopOf is the driver a test runs against: the name of its subtest
+// of eachEventLoop.
+func eventLoopOf(t *testing.T) string {
+	parts := strings.Split(t.Name(), "/")
+	if len(parts) < 2 || (parts[1] != host.EventLoopWorkers && parts[1] != host.EventLoopGoroutines) {
+		t.Fatalf("test %s does not run under eachEventLoop", t.Name())
+	}
+	return parts[1]
+}
+
+// newHost is host.New with the test's driver.
+func newHost(t *testing.T, opts host.Options) *host.Host {
+	if opts.EventLoop == "" {
+		opts.EventLoop = eventLoopOf(t)
+	}
+	return host.New(opts)
+}
+
+// opaqueConn hides the socket of a net.Conn, as a TLS connection does: a
+// worker cannot drive it as a raw descriptor.
+type opaqueConn struct{ net.Conn }
+
+type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return opaqueConn{c}, nil
+}
+
+// Connections that are no plain socket (TLS, from the listener or from
+// DialUpstream) keep goroutines of their own under the workers driver, and
+// behave the same: relayed both ways, closed, released.
+func TestConnectionsWithoutRawSocket(t *testing.T) { eachEventLoop(t, testConnectionsWithoutRawSocket) }
+
+func testConnectionsWithoutRawSocket(t *testing.T) {
+	up := echoServer(t)
+	rec := newRecorder(t.Name())
+	h := newHost(t, host.Options{
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		DialUpstream: func(ctx context.Context, a string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err != nil {
+				return nil, err
+			}
+			return opaqueConn{c}, nil
+		}})
+	t.Cleanup(func() { h.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddListener(opaqueListener{ln}, "relay", config(t.Name(), up)); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, ln.Addr().String())
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		msg := fmt.Sprintf("opaque %d\n", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != msg {
+			t.Fatalf("relayed %q, %v; want %q", line, err, msg)
+		}
+	}
+	c.Close()
+	if ev := recv(t, rec.events, "downstream close"); ev != api.RemoteClose {
+		t.Errorf("downstream closed with %v, want RemoteClose", ev)
+	}
+	if ev := recv(t, rec.upEvents, "upstream close"); ev != api.LocalClose {
+		t.Errorf("upstream closed with %v, want LocalClose", ev)
+	}
+	released(t, h)
+	noAborts(t, h)
+}
+
+// An idle connection costs the workers driver no goroutine (Envoy's idle
+// connection costs no thread); the goroutine driver spends one per
+// connection at least (its reader, waiting in the poller).
+func TestIdleConnectionGoroutines(t *testing.T) { eachEventLoop(t, testIdleConnectionGoroutines) }
+
+func testIdleConnectionGoroutines(t *testing.T) {
+	const n = 50
+	h, _, addr := start(t, host.Options{}, "echo", "")
+	// One connection first, so that the workers have started.
+	first := dial(t, addr)
+	if _, err := first.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	readN(t, first, 1)
+	before := runtime.NumGoroutine()
+	for range n {
+		c := dial(t, addr)
+		if _, err := c.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, c, 1) // accepted and served: now idle
+	}
+	grew := runtime.NumGoroutine() - before
+	switch eventLoopOf(t) {
+	case host.EventLoopWorkers:
+		// Slack for goroutines of the runtime and the test's own.
+		if grew >= n/2 {
+			t.Errorf("%d idle connections added %d goroutines; the workers driver should add none", n, grew)
+		}
+	case host.EventLoopGoroutines:
+		if grew < n {
+			t.Errorf("%d idle connections added %d goroutines; the goroutine driver has a reader per connection", n, grew)
+		}
+	}
+	if s := h.Stats(); s.DownstreamOpen != n+1 {
+		t.Errorf("DownstreamOpen = %d, want %d", s.DownstreamOpen, n+1)
+	}
+}
+
+// A client that does not read its replies holds up no other connection of
+// its worker: writes never block the loop, what the socket refuses waits.
+func TestSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
+	eachEventLoop(t, testSlowReaderHoldsUpNoOtherConnection)
+}
+
+func testSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
+	h, _, addr := start(t, host.Options{Workers: 1, WriteBufferLimit: -1}, "echo", "")
+	slow := dial(t, addr)
+	payload := make([]byte, 8<<20) // more than the kernel's buffers hold
+	if _, err := slow.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the slow reader's replies buffered in the host", func() bool {
+		return h.Stats().WriteBuffered > 0
+	})
+	other := dial(t, addr)
+	for i := range 3 {
+		msg := fmt.Sprintf("meanwhile %d", i)
+		if _, err := other.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(readN(t, other, len(msg))); got != msg {
+			t.Fatalf("the other connection got %q, want %q", got, msg)
+		}
+	}
+	if got := readN(t, slow, len(payload)); !bytes.Equal(got, payload) {
+		t.Fatal("the slow reader's echo differs")
+	}
+	slow.Close()
+	other.Close()
+	released(t, h)
+	noAborts(t, h)
+}
+
+// An EventLoop the host does not know is a programming error, refused at
+// once rather than silently replaced by the default.
+func TestUnknownEventLoopRefused(t *testing.T) {
+	defer func() {
+		r := recover()
+		if r == nil || !strings.Contains(fmt.Sprint(r), "threads") {
+			t.Errorf("host.New with EventLoop \"threads\" recovered %v; want a panic naming it", r)
+		}
+	}()
+	h := host.New(host.Options{EventLoop: "threads"})
+	h.Close()
 }

@@ -24,7 +24,9 @@ func upstreamConnect(libraryID, addr string, connID uint64) unsafe.Pointer {
 		h = orphans()
 		h.log.Error("host: UpstreamConnect for a library ID no Host serves", "library_id", libraryID, "addr", addr)
 	}
-	e := newEndpoint(h, true)
+	// The worker is picked now, as Envoy picks it before connecting: what
+	// the plugin writes before the connection is ready is posted to it.
+	e := newEndpoint(h, true, h.pickWorker())
 	e.connID = connID
 	e.addr = addr
 	// UpstreamConn::getLocalAddrStr returns addr_, the address dialled, not the
@@ -42,7 +44,14 @@ func upstreamConnect(libraryID, addr string, connID uint64) unsafe.Pointer {
 
 func (e *endpoint) connect() {
 	h := e.h
-	defer h.untrack()
+	// adopted: a worker drives the connection from now on, and does what
+	// the defers below would do when it ends (worker.finish).
+	adopted := false
+	defer func() {
+		if !adopted {
+			h.untrack()
+		}
+	}()
 
 	// Envoy parses the address in the UpstreamConn constructor, synchronously, and
 	// throws on a malformed one; the exception crosses the cgo boundary and Envoy
@@ -68,8 +77,10 @@ func (e *endpoint) connect() {
 	}
 	h.st.upOpen.Add(1)
 	defer func() {
-		h.st.upOpen.Add(-1)
-		h.releaseUpstream()
+		if !adopted {
+			h.st.upOpen.Add(-1)
+			h.releaseUpstream()
+		}
 	}()
 
 	var nc net.Conn
@@ -104,22 +115,42 @@ func (e *endpoint) connect() {
 		return
 	}
 
-	e.nc = nc
 	e.mu.Lock()
 	e.remoteAddr = nc.RemoteAddr().String()
+	w := e.w // only this goroutine changes it (toGoroutines)
 	e.mu.Unlock()
 	h.st.upReady.Add(1)
+	if w != nil {
+		if fd := takeFD(nc); fd >= 0 {
+			_ = nc.Close() // the worker's duplicate keeps the socket open
+			e.fd = fd
+			adopted = true
+			w.adopt(e)
+			return
+		}
+		e.toGoroutines()
+	}
+	e.nc = nc
 	defer e.teardown()
+	if !e.openUpstream() {
+		return
+	}
+	e.start()
+	e.run()
+}
+
+// openUpstream makes the connection's first callback, on the goroutine that
+// will make all of them. false: the connection is closed already.
+func (e *endpoint) openUpstream() bool {
 	ok := e.invoke("OnPoolReady", func() { onUpstreamConnectionReady(e.wrapper, e.connID) })
 	// The shim moves the filter from its conn-id map to its wrapper map before
 	// calling OnPoolReady, so it is there even if OnPoolReady panicked.
 	e.hasFilter = network.UpstreamFilters.GetFilterByWrapper(e.key) != nil
 	if !ok {
 		e.closeSocket(api.LocalClose)
-		return
+		return false
 	}
-	e.start()
-	e.run()
+	return true
 }
 
 // fail delivers OnPoolFailure with transportFailure, what the dial said.

@@ -99,17 +99,18 @@ func (w *writeBuffer) release() {
 	w.mu.Unlock()
 }
 
+// requestFlush asks for taskFlushed (goroutine driver) or a close (worker)
+// once the buffer is drained; the driver's end-of-turn write sees it.
 func (w *writeBuffer) requestFlush() {
 	w.mu.Lock()
 	w.flush = true
 	w.mu.Unlock()
-	w.signal()
 }
 
 // signal hands work to the writer goroutine, starting one if none runs:
 // the writer exits when it has nothing left, so that an idle connection
 // (most of them, at 10,000) costs no goroutine for writing. Called on the
-// loop goroutine only (its flushOut and close), which also waits for the
+// loop goroutine only (its flushOut), which also waits for the
 // writer in teardown.
 func (w *writeBuffer) signal() {
 	w.mu.Lock()
