@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -24,25 +25,39 @@ var (
 	given   = map[int]bool{}
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago and that
-// no earlier call of this process returned.
+// FreePort returns a loopback TCP port that was free a moment ago, that no
+// earlier call of this process returned, and that lies below the
+// kernel's ephemeral range: binding port 0 would give one from that range,
+// where a parallel test's outgoing connection may take it before the
+// server the port is for binds it ("Address already in use"). The root
+// module's internal/testport does the same; this module does not depend
+// on the root module.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find a free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !given[port] {
-			given[port] = true
-			return port
+	top := 32768 // Linux's default first ephemeral port
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				top = n
+			}
 		}
 	}
-	t.Fatal("find a free port: 100 tries gave only ports already handed out")
+	for range 200 {
+		port := 10000 + rand.IntN(top-10000)
+		if given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		given[port] = true
+		return port
+	}
+	t.Fatal("find a free port: none in 200 tries")
 	return 0
 }
 

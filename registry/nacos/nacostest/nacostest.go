@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/registry/internal/peertest"
+
+	"github.com/breeze-mesh/breeze/internal/testport"
 )
 
 // Server is an rnacos server a test started.
@@ -49,7 +51,7 @@ func Start(t testing.TB) *Server {
 	}
 	for attempt := 1; ; attempt++ {
 		s := &Server{t: t, script: script, dir: t.TempDir(), proc: peertest.Process{Pkg: "nacostest", Name: "rnacos"}}
-		s.Port = freePorts(t)
+		s.Port = testport.Set(t, 1000, 2000)
 		s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
 		s.Restart()
 		// rnacos 0.8.8 sometimes panics at start in a thread of its raft
@@ -101,38 +103,3 @@ func (s *Server) Stop() { s.proc.Stop() }
 func (s *Server) Output() string { return s.proc.Output() }
 
 func peerScript(t testing.TB) string { return peertest.Script(t, "nacostest", "nacos-peer.sh") }
-
-// freePorts finds a port P with P, P+1000 and P+2000 free on loopback
-// (held together while checked).
-func freePorts(t testing.TB) int {
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		if p+2000 > 65535 {
-			ln.Close()
-			continue
-		}
-		ok := true
-		var held []net.Listener
-		for _, q := range []int{p + 1000, p + 2000} {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(q))
-			if err != nil {
-				ok = false
-				break
-			}
-			held = append(held, l)
-		}
-		ln.Close()
-		for _, l := range held {
-			l.Close()
-		}
-		if ok {
-			return p
-		}
-	}
-	t.Fatal("nacostest: no free port P with P+1000 and P+2000 free")
-	return 0
-}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/breeze-mesh/breeze/registry/internal/peertest"
+
+	"github.com/breeze-mesh/breeze/internal/testport"
 )
 
 // Server is a ZooKeeper server a test started.
@@ -49,7 +51,7 @@ func Start(t testing.TB) *Server {
 		}
 	})
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testport.Free(t)
 	cfg := filepath.Join(dir, "zoo.cfg")
 	conf := fmt.Sprintf("tickTime=%d\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"+
 		"minSessionTimeout=%d\nmaxSessionTimeout=60000\nadmin.enableServer=false\n4lw.commands.whitelist=stat\n",
@@ -102,12 +104,3 @@ func (s *Server) Wipe() {
 func (s *Server) Stop() { s.proc.Stop() }
 
 func peerScript(t testing.TB) string { return peertest.Script(t, "zktest", "zookeeper-peer.sh") }
-
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
