@@ -76,7 +76,28 @@ type Options struct {
 	// Workers is the number of worker goroutines (EventLoopWorkers).
 	// Default GOMAXPROCS, as Envoy's --concurrency defaults to the cores.
 	Workers int
+	// UpstreamWorker chooses the worker of an upstream connection
+	// (EventLoopWorkers): UpstreamWorkerRoundRobin, as Envoy's Go filter
+	// does (cgo.cc posts the connect to a worker picked round-robin, so
+	// the plugin's upstream callbacks run concurrently with the downstream
+	// ones: what the proxy's tests need to exercise); or
+	// UpstreamWorkerCaller, the worker whose callback asked for it, as
+	// Envoy's C++ proxies keep their connection pools per worker: a
+	// request whose upstream connection lives on its downstream's worker
+	// crosses no thread. Default: $BREEZE_HOST_UPSTREAM_WORKER
+	// (UpstreamWorkerEnv) if set, else UpstreamWorkerRoundRobin.
+	UpstreamWorker string
 }
+
+// The values of Options.UpstreamWorker.
+const (
+	UpstreamWorkerRoundRobin = "round-robin"
+	UpstreamWorkerCaller     = "caller"
+)
+
+// UpstreamWorkerEnv names the environment variable that chooses
+// Options.UpstreamWorker when it is unset.
+const UpstreamWorkerEnv = "BREEZE_HOST_UPSTREAM_WORKER"
 
 // The values of Options.EventLoop.
 const (
@@ -271,6 +292,16 @@ func New(opts Options) *Host {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.UpstreamWorker == "" {
+		opts.UpstreamWorker = os.Getenv(UpstreamWorkerEnv)
+	}
+	switch opts.UpstreamWorker {
+	case "":
+		opts.UpstreamWorker = UpstreamWorkerRoundRobin
+	case UpstreamWorkerRoundRobin, UpstreamWorkerCaller:
+	default:
+		panic(fmt.Sprintf("host: upstream worker %q (Options.UpstreamWorker or $%s): want %q or %q", opts.UpstreamWorker, UpstreamWorkerEnv, UpstreamWorkerRoundRobin, UpstreamWorkerCaller))
 	}
 	h := &Host{
 		opts:      opts,
@@ -514,6 +545,24 @@ func (h *Host) removeEndpoint(e *endpoint) {
 	h.mu.Lock()
 	delete(h.endpoints, e)
 	h.mu.Unlock()
+}
+
+// upstreamWorker returns the worker for a new upstream connection: with
+// UpstreamWorkerCaller the worker running the calling goroutine, if it is
+// one (a plugin's own goroutine may connect too); else pickWorker's.
+func (h *Host) upstreamWorker() *worker {
+	if h.opts.UpstreamWorker == UpstreamWorkerCaller {
+		gid := goroutineID() // once per upstream connection, not per request
+		h.mu.Lock()
+		ws := h.workers
+		h.mu.Unlock()
+		for _, w := range ws {
+			if w.isRunning(gid) {
+				return w
+			}
+		}
+	}
+	return h.pickWorker()
 }
 
 // pickWorker returns the worker for a new connection, round-robin, starting

@@ -362,6 +362,44 @@ func testRelayThroughUpstream(t *testing.T) {
 	}
 }
 
+// Options.UpstreamWorker: with two workers, round-robin puts a relay's
+// upstream connection on the other worker than its downstream one (Envoy's
+// Go filter), "caller" on the same, so that its requests cross no thread.
+func TestUpstreamWorker(t *testing.T) {
+	for _, tc := range []struct {
+		upstream string
+		same     bool
+	}{{host.UpstreamWorkerRoundRobin, false}, {host.UpstreamWorkerCaller, true}} {
+		t.Run(tc.upstream, func(t *testing.T) {
+			up := echoServer(t)
+			_, rec, addr := start(t, host.Options{EventLoop: host.EventLoopWorkers, Workers: 2, UpstreamWorker: tc.upstream}, "relay", up)
+			for i := range 4 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(deadline))
+				if _, err := c.Write([]byte("ping")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				var g [2]uint64
+				select {
+				case g = <-rec.relayThreads:
+				case <-time.After(deadline):
+					t.Fatal("no upstream OnData recorded")
+				}
+				if same := g[0] == g[1]; same != tc.same {
+					t.Errorf("connection %d: downstream callbacks on goroutine %d, upstream on %d; want the same worker: %v", i, g[0], g[1], tc.same)
+				}
+			}
+		})
+	}
+}
+
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,6 +3,8 @@ package host_test
 import (
 	"bytes"
 	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +89,9 @@ type recorder struct {
 	poolFailures chan api.PoolFailureReason
 	poolDetails  chan string // the transportFailure of each OnPoolFailure
 	halfClose    chan string // what the halfclose plugin saw
+	// relayThreads: for each relay session, the goroutines of its first
+	// downstream OnData and its first upstream OnData.
+	relayThreads chan [2]uint64
 
 	dataCalls      atomic.Int64
 	writeCalls     atomic.Int64 // OnWrite
@@ -106,6 +111,7 @@ func newRecorder(name string) *recorder {
 		poolFailures: make(chan api.PoolFailureReason, 4096),
 		poolDetails:  make(chan string, 4096),
 		halfClose:    make(chan string, 16),
+		relayThreads: make(chan [2]uint64, 4096),
 	}
 	recorders.Store(name, r)
 	return r
@@ -231,6 +237,8 @@ type session struct {
 	pending  [][]byte               // downstream bytes before the upstream is ready
 	downGone bool
 	upGone   bool
+	downG    uint64 // the goroutine of the first downstream OnData
+	upSeen   bool
 }
 
 func newRelay(cfg pluginConfig, cb api.ConnectionCallback) api.DownstreamFilter {
@@ -245,6 +253,9 @@ func (d *relayDown) OnData(b []byte, end bool) api.FilterStatus {
 	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.downG == 0 {
+		s.downG = goroutineID()
+	}
 	if s.up == nil {
 		s.pending = append(s.pending, b)
 		return api.NetworkFilterContinue
@@ -300,6 +311,10 @@ func (u *relayUp) OnData(b []byte, end bool) {
 	s := u.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.upSeen {
+		s.upSeen = true
+		s.rec.relayThreads <- [2]uint64{s.downG, goroutineID()}
+	}
 	if !s.downGone && len(b) > 0 {
 		s.down.Write(b, false)
 	}
@@ -387,3 +402,12 @@ func (u *halfCloseUp) OnEvent(e api.ConnectionEvent) {
 type zeroSize struct{ api.EmptyDownstreamFilter }
 
 func newZeroSize(pluginConfig, api.ConnectionCallback) api.DownstreamFilter { return &zeroSize{} }
+
+// goroutineID is the calling goroutine's id, read from its stack trace's
+// first line ("goroutine 42 [running]:").
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
+	id, _ := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	return id
+}

@@ -26,7 +26,7 @@ func upstreamConnect(libraryID, addr string, connID uint64) unsafe.Pointer {
 	}
 	// The worker is picked now, as Envoy picks it before connecting: what
 	// the plugin writes before the connection is ready is posted to it.
-	e := newEndpoint(h, true, h.pickWorker())
+	e := newEndpoint(h, true, h.upstreamWorker())
 	e.connID = connID
 	e.addr = addr
 	// UpstreamConn::getLocalAddrStr returns addr_, the address dialled, not the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -50,7 +51,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 type worker struct {
 	h    *Host
 	epfd int
-	gid  uint64
+	gid  atomic.Uint64 // the worker goroutine's id, once it runs
 	done chan struct{}
 
 	mu       sync.Mutex
@@ -83,6 +84,9 @@ type worker struct {
 }
 
 // startWorkers starts n workers for h.
+// isRunning reports whether the calling goroutine is w's.
+func (w *worker) isRunning(gid uint64) bool { return w.gid.Load() == gid }
+
 func startWorkers(h *Host, n int) ([]*worker, error) {
 	ws := make([]*worker, 0, n)
 	for range n {
@@ -189,7 +193,7 @@ func (w *worker) loop() {
 		w.slices.free()
 		close(w.done)
 	}()
-	w.gid = goroutineID()
+	w.gid.Store(goroutineID())
 	for {
 		w.mu.Lock()
 		if w.stopping {
@@ -316,7 +320,7 @@ func (w *worker) turn(n int) {
 // open makes e's first callback and registers its socket.
 func (w *worker) open(e *endpoint) {
 	e.started = true
-	e.loopGoroutine.Store(w.gid)
+	e.loopGoroutine.Store(w.gid.Load())
 	var ok bool
 	if e.upstream {
 		ok = e.openUpstream()
