@@ -139,7 +139,7 @@ func run(args []string) error {
 // connection lives on the worker whose callback opened it, as Envoy's own
 // C++ proxies pool their connections per worker: a request crosses no
 // thread where Envoy's dubbo_proxy would cross none (measured: 1 connection
-// × 4 in flight, 0.86× dubbo_proxy's CPU per request against 1.35× with
+// × 4 in flight, 0.86-0.89× dubbo_proxy's CPU per request against 1.33-1.35× with
 // the Go filter's round-robin, bench/results/2026-11-30-workers.md). The
 // proxy's own tests keep the default, round-robin, whose concurrency is
 // what Envoy's Go filter gives the plugin; $BREEZE_HOST_UPSTREAM_WORKER
