@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,7 +118,6 @@ const (
 	defaultMaxUpstream    = 1024
 	defaultReadSize       = 16 << 10
 	defaultWriteLimit     = 1 << 20
-	defaultEventLoop      = EventLoopWorkers
 	// readQueue chunks may wait for the event loop before the reader stops reading,
 	// which pushes back on the peer through TCP (at most 256 KiB with the default
 	// ReadSize; Envoy's default per_connection_buffer_limit_bytes is 1 MiB). Each
@@ -280,29 +280,11 @@ func New(opts Options) *Host {
 	if opts.WriteBufferLimit == 0 {
 		opts.WriteBufferLimit = defaultWriteLimit
 	}
-	if opts.EventLoop == "" {
-		opts.EventLoop = os.Getenv(EventLoopEnv)
-	}
-	switch opts.EventLoop {
-	case "":
-		opts.EventLoop = defaultEventLoop
-	case EventLoopWorkers, EventLoopGoroutines:
-	default:
-		panic(fmt.Sprintf("host: event loop %q (Options.EventLoop or $%s): want %q or %q", opts.EventLoop, EventLoopEnv, EventLoopWorkers, EventLoopGoroutines))
-	}
+	opts.EventLoop = choice("event loop", "Options.EventLoop", EventLoopEnv, opts.EventLoop, EventLoopWorkers, EventLoopGoroutines)
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	if opts.UpstreamWorker == "" {
-		opts.UpstreamWorker = os.Getenv(UpstreamWorkerEnv)
-	}
-	switch opts.UpstreamWorker {
-	case "":
-		opts.UpstreamWorker = UpstreamWorkerRoundRobin
-	case UpstreamWorkerRoundRobin, UpstreamWorkerCaller:
-	default:
-		panic(fmt.Sprintf("host: upstream worker %q (Options.UpstreamWorker or $%s): want %q or %q", opts.UpstreamWorker, UpstreamWorkerEnv, UpstreamWorkerRoundRobin, UpstreamWorkerCaller))
-	}
+	opts.UpstreamWorker = choice("upstream worker", "Options.UpstreamWorker", UpstreamWorkerEnv, opts.UpstreamWorker, UpstreamWorkerRoundRobin, UpstreamWorkerCaller)
 	h := &Host{
 		opts:      opts,
 		log:       opts.Logger,
@@ -545,6 +527,23 @@ func (h *Host) removeEndpoint(e *endpoint) {
 	h.mu.Lock()
 	delete(h.endpoints, e)
 	h.mu.Unlock()
+}
+
+// choice is an option of New that names one of its values: v, else the
+// environment variable env, else the first value (the default). Another
+// value panics: a typo in a benchmark's environment must not silently
+// measure the default.
+func choice(what, field, env, v string, values ...string) string {
+	if v == "" {
+		v = os.Getenv(env)
+	}
+	if v == "" {
+		return values[0]
+	}
+	if !slices.Contains(values, v) {
+		panic(fmt.Sprintf("host: %s %q (%s or $%s): want one of %q", what, v, field, env, values))
+	}
+	return v
 }
 
 // upstreamWorker returns the worker for a new upstream connection: with

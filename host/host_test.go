@@ -1090,15 +1090,20 @@ func testSlowReaderHoldsUpNoOtherConnection(t *testing.T) {
 	noAborts(t, h)
 }
 
-// An EventLoop the host does not know is a programming error, refused at
-// once rather than silently replaced by the default.
+// An EventLoop or UpstreamWorker the host does not know is a programming
+// error, refused at once rather than silently replaced by the default.
 func TestUnknownEventLoopRefused(t *testing.T) {
-	defer func() {
-		r := recover()
-		if r == nil || !strings.Contains(fmt.Sprint(r), "threads") {
-			t.Errorf("host.New with EventLoop \"threads\" recovered %v; want a panic naming it", r)
-		}
-	}()
-	h := host.New(host.Options{EventLoop: "threads"})
-	h.Close()
+	for _, opts := range []host.Options{{EventLoop: "threads"}, {UpstreamWorker: "nearest"}} {
+		func() {
+			bad := opts.EventLoop + opts.UpstreamWorker
+			defer func() {
+				r := recover()
+				if r == nil || !strings.Contains(fmt.Sprint(r), bad) {
+					t.Errorf("host.New with %+v recovered %v; want a panic naming %q", opts, r, bad)
+				}
+			}()
+			h := host.New(opts)
+			h.Close()
+		}()
+	}
 }
