@@ -60,6 +60,7 @@ const authzPolicies = `
 // flag UAEX, counted by policy. Identity comes from the connection alone:
 // attachments claiming another one change nothing.
 func TestAuthzThroughHost(t *testing.T) {
+	rec.reset()
 	b := newBackend(t, "b")
 	addr := startProxy(t, fmt.Sprintf(`stat_prefix: authz1
 codec: tframe
@@ -193,6 +194,7 @@ clusters:
 // joins implicitly, and a route's policies decide its requests; a route
 // without any lets everything through.
 func TestAuthzRoutePoliciesThroughHost(t *testing.T) {
+	rec.reset()
 	b := newBackend(t, "b")
 	addr := startProxy(t, fmt.Sprintf(`stat_prefix: authz3
 codec: tframe

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +70,7 @@ func TestAnsweredRequestLeavesInFlightBeforeTheAnswer(t *testing.T) {
 		"filters: [{name: test.record}]", "max_requests_in_flight: 1"))
 	closes := metrics.DownstreamClosed.WithLabelValues("t", "max_requests_in_flight")
 	before := testutil.ToFloat64(closes)
-	first, next := uniqueCase("inflight-answered"), uniqueCase("inflight-next")
+	first, next := unique("inflight-answered"), unique("inflight-next")
 	open := heldGate(t, first)
 
 	c := dial(t, addr)
@@ -111,7 +110,7 @@ func TestAnsweredRequestLeavesTheBreakerBeforeTheAnswer(t *testing.T) {
   - {match: {metadata: [{key: do, exact: gate_done}]}, route: {cluster: b}, timeout: 0.1s}
   - route: {cluster: b}`, "- name: b\n  circuit_breakers: {max_requests: 1}\n  endpoints:\n"+ep(b, ""),
 		"filters: [{name: test.record}]"))
-	first, next := uniqueCase("breaker-answered"), uniqueCase("breaker-next")
+	first, next := unique("breaker-answered"), unique("breaker-next")
 	open := heldGate(t, first)
 
 	c := dial(t, addr)
@@ -133,14 +132,6 @@ func TestAnsweredRequestLeavesTheBreakerBeforeTheAnswer(t *testing.T) {
 		t.Errorf("the next request got status %v from %q (%v); want an answer from the backend b, not a refusal by max_requests", m.status, md(m, "server"), m.md)
 	}
 }
-
-// uniqueCase names a recorder case for one run: the recorder and its gates
-// are shared by every run of a test (-count).
-func uniqueCase(name string) string {
-	return fmt.Sprintf("%s-%d", name, caseSeq.Add(1))
-}
-
-var caseSeq atomic.Int64
 
 // heldGate returns the function that opens the recorder's gate of case c,
 // once; the test's end opens it if the test did not.

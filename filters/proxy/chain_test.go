@@ -90,6 +90,18 @@ func (r *recorder) OnDone(s *filter.Stream) {
 	}
 }
 
+// reset forgets every case: for a test that names its cases plainly
+// ("response"), run again by -count, or after another test used the name.
+// (Tests that cannot reset, as they share the recorder with a proxy still
+// running, name their cases with unique.)
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.done)
+	clear(r.gates)
+	clear(r.seen)
+}
+
 // requests is how many requests of case c reached the filter.
 func (r *recorder) requests(c string) int {
 	r.mu.Lock()
@@ -122,6 +134,7 @@ func chainCfg(b *backend, extra ...string) string {
 // Every way a request can end runs OnDone exactly once, with the outcome
 // and flag that say how it ended.
 func TestOnDoneOncePerEnding(t *testing.T) {
+	rec.reset()
 	b := newBackend(t, "b")
 	addr := startProxy(t, chainCfg(b))
 	c := dial(t, addr)
@@ -211,6 +224,7 @@ func TestOnDoneOncePerEnding(t *testing.T) {
 // resumed from another goroutine, it goes on to the upstream and its
 // client gets the answer.
 func TestPausedRequestDoesNotBlockTheConnection(t *testing.T) {
+	rec.reset()
 	b := newBackend(t, "b")
 	addr := startProxy(t, chainCfg(b))
 	c := dial(t, addr)
