@@ -79,9 +79,6 @@ func TestHealthCheckOfRnacosIsASuccess(t *testing.T) {
 // server dropping the instances registered through it. Two periods and a
 // margin without a disconnection (12 s).
 func TestIdleSDKClientKeepsItsConnection(t *testing.T) {
-	if testing.Short() {
-		t.Skip("12 s: two keep-alive periods of the SDK")
-	}
 	ns := nacostest.Start(t)
 	c := sdkConnection(t, ns.Addr)
 	var events connectionEvents
