@@ -115,18 +115,7 @@ func (e *endpoint) flushOut() {
 	// The buffers written whole go back to the pool; the rest, the first
 	// one cut where the socket stopped, are queued again ahead of anything
 	// else for the writer goroutine.
-	left := n
-	done := 0
-	for done < len(q) && left >= len(q[done]) {
-		left -= len(q[done])
-		writeBufs.put(q[done])
-		q[done] = nil
-		done++
-	}
-	rest := q[done:]
-	if len(rest) > 0 {
-		rest[0] = rest[0][left:]
-	}
+	rest := q[takeSent(q, n):]
 	w.mu.Lock()
 	w.busy = false
 	if len(rest) > 0 {

@@ -142,19 +142,16 @@ func newWorker(h *Host) (*worker, error) {
 // adopt hands a connected endpoint to w, which makes its first callback.
 func (w *worker) adopt(e *endpoint) {
 	e.wk = w
-	w.mu.Lock()
-	w.incoming = append(w.incoming, e)
-	wake := w.wakeLocked()
-	w.mu.Unlock()
-	if wake {
-		w.wake()
-	}
+	w.put(&w.incoming, e)
 }
 
 // schedule puts e, which has posted tasks, on w's ready list.
-func (w *worker) schedule(e *endpoint) {
+func (w *worker) schedule(e *endpoint) { w.put(&w.ready, e) }
+
+// put appends e to one of w's lists and wakes w if it must.
+func (w *worker) put(list *[]*endpoint, e *endpoint) {
 	w.mu.Lock()
-	w.ready = append(w.ready, e)
+	*list = append(*list, e)
 	wake := w.wakeLocked()
 	w.mu.Unlock()
 	if wake {
@@ -485,6 +482,7 @@ func (w *worker) flush(e *endpoint) {
 	b := &e.out
 	b.mu.Lock()
 	var failed syscall.Errno
+	below := false
 	for len(b.queue) > 0 {
 		k := min(len(b.queue), len(w.writeIov))
 		want := 0
@@ -515,31 +513,17 @@ func (w *worker) flush(e *endpoint) {
 		} else {
 			w.h.st.directWrites.Add(1)
 		}
-		// The buffers written whole go back to the pool; the first of the
-		// rest is cut where the socket stopped.
-		done, left := 0, n
-		for done < len(b.queue) && left >= len(b.queue[done]) {
-			left -= len(b.queue[done])
-			writeBufs.put(b.queue[done])
-			done++
-		}
-		if done < len(b.queue) {
-			b.queue[done] = b.queue[done][left:]
-		}
-		m := copy(b.queue, b.queue[done:])
+		m := copy(b.queue, b.queue[takeSent(b.queue, n):])
 		clear(b.queue[m:])
 		b.queue = b.queue[:m]
-		b.size -= n
-		b.total.Add(-int64(n))
+		if b.sentLocked(n) {
+			below = true
+		}
 		if n < want {
 			break // the socket is full
 		}
 	}
 	pending := len(b.queue) > 0
-	below := b.above && b.size <= b.high/2
-	if below {
-		b.above = false
-	}
 	shut := !pending && b.end && !b.endDone
 	if shut {
 		b.endDone = true

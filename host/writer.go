@@ -75,6 +75,12 @@ func (w *writeBuffer) written(n int, drained [][]byte) (below bool) {
 	defer w.mu.Unlock()
 	w.spare = drained
 	w.busy = false
+	return w.sentLocked(n)
+}
+
+// sentLocked accounts for n bytes on the socket, with mu held; true when
+// that took the buffer from above its high watermark to its low one.
+func (w *writeBuffer) sentLocked(n int) (below bool) {
 	w.size -= n
 	w.total.Add(-int64(n))
 	if w.above && w.size <= w.high/2 {
@@ -82,6 +88,22 @@ func (w *writeBuffer) written(n int, drained [][]byte) (below bool) {
 		return true
 	}
 	return false
+}
+
+// takeSent gives back to the pool the buffers of q that the n bytes a
+// write took cover whole, cuts the first of the rest where the write
+// stopped, and returns how many were written whole: q[done:] is left.
+func takeSent(q [][]byte, n int) (done int) {
+	for done < len(q) && n >= len(q[done]) {
+		n -= len(q[done])
+		writeBufs.put(q[done])
+		q[done] = nil
+		done++
+	}
+	if done < len(q) {
+		q[done] = q[done][n:]
+	}
+	return done
 }
 
 func (w *writeBuffer) isAbove() bool {
