@@ -3,8 +3,6 @@ package host_test
 import (
 	"bytes"
 	"fmt"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/breeze-mesh/breeze/host"
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 )
@@ -254,7 +253,7 @@ func (d *relayDown) OnData(b []byte, end bool) api.FilterStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.downG == 0 {
-		s.downG = goroutineID()
+		s.downG = host.GoroutineID()
 	}
 	if s.up == nil {
 		s.pending = append(s.pending, b)
@@ -313,7 +312,7 @@ func (u *relayUp) OnData(b []byte, end bool) {
 	defer s.mu.Unlock()
 	if !s.upSeen {
 		s.upSeen = true
-		s.rec.relayThreads <- [2]uint64{s.downG, goroutineID()}
+		s.rec.relayThreads <- [2]uint64{s.downG, host.GoroutineID()}
 	}
 	if !s.downGone && len(b) > 0 {
 		s.down.Write(b, false)
@@ -402,12 +401,3 @@ func (u *halfCloseUp) OnEvent(e api.ConnectionEvent) {
 type zeroSize struct{ api.EmptyDownstreamFilter }
 
 func newZeroSize(pluginConfig, api.ConnectionCallback) api.DownstreamFilter { return &zeroSize{} }
-
-// goroutineID is the calling goroutine's id, read from its stack trace's
-// first line ("goroutine 42 [running]:").
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
-	id, _ := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
-	return id
-}
