@@ -13,16 +13,9 @@ import (
 // test with what and what cond last said.
 func For(t testing.TB, what string, within time.Duration, cond func() (ok bool, said string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, said := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, said)
-		}
-		time.Sleep(interval)
+	var said string
+	if !Poll(within, func() (ok bool) { ok, said = cond(); return ok }) {
+		t.Fatalf("timed out waiting for %s; last seen: %s", what, said)
 	}
 }
 
